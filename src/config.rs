@@ -1,0 +1,353 @@
+//! The server's configuration: a TOML file whose every field has an embedded
+//! default, so `ringmail serve` runs with no file at all. Command-line flags
+//! override the file (see `main.rs`).
+//!
+//! Durations are written as `"60s"`, `"30m"`, `"2h"` or `"250ms"`; sizes as
+//! `"64MiB"`, `"512KiB"` or a plain number of bytes.
+
+use serde::{Deserialize, Deserializer};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// io_uring when the kernel allows it, epoll otherwise.
+    #[default]
+    Auto,
+    Uring,
+    Epoll,
+}
+
+impl std::str::FromStr for Driver {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Driver::Auto),
+            "uring" | "io_uring" => Ok(Driver::Uring),
+            "epoll" | "legacy" => Ok(Driver::Epoll),
+            _ => Err(format!("unknown driver {s:?} (auto, uring or epoll)")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncMode {
+    /// Acknowledge only what is on disk (fdatasync, shared by group commit).
+    #[default]
+    Always,
+    /// Do not sync before acknowledging. For benchmarks only: a crash or
+    /// power loss loses mail that clients were told was stored.
+    Never,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// A listener whose connections start authenticated as `user` (`* PREAUTH`).
+/// Meant for a trusted local front end (a webmail on the same host).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PreauthListener {
+    pub listen: SocketAddr,
+    pub user: String,
+}
+
+/// An IP network, `10.0.0.0/8` or a single address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl IpNet {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V6(v6)) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            _ => ip,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(a), IpAddr::V4(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u32::MAX << (32 - u32::from(self.prefix.min(32))) };
+                u32::from(a) & mask == u32::from(b) & mask
+            }
+            (IpAddr::V6(a), IpAddr::V6(b)) => {
+                let mask = if self.prefix == 0 { 0 } else { u128::MAX << (128 - u32::from(self.prefix.min(128))) };
+                u128::from(a) & mask == u128::from(b) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for IpNet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, p) = s.split_once('/').unwrap_or((s, ""));
+        let addr: IpAddr = a.parse().map_err(|_| format!("invalid address in {s:?}"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = if p.is_empty() { max } else { p.parse().map_err(|_| format!("invalid prefix in {s:?}"))? };
+        if prefix > max {
+            return Err(format!("prefix too long in {s:?}"));
+        }
+        Ok(IpNet { addr, prefix })
+    }
+}
+
+impl<'de> Deserialize<'de> for IpNet {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses `"250ms"`, `"60s"`, `"30m"`, `"2h"`, `"1d"`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    Ok(match unit.trim() {
+        "ms" => Duration::from_millis(n),
+        "s" | "" => Duration::from_secs(n),
+        "m" | "min" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        "d" => Duration::from_secs(n * 86400),
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h, d)")),
+    })
+}
+
+/// Parses `"64MiB"`, `"512KiB"`, `"1GiB"` or a number of bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mul = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return Err(format!("invalid size unit in {s:?} (KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mul).ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    parse_duration(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn de_size<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum S {
+        N(u64),
+        T(String),
+    }
+    match S::deserialize(d)? {
+        S::N(n) => Ok(n),
+        S::T(t) => parse_size(&t).map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImapConfig {
+    /// Cleartext IMAP listeners (STARTTLS offered when TLS is configured).
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (IMAPS).
+    pub imaps: Vec<SocketAddr>,
+    pub preauth: Vec<PreauthListener>,
+    /// Networks from which LOGIN is allowed without TLS. Loopback always is,
+    /// unless `loopback_is_trusted = false`.
+    pub cleartext_networks: Vec<IpNet>,
+    pub loopback_is_trusted: bool,
+}
+
+impl Default for ImapConfig {
+    fn default() -> Self {
+        ImapConfig {
+            listen: vec!["127.0.0.1:1143".parse().expect("valid")],
+            imaps: vec!["127.0.0.1:1993".parse().expect("valid")],
+            preauth: Vec::new(),
+            cleartext_networks: Vec::new(),
+            loopback_is_trusted: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    pub max_connections: usize,
+    pub max_connections_per_ip: u32,
+    /// Autologout before authentication.
+    #[serde(deserialize_with = "de_duration")]
+    pub login_timeout: Duration,
+    /// Autologout of an authenticated session that sends nothing (RFC 9051
+    /// 5.4: at least 30 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+    /// How often a session in IDLE hears `* OK Still here`, which keeps NAT
+    /// mappings alive; IDLE itself is never timed out (RFC 2177).
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_keepalive: Duration,
+    /// Failed logins on one connection before it is closed.
+    pub max_auth_failures: u32,
+    /// First delay after a failed login from an IP; doubles per failure.
+    #[serde(deserialize_with = "de_duration")]
+    pub auth_failure_delay: Duration,
+    #[serde(deserialize_with = "de_duration")]
+    pub auth_failure_delay_max: Duration,
+    /// How long verified credentials are remembered (saves rehashing).
+    #[serde(deserialize_with = "de_duration")]
+    pub auth_cache_ttl: Duration,
+    #[serde(deserialize_with = "de_size")]
+    pub max_message_size: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_connections: 19_000,
+            max_connections_per_ip: 1_000,
+            login_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30 * 60),
+            idle_keepalive: Duration::from_secs(2 * 60),
+            max_auth_failures: 3,
+            auth_failure_delay: Duration::from_millis(500),
+            auth_failure_delay_max: Duration::from_secs(15),
+            auth_cache_ttl: Duration::from_secs(3600),
+            max_message_size: 64 << 20,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    pub sync: SyncMode,
+    /// Size a segment file grows to before a new one starts.
+    #[serde(deserialize_with = "de_size")]
+    pub segment_size: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig { sync: SyncMode::Always, segment_size: 64 << 20 }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info` or `ringmail=debug`.
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    /// Worker threads; 0 means one per CPU core.
+    pub workers: usize,
+    pub driver: Driver,
+    pub imap: ImapConfig,
+    pub limits: LimitsConfig,
+    pub store: StoreConfig,
+    pub log: LogConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("./ringmail-data"),
+            workers: 0,
+            driver: Driver::Auto,
+            imap: ImapConfig::default(),
+            limits: LimitsConfig::default(),
+            store: StoreConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Config {
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        Self::from_toml(&text).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Number of workers to run.
+    pub fn worker_count(&self) -> usize {
+        if self.workers > 0 {
+            self.workers
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+
+    pub fn users_file(&self) -> PathBuf {
+        self.data_dir.join("users")
+    }
+
+    /// Whether a client at `ip` may send a password without TLS.
+    pub fn cleartext_allowed(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        (self.imap.loopback_is_trusted && ip.is_loopback()) || self.imap.cleartext_networks.iter().any(|n| n.contains(ip))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = Config::from_toml("").unwrap();
+        assert_eq!(c.imap.listen, vec!["127.0.0.1:1143".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(c.limits.idle_timeout, Duration::from_secs(1800));
+    }
+
+    #[test]
+    fn fields_parse() {
+        let c = Config::from_toml(
+            r#"
+            data_dir = "/var/lib/ringmail"
+            workers = 4
+            driver = "epoll"
+            [imap]
+            listen = ["0.0.0.0:143"]
+            cleartext_networks = ["10.0.0.0/8"]
+            [limits]
+            login_timeout = "45s"
+            max_message_size = "25MiB"
+            [store]
+            sync = "never"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.workers, 4);
+        assert_eq!(c.driver, Driver::Epoll);
+        assert_eq!(c.limits.login_timeout, Duration::from_secs(45));
+        assert_eq!(c.limits.max_message_size, 25 << 20);
+        assert!(c.cleartext_allowed("10.1.2.3".parse().unwrap()));
+        assert!(!c.cleartext_allowed("11.1.2.3".parse().unwrap()));
+        assert!(c.cleartext_allowed("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(Config::from_toml("bogus = 1").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! ringmail: an IMAP4rev2/IMAP4rev1 mail server built for speed and durability.
+
+pub mod auth;
+pub mod config;
+pub mod mime;
+pub mod proto;
+pub mod signal;
+pub mod store;

@@ -1,0 +1,206 @@
+//! MIME analysis done once, when a message arrives: ENVELOPE, BODY and
+//! BODYSTRUCTURE as IMAP text, the byte range of every part, the sent date
+//! and decoded address/subject text for SEARCH. The result is a compact blob
+//! stored next to the message (the segment's cache record), so FETCH of
+//! these items never parses the message again.
+//!
+//! Nothing here changes the message: every range points into its original
+//! bytes, bare LF and 8-bit headers included.
+
+pub mod address;
+pub mod header;
+pub mod structure;
+
+pub use structure::{Kind, Part, Transfer};
+
+const VERSION: u8 = 1;
+
+/// Decoded header text kept for SEARCH, in this order.
+pub const SEARCH_FIELDS: [&str; 5] = ["FROM", "TO", "CC", "BCC", "SUBJECT"];
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+/// Decodes RFC 2047 encoded words in a header value (for SEARCH).
+pub fn decode_header_value(name: &str, value: &[u8]) -> String {
+    if !value.windows(2).any(|w| w == b"=?") && std::str::from_utf8(value).is_ok() {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    let mut msg = Vec::with_capacity(value.len() + 32);
+    msg.extend_from_slice(b"X-Search: ");
+    msg.extend_from_slice(value);
+    msg.extend_from_slice(b"\r\n\r\n");
+    let _ = name;
+    mail_parser::MessageParser::default()
+        .parse_headers(&msg)
+        .and_then(|m| m.header("X-Search").and_then(|h| h.as_text().map(str::to_string)))
+        .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned())
+}
+
+/// The local calendar date of a Date: header, as days since the epoch.
+fn sent_days(h: &[u8]) -> Option<i32> {
+    let v = header::first(h, "Date")?;
+    let mut msg = b"Date: ".to_vec();
+    msg.extend_from_slice(&v);
+    msg.extend_from_slice(b"\r\n\r\n");
+    let m = mail_parser::MessageParser::default().parse_headers(&msg)?;
+    let d = m.date()?;
+    if d.year == 0 || d.month == 0 || d.day == 0 {
+        return None;
+    }
+    Some(crate::proto::days_from_civil(i64::from(d.year), u32::from(d.month), u32::from(d.day)) as i32)
+}
+
+/// Analyses a message and returns the cache blob.
+pub fn analyze(raw: &[u8]) -> Vec<u8> {
+    let a = structure::analyze(raw);
+    let h = &raw[..a.header_len as usize];
+    let mut out = Vec::with_capacity(a.envelope.len() + a.bodystructure.len() * 2 + 64 + a.parts.len() * 32);
+    out.push(VERSION);
+    out.extend_from_slice(&sent_days(h).unwrap_or(i32::MIN).to_le_bytes());
+    out.extend_from_slice(&a.header_len.to_le_bytes());
+    put_bytes(&mut out, &a.envelope);
+    put_bytes(&mut out, &a.body);
+    put_bytes(&mut out, &a.bodystructure);
+    for name in SEARCH_FIELDS {
+        let text: Vec<String> = header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| decode_header_value(name, &header::unfold(f.value))).collect();
+        put_bytes(&mut out, text.join(" ").as_bytes());
+    }
+    out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
+    for p in &a.parts {
+        out.push(p.path.len().min(255) as u8);
+        for n in p.path.iter().take(255) {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        for v in [p.header, p.body, p.end, p.inner_body] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.push(match p.kind {
+            Kind::Leaf => 0,
+            Kind::Multipart => 1,
+            Kind::Message => 2,
+        });
+        out.push(match p.transfer {
+            Transfer::Identity => 0,
+            Transfer::Base64 => 1,
+            Transfer::QuotedPrintable => 2,
+            Transfer::Unknown => 3,
+        });
+    }
+    out
+}
+
+/// A read-only view of a cache blob. Parsing checks every length, so a
+/// damaged blob is refused, never trusted.
+pub struct Cache<'a> {
+    pub sent_days: Option<i32>,
+    pub header_len: u32,
+    pub envelope: &'a [u8],
+    pub body: &'a [u8],
+    pub bodystructure: &'a [u8],
+    search: [&'a [u8]; 5],
+    parts: &'a [u8],
+    nparts: u32,
+}
+
+struct Reader<'a> {
+    b: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let s = self.b.get(self.at..self.at.checked_add(n)?)?;
+        self.at += n;
+        Some(s)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+impl<'a> Cache<'a> {
+    pub fn parse(b: &'a [u8]) -> Option<Cache<'a>> {
+        let mut r = Reader { b, at: 0 };
+        if r.u8()? != VERSION {
+            return None;
+        }
+        let sd = r.u32()? as i32;
+        let header_len = r.u32()?;
+        let envelope = r.bytes()?;
+        let body = r.bytes()?;
+        let bodystructure = r.bytes()?;
+        let mut search = [&b[..0]; 5];
+        for s in &mut search {
+            *s = r.bytes()?;
+        }
+        let nparts = r.u32()?;
+        let parts = &b[r.at..];
+        let c = Cache { sent_days: (sd != i32::MIN).then_some(sd), header_len, envelope, body, bodystructure, search, parts, nparts };
+        // Validate the part table once so iteration cannot fail later.
+        c.iter_parts().count().eq(&(nparts as usize)).then_some(c)
+    }
+
+    /// Decoded text of a SEARCH_FIELDS entry.
+    pub fn search_text(&self, field: &str) -> Option<&'a [u8]> {
+        SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| self.search[i])
+    }
+
+    pub fn iter_parts(&self) -> impl Iterator<Item = Part> + 'a {
+        let mut r = Reader { b: self.parts, at: 0 };
+        let n = self.nparts;
+        (0..n).map_while(move |_| {
+            let len = r.u8()? as usize;
+            let mut path = Vec::with_capacity(len);
+            for _ in 0..len {
+                path.push(r.u32()?);
+            }
+            let header = r.u32()?;
+            let body = r.u32()?;
+            let end = r.u32()?;
+            let inner_body = r.u32()?;
+            let kind = match r.u8()? {
+                1 => Kind::Multipart,
+                2 => Kind::Message,
+                _ => Kind::Leaf,
+            };
+            let transfer = match r.u8()? {
+                0 => Transfer::Identity,
+                1 => Transfer::Base64,
+                2 => Transfer::QuotedPrintable,
+                _ => Transfer::Unknown,
+            };
+            Some(Part { path, header, body, end, kind, transfer, inner_body })
+        })
+    }
+
+    pub fn part(&self, path: &[u32]) -> Option<Part> {
+        self.iter_parts().find(|p| p.path == path)
+    }
+}
+
+/// Undoes a content-transfer-encoding (BINARY, RFC 3516). None when the
+/// encoding is unknown or the data is not valid in it.
+pub fn decode_transfer(t: Transfer, data: &[u8]) -> Option<Vec<u8>> {
+    match t {
+        Transfer::Identity => Some(data.to_vec()),
+        Transfer::Base64 => {
+            let clean: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+            mail_parser::decoders::base64::base64_decode(&clean)
+        }
+        Transfer::QuotedPrintable => mail_parser::decoders::quoted_printable::quoted_printable_decode(data),
+        Transfer::Unknown => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

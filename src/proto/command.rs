@@ -1,0 +1,423 @@
+//! The commands a client can send, as plain owned data.
+//!
+//! These types say what was asked, not whether it is allowed: state gating and
+//! meaning live in `session/`. Names are kept as the RFC spells them.
+
+use std::fmt;
+
+/// A parsed command with its tag.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    pub tag: String,
+    pub body: CommandBody,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommandBody {
+    // Any state (RFC 9051 6.1).
+    Capability,
+    Noop,
+    Logout,
+    // Not Authenticated (6.2).
+    StartTls,
+    Authenticate { mechanism: String, initial: Option<Vec<u8>> },
+    Login { user: Vec<u8>, password: Vec<u8> },
+    // Authenticated (6.3).
+    Enable(Vec<String>),
+    Select { mailbox: Mailbox, read_only: bool, params: SelectParams },
+    Create(Mailbox),
+    Delete(Mailbox),
+    Rename { from: Mailbox, to: Mailbox },
+    Subscribe(Mailbox),
+    Unsubscribe(Mailbox),
+    List(ListArgs),
+    /// RFC 3501 LSUB.
+    Lsub { reference: Mailbox, pattern: Vec<u8> },
+    Namespace,
+    Status { mailbox: Mailbox, items: Vec<StatusItem> },
+    Idle,
+    /// RFC 2971; None is `ID NIL`.
+    Id(Option<Vec<(String, Option<String>)>>),
+    // Selected (6.4).
+    Check,
+    Close,
+    Unselect,
+    Expunge { uids: Option<SequenceSet> },
+    Copy { set: SequenceSet, mailbox: Mailbox, uid: bool },
+    Move { set: SequenceSet, mailbox: Mailbox, uid: bool },
+    Fetch { set: SequenceSet, items: Vec<FetchItem>, uid: bool, modifiers: FetchModifiers },
+    Store { set: SequenceSet, op: StoreOp, silent: bool, flags: Vec<Flag>, uid: bool, unchanged_since: Option<u64> },
+    Search { ret: Option<Vec<SearchReturn>>, charset: Option<String>, key: SearchKey, uid: bool },
+}
+
+impl CommandBody {
+    /// The command's name as clients write it, for logs and metrics.
+    pub fn name(&self) -> &'static str {
+        use CommandBody::*;
+        match self {
+            Capability => "CAPABILITY",
+            Noop => "NOOP",
+            Logout => "LOGOUT",
+            StartTls => "STARTTLS",
+            Authenticate { .. } => "AUTHENTICATE",
+            Login { .. } => "LOGIN",
+            Enable(_) => "ENABLE",
+            Select { read_only: false, .. } => "SELECT",
+            Select { read_only: true, .. } => "EXAMINE",
+            Create(_) => "CREATE",
+            Delete(_) => "DELETE",
+            Rename { .. } => "RENAME",
+            Subscribe(_) => "SUBSCRIBE",
+            Unsubscribe(_) => "UNSUBSCRIBE",
+            List(_) => "LIST",
+            Lsub { .. } => "LSUB",
+            Namespace => "NAMESPACE",
+            Status { .. } => "STATUS",
+            Idle => "IDLE",
+            Id(_) => "ID",
+            Check => "CHECK",
+            Close => "CLOSE",
+            Unselect => "UNSELECT",
+            Expunge { uids: None } => "EXPUNGE",
+            Expunge { uids: Some(_) } => "UID EXPUNGE",
+            Copy { uid: false, .. } => "COPY",
+            Copy { uid: true, .. } => "UID COPY",
+            Move { uid: false, .. } => "MOVE",
+            Move { uid: true, .. } => "UID MOVE",
+            Fetch { uid: false, .. } => "FETCH",
+            Fetch { uid: true, .. } => "UID FETCH",
+            Store { uid: false, .. } => "STORE",
+            Store { uid: true, .. } => "UID STORE",
+            Search { uid: false, .. } => "SEARCH",
+            Search { uid: true, .. } => "UID SEARCH",
+        }
+    }
+}
+
+/// A mailbox name as the client sent it (not yet decoded from modified
+/// UTF-7; that depends on whether the session enabled IMAP4rev2 / UTF8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mailbox(pub Vec<u8>);
+
+impl Mailbox {
+    pub fn is_inbox(&self) -> bool {
+        self.0.eq_ignore_ascii_case(b"INBOX")
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SelectParams {
+    /// `(CONDSTORE)` select parameter (RFC 7162 3.1.8).
+    pub condstore: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListArgs {
+    pub reference: Mailbox,
+    pub patterns: Vec<Vec<u8>>,
+    pub select_subscribed: bool,
+    pub select_recursive: bool,
+    pub select_special_use: bool,
+    pub return_subscribed: bool,
+    pub return_children: bool,
+    pub return_special_use: bool,
+    pub return_status: Option<Vec<StatusItem>>,
+    /// Whether the extended syntax (selection or return options) was used.
+    pub extended: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusItem {
+    Messages,
+    UidNext,
+    UidValidity,
+    Unseen,
+    Deleted,
+    Size,
+    Recent,
+    HighestModSeq,
+}
+
+impl StatusItem {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatusItem::Messages => "MESSAGES",
+            StatusItem::UidNext => "UIDNEXT",
+            StatusItem::UidValidity => "UIDVALIDITY",
+            StatusItem::Unseen => "UNSEEN",
+            StatusItem::Deleted => "DELETED",
+            StatusItem::Size => "SIZE",
+            StatusItem::Recent => "RECENT",
+            StatusItem::HighestModSeq => "HIGHESTMODSEQ",
+        }
+    }
+}
+
+/// One element of a sequence set; `u32::MAX` stands for `*`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SeqRange {
+    pub start: u32,
+    pub end: u32,
+}
+
+/// `*` in a sequence set: the largest number in use.
+pub const STAR: u32 = u32::MAX;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SequenceSet {
+    Ranges(Vec<SeqRange>),
+    /// `$`: the result saved by `SEARCH RETURN (SAVE)` (RFC 9051 6.4.4.1).
+    Saved,
+}
+
+impl SequenceSet {
+    pub fn single(n: u32) -> Self {
+        SequenceSet::Ranges(vec![SeqRange { start: n, end: n }])
+    }
+
+    /// Resolves `*` to `max` and orders each range; the result is a list of
+    /// inclusive ranges, not merged. `$` resolves to nothing here.
+    pub fn resolve(&self, max: u32) -> Vec<(u32, u32)> {
+        match self {
+            SequenceSet::Saved => Vec::new(),
+            SequenceSet::Ranges(r) => r
+                .iter()
+                .map(|r| {
+                    let a = if r.start == STAR { max } else { r.start };
+                    let b = if r.end == STAR { max } else { r.end };
+                    (a.min(b), a.max(b))
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether `n` is in the set, with `*` meaning `max`.
+    pub fn contains(&self, n: u32, max: u32) -> bool {
+        self.resolve(max).iter().any(|&(a, b)| a <= n && n <= b)
+    }
+}
+
+impl fmt::Display for SequenceSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SequenceSet::Saved => f.write_str("$"),
+            SequenceSet::Ranges(r) => {
+                for (i, r) in r.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    let n = |x: u32| if x == STAR { "*".to_string() } else { x.to_string() };
+                    if r.start == r.end {
+                        f.write_str(&n(r.start))?;
+                    } else {
+                        write!(f, "{}:{}", n(r.start), n(r.end))?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A message flag: a system flag or a keyword.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Flag {
+    Seen,
+    Answered,
+    Flagged,
+    Deleted,
+    Draft,
+    /// `\Recent`: may appear in FETCH but cannot be stored.
+    Recent,
+    /// Any other `\Name`; RFC 9051 says servers reject these in STORE/APPEND.
+    Extension(String),
+    Keyword(String),
+}
+
+impl Flag {
+    pub fn parse(s: &str) -> Flag {
+        if let Some(name) = s.strip_prefix('\\') {
+            match name.to_ascii_lowercase().as_str() {
+                "seen" => Flag::Seen,
+                "answered" => Flag::Answered,
+                "flagged" => Flag::Flagged,
+                "deleted" => Flag::Deleted,
+                "draft" => Flag::Draft,
+                "recent" => Flag::Recent,
+                _ => Flag::Extension(s.to_string()),
+            }
+        } else {
+            Flag::Keyword(s.to_string())
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            Flag::Seen => "\\Seen",
+            Flag::Answered => "\\Answered",
+            Flag::Flagged => "\\Flagged",
+            Flag::Deleted => "\\Deleted",
+            Flag::Draft => "\\Draft",
+            Flag::Recent => "\\Recent",
+            Flag::Extension(s) | Flag::Keyword(s) => s,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreOp {
+    Replace,
+    Add,
+    Remove,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchModifiers {
+    /// `(CHANGEDSINCE n)` (RFC 7162 3.1.4).
+    pub changed_since: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchItem {
+    Flags,
+    InternalDate,
+    Rfc822Size,
+    Envelope,
+    /// `BODY` without a section: the non-extensible BODYSTRUCTURE.
+    Body,
+    BodyStructure,
+    Uid,
+    ModSeq,
+    /// `BODY[...]`, `BODY.PEEK[...]`, and the RFC822 forms mapped onto them.
+    BodySection { section: Section, partial: Option<(u64, u64)>, peek: bool, legacy: Legacy },
+    /// `BINARY[...]` / `BINARY.PEEK[...]` (RFC 3516).
+    Binary { part: Vec<u32>, partial: Option<(u64, u64)>, peek: bool },
+    BinarySize { part: Vec<u32> },
+}
+
+/// How to name a body section in the response: RFC822 forms answer with
+/// their own item names (RFC 3501 6.4.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Legacy {
+    None,
+    Rfc822,
+    Rfc822Header,
+    Rfc822Text,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Section {
+    /// Part path, e.g. `[1, 2]` for `1.2`; empty for the whole message.
+    pub part: Vec<u32>,
+    pub text: Option<SectionText>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SectionText {
+    Header,
+    HeaderFields { not: bool, fields: Vec<String> },
+    Text,
+    Mime,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SearchReturn {
+    Min,
+    Max,
+    All,
+    Count,
+    Save,
+}
+
+/// A search key (RFC 9051 6.4.4, plus the RFC 3501 keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SearchKey {
+    All,
+    /// Keys that must all match (`(a b c)` and the top-level list).
+    And(Vec<SearchKey>),
+    Or(Box<SearchKey>, Box<SearchKey>),
+    Not(Box<SearchKey>),
+    SequenceSet(SequenceSet),
+    Uid(SequenceSet),
+    /// A flag that must be set (`SEEN`, `KEYWORD x`, ...).
+    Flag(Flag),
+    /// A flag that must not be set (`UNSEEN`, `UNKEYWORD x`, ...).
+    NotFlag(Flag),
+    /// RFC 3501 `NEW` (recent and unseen), `OLD`, `RECENT`.
+    New,
+    Old,
+    Recent,
+    Before(Date),
+    On(Date),
+    Since(Date),
+    SentBefore(Date),
+    SentOn(Date),
+    SentSince(Date),
+    Larger(u64),
+    Smaller(u64),
+    /// `HEADER name value`; FROM/TO/CC/BCC/SUBJECT map onto this.
+    Header(String, Vec<u8>),
+    Body(Vec<u8>),
+    Text(Vec<u8>),
+    ModSeq(u64),
+}
+
+/// A calendar date (RFC 9051 `date`), without time or zone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date {
+    pub year: u16,
+    pub month: u8,
+    pub day: u8,
+}
+
+impl Date {
+    /// Days since 1970-01-01 (proleptic Gregorian), for comparisons.
+    pub fn days(self) -> i64 {
+        days_from_civil(i64::from(self.year), u32::from(self.month), u32::from(self.day))
+    }
+}
+
+/// Days since the Unix epoch of a civil date (Howard Hinnant's algorithm).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let m = i64::from(m);
+    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The civil date of a day count since the epoch (inverse of [`days_from_civil`]).
+pub fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = if z >= 0 { z } else { z - 146_096 } / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+/// A date-time with zone, as in APPEND (RFC 9051 `date-time`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateTime {
+    /// Seconds since the Unix epoch (UTC).
+    pub unix: i64,
+    /// The zone offset in minutes east of UTC, kept for display.
+    pub offset_minutes: i16,
+}
+
+/// The arguments of APPEND that come before the message literal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendHeader {
+    pub tag: String,
+    pub mailbox: Mailbox,
+    pub flags: Vec<Flag>,
+    pub date: Option<DateTime>,
+    pub size: u64,
+    pub binary: bool,
+}

@@ -1,0 +1,15 @@
+//! The sans-io IMAP protocol core: bytes in, commands out; responses in,
+//! bytes out. It opens no socket and no file and reads no clock.
+
+pub mod command;
+pub mod decoder;
+pub mod encode;
+pub mod limits;
+pub mod parse;
+pub mod scan;
+pub mod utf7;
+
+pub use command::*;
+pub use decoder::{Decoder, Event};
+pub use encode::{Out, Shared};
+pub use limits::Limits;

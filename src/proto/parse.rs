@@ -1,0 +1,1208 @@
+//! The command grammar of RFC 9051 section 9 (plus RFC 3501 forms and the
+//! syntax of the extensions ringmail implements), over the tokens of one
+//! complete command.
+//!
+//! It sees a command only once the decoder has all of it (lines and
+//! literals), so it never waits, never reads, and needs no state between
+//! commands. It does not decide whether a command is allowed: that is the
+//! session's job. Every failure is a [`ParseError`], answered with BAD.
+
+use super::command::*;
+use super::scan::{Kind, Token};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// The tag, when the command got far enough to have one.
+    pub tag: Option<String>,
+    pub message: String,
+}
+
+type R<T> = Result<T, String>;
+
+/// Parses one complete command.
+pub fn parse_command(buf: &[u8], tokens: &[Token], nesting_max: usize) -> Result<Command, ParseError> {
+    let mut p = Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max };
+    let tag = match p.tag() {
+        Ok(t) => t,
+        Err(message) => return Err(ParseError { tag: None, message }),
+    };
+    match p.command_body() {
+        Ok(body) => Ok(Command { tag, body }),
+        Err(message) => Err(ParseError { tag: Some(tag), message }),
+    }
+}
+
+/// Reads just the tag of a command (for answering a command the decoder had
+/// to reject as a whole, e.g. a literal that is too large).
+pub fn parse_tag(buf: &[u8], tokens: &[Token]) -> Option<String> {
+    Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max: 0 }.tag().ok()
+}
+
+/// Recognises `tag APPEND mailbox [flags] [date-time] ` ahead of the message
+/// literal, so the decoder can stream that literal instead of buffering it.
+/// Returns None when the tokens are not such a prefix.
+pub fn parse_append_prefix(buf: &[u8], tokens: &[Token]) -> Option<Result<AppendHeader, ParseError>> {
+    let mut p = Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max: 4 };
+    let tag = p.tag().ok()?;
+    let name = p.atom_upper().ok()?;
+    if name != "APPEND" {
+        return None;
+    }
+    let r = (|| -> R<AppendHeader> {
+        p.sp()?;
+        let mailbox = p.mailbox()?;
+        p.sp()?;
+        let mut flags = Vec::new();
+        if p.peek_kind() == Some(Kind::LParen) {
+            flags = p.flag_list()?;
+            p.sp()?;
+        }
+        let mut date = None;
+        if matches!(p.peek_kind(), Some(Kind::Quoted)) {
+            date = Some(p.date_time()?);
+            p.sp()?;
+        }
+        if !p.at_end() {
+            return Err("APPEND arguments must be followed by the message literal".into());
+        }
+        Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false })
+    })();
+    Some(match r {
+        Ok(mut h) => {
+            h.tag = tag;
+            Ok(h)
+        }
+        Err(message) => Err(ParseError { tag: Some(tag), message }),
+    })
+}
+
+struct Parser<'a> {
+    buf: &'a [u8],
+    toks: &'a [Token],
+    i: usize,
+    depth: usize,
+    nesting_max: usize,
+}
+
+fn upper(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_ascii_uppercase()
+}
+
+impl<'a> Parser<'a> {
+    fn at_end(&self) -> bool {
+        self.i >= self.toks.len()
+    }
+
+    fn peek(&self) -> Option<Token> {
+        self.toks.get(self.i).copied()
+    }
+
+    fn peek_kind(&self) -> Option<Kind> {
+        self.peek().map(|t| t.kind)
+    }
+
+    fn text(&self, t: Token) -> &'a [u8] {
+        &self.buf[t.range()]
+    }
+
+    fn next(&mut self) -> R<Token> {
+        let t = self.peek().ok_or_else(|| "Missing arguments".to_string())?;
+        self.i += 1;
+        Ok(t)
+    }
+
+    fn expect(&mut self, kind: Kind, what: &str) -> R<Token> {
+        match self.peek() {
+            Some(t) if t.kind == kind => {
+                self.i += 1;
+                Ok(t)
+            }
+            Some(_) => Err(format!("Expected {what}")),
+            None => Err(format!("Missing {what}")),
+        }
+    }
+
+    fn sp(&mut self) -> R<()> {
+        self.expect(Kind::Space, "a single space").map(|_| ())
+    }
+
+    fn lparen(&mut self) -> R<()> {
+        self.expect(Kind::LParen, "'('")?;
+        self.depth += 1;
+        if self.depth > self.nesting_max {
+            return Err("Too deeply nested".into());
+        }
+        Ok(())
+    }
+
+    fn rparen(&mut self) -> R<()> {
+        self.expect(Kind::RParen, "')'")?;
+        self.depth -= 1;
+        Ok(())
+    }
+
+    fn end(&self) -> R<()> {
+        if self.at_end() {
+            Ok(())
+        } else {
+            Err("Unexpected extra arguments".into())
+        }
+    }
+
+    fn tag(&mut self) -> R<String> {
+        let t = self.expect(Kind::Atom, "a tag")?;
+        let s = self.text(t);
+        if s.iter().any(|&b| matches!(b, b'+' | b'%' | b'*' | b'\\') || b >= 0x80) {
+            return Err("Invalid tag".into());
+        }
+        let tag = String::from_utf8_lossy(s).into_owned();
+        self.sp()?;
+        Ok(tag)
+    }
+
+    fn atom(&mut self) -> R<&'a [u8]> {
+        let t = self.expect(Kind::Atom, "an atom")?;
+        Ok(self.text(t))
+    }
+
+    fn atom_upper(&mut self) -> R<String> {
+        self.atom().map(upper)
+    }
+
+    fn unescape(&self, t: Token) -> Vec<u8> {
+        let s = self.text(t);
+        if t.kind == Kind::Quoted {
+            return s.to_vec();
+        }
+        let mut out = Vec::with_capacity(s.len());
+        let mut it = s.iter();
+        while let Some(&b) = it.next() {
+            if b == b'\\' {
+                if let Some(&e) = it.next() {
+                    out.push(e);
+                }
+            } else {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// `string`: quoted or literal.
+    fn string(&mut self) -> R<Vec<u8>> {
+        let t = self.next()?;
+        match t.kind {
+            Kind::Quoted | Kind::QuotedEscaped => Ok(self.unescape(t)),
+            Kind::Literal => Ok(self.text(t).to_vec()),
+            _ => Err("Expected a string".into()),
+        }
+    }
+
+    /// `astring`: atom (with `]` allowed) or string.
+    fn astring(&mut self) -> R<Vec<u8>> {
+        match self.peek_kind() {
+            Some(Kind::Atom) => Ok(self.atom()?.to_vec()),
+            Some(_) => self.string(),
+            None => Err("Missing argument".into()),
+        }
+    }
+
+    fn astring_utf8(&mut self) -> R<String> {
+        String::from_utf8(self.astring()?).map_err(|_| "Invalid UTF-8".to_string())
+    }
+
+    fn nil_or_string(&mut self) -> R<Option<Vec<u8>>> {
+        if let Some(t) = self.peek() {
+            if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"NIL") {
+                self.i += 1;
+                return Ok(None);
+            }
+        }
+        self.string().map(Some)
+    }
+
+    fn mailbox(&mut self) -> R<Mailbox> {
+        self.astring().map(Mailbox)
+    }
+
+    /// `list-mailbox`: list-chars (wildcards allowed) or string.
+    fn list_mailbox(&mut self) -> R<Vec<u8>> {
+        self.astring()
+    }
+
+    fn number(&mut self) -> R<u64> {
+        let a = self.atom()?;
+        parse_number(a).ok_or_else(|| "Expected a number".into())
+    }
+
+    fn sequence_set(&mut self) -> R<SequenceSet> {
+        let a = self.atom()?;
+        parse_sequence_set(a).ok_or_else(|| "Invalid sequence set".into())
+    }
+
+    fn flag(&mut self) -> R<Flag> {
+        let a = self.atom()?;
+        let s = std::str::from_utf8(a).map_err(|_| "Invalid flag".to_string())?;
+        let body = s.strip_prefix('\\').unwrap_or(s);
+        if body.is_empty() || body.bytes().any(|b| matches!(b, b'%' | b'*' | b']' | b'\\') || b >= 0x80) {
+            if s == "\\*" {
+                return Err("\\* is not a flag".into());
+            }
+            return Err("Invalid flag".into());
+        }
+        Ok(Flag::parse(s))
+    }
+
+    fn flag_list(&mut self) -> R<Vec<Flag>> {
+        self.lparen()?;
+        let mut flags = Vec::new();
+        if self.peek_kind() != Some(Kind::RParen) {
+            loop {
+                flags.push(self.flag()?);
+                if self.peek_kind() == Some(Kind::RParen) {
+                    break;
+                }
+                self.sp()?;
+            }
+        }
+        self.rparen()?;
+        Ok(flags)
+    }
+
+    /// A parenthesised, space-separated list of atoms, upper-cased.
+    fn atom_list(&mut self) -> R<Vec<String>> {
+        self.lparen()?;
+        let mut v = Vec::new();
+        if self.peek_kind() != Some(Kind::RParen) {
+            loop {
+                v.push(self.atom_upper()?);
+                if self.peek_kind() == Some(Kind::RParen) {
+                    break;
+                }
+                self.sp()?;
+            }
+        }
+        self.rparen()?;
+        Ok(v)
+    }
+
+    fn date(&mut self) -> R<Date> {
+        let t = self.next()?;
+        let s = match t.kind {
+            Kind::Atom | Kind::Quoted => self.text(t),
+            _ => return Err("Expected a date".into()),
+        };
+        parse_date(s).ok_or_else(|| "Invalid date".into())
+    }
+
+    fn date_time(&mut self) -> R<DateTime> {
+        let t = self.expect(Kind::Quoted, "a date-time")?;
+        parse_date_time(self.text(t)).ok_or_else(|| "Invalid date-time".into())
+    }
+
+    fn command_body(&mut self) -> R<CommandBody> {
+        let name = self.atom_upper()?;
+        let body = match name.as_str() {
+            "CAPABILITY" => CommandBody::Capability,
+            "NOOP" => CommandBody::Noop,
+            "LOGOUT" => CommandBody::Logout,
+            "STARTTLS" => CommandBody::StartTls,
+            "CHECK" => CommandBody::Check,
+            "CLOSE" => CommandBody::Close,
+            "UNSELECT" => CommandBody::Unselect,
+            "EXPUNGE" => CommandBody::Expunge { uids: None },
+            "NAMESPACE" => CommandBody::Namespace,
+            "IDLE" => CommandBody::Idle,
+            "LOGIN" => {
+                self.sp()?;
+                let user = self.astring()?;
+                self.sp()?;
+                let password = self.astring()?;
+                CommandBody::Login { user, password }
+            }
+            "AUTHENTICATE" => {
+                self.sp()?;
+                let mechanism = self.atom_upper()?;
+                let initial = if self.at_end() {
+                    None
+                } else {
+                    self.sp()?;
+                    Some(self.atom()?.to_vec())
+                };
+                CommandBody::Authenticate { mechanism, initial }
+            }
+            "ENABLE" => {
+                let mut caps = Vec::new();
+                while !self.at_end() {
+                    self.sp()?;
+                    caps.push(self.atom_upper()?);
+                }
+                if caps.is_empty() {
+                    return Err("ENABLE needs at least one capability".into());
+                }
+                CommandBody::Enable(caps)
+            }
+            "SELECT" | "EXAMINE" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                let mut params = SelectParams::default();
+                if !self.at_end() {
+                    self.sp()?;
+                    for p in self.atom_list()? {
+                        match p.as_str() {
+                            "CONDSTORE" => params.condstore = true,
+                            _ => return Err(format!("Unknown select parameter {p}")),
+                        }
+                    }
+                }
+                CommandBody::Select { mailbox, read_only: name == "EXAMINE", params }
+            }
+            "CREATE" | "DELETE" | "SUBSCRIBE" | "UNSUBSCRIBE" => {
+                self.sp()?;
+                let m = self.mailbox()?;
+                if name == "CREATE" && !self.at_end() {
+                    // RFC 4466 create parameters: none supported, but parse and reject clearly.
+                    return Err("CREATE parameters are not supported".into());
+                }
+                match name.as_str() {
+                    "CREATE" => CommandBody::Create(m),
+                    "DELETE" => CommandBody::Delete(m),
+                    "SUBSCRIBE" => CommandBody::Subscribe(m),
+                    _ => CommandBody::Unsubscribe(m),
+                }
+            }
+            "RENAME" => {
+                self.sp()?;
+                let from = self.mailbox()?;
+                self.sp()?;
+                let to = self.mailbox()?;
+                CommandBody::Rename { from, to }
+            }
+            "LIST" => self.list()?,
+            "LSUB" => {
+                self.sp()?;
+                let reference = self.mailbox()?;
+                self.sp()?;
+                let pattern = self.list_mailbox()?;
+                CommandBody::Lsub { reference, pattern }
+            }
+            "STATUS" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                self.sp()?;
+                let items = self.status_items()?;
+                CommandBody::Status { mailbox, items }
+            }
+            "ID" => {
+                self.sp()?;
+                CommandBody::Id(self.id_params()?)
+            }
+            "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" => self.selected_command(&name, false)?,
+            "UID" => {
+                self.sp()?;
+                let sub = self.atom_upper()?;
+                match sub.as_str() {
+                    "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" => self.selected_command(&sub, true)?,
+                    "EXPUNGE" => {
+                        self.sp()?;
+                        CommandBody::Expunge { uids: Some(self.sequence_set()?) }
+                    }
+                    _ => return Err(format!("Unknown UID command {sub}")),
+                }
+            }
+            "APPEND" => return Err("APPEND needs a message literal".into()),
+            _ => return Err("Unknown command".into()),
+        };
+        self.end()?;
+        Ok(body)
+    }
+
+    fn selected_command(&mut self, name: &str, uid: bool) -> R<CommandBody> {
+        Ok(match name {
+            "COPY" | "MOVE" => {
+                self.sp()?;
+                let set = self.sequence_set()?;
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                if name == "COPY" {
+                    CommandBody::Copy { set, mailbox, uid }
+                } else {
+                    CommandBody::Move { set, mailbox, uid }
+                }
+            }
+            "FETCH" => {
+                self.sp()?;
+                let set = self.sequence_set()?;
+                self.sp()?;
+                let items = self.fetch_items()?;
+                let mut modifiers = FetchModifiers::default();
+                if !self.at_end() {
+                    self.sp()?;
+                    self.lparen()?;
+                    loop {
+                        let m = self.atom_upper()?;
+                        match m.as_str() {
+                            "CHANGEDSINCE" => {
+                                self.sp()?;
+                                modifiers.changed_since = Some(self.number()?);
+                            }
+                            _ => return Err(format!("Unknown FETCH modifier {m}")),
+                        }
+                        if self.peek_kind() == Some(Kind::RParen) {
+                            break;
+                        }
+                        self.sp()?;
+                    }
+                    self.rparen()?;
+                }
+                CommandBody::Fetch { set, items, uid, modifiers }
+            }
+            "STORE" => {
+                self.sp()?;
+                let set = self.sequence_set()?;
+                self.sp()?;
+                let mut unchanged_since = None;
+                if self.peek_kind() == Some(Kind::LParen) {
+                    self.lparen()?;
+                    let m = self.atom_upper()?;
+                    if m != "UNCHANGEDSINCE" {
+                        return Err(format!("Unknown STORE modifier {m}"));
+                    }
+                    self.sp()?;
+                    unchanged_since = Some(self.number()?);
+                    self.rparen()?;
+                    self.sp()?;
+                }
+                let action = self.atom_upper()?;
+                let (op, rest) = match action.as_bytes().first() {
+                    Some(b'+') => (StoreOp::Add, &action[1..]),
+                    Some(b'-') => (StoreOp::Remove, &action[1..]),
+                    _ => (StoreOp::Replace, &action[..]),
+                };
+                let silent = match rest {
+                    "FLAGS" => false,
+                    "FLAGS.SILENT" => true,
+                    _ => return Err("Expected FLAGS, +FLAGS or -FLAGS".into()),
+                };
+                self.sp()?;
+                let flags = if self.peek_kind() == Some(Kind::LParen) {
+                    self.flag_list()?
+                } else {
+                    let mut v = vec![self.flag()?];
+                    while !self.at_end() {
+                        self.sp()?;
+                        v.push(self.flag()?);
+                    }
+                    v
+                };
+                CommandBody::Store { set, op, silent, flags, uid, unchanged_since }
+            }
+            _ => self.search(uid)?,
+        })
+    }
+
+    fn list(&mut self) -> R<CommandBody> {
+        self.sp()?;
+        let mut args = ListArgs {
+            reference: Mailbox(Vec::new()),
+            patterns: Vec::new(),
+            select_subscribed: false,
+            select_recursive: false,
+            select_special_use: false,
+            return_subscribed: false,
+            return_children: false,
+            return_special_use: false,
+            return_status: None,
+            extended: false,
+        };
+        if self.peek_kind() == Some(Kind::LParen) {
+            args.extended = true;
+            for o in self.atom_list()? {
+                match o.as_str() {
+                    "SUBSCRIBED" => args.select_subscribed = true,
+                    "RECURSIVEMATCH" => args.select_recursive = true,
+                    "SPECIAL-USE" => args.select_special_use = true,
+                    "REMOTE" => {}
+                    _ => return Err(format!("Unknown LIST selection option {o}")),
+                }
+            }
+            if args.select_recursive && !args.select_subscribed && !args.select_special_use {
+                // RFC 5258 3: RECURSIVEMATCH alone is a syntax error.
+                return Err("RECURSIVEMATCH needs another selection option".into());
+            }
+            self.sp()?;
+        }
+        args.reference = self.mailbox()?;
+        self.sp()?;
+        if self.peek_kind() == Some(Kind::LParen) {
+            args.extended = true;
+            self.lparen()?;
+            loop {
+                args.patterns.push(self.list_mailbox()?);
+                if self.peek_kind() == Some(Kind::RParen) {
+                    break;
+                }
+                self.sp()?;
+            }
+            self.rparen()?;
+        } else {
+            args.patterns.push(self.list_mailbox()?);
+        }
+        if !self.at_end() {
+            self.sp()?;
+            if self.atom_upper()? != "RETURN" {
+                return Err("Expected RETURN".into());
+            }
+            args.extended = true;
+            self.sp()?;
+            self.lparen()?;
+            while self.peek_kind() != Some(Kind::RParen) {
+                let o = self.atom_upper()?;
+                match o.as_str() {
+                    "SUBSCRIBED" => args.return_subscribed = true,
+                    "CHILDREN" => args.return_children = true,
+                    "SPECIAL-USE" => args.return_special_use = true,
+                    "STATUS" => {
+                        self.sp()?;
+                        args.return_status = Some(self.status_items()?);
+                    }
+                    _ => return Err(format!("Unknown LIST return option {o}")),
+                }
+                if self.peek_kind() != Some(Kind::RParen) {
+                    self.sp()?;
+                }
+            }
+            self.rparen()?;
+        }
+        Ok(CommandBody::List(args))
+    }
+
+    fn status_items(&mut self) -> R<Vec<StatusItem>> {
+        let names = self.atom_list()?;
+        if names.is_empty() {
+            return Err("STATUS needs at least one item".into());
+        }
+        names
+            .iter()
+            .map(|n| {
+                Ok(match n.as_str() {
+                    "MESSAGES" => StatusItem::Messages,
+                    "UIDNEXT" => StatusItem::UidNext,
+                    "UIDVALIDITY" => StatusItem::UidValidity,
+                    "UNSEEN" => StatusItem::Unseen,
+                    "DELETED" => StatusItem::Deleted,
+                    "SIZE" => StatusItem::Size,
+                    "RECENT" => StatusItem::Recent,
+                    "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                    _ => return Err(format!("Unknown STATUS item {n}")),
+                })
+            })
+            .collect()
+    }
+
+    fn id_params(&mut self) -> R<Option<Vec<(String, Option<String>)>>> {
+        if self.peek_kind() == Some(Kind::Atom) {
+            if self.atom_upper()? == "NIL" {
+                return Ok(None);
+            }
+            return Err("Expected NIL or a parameter list".into());
+        }
+        self.lparen()?;
+        let mut v = Vec::new();
+        while self.peek_kind() != Some(Kind::RParen) {
+            if !v.is_empty() {
+                self.sp()?;
+            }
+            let k = String::from_utf8_lossy(&self.string()?).into_owned();
+            self.sp()?;
+            let val = self.nil_or_string()?.map(|b| String::from_utf8_lossy(&b).into_owned());
+            v.push((k, val));
+            // RFC 2971 3.3: at most 30 field-value pairs.
+            if v.len() > 30 {
+                return Err("Too many ID parameters".into());
+            }
+        }
+        self.rparen()?;
+        Ok(Some(v))
+    }
+
+    fn fetch_items(&mut self) -> R<Vec<FetchItem>> {
+        if self.peek_kind() == Some(Kind::LParen) {
+            self.lparen()?;
+            let mut v = Vec::new();
+            loop {
+                v.push(self.fetch_att()?);
+                if self.peek_kind() == Some(Kind::RParen) {
+                    break;
+                }
+                self.sp()?;
+            }
+            self.rparen()?;
+            return Ok(v);
+        }
+        // A single item or a macro (RFC 9051 6.4.5).
+        if let Some(t) = self.peek() {
+            if t.kind == Kind::Atom {
+                let m = upper(self.text(t));
+                let macro_items = match m.as_str() {
+                    "ALL" => Some(vec![FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size, FetchItem::Envelope]),
+                    "FAST" => Some(vec![FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size]),
+                    "FULL" => Some(vec![FetchItem::Flags, FetchItem::InternalDate, FetchItem::Rfc822Size, FetchItem::Envelope, FetchItem::Body]),
+                    _ => None,
+                };
+                if let Some(items) = macro_items {
+                    self.i += 1;
+                    return Ok(items);
+                }
+            }
+        }
+        Ok(vec![self.fetch_att()?])
+    }
+
+    fn fetch_att(&mut self) -> R<FetchItem> {
+        let raw = self.atom()?;
+        let up = upper(raw);
+        let simple = match up.as_str() {
+            "FLAGS" => Some(FetchItem::Flags),
+            "INTERNALDATE" => Some(FetchItem::InternalDate),
+            "RFC822.SIZE" => Some(FetchItem::Rfc822Size),
+            "ENVELOPE" => Some(FetchItem::Envelope),
+            "BODY" => Some(FetchItem::Body),
+            "BODYSTRUCTURE" => Some(FetchItem::BodyStructure),
+            "UID" => Some(FetchItem::Uid),
+            "MODSEQ" => Some(FetchItem::ModSeq),
+            "RFC822" => Some(FetchItem::BodySection { section: Section::default(), partial: None, peek: false, legacy: Legacy::Rfc822 }),
+            "RFC822.HEADER" => Some(FetchItem::BodySection {
+                section: Section { part: vec![], text: Some(SectionText::Header) },
+                partial: None,
+                peek: true,
+                legacy: Legacy::Rfc822Header,
+            }),
+            "RFC822.TEXT" => Some(FetchItem::BodySection {
+                section: Section { part: vec![], text: Some(SectionText::Text) },
+                partial: None,
+                peek: false,
+                legacy: Legacy::Rfc822Text,
+            }),
+            _ => None,
+        };
+        if let Some(item) = simple {
+            return Ok(item);
+        }
+        let open = up.find('[').ok_or_else(|| format!("Unknown FETCH item {up}"))?;
+        let (name, rest) = up.split_at(open);
+        let rest = &rest[1..];
+        match name {
+            "BODY" | "BODY.PEEK" => {
+                let (section, tail) = self.section(rest)?;
+                let partial = parse_partial(&tail)?;
+                Ok(FetchItem::BodySection { section, partial, peek: name == "BODY.PEEK", legacy: Legacy::None })
+            }
+            "BINARY" | "BINARY.PEEK" | "BINARY.SIZE" => {
+                let close = rest.find(']').ok_or("Expected ']'")?;
+                let part = parse_part_path(&rest[..close]).ok_or("Invalid section-binary")?;
+                let partial = parse_partial(&rest[close + 1..])?;
+                if name == "BINARY.SIZE" {
+                    if partial.is_some() {
+                        return Err("BINARY.SIZE takes no partial".into());
+                    }
+                    Ok(FetchItem::BinarySize { part })
+                } else {
+                    Ok(FetchItem::Binary { part, partial, peek: name == "BINARY.PEEK" })
+                }
+            }
+            _ => Err(format!("Unknown FETCH item {up}")),
+        }
+    }
+
+    /// Parses a section spec starting after `[` in the current atom (already
+    /// upper-cased in `rest`); for HEADER.FIELDS it continues over the header
+    /// list tokens and the atom that starts with `]`. Returns the section and
+    /// what follows `]` (the partial, if any).
+    fn section(&mut self, rest: &str) -> R<(Section, String)> {
+        if let Some(close) = rest.find(']') {
+            let spec = &rest[..close];
+            let section = parse_section_spec(spec, None)?;
+            return Ok((section, rest[close + 1..].to_string()));
+        }
+        // `HEADER.FIELDS` or `HEADER.FIELDS.NOT` with a header list after SP.
+        self.sp()?;
+        self.lparen()?;
+        let mut fields = Vec::new();
+        loop {
+            let f = self.astring_utf8()?.to_ascii_uppercase();
+            if f.is_empty() || f.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
+                return Err("Invalid header field name".into());
+            }
+            fields.push(f);
+            if self.peek_kind() == Some(Kind::RParen) {
+                break;
+            }
+            self.sp()?;
+        }
+        self.rparen()?;
+        let close = upper(self.atom()?);
+        let tail = close.strip_prefix(']').ok_or("Expected ']'")?.to_string();
+        Ok((parse_section_spec(rest, Some(fields))?, tail))
+    }
+
+    fn search(&mut self, uid: bool) -> R<CommandBody> {
+        self.sp()?;
+        let mut ret = None;
+        let mut charset = None;
+        if let Some(t) = self.peek() {
+            if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"RETURN") {
+                self.i += 1;
+                self.sp()?;
+                let opts = self.atom_list()?;
+                let mut v = Vec::new();
+                for o in opts {
+                    v.push(match o.as_str() {
+                        "MIN" => SearchReturn::Min,
+                        "MAX" => SearchReturn::Max,
+                        "ALL" => SearchReturn::All,
+                        "COUNT" => SearchReturn::Count,
+                        "SAVE" => SearchReturn::Save,
+                        _ => return Err(format!("Unknown SEARCH return option {o}")),
+                    });
+                }
+                ret = Some(v);
+                self.sp()?;
+            }
+        }
+        if let Some(t) = self.peek() {
+            if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"CHARSET") {
+                self.i += 1;
+                self.sp()?;
+                charset = Some(upper(&self.astring()?));
+                self.sp()?;
+            }
+        }
+        let mut keys = vec![self.search_key()?];
+        while !self.at_end() {
+            self.sp()?;
+            keys.push(self.search_key()?);
+        }
+        let key = if keys.len() == 1 { keys.pop().expect("one key") } else { SearchKey::And(keys) };
+        Ok(CommandBody::Search { ret, charset, key, uid })
+    }
+
+    fn search_key(&mut self) -> R<SearchKey> {
+        if self.peek_kind() == Some(Kind::LParen) {
+            self.lparen()?;
+            let mut keys = vec![self.search_key()?];
+            while self.peek_kind() != Some(Kind::RParen) {
+                self.sp()?;
+                keys.push(self.search_key()?);
+            }
+            self.rparen()?;
+            return Ok(if keys.len() == 1 { keys.pop().expect("one key") } else { SearchKey::And(keys) });
+        }
+        let raw = self.atom()?;
+        if raw[0].is_ascii_digit() || raw[0] == b'*' || raw[0] == b'$' {
+            return parse_sequence_set(raw).map(SearchKey::SequenceSet).ok_or_else(|| "Invalid sequence set".into());
+        }
+        let k = upper(raw);
+        let header = |p: &mut Self, name: &str| -> R<SearchKey> {
+            p.sp()?;
+            Ok(SearchKey::Header(name.to_string(), p.astring()?))
+        };
+        Ok(match k.as_str() {
+            "ALL" => SearchKey::All,
+            "ANSWERED" => SearchKey::Flag(Flag::Answered),
+            "DELETED" => SearchKey::Flag(Flag::Deleted),
+            "DRAFT" => SearchKey::Flag(Flag::Draft),
+            "FLAGGED" => SearchKey::Flag(Flag::Flagged),
+            "SEEN" => SearchKey::Flag(Flag::Seen),
+            "RECENT" => SearchKey::Recent,
+            "NEW" => SearchKey::New,
+            "OLD" => SearchKey::Old,
+            "UNANSWERED" => SearchKey::NotFlag(Flag::Answered),
+            "UNDELETED" => SearchKey::NotFlag(Flag::Deleted),
+            "UNDRAFT" => SearchKey::NotFlag(Flag::Draft),
+            "UNFLAGGED" => SearchKey::NotFlag(Flag::Flagged),
+            "UNSEEN" => SearchKey::NotFlag(Flag::Seen),
+            "KEYWORD" | "UNKEYWORD" => {
+                self.sp()?;
+                let f = self.flag()?;
+                if !matches!(f, Flag::Keyword(_)) {
+                    return Err("KEYWORD takes a keyword, not a system flag".into());
+                }
+                if k == "KEYWORD" {
+                    SearchKey::Flag(f)
+                } else {
+                    SearchKey::NotFlag(f)
+                }
+            }
+            "BCC" => header(self, "BCC")?,
+            "CC" => header(self, "CC")?,
+            "FROM" => header(self, "FROM")?,
+            "TO" => header(self, "TO")?,
+            "SUBJECT" => header(self, "SUBJECT")?,
+            "HEADER" => {
+                self.sp()?;
+                let name = self.astring_utf8()?;
+                header(self, &name)?
+            }
+            "BODY" => {
+                self.sp()?;
+                SearchKey::Body(self.astring()?)
+            }
+            "TEXT" => {
+                self.sp()?;
+                SearchKey::Text(self.astring()?)
+            }
+            "BEFORE" | "ON" | "SINCE" | "SENTBEFORE" | "SENTON" | "SENTSINCE" => {
+                self.sp()?;
+                let d = self.date()?;
+                match k.as_str() {
+                    "BEFORE" => SearchKey::Before(d),
+                    "ON" => SearchKey::On(d),
+                    "SINCE" => SearchKey::Since(d),
+                    "SENTBEFORE" => SearchKey::SentBefore(d),
+                    "SENTON" => SearchKey::SentOn(d),
+                    _ => SearchKey::SentSince(d),
+                }
+            }
+            "LARGER" => {
+                self.sp()?;
+                SearchKey::Larger(self.number()?)
+            }
+            "SMALLER" => {
+                self.sp()?;
+                SearchKey::Smaller(self.number()?)
+            }
+            "UID" => {
+                self.sp()?;
+                SearchKey::Uid(self.sequence_set()?)
+            }
+            "MODSEQ" => {
+                self.sp()?;
+                // RFC 7162 3.1.5: optional entry name and type before the number.
+                if matches!(self.peek_kind(), Some(Kind::Quoted | Kind::QuotedEscaped)) {
+                    self.string()?;
+                    self.sp()?;
+                    self.atom()?;
+                    self.sp()?;
+                }
+                SearchKey::ModSeq(self.number()?)
+            }
+            "NOT" => {
+                self.sp()?;
+                self.depth += 1;
+                if self.depth > self.nesting_max {
+                    return Err("Too deeply nested".into());
+                }
+                let inner = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Not(Box::new(inner))
+            }
+            "OR" => {
+                self.sp()?;
+                self.depth += 1;
+                if self.depth > self.nesting_max {
+                    return Err("Too deeply nested".into());
+                }
+                let a = self.search_key()?;
+                self.sp()?;
+                let b = self.search_key()?;
+                self.depth -= 1;
+                SearchKey::Or(Box::new(a), Box::new(b))
+            }
+            _ => return Err(format!("Unknown search key {k}")),
+        })
+    }
+}
+
+pub fn parse_number(a: &[u8]) -> Option<u64> {
+    if a.is_empty() || a.len() > 19 || !a.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(a.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn seq_number(a: &[u8]) -> Option<u32> {
+    if a == b"*" {
+        return Some(STAR);
+    }
+    if a.first() == Some(&b'0') {
+        return None;
+    }
+    parse_number(a).and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0 && n != STAR)
+}
+
+/// `sequence-set` (RFC 9051 9), including `$`.
+pub fn parse_sequence_set(a: &[u8]) -> Option<SequenceSet> {
+    if a == b"$" {
+        return Some(SequenceSet::Saved);
+    }
+    let mut v = Vec::new();
+    for part in a.split(|&b| b == b',') {
+        let mut it = part.splitn(2, |&b| b == b':');
+        let start = seq_number(it.next()?)?;
+        let end = match it.next() {
+            Some(e) => seq_number(e)?,
+            None => start,
+        };
+        v.push(SeqRange { start, end });
+    }
+    Some(SequenceSet::Ranges(v))
+}
+
+fn parse_part_path(s: &str) -> Option<Vec<u32>> {
+    if s.is_empty() {
+        return Some(Vec::new());
+    }
+    s.split('.').map(|n| n.parse::<u32>().ok().filter(|&n| n > 0)).collect()
+}
+
+/// `section-spec` inside the brackets. `fields` are given for HEADER.FIELDS.
+fn parse_section_spec(spec: &str, fields: Option<Vec<String>>) -> R<Section> {
+    let mut part = Vec::new();
+    let mut rest = spec;
+    loop {
+        let (head, tail) = match rest.find('.') {
+            Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+            None => (rest, None),
+        };
+        if head.is_empty() || !head.bytes().all(|b| b.is_ascii_digit()) {
+            break;
+        }
+        let n: u32 = head.parse().map_err(|_| "Invalid section part")?;
+        if n == 0 {
+            return Err("Section parts start at 1".into());
+        }
+        part.push(n);
+        match tail {
+            Some(t) => rest = t,
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    if spec.ends_with('.') {
+        return Err("Invalid section".into());
+    }
+    let text = match (rest, fields) {
+        ("", None) => None,
+        ("HEADER", None) => Some(SectionText::Header),
+        ("TEXT", None) => Some(SectionText::Text),
+        ("MIME", None) if !part.is_empty() => Some(SectionText::Mime),
+        ("HEADER.FIELDS", Some(fields)) => Some(SectionText::HeaderFields { not: false, fields }),
+        ("HEADER.FIELDS.NOT", Some(fields)) => Some(SectionText::HeaderFields { not: true, fields }),
+        _ => return Err(format!("Invalid section {spec}")),
+    };
+    Ok(Section { part, text })
+}
+
+/// `<origin.count>` after a section; empty means no partial.
+fn parse_partial(s: &str) -> R<Option<(u64, u64)>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let inner = s.strip_prefix('<').and_then(|s| s.strip_suffix('>')).ok_or("Invalid partial")?;
+    let (a, b) = inner.split_once('.').ok_or("Partial needs <origin.count>")?;
+    let a = parse_number(a.as_bytes()).ok_or("Invalid partial origin")?;
+    let b = parse_number(b.as_bytes()).filter(|&b| b > 0).ok_or("Invalid partial count")?;
+    Ok(Some((a, b)))
+}
+
+const MONTHS: [&[u8; 3]; 12] = [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"];
+
+fn month(m: &[u8]) -> Option<u8> {
+    let up = m.to_ascii_uppercase();
+    MONTHS.iter().position(|x| x[..] == up[..]).map(|i| i as u8 + 1)
+}
+
+fn days_in_month(year: u16, month: u8) -> u8 {
+    match month {
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => 31,
+    }
+}
+
+/// `date-text`: `d-Mon-yyyy` or `dd-Mon-yyyy`.
+pub fn parse_date(s: &[u8]) -> Option<Date> {
+    let mut it = s.split(|&b| b == b'-');
+    let d = it.next()?;
+    let m = it.next()?;
+    let y = it.next()?;
+    if it.next().is_some() || d.is_empty() || d.len() > 2 || y.len() != 4 {
+        return None;
+    }
+    let day = parse_number(d)? as u8;
+    let month = month(m)?;
+    let year = parse_number(y)? as u16;
+    (day >= 1 && day <= days_in_month(year, month)).then_some(Date { year, month, day })
+}
+
+/// `date-time`: `dd-Mon-yyyy hh:mm:ss +zzzz` (day may be space-padded).
+pub fn parse_date_time(s: &[u8]) -> Option<DateTime> {
+    if s.len() != 26 || s[11] != b' ' || s[20] != b' ' {
+        return None;
+    }
+    let day_txt = if s[0] == b' ' { &s[1..2] } else { &s[0..2] };
+    let mut date_txt = day_txt.to_vec();
+    date_txt.extend_from_slice(&s[2..11]);
+    let date = parse_date(&date_txt)?;
+    let t = &s[12..20];
+    if t[2] != b':' || t[5] != b':' {
+        return None;
+    }
+    let hh = parse_number(&t[0..2])? as i64;
+    let mm = parse_number(&t[3..5])? as i64;
+    let ss = parse_number(&t[6..8])? as i64;
+    if hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let z = &s[21..26];
+    let sign = match z[0] {
+        b'+' => 1,
+        b'-' => -1,
+        _ => return None,
+    };
+    let zh = parse_number(&z[1..3])? as i64;
+    let zm = parse_number(&z[3..5])? as i64;
+    if zm > 59 {
+        return None;
+    }
+    let offset = sign * (zh * 60 + zm);
+    let local = date.days() * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(DateTime { unix: local - offset * 60, offset_minutes: offset as i16 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::scan::tokenize_reference;
+
+    fn parse(line: &str) -> Result<Command, ParseError> {
+        let mut toks = Vec::new();
+        let ann = tokenize_reference(line.as_bytes(), 0, &mut toks).expect("scan");
+        assert!(ann.is_none());
+        parse_command(line.as_bytes(), &toks, 32)
+    }
+
+    fn body(line: &str) -> CommandBody {
+        parse(line).unwrap_or_else(|e| panic!("{line}: {e:?}")).body
+    }
+
+    #[test]
+    fn simple_commands() {
+        assert_eq!(body("a CAPABILITY"), CommandBody::Capability);
+        assert_eq!(body("a noop"), CommandBody::Noop);
+        assert_eq!(body("a LOGIN joe \"se\\\"cret\""), CommandBody::Login { user: b"joe".to_vec(), password: b"se\"cret".to_vec() });
+        assert_eq!(
+            body("a SELECT INBOX (CONDSTORE)"),
+            CommandBody::Select { mailbox: Mailbox(b"INBOX".to_vec()), read_only: false, params: SelectParams { condstore: true } }
+        );
+        assert!(matches!(body("a ENABLE IMAP4rev2 UTF8=ACCEPT"), CommandBody::Enable(v) if v == ["IMAP4REV2", "UTF8=ACCEPT"]));
+        assert!(matches!(body("a ID NIL"), CommandBody::Id(None)));
+        assert!(matches!(body("a ID (\"name\" \"x\" \"v\" NIL)"), CommandBody::Id(Some(v)) if v.len() == 2));
+    }
+
+    #[test]
+    fn errors_keep_the_tag() {
+        let e = parse("t7 FROB").unwrap_err();
+        assert_eq!(e.tag.as_deref(), Some("t7"));
+        let e = parse("t7  NOOP").unwrap_err();
+        assert_eq!(e.tag.as_deref(), Some("t7"));
+        assert!(parse("t7 NOOP extra").is_err());
+        assert_eq!(parse("+x NOOP").unwrap_err().tag, None);
+    }
+
+    #[test]
+    fn fetch_items() {
+        let CommandBody::Fetch { set, items, uid, .. } = body("a UID FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.100> BINARY[1.2] RFC822)") else {
+            panic!()
+        };
+        assert!(uid);
+        assert_eq!(set.to_string(), "1:*,7");
+        assert_eq!(items.len(), 4);
+        assert_eq!(
+            items[1],
+            FetchItem::BodySection {
+                section: Section { part: vec![], text: Some(SectionText::HeaderFields { not: false, fields: vec!["FROM".into(), "TO".into()] }) },
+                partial: Some((0, 100)),
+                peek: true,
+                legacy: Legacy::None
+            }
+        );
+        assert_eq!(items[2], FetchItem::Binary { part: vec![1, 2], partial: None, peek: false });
+        let CommandBody::Fetch { items, .. } = body("a FETCH 1 BODY[1.2.MIME]") else { panic!() };
+        assert_eq!(
+            items[0],
+            FetchItem::BodySection { section: Section { part: vec![1, 2], text: Some(SectionText::Mime) }, partial: None, peek: false, legacy: Legacy::None }
+        );
+        let CommandBody::Fetch { items, .. } = body("a FETCH 1 FULL") else { panic!() };
+        assert_eq!(items.len(), 5);
+        for bad in ["a FETCH 0 FLAGS", "a FETCH 1 BODY[MIME]", "a FETCH 1 BODY[1.]", "a FETCH 1 (FLAGS", "a FETCH 1 BODY[]<1>", "a FETCH 1 FOO"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn store_and_search() {
+        let CommandBody::Store { op, silent, flags, .. } = body("a STORE 2:4 +FLAGS.SILENT (\\Deleted $Junk)") else { panic!() };
+        assert_eq!((op, silent), (StoreOp::Add, true));
+        assert_eq!(flags, vec![Flag::Deleted, Flag::Keyword("$Junk".into())]);
+        let CommandBody::Search { key, charset, ret, .. } = body("a SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR (SEEN FROM \"x\") NOT 1:5 SINCE 1-Feb-2020")
+        else {
+            panic!()
+        };
+        assert_eq!(ret, Some(vec![SearchReturn::Min, SearchReturn::Count]));
+        assert_eq!(charset.as_deref(), Some("UTF-8"));
+        let SearchKey::And(keys) = key else { panic!() };
+        // OR takes `NOT 1:5` as its second operand.
+        assert_eq!(keys.len(), 2);
+        assert!(matches!(&keys[0], SearchKey::Or(_, b) if matches!(**b, SearchKey::Not(_))));
+        assert_eq!(keys[1], SearchKey::Since(Date { year: 2020, month: 2, day: 1 }));
+        assert!(parse("a SEARCH SINCE 30-Feb-2020").is_err());
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = format!("a SEARCH {}ALL{}", "(".repeat(40), ")".repeat(40));
+        assert!(parse(&deep).is_err());
+        let deep = format!("a SEARCH {}ALL", "NOT ".repeat(40));
+        assert!(parse(&deep).is_err());
+    }
+
+    #[test]
+    fn list_forms() {
+        let CommandBody::List(a) = body("a LIST \"\" *") else { panic!() };
+        assert_eq!(a.patterns, vec![b"*".to_vec()]);
+        assert!(!a.extended);
+        let CommandBody::List(a) = body("a LIST (SUBSCRIBED) \"\" (INBOX Sent%) RETURN (CHILDREN STATUS (MESSAGES))") else { panic!() };
+        assert!(a.select_subscribed && a.return_children);
+        assert_eq!(a.patterns.len(), 2);
+        assert_eq!(a.return_status, Some(vec![StatusItem::Messages]));
+    }
+
+    #[test]
+    fn date_time_parsing() {
+        let dt = parse_date_time(b"17-Jul-1996 02:44:25 -0700").unwrap();
+        assert_eq!(dt.unix, 837_596_665);
+        let dt2 = parse_date_time(b" 7-Jul-1996 02:44:25 +0000").unwrap();
+        assert_eq!(dt2.offset_minutes, 0);
+        assert!(parse_date_time(b"17-Jul-1996 24:44:25 -0700").is_none());
+    }
+
+    #[test]
+    fn append_prefix() {
+        let line = b"a1 APPEND Drafts (\\Seen) \"17-Jul-1996 02:44:25 -0700\" ";
+        let mut toks = Vec::new();
+        tokenize_reference(line, 0, &mut toks).unwrap();
+        let h = parse_append_prefix(line, &toks).unwrap().unwrap();
+        assert_eq!(h.tag, "a1");
+        assert_eq!(h.flags, vec![Flag::Seen]);
+        assert!(h.date.is_some());
+        let line = b"a1 FETCH 1 ";
+        toks.clear();
+        tokenize_reference(line, 0, &mut toks).unwrap();
+        assert!(parse_append_prefix(line, &toks).is_none());
+    }
+}

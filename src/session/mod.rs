@@ -1,0 +1,355 @@
+//! The IMAP session state machine (RFC 9051 section 3): Not Authenticated,
+//! Authenticated, Selected and Logout, driven by decoder events.
+//!
+//! It does no network I/O and reads no clock: the network layer feeds bytes,
+//! calls [`Connection::step`], writes what lands in the [`Out`] buffer, and
+//! performs what the returned [`Step`] asks (check a password, wait for the
+//! store to sync, start TLS, wait in IDLE). Time comes in as an argument.
+
+pub mod caps;
+mod cmd;
+mod mailbox;
+
+use std::sync::Arc;
+
+use crate::proto::{Decoder, Event, Limits, Out};
+use crate::store::UserStore;
+use std::rc::Rc;
+
+pub use mailbox::Selected;
+
+/// Settings shared by every session of a listener.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    pub limits: Limits,
+    /// Failed logins on one connection before it is closed with BYE.
+    pub max_auth_failures: u32,
+    /// STARTTLS can be offered (TLS is configured and the connection is cleartext).
+    pub starttls: bool,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { limits: Limits::DEFAULT, max_auth_failures: 3, starttls: false }
+    }
+}
+
+/// Facts about the connection that decide what it may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnFacts {
+    /// The connection is encrypted.
+    pub tls: bool,
+    /// A password may be sent on it in the clear (loopback or a trusted network).
+    pub cleartext_ok: bool,
+}
+
+/// Extensions the client turned on with ENABLE (RFC 5161).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Enabled {
+    pub rev2: bool,
+    pub utf8: bool,
+    pub condstore: bool,
+}
+
+/// What the network layer must do before calling back in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send the output, read more input, call `step` again.
+    Read,
+    /// Send the output (there is a lot of it), then call `step` again.
+    Flush,
+    /// Verify these credentials, then call [`Connection::auth_done`].
+    Authenticate { user: String, password: Vec<u8> },
+    /// Authentication succeeded: put the connection on the user's worker,
+    /// [`Connection::attach`] the user's store there, and call `step` again.
+    LoggedIn(String),
+    /// Send the output, then run the TLS handshake, then call `step` again.
+    StartTls,
+    /// Wait until the store has synced, then call [`Connection::durable_done`].
+    AwaitDurable,
+    /// In IDLE: wait for input (then `step`) or a change of the selected
+    /// mailbox (then [`Connection::notify`]).
+    Idle,
+    /// Send the output and close the connection.
+    Close,
+}
+
+/// Output beyond which `step` returns [`Step::Flush`] before the next command.
+const FLUSH_AT: usize = 256 * 1024;
+
+pub(crate) struct Authed {
+    pub user: String,
+    pub store: Option<Rc<UserStore>>,
+}
+
+impl Authed {
+    pub fn store(&self) -> &Rc<UserStore> {
+        self.store.as_ref().expect("the network layer attaches the store right after login")
+    }
+}
+
+pub(crate) enum State {
+    NotAuthenticated,
+    Authenticated(Authed),
+    Selected(Authed, Box<Selected>),
+    Logout,
+}
+
+impl State {
+    pub fn authed(&self) -> Option<&Authed> {
+        match self {
+            State::Authenticated(a) | State::Selected(a, _) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// A command that waits for something outside the state machine.
+pub(crate) enum Wait {
+    None,
+    /// A password check is out (LOGIN or AUTHENTICATE).
+    Auth { tag: String },
+    /// AUTHENTICATE sent a challenge and waits for the client's line.
+    AuthLine { tag: String, mech: cmd::authenticate::Mechanism },
+    /// STARTTLS answered OK; the handshake comes next.
+    StartTls,
+    /// IDLE is running.
+    Idle { tag: String },
+    /// An APPEND is streaming its message.
+    Append(Box<cmd::append::Appending>),
+    /// A store change waits to be synced before it is acknowledged.
+    Durable(Box<cmd::Durable>),
+}
+
+/// One client's protocol state: the decoder plus the session.
+pub struct Connection {
+    decoder: Decoder,
+    session: Session,
+}
+
+pub struct Session {
+    pub(crate) cfg: Arc<SessionConfig>,
+    pub(crate) state: State,
+    pub(crate) enabled: Enabled,
+    pub(crate) facts: ConnFacts,
+    pub(crate) auth_failures: u32,
+    pub(crate) wait: Wait,
+}
+
+/// What an event asks of the decoder.
+pub(crate) enum Directive {
+    Next,
+    ExpectAuthLine,
+    ExpectIdleDone,
+    AcceptAppend,
+    RejectAppend,
+    Return(Step),
+}
+
+/// What a session carries when it moves to another worker: plain data only.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub user: String,
+    pub enabled: Enabled,
+    pub facts: ConnFacts,
+    pub cfg: Arc<SessionConfig>,
+    /// Input already read but not yet processed.
+    pub pending_input: Vec<u8>,
+}
+
+impl Connection {
+    pub fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
+        Connection { decoder: Decoder::new(cfg.limits), session: Session::new(cfg, facts) }
+    }
+
+    /// A connection on a listener that authenticates everyone as `user`.
+    pub fn preauthenticated(cfg: Arc<SessionConfig>, facts: ConnFacts, user: String) -> Self {
+        let mut c = Self::new(cfg, facts);
+        c.session.state = State::Authenticated(Authed { user, store: None });
+        c
+    }
+
+    /// Rebuilds a connection that moved here from another worker.
+    pub fn resume(s: Snapshot) -> Self {
+        let mut c = Connection { decoder: Decoder::new(s.cfg.limits), session: Session::new(s.cfg, s.facts) };
+        c.session.enabled = s.enabled;
+        c.session.state = State::Authenticated(Authed { user: s.user, store: None });
+        c.decoder.feed(&s.pending_input);
+        c
+    }
+
+    /// Detaches an authenticated, idle-between-commands connection so it can
+    /// move to another worker. None if it is not in such a state.
+    pub fn snapshot(&mut self) -> Option<Snapshot> {
+        let State::Authenticated(a) = &self.session.state else { return None };
+        if !matches!(self.session.wait, Wait::None) {
+            return None;
+        }
+        Some(Snapshot {
+            user: a.user.clone(),
+            enabled: self.session.enabled,
+            facts: self.session.facts,
+            cfg: self.session.cfg.clone(),
+            pending_input: self.decoder.pending().to_vec(),
+        })
+    }
+
+    pub fn decoder(&mut self) -> &mut Decoder {
+        &mut self.decoder
+    }
+
+    pub fn session(&self) -> &Session {
+        &self.session
+    }
+
+    /// The greeting (RFC 9051 7.1): OK, or PREAUTH on a trusted listener.
+    pub fn greeting(&self, out: &mut Out) {
+        let caps = self.session.capabilities();
+        match &self.session.state {
+            State::Authenticated(a) => out.untagged_status("PREAUTH", Some(&caps), &format!("ringmail ready, logged in as {}", a.user)),
+            _ => out.untagged_status("OK", Some(&caps), "ringmail ready."),
+        };
+    }
+
+    /// The user the connection is logged in as.
+    pub fn user(&self) -> Option<&str> {
+        self.session.state.authed().map(|a| a.user.as_str())
+    }
+
+    /// Gives the session its user's store (on the user's worker).
+    pub fn attach(&mut self, store: Rc<UserStore>) {
+        if let State::Authenticated(a) = &mut self.session.state {
+            a.store = Some(store);
+        }
+    }
+
+    /// Whether the connection waits for input while holding nothing: no
+    /// partial command and no command in progress.
+    pub fn is_quiet(&self) -> bool {
+        self.decoder.is_empty() && matches!(self.session.wait, Wait::None | Wait::Idle { .. })
+    }
+
+    /// Whether the session is authenticated (for the autologout timer).
+    pub fn is_authenticated(&self) -> bool {
+        self.session.state.authed().is_some()
+    }
+
+    pub fn is_idling(&self) -> bool {
+        matches!(self.session.wait, Wait::Idle { .. })
+    }
+
+    /// Processes input until the next thing the network layer must do.
+    /// `now` is the current time in seconds since the Unix epoch.
+    pub fn step(&mut self, now: i64, out: &mut Out) -> Step {
+        loop {
+            if matches!(self.session.state, State::Logout) {
+                return Step::Close;
+            }
+            match &self.session.wait {
+                Wait::Auth { .. } => return Step::Read,
+                Wait::StartTls => return Step::StartTls,
+                Wait::Durable(_) => return Step::AwaitDurable,
+                _ => {}
+            }
+            if out.buf.len() >= FLUSH_AT {
+                return Step::Flush;
+            }
+            let ev = self.decoder.next();
+            match self.session.on_event(ev, now, out) {
+                Directive::Next => {}
+                Directive::ExpectAuthLine => self.decoder.expect_auth_line(),
+                Directive::ExpectIdleDone => {
+                    self.decoder.expect_idle_done();
+                    return Step::Idle;
+                }
+                Directive::AcceptAppend => self.decoder.accept_append(),
+                Directive::RejectAppend => {
+                    if !self.decoder.reject_append() {
+                        out.untagged_status("BYE", None, "Message too large to skip");
+                        self.session.state = State::Logout;
+                        return Step::Close;
+                    }
+                }
+                Directive::Return(s) => return s,
+            }
+        }
+    }
+
+    /// Completes a LOGIN or AUTHENTICATE with the password check's result.
+    pub fn auth_done(&mut self, result: crate::auth::AuthResult, out: &mut Out) -> Step {
+        cmd::login::finish(&mut self.session, result, out)
+    }
+
+    /// Completes a command that waited for the store to sync.
+    pub fn durable_done(&mut self, result: std::io::Result<()>, out: &mut Out) -> Step {
+        cmd::finish_durable(&mut self.session, result, out);
+        Step::Read
+    }
+
+    /// The TLS handshake finished: the session is now encrypted.
+    pub fn tls_started(&mut self) {
+        self.session.facts.tls = true;
+        self.session.facts.cleartext_ok = true;
+        self.session.wait = Wait::None;
+    }
+
+    /// Mailbox changes while idling: sends the untagged updates (RFC 2177).
+    pub fn notify(&mut self, out: &mut Out) {
+        if let State::Selected(_, sel) = &mut self.session.state {
+            sel.sync(out, self.session.enabled, true);
+        }
+    }
+
+    /// `* OK Still here` for a session in IDLE, keeping middleboxes open.
+    pub fn keepalive(&self, out: &mut Out) {
+        out.untagged_status("OK", None, "Still here");
+    }
+
+    /// Autologout (RFC 9051 5.4).
+    pub fn timed_out(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", None, "Autologout; idle for too long");
+        self.session.state = State::Logout;
+    }
+
+    /// The server is stopping.
+    pub fn shutdown(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", None, "Server shutting down");
+        self.session.state = State::Logout;
+    }
+}
+
+impl Session {
+    fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
+        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None }
+    }
+
+    /// The CAPABILITY list for the current state (without the "CAPABILITY" word).
+    pub fn capabilities(&self) -> String {
+        caps::list(self.state.authed().is_some(), self.facts, self.cfg.starttls, self.cfg.limits.message_max)
+    }
+
+    fn on_event(&mut self, ev: Event<'_>, now: i64, out: &mut Out) -> Directive {
+        match ev {
+            Event::NeedMore => Directive::Return(Step::Read),
+            Event::Command(c) => cmd::dispatch(self, c, now, out),
+            Event::Continue => {
+                out.raw(b"+ Ready for literal data\r\n");
+                Directive::Next
+            }
+            Event::Bad { tag, message } => {
+                out.tagged(tag.as_deref().unwrap_or("*"), "BAD", None, &message);
+                Directive::Next
+            }
+            Event::Fatal(message) => {
+                out.untagged_status("BYE", None, message);
+                self.state = State::Logout;
+                Directive::Return(Step::Close)
+            }
+            Event::AuthLine(line) => cmd::authenticate::line(self, line, out),
+            Event::IdleDone(ok) => cmd::idle::done(self, ok, out),
+            Event::AppendStart(h) => cmd::append::start(self, h, now, out),
+            Event::AppendData(d) => cmd::append::data(self, d, out),
+            Event::AppendEnd(r) => cmd::append::end(self, r, out),
+        }
+    }
+}

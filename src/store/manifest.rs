@@ -1,0 +1,215 @@
+//! A user's list of mailboxes (name, id, UIDVALIDITY, special use,
+//! placeholder state) and subscriptions: the `mailboxes` file of
+//! docs/store-format.md, rewritten atomically on every change.
+
+use std::collections::BTreeSet;
+
+use super::format::crc;
+
+/// The hierarchy delimiter (RFC 9051 5.1.1).
+pub const DELIMITER: char = '/';
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    pub id: u32,
+    pub uidvalidity: u32,
+    /// A placeholder for the children of a deleted mailbox (`\Noselect`).
+    pub noselect: bool,
+    /// RFC 6154 attribute such as `\Sent`.
+    pub special_use: Option<String>,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Manifest {
+    pub next_id: u32,
+    pub last_uidvalidity: u32,
+    pub entries: Vec<Entry>,
+    pub subscribed: BTreeSet<String>,
+}
+
+/// Why a mailbox name is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameError {
+    Empty,
+    BadComponent,
+    BadCharacter,
+    TooLong,
+}
+
+/// Canonical form of a name: `INBOX` (any case) and its children are
+/// spelled `INBOX`; a trailing delimiter is dropped (RFC 9051 6.3.4).
+pub fn canonical(name: &str) -> Result<String, NameError> {
+    let name = name.strip_suffix(DELIMITER).unwrap_or(name);
+    if name.is_empty() {
+        return Err(NameError::Empty);
+    }
+    if name.len() > 1000 {
+        return Err(NameError::TooLong);
+    }
+    if name.chars().any(|c| c.is_control() || c == '*' || c == '%') {
+        return Err(NameError::BadCharacter);
+    }
+    if name.split(DELIMITER).any(|c| c.is_empty() || c.len() > 255) {
+        return Err(NameError::BadComponent);
+    }
+    let first = name.split(DELIMITER).next().expect("non-empty");
+    if first.eq_ignore_ascii_case("INBOX") {
+        return Ok(format!("INBOX{}", &name[first.len()..]));
+    }
+    Ok(name.to_string())
+}
+
+/// The names of the parents of `name`, outermost first.
+pub fn parents(name: &str) -> Vec<&str> {
+    name.match_indices(DELIMITER).map(|(i, _)| &name[..i]).collect()
+}
+
+fn escape(name: &str) -> String {
+    let mut s = String::with_capacity(name.len());
+    for c in name.chars() {
+        if c == '%' || c == ' ' || c.is_control() {
+            let mut b = [0; 4];
+            for byte in c.encode_utf8(&mut b).bytes() {
+                s.push_str(&format!("%{byte:02X}"));
+            }
+        } else {
+            s.push(c);
+        }
+    }
+    s
+}
+
+fn unescape(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+impl Manifest {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = String::from("ringmail-mailboxes 1\n");
+        s.push_str(&format!("next-id {}\nlast-uidvalidity {}\n", self.next_id, self.last_uidvalidity));
+        for e in &self.entries {
+            s.push_str(&format!(
+                "mailbox {} {} {} {} {}\n",
+                e.id,
+                e.uidvalidity,
+                if e.noselect { "noselect" } else { "-" },
+                e.special_use.as_deref().unwrap_or("-"),
+                escape(&e.name)
+            ));
+        }
+        for n in &self.subscribed {
+            s.push_str(&format!("subscribed {}\n", escape(n)));
+        }
+        let c = crc(s.as_bytes());
+        s.push_str(&format!("crc {c:08x}\n"));
+        s.into_bytes()
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Manifest> {
+        let text = std::str::from_utf8(bytes).ok()?;
+        let crc_at = text.rfind("crc ")?;
+        let (body, tail) = text.split_at(crc_at);
+        let want = u32::from_str_radix(tail.trim().strip_prefix("crc ")?, 16).ok()?;
+        if crc(body.as_bytes()) != want {
+            return None;
+        }
+        let mut lines = body.lines();
+        if lines.next()? != "ringmail-mailboxes 1" {
+            return None;
+        }
+        let mut m = Manifest::default();
+        for line in lines {
+            let (key, rest) = line.split_once(' ')?;
+            match key {
+                "next-id" => m.next_id = rest.parse().ok()?,
+                "last-uidvalidity" => m.last_uidvalidity = rest.parse().ok()?,
+                "mailbox" => {
+                    let mut f = rest.splitn(5, ' ');
+                    let id = f.next()?.parse().ok()?;
+                    let uidvalidity = f.next()?.parse().ok()?;
+                    let noselect = f.next()? == "noselect";
+                    let su = f.next()?;
+                    let name = unescape(f.next()?)?;
+                    m.entries.push(Entry { id, uidvalidity, noselect, special_use: (su != "-").then(|| su.to_string()), name });
+                }
+                "subscribed" => {
+                    m.subscribed.insert(unescape(rest)?);
+                }
+                _ => return None,
+            }
+        }
+        Some(m)
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    pub fn get_mut(&mut self, name: &str) -> Option<&mut Entry> {
+        self.entries.iter_mut().find(|e| e.name == name)
+    }
+
+    pub fn has_children(&self, name: &str) -> bool {
+        let prefix = format!("{name}{DELIMITER}");
+        self.entries.iter().any(|e| e.name.starts_with(&prefix))
+    }
+
+    /// A fresh UIDVALIDITY: the current time, or one more than the last.
+    pub fn new_uidvalidity(&mut self, now: i64) -> u32 {
+        let v = (now.clamp(1, i64::from(u32::MAX)) as u32).max(self.last_uidvalidity.saturating_add(1));
+        self.last_uidvalidity = v;
+        v
+    }
+
+    /// Adds a mailbox entry with a new id.
+    pub fn add(&mut self, name: String, uidvalidity: u32, special_use: Option<String>, noselect: bool) -> u32 {
+        let id = self.next_id.max(1);
+        self.next_id = id + 1;
+        self.entries.push(Entry { id, uidvalidity, noselect, special_use, name });
+        id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names() {
+        assert_eq!(canonical("inbox").unwrap(), "INBOX");
+        assert_eq!(canonical("Inbox/Sub").unwrap(), "INBOX/Sub");
+        assert_eq!(canonical("INBOXES").unwrap(), "INBOXES");
+        assert_eq!(canonical("a/b/").unwrap(), "a/b");
+        assert_eq!(canonical("a//b"), Err(NameError::BadComponent));
+        assert_eq!(canonical("/a"), Err(NameError::BadComponent));
+        assert_eq!(canonical("a*"), Err(NameError::BadCharacter));
+        assert_eq!(parents("a/b/c"), vec!["a", "a/b"]);
+    }
+
+    #[test]
+    fn roundtrip_and_checksum() {
+        let mut m = Manifest::default();
+        m.add("INBOX".into(), 5, None, false);
+        m.add("Dir ectory/100% \u{e9}".into(), 6, Some("\\Sent".into()), true);
+        m.subscribed.insert("Not There".into());
+        let bytes = m.encode();
+        assert_eq!(Manifest::decode(&bytes), Some(m));
+        let mut bad = bytes.clone();
+        bad[30] ^= 1;
+        assert_eq!(Manifest::decode(&bad), None);
+    }
+}
