@@ -4,5 +4,6 @@ pub mod auth;
 pub mod config;
 pub mod mime;
 pub mod proto;
+pub mod session;
 pub mod signal;
 pub mod store;

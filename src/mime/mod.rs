@@ -28,14 +28,16 @@ pub fn decode_header_value(name: &str, value: &[u8]) -> String {
     if !value.windows(2).any(|w| w == b"=?") && std::str::from_utf8(value).is_ok() {
         return String::from_utf8_lossy(value).into_owned();
     }
+    // mail-parser decodes encoded words in unstructured fields it knows, so
+    // the value is carried in a Comments field whatever its real name.
+    let _ = name;
     let mut msg = Vec::with_capacity(value.len() + 32);
-    msg.extend_from_slice(b"X-Search: ");
+    msg.extend_from_slice(b"Comments: ");
     msg.extend_from_slice(value);
     msg.extend_from_slice(b"\r\n\r\n");
-    let _ = name;
     mail_parser::MessageParser::default()
         .parse_headers(&msg)
-        .and_then(|m| m.header("X-Search").and_then(|h| h.as_text().map(str::to_string)))
+        .and_then(|m| m.header("Comments").and_then(|h| h.as_text().map(str::to_string)))
         .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned())
 }
 

@@ -420,4 +420,6 @@ pub struct AppendHeader {
     pub date: Option<DateTime>,
     pub size: u64,
     pub binary: bool,
+    /// `{n+}`: the data follows without a continuation request.
+    pub nonsync: bool,
 }

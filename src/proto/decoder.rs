@@ -366,6 +366,7 @@ impl Decoder {
                     Ok(mut h) => {
                         h.size = a.len;
                         h.binary = a.binary;
+                        h.nonsync = a.nonsync;
                         self.consume();
                         self.state = State::AppendVerdict { len: a.len, nonsync: a.nonsync };
                         return Some(Event::AppendStart(h));

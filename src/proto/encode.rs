@@ -30,6 +30,12 @@ impl Shared {
         &(*self.owner).as_ref()[self.start..self.start + self.len]
     }
 
+    /// A sub-slice sharing the same owner.
+    pub fn slice(&self, start: usize, len: usize) -> Shared {
+        assert!(start + len <= self.len, "sub-slice out of bounds");
+        Shared { owner: self.owner.clone(), start: self.start + start, len }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -65,7 +65,7 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token]) -> Option<Result<Append
         if !p.at_end() {
             return Err("APPEND arguments must be followed by the message literal".into());
         }
-        Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false })
+        Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false })
     })();
     Some(match r {
         Ok(mut h) => {

@@ -9,11 +9,13 @@
 pub mod caps;
 mod cmd;
 mod mailbox;
+mod search;
 
 use std::sync::Arc;
 
 use crate::proto::{Decoder, Event, Limits, Out};
-use crate::store::UserStore;
+use crate::signal::Signal;
+use crate::store::{MailboxRef, UserStore};
 use std::rc::Rc;
 
 pub use mailbox::Selected;
@@ -134,6 +136,8 @@ pub struct Session {
     pub(crate) facts: ConnFacts,
     pub(crate) auth_failures: u32,
     pub(crate) wait: Wait,
+    /// Fired by the selected mailbox when it changes (wakes IDLE).
+    pub(crate) signal: Option<Rc<Signal>>,
 }
 
 /// What an event asks of the decoder.
@@ -214,6 +218,26 @@ impl Connection {
     /// The user the connection is logged in as.
     pub fn user(&self) -> Option<&str> {
         self.session.state.authed().map(|a| a.user.as_str())
+    }
+
+    /// The signal the selected mailbox fires on changes (set once by the
+    /// network layer, which waits on it in IDLE).
+    pub fn set_signal(&mut self, s: Rc<Signal>) {
+        self.session.signal = Some(s);
+    }
+
+    /// The mailbox whose sync a command waits for (after [`Step::AwaitDurable`]).
+    pub fn durable_target(&self) -> Option<MailboxRef> {
+        match &self.session.wait {
+            Wait::Durable(d) => Some(d.target().clone()),
+            _ => None,
+        }
+    }
+
+    /// Drops input received so far (bytes pipelined behind STARTTLS must not
+    /// be read as commands, RFC 9051 6.2.1).
+    pub fn discard_input(&mut self) {
+        self.decoder = Decoder::new(self.session.cfg.limits);
     }
 
     /// Gives the session its user's store (on the user's worker).
@@ -320,7 +344,7 @@ impl Connection {
 
 impl Session {
     fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None }
+        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None }
     }
 
     /// The CAPABILITY list for the current state (without the "CAPABILITY" word).

@@ -49,6 +49,13 @@ pub struct Msg {
     loc: u32,
 }
 
+impl Msg {
+    /// A copy with other flags (for reporting a change).
+    pub fn with_flags(self, flags: u8, keywords: u64, modseq: u64) -> Msg {
+        Msg { flags, keywords, modseq, ..self }
+    }
+}
+
 /// `loc` values with this bit refer to `appended`, others to the index.
 const NEW: u32 = 1 << 31;
 
@@ -611,6 +618,12 @@ impl Mailbox {
         let floor = self.recent_floor.get();
         self.recent_floor.set(self.uidnext().max(floor));
         floor
+    }
+
+    /// Messages no session has claimed as \Recent yet (STATUS RECENT).
+    pub fn unclaimed_recent(&self) -> u32 {
+        let floor = self.recent_floor.get();
+        (self.msgs.len() - self.msgs.partition_point(|m| m.uid < floor)) as u32
     }
 
     /// Claims newly visible messages (uid >= from) as recent; returns whether

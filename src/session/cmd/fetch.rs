@@ -1,0 +1,307 @@
+//! FETCH and UID FETCH (RFC 9051 6.4.5, BINARY RFC 3516, CONDSTORE
+//! RFC 7162). ENVELOPE and BODYSTRUCTURE come from the cache written at
+//! delivery; message bytes are spliced into the output straight from the
+//! mapped segment, never copied.
+
+use super::{bad, no, ok, store_error, Directive, Session, State};
+use crate::mime::{header, Cache, Kind, Transfer};
+use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
+use crate::session::mailbox::flags_item;
+use crate::store::format::F_SEEN;
+use crate::store::{Mailbox, Msg};
+
+/// Bytes of a section: shared from the mapping, or built (HEADER.FIELDS, BINARY).
+pub(crate) enum Data {
+    Shared(Shared),
+    Owned(Vec<u8>),
+}
+
+impl Data {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Data::Shared(s) => s.bytes(),
+            Data::Owned(v) => v,
+        }
+    }
+
+    fn window(self, partial: Option<(u64, u64)>) -> Data {
+        let Some((origin, count)) = partial else { return self };
+        let len = self.bytes().len() as u64;
+        let start = origin.min(len);
+        let end = origin.saturating_add(count).min(len);
+        match self {
+            Data::Shared(s) => Data::Shared(s.slice(start as usize, (end - start) as usize)),
+            Data::Owned(v) => Data::Owned(v[start as usize..end as usize].to_vec()),
+        }
+    }
+
+    fn write(self, out: &mut Out, binary: bool) {
+        let nul = binary && memchr::memchr(0, self.bytes()).is_some();
+        match self {
+            Data::Shared(s) => {
+                out.literal_shared(s, nul);
+            }
+            Data::Owned(v) => {
+                if nul {
+                    out.raw(b"~");
+                }
+                out.literal(&v);
+            }
+        }
+    }
+}
+
+/// The message's cache, or a fresh analysis when the stored one is missing
+/// or damaged (e.g. after a rebuild from segments).
+pub(crate) fn with_cache<R>(mb: &Mailbox, m: &Msg, f: impl FnOnce(&Cache<'_>) -> R) -> std::io::Result<R> {
+    let stored = mb.cache(m)?;
+    if let Some(c) = Cache::parse(stored.bytes()) {
+        return Ok(f(&c));
+    }
+    let msg = mb.message(m)?;
+    let blob = crate::mime::analyze(msg.bytes());
+    let c = Cache::parse(&blob).ok_or_else(|| std::io::Error::other("cannot analyse message"))?;
+    Ok(f(&c))
+}
+
+/// The bytes of `BODY[section]` (RFC 9051 6.4.5). A part that does not
+/// exist is empty, as in Dovecot.
+pub(crate) fn section(mb: &Mailbox, m: &Msg, s: &Section) -> std::io::Result<Data> {
+    let msg = mb.message(m)?;
+    let all = msg.bytes();
+    if s.part.is_empty() {
+        let hl = header::header_len(all);
+        return Ok(match &s.text {
+            None => Data::Shared(msg),
+            Some(SectionText::Header) => Data::Shared(msg.slice(0, hl)),
+            Some(SectionText::Text) => Data::Shared(msg.slice(hl, all.len() - hl)),
+            Some(SectionText::HeaderFields { not, fields }) => Data::Owned(header::select(&all[..hl], fields, *not)),
+            Some(SectionText::Mime) => Data::Owned(Vec::new()),
+        });
+    }
+    let part = with_cache(mb, m, |c| c.part(&s.part))?;
+    let Some(p) = part else { return Ok(Data::Owned(Vec::new())) };
+    let (h, b, ib, e) = (p.header as usize, p.body as usize, p.inner_body as usize, p.end as usize);
+    if e > all.len() || h > b || b > e || ib < b || ib > e {
+        return Ok(Data::Owned(Vec::new()));
+    }
+    Ok(match (&s.text, p.kind) {
+        (None, _) => Data::Shared(msg.slice(b, e - b)),
+        (Some(SectionText::Mime), _) => Data::Shared(msg.slice(h, b - h)),
+        (Some(SectionText::Header), Kind::Message) => Data::Shared(msg.slice(b, ib - b)),
+        (Some(SectionText::Text), Kind::Message) => Data::Shared(msg.slice(ib, e - ib)),
+        (Some(SectionText::HeaderFields { not, fields }), Kind::Message) => Data::Owned(header::select(&all[b..ib], fields, *not)),
+        _ => Data::Owned(Vec::new()),
+    })
+}
+
+/// Decoded content of a part for BINARY; Err(()) when its transfer
+/// encoding cannot be undone (RFC 3516 UNKNOWN-CTE).
+fn binary(mb: &Mailbox, m: &Msg, part: &[u32]) -> std::io::Result<Result<Data, ()>> {
+    if part.is_empty() {
+        return Ok(Ok(Data::Shared(mb.message(m)?)));
+    }
+    let Some(p) = with_cache(mb, m, |c| c.part(part))? else { return Ok(Ok(Data::Owned(Vec::new()))) };
+    let msg = mb.message(m)?;
+    let (b, e) = (p.body as usize, (p.end as usize).min(msg.len()));
+    if b > e {
+        return Ok(Ok(Data::Owned(Vec::new())));
+    }
+    if p.kind != Kind::Leaf || p.transfer == Transfer::Identity {
+        return Ok(Ok(Data::Shared(msg.slice(b, e - b))));
+    }
+    Ok(crate::mime::decode_transfer(p.transfer, &msg.bytes()[b..e]).map(Data::Owned).ok_or(()))
+}
+
+fn section_name(out: &mut Out, s: &Section) {
+    let path: Vec<String> = s.part.iter().map(|n| n.to_string()).collect();
+    out.str(&path.join("."));
+    let text = match &s.text {
+        None => return,
+        Some(t) => t,
+    };
+    if !s.part.is_empty() {
+        out.raw(b".");
+    }
+    match text {
+        SectionText::Header => out.raw(b"HEADER"),
+        SectionText::Text => out.raw(b"TEXT"),
+        SectionText::Mime => out.raw(b"MIME"),
+        SectionText::HeaderFields { not, fields } => {
+            out.raw(if *not { b"HEADER.FIELDS.NOT (" as &[u8] } else { b"HEADER.FIELDS (" });
+            for (i, f) in fields.iter().enumerate() {
+                if i > 0 {
+                    out.sp();
+                }
+                out.astring(f.as_bytes(), false);
+            }
+            out.raw(b")")
+        }
+    };
+}
+
+const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/// `dd-Mon-yyyy hh:mm:ss +0000` (RFC 9051 date-time), in UTC.
+pub(crate) fn date_time(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = crate::proto::civil_from_days(days);
+    format!("{:02}-{}-{:04} {:02}:{:02}:{:02} +0000", d, MONTHS[m as usize - 1], y, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+fn sets_seen(item: &FetchItem) -> bool {
+    matches!(item, FetchItem::BodySection { peek: false, .. } | FetchItem::Binary { peek: false, .. })
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], uid: bool, mods: &FetchModifiers, out: &mut Out) -> Directive {
+    let rev2 = s.enabled.rev2;
+    let mut items = items.to_vec();
+    if uid && !items.contains(&FetchItem::Uid) {
+        items.insert(0, FetchItem::Uid);
+    }
+    if mods.changed_since.is_some() && !items.contains(&FetchItem::ModSeq) {
+        items.push(FetchItem::ModSeq);
+    }
+    if items.contains(&FetchItem::ModSeq) {
+        // RFC 7162 3.1: using MODSEQ turns CONDSTORE on.
+        s.enabled.condstore = true;
+    }
+    // RFC 9051 7.5.1: UID commands may carry EXPUNGE responses, so the
+    // session catches up first and UIDs resolve against the mailbox as it is.
+    if uid && !super::sync(s, out, true) {
+        return Directive::Return(super::Step::Close);
+    }
+    let condstore = s.enabled.condstore;
+    let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
+    sel.condstore |= condstore;
+    let Some(list) = sel.resolve(set, uid) else { return bad(out, tag, "Invalid messageset") };
+    let mark_seen = !sel.read_only && items.iter().any(sets_seen);
+    let mut expunged = false;
+    let mut unknown_cte = false;
+    for (seq, u) in list {
+        let Some(mut m) = sel.mbox.borrow().find(u).copied() else {
+            expunged = true;
+            continue;
+        };
+        if mods.changed_since.is_some_and(|cs| m.modseq <= cs) {
+            continue;
+        }
+        let mut seen_now = false;
+        if mark_seen && m.flags & F_SEEN == 0 {
+            let r = sel.mbox.borrow_mut().set_flags(u, m.flags | F_SEEN, m.keywords);
+            match r {
+                Ok(Some(modseq)) => {
+                    m.flags |= F_SEEN;
+                    m.modseq = modseq;
+                    sel.reported(u, modseq);
+                    seen_now = true;
+                }
+                Ok(None) => {}
+                Err(e) => return store_error(out, tag, &e),
+            }
+        }
+        let mb = sel.mbox.borrow();
+        out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
+        let mut first = true;
+        for item in &items {
+            if !first {
+                out.sp();
+            }
+            first = false;
+            let r: std::io::Result<()> = (|| {
+                match item {
+                    FetchItem::Flags => flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u)),
+                    FetchItem::Uid => {
+                        out.raw(b"UID ").num(u64::from(u));
+                    }
+                    FetchItem::ModSeq => {
+                        out.raw(b"MODSEQ (").num(m.modseq).raw(b")");
+                    }
+                    FetchItem::InternalDate => {
+                        out.raw(b"INTERNALDATE \"").str(&date_time(mb.location(&m).internal_date)).raw(b"\"");
+                    }
+                    FetchItem::Rfc822Size => {
+                        out.raw(b"RFC822.SIZE ").num(mb.location(&m).length);
+                    }
+                    FetchItem::Envelope => with_cache(&mb, &m, |c| {
+                        out.raw(b"ENVELOPE ").raw(c.envelope);
+                    })?,
+                    FetchItem::Body => with_cache(&mb, &m, |c| {
+                        out.raw(b"BODY ").raw(c.body);
+                    })?,
+                    FetchItem::BodyStructure => with_cache(&mb, &m, |c| {
+                        out.raw(b"BODYSTRUCTURE ").raw(c.bodystructure);
+                    })?,
+                    FetchItem::BodySection { section: sec, partial, legacy, .. } => {
+                        match legacy {
+                            Legacy::Rfc822 => out.raw(b"RFC822 "),
+                            Legacy::Rfc822Header => out.raw(b"RFC822.HEADER "),
+                            Legacy::Rfc822Text => out.raw(b"RFC822.TEXT "),
+                            Legacy::None => {
+                                out.raw(b"BODY[");
+                                section_name(out, sec);
+                                out.raw(b"]");
+                                if let Some((o, _)) = partial {
+                                    out.raw(b"<").num(*o).raw(b">");
+                                }
+                                out.sp()
+                            }
+                        };
+                        section(&mb, &m, sec)?.window(*partial).write(out, false);
+                    }
+                    FetchItem::Binary { part, partial, .. } => {
+                        let name: Vec<String> = part.iter().map(|n| n.to_string()).collect();
+                        out.raw(b"BINARY[").str(&name.join(".")).raw(b"]");
+                        if let Some((o, _)) = partial {
+                            out.raw(b"<").num(*o).raw(b">");
+                        }
+                        out.sp();
+                        match binary(&mb, &m, part)? {
+                            Ok(d) => d.window(*partial).write(out, true),
+                            Err(()) => {
+                                unknown_cte = true;
+                                out.nil();
+                            }
+                        }
+                    }
+                    FetchItem::BinarySize { part } => {
+                        let name: Vec<String> = part.iter().map(|n| n.to_string()).collect();
+                        out.raw(b"BINARY.SIZE[").str(&name.join(".")).raw(b"] ");
+                        match binary(&mb, &m, part)? {
+                            Ok(d) => {
+                                out.num(d.bytes().len() as u64);
+                            }
+                            Err(()) => {
+                                unknown_cte = true;
+                                out.nil();
+                            }
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                out.raw(b")\r\n");
+                drop(mb);
+                return store_error(out, tag, &e.into());
+            }
+        }
+        if seen_now && !items.contains(&FetchItem::Flags) {
+            // RFC 9051 6.4.5: the \Seen set as a side effect is reported.
+            out.sp();
+            flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u));
+        }
+        out.raw(b")\r\n");
+    }
+    if unknown_cte {
+        super::sync(s, out, uid);
+        return no(out, tag, Some("UNKNOWN-CTE"), "A part has a content transfer encoding that cannot be decoded");
+    }
+    if expunged {
+        super::sync(s, out, uid);
+        return no(out, tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist.");
+    }
+    ok(s, out, tag, None, "Fetch completed.", uid)
+}

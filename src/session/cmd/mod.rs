@@ -1,0 +1,293 @@
+//! One file per command, registered in one table: [`allowed`] says in which
+//! states a command is valid, [`dispatch`] runs it. Helpers every command
+//! shares (finishing with the pending mailbox updates, mailbox names, flag
+//! lists) live here.
+
+pub mod append;
+pub mod authenticate;
+mod capability;
+mod check;
+mod close;
+mod copy;
+mod create;
+mod delete;
+mod enable;
+mod expunge;
+mod fetch;
+mod id;
+pub mod idle;
+mod list;
+pub mod login;
+mod logout;
+mod namespace;
+mod noop;
+mod rename;
+mod search;
+mod select;
+mod starttls;
+mod status;
+mod store;
+mod subscribe;
+
+use super::{Directive, Session, State, Step, Wait};
+use crate::proto::{Command, CommandBody, Flag, Mailbox, Out};
+use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
+use crate::store::{MailboxRef, StoreError};
+
+/// System flags in the order Dovecot lists them.
+pub const SYSTEM_FLAGS: [(u8, &str); 5] = [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
+
+const NOT_AUTH: u8 = 1;
+const AUTH: u8 = 2;
+const SELECTED: u8 = 4;
+const ANY: u8 = NOT_AUTH | AUTH | SELECTED;
+
+/// The table: the states in which each command is valid (RFC 9051 6).
+fn allowed(body: &CommandBody) -> u8 {
+    use CommandBody::*;
+    match body {
+        Capability | Noop | Logout | Id(_) => ANY,
+        StartTls | Authenticate { .. } | Login { .. } => NOT_AUTH,
+        Enable(_) => AUTH,
+        Select { .. } | Create(_) | Delete(_) | Rename { .. } | Subscribe(_) | Unsubscribe(_) | List(_) | Lsub { .. } | Namespace | Status { .. } | Idle => AUTH | SELECTED,
+        Check | Close | Unselect | Expunge { .. } | Copy { .. } | Move { .. } | Fetch { .. } | Store { .. } | Search { .. } => SELECTED,
+    }
+}
+
+pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> Directive {
+    let current = match s.state {
+        State::NotAuthenticated => NOT_AUTH,
+        State::Authenticated(_) => AUTH,
+        State::Selected(..) => SELECTED,
+        State::Logout => return Directive::Return(Step::Close),
+    };
+    let ok = allowed(&c.body);
+    if ok & current == 0 {
+        let text = if current == NOT_AUTH {
+            "Command not valid before authentication"
+        } else if ok == SELECTED {
+            "No mailbox selected"
+        } else if ok == NOT_AUTH {
+            "Already authenticated"
+        } else {
+            "ENABLE is not valid while a mailbox is selected"
+        };
+        out.tagged(&c.tag, "BAD", None, text);
+        return Directive::Next;
+    }
+    let tag = c.tag;
+    use CommandBody::*;
+    match c.body {
+        Capability => capability::run(s, &tag, out),
+        Noop => noop::run(s, &tag, out),
+        Logout => logout::run(s, &tag, out),
+        Id(_) => id::run(s, &tag, out),
+        StartTls => starttls::run(s, &tag, out),
+        Login { user, password } => login::run(s, tag, user, password, out),
+        Authenticate { mechanism, initial } => authenticate::run(s, tag, &mechanism, initial, out),
+        Enable(caps) => enable::run(s, &tag, &caps, out),
+        Select { mailbox, read_only, params } => select::run(s, &tag, &mailbox, read_only, params.condstore, out),
+        Create(m) => create::run(s, &tag, &m, now, out),
+        Delete(m) => delete::run(s, &tag, &m, out),
+        Rename { from, to } => rename::run(s, &tag, &from, &to, now, out),
+        Subscribe(m) => subscribe::run(s, &tag, &m, true, out),
+        Unsubscribe(m) => subscribe::run(s, &tag, &m, false, out),
+        List(args) => list::run(s, &tag, &args, out),
+        Lsub { reference, pattern } => list::lsub(s, &tag, &reference, &pattern, out),
+        Namespace => namespace::run(s, &tag, out),
+        Status { mailbox, items } => status::run(s, &tag, &mailbox, &items, out),
+        Idle => idle::run(s, tag, out),
+        Check => check::run(s, &tag, out),
+        Close => close::run(s, &tag, true, out),
+        Unselect => close::run(s, &tag, false, out),
+        Expunge { uids } => expunge::run(s, &tag, uids.as_ref(), out),
+        Copy { set, mailbox, uid } => copy::run(s, tag, &set, &mailbox, uid, false, out),
+        Move { set, mailbox, uid } => copy::run(s, tag, &set, &mailbox, uid, true, out),
+        Fetch { set, items, uid, modifiers } => fetch::run(s, &tag, &set, &items, uid, &modifiers, out),
+        Store { set, op, silent, flags, uid, unchanged_since } => store::run(s, &tag, &set, op, silent, &flags, uid, unchanged_since, out),
+        Search { ret, charset, key, uid } => search::run(s, &tag, ret.as_deref(), charset.as_deref(), &key, uid, out),
+    }
+}
+
+impl Session {
+    /// Whether mailbox names are UTF-8 on the wire (IMAP4rev2, RFC 9051 5.1).
+    pub(crate) fn utf8_names(&self) -> bool {
+        self.enabled.rev2 || self.enabled.utf8
+    }
+
+    /// A mailbox name from the client, decoded: UTF-8 under IMAP4rev2,
+    /// modified UTF-7 otherwise.
+    pub(crate) fn mailbox_name(&self, m: &Mailbox) -> Result<String, &'static str> {
+        if self.utf8_names() {
+            String::from_utf8(m.0.clone()).map_err(|_| "Mailbox name is not valid UTF-8")
+        } else {
+            crate::proto::utf7::decode(&m.0).ok_or("Mailbox name is not valid modified UTF-7")
+        }
+    }
+}
+
+/// Sends the pending mailbox updates and the tagged OK. `expunge_ok` is
+/// false for FETCH, STORE and SEARCH (RFC 9051 7.5.1).
+pub(crate) fn ok(s: &mut Session, out: &mut Out, tag: &str, code: Option<&str>, text: &str, expunge_ok: bool) -> Directive {
+    if !sync(s, out, expunge_ok) {
+        return Directive::Return(Step::Close);
+    }
+    out.tagged(tag, "OK", code, text);
+    Directive::Next
+}
+
+/// Sends pending updates of the selected mailbox. False when the mailbox
+/// was deleted under the session, which then ends with BYE.
+pub(crate) fn sync(s: &mut Session, out: &mut Out, expunge_ok: bool) -> bool {
+    let enabled = s.enabled;
+    if let State::Selected(_, sel) = &mut s.state {
+        if !sel.sync(out, enabled, expunge_ok) {
+            out.untagged_status("BYE", None, "Selected mailbox was deleted, have to disconnect.");
+            s.state = State::Logout;
+            return false;
+        }
+    }
+    true
+}
+
+pub(crate) fn no(out: &mut Out, tag: &str, code: Option<&str>, text: &str) -> Directive {
+    out.tagged(tag, "NO", code, text);
+    Directive::Next
+}
+
+pub(crate) fn bad(out: &mut Out, tag: &str, text: &str) -> Directive {
+    out.tagged(tag, "BAD", None, text);
+    Directive::Next
+}
+
+/// Answers a store failure.
+pub(crate) fn store_error(out: &mut Out, tag: &str, e: &StoreError) -> Directive {
+    match e {
+        StoreError::TooManyKeywords => no(out, tag, Some("LIMIT"), "Too many keywords in this mailbox"),
+        StoreError::Poisoned => no(out, tag, Some("UNAVAILABLE"), "Mailbox is temporarily read-only after a storage error"),
+        StoreError::Io(err) => {
+            tracing::error!(error = %err, "storage error");
+            no(out, tag, Some("SERVERBUG"), "Internal storage error")
+        }
+    }
+}
+
+/// Splits flags into system flag bits and keyword names. `\Recent` and
+/// unknown `\Flags` cannot be stored (RFC 9051 2.3.2): Err names the culprit.
+pub(crate) fn split_flags(flags: &[Flag]) -> Result<(u8, Vec<String>), String> {
+    let mut bits = 0;
+    let mut kws = Vec::new();
+    for f in flags {
+        match f {
+            Flag::Seen => bits |= F_SEEN,
+            Flag::Answered => bits |= F_ANSWERED,
+            Flag::Flagged => bits |= F_FLAGGED,
+            Flag::Deleted => bits |= F_DELETED,
+            Flag::Draft => bits |= F_DRAFT,
+            Flag::Recent | Flag::Extension(_) => return Err(f.as_str().to_ascii_uppercase()),
+            Flag::Keyword(k) => {
+                if !kws.iter().any(|x: &String| x.eq_ignore_ascii_case(k)) {
+                    kws.push(k.clone());
+                }
+            }
+        }
+    }
+    Ok((bits, kws))
+}
+
+/// Keyword names to a mailbox bit mask, defining new keywords.
+pub(crate) fn keyword_mask(mbox: &MailboxRef, names: &[String]) -> Result<u64, StoreError> {
+    let mut mask = 0;
+    let mut mb = mbox.borrow_mut();
+    for n in names {
+        if let Some(i) = mb.keyword(n, true)? {
+            mask |= 1 << i;
+        }
+    }
+    Ok(mask)
+}
+
+/// A command whose answer waits for the store to sync.
+pub(crate) enum Durable {
+    Append { tag: String, mbox: MailboxRef, uid: u32 },
+    Copy { tag: String, target: MailboxRef, src: Vec<u32>, dst: Vec<u32>, moved: bool },
+}
+
+impl Durable {
+    pub(crate) fn target(&self) -> &MailboxRef {
+        match self {
+            Durable::Append { mbox, .. } => mbox,
+            Durable::Copy { target, .. } => target,
+        }
+    }
+}
+
+/// Completes a durable command once its sync finished.
+pub(crate) fn finish_durable(s: &mut Session, result: std::io::Result<()>, out: &mut Out) {
+    let Wait::Durable(d) = std::mem::replace(&mut s.wait, Wait::None) else { return };
+    match (*d, result) {
+        (Durable::Append { tag, .. }, Err(_)) | (Durable::Copy { tag, .. }, Err(_)) => {
+            out.tagged(&tag, "NO", Some("SERVERBUG"), "The message could not be stored durably");
+        }
+        (Durable::Append { tag, mbox, uid }, Ok(())) => {
+            let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
+            ok(s, out, &tag, Some(&code), "Append completed.", true);
+        }
+        (Durable::Copy { tag, target, src, dst, moved }, Ok(())) => {
+            let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src), uid_set(&dst));
+            if !moved {
+                ok(s, out, &tag, Some(&code), "Copy completed.", true);
+                return;
+            }
+            // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs.
+            out.untagged_status("OK", Some(&code), "Moved UIDs.");
+            if let State::Selected(_, sel) = &s.state {
+                let r = sel.mbox.borrow_mut().expunge(&src);
+                if let Err(e) = r {
+                    store_error(out, &tag, &e);
+                    return;
+                }
+            }
+            ok(s, out, &tag, None, "Move completed.", true);
+        }
+    }
+}
+
+/// A compact UID set (`1:3,7`) for COPYUID, keeping the given order.
+pub(crate) fn uid_set(uids: &[u32]) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while i < uids.len() {
+        let start = uids[i];
+        let mut end = start;
+        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
+            end += 1;
+            i += 1;
+        }
+        if !s.is_empty() {
+            s.push(',');
+        }
+        if start == end {
+            s.push_str(&start.to_string());
+        } else {
+            s.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    s
+}
+
+/// The mailbox of the Authenticated or Selected state by name, with the
+/// RFC 5530 code for a missing one.
+pub(crate) fn open_mailbox(s: &Session, name: &str) -> Result<MailboxRef, (Option<&'static str>, String)> {
+    let a = s.state.authed().expect("called in authenticated states");
+    a.store().mailbox(name).map_err(|e| match e {
+        crate::store::MailboxError::NonExistent => (Some("NONEXISTENT"), format!("Mailbox doesn't exist: {name}")),
+        crate::store::MailboxError::NoSelect => (Some("NONEXISTENT"), format!("Mailbox is not selectable: {name}")),
+        crate::store::MailboxError::Io(e) => {
+            tracing::error!(error = %e, mailbox = name, "cannot open mailbox");
+            (Some("SERVERBUG"), "Internal error opening mailbox".to_string())
+        }
+        _ => (Some("CANNOT"), format!("Cannot open mailbox {name}")),
+    })
+}

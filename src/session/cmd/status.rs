@@ -1,0 +1,42 @@
+//! STATUS (RFC 9051 6.3.11), also used for LIST-STATUS (RFC 5819).
+
+use super::{no, ok, open_mailbox, Directive, Session};
+use crate::proto::{Mailbox, Out, StatusItem};
+use crate::store::MailboxRef;
+
+pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, items: &[StatusItem], out: &mut Out) -> Directive {
+    let name = match s.mailbox_name(mailbox) {
+        Ok(n) => n,
+        Err(e) => return no(out, tag, Some("CANNOT"), e),
+    };
+    let mbox = match open_mailbox(s, &name) {
+        Ok(m) => m,
+        Err((code, text)) => return no(out, tag, code, &text),
+    };
+    let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
+    status_line(out, &canonical, &mbox, items, s.utf8_names());
+    ok(s, out, tag, None, "Status completed.", true)
+}
+
+/// `* STATUS name (ITEM value ...)`.
+pub(crate) fn status_line(out: &mut Out, name: &str, mbox: &MailboxRef, items: &[StatusItem], utf8: bool) {
+    let mb = mbox.borrow();
+    out.raw(b"* STATUS ").mailbox(name, utf8).raw(b" (");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.sp();
+        }
+        let v: u64 = match item {
+            StatusItem::Messages => u64::from(mb.exists()),
+            StatusItem::UidNext => u64::from(mb.uidnext()),
+            StatusItem::UidValidity => u64::from(mb.uidvalidity()),
+            StatusItem::Unseen => u64::from(mb.unseen()),
+            StatusItem::Deleted => u64::from(mb.deleted()),
+            StatusItem::Size => mb.size(),
+            StatusItem::Recent => u64::from(mb.unclaimed_recent()),
+            StatusItem::HighestModSeq => mb.highest_modseq(),
+        };
+        out.str(item.name()).sp().num(v);
+    }
+    out.raw(b")\r\n");
+}

@@ -1,0 +1,224 @@
+//! Search keys evaluated against messages (RFC 9051 6.4.4). Flags, dates
+//! and sizes come from the index; addresses and subjects from the cache's
+//! decoded text; BODY and TEXT scan the mapped message bytes with a
+//! SIMD-assisted, ASCII-case-insensitive substring search.
+
+use std::cell::OnceCell;
+
+use super::Selected;
+use crate::mime::{header, Cache, Kind, Transfer};
+use crate::proto::{Date, Flag, SearchKey, SequenceSet};
+use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
+use crate::store::{Mailbox, Msg};
+
+/// Whether the key uses MODSEQ (the response then reports it).
+pub fn uses_modseq(k: &SearchKey) -> bool {
+    match k {
+        SearchKey::ModSeq(_) => true,
+        SearchKey::And(v) => v.iter().any(uses_modseq),
+        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
+        SearchKey::Not(a) => uses_modseq(a),
+        _ => false,
+    }
+}
+
+/// Case-insensitive substring search (RFC 9051 6.4.4). ASCII needles take
+/// the fast path; a needle with non-ASCII letters is compared after Unicode
+/// lower-casing both sides.
+pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_ascii() {
+        return contains_ascii_ci(hay, needle);
+    }
+    let n = String::from_utf8_lossy(needle).to_lowercase();
+    let h = String::from_utf8_lossy(hay).to_lowercase();
+    memchr::memmem::find(h.as_bytes(), n.as_bytes()).is_some()
+}
+
+/// ASCII-case-insensitive substring search. Candidates are found with
+/// memchr2 on the needle's first byte in both cases (SIMD in the memchr
+/// crate), then checked in place.
+pub fn contains_ascii_ci(hay: &[u8], needle: &[u8]) -> bool {
+    let Some(&first) = needle.first() else { return true };
+    if needle.len() > hay.len() {
+        return false;
+    }
+    let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+    let last_start = hay.len() - needle.len();
+    let mut at = 0;
+    while at <= last_start {
+        let window = &hay[at..=last_start];
+        let Some(p) = memchr::memchr2(lo, up, window) else { return false };
+        let i = at + p;
+        if hay[i + 1..i + needle.len()].eq_ignore_ascii_case(&needle[1..]) {
+            return true;
+        }
+        at = i + 1;
+    }
+    false
+}
+
+/// The UTC calendar day of a timestamp.
+fn day_of(unix: i64) -> i64 {
+    unix.div_euclid(86_400)
+}
+
+pub struct Matcher<'a> {
+    mb: &'a Mailbox,
+    sel: &'a Selected,
+    max_seq: u32,
+    max_uid: u32,
+}
+
+/// What is loaded for one message, at most once.
+struct Loaded<'a> {
+    bytes: OnceCell<Option<crate::proto::Shared>>,
+    cache_blob: OnceCell<Option<Vec<u8>>>,
+    _m: std::marker::PhantomData<&'a ()>,
+}
+
+impl<'a> Matcher<'a> {
+    pub fn new(mb: &'a Mailbox, sel: &'a Selected) -> Self {
+        Matcher { mb, sel, max_seq: sel.exists(), max_uid: sel.uids().last().copied().unwrap_or(0) }
+    }
+
+    pub fn matches(&self, key: &SearchKey, m: &Msg, seq: u32) -> bool {
+        let l = Loaded { bytes: OnceCell::new(), cache_blob: OnceCell::new(), _m: std::marker::PhantomData };
+        self.eval(key, m, seq, &l)
+    }
+
+    fn bytes<'l>(&self, m: &Msg, l: &'l Loaded<'_>) -> Option<&'l crate::proto::Shared> {
+        l.bytes.get_or_init(|| self.mb.message(m).ok()).as_ref()
+    }
+
+    fn with_cache<R>(&self, m: &Msg, l: &Loaded<'_>, f: impl FnOnce(&Cache<'_>) -> R) -> Option<R> {
+        let blob = l.cache_blob.get_or_init(|| {
+            let c = self.mb.cache(m).ok()?;
+            if Cache::parse(c.bytes()).is_some() {
+                Some(c.bytes().to_vec())
+            } else {
+                let msg = self.mb.message(m).ok()?;
+                Some(crate::mime::analyze(msg.bytes()))
+            }
+        });
+        blob.as_ref().and_then(|b| Cache::parse(b)).map(|c| f(&c))
+    }
+
+    fn flag(&self, f: &Flag, m: &Msg) -> bool {
+        let bit = match f {
+            Flag::Seen => F_SEEN,
+            Flag::Answered => F_ANSWERED,
+            Flag::Flagged => F_FLAGGED,
+            Flag::Deleted => F_DELETED,
+            Flag::Draft => F_DRAFT,
+            Flag::Recent => return self.sel.is_recent(m.uid),
+            Flag::Extension(_) => return false,
+            Flag::Keyword(k) => {
+                return self.mb.keywords().iter().position(|x| x.eq_ignore_ascii_case(k)).is_some_and(|i| m.keywords & (1 << i) != 0);
+            }
+        };
+        m.flags & bit != 0
+    }
+
+    fn in_set(&self, set: &SequenceSet, n: u32, max: u32, uid: bool) -> bool {
+        match set {
+            SequenceSet::Saved => self.sel.saved.binary_search(&(if uid { n } else { self.sel.uids()[n as usize - 1] })).is_ok(),
+            _ => set.contains(n, max),
+        }
+    }
+
+    fn sent_day(&self, m: &Msg, l: &Loaded<'_>) -> i64 {
+        self.with_cache(m, l, |c| c.sent_days).flatten().map_or_else(|| day_of(self.mb.location(m).internal_date), i64::from)
+    }
+
+    fn header_matches(&self, name: &str, value: &[u8], m: &Msg, l: &Loaded<'_>) -> bool {
+        // RFC 9051 6.4.4: an empty string matches every message with the field.
+        if value.is_empty() {
+            return self.has_field(name, m, l);
+        }
+        // The cache holds decoded text of the address and subject fields.
+        if let Some(hit) = self.with_cache(m, l, |c| c.search_text(name).map(|t| contains_ci(t, value))).flatten() {
+            return hit;
+        }
+        let Some(msg) = self.bytes(m, l) else { return false };
+        let all = msg.bytes();
+        let h = &all[..header::header_len(all)];
+        header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).any(|f| {
+            let v = header::unfold(f.value);
+            contains_ci(&v, value) || contains_ci(crate::mime::decode_header_value(name, &v).as_bytes(), value)
+        })
+    }
+
+    fn has_field(&self, name: &str, m: &Msg, l: &Loaded<'_>) -> bool {
+        let Some(msg) = self.bytes(m, l) else { return false };
+        let all = msg.bytes();
+        header::fields(&all[..header::header_len(all)]).any(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
+    }
+
+    /// Body text search: each leaf part with its transfer encoding undone.
+    fn body_matches(&self, needle: &[u8], m: &Msg, l: &Loaded<'_>) -> bool {
+        let Some(msg) = self.bytes(m, l) else { return false };
+        let all = msg.bytes();
+        let parts = self.with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>()).unwrap_or_default();
+        if parts.is_empty() {
+            return contains_ci(&all[header::header_len(all)..], needle);
+        }
+        parts.into_iter().any(|(b, e, t)| {
+            let Some(body) = all.get(b..e.min(all.len())) else { return false };
+            match t {
+                Transfer::Identity | Transfer::Unknown => contains_ci(body, needle),
+                _ => crate::mime::decode_transfer(t, body).is_some_and(|d| contains_ci(&d, needle)),
+            }
+        })
+    }
+
+    fn eval(&self, key: &SearchKey, m: &Msg, seq: u32, l: &Loaded<'_>) -> bool {
+        let date_cmp = |d: &Date, day: i64| -> std::cmp::Ordering { day.cmp(&d.days()) };
+        match key {
+            SearchKey::All => true,
+            SearchKey::And(v) => v.iter().all(|k| self.eval(k, m, seq, l)),
+            SearchKey::Or(a, b) => self.eval(a, m, seq, l) || self.eval(b, m, seq, l),
+            SearchKey::Not(a) => !self.eval(a, m, seq, l),
+            SearchKey::SequenceSet(s) => self.in_set(s, seq, self.max_seq, false),
+            SearchKey::Uid(s) => self.in_set(s, m.uid, self.max_uid, true),
+            SearchKey::Flag(f) => self.flag(f, m),
+            SearchKey::NotFlag(f) => !self.flag(f, m),
+            SearchKey::Recent => self.sel.is_recent(m.uid),
+            SearchKey::New => self.sel.is_recent(m.uid) && m.flags & F_SEEN == 0,
+            SearchKey::Old => !self.sel.is_recent(m.uid),
+            SearchKey::Before(d) => date_cmp(d, day_of(self.mb.location(m).internal_date)).is_lt(),
+            SearchKey::On(d) => date_cmp(d, day_of(self.mb.location(m).internal_date)).is_eq(),
+            SearchKey::Since(d) => date_cmp(d, day_of(self.mb.location(m).internal_date)).is_ge(),
+            SearchKey::SentBefore(d) => date_cmp(d, self.sent_day(m, l)).is_lt(),
+            SearchKey::SentOn(d) => date_cmp(d, self.sent_day(m, l)).is_eq(),
+            SearchKey::SentSince(d) => date_cmp(d, self.sent_day(m, l)).is_ge(),
+            SearchKey::Larger(n) => self.mb.location(m).length > *n,
+            SearchKey::Smaller(n) => self.mb.location(m).length < *n,
+            SearchKey::Header(name, value) => self.header_matches(name, value, m, l),
+            SearchKey::Body(v) => self.body_matches(v, m, l),
+            SearchKey::Text(v) => {
+                let in_header = self.bytes(m, l).is_some_and(|msg| {
+                    let all = msg.bytes();
+                    contains_ci(&all[..header::header_len(all)], v)
+                });
+                in_header || self.body_matches(v, m, l)
+            }
+            SearchKey::ModSeq(n) => m.modseq >= *n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn substring_ignores_ascii_case() {
+        assert!(contains_ci(b"Hello World", b"wORLD"));
+        assert!(contains_ci(b"abcabd", b"ABD"));
+        assert!(!contains_ci(b"abcab", b"abd"));
+        assert!(contains_ci(b"x", b""));
+        assert!(!contains_ci(b"", b"x"));
+        assert!(contains_ci("caf\u{e9} au lait".as_bytes(), "\u{e9} AU".as_bytes()));
+        assert!(contains_ci("Caf\u{e9}".as_bytes(), "CAF\u{c9}".as_bytes()));
+    }
+}
