@@ -127,18 +127,12 @@ fn missing() -> Addr {
 fn phrase(words: &[&Tok]) -> Option<Vec<u8>> {
     let mut out = Vec::new();
     for w in words {
-        let s = match w {
-            Tok::Atom(s) | Tok::Quoted(s) => s,
-            Tok::Special(b'.') => {
-                out.push(b'.');
-                continue;
+        if let Tok::Atom(s) | Tok::Quoted(s) = w {
+            if !out.is_empty() {
+                out.push(b' ');
             }
-            _ => continue,
-        };
-        if !out.is_empty() && !out.ends_with(b".") {
-            out.push(b' ');
+            out.extend_from_slice(s);
         }
-        out.extend_from_slice(s);
     }
     (!out.is_empty()).then_some(out)
 }
