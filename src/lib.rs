@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod config;
 pub mod mime;
+pub mod net;
 pub mod proto;
 pub mod session;
 pub mod signal;

@@ -1,1 +1,254 @@
-fn main(){}
+//! The `ringmail` command: run the server, manage users.
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use ringmail::auth::passwd::{edit_file, normalize_user_name, valid_user_name, Entry};
+use ringmail::auth::scheme::hash_password;
+use ringmail::config::{Config, Driver, LogFormat};
+use ringmail::net::Server;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "ringmail", version, about = "A fast, durable IMAP4rev2/IMAP4rev1 mail server")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// TOML configuration file (every setting has a built-in default).
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Where mail and the user file live (default ./ringmail-data).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the server.
+    Serve {
+        #[command(flatten)]
+        common: Common,
+        /// IMAP listen address (repeatable; default 127.0.0.1:1143).
+        #[arg(long = "imap")]
+        imap: Vec<SocketAddr>,
+        /// Worker threads (default: one per core).
+        #[arg(long)]
+        workers: Option<usize>,
+        /// I/O driver: auto, uring or epoll.
+        #[arg(long)]
+        driver: Option<Driver>,
+        /// Log format: text or json.
+        #[arg(long)]
+        log_format: Option<String>,
+    },
+    /// Manage users (the passwd-file in the data directory).
+    User {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        action: UserCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCmd {
+    /// Add a user. Without --password-stdin a random password is generated and printed.
+    Add {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Change a user's password.
+    Passwd {
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user from the user file (their mail stays on disk).
+    Del { name: String },
+    /// List users.
+    List,
+}
+
+fn load_config(common: &Common) -> Result<Config, String> {
+    let mut c = match &common.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if let Some(d) = &common.data_dir {
+        c.data_dir = d.clone();
+    }
+    Ok(c)
+}
+
+fn random_password() -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..16).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn read_password(from_stdin: bool) -> Result<(String, bool), String> {
+    if !from_stdin {
+        return Ok((random_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line).map_err(|e| format!("cannot read password: {e}"))?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_string();
+    if pw.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok((pw, false))
+}
+
+fn set_password(config: &Config, name: &str, password: &str, must_exist: Option<bool>) -> Result<(), String> {
+    let name = normalize_user_name(name);
+    if !valid_user_name(&name) {
+        return Err(format!("invalid user name {name:?}: use a-z, 0-9 and . _ @ + - (at most 64)"));
+    }
+    let hash = hash_password(password.as_bytes());
+    edit_file(&config.users_file(), |entries| {
+        let existing = entries.iter_mut().find(|e| e.name == name);
+        match (existing, must_exist) {
+            (Some(_), Some(false)) => Err(format!("user {name} already exists")),
+            (None, Some(true)) => Err(format!("no user {name}")),
+            (Some(e), _) => {
+                e.hash = Arc::from(hash.as_str());
+                Ok(())
+            }
+            (None, _) => {
+                entries.push(Entry { name: name.clone(), hash: Arc::from(hash.as_str()), rest: String::new() });
+                Ok(())
+            }
+        }
+    })
+}
+
+fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
+    let config = load_config(common)?;
+    match action {
+        UserCmd::Add { name, password_stdin } => {
+            let (pw, generated) = read_password(password_stdin)?;
+            set_password(&config, &name, &pw, Some(false))?;
+            if generated {
+                println!("user {} added with password {pw}", normalize_user_name(&name));
+            } else {
+                println!("user {} added", normalize_user_name(&name));
+            }
+        }
+        UserCmd::Passwd { name, password_stdin } => {
+            let (pw, generated) = read_password(password_stdin)?;
+            set_password(&config, &name, &pw, Some(true))?;
+            if generated {
+                println!("new password for {}: {pw}", normalize_user_name(&name));
+            }
+        }
+        UserCmd::Del { name } => {
+            let name = normalize_user_name(&name);
+            edit_file(&config.users_file(), |entries| {
+                let before = entries.len();
+                entries.retain(|e| e.name != name);
+                if entries.len() == before {
+                    Err(format!("no user {name}"))
+                } else {
+                    Ok(())
+                }
+            })?;
+            println!("user {name} removed; their mail remains in {}", config.data_dir.join("mail").join(&name).display());
+        }
+        UserCmd::List => {
+            let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
+            for n in db.names() {
+                println!("{n}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn init_logging(format: LogFormat, level: Option<&str>) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level.unwrap_or("info")));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => b.json().init(),
+        LogFormat::Text => b.init(),
+    }
+}
+
+/// Holds `ringmail.lock` for as long as the server runs: one server per data directory.
+fn lock_data_dir(config: &Config) -> Result<std::fs::File, String> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+    let path = config.data_dir.join("ringmail.lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own; no memory is involved.
+    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) };
+    if r != 0 {
+        return Err(format!("another ringmail server is running on {}", config.data_dir.display()));
+    }
+    Ok(f)
+}
+
+fn serve(common: Common, imap: Vec<SocketAddr>, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
+    let mut config = load_config(&common)?;
+    if !imap.is_empty() {
+        config.imap.listen = imap;
+    }
+    if let Some(w) = workers {
+        config.workers = w;
+    }
+    if let Some(d) = driver {
+        config.driver = d;
+    }
+    if let Some(f) = log_format {
+        config.log.format = match f.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            _ => return Err(format!("unknown log format {f:?} (text or json)")),
+        };
+    }
+    init_logging(config.log.format, config.log.level.as_deref());
+    let _lock = lock_data_dir(&config)?;
+    let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
+    let demo_password = if db.is_empty() {
+        let pw = random_password();
+        set_password(&config, "demo", &pw, Some(false))?;
+        Some(pw)
+    } else {
+        None
+    };
+    let server = Server::start(config)?;
+    let addr = server.imap_addrs.first().copied();
+    eprintln!("ringmail is running ({:?} driver). IMAP: {:?}", server.driver, server.imap_addrs);
+    if let (Some(pw), Some(addr)) = (demo_password, addr) {
+        eprintln!("No users existed, so user \"demo\" was created with password {pw}");
+        eprintln!("Try: python3 -c \"import imaplib; m=imaplib.IMAP4('{}', {}); print(m.login('demo', '{pw}'))\"", addr.ip(), addr.port());
+    }
+    let _ = std::io::stderr().flush();
+    server.run_until_signal();
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Serve { common, imap, workers, driver, log_format } => serve(common, imap, workers, driver, log_format),
+        Cmd::User { common, action } => user_cmd(&common, action),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringmail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

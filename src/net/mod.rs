@@ -1,0 +1,205 @@
+//! The network layer: workers, listeners, connections. It moves bytes and
+//! connections; the protocol lives in `session`, the mail in `store`.
+//!
+//! One pinned worker per core, each with its own monoio runtime (io_uring, or
+//! epoll where io_uring is unavailable) and its own SO_REUSEPORT listener on
+//! every address. Users are sharded across workers by a hash of their name:
+//! after login a connection moves to its user's worker, so all of a user's
+//! sessions and deliveries share one thread and the store needs no locks.
+
+pub mod commit;
+mod conn;
+mod iovec;
+mod pool;
+mod worker;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::auth::limiter::{ConnLimiter, FailureDelay};
+use crate::auth::{Authenticator, UserDb};
+use crate::config::{Config, Driver};
+use crate::proto::Limits;
+use crate::session::SessionConfig;
+
+pub use worker::WorkerMsg;
+
+/// The worker a user's mail lives on: FNV-1a of the name, stable across runs.
+pub fn shard(user: &str, workers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in user.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % workers.max(1) as u64) as usize
+}
+
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    Imap,
+    /// Connections start authenticated as this user (`* PREAUTH`).
+    Preauth(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub addr: SocketAddr,
+    pub kind: ListenerKind,
+}
+
+/// State every worker shares (read-mostly).
+pub struct Shared {
+    pub config: Config,
+    pub session_cfg: Arc<SessionConfig>,
+    pub auth: Arc<Authenticator>,
+    pub limiter: Arc<ConnLimiter>,
+    pub failures: FailureDelay,
+    pub inboxes: Vec<flume::Sender<WorkerMsg>>,
+    pub blocking: monoio::blocking::DefaultThreadPool,
+}
+
+impl Shared {
+    pub fn workers(&self) -> usize {
+        self.inboxes.len()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    /// The IMAP addresses actually bound (port 0 resolved), in config order.
+    pub imap_addrs: Vec<SocketAddr>,
+    pub preauth_addrs: Vec<SocketAddr>,
+    pub driver: Driver,
+}
+
+/// Which driver runs: io_uring if asked for or available, epoll otherwise.
+pub fn choose_driver(wanted: Driver) -> Result<Driver, String> {
+    let uring = monoio::utils::detect_uring();
+    match wanted {
+        Driver::Uring if !uring => Err("io_uring is not available on this host (kernel too old, or disabled by seccomp or kernel.io_uring_disabled)".into()),
+        Driver::Uring => Ok(Driver::Uring),
+        Driver::Epoll => Ok(Driver::Epoll),
+        Driver::Auto => Ok(if uring { Driver::Uring } else { Driver::Epoll }),
+    }
+}
+
+/// Binds `n` SO_REUSEPORT sockets to `addr` (the first resolves port 0).
+fn bind_group(addr: SocketAddr, n: usize) -> std::io::Result<(SocketAddr, Vec<TcpListener>)> {
+    let mut out = Vec::with_capacity(n);
+    let mut actual = addr;
+    for _ in 0..n {
+        let s = socket2::Socket::new(socket2::Domain::for_address(actual), socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(true)?;
+        s.set_nonblocking(true)?;
+        if actual.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.bind(&actual.into())?;
+        s.listen(4096)?;
+        let l: TcpListener = s.into();
+        actual = l.local_addr()?;
+        out.push(l);
+    }
+    Ok((actual, out))
+}
+
+impl Server {
+    pub fn start(config: Config) -> Result<Server, String> {
+        let driver = choose_driver(config.driver)?;
+        let n = config.worker_count();
+        std::fs::create_dir_all(config.data_dir.join("mail")).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        let db = Arc::new(UserDb::open(&config.users_file()).map_err(|e| format!("cannot read {}: {e}", config.users_file().display()))?);
+        let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
+        let limits = Limits { message_max: config.limits.max_message_size, ..Limits::DEFAULT };
+        let session_cfg = Arc::new(SessionConfig { limits, max_auth_failures: config.limits.max_auth_failures, starttls: false });
+
+        let mut per_worker: Vec<Vec<(Listener, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
+        let mut imap_addrs = Vec::new();
+        let mut preauth_addrs = Vec::new();
+        let mut groups: Vec<(Listener, Vec<TcpListener>)> = Vec::new();
+        for addr in &config.imap.listen {
+            let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            imap_addrs.push(actual);
+            groups.push((Listener { addr: actual, kind: ListenerKind::Imap }, ls));
+        }
+        for p in &config.imap.preauth {
+            let (actual, ls) = bind_group(p.listen, n).map_err(|e| format!("cannot listen on {}: {e}", p.listen))?;
+            preauth_addrs.push(actual);
+            groups.push((Listener { addr: actual, kind: ListenerKind::Preauth(p.user.clone()) }, ls));
+        }
+        for (l, ls) in groups {
+            for (i, sock) in ls.into_iter().enumerate() {
+                per_worker[i].push((l.clone(), sock));
+            }
+        }
+
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
+        let shared = Arc::new(Shared {
+            failures: FailureDelay::new(config.limits.auth_failure_delay, config.limits.auth_failure_delay_max),
+            limiter: ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            config,
+            session_cfg,
+            auth,
+            inboxes: senders,
+            blocking: monoio::blocking::DefaultThreadPool::new(n.max(2)),
+        });
+        let mut threads = Vec::with_capacity(n);
+        for (i, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
+            let shared = shared.clone();
+            let t = std::thread::Builder::new()
+                .name(format!("ringmail-worker-{i}"))
+                .spawn(move || worker::run(i, shared, listeners, inbox, driver))
+                .map_err(|e| format!("cannot start worker: {e}"))?;
+            threads.push(t);
+        }
+        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, "ringmail started");
+        Ok(Server { shared, threads, imap_addrs, preauth_addrs, driver })
+    }
+
+    /// Stops accepting, sends BYE to every session, waits for the workers.
+    pub fn shutdown(self) {
+        for tx in &self.shared.inboxes {
+            let _ = tx.send(WorkerMsg::Shutdown);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+
+    /// Runs until SIGINT or SIGTERM, then shuts down.
+    pub fn run_until_signal(self) {
+        let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot install signal handlers");
+                return self.shutdown();
+            }
+        };
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutting down");
+        }
+        self.shutdown();
+    }
+
+    /// Connections currently open (all workers).
+    pub fn connections(&self) -> usize {
+        self.shared.limiter.total()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        assert_eq!(shard("joe", 1), 0);
+        assert_eq!(shard("joe", 4), shard("joe", 4));
+        let hits: std::collections::HashSet<usize> = (0..100).map(|i| shard(&format!("user{i}"), 4)).collect();
+        assert_eq!(hits.len(), 4);
+    }
+}

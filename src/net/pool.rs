@@ -1,0 +1,34 @@
+//! Per-worker pool of I/O buffers. A connection holds a read or write
+//! buffer only while it has bytes in flight; waiting connections hold none,
+//! which is what keeps an idle connection at a few hundred bytes.
+
+use std::cell::RefCell;
+
+/// Size of a pooled buffer: one read usually brings a whole command.
+pub const BUF_SIZE: usize = 16 * 1024;
+/// Buffers kept for reuse; more are freed.
+const KEEP: usize = 512;
+
+#[derive(Default)]
+pub struct Pool {
+    free: RefCell<Vec<Vec<u8>>>,
+}
+
+impl Pool {
+    pub fn get(&self) -> Vec<u8> {
+        self.free.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(BUF_SIZE))
+    }
+
+    /// Takes a buffer back (cleared). Oversized ones are freed so one huge
+    /// command does not pin memory forever.
+    pub fn put(&self, mut b: Vec<u8>) {
+        if b.capacity() == 0 || b.capacity() > 4 * BUF_SIZE {
+            return;
+        }
+        b.clear();
+        let mut free = self.free.borrow_mut();
+        if free.len() < KEEP {
+            free.push(b);
+        }
+    }
+}

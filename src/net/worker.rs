@@ -1,0 +1,249 @@
+//! One worker: a pinned thread running its own monoio runtime, its own
+//! listeners (SO_REUSEPORT), the mail store of the users sharded to it, a
+//! group committer, and the connections currently on it. Other threads reach
+//! it only through its inbox.
+
+use std::cell::{Cell, RefCell};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use monoio::net::{TcpListener, TcpStream};
+use slab::Slab;
+
+use super::commit::Committer;
+use super::pool::Pool;
+use super::{conn, Listener, ListenerKind, Shared};
+use crate::auth::limiter::ConnGuard;
+use crate::config::Driver;
+use crate::session::{ConnFacts, Connection, Snapshot};
+use crate::signal::Signal;
+use crate::store::{RealIo, Store};
+
+/// What other threads send a worker.
+pub enum WorkerMsg {
+    /// A connection whose user lives here, moving in after login.
+    Adopt(Box<Migrant>),
+    /// Stop accepting, say BYE to everyone, exit.
+    Shutdown,
+}
+
+pub struct Migrant {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub guard: ConnGuard,
+    pub snapshot: Snapshot,
+}
+
+/// The state of one worker, shared by its tasks.
+pub struct WorkerCtx {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    pub store: Store,
+    pub committer: Rc<Committer>,
+    pub pool: Pool,
+    /// Wake-up signals of every connection and accept loop (for shutdown).
+    signals: RefCell<Slab<Rc<Signal>>>,
+    pub connections: Cell<usize>,
+    pub stopping: Cell<bool>,
+}
+
+/// Keeps a signal registered while a task runs.
+pub struct Registration {
+    ctx: Rc<WorkerCtx>,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.ctx.signals.borrow_mut().remove(self.key);
+    }
+}
+
+impl WorkerCtx {
+    pub fn register(self: &Rc<Self>, s: &Rc<Signal>) -> Registration {
+        let key = self.signals.borrow_mut().insert(s.clone());
+        Registration { ctx: self.clone(), key }
+    }
+
+    pub fn now() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    }
+
+    fn stop(&self) {
+        self.stopping.set(true);
+        for (_, s) in self.signals.borrow().iter() {
+            s.fire();
+        }
+    }
+}
+
+/// Runs a worker thread to completion.
+pub fn run(id: usize, shared: Arc<Shared>, listeners: Vec<(Listener, std::net::TcpListener)>, inbox: flume::Receiver<WorkerMsg>, driver: Driver) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if let Err(e) = monoio::utils::bind_to_cpu_set([id % cpus]) {
+        tracing::warn!(worker = id, error = ?e, "cannot pin worker to a core");
+    }
+    let pool = shared.blocking.clone();
+    let run = async move {
+        let settings = crate::store::Settings { segment_size: shared.config.store.segment_size, sync: shared.config.store.sync, ..Default::default() };
+        let store = Store::new(Rc::new(RealIo), &shared.config.data_dir.join("mail"), settings);
+        let ctx = Rc::new(WorkerCtx {
+            id,
+            committer: Committer::new(shared.config.store.sync, format!("ringmail-sync-{id}")),
+            shared,
+            store,
+            pool: Pool::default(),
+            signals: RefCell::new(Slab::new()),
+            connections: Cell::new(0),
+            stopping: Cell::new(false),
+        });
+        worker_main(ctx, listeners, inbox).await;
+    };
+    match driver {
+        Driver::Uring => {
+            // COOP_TASKRUN: completions are run when the worker enters the
+            // kernel anyway instead of interrupting it (monoio's default ring
+            // flags measured ~0.7x of epoll here).
+            let mut urb = io_uring::IoUring::builder();
+            urb.setup_coop_taskrun();
+            let mut rt = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+                .enable_timer()
+                .with_entries(4096)
+                .uring_builder(urb)
+                .attach_thread_pool(Box::new(pool))
+                .build()
+                .expect("io_uring runtime (checked before starting workers)");
+            rt.block_on(run);
+        }
+        _ => {
+            let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .with_entries(4096)
+                .attach_thread_pool(Box::new(pool))
+                .build()
+                .expect("epoll runtime");
+            rt.block_on(run);
+        }
+    }
+}
+
+async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::TcpListener)>, inbox: flume::Receiver<WorkerMsg>) {
+    for (l, std_listener) in listeners {
+        match TcpListener::from_std(std_listener) {
+            Ok(tl) => {
+                monoio::spawn(accept_loop(ctx.clone(), tl, l));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot use listener"),
+        }
+    }
+    monoio::spawn(housekeeping(ctx.clone()));
+    while let Ok(msg) = inbox.recv_async().await {
+        match msg {
+            WorkerMsg::Adopt(m) => {
+                let m = *m;
+                match TcpStream::from_std(m.stream) {
+                    Ok(stream) => {
+                        let conn = Connection::resume(m.snapshot);
+                        monoio::spawn(conn::serve(ctx.clone(), stream, m.peer, m.guard, conn, false));
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot adopt connection"),
+                }
+            }
+            WorkerMsg::Shutdown => break,
+        }
+    }
+    ctx.stop();
+    // Give sessions a moment to say BYE and flush.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while ctx.connections.get() > 0 && std::time::Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for mb in ctx.store.open_mailboxes() {
+        let mut m = mb.borrow_mut();
+        if let Err(e) = m.commit().and_then(|_| m.checkpoint()) {
+            tracing::error!(error = %e, "final checkpoint failed");
+        }
+    }
+}
+
+async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
+    let stop = Signal::new();
+    let _reg = ctx.register(&stop);
+    loop {
+        if ctx.stopping.get() {
+            return;
+        }
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = stop.wait() => continue,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        match ctx.shared.limiter.try_acquire(peer.ip()) {
+            Ok(guard) => {
+                let facts = ConnFacts { tls: false, cleartext_ok: ctx.shared.config.cleartext_allowed(peer.ip()) };
+                let conn = match &l.kind {
+                    ListenerKind::Imap => Connection::new(ctx.shared.session_cfg.clone(), facts),
+                    ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.shared.session_cfg.clone(), facts, user.clone()),
+                };
+                monoio::spawn(conn::serve(ctx.clone(), stream, peer, guard, conn, true));
+            }
+            Err(refusal) => {
+                monoio::spawn(conn::refuse(stream, refusal.message()));
+            }
+        }
+    }
+}
+
+/// Once a second: sync mailboxes with unsynced flag changes, and run
+/// compaction slices where expunged mail wastes space.
+async fn housekeeping(ctx: Rc<WorkerCtx>) {
+    loop {
+        monoio::time::sleep(Duration::from_secs(1)).await;
+        if ctx.stopping.get() {
+            return;
+        }
+        for mb in ctx.store.open_mailboxes() {
+            let (dirty, compact) = {
+                let m = mb.borrow();
+                (m.is_dirty() && !m.has_staged(), m.wants_compaction())
+            };
+            if dirty {
+                let _ = ctx.committer.commit(mb.clone()).await;
+            }
+            if compact {
+                // A few MiB per slice, then yield so sessions keep being served.
+                loop {
+                    let r = mb.borrow_mut().compact_step(4 << 20);
+                    match r {
+                        Ok(true) => break,
+                        Ok(false) => crate::signal::yield_now().await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Duplicates a monoio socket into a std one that another worker can own.
+pub fn detach(stream: &TcpStream) -> std::io::Result<std::net::TcpStream> {
+    // SAFETY: the descriptor belongs to `stream`, which is alive for the whole
+    // borrow; it is only duplicated here, never closed.
+    let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(stream.as_raw_fd()) };
+    Ok(std::net::TcpStream::from(fd.try_clone_to_owned()?))
+}
