@@ -76,7 +76,10 @@ enum Woke {
 async fn wait(stream: &TcpStream, signal: &Signal, deadline: Instant) -> std::io::Result<Woke> {
     let deadline = monoio::time::Instant::from_std(deadline);
     monoio::select! {
-        r = stream.readable(true) => r.map(|_| Woke::Input),
+        // Not relaxed: with epoll, readiness cached from an earlier read may be
+        // stale; the precise check clears it instead of waking at once (with
+        // io_uring this is a PollAdd either way).
+        r = stream.readable(false) => r.map(|_| Woke::Input),
         _ = signal.wait() => Ok(Woke::Signal),
         _ = monoio::time::sleep_until(deadline) => Ok(Woke::Timer),
     }

@@ -99,9 +99,11 @@ impl Decoder {
         &self.buf[self.start..]
     }
 
-    /// Whether no partial command is held (the buffer may be given back).
+    /// Whether nothing is buffered and no command is half-received (the
+    /// buffer may be given back). Waiting for an IDLE `DONE` or an
+    /// AUTHENTICATE line counts as empty: no bytes of it arrived yet.
     pub fn is_empty(&self) -> bool {
-        self.start >= self.buf.len() && matches!(self.state, State::Line) && self.tokens.is_empty()
+        self.start >= self.buf.len() && matches!(self.state, State::Line | State::IdleDone | State::AuthLine) && self.tokens.is_empty()
     }
 
     /// Lends out the input buffer so a read can append to it directly; give

@@ -1,0 +1,151 @@
+//! Helpers for tests that run a real server on loopback.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ringmail::config::{Config, Driver};
+use ringmail::net::Server;
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    pub fn start(driver: Driver, tweak: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\nann:{PLAIN}pw\nbob:{PLAIN}pw\n").unwrap();
+        let mut c = Config::default();
+        c.data_dir = dir.path().to_path_buf();
+        c.imap.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.imap.imaps = vec![];
+        c.workers = 2;
+        c.driver = driver;
+        c.limits.auth_failure_delay = Duration::from_millis(10);
+        c.limits.auth_failure_delay_max = Duration::from_millis(50);
+        tweak(&mut c);
+        let server = Server::start(c).expect("server starts");
+        let addr = server.imap_addrs[0];
+        TestServer { server: Some(server), addr, dir }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().to_path_buf()
+    }
+
+    pub fn client(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+    }
+}
+
+/// A line-oriented IMAP client with timeouts, for tests.
+pub struct Client {
+    pub r: BufReader<TcpStream>,
+    pub w: TcpStream,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let w = s.try_clone().unwrap();
+        Client { r: BufReader::new(s), w }
+    }
+
+    pub fn line(&mut self) -> String {
+        let mut l = String::new();
+        self.r.read_line(&mut l).unwrap();
+        l
+    }
+
+    pub fn send(&mut self, s: &str) {
+        self.w.write_all(s.as_bytes()).unwrap();
+        self.w.write_all(b"\r\n").unwrap();
+    }
+
+    pub fn send_raw(&mut self, b: &[u8]) {
+        self.w.write_all(b).unwrap();
+    }
+
+    /// Reads lines (and literals) until the tagged response for `tag`.
+    pub fn until(&mut self, tag: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let l = self.line();
+            assert!(!l.is_empty(), "connection closed while waiting for {tag}; got {lines:?}");
+            let mut full = l.clone();
+            if let Some(n) = literal_len(&l) {
+                let mut buf = vec![0; n];
+                self.r.read_exact(&mut buf).unwrap();
+                full.push_str(&String::from_utf8_lossy(&buf));
+                full.push_str(&self.line());
+            }
+            let done = full.starts_with(&format!("{tag} "));
+            lines.push(full);
+            if done {
+                return lines;
+            }
+        }
+    }
+
+    pub fn cmd(&mut self, tag: &str, c: &str) -> Vec<String> {
+        self.send(&format!("{tag} {c}"));
+        self.until(tag)
+    }
+
+    pub fn login(&mut self, user: &str, pw: &str) {
+        let greeting = self.line();
+        assert!(greeting.starts_with("* OK"), "{greeting}");
+        let r = self.cmd("L", &format!("LOGIN {user} {pw}"));
+        assert!(r.last().unwrap().starts_with("L OK"), "{r:?}");
+    }
+
+    /// True when the server closed the connection.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.r.read(&mut b), Ok(0))
+    }
+}
+
+fn literal_len(line: &str) -> Option<usize> {
+    let t = line.trim_end();
+    let t = t.strip_suffix('}')?;
+    let open = t.rfind('{')?;
+    t[open + 1..].trim_end_matches('+').parse().ok()
+}
+
+/// Runs a test body once per I/O driver (io_uring and epoll).
+#[macro_export]
+macro_rules! both_drivers {
+    ($($name:ident => $body:expr;)*) => {
+        mod uring {
+            use super::*;
+            $(#[test] fn $name() { ($body)(ringmail::config::Driver::Uring) })*
+        }
+        mod epoll {
+            use super::*;
+            $(#[test] fn $name() { ($body)(ringmail::config::Driver::Epoll) })*
+        }
+    };
+}
+
+pub fn driver_name(d: Driver) -> &'static str {
+    match d {
+        Driver::Uring => "uring",
+        Driver::Epoll => "epoll",
+        Driver::Auto => "auto",
+    }
+}

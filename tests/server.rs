@@ -1,0 +1,192 @@
+//! The server over real TCP on loopback, with both I/O drivers.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer};
+use ringmail::config::Driver;
+
+fn python_imaplib(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let script = format!(
+        r#"
+import imaplib
+m = imaplib.IMAP4('127.0.0.1', {port})
+assert m.login('joe', 'secret')[0] == 'OK'
+assert m.append('INBOX', '(\\Seen)', None, b'Subject: py\r\n\r\nfrom python\r\n')[0] == 'OK'
+typ, data = m.select('INBOX')
+assert typ == 'OK' and data == [b'1'], data
+typ, data = m.fetch('1', '(BODY[])')
+assert data[0][1] == b'Subject: py\r\n\r\nfrom python\r\n', data
+assert m.logout()[0] == 'BYE'
+print('ok')
+"#,
+        port = t.addr.port()
+    );
+    let out = std::process::Command::new("python3").arg("-c").arg(&script).output().expect("python3 runs");
+    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+fn fifty_concurrent_clients(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let addr = t.addr;
+    let handles: Vec<_> = (0..50)
+        .map(|i| {
+            std::thread::spawn(move || {
+                let mut c = Client::connect(addr);
+                let user = ["joe", "ann", "bob"][i % 3];
+                let pw = if user == "joe" { "secret" } else { "pw" };
+                c.login(user, pw);
+                for k in 0..5 {
+                    let r = c.cmd(&format!("t{k}"), "STATUS INBOX (MESSAGES UIDNEXT)");
+                    assert!(r.last().unwrap().contains("OK"), "{r:?}");
+                }
+                let r = c.cmd("z", "LOGOUT");
+                assert!(r[0].starts_with("* BYE"));
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+}
+
+/// Sessions of one user land on random workers (SO_REUSEPORT) and move to
+/// the user's worker after login. They share one in-memory mailbox: an
+/// append in one is seen by NOOP in every other at once, which could not
+/// happen if any of them stayed on the other worker.
+fn sessions_of_a_user_share_its_worker(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let mut clients: Vec<Client> = (0..12)
+        .map(|_| {
+            let mut c = t.client();
+            c.login("ann", "pw");
+            let r = c.cmd("s", "SELECT INBOX");
+            assert!(r.last().unwrap().starts_with("s OK"));
+            c
+        })
+        .collect();
+    let mut writer = t.client();
+    writer.login("ann", "pw");
+    let r = writer.cmd("a", "APPEND INBOX {19+}\r\nSubject: x\r\n\r\nhello");
+    assert!(r.last().unwrap().contains("APPENDUID"), "{r:?}");
+    for c in &mut clients {
+        let r = c.cmd("n", "NOOP");
+        assert!(r.iter().any(|l| l == "* 1 EXISTS\r\n"), "{r:?}");
+    }
+}
+
+fn per_ip_limit_says_bye(driver: Driver) {
+    let t = TestServer::start(driver, |c| c.limits.max_connections_per_ip = 3);
+    let mut held: Vec<Client> = (0..3).map(|_| t.client()).collect();
+    for c in &mut held {
+        assert!(c.line().starts_with("* OK"));
+    }
+    let mut extra = t.client();
+    assert_eq!(extra.line(), "* BYE Too many connections from your IP\r\n");
+    assert!(extra.closed());
+    drop(held.pop());
+    // The slot is freed when a connection goes (allow the worker to notice).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut c = t.client();
+        let l = c.line();
+        if l.starts_with("* OK") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed: {l}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Hostile input gets a clear answer and never disturbs another client.
+fn bad_input_is_answered_and_others_are_served(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let mut good = t.client();
+    good.login("joe", "secret");
+
+    let mut c = t.client();
+    c.line();
+    c.send_raw(b"\x00\x01\x02garbage\xff\r\n");
+    assert!(c.line().contains("BAD"));
+    assert!(good.cmd("g1", "NOOP").last().unwrap().starts_with("g1 OK"));
+
+    let mut line = b"t1 NOOP ".to_vec();
+    line.extend(std::iter::repeat_n(b'x', 1 << 20));
+    line.extend_from_slice(b"\r\n");
+    c.send_raw(&line);
+    assert_eq!(c.line(), "t1 BAD Command line too long\r\n");
+    assert!(c.cmd("t2", "NOOP").last().unwrap().starts_with("t2 OK"));
+    assert!(good.cmd("g2", "NOOP").last().unwrap().starts_with("g2 OK"));
+
+    c.send("t3 LOGIN {107374182400}");
+    assert_eq!(c.line(), "t3 BAD Literal too large\r\n");
+    c.send("t4 LOGIN {107374182400+}");
+    assert_eq!(c.line(), "* BYE Literal too large\r\n");
+    assert!(c.closed());
+
+    let mut w = t.client();
+    w.line();
+    let r = w.cmd("w1", "LOGIN joe wrong");
+    assert_eq!(r.last().unwrap(), "w1 NO [AUTHENTICATIONFAILED] Authentication failed.\r\n");
+    assert!(good.cmd("g3", "NOOP").last().unwrap().starts_with("g3 OK"));
+}
+
+fn autologout_before_login(driver: Driver) {
+    let t = TestServer::start(driver, |c| c.limits.login_timeout = Duration::from_millis(300));
+    let mut c = t.client();
+    c.line();
+    let started = Instant::now();
+    assert_eq!(c.line(), "* BYE Autologout; idle for too long\r\n");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(c.closed());
+}
+
+fn shutdown_says_bye(driver: Driver) {
+    let mut t = TestServer::start(driver, |_| {});
+    let mut c = t.client();
+    c.login("joe", "secret");
+    let mut idle = t.client();
+    idle.login("ann", "pw");
+    idle.cmd("s", "SELECT INBOX");
+    idle.send("i IDLE");
+    assert_eq!(idle.line(), "+ idling\r\n");
+    t.server.take().unwrap().shutdown();
+    assert_eq!(c.line(), "* BYE Server shutting down\r\n");
+    assert_eq!(idle.line(), "* BYE Server shutting down\r\n");
+}
+
+fn idle_hears_append_within_100ms(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let mut idler = t.client();
+    idler.login("bob", "pw");
+    idler.cmd("s", "SELECT INBOX");
+    idler.send("i IDLE");
+    assert_eq!(idler.line(), "+ idling\r\n");
+    let mut other = t.client();
+    other.login("bob", "pw");
+    let sent = Instant::now();
+    let r = other.cmd("a", "APPEND INBOX {15+}\r\nSubject: 1\r\n\r\n1");
+    let acked = Instant::now();
+    assert!(r.last().unwrap().contains("APPENDUID"));
+    assert_eq!(idler.line(), "* 1 EXISTS\r\n");
+    let heard = Instant::now();
+    assert!(heard.duration_since(acked) < Duration::from_millis(100), "IDLE heard {:?} after the OK", heard.duration_since(acked));
+    assert!(heard.duration_since(sent) < Duration::from_secs(2));
+    idler.send("DONE");
+    let r = idler.until("i");
+    assert_eq!(r.last().unwrap(), "i OK Idle completed.\r\n");
+}
+
+both_drivers! {
+    imaplib_logs_in_and_out => python_imaplib;
+    fifty_concurrent => fifty_concurrent_clients;
+    user_sessions_share_a_worker => sessions_of_a_user_share_its_worker;
+    per_ip_limit => per_ip_limit_says_bye;
+    bad_input => bad_input_is_answered_and_others_are_served;
+    autologout => autologout_before_login;
+    shutdown => shutdown_says_bye;
+    idle_notification => idle_hears_append_within_100ms;
+}
