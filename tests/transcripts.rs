@@ -269,4 +269,19 @@ macro_rules! transcripts {
     };
 }
 
-transcripts!(greeting_and_any_state, login_and_limits, authenticate, state_gating, literals, mailboxes, list, select_and_status, append, fetch, store_and_search, copy_move_expunge, two_devices, idle);
+transcripts!(
+    greeting_and_any_state,
+    login_and_limits,
+    authenticate,
+    state_gating,
+    literals,
+    mailboxes,
+    list,
+    select_and_status,
+    append,
+    fetch,
+    store_and_search,
+    copy_move_expunge,
+    two_devices,
+    idle
+);

@@ -68,10 +68,9 @@ impl Authenticator {
         let Some(stored) = self.db.lookup(&name) else { return (Some(false), None) };
         let cache = self.cache.lock().expect("auth cache lock");
         if let Some(e) = cache.get(&name) {
-            if Arc::ptr_eq(&e.stored, &stored) || *e.stored == *stored {
-                if e.expires > Instant::now() && e.digest == self.digest(password) {
-                    return (Some(true), Some(stored));
-                }
+            let same_hash = Arc::ptr_eq(&e.stored, &stored) || *e.stored == *stored;
+            if same_hash && e.expires > Instant::now() && e.digest == self.digest(password) {
+                return (Some(true), Some(stored));
             }
         }
         (None, Some(stored))

@@ -104,7 +104,8 @@ fn tokenize(v: &[u8]) -> Vec<Tok> {
             }
             _ => {
                 let start = i;
-                while i < v.len() && !matches!(v[i], b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'(' | b')' | b'<' | b'>' | b':' | b';' | b'@' | b',' | b'[' | b']') {
+                while i < v.len() && !matches!(v[i], b' ' | b'\t' | b'\r' | b'\n' | b'"' | b'(' | b')' | b'<' | b'>' | b':' | b';' | b'@' | b',' | b'[' | b']')
+                {
                     i += 1;
                 }
                 if i == start {

@@ -67,7 +67,8 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
     put_bytes(&mut out, &a.body);
     put_bytes(&mut out, &a.bodystructure);
     for name in SEARCH_FIELDS {
-        let text: Vec<String> = header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| decode_header_value(name, &header::unfold(f.value))).collect();
+        let text: Vec<String> =
+            header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| decode_header_value(name, &header::unfold(f.value))).collect();
         put_bytes(&mut out, text.join(" ").as_bytes());
     }
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());

@@ -83,7 +83,12 @@ fn skip_cfws(v: &[u8], mut i: usize) -> usize {
 
 fn token(v: &[u8], i: usize) -> (Vec<u8>, usize) {
     let mut j = i;
-    while j < v.len() && !matches!(v[j], b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'<' | b'>' | b'@' | b',' | b';' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'=') {
+    while j < v.len()
+        && !matches!(
+            v[j],
+            b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'<' | b'>' | b'@' | b',' | b';' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'='
+        )
+    {
         j += 1;
     }
     (v[i..j].to_vec(), j)
@@ -332,7 +337,15 @@ impl<'a> Walker<'a> {
             _ => p.offset_body,
         };
         if !path.is_empty() {
-            self.parts.push(Part { path: path.clone(), header: p.offset_header, body: p.offset_body, end: p.offset_end.max(p.offset_body), kind, transfer, inner_body });
+            self.parts.push(Part {
+                path: path.clone(),
+                header: p.offset_header,
+                body: p.offset_body,
+                end: p.offset_end.max(p.offset_body),
+                kind,
+                transfer,
+                inner_body,
+            });
         }
         let ext = |s: &mut Out, params_first: Option<&[(Vec<u8>, Vec<u8>)]>, md5: bool| {
             if let Some(ps) = params_first {
@@ -354,7 +367,7 @@ impl<'a> Walker<'a> {
             s.sp();
             match header::first(h, "Content-Language") {
                 Some(l) => {
-                    let langs: Vec<Vec<u8>> = l.split(|&c| c == b',').map(|x| header::unfold(x)).filter(|x| !x.is_empty()).collect();
+                    let langs: Vec<Vec<u8>> = l.split(|&c| c == b',').map(header::unfold).filter(|x| !x.is_empty()).collect();
                     if langs.len() == 1 {
                         s.string(&langs[0], false);
                     } else if langs.is_empty() {
@@ -478,7 +491,15 @@ pub fn analyze(raw: &[u8]) -> Analysis {
             let leaf = format!("(\"text\" \"plain\" (\"charset\" \"us-ascii\") NIL NIL \"7bit\" {} {}", body.len(), count_lf(body));
             b.str(&leaf).raw(b")");
             s.str(&leaf).raw(b" NIL NIL NIL NIL)");
-            w.parts.push(Part { path: vec![1], header: 0, body: header_len, end: raw.len() as u32, kind: Kind::Leaf, transfer: Transfer::Identity, inner_body: header_len });
+            w.parts.push(Part {
+                path: vec![1],
+                header: 0,
+                body: header_len,
+                end: raw.len() as u32,
+                kind: Kind::Leaf,
+                transfer: Transfer::Identity,
+                inner_body: header_len,
+            });
         }
     }
     Analysis { envelope: env.flatten(), body: b.flatten(), bodystructure: s.flatten(), parts: w.parts, header_len }

@@ -20,21 +20,40 @@ pub enum CommandBody {
     Logout,
     // Not Authenticated (6.2).
     StartTls,
-    Authenticate { mechanism: String, initial: Option<Vec<u8>> },
-    Login { user: Vec<u8>, password: Vec<u8> },
+    Authenticate {
+        mechanism: String,
+        initial: Option<Vec<u8>>,
+    },
+    Login {
+        user: Vec<u8>,
+        password: Vec<u8>,
+    },
     // Authenticated (6.3).
     Enable(Vec<String>),
-    Select { mailbox: Mailbox, read_only: bool, params: SelectParams },
+    Select {
+        mailbox: Mailbox,
+        read_only: bool,
+        params: SelectParams,
+    },
     Create(Mailbox),
     Delete(Mailbox),
-    Rename { from: Mailbox, to: Mailbox },
+    Rename {
+        from: Mailbox,
+        to: Mailbox,
+    },
     Subscribe(Mailbox),
     Unsubscribe(Mailbox),
     List(ListArgs),
     /// RFC 3501 LSUB.
-    Lsub { reference: Mailbox, pattern: Vec<u8> },
+    Lsub {
+        reference: Mailbox,
+        pattern: Vec<u8>,
+    },
     Namespace,
-    Status { mailbox: Mailbox, items: Vec<StatusItem> },
+    Status {
+        mailbox: Mailbox,
+        items: Vec<StatusItem>,
+    },
     Idle,
     /// RFC 2971; None is `ID NIL`.
     Id(Option<Vec<(String, Option<String>)>>),
@@ -42,12 +61,39 @@ pub enum CommandBody {
     Check,
     Close,
     Unselect,
-    Expunge { uids: Option<SequenceSet> },
-    Copy { set: SequenceSet, mailbox: Mailbox, uid: bool },
-    Move { set: SequenceSet, mailbox: Mailbox, uid: bool },
-    Fetch { set: SequenceSet, items: Vec<FetchItem>, uid: bool, modifiers: FetchModifiers },
-    Store { set: SequenceSet, op: StoreOp, silent: bool, flags: Vec<Flag>, uid: bool, unchanged_since: Option<u64> },
-    Search { ret: Option<Vec<SearchReturn>>, charset: Option<String>, key: SearchKey, uid: bool },
+    Expunge {
+        uids: Option<SequenceSet>,
+    },
+    Copy {
+        set: SequenceSet,
+        mailbox: Mailbox,
+        uid: bool,
+    },
+    Move {
+        set: SequenceSet,
+        mailbox: Mailbox,
+        uid: bool,
+    },
+    Fetch {
+        set: SequenceSet,
+        items: Vec<FetchItem>,
+        uid: bool,
+        modifiers: FetchModifiers,
+    },
+    Store {
+        set: SequenceSet,
+        op: StoreOp,
+        silent: bool,
+        flags: Vec<Flag>,
+        uid: bool,
+        unchanged_since: Option<u64>,
+    },
+    Search {
+        ret: Option<Vec<SearchReturn>>,
+        charset: Option<String>,
+        key: SearchKey,
+        uid: bool,
+    },
 }
 
 impl CommandBody {
@@ -289,10 +335,21 @@ pub enum FetchItem {
     Uid,
     ModSeq,
     /// `BODY[...]`, `BODY.PEEK[...]`, and the RFC822 forms mapped onto them.
-    BodySection { section: Section, partial: Option<(u64, u64)>, peek: bool, legacy: Legacy },
+    BodySection {
+        section: Section,
+        partial: Option<(u64, u64)>,
+        peek: bool,
+        legacy: Legacy,
+    },
     /// `BINARY[...]` / `BINARY.PEEK[...]` (RFC 3516).
-    Binary { part: Vec<u32>, partial: Option<(u64, u64)>, peek: bool },
-    BinarySize { part: Vec<u32> },
+    Binary {
+        part: Vec<u32>,
+        partial: Option<(u64, u64)>,
+        peek: bool,
+    },
+    BinarySize {
+        part: Vec<u32>,
+    },
 }
 
 /// How to name a body section in the response: RFC822 forms answer with

@@ -10,7 +10,7 @@
 use super::command::{AppendHeader, Command};
 use super::limits::Limits;
 use super::parse::{parse_append_prefix, parse_command, parse_tag};
-use super::scan::{find_lf, Announce, Kind, ScanErrorKind, Scanner, Token};
+use super::scan::{Announce, Kind, ScanErrorKind, Scanner, Token};
 
 /// What the decoder found.
 #[derive(Debug, PartialEq)]
@@ -45,7 +45,7 @@ enum State {
     /// Reading the lines of a command.
     Line,
     /// Waiting for the bytes of an accepted literal, to be kept in the command.
-    Literal { len: usize },
+    Literal { len: usize, gap: u8 },
     /// An APPEND header was returned; waiting for accept/reject.
     AppendVerdict { len: u64, nonsync: bool },
     /// Streaming the APPEND message.
@@ -80,7 +80,10 @@ impl Decoder {
         Self::with_scanner(limits, Scanner::default())
     }
 
-    pub fn with_scanner(limits: Limits, scanner: Scanner) -> Self {
+    pub fn with_scanner(mut limits: Limits, scanner: Scanner) -> Self {
+        // Tokens carry 16-bit lengths: no line or kept literal may be longer.
+        limits.line_max = limits.line_max.min(super::scan::MAX_TOKEN_LEN);
+        limits.literal_max = limits.literal_max.min(super::scan::MAX_TOKEN_LEN);
         Decoder { buf: Vec::new(), start: 0, pos: 0, tokens: Vec::new(), scanner, limits, state: State::Line }
     }
 
@@ -130,6 +133,7 @@ impl Decoder {
         }
         self.pos -= self.start;
         self.start = 0;
+        self.scanner.reset();
     }
 
     /// The next line will be an AUTHENTICATE response, not a command.
@@ -175,6 +179,7 @@ impl Decoder {
             self.buf.clear();
             self.start = 0;
             self.pos = 0;
+            self.scanner.reset();
         }
     }
 
@@ -184,7 +189,7 @@ impl Decoder {
         loop {
             match std::mem::replace(&mut self.state, State::Line) {
                 State::Line => {
-                    let Some(lf) = find_lf(&self.buf, self.pos) else {
+                    let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
                         if self.buf.len() - self.pos > self.limits.line_max {
                             let tag = self.tag_of_partial_line();
                             let discarded = self.buf.len() - self.pos;
@@ -203,8 +208,7 @@ impl Decoder {
                         self.consume();
                         return Event::Bad { tag, message: "Command line too long".into() };
                     }
-                    let base = (line_start - self.start) as u32;
-                    let scanned = self.scanner.tokenize(&self.buf[line_start..line_end], base, &mut self.tokens);
+                    let scanned = self.scanner.tokenize(&self.buf, line_start..line_end, self.start, &mut self.tokens);
                     match scanned {
                         Err(e) => {
                             let tag = parse_tag(&self.buf[self.start..], &self.tokens);
@@ -217,7 +221,7 @@ impl Decoder {
                             return Event::Bad { tag, message: message.into() };
                         }
                         Ok(None) => {
-                            if self.tokens.is_empty() {
+                            if matches!(self.tokens[..], [Token { kind: Kind::Eol, gap: 0, .. }]) {
                                 // An empty line: ignore it like Dovecot does.
                                 self.consume();
                                 continue;
@@ -236,13 +240,13 @@ impl Decoder {
                         }
                     }
                 }
-                State::Literal { len } => {
+                State::Literal { len, gap } => {
                     if self.buf.len() - self.pos < len {
-                        self.state = State::Literal { len };
+                        self.state = State::Literal { len, gap };
                         return Event::NeedMore;
                     }
                     let s = (self.pos - self.start) as u32;
-                    self.tokens.push(Token { kind: Kind::Literal, start: s, end: s + len as u32 });
+                    self.tokens.push(Token::new(Kind::Literal, gap, s, s + len as u32));
                     self.pos += len;
                     self.state = State::Line;
                 }
@@ -265,7 +269,7 @@ impl Decoder {
                     return Event::AppendData(&self.buf[from..from + n]);
                 }
                 State::AppendTail => {
-                    let Some(lf) = find_lf(&self.buf, self.pos) else {
+                    let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
                         if self.buf.len() - self.pos > self.limits.line_max {
                             self.pos = self.buf.len();
                             self.consume();
@@ -308,7 +312,7 @@ impl Decoder {
                     self.state = State::Discard { discarded: 0, report: report.take() };
                 }
                 State::Discard { discarded, mut report } => {
-                    let Some(lf) = find_lf(&self.buf, self.pos) else {
+                    let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
                         let discarded = discarded + (self.buf.len() - self.pos);
                         self.pos = self.buf.len();
                         self.consume();
@@ -340,7 +344,7 @@ impl Decoder {
                 }
                 st @ (State::AuthLine | State::IdleDone) => {
                     let idle = matches!(st, State::IdleDone);
-                    let Some(lf) = find_lf(&self.buf, self.pos) else {
+                    let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
                         if self.buf.len() - self.pos > self.limits.line_max {
                             return Event::Fatal("Line too long");
                         }
@@ -363,7 +367,7 @@ impl Decoder {
     fn announced(&mut self, a: Announce) -> Option<Event<'static>> {
         let first_literal = !self.tokens.iter().any(|t| t.kind == Kind::Literal);
         if first_literal {
-            if let Some(r) = parse_append_prefix(&self.buf[self.start..self.pos], &self.tokens) {
+            if let Some(r) = parse_append_prefix(&self.buf[self.start..self.pos], &self.tokens, a.gap) {
                 match r {
                     Ok(mut h) => {
                         h.size = a.len;
@@ -382,7 +386,7 @@ impl Decoder {
             let tag = parse_tag(&self.buf[self.start..], &self.tokens);
             return Some(self.refuse_literal(a, tag, "Literal too large".into()));
         }
-        self.state = State::Literal { len: a.len as usize };
+        self.state = State::Literal { len: a.len as usize, gap: a.gap };
         if a.nonsync {
             None
         } else {

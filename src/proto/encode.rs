@@ -173,9 +173,7 @@ impl Out {
 
     /// An atom-or-string for a mailbox name (already in the wire encoding).
     pub fn astring(&mut self, s: &[u8], utf8: bool) -> &mut Self {
-        let atom = !s.is_empty()
-            && !s.eq_ignore_ascii_case(b"NIL")
-            && s.iter().all(|&b| b > b' ' && b < 0x7f && !b"(){%*\"\\]".contains(&b));
+        let atom = !s.is_empty() && !s.eq_ignore_ascii_case(b"NIL") && s.iter().all(|&b| b > b' ' && b < 0x7f && !b"(){%*\"\\]".contains(&b));
         if atom {
             self.raw(s)
         } else {

@@ -8,7 +8,8 @@
 pub struct Limits {
     /// Longest command line (the text between literals). Real clients stay far
     /// below this (a UID FETCH with a long sequence set is a few KiB); longer
-    /// lines are discarded up to `discard_max` and answered with BAD.
+    /// lines are discarded up to `discard_max` and answered with BAD. At most
+    /// 64 KiB - 1: tokens carry 16-bit lengths.
     pub line_max: usize,
     /// Bytes of one command kept in memory: its lines plus every literal that
     /// is not an APPEND message (LOGIN passwords, SEARCH strings). APPEND message
@@ -26,20 +27,20 @@ pub struct Limits {
     pub nesting_max: usize,
     /// Largest message accepted by APPEND (and advertised as APPENDLIMIT).
     pub message_max: u64,
-    /// Largest non-APPEND literal. Literals bigger than this get NO (synchronizing)
-    /// or end the connection (non-synchronizing, since the bytes are on their way).
+    /// Largest non-APPEND literal. Literals bigger than this get BAD (synchronizing)
+    /// or are skipped (non-synchronizing, up to `discard_max`). At most 64 KiB - 1.
     pub literal_max: usize,
 }
 
 impl Limits {
     pub const DEFAULT: Limits = Limits {
-        line_max: 64 * 1024,
+        line_max: 64 * 1024 - 1,
         command_max: 256 * 1024,
         discard_max: 16 * 1024 * 1024,
         tag_max: 64,
         nesting_max: 32,
         message_max: 64 * 1024 * 1024,
-        literal_max: 64 * 1024,
+        literal_max: 64 * 1024 - 1,
     };
 }
 

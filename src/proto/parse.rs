@@ -19,14 +19,17 @@ pub struct ParseError {
 
 type R<T> = Result<T, String>;
 
+/// ID field/value pairs (RFC 2971).
+type IdParams = Vec<(String, Option<String>)>;
+
 /// Parses one complete command.
 pub fn parse_command(buf: &[u8], tokens: &[Token], nesting_max: usize) -> Result<Command, ParseError> {
-    let mut p = Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max };
+    let mut p = Parser::new(buf, tokens, nesting_max);
     let tag = match p.tag() {
         Ok(t) => t,
         Err(message) => return Err(ParseError { tag: None, message }),
     };
-    match p.command_body() {
+    match p.sp().and_then(|_| p.command_body()) {
         Ok(body) => Ok(Command { tag, body }),
         Err(message) => Err(ParseError { tag: Some(tag), message }),
     }
@@ -35,15 +38,16 @@ pub fn parse_command(buf: &[u8], tokens: &[Token], nesting_max: usize) -> Result
 /// Reads just the tag of a command (for answering a command the decoder had
 /// to reject as a whole, e.g. a literal that is too large).
 pub fn parse_tag(buf: &[u8], tokens: &[Token]) -> Option<String> {
-    Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max: 0 }.tag().ok()
+    Parser::new(buf, tokens, 0).tag().ok()
 }
 
 /// Recognises `tag APPEND mailbox [flags] [date-time] ` ahead of the message
-/// literal, so the decoder can stream that literal instead of buffering it.
-/// Returns None when the tokens are not such a prefix.
-pub fn parse_append_prefix(buf: &[u8], tokens: &[Token]) -> Option<Result<AppendHeader, ParseError>> {
-    let mut p = Parser { buf, toks: tokens, i: 0, depth: 0, nesting_max: 4 };
+/// literal (announced after `literal_gap` spaces), so the decoder can stream
+/// that literal instead of buffering it. None when the tokens are not such a prefix.
+pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Option<Result<AppendHeader, ParseError>> {
+    let mut p = Parser::new(buf, tokens, 4);
     let tag = p.tag().ok()?;
+    p.sp().ok()?;
     let name = p.atom_upper().ok()?;
     if name != "APPEND" {
         return None;
@@ -51,19 +55,21 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token]) -> Option<Result<Append
     let r = (|| -> R<AppendHeader> {
         p.sp()?;
         let mailbox = p.mailbox()?;
-        p.sp()?;
         let mut flags = Vec::new();
         if p.peek_kind() == Some(Kind::LParen) {
-            flags = p.flag_list()?;
             p.sp()?;
+            flags = p.flag_list()?;
         }
         let mut date = None;
         if matches!(p.peek_kind(), Some(Kind::Quoted)) {
-            date = Some(p.date_time()?);
             p.sp()?;
+            date = Some(p.date_time()?);
         }
         if !p.at_end() {
             return Err("APPEND arguments must be followed by the message literal".into());
+        }
+        if literal_gap != 1 {
+            return Err("Expected a single space before the message literal".into());
         }
         Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false })
     })();
@@ -82,6 +88,10 @@ struct Parser<'a> {
     i: usize,
     depth: usize,
     nesting_max: usize,
+    /// `sp()` saw exactly one space before the next token.
+    spaced: bool,
+    /// Spaces at the very end of the command (before its CRLF).
+    trailing: u8,
 }
 
 fn upper(b: &[u8]) -> String {
@@ -89,6 +99,14 @@ fn upper(b: &[u8]) -> String {
 }
 
 impl<'a> Parser<'a> {
+    fn new(buf: &'a [u8], toks: &'a [Token], nesting_max: usize) -> Self {
+        let (toks, trailing) = match toks.split_last() {
+            Some((last, rest)) if last.kind == Kind::Eol => (rest, last.gap),
+            _ => (toks, 0),
+        };
+        Parser { buf, toks, i: 0, depth: 0, nesting_max, spaced: false, trailing }
+    }
+
     fn at_end(&self) -> bool {
         self.i >= self.toks.len()
     }
@@ -105,25 +123,38 @@ impl<'a> Parser<'a> {
         &self.buf[t.range()]
     }
 
+    /// Consumes the next token, which must be preceded by exactly the spaces
+    /// the grammar allows there: one after `sp()`, none otherwise.
     fn next(&mut self) -> R<Token> {
         let t = self.peek().ok_or_else(|| "Missing arguments".to_string())?;
+        let want = u8::from(self.spaced);
+        if t.gap != want {
+            return Err(if want == 0 { "Unexpected space".to_string() } else { "Expected a single space".to_string() });
+        }
+        self.spaced = false;
         self.i += 1;
         Ok(t)
     }
 
     fn expect(&mut self, kind: Kind, what: &str) -> R<Token> {
         match self.peek() {
-            Some(t) if t.kind == kind => {
-                self.i += 1;
-                Ok(t)
-            }
+            Some(t) if t.kind == kind => self.next(),
             Some(_) => Err(format!("Expected {what}")),
             None => Err(format!("Missing {what}")),
         }
     }
 
+    /// Exactly one space before the next argument (RFC 9051 9, rule 2).
     fn sp(&mut self) -> R<()> {
-        self.expect(Kind::Space, "a single space").map(|_| ())
+        match self.peek() {
+            None if self.trailing > 0 => Err("Missing arguments after the space".into()),
+            None => Err("Missing arguments".into()),
+            Some(t) if t.gap == 1 => {
+                self.spaced = true;
+                Ok(())
+            }
+            Some(_) => Err("Expected a single space".into()),
+        }
     }
 
     fn lparen(&mut self) -> R<()> {
@@ -142,10 +173,12 @@ impl<'a> Parser<'a> {
     }
 
     fn end(&self) -> R<()> {
-        if self.at_end() {
-            Ok(())
-        } else {
+        if !self.at_end() {
             Err("Unexpected extra arguments".into())
+        } else if self.trailing > 0 {
+            Err("Unexpected space at the end of the command".into())
+        } else {
+            Ok(())
         }
     }
 
@@ -155,9 +188,7 @@ impl<'a> Parser<'a> {
         if s.iter().any(|&b| matches!(b, b'+' | b'%' | b'*' | b'\\') || b >= 0x80) {
             return Err("Invalid tag".into());
         }
-        let tag = String::from_utf8_lossy(s).into_owned();
-        self.sp()?;
-        Ok(tag)
+        Ok(String::from_utf8_lossy(s).into_owned())
     }
 
     fn atom(&mut self) -> R<&'a [u8]> {
@@ -214,7 +245,7 @@ impl<'a> Parser<'a> {
     fn nil_or_string(&mut self) -> R<Option<Vec<u8>>> {
         if let Some(t) = self.peek() {
             if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"NIL") {
-                self.i += 1;
+                self.next()?;
                 return Ok(None);
             }
         }
@@ -600,7 +631,7 @@ impl<'a> Parser<'a> {
             .collect()
     }
 
-    fn id_params(&mut self) -> R<Option<Vec<(String, Option<String>)>>> {
+    fn id_params(&mut self) -> R<Option<IdParams>> {
         if self.peek_kind() == Some(Kind::Atom) {
             if self.atom_upper()? == "NIL" {
                 return Ok(None);
@@ -651,7 +682,7 @@ impl<'a> Parser<'a> {
                     _ => None,
                 };
                 if let Some(items) = macro_items {
-                    self.i += 1;
+                    self.next()?;
                     return Ok(items);
                 }
             }
@@ -752,7 +783,7 @@ impl<'a> Parser<'a> {
         let mut charset = None;
         if let Some(t) = self.peek() {
             if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"RETURN") {
-                self.i += 1;
+                self.next()?;
                 self.sp()?;
                 let opts = self.atom_list()?;
                 let mut v = Vec::new();
@@ -772,7 +803,7 @@ impl<'a> Parser<'a> {
         }
         if let Some(t) = self.peek() {
             if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"CHARSET") {
-                self.i += 1;
+                self.next()?;
                 self.sp()?;
                 charset = Some(upper(&self.astring()?));
                 self.sp()?;
@@ -1018,7 +1049,7 @@ fn month(m: &[u8]) -> Option<u8> {
 fn days_in_month(year: u16, month: u8) -> u8 {
     match month {
         4 | 6 | 9 | 11 => 30,
-        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 if (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400) => 29,
         2 => 28,
         _ => 31,
     }
@@ -1116,7 +1147,8 @@ mod tests {
 
     #[test]
     fn fetch_items() {
-        let CommandBody::Fetch { set, items, uid, .. } = body("a UID FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.100> BINARY[1.2] RFC822)") else {
+        let CommandBody::Fetch { set, items, uid, .. } = body("a UID FETCH 1:*,7 (FLAGS BODY.PEEK[HEADER.FIELDS (From \"To\")]<0.100> BINARY[1.2] RFC822)")
+        else {
             panic!()
         };
         assert!(uid);
@@ -1193,16 +1225,16 @@ mod tests {
 
     #[test]
     fn append_prefix() {
-        let line = b"a1 APPEND Drafts (\\Seen) \"17-Jul-1996 02:44:25 -0700\" ";
+        let line = b"a1 APPEND Drafts (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {5}";
         let mut toks = Vec::new();
-        tokenize_reference(line, 0, &mut toks).unwrap();
-        let h = parse_append_prefix(line, &toks).unwrap().unwrap();
+        let a = tokenize_reference(line, 0, &mut toks).unwrap().unwrap();
+        let h = parse_append_prefix(line, &toks, a.gap).unwrap().unwrap();
         assert_eq!(h.tag, "a1");
         assert_eq!(h.flags, vec![Flag::Seen]);
         assert!(h.date.is_some());
-        let line = b"a1 FETCH 1 ";
+        let line = b"a1 FETCH 1 {5}";
         toks.clear();
-        tokenize_reference(line, 0, &mut toks).unwrap();
-        assert!(parse_append_prefix(line, &toks).is_none());
+        let a = tokenize_reference(line, 0, &mut toks).unwrap().unwrap();
+        assert!(parse_append_prefix(line, &toks, a.gap).is_none());
     }
 }

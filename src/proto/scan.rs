@@ -1,5 +1,9 @@
 //! The command tokenizer: splits one command line into atoms, quoted strings,
-//! parentheses, spaces and a trailing literal announcement.
+//! parentheses and a trailing literal announcement. Spaces are not tokens:
+//! each token records how many spaces precede it (`gap`), and every line
+//! that does not end in a literal announcement ends with an `Eol` token
+//! carrying its trailing spaces, so the parser can insist on exactly one SP
+//! between arguments (RFC 9051 9, rule 2) without a token per space.
 //!
 //! It does not know the IMAP grammar (that is `parse.rs`), does not decode
 //! escapes or literals, and never allocates per call: tokens go into the
@@ -31,21 +35,40 @@ pub enum Kind {
     QuotedEscaped,
     LParen,
     RParen,
-    Space,
     /// The data of a literal; the decoder pushes these once the bytes are in.
     Literal,
+    /// The end of a line that does not end in a literal announcement.
+    Eol,
 }
 
+/// Eight bytes, so writing one is a single store: tokens are bounded by the
+/// line and literal limits ([`MAX_TOKEN_LEN`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Token {
-    pub kind: Kind,
     pub start: u32,
-    pub end: u32,
+    pub len: u16,
+    pub kind: Kind,
+    /// Spaces directly before the token (saturating at 255).
+    pub gap: u8,
 }
 
+/// The longest token (and so the longest line the scanner takes, and the
+/// largest literal kept in a command).
+pub const MAX_TOKEN_LEN: usize = u16::MAX as usize;
+
 impl Token {
+    #[inline(always)]
+    pub fn new(kind: Kind, gap: u8, start: u32, end: u32) -> Token {
+        debug_assert!(end - start <= MAX_TOKEN_LEN as u32);
+        Token { start, len: (end - start) as u16, kind, gap }
+    }
+
+    pub fn end(&self) -> u32 {
+        self.start + u32::from(self.len)
+    }
+
     pub fn range(&self) -> std::ops::Range<usize> {
-        self.start as usize..self.end as usize
+        self.start as usize..self.end() as usize
     }
 }
 
@@ -58,6 +81,8 @@ pub struct Announce {
     pub nonsync: bool,
     /// `~{n}` (literal8, RFC 3516 / RFC 9051): may contain NUL.
     pub binary: bool,
+    /// Spaces directly before the announcement (the literal token's gap).
+    pub gap: u8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,15 +122,17 @@ fn parse_announce(line: &[u8], open: usize) -> Result<Announce, ScanError> {
         return Err(bad);
     }
     let len = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-    Ok(Announce { len, nonsync, binary: false })
+    Ok(Announce { len, nonsync, binary: false, gap: 0 })
 }
 
-/// Handles `{` at `i`: the announcement ends the line; a directly preceding
-/// atom `~` makes it a literal8.
-fn announce_at(line: &[u8], i: usize, base: u32, out: &mut Vec<Token>) -> ScanResult {
+/// Handles `{` at `i` (after `gap` spaces): the announcement ends the line;
+/// a directly preceding atom `~` makes it a literal8.
+fn announce_at(line: &[u8], i: usize, gap: u8, base: u32, out: &mut Vec<Token>) -> ScanResult {
     let mut a = parse_announce(line, i)?;
+    a.gap = gap;
     if let Some(last) = out.last() {
-        if last.kind == Kind::Atom && last.end == base + i as u32 && last.end - last.start == 1 && i > 0 && line[i - 1] == b'~' {
+        if gap == 0 && last.kind == Kind::Atom && last.end() == base + i as u32 && last.len == 1 && line[i - 1] == b'~' {
+            a.gap = last.gap;
             out.pop();
             a.binary = true;
         }
@@ -115,14 +142,20 @@ fn announce_at(line: &[u8], i: usize, base: u32, out: &mut Vec<Token>) -> ScanRe
 
 /// The reference tokenizer: one byte at a time, as plainly as possible.
 pub fn tokenize_reference(line: &[u8], base: u32, out: &mut Vec<Token>) -> ScanResult {
-    let tok = |kind, s: usize, e: usize| Token { kind, start: base + s as u32, end: base + e as u32 };
+    assert!(line.len() <= MAX_TOKEN_LEN, "line longer than the scanner takes");
+    let tok = |kind, gap: u8, s: usize, e: usize| Token::new(kind, gap, base + s as u32, base + e as u32);
+    let mut gap: u8 = 0;
     let mut i = 0;
     while i < line.len() {
         match line[i] {
-            b' ' => out.push(tok(Kind::Space, i, i + 1)),
-            b'(' => out.push(tok(Kind::LParen, i, i + 1)),
-            b')' => out.push(tok(Kind::RParen, i, i + 1)),
-            b'{' => return announce_at(line, i, base, out),
+            b' ' => {
+                gap = gap.saturating_add(1);
+                i += 1;
+                continue;
+            }
+            b'(' => out.push(tok(Kind::LParen, gap, i, i + 1)),
+            b')' => out.push(tok(Kind::RParen, gap, i, i + 1)),
+            b'{' => return announce_at(line, i, gap, base, out),
             b'"' => {
                 let mut j = i + 1;
                 let mut escaped = false;
@@ -143,7 +176,8 @@ pub fn tokenize_reference(line: &[u8], base: u32, out: &mut Vec<Token>) -> ScanR
                     }
                 }
                 let kind = if escaped { Kind::QuotedEscaped } else { Kind::Quoted };
-                out.push(tok(kind, i + 1, j));
+                out.push(tok(kind, gap, i + 1, j));
+                gap = 0;
                 i = j + 1;
                 continue;
             }
@@ -153,13 +187,16 @@ pub fn tokenize_reference(line: &[u8], base: u32, out: &mut Vec<Token>) -> ScanR
                 while j < line.len() && !is_delim(line[j]) {
                     j += 1;
                 }
-                out.push(tok(Kind::Atom, i, j));
+                out.push(tok(Kind::Atom, gap, i, j));
+                gap = 0;
                 i = j;
                 continue;
             }
         }
+        gap = 0;
         i += 1;
     }
+    out.push(tok(Kind::Eol, gap, line.len(), line.len()));
     Ok(None)
 }
 
@@ -167,8 +204,13 @@ pub fn tokenize_reference(line: &[u8], base: u32, out: &mut Vec<Token>) -> ScanR
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
     Scalar,
+    /// Compare-based classification, 16 bytes at a time (every x86_64).
     #[cfg(target_arch = "x86_64")]
     Sse2,
+    /// Nibble-table classification with `pshufb`, 16 bytes at a time.
+    #[cfg(target_arch = "x86_64")]
+    Ssse3,
+    /// Nibble tables with `vpshufb`, 32 bytes at a time.
     #[cfg(target_arch = "x86_64")]
     Avx2,
 }
@@ -185,19 +227,19 @@ impl Backend {
             2 => return Backend::Sse2,
             #[cfg(target_arch = "x86_64")]
             3 => return Backend::Avx2,
+            #[cfg(target_arch = "x86_64")]
+            4 => return Backend::Ssse3,
             _ => {}
         }
-        let chosen = if std::env::var_os("RINGMAIL_SCAN").is_some_and(|v| v == "scalar") {
-            Backend::Scalar
-        } else {
-            Self::best()
-        };
+        let chosen = if std::env::var_os("RINGMAIL_SCAN").is_some_and(|v| v == "scalar") { Backend::Scalar } else { Self::best() };
         let code = match chosen {
             Backend::Scalar => 1,
             #[cfg(target_arch = "x86_64")]
             Backend::Sse2 => 2,
             #[cfg(target_arch = "x86_64")]
             Backend::Avx2 => 3,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Ssse3 => 4,
         };
         BACKEND.store(code, Ordering::Relaxed);
         chosen
@@ -210,6 +252,9 @@ impl Backend {
         #[cfg(target_arch = "x86_64")]
         {
             v.push(Backend::Sse2);
+            if std::is_x86_feature_detected!("ssse3") {
+                v.push(Backend::Ssse3);
+            }
             if std::is_x86_feature_detected!("avx2") {
                 v.push(Backend::Avx2);
             }
@@ -217,11 +262,15 @@ impl Backend {
         v
     }
 
+    /// The widest nibble-table backend the CPU has (benches/scan.rs compares them).
     fn best() -> Backend {
         #[cfg(target_arch = "x86_64")]
         {
             if std::is_x86_feature_detected!("avx2") {
                 return Backend::Avx2;
+            }
+            if std::is_x86_feature_detected!("ssse3") {
+                return Backend::Ssse3;
             }
             Backend::Sse2
         }
@@ -230,14 +279,23 @@ impl Backend {
     }
 }
 
-/// A reusable tokenizer: owns the bitmaps of the SIMD path so that
-/// tokenizing a line allocates nothing once warmed up.
+/// A reusable tokenizer for one input buffer. The SIMD backends classify
+/// the buffer once, as bytes arrive, into three bitmaps (atom delimiters,
+/// bytes that matter inside quotes, line feeds); finding a line end and
+/// tokenizing a line then only walk set bits. The reference backend works
+/// byte by byte on each line.
 pub struct Scanner {
     backend: Backend,
-    /// Bit i set: byte i ends an atom (see [`is_delim`]).
+    /// Bit i of word w set: byte 64*w + i ends an atom (see [`is_delim`]).
     delim: Vec<u64>,
-    /// Bit i set: byte i is `"`, `\`, NUL or CR, the bytes a quoted string cares about.
+    /// Same layout: `"`, `\`, NUL or CR, the bytes a quoted string cares about.
     quote: Vec<u64>,
+    /// Same layout: LF.
+    lf: Vec<u64>,
+    /// The buffer word that `delim[0]` describes.
+    first_word: usize,
+    /// Bytes of the buffer classified so far (the last word may be partial).
+    upto: usize,
 }
 
 impl Default for Scanner {
@@ -248,127 +306,261 @@ impl Default for Scanner {
 
 impl Scanner {
     pub fn new(backend: Backend) -> Self {
-        Scanner { backend, delim: Vec::new(), quote: Vec::new() }
+        Scanner { backend, delim: Vec::new(), quote: Vec::new(), lf: Vec::new(), first_word: 0, upto: 0 }
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
     }
 
-    /// Tokenizes `line` (without its CRLF), appending tokens whose offsets are
-    /// shifted by `base`. Returns the literal announced at the end of the line.
-    pub fn tokenize(&mut self, line: &[u8], base: u32, out: &mut Vec<Token>) -> ScanResult {
-        match self.backend {
-            Backend::Scalar => tokenize_reference(line, base, out),
-            #[cfg(target_arch = "x86_64")]
-            Backend::Sse2 => {
-                self.classify(line, x86::classify_sse2);
-                tokenize_bitmaps(line, base, &self.delim, &self.quote, out)
-            }
-            #[cfg(target_arch = "x86_64")]
-            Backend::Avx2 => {
-                self.classify(line, x86::classify_avx2_safe);
-                tokenize_bitmaps(line, base, &self.delim, &self.quote, out)
-            }
+    /// The buffer's bytes moved or were replaced: forget the bitmaps.
+    pub fn reset(&mut self) {
+        self.clear_maps();
+        self.first_word = 0;
+        self.upto = 0;
+    }
+
+    fn clear_maps(&mut self) {
+        self.truncate_maps(0);
+    }
+
+    fn truncate_maps(&mut self, words: usize) {
+        for m in [&mut self.delim, &mut self.quote, &mut self.lf] {
+            m.truncate(words);
         }
     }
 
-    /// Fills the bitmaps, 64 bytes per word; the last partial block is copied
-    /// into a buffer padded with a byte that is in neither class.
-    #[cfg(target_arch = "x86_64")]
-    fn classify(&mut self, line: &[u8], block: fn(&[u8; 64]) -> (u64, u64)) {
-        let words = line.len().div_ceil(64);
-        self.delim.clear();
-        self.quote.clear();
-        self.delim.reserve(words);
-        self.quote.reserve(words);
-        let mut chunks = line.chunks_exact(64);
-        for chunk in &mut chunks {
-            let (d, q) = block(chunk.try_into().expect("chunks_exact yields 64 bytes"));
-            self.delim.push(d);
-            self.quote.push(q);
+    /// Makes the bitmaps describe `buf` from `from` on (bytes before `from`
+    /// are consumed and never looked at again); classifies nothing yet.
+    fn sync_start(&mut self, buf: &[u8], from: usize) {
+        let fw = from / 64;
+        if self.upto > buf.len() || fw < self.first_word || from > self.upto {
+            // Not a continuation of what we classified (a literal was skipped,
+            // or the buffer changed): start over at `from`.
+            self.clear_maps();
+            self.first_word = fw;
+            self.upto = fw * 64;
         }
-        let rest = chunks.remainder();
-        if !rest.is_empty() {
-            let mut pad = [b'a'; 64];
-            pad[..rest.len()].copy_from_slice(rest);
-            let (d, q) = block(&pad);
-            self.delim.push(d);
-            self.quote.push(q);
+    }
+
+    /// Classifies the bytes up to `to` (at most the end of `buf`), redoing
+    /// the last word if it was partial.
+    fn classify_more(&mut self, buf: &[u8], to: usize) {
+        let w0 = self.upto / 64;
+        self.truncate_maps(w0 - self.first_word);
+        let end = to.min(buf.len());
+        let bytes = &buf[w0 * 64..end];
+        #[cfg(target_arch = "x86_64")]
+        let maps = x86::Maps { delim: &mut self.delim, quote: &mut self.quote, lf: &mut self.lf };
+        match self.backend {
+            Backend::Scalar => {}
+            #[cfg(target_arch = "x86_64")]
+            Backend::Sse2 => x86::classify_sse2(bytes, maps),
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Backend::Ssse3 is only offered when the CPU reports SSSE3.
+            Backend::Ssse3 => unsafe { x86::classify_ssse3(bytes, maps) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: Backend::Avx2 is only offered when the CPU reports AVX2.
+            Backend::Avx2 => unsafe { x86::classify_avx2(bytes, maps) },
         }
+        self.upto = end;
+    }
+
+    /// The first LF at or after `from`. Classifies the buffer a few words at
+    /// a time until it finds one, so bytes past the line (a literal the
+    /// decoder will step over) are mostly never classified.
+    pub fn find_lf(&mut self, buf: &[u8], from: usize) -> Option<usize> {
+        const STEP: usize = 256;
+        if self.backend == Backend::Scalar {
+            return find_lf_reference(buf, from);
+        }
+        self.sync_start(buf, from);
+        loop {
+            let p = next_set(&self.lf, self.first_word, from, self.upto);
+            if p < self.upto {
+                return Some(p);
+            }
+            if self.upto >= buf.len() {
+                return None;
+            }
+            let to = (self.upto / 64 * 64 + STEP).max(from + 1);
+            self.classify_more(buf, to);
+        }
+    }
+
+    /// Tokenizes `buf[line]` (a line without its CRLF), appending tokens
+    /// whose offsets are relative to `base` (the start of the command).
+    /// Returns the literal announced at the end of the line.
+    /// Lines longer than [`MAX_TOKEN_LEN`] are refused (the decoder's line
+    /// limit keeps them out).
+    pub fn tokenize(&mut self, buf: &[u8], line: std::ops::Range<usize>, base: usize, out: &mut Vec<Token>) -> ScanResult {
+        assert!(line.len() <= MAX_TOKEN_LEN, "line longer than the scanner takes");
+        if self.backend == Backend::Scalar {
+            return tokenize_reference(&buf[line.clone()], (line.start - base) as u32, out);
+        }
+        self.sync_start(buf, line.start);
+        if self.upto < line.end || self.delim.is_empty() {
+            self.classify_more(buf, line.end);
+        }
+        tokenize_bitmaps(buf, line, base, &self.delim, &self.quote, self.first_word, out)
     }
 }
 
-/// First set bit at or after `from`, or `len` when there is none.
+/// First set bit at or after `from` (positions in the buffer; `bits[0]` is
+/// word `first`), or `len` when there is none before `len`.
 #[inline]
-fn next_set(bits: &[u64], from: usize, len: usize) -> usize {
+fn next_set(bits: &[u64], first: usize, from: usize, len: usize) -> usize {
     let mut word = from / 64;
-    if word >= bits.len() {
+    if word < first || word - first >= bits.len() {
         return len;
     }
-    let mut w = bits[word] & (!0u64 << (from % 64));
+    let mut w = bits[word - first] & (!0u64 << (from % 64));
     loop {
         if w != 0 {
             return (word * 64 + w.trailing_zeros() as usize).min(len);
         }
         word += 1;
-        if word >= bits.len() {
+        if word - first >= bits.len() {
             return len;
         }
-        w = bits[word];
+        w = bits[word - first];
     }
 }
 
-/// The token loop of the SIMD path: the same decisions as the reference, but
-/// every run of ordinary bytes is skipped with one bitmap lookup.
-fn tokenize_bitmaps(line: &[u8], base: u32, delim: &[u64], quote: &[u64], out: &mut Vec<Token>) -> ScanResult {
-    let n = line.len();
-    let tok = |kind, s: usize, e: usize| Token { kind, start: base + s as u32, end: base + e as u32 };
-    let mut i = 0;
-    while i < n {
-        let b = line[i];
-        if !is_delim(b) {
-            let j = next_set(delim, i + 1, n);
-            out.push(tok(Kind::Atom, i, j));
-            i = j;
+/// Bits strictly above position `p` within its word.
+#[inline]
+fn above(p: usize) -> u64 {
+    let b = p % 64;
+    if b == 63 {
+        0
+    } else {
+        !0u64 << (b + 1)
+    }
+}
+
+/// Appends tokens to a vector whose spare capacity was reserved up front,
+/// without a capacity check per token.
+struct TokenSink<'a> {
+    out: &'a mut Vec<Token>,
+    len: usize,
+    cap: usize,
+}
+
+impl<'a> TokenSink<'a> {
+    /// Room for `max` more tokens.
+    fn new(out: &'a mut Vec<Token>, max: usize) -> Self {
+        out.reserve(max);
+        let len = out.len();
+        TokenSink { cap: len + max, out, len }
+    }
+
+    #[inline(always)]
+    fn push(&mut self, t: Token) {
+        assert!(self.len < self.cap, "token sink overflow");
+        // SAFETY: `len < cap <= capacity` (reserved in `new`), so the slot is
+        // inside the allocation; it is initialised here, and only slots below
+        // `len` become part of the vector in `drop`.
+        unsafe { self.out.as_mut_ptr().add(self.len).write(t) };
+        self.len += 1;
+    }
+}
+
+impl Drop for TokenSink<'_> {
+    fn drop(&mut self) {
+        // SAFETY: every slot below `len` was written by `push`.
+        unsafe { self.out.set_len(self.len) };
+    }
+}
+
+/// The token loop of the SIMD path: it visits only delimiter bytes (set
+/// bits of the bitmap, lowest first); the run of bytes between two
+/// delimiters is an atom. Same decisions as the reference, no per-byte work.
+fn tokenize_bitmaps(buf: &[u8], line: std::ops::Range<usize>, base: usize, delim: &[u64], quote: &[u64], first: usize, out: &mut Vec<Token>) -> ScanResult {
+    let (ls, n) = (line.start, line.end);
+    // Every token but the final Eol covers at least one byte of the line.
+    let mut sink = TokenSink::new(out, n - ls + 1);
+    let tok = |kind, gap: u8, s: usize, e: usize| Token::new(kind, gap, (s - base) as u32, (e - base) as u32);
+    let err = |at: usize, kind| Err(ScanError { at: (at - ls) as u32, kind });
+    let mut gap: u8 = 0;
+    let mut prev = ls;
+    let mut w = ls / 64;
+    let mut bits = delim.get(w - first).copied().unwrap_or(0) & (!0u64 << (ls % 64));
+    loop {
+        while bits == 0 {
+            w += 1;
+            if w * 64 >= n || w - first >= delim.len() {
+                break;
+            }
+            bits = delim[w - first];
+        }
+        let p = if bits == 0 { n } else { w * 64 + bits.trailing_zeros() as usize };
+        if p >= n {
+            // End of the line (its CR/LF, or the end of the classified bytes).
+            if prev < n {
+                sink.push(tok(Kind::Atom, gap, prev, n));
+                gap = 0;
+            }
+            sink.push(tok(Kind::Eol, gap, n, n));
+            return Ok(None);
+        }
+        bits &= bits - 1;
+        if p > prev {
+            sink.push(tok(Kind::Atom, gap, prev, p));
+            gap = 0;
+        }
+        prev = p + 1;
+        let c = buf[p];
+        // SP is by far the most common delimiter: test it first, without a jump table.
+        if c == b' ' {
+            gap = gap.saturating_add(1);
             continue;
         }
-        match b {
-            b' ' => out.push(tok(Kind::Space, i, i + 1)),
-            b'(' => out.push(tok(Kind::LParen, i, i + 1)),
-            b')' => out.push(tok(Kind::RParen, i, i + 1)),
-            b'{' => return announce_at(line, i, base, out),
+        match c {
+            b'(' => sink.push(tok(Kind::LParen, gap, p, p + 1)),
+            b')' => sink.push(tok(Kind::RParen, gap, p, p + 1)),
+            b'{' => {
+                drop(sink);
+                return announce_at(&buf[ls..n], p - ls, gap, (ls - base) as u32, out);
+            }
             b'"' => {
                 let mut escaped = false;
-                let mut j = next_set(quote, i + 1, n);
+                let mut j = next_set(quote, first, p + 1, n);
                 loop {
-                    match line.get(j) {
-                        None => return Err(ScanError { at: i as u32, kind: ScanErrorKind::UnterminatedQuote }),
-                        Some(b'"') => break,
-                        Some(b'\\') => {
+                    if j >= n {
+                        return err(p, ScanErrorKind::UnterminatedQuote);
+                    }
+                    match buf[j] {
+                        b'"' => break,
+                        b'\\' => {
                             escaped = true;
-                            match line.get(j + 1) {
-                                None => return Err(ScanError { at: i as u32, kind: ScanErrorKind::UnterminatedQuote }),
-                                Some(0 | b'\r') => return Err(ScanError { at: (j + 1) as u32, kind: ScanErrorKind::Control }),
-                                Some(_) => j = next_set(quote, j + 2, n),
+                            if j + 1 >= n {
+                                return err(p, ScanErrorKind::UnterminatedQuote);
                             }
+                            if matches!(buf[j + 1], 0 | b'\r') {
+                                return err(j + 1, ScanErrorKind::Control);
+                            }
+                            j = next_set(quote, first, j + 2, n);
                         }
-                        Some(_) => return Err(ScanError { at: j as u32, kind: ScanErrorKind::Control }),
+                        _ => return err(j, ScanErrorKind::Control),
                     }
                 }
                 let kind = if escaped { Kind::QuotedEscaped } else { Kind::Quoted };
-                out.push(tok(kind, i + 1, j));
-                i = j + 1;
-                continue;
+                sink.push(tok(kind, gap, p + 1, j));
+                // Delimiters inside the quotes are not delimiters: skip past the closing quote.
+                if j / 64 != w {
+                    w = j / 64;
+                    bits = delim[w - first];
+                }
+                bits &= above(j);
+                prev = j + 1;
             }
-            _ => return Err(ScanError { at: i as u32, kind: ScanErrorKind::Control }),
+            _ => return err(p, ScanErrorKind::Control),
         }
-        i += 1;
+        gap = 0;
     }
-    Ok(None)
 }
 
-/// Position of the first LF at or after `from` (the end of a command line).
+/// Position of the first LF at or after `from` (memchr; SIMD where available).
 #[inline]
 pub fn find_lf(buf: &[u8], from: usize) -> Option<usize> {
     memchr::memchr(b'\n', &buf[from..]).map(|p| p + from)
@@ -383,25 +575,21 @@ pub fn find_lf_reference(buf: &[u8], from: usize) -> Option<usize> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    /// SSE2 is part of x86_64, so this needs no runtime check.
-    pub fn classify_sse2(block: &[u8; 64]) -> (u64, u64) {
-        let mut d = 0u64;
-        let mut q = 0u64;
-        for k in 0..4 {
-            // SAFETY: SSE2 is always available on x86_64, and the load reads
-            // 16 bytes at offset 16*k < 64 of a 64-byte array (unaligned load).
-            let (dm, qm) = unsafe { masks_sse2(block.as_ptr().add(16 * k)) };
-            d |= u64::from(dm) << (16 * k);
-            q |= u64::from(qm) << (16 * k);
-        }
-        (d, q)
+    /// Masks of one vector: delimiters, quote-relevant bytes, line feeds.
+    type Masks = [u64; 3];
+
+    /// The bitmaps being filled, in the order of [`Masks`].
+    pub struct Maps<'a> {
+        pub delim: &'a mut Vec<u64>,
+        pub quote: &'a mut Vec<u64>,
+        pub lf: &'a mut Vec<u64>,
     }
 
+    /// Compare-based classification of 16 bytes (SSE2, every x86_64).
     #[inline(always)]
-    unsafe fn masks_sse2(p: *const u8) -> (u16, u16) {
-        // SAFETY: the caller guarantees 16 readable bytes at p.
+    fn masks16(v: __m128i) -> Masks {
+        // SAFETY: SSE2 is part of x86_64; these intrinsics only compute on `v`.
         unsafe {
-            let v = _mm_loadu_si128(p as *const __m128i);
             let eq = |c: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(c as i8));
             // v <= 0x1f (unsigned) exactly when min(v, 0x1f) == v.
             let ctl = _mm_cmpeq_epi8(_mm_min_epu8(v, _mm_set1_epi8(0x1f)), v);
@@ -410,36 +598,119 @@ mod x86 {
                 _mm_or_si128(_mm_or_si128(eq(b'{'), eq(0x7f)), ctl),
             );
             let quote = _mm_or_si128(_mm_or_si128(eq(b'"'), eq(b'\\')), _mm_or_si128(eq(0), eq(b'\r')));
-            (_mm_movemask_epi8(delim) as u16, _mm_movemask_epi8(quote) as u16)
+            let m = |x: __m128i| u64::from(_mm_movemask_epi8(x) as u16);
+            [m(delim), m(quote), m(eq(b'\n'))]
         }
     }
 
-    /// Callable only after the scanner chose AVX2, which it does only when
-    /// the CPU reports it.
-    pub fn classify_avx2_safe(block: &[u8; 64]) -> (u64, u64) {
-        debug_assert!(std::is_x86_feature_detected!("avx2"));
-        // SAFETY: Backend::Avx2 is only constructed when avx2 was detected.
-        unsafe { classify_avx2(block) }
+    // Nibble tables: class(b) = LO[b & 15] & HI[b >> 4]. Bits: 1 control
+    // (0x00-0x1f), 2 DEL, 4 SP, 8 DQUOTE, 16 parentheses, 32 `{`, 64 `\`,
+    // 128 NUL or CR. Delimiters are bits 1-32, quote-relevant bytes 8|64|128.
+    const LO: [u8; 16] = [1 | 4 | 128, 1, 1 | 8, 1, 1, 1, 1, 1, 1 | 16, 1 | 16, 1, 1 | 32, 1 | 64, 1 | 128, 1, 1 | 2];
+    const HI: [u8; 16] = [1 | 128, 1, 4 | 8 | 16, 0, 0, 64, 0, 2 | 32, 0, 0, 0, 0, 0, 0, 0, 0];
+    const DELIM_BITS: i8 = (1 | 2 | 4 | 8 | 16 | 32) as i8;
+    const QUOTE_BITS: i8 = (8 | 64 | 128) as u8 as i8;
+
+    /// Nibble-table classification of 16 bytes.
+    ///
+    /// # Safety
+    /// The CPU must support SSSE3, and 16 bytes at `p` must be readable.
+    #[target_feature(enable = "ssse3")]
+    #[inline]
+    unsafe fn masks_ssse3(p: *const u8) -> Masks {
+        // SAFETY: the caller guarantees 16 readable bytes at `p`.
+        let v = unsafe { _mm_loadu_si128(p as *const __m128i) };
+        // SAFETY: LO and HI are 16-byte arrays.
+        let (lo_t, hi_t) = unsafe { (_mm_loadu_si128(LO.as_ptr() as *const __m128i), _mm_loadu_si128(HI.as_ptr() as *const __m128i)) };
+        let nib = _mm_set1_epi8(0x0f);
+        let class = _mm_and_si128(_mm_shuffle_epi8(lo_t, _mm_and_si128(v, nib)), _mm_shuffle_epi8(hi_t, _mm_and_si128(_mm_srli_epi16(v, 4), nib)));
+        let zero = _mm_setzero_si128();
+        let none = |bits: i8| !(_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_and_si128(class, _mm_set1_epi8(bits)), zero)) as u16);
+        let lf = _mm_movemask_epi8(_mm_cmpeq_epi8(v, _mm_set1_epi8(b'\n' as i8))) as u16;
+        [none(DELIM_BITS), none(QUOTE_BITS), lf].map(u64::from)
     }
 
+    /// Nibble-table classification of 32 bytes.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2, and 32 bytes at `p` must be readable.
     #[target_feature(enable = "avx2")]
-    unsafe fn classify_avx2(block: &[u8; 64]) -> (u64, u64) {
-        let mut d = 0u64;
-        let mut q = 0u64;
-        for k in 0..2 {
-            // SAFETY: 32 bytes at offset 32*k of a 64-byte array are readable.
-            let v = unsafe { _mm256_loadu_si256(block.as_ptr().add(32 * k) as *const __m256i) };
-            let eq = |c: u8| _mm256_cmpeq_epi8(v, _mm256_set1_epi8(c as i8));
-            let ctl = _mm256_cmpeq_epi8(_mm256_min_epu8(v, _mm256_set1_epi8(0x1f)), v);
-            let delim = _mm256_or_si256(
-                _mm256_or_si256(_mm256_or_si256(eq(b' '), eq(b'(')), _mm256_or_si256(eq(b')'), eq(b'"'))),
-                _mm256_or_si256(_mm256_or_si256(eq(b'{'), eq(0x7f)), ctl),
-            );
-            let quote = _mm256_or_si256(_mm256_or_si256(eq(b'"'), eq(b'\\')), _mm256_or_si256(eq(0), eq(b'\r')));
-            d |= u64::from(_mm256_movemask_epi8(delim) as u32) << (32 * k);
-            q |= u64::from(_mm256_movemask_epi8(quote) as u32) << (32 * k);
+    #[inline]
+    unsafe fn masks_avx2(p: *const u8) -> Masks {
+        // SAFETY: the caller guarantees 32 readable bytes at `p`.
+        let v = unsafe { _mm256_loadu_si256(p as *const __m256i) };
+        // SAFETY: LO and HI are 16-byte arrays.
+        let (lo_t, hi_t) = unsafe {
+            (
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(LO.as_ptr() as *const __m128i)),
+                _mm256_broadcastsi128_si256(_mm_loadu_si128(HI.as_ptr() as *const __m128i)),
+            )
+        };
+        let nib = _mm256_set1_epi8(0x0f);
+        let class =
+            _mm256_and_si256(_mm256_shuffle_epi8(lo_t, _mm256_and_si256(v, nib)), _mm256_shuffle_epi8(hi_t, _mm256_and_si256(_mm256_srli_epi16(v, 4), nib)));
+        let zero = _mm256_setzero_si256();
+        let none = |bits: i8| !(_mm256_movemask_epi8(_mm256_cmpeq_epi8(_mm256_and_si256(class, _mm256_set1_epi8(bits)), zero)) as u32);
+        let lf = _mm256_movemask_epi8(_mm256_cmpeq_epi8(v, _mm256_set1_epi8(b'\n' as i8))) as u32;
+        [none(DELIM_BITS), none(QUOTE_BITS), lf].map(u64::from)
+    }
+
+    /// Appends the bitmaps of `bytes` (which starts on a word boundary),
+    /// 64 bytes per word, classifying `W` bytes at a time with `vec`. The last
+    /// partial piece is classified from the last `W` bytes (shifted), so no
+    /// byte outside `bytes` is read and nothing is copied; inputs shorter than
+    /// `W` are copied into a padded buffer.
+    #[inline(always)]
+    fn classify_with<const W: usize>(bytes: &[u8], m: Maps<'_>, vec: impl Fn(&[u8; W]) -> Masks) {
+        let len = bytes.len();
+        let mut word = [0u64; 3];
+        let mut at = 0;
+        while at < len {
+            let masks = if at + W <= len {
+                vec(bytes[at..at + W].try_into().expect("W bytes"))
+            } else if len >= W {
+                let k = W - (len - at);
+                vec(bytes[len - W..].try_into().expect("W bytes")).map(|x| x >> k)
+            } else {
+                let mut pad = [b'a'; W];
+                pad[..len - at].copy_from_slice(&bytes[at..]);
+                vec(&pad)
+            };
+            let shift = at % 64;
+            for (acc, x) in word.iter_mut().zip(masks) {
+                *acc |= x << shift;
+            }
+            at += W;
+            if at % 64 == 0 || at >= len {
+                m.delim.push(word[0]);
+                m.quote.push(word[1]);
+                m.lf.push(word[2]);
+                word = [0; 3];
+            }
         }
-        (d, q)
+    }
+
+    pub fn classify_sse2(bytes: &[u8], m: Maps<'_>) {
+        classify_with::<16>(bytes, m, |v| {
+            // SAFETY: `v` is 16 readable bytes.
+            masks16(unsafe { _mm_loadu_si128(v.as_ptr() as *const __m128i) })
+        });
+    }
+
+    /// # Safety
+    /// The CPU must support SSSE3.
+    #[target_feature(enable = "ssse3")]
+    pub unsafe fn classify_ssse3(bytes: &[u8], m: Maps<'_>) {
+        // SAFETY: SSSE3 is enabled (caller's contract); `v` is 16 readable bytes.
+        classify_with::<16>(bytes, m, |v| unsafe { masks_ssse3(v.as_ptr()) });
+    }
+
+    /// # Safety
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn classify_avx2(bytes: &[u8], m: Maps<'_>) {
+        // SAFETY: AVX2 is enabled (caller's contract); `v` is 32 readable bytes.
+        classify_with::<32>(bytes, m, |v| unsafe { masks_avx2(v.as_ptr()) });
     }
 }
 
@@ -448,22 +719,54 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    fn all(line: &[u8]) -> Vec<(Backend, ScanResult, Vec<Token>)> {
+    /// Tokenizes `line` with every backend, the line sitting inside a larger
+    /// buffer (bytes before it, its CRLF and more after) as in the decoder.
+    fn all(line: &[u8]) -> Vec<(Backend, ScanResult, Vec<Token>, Option<usize>)> {
+        let mut buf = b"x {3}\r\n(\"\" ".to_vec();
+        let start = buf.len();
+        buf.extend_from_slice(line);
+        buf.extend_from_slice(b"\r\nnext line \"(\" {7}\r\n");
         Backend::available()
             .into_iter()
             .map(|b| {
+                let mut sc = Scanner::new(b);
+                let lf = sc.find_lf(&buf, start);
                 let mut out = Vec::new();
-                let r = Scanner::new(b).tokenize(line, 7, &mut out);
-                (b, r, out)
+                let r = sc.tokenize(&buf, start..start + line.len(), start - 7, &mut out);
+                (b, r, out, lf)
             })
             .collect()
     }
 
     fn agree(line: &[u8]) {
         let results = all(line);
-        let (_, r0, t0) = &results[0];
-        for (b, r, t) in &results[1..] {
-            assert_eq!((r0, t0), (r, t), "backend {b:?} disagrees on {:?}", String::from_utf8_lossy(line));
+        let (_, r0, t0, l0) = &results[0];
+        for (b, r, t, l) in &results[1..] {
+            assert_eq!((r0, t0, l0), (r, t, l), "backend {b:?} disagrees on {:?}", String::from_utf8_lossy(line));
+        }
+    }
+
+    #[test]
+    fn incremental_classification_agrees() {
+        // Bytes arriving a few at a time, with consumed lines before.
+        let text = b"a1 NOOP\r\na2 SEARCH SUBJECT \"x (y)\" FROM \"\\\"q\" 1:5 (OR SEEN DRAFT)\r\na3 LOGIN {3}\r\n".repeat(5);
+        for b in Backend::available() {
+            let mut sc = Scanner::new(b);
+            let mut reference = Scanner::new(Backend::Scalar);
+            let mut buf = Vec::new();
+            let mut at = 0;
+            for chunk in text.chunks(7) {
+                buf.extend_from_slice(chunk);
+                while let Some(lf) = sc.find_lf(&buf, at) {
+                    assert_eq!(Some(lf), reference.find_lf(&buf, at));
+                    let end = if buf[lf - 1] == b'\r' { lf - 1 } else { lf };
+                    let (mut x, mut y) = (Vec::new(), Vec::new());
+                    assert_eq!(sc.tokenize(&buf, at..end, at, &mut x), reference.tokenize(&buf, at..end, at, &mut y));
+                    assert_eq!(x, y, "{b:?}");
+                    at = lf + 1;
+                }
+                assert_eq!(sc.find_lf(&buf, at), None);
+            }
         }
     }
 
@@ -472,29 +775,24 @@ mod tests {
         let line = b"a1 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM)])";
         let mut out = Vec::new();
         assert_eq!(tokenize_reference(line, 0, &mut out), Ok(None));
-        let kinds: Vec<_> = out.iter().map(|t| (t.kind, &line[t.range()])).collect();
+        let kinds: Vec<_> = out.iter().map(|t| (t.kind, t.gap, &line[t.range()])).collect();
         use Kind::*;
         assert_eq!(
             kinds,
             vec![
-                (Atom, &b"a1"[..]),
-                (Space, b" "),
-                (Atom, b"UID"),
-                (Space, b" "),
-                (Atom, b"FETCH"),
-                (Space, b" "),
-                (Atom, b"1:*"),
-                (Space, b" "),
-                (LParen, b"("),
-                (Atom, b"FLAGS"),
-                (Space, b" "),
-                (Atom, b"BODY.PEEK[HEADER.FIELDS"),
-                (Space, b" "),
-                (LParen, b"("),
-                (Atom, b"FROM"),
-                (RParen, b")"),
-                (Atom, b"]"),
-                (RParen, b")"),
+                (Atom, 0, &b"a1"[..]),
+                (Atom, 1, b"UID"),
+                (Atom, 1, b"FETCH"),
+                (Atom, 1, b"1:*"),
+                (LParen, 1, b"("),
+                (Atom, 0, b"FLAGS"),
+                (Atom, 1, b"BODY.PEEK[HEADER.FIELDS"),
+                (LParen, 1, b"("),
+                (Atom, 0, b"FROM"),
+                (RParen, 0, b")"),
+                (Atom, 0, b"]"),
+                (RParen, 0, b")"),
+                (Eol, 0, b""),
             ]
         );
         agree(line);
@@ -504,12 +802,15 @@ mod tests {
     fn quoted_and_literal_announcements() {
         let mut out = Vec::new();
         let r = tokenize_reference(br#"a LOGIN "jo\"e" {5+}"#, 0, &mut out);
-        assert_eq!(r, Ok(Some(Announce { len: 5, nonsync: true, binary: false })));
-        assert_eq!(out[4].kind, Kind::QuotedEscaped);
+        assert_eq!(r, Ok(Some(Announce { len: 5, nonsync: true, binary: false, gap: 1 })));
+        assert_eq!(out[2].kind, Kind::QuotedEscaped);
         out.clear();
         let r = tokenize_reference(b"a APPEND x ~{12}", 0, &mut out);
-        assert_eq!(r, Ok(Some(Announce { len: 12, nonsync: false, binary: true })));
-        assert_eq!(out.last().unwrap().kind, Kind::Space);
+        assert_eq!(r, Ok(Some(Announce { len: 12, nonsync: false, binary: true, gap: 1 })));
+        assert_eq!(out.last().unwrap().kind, Kind::Atom);
+        out.clear();
+        tokenize_reference(b"a  NOOP  ", 0, &mut out).unwrap();
+        assert_eq!((out[1].gap, out[2].kind, out[2].gap), (2, Kind::Eol, 2));
         out.clear();
         let r = tokenize_reference(b"a APPEND x {107374182400}", 0, &mut out);
         assert_eq!(r.unwrap().unwrap().len, 107_374_182_400);
@@ -572,6 +873,9 @@ mod tests {
         fn lf_search_agrees(buf in proptest::collection::vec(prop_oneof![Just(b'\n'), any::<u8>()], 0..300), from in 0usize..300) {
             let from = from.min(buf.len());
             prop_assert_eq!(find_lf(&buf, from), find_lf_reference(&buf, from));
+            for b in Backend::available() {
+                prop_assert_eq!(Scanner::new(b).find_lf(&buf, from), find_lf_reference(&buf, from));
+            }
         }
     }
 }

@@ -110,13 +110,20 @@ impl State {
 pub(crate) enum Wait {
     None,
     /// A password check is out (LOGIN or AUTHENTICATE).
-    Auth { tag: String },
+    Auth {
+        tag: String,
+    },
     /// AUTHENTICATE sent a challenge and waits for the client's line.
-    AuthLine { tag: String, mech: cmd::authenticate::Mechanism },
+    AuthLine {
+        tag: String,
+        mech: cmd::authenticate::Mechanism,
+    },
     /// STARTTLS answered OK; the handshake comes next.
     StartTls,
     /// IDLE is running.
-    Idle { tag: String },
+    Idle {
+        tag: String,
+    },
     /// An APPEND is streaming its message.
     Append(Box<cmd::append::Appending>),
     /// A store change waits to be synced before it is acknowledged.

@@ -158,7 +158,9 @@ impl<'a> Matcher<'a> {
     fn body_matches(&self, needle: &[u8], m: &Msg, l: &Loaded<'_>) -> bool {
         let Some(msg) = self.bytes(m, l) else { return false };
         let all = msg.bytes();
-        let parts = self.with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>()).unwrap_or_default();
+        let parts = self
+            .with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>())
+            .unwrap_or_default();
         if parts.is_empty() {
             return contains_ci(&all[header::header_len(all)..], needle);
         }

@@ -250,7 +250,16 @@ mod tests {
         let recs = vec![
             LogRecord::Append {
                 uid: 7,
-                loc: Location { segment: 2, offset: 104, length: 5000, internal_date: -3, cache_segment: 2, cache_offset: 5200, cache_length: 300, crc: 0xdead_beef },
+                loc: Location {
+                    segment: 2,
+                    offset: 104,
+                    length: 5000,
+                    internal_date: -3,
+                    cache_segment: 2,
+                    cache_offset: 5200,
+                    cache_length: 300,
+                    crc: 0xdead_beef,
+                },
                 flags: F_SEEN | F_DRAFT,
                 keywords: 1 << 63,
                 modseq: 99,

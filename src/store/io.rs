@@ -17,6 +17,7 @@ use std::sync::Arc;
 /// A read-only view of a whole file; shared with outgoing responses.
 pub type Mapping = Rc<dyn AsRef<[u8]>>;
 
+#[allow(clippy::len_without_is_empty)]
 pub trait File {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
     /// Writes all of `buf` at `off`.

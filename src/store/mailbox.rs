@@ -305,7 +305,14 @@ impl Mailbox {
                 if format::crc(&bytes[start..end]) == h.payload_crc {
                     match h.kind {
                         format::KIND_MESSAGE => {
-                            let loc = Location { segment: n, offset: start as u64, length: h.len, internal_date: h.internal_date, crc: h.payload_crc, ..Default::default() };
+                            let loc = Location {
+                                segment: n,
+                                offset: start as u64,
+                                length: h.len,
+                                internal_date: h.internal_date,
+                                crc: h.payload_crc,
+                                ..Default::default()
+                            };
                             msgs.insert(h.uid, Rec::new(h.uid, loc, 0, 0, 1));
                         }
                         format::KIND_CACHE => {
@@ -463,10 +470,14 @@ impl Mailbox {
     /// Segment files no message refers to (left by compaction or by appends
     /// that never completed) are deleted.
     fn remove_orphan_segments(&mut self) -> io::Result<()> {
-        let used: BTreeSet<u32> = self.msgs.iter().flat_map(|m| {
-            let l = self.location(m);
-            [l.segment, l.cache_segment]
-        }).collect();
+        let used: BTreeSet<u32> = self
+            .msgs
+            .iter()
+            .flat_map(|m| {
+                let l = self.location(m);
+                [l.segment, l.cache_segment]
+            })
+            .collect();
         let active = self.writer.as_ref().map(|w| w.segment);
         let mut removed = false;
         for name in self.io.read_dir(&self.dir.join("segments"))? {
@@ -1045,7 +1056,8 @@ impl Mailbox {
                 file.write_at(data.bytes(), off + format::RECORD_HEADER)?;
                 self.wrote(seg);
                 let (cseg, cfile, coff) = self.reserve(RecordHeader::span(cache.len() as u64))?;
-                let ch = RecordHeader { kind: format::KIND_CACHE, uid: m.uid, payload_crc: format::crc(cache.bytes()), len: cache.len() as u64, internal_date: 0 };
+                let ch =
+                    RecordHeader { kind: format::KIND_CACHE, uid: m.uid, payload_crc: format::crc(cache.bytes()), len: cache.len() as u64, internal_date: 0 };
                 cfile.write_at(&ch.encode(), coff)?;
                 cfile.write_at(cache.bytes(), coff + format::RECORD_HEADER)?;
                 self.wrote(cseg);

@@ -28,8 +28,14 @@ use manifest::{canonical, parents, Manifest};
 pub type MailboxRef = Rc<RefCell<Mailbox>>;
 
 /// The special-use mailboxes every new user gets (RFC 6154).
-pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] =
-    [("INBOX", None), ("Drafts", Some("\\Drafts")), ("Sent", Some("\\Sent")), ("Trash", Some("\\Trash")), ("Junk", Some("\\Junk")), ("Archive", Some("\\Archive"))];
+pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
+    ("INBOX", None),
+    ("Drafts", Some("\\Drafts")),
+    ("Sent", Some("\\Sent")),
+    ("Trash", Some("\\Trash")),
+    ("Junk", Some("\\Junk")),
+    ("Archive", Some("\\Archive")),
+];
 
 #[derive(Debug)]
 pub enum MailboxError {
@@ -52,9 +58,7 @@ impl From<std::io::Error> for MailboxError {
 
 /// Directory name for a user (names are validated, but be safe anyway).
 fn user_dir_name(user: &str) -> String {
-    user.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || b"._@+-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
-        .collect()
+    user.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._@+-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
 /// All users' mail on one worker.
@@ -112,7 +116,9 @@ impl UserStore {
         io.create_dir_all(&dir.join("boxes"))?;
         let path = dir.join("mailboxes");
         let manifest = match read_optional(&*io, &path)? {
-            Some(bytes) => Manifest::decode(&bytes).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is corrupt", path.display())))?,
+            Some(bytes) => {
+                Manifest::decode(&bytes).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is corrupt", path.display())))?
+            }
             None => {
                 let mut m = Manifest { next_id: 1, ..Default::default() };
                 for (n, su) in DEFAULT_MAILBOXES {

@@ -20,12 +20,9 @@ impl TestServer {
     pub fn start(driver: Driver, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\nann:{PLAIN}pw\nbob:{PLAIN}pw\n").unwrap();
-        let mut c = Config::default();
-        c.data_dir = dir.path().to_path_buf();
+        let mut c = Config { data_dir: dir.path().to_path_buf(), workers: 2, driver, ..Config::default() };
         c.imap.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.imap.imaps = vec![];
-        c.workers = 2;
-        c.driver = driver;
         c.limits.auth_failure_delay = Duration::from_millis(10);
         c.limits.auth_failure_delay_max = Duration::from_millis(50);
         tweak(&mut c);

@@ -35,7 +35,8 @@ use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 use crate::store::{MailboxRef, StoreError};
 
 /// System flags in the order Dovecot lists them.
-pub const SYSTEM_FLAGS: [(u8, &str); 5] = [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
+pub const SYSTEM_FLAGS: [(u8, &str); 5] =
+    [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
 
 const NOT_AUTH: u8 = 1;
 const AUTH: u8 = 2;
@@ -49,7 +50,9 @@ fn allowed(body: &CommandBody) -> u8 {
         Capability | Noop | Logout | Id(_) => ANY,
         StartTls | Authenticate { .. } | Login { .. } => NOT_AUTH,
         Enable(_) => AUTH,
-        Select { .. } | Create(_) | Delete(_) | Rename { .. } | Subscribe(_) | Unsubscribe(_) | List(_) | Lsub { .. } | Namespace | Status { .. } | Idle => AUTH | SELECTED,
+        Select { .. } | Create(_) | Delete(_) | Rename { .. } | Subscribe(_) | Unsubscribe(_) | List(_) | Lsub { .. } | Namespace | Status { .. } | Idle => {
+            AUTH | SELECTED
+        }
         Check | Close | Unselect | Expunge { .. } | Copy { .. } | Move { .. } | Fetch { .. } | Store { .. } | Search { .. } => SELECTED,
     }
 }

@@ -5,7 +5,17 @@ use crate::proto::{Flag, Out, SequenceSet, StoreOp};
 use crate::session::mailbox::flags_item;
 
 #[allow(clippy::too_many_arguments)]
-pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, op: StoreOp, silent: bool, flags: &[Flag], uid: bool, unchanged_since: Option<u64>, out: &mut Out) -> Directive {
+pub fn run(
+    s: &mut Session,
+    tag: &str,
+    set: &SequenceSet,
+    op: StoreOp,
+    silent: bool,
+    flags: &[Flag],
+    uid: bool,
+    unchanged_since: Option<u64>,
+    out: &mut Out,
+) -> Directive {
     let rev2 = s.enabled.rev2;
     if unchanged_since.is_some() {
         s.enabled.condstore = true;

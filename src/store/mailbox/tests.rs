@@ -59,7 +59,7 @@ fn flags_expunge_checkpoint_and_counts() {
     }
     mb.commit().unwrap();
     let k = mb.keyword("$Junk", true).unwrap().unwrap();
-    assert_eq!(mb.set_flags(5, format::F_SEEN | format::F_DELETED, 1 << k).unwrap().is_some(), true);
+    assert!(mb.set_flags(5, format::F_SEEN | format::F_DELETED, 1 << k).unwrap().is_some());
     assert_eq!(mb.set_flags(5, format::F_SEEN | format::F_DELETED, 1 << k).unwrap(), None, "no change, no modseq");
     assert_eq!(mb.expunge(&[7, 8, 1000]).unwrap(), vec![7, 8]);
     assert_eq!(mb.exists(), 118);
