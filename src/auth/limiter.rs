@@ -63,6 +63,13 @@ impl ConnLimiter {
     }
 }
 
+impl ConnGuard {
+    /// The client's address.
+    pub fn ip(&self) -> IpAddr {
+        self.ip
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut map = self.limiter.per_ip.lock().expect("limiter lock");

@@ -3,10 +3,13 @@
 //! password checks off the event loop, moving to the user's worker, waiting
 //! for group commit, waiting in IDLE. It never interprets a command.
 //!
-//! While a connection waits for input it holds no buffer: it waits for
-//! readiness first and only then borrows a buffer from the worker's pool.
+//! Idle connections are what a mail server has most of, so waiting is made
+//! cheap: the connection's state lives in one heap block, every step but the
+//! wait runs in a boxed future (so the task itself stays a few hundred
+//! bytes), no read or write buffer is held while waiting (readiness first,
+//! then a pooled buffer), and timeouts are deadlines checked by the worker's
+//! sweeper instead of a timer per connection.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Instant;
 
@@ -14,8 +17,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::iovec::OutVec;
-use super::pool::Pool;
-use super::worker::{detach, Migrant, WorkerCtx, WorkerMsg};
+use super::worker::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use crate::auth::limiter::ConnGuard;
 use crate::auth::AuthResult;
 use crate::proto::Out;
@@ -29,269 +31,315 @@ pub async fn refuse(mut stream: TcpStream, why: &'static str) {
     let _ = stream.shutdown().await;
 }
 
-/// Writes everything in `out`, from its buffer and shared mappings.
-async fn flush(stream: &mut TcpStream, out: &mut Out, pool: &Pool) -> std::io::Result<()> {
-    if out.is_empty() {
-        return Ok(());
-    }
-    if out.splices.is_empty() {
-        let buf = std::mem::take(&mut out.buf);
-        let (r, buf) = stream.write_all(buf).await;
-        out.buf = buf;
-        out.buf.clear();
-        r?;
-    } else {
-        let mut v = OutVec::new(std::mem::take(out));
-        while v.remaining() > 0 {
-            let (r, back) = stream.writev(v).await;
-            v = back;
-            match r {
-                Ok(0) => {
-                    *out = v.into_out();
-                    out.clear();
-                    return Err(std::io::ErrorKind::WriteZero.into());
-                }
-                Ok(n) => v.advance(n),
-                Err(e) => {
-                    *out = v.into_out();
-                    out.clear();
-                    return Err(e);
-                }
-            }
-        }
-        *out = v.into_out();
-        out.clear();
-    }
-    let _ = pool;
-    Ok(())
+/// Everything one connection holds, in one heap block.
+struct Conn {
+    ctx: Rc<WorkerCtx>,
+    stream: TcpStream,
+    conn: Connection,
+    out: Out,
+    reg: Registration,
+    signal: Rc<Signal>,
+    guard: ConnGuard,
 }
 
+/// What a wait ended with.
 enum Woke {
     Input,
     Signal,
-    Timer,
 }
 
-/// Waits for input without holding a buffer, or for the signal, or the deadline.
-async fn wait(stream: &TcpStream, signal: &Signal, deadline: Instant) -> std::io::Result<Woke> {
-    let deadline = monoio::time::Instant::from_std(deadline);
+/// What to do after a wake-up.
+enum Next {
+    /// Keep waiting (the deadline stays as it was).
+    Wait,
+    Step(Step),
+    End,
+}
+
+/// The one await an idle connection sits in: readiness or its signal
+/// (mailbox change, shutdown, deadline). A few dozen bytes of future.
+async fn wait(stream: &TcpStream, signal: &Signal) -> std::io::Result<Woke> {
     monoio::select! {
         // Not relaxed: with epoll, readiness cached from an earlier read may be
         // stale; the precise check clears it instead of waking at once (with
         // io_uring this is a PollAdd either way).
         r = stream.readable(false) => r.map(|_| Woke::Input),
         _ = signal.wait() => Ok(Woke::Signal),
-        _ = monoio::time::sleep_until(deadline) => Ok(Woke::Timer),
     }
 }
 
-/// Reads what is available into the decoder, using a pooled buffer.
-async fn read(stream: &mut TcpStream, conn: &mut Connection, pool: &Pool) -> std::io::Result<usize> {
-    let mut buf = conn.decoder().take_buffer();
-    if buf.capacity() == 0 {
-        buf = pool.get();
+impl Conn {
+    /// Writes everything in `out`, from its buffer and shared mappings.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let out = &mut self.out;
+        if out.is_empty() {
+            return Ok(());
+        }
+        if out.splices.is_empty() {
+            let buf = std::mem::take(&mut out.buf);
+            let (r, buf) = self.stream.write_all(buf).await;
+            out.buf = buf;
+            out.buf.clear();
+            return r.map(|_| ());
+        }
+        let mut v = OutVec::new(std::mem::take(out));
+        let mut result = Ok(());
+        while v.remaining() > 0 {
+            let (r, back) = self.stream.writev(v).await;
+            v = back;
+            match r {
+                Ok(0) => {
+                    result = Err(std::io::ErrorKind::WriteZero.into());
+                    break;
+                }
+                Ok(n) => v.advance(n),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        *out = v.into_out();
+        out.clear();
+        result
     }
-    if buf.capacity() - buf.len() < 4096 {
-        buf.reserve(super::pool::BUF_SIZE);
+
+    /// A pooled output buffer, so responses do not grow one from nothing
+    /// (which also keeps short-lived allocations away from long-lived ones).
+    fn out_buffer(&mut self) {
+        if self.out.buf.capacity() == 0 {
+            self.out.buf = self.ctx.pool.get();
+        }
     }
-    let len = buf.len();
-    let (r, slice) = stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
-    conn.decoder().restore_buffer(slice.into_inner());
-    r
+
+    /// Gives the connection's buffers back to the pool while it waits.
+    fn release(&mut self) {
+        let pool = &self.ctx.pool;
+        if self.conn.is_quiet() {
+            let d = self.conn.decoder();
+            if d.is_empty() {
+                pool.put(d.take_buffer());
+                d.shrink();
+            }
+        }
+        pool.put(std::mem::take(&mut self.out.buf));
+        if self.out.splices.capacity() > 0 {
+            self.out.splices = Vec::new();
+        }
+    }
+
+    /// Before waiting: send what is pending, let go of buffers, and arm the
+    /// deadline for this kind of wait.
+    async fn prepare(&mut self, idle: bool) -> bool {
+        if self.flush().await.is_err() {
+            return false;
+        }
+        self.release();
+        let l = &self.ctx.shared.config.limits;
+        let after = if idle {
+            l.idle_keepalive
+        } else if self.conn.is_authenticated() {
+            l.idle_timeout
+        } else {
+            l.login_timeout
+        };
+        self.reg.arm(Instant::now() + after);
+        true
+    }
+
+    /// Reads what is available into the decoder, using a pooled buffer.
+    async fn read(&mut self) -> std::io::Result<usize> {
+        let d = self.conn.decoder();
+        let mut buf = d.take_buffer();
+        if buf.capacity() == 0 {
+            buf = self.ctx.pool.get();
+        }
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(super::pool::BUF_SIZE);
+        }
+        let len = buf.len();
+        let (r, slice) = self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
+        self.conn.decoder().restore_buffer(slice.into_inner());
+        r
+    }
+
+    async fn after_wake(&mut self, woke: std::io::Result<Woke>, idle: bool) -> Next {
+        match woke {
+            Err(_) => Next::End,
+            Ok(Woke::Input) => match self.read().await {
+                Ok(0) | Err(_) => Next::End,
+                Ok(_) => {
+                    self.out_buffer();
+                    Next::Step(self.conn.step(WorkerCtx::now(), &mut self.out))
+                }
+            },
+            Ok(Woke::Signal) => {
+                if self.ctx.stopping.get() {
+                    self.conn.shutdown(&mut self.out);
+                    return Next::Step(Step::Close);
+                }
+                if self.reg.take_expired() {
+                    if idle {
+                        // RFC 2177: IDLE is not timed out; a keepalive keeps NATs open.
+                        self.conn.keepalive(&mut self.out);
+                        return Next::Step(Step::Idle);
+                    }
+                    self.conn.timed_out(&mut self.out);
+                    return Next::Step(Step::Close);
+                }
+                if idle {
+                    self.out_buffer();
+                    self.conn.notify(&mut self.out);
+                    if !self.out.is_empty() && self.flush().await.is_err() {
+                        return Next::End;
+                    }
+                    self.release();
+                }
+                Next::Wait
+            }
+        }
+    }
+
+    /// Checks a password: from the cache of verified credentials, or with the
+    /// slow hash on the blocking pool so the worker keeps serving. A failure
+    /// is answered only after the growing per-IP delay.
+    async fn authenticate(&mut self, user: String, password: Vec<u8>) -> Step {
+        let auth = self.ctx.shared.auth.clone();
+        let result = match auth.check_cached(&user, &password) {
+            (Some(true), _) => AuthResult::Ok(crate::auth::passwd::normalize_user_name(&user)),
+            (_, None) => AuthResult::Failed,
+            (_, Some(stored)) => monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable),
+        };
+        if result == AuthResult::Failed {
+            let delay = self.ctx.shared.failures.failed(self.guard.ip(), Instant::now());
+            monoio::time::sleep(delay).await;
+        }
+        self.conn.auth_done(result, &mut self.out)
+    }
+
+    /// A user logged in: serve them here if their mail lives on this worker;
+    /// otherwise hand the connection to that worker (None).
+    async fn logged_in(&mut self, user: String) -> Option<Result<Step, (usize, std::net::TcpStream)>> {
+        let home = super::shard(&user, self.ctx.shared.workers());
+        if home == self.ctx.id {
+            return Some(Ok(match self.ctx.store.user(&user, WorkerCtx::now()) {
+                Ok(u) => {
+                    self.conn.attach(u);
+                    self.conn.step(WorkerCtx::now(), &mut self.out)
+                }
+                Err(e) => {
+                    tracing::error!(user, error = %e, "cannot open the user's mail store");
+                    self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Mail store unavailable");
+                    Step::Close
+                }
+            }));
+        }
+        self.flush().await.ok()?;
+        match detach(&self.stream) {
+            Ok(s) => Some(Err((home, s))),
+            Err(_) => {
+                self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Internal error");
+                Some(Ok(Step::Close))
+            }
+        }
+    }
+
+    /// Every step but waiting.
+    async fn run(&mut self, step: Step) -> Option<Step> {
+        Some(match step {
+            Step::Flush => {
+                self.flush().await.ok()?;
+                self.conn.step(WorkerCtx::now(), &mut self.out)
+            }
+            Step::Authenticate { user, password } => self.authenticate(user, password).await,
+            Step::AwaitDurable => {
+                let r = match self.conn.durable_target() {
+                    Some(mb) => self.ctx.committer.commit(mb).await,
+                    None => Ok(()),
+                };
+                self.conn.durable_done(r, &mut self.out);
+                self.conn.step(WorkerCtx::now(), &mut self.out)
+            }
+            Step::StartTls => {
+                // TLS is not configured on this listener; the session never offers it.
+                self.out.untagged_status("BYE", None, "TLS unavailable");
+                Step::Close
+            }
+            Step::Close => {
+                let _ = self.flush().await;
+                let _ = self.stream.shutdown().await;
+                return None;
+            }
+            Step::Read | Step::Idle | Step::LoggedIn(_) => unreachable!("handled by serve"),
+        })
+    }
 }
 
-/// Returns the connection's buffers to the pool while it waits.
-fn release(conn: &mut Connection, out: &mut Out, pool: &Pool) {
-    if conn.decoder().is_empty() {
-        pool.put(conn.decoder().take_buffer());
+/// Starts serving a connection on this worker.
+pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, guard: ConnGuard, mut conn: Connection, greet: bool) {
+    let signal = Signal::new();
+    conn.set_signal(signal.clone());
+    let reg = ctx.register(&signal);
+    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, conn, out: Out::new(), reg, signal, guard });
+    if greet {
+        c.out_buffer();
+        c.conn.greeting(&mut c.out);
     }
-    pool.put(std::mem::take(&mut out.buf));
+    // The task gets only the box: an async fn keeps its arguments in its
+    // state for its whole life, so they must be small.
+    monoio::spawn(serve(c));
 }
 
 /// Serves one connection until it ends or moves to another worker.
-pub async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, peer: SocketAddr, guard: ConnGuard, mut conn: Connection, greet: bool) {
+async fn serve(mut c: Box<Conn>) {
+    let ctx = c.ctx.clone();
     ctx.connections.set(ctx.connections.get() + 1);
-    let signal = Signal::new();
-    conn.set_signal(signal.clone());
-    let registration = ctx.register(&signal);
-    let mut out = Out::new();
-    if greet {
-        conn.greeting(&mut out);
-    }
-    let mut step = match conn.user().map(str::to_string) {
+    let mut step = match c.conn.user().map(str::to_string) {
         // Resumed here, or preauthenticated: place it on the user's worker.
         Some(user) => Step::LoggedIn(user),
         None => Step::Read,
     };
     let mut moved = None;
-    loop {
+    'conn: loop {
         step = match step {
-            Step::Read | Step::Flush | Step::Idle => {
+            Step::Read | Step::Idle => {
                 let idle = step == Step::Idle;
-                if flush(&mut stream, &mut out, &ctx.pool).await.is_err() {
+                if !Box::pin(c.prepare(idle)).await {
                     break;
                 }
-                if step == Step::Flush {
-                    conn.step(WorkerCtx::now(), &mut out)
-                } else {
-                    match input(&ctx, &mut stream, &mut conn, &signal, &mut out, idle).await {
-                        Some(s) => s,
-                        None => break,
+                loop {
+                    let woke = wait(&c.stream, &c.signal).await;
+                    match Box::pin(c.after_wake(woke, idle)).await {
+                        Next::Wait => continue,
+                        Next::Step(s) => break s,
+                        Next::End => break 'conn,
                     }
                 }
             }
-            Step::Authenticate { user, password } => {
-                let result = verify(&ctx, user, password).await;
-                if result == AuthResult::Failed {
-                    let delay = ctx.shared.failures.failed(peer.ip(), Instant::now());
-                    monoio::time::sleep(delay).await;
+            Step::LoggedIn(user) => match Box::pin(c.logged_in(user)).await {
+                Some(Ok(s)) => s,
+                Some(Err(target)) => {
+                    moved = Some(target);
+                    break;
                 }
-                conn.auth_done(result, &mut out)
-            }
-            Step::LoggedIn(user) => {
-                let home = super::shard(&user, ctx.shared.workers());
-                if home == ctx.id {
-                    match ctx.store.user(&user, WorkerCtx::now()) {
-                        Ok(u) => {
-                            conn.attach(u);
-                            conn.step(WorkerCtx::now(), &mut out)
-                        }
-                        Err(e) => {
-                            tracing::error!(user, error = %e, "cannot open the user's mail store");
-                            out.untagged_status("BYE", Some("UNAVAILABLE"), "Mail store unavailable");
-                            Step::Close
-                        }
-                    }
-                } else {
-                    // Everything of this user lives on `home`: move there.
-                    if flush(&mut stream, &mut out, &ctx.pool).await.is_err() {
-                        break;
-                    }
-                    match (conn.snapshot(), detach(&stream)) {
-                        (Some(snapshot), Ok(std_stream)) => {
-                            moved = Some((home, std_stream, snapshot));
-                            break;
-                        }
-                        _ => {
-                            out.untagged_status("BYE", Some("UNAVAILABLE"), "Internal error");
-                            Step::Close
-                        }
-                    }
-                }
-            }
-            Step::AwaitDurable => {
-                let r = match conn.durable_target() {
-                    Some(mb) => ctx.committer.commit(mb).await,
-                    None => Ok(()),
-                };
-                conn.durable_done(r, &mut out);
-                conn.step(WorkerCtx::now(), &mut out)
-            }
-            Step::StartTls => {
-                // TLS is not configured on this listener; the session never offers it.
-                out.untagged_status("BYE", None, "TLS unavailable");
-                Step::Close
-            }
-            Step::Close => {
-                let _ = flush(&mut stream, &mut out, &ctx.pool).await;
-                let _ = stream.shutdown().await;
-                break;
-            }
+                None => break,
+            },
+            other => match Box::pin(c.run(other)).await {
+                Some(s) => s,
+                None => break,
+            },
         };
     }
-    drop(registration);
     ctx.connections.set(ctx.connections.get() - 1);
-    release(&mut conn, &mut out, &ctx.pool);
-    if let Some((home, std_stream, snapshot)) = moved {
-        drop(stream);
-        let m = Migrant { stream: std_stream, peer, guard, snapshot };
-        if ctx.shared.inboxes[home].send(WorkerMsg::Adopt(Box::new(m))).is_err() {
-            tracing::warn!("target worker is gone; connection dropped");
-        }
-    }
-}
-
-/// Waits for and reads input, honouring timeouts, IDLE notifications and
-/// shutdown. Returns the next step, or None when the connection is over.
-async fn input(ctx: &Rc<WorkerCtx>, stream: &mut TcpStream, conn: &mut Connection, signal: &Signal, out: &mut Out, idle: bool) -> Option<Step> {
-    let limits = &ctx.shared.config.limits;
-    let started = Instant::now();
-    loop {
-        if ctx.stopping.get() {
-            conn.shutdown(out);
-            return Some(Step::Close);
-        }
-        let deadline = if idle {
-            started + limits.idle_keepalive
-        } else if conn.is_authenticated() {
-            started + limits.idle_timeout
-        } else {
-            started + limits.login_timeout
-        };
-        if conn.is_quiet() {
-            release(conn, out, &ctx.pool);
-        }
-        let woke = if conn.decoder().is_empty() {
-            match wait(stream, signal, deadline).await {
-                Ok(w) => w,
-                Err(_) => return None,
-            }
-        } else {
-            // A partial command is pending: read directly, still bounded in time.
-            Woke::Input
-        };
-        match woke {
-            Woke::Input => {
-                let r = if conn.decoder().is_empty() {
-                    read(stream, conn, &ctx.pool).await
-                } else {
-                    let d = monoio::time::Instant::from_std(deadline);
-                    match monoio::time::timeout_at(d, read(stream, conn, &ctx.pool)).await {
-                        Ok(r) => r,
-                        Err(_) => {
-                            conn.timed_out(out);
-                            return Some(Step::Close);
-                        }
-                    }
-                };
-                match r {
-                    Ok(0) | Err(_) => return None,
-                    Ok(_) => return Some(conn.step(WorkerCtx::now(), out)),
-                }
-            }
-            Woke::Signal => {
-                if ctx.stopping.get() {
-                    continue;
-                }
-                if idle {
-                    conn.notify(out);
-                    if !out.is_empty() && flush(stream, out, &ctx.pool).await.is_err() {
-                        return None;
-                    }
-                }
-            }
-            Woke::Timer => {
-                if idle {
-                    conn.keepalive(out);
-                    if flush(stream, out, &ctx.pool).await.is_err() {
-                        return None;
-                    }
-                    return Some(Step::Idle);
-                }
-                conn.timed_out(out);
-                return Some(Step::Close);
+    c.release();
+    if let Some((home, std_stream)) = moved {
+        let Conn { mut conn, guard, .. } = *c;
+        // The snapshot carries any input already read past the login.
+        if let Some(snapshot) = conn.snapshot() {
+            let m = Migrant { stream: std_stream, guard, snapshot };
+            if ctx.shared.inboxes[home].send(WorkerMsg::Adopt(Box::new(m))).is_err() {
+                tracing::warn!("target worker is gone; connection dropped");
             }
         }
-    }
-}
-
-/// Checks a password: from the cache of verified credentials, or with the
-/// slow hash on the blocking pool so the worker keeps serving.
-async fn verify(ctx: &Rc<WorkerCtx>, user: String, password: Vec<u8>) -> AuthResult {
-    let auth = ctx.shared.auth.clone();
-    match auth.check_cached(&user, &password) {
-        (Some(true), _) => AuthResult::Ok(crate::auth::passwd::normalize_user_name(&user)),
-        (_, None) => AuthResult::Failed,
-        (_, Some(stored)) => monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable),
     }
 }

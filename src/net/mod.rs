@@ -115,7 +115,7 @@ impl Server {
         let db = Arc::new(UserDb::open(&config.users_file()).map_err(|e| format!("cannot read {}: {e}", config.users_file().display()))?);
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
         let limits = Limits { message_max: config.limits.max_message_size, ..Limits::DEFAULT };
-        let session_cfg = Arc::new(SessionConfig { limits, max_auth_failures: config.limits.max_auth_failures, starttls: false });
+        let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: false });
 
         let mut per_worker: Vec<Vec<(Listener, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
         let mut imap_addrs = Vec::new();

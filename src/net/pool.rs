@@ -6,8 +6,9 @@ use std::cell::RefCell;
 
 /// Size of a pooled buffer: one read usually brings a whole command.
 pub const BUF_SIZE: usize = 16 * 1024;
-/// Buffers kept for reuse; more are freed.
-const KEEP: usize = 512;
+/// Buffers kept for reuse; more are freed. Enough for the connections
+/// that have bytes in flight at one moment, not for all of them.
+const KEEP: usize = 64;
 
 #[derive(Default)]
 pub struct Pool {

@@ -4,11 +4,10 @@
 //! it only through its inbox.
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::net::{TcpListener, TcpStream};
 use slab::Slab;
@@ -32,7 +31,6 @@ pub enum WorkerMsg {
 
 pub struct Migrant {
     pub stream: std::net::TcpStream,
-    pub peer: SocketAddr,
     pub guard: ConnGuard,
     pub snapshot: Snapshot,
 }
@@ -44,28 +42,51 @@ pub struct WorkerCtx {
     pub store: Store,
     pub committer: Rc<Committer>,
     pub pool: Pool,
-    /// Wake-up signals of every connection and accept loop (for shutdown).
-    signals: RefCell<Slab<Rc<Signal>>>,
+    /// Every connection and accept loop: its wake-up signal and deadline
+    /// (for shutdown and for timeouts, which one sweeper checks for all).
+    entries: RefCell<Slab<Rc<Entry>>>,
     pub connections: Cell<usize>,
     pub stopping: Cell<bool>,
 }
 
-/// Keeps a signal registered while a task runs.
+/// A task's place in the worker's registry.
+pub struct Entry {
+    signal: Rc<Signal>,
+    deadline: Cell<Option<Instant>>,
+    expired: Cell<bool>,
+}
+
+/// Keeps an entry registered while a task runs.
 pub struct Registration {
     ctx: Rc<WorkerCtx>,
     key: usize,
+    entry: Rc<Entry>,
+}
+
+impl Registration {
+    /// Fires the task's signal at `at` (within one sweep tick), unless re-armed.
+    pub fn arm(&self, at: Instant) {
+        self.entry.deadline.set(Some(at));
+        self.entry.expired.set(false);
+    }
+
+    /// Whether the deadline passed (and forgets that it did).
+    pub fn take_expired(&self) -> bool {
+        self.entry.expired.replace(false)
+    }
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
-        self.ctx.signals.borrow_mut().remove(self.key);
+        self.ctx.entries.borrow_mut().remove(self.key);
     }
 }
 
 impl WorkerCtx {
     pub fn register(self: &Rc<Self>, s: &Rc<Signal>) -> Registration {
-        let key = self.signals.borrow_mut().insert(s.clone());
-        Registration { ctx: self.clone(), key }
+        let entry = Rc::new(Entry { signal: s.clone(), deadline: Cell::new(None), expired: Cell::new(false) });
+        let key = self.entries.borrow_mut().insert(entry.clone());
+        Registration { ctx: self.clone(), key, entry }
     }
 
     pub fn now() -> i64 {
@@ -74,8 +95,8 @@ impl WorkerCtx {
 
     fn stop(&self) {
         self.stopping.set(true);
-        for (_, s) in self.signals.borrow().iter() {
-            s.fire();
+        for (_, e) in self.entries.borrow().iter() {
+            e.signal.fire();
         }
     }
 }
@@ -96,7 +117,7 @@ pub fn run(id: usize, shared: Arc<Shared>, listeners: Vec<(Listener, std::net::T
             shared,
             store,
             pool: Pool::default(),
-            signals: RefCell::new(Slab::new()),
+            entries: RefCell::new(Slab::new()),
             connections: Cell::new(0),
             stopping: Cell::new(false),
         });
@@ -140,6 +161,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
         }
     }
     monoio::spawn(housekeeping(ctx.clone()));
+    monoio::spawn(sweep_deadlines(ctx.clone()));
     while let Ok(msg) = inbox.recv_async().await {
         match msg {
             WorkerMsg::Adopt(m) => {
@@ -147,7 +169,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
                 match TcpStream::from_std(m.stream) {
                     Ok(stream) => {
                         let conn = Connection::resume(m.snapshot);
-                        monoio::spawn(conn::serve(ctx.clone(), stream, m.peer, m.guard, conn, false));
+                        conn::spawn(&ctx, stream, m.guard, conn, false);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot adopt connection"),
                 }
@@ -197,10 +219,31 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
                     ListenerKind::Imap => Connection::new(ctx.shared.session_cfg.clone(), facts),
                     ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.shared.session_cfg.clone(), facts, user.clone()),
                 };
-                monoio::spawn(conn::serve(ctx.clone(), stream, peer, guard, conn, true));
+                conn::spawn(&ctx, stream, guard, conn, true);
             }
             Err(refusal) => {
                 monoio::spawn(conn::refuse(stream, refusal.message()));
+            }
+        }
+    }
+}
+
+/// Fires the signals of connections whose deadline passed. One task for
+/// all connections, instead of a timer each (a monoio timer is 640 bytes).
+async fn sweep_deadlines(ctx: Rc<WorkerCtx>) {
+    let l = &ctx.shared.config.limits;
+    let tick = (l.login_timeout.min(l.idle_timeout).min(l.idle_keepalive) / 4).clamp(Duration::from_millis(10), Duration::from_millis(250));
+    loop {
+        monoio::time::sleep(tick).await;
+        if ctx.stopping.get() {
+            return;
+        }
+        let now = Instant::now();
+        for (_, e) in ctx.entries.borrow().iter() {
+            if e.deadline.get().is_some_and(|d| d <= now) {
+                e.deadline.set(None);
+                e.expired.set(true);
+                e.signal.fire();
             }
         }
     }

@@ -8,6 +8,8 @@
 //! holds at most what [`Limits`] allows.
 
 use super::command::{AppendHeader, Command};
+use std::sync::Arc;
+
 use super::limits::Limits;
 use super::parse::{parse_append_prefix, parse_command, parse_tag};
 use super::scan::{Announce, Kind, ScanErrorKind, Scanner, Token};
@@ -40,6 +42,17 @@ pub enum Event<'a> {
     Fatal(&'static str),
 }
 
+/// The error to answer once the rest of a bad command has been skipped.
+#[derive(Debug)]
+struct Report {
+    tag: Option<String>,
+    message: String,
+}
+
+fn report(tag: Option<String>, message: impl Into<String>) -> Option<Box<Report>> {
+    Some(Box::new(Report { tag, message: message.into() }))
+}
+
 #[derive(Debug)]
 enum State {
     /// Reading the lines of a command.
@@ -53,9 +66,9 @@ enum State {
     /// The APPEND message is done; its line must end now.
     AppendTail,
     /// Throwing away literal data the client sends regardless (non-synchronizing).
-    Skip { remaining: u64, report: Option<(Option<String>, String)> },
+    Skip { remaining: u64, report: Option<Box<Report>> },
     /// Throwing away the rest of a line, then reporting (if anything).
-    Discard { discarded: usize, report: Option<(Option<String>, String)> },
+    Discard { discarded: usize, report: Option<Box<Report>> },
     /// The next line answers an AUTHENTICATE challenge.
     AuthLine,
     /// The next line should be `DONE`.
@@ -71,19 +84,20 @@ pub struct Decoder {
     /// Tokens of the command in progress; offsets are relative to `start`.
     tokens: Vec<Token>,
     scanner: Scanner,
-    limits: Limits,
+    limits: Arc<Limits>,
     state: State,
 }
 
 impl Decoder {
-    pub fn new(limits: Limits) -> Self {
+    /// A decoder with these limits (shared: every connection of a listener
+    /// uses the same ones).
+    pub fn new(limits: Arc<Limits>) -> Self {
         Self::with_scanner(limits, Scanner::default())
     }
 
-    pub fn with_scanner(mut limits: Limits, scanner: Scanner) -> Self {
-        // Tokens carry 16-bit lengths: no line or kept literal may be longer.
-        limits.line_max = limits.line_max.min(super::scan::MAX_TOKEN_LEN);
-        limits.literal_max = limits.literal_max.min(super::scan::MAX_TOKEN_LEN);
+    pub fn with_scanner(limits: Arc<Limits>, scanner: Scanner) -> Self {
+        let limits =
+            if limits.line_max > super::scan::MAX_TOKEN_LEN || limits.literal_max > super::scan::MAX_TOKEN_LEN { Arc::new(limits.clamped()) } else { limits };
         Decoder { buf: Vec::new(), start: 0, pos: 0, tokens: Vec::new(), scanner, limits, state: State::Line }
     }
 
@@ -114,6 +128,15 @@ impl Decoder {
     pub fn take_buffer(&mut self) -> Vec<u8> {
         self.compact();
         std::mem::take(&mut self.buf)
+    }
+
+    /// Frees the token vector and scanner bitmaps of an empty decoder (a
+    /// waiting connection keeps no per-command memory).
+    pub fn shrink(&mut self) {
+        if self.is_empty() {
+            self.tokens = Vec::new();
+            self.scanner.release();
+        }
     }
 
     pub fn restore_buffer(&mut self, buf: Vec<u8>) {
@@ -195,7 +218,7 @@ impl Decoder {
                             let discarded = self.buf.len() - self.pos;
                             self.pos = self.buf.len();
                             self.consume();
-                            self.state = State::Discard { discarded, report: Some((tag, "Command line too long".into())) };
+                            self.state = State::Discard { discarded, report: report(tag, "Command line too long") };
                             continue;
                         }
                         return Event::NeedMore;
@@ -338,8 +361,8 @@ impl Decoder {
                         }
                         _ => self.state = State::Line,
                     }
-                    if let Some((tag, message)) = report {
-                        return Event::Bad { tag, message };
+                    if let Some(r) = report {
+                        return Event::Bad { tag: r.tag, message: r.message };
                     }
                 }
                 st @ (State::AuthLine | State::IdleDone) => {
@@ -406,7 +429,7 @@ impl Decoder {
         if a.len > self.limits.discard_max as u64 {
             return Event::Fatal("Literal too large");
         }
-        self.state = State::Skip { remaining: a.len, report: Some((tag, message)) };
+        self.state = State::Skip { remaining: a.len, report: report(tag, message) };
         match self.next() {
             Event::Bad { tag, message } => Event::Bad { tag, message },
             Event::Fatal(m) => Event::Fatal(m),
@@ -447,7 +470,7 @@ mod tests {
     use crate::proto::command::CommandBody;
 
     fn events(input: &[u8]) -> Vec<String> {
-        let mut d = Decoder::new(Limits { line_max: 100, command_max: 200, literal_max: 50, discard_max: 1000, ..Limits::DEFAULT });
+        let mut d = Decoder::new(Arc::new(Limits { line_max: 100, command_max: 200, literal_max: 50, discard_max: 1000, ..Limits::DEFAULT }));
         d.feed(input);
         let mut out = Vec::new();
         loop {
@@ -514,7 +537,7 @@ mod tests {
     fn byte_at_a_time_equals_whole() {
         let input = b"a NOOP\r\nb LOGIN {3}\r\nabc \"x\"\r\nc APPEND INBOX {4+}\r\nwxyz\r\nd BAD-CMD\r\n";
         let whole = events(input);
-        let mut d = Decoder::new(Limits::DEFAULT);
+        let mut d = Decoder::new(Arc::new(Limits::DEFAULT));
         let mut got = Vec::new();
         let mut appended = Vec::new();
         for &b in input.iter() {
@@ -538,7 +561,7 @@ mod tests {
 
     #[test]
     fn idle_done_and_auth_lines() {
-        let mut d = Decoder::new(Limits::DEFAULT);
+        let mut d = Decoder::new(Arc::new(Limits::DEFAULT));
         d.feed(b"a IDLE\r\nDONE\r\n");
         assert!(matches!(d.next(), Event::Command(Command { body: CommandBody::Idle, .. })));
         d.expect_idle_done();

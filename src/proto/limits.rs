@@ -44,6 +44,14 @@ impl Limits {
     };
 }
 
+impl Limits {
+    /// Tokens carry 16-bit lengths: no line or kept literal may be longer.
+    pub fn clamped(self) -> Limits {
+        let max = super::scan::MAX_TOKEN_LEN;
+        Limits { line_max: self.line_max.min(max), literal_max: self.literal_max.min(max), ..self }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self::DEFAULT

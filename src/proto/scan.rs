@@ -286,6 +286,12 @@ impl Backend {
 /// byte by byte on each line.
 pub struct Scanner {
     backend: Backend,
+    /// Allocated while in use; an idle connection's scanner holds none.
+    maps: Option<Box<Bitmaps>>,
+}
+
+#[derive(Default)]
+struct Bitmaps {
     /// Bit i of word w set: byte 64*w + i ends an atom (see [`is_delim`]).
     delim: Vec<u64>,
     /// Same layout: `"`, `\`, NUL or CR, the bytes a quoted string cares about.
@@ -306,7 +312,7 @@ impl Default for Scanner {
 
 impl Scanner {
     pub fn new(backend: Backend) -> Self {
-        Scanner { backend, delim: Vec::new(), quote: Vec::new(), lf: Vec::new(), first_word: 0, upto: 0 }
+        Scanner { backend, maps: None }
     }
 
     pub fn backend(&self) -> Backend {
@@ -315,44 +321,92 @@ impl Scanner {
 
     /// The buffer's bytes moved or were replaced: forget the bitmaps.
     pub fn reset(&mut self) {
-        self.clear_maps();
-        self.first_word = 0;
-        self.upto = 0;
+        if let Some(m) = &mut self.maps {
+            m.truncate(0);
+            m.first_word = 0;
+            m.upto = 0;
+        }
     }
 
-    fn clear_maps(&mut self) {
-        self.truncate_maps(0);
+    /// Frees the bitmaps' memory (they are rebuilt on demand).
+    pub fn release(&mut self) {
+        self.maps = None;
     }
 
-    fn truncate_maps(&mut self, words: usize) {
+    /// The bitmaps, made to describe `buf` from `from` on (bytes before
+    /// `from` are consumed and never looked at again).
+    fn maps_from(&mut self, buf: &[u8], from: usize) -> &mut Bitmaps {
+        let maps = self.maps.get_or_insert_with(Box::default);
+        let fw = from / 64;
+        if maps.upto > buf.len() || fw < maps.first_word || from > maps.upto {
+            // Not a continuation of what we classified (a literal was skipped,
+            // or the buffer changed): start over at `from`.
+            maps.truncate(0);
+            maps.first_word = fw;
+            maps.upto = fw * 64;
+        }
+        maps
+    }
+
+    /// The first LF at or after `from`. Classifies the buffer a few words at
+    /// a time until it finds one, so bytes past the line (a literal the
+    /// decoder will step over) are mostly never classified.
+    pub fn find_lf(&mut self, buf: &[u8], from: usize) -> Option<usize> {
+        const STEP: usize = 256;
+        let backend = self.backend;
+        if backend == Backend::Scalar {
+            return find_lf_reference(buf, from);
+        }
+        let maps = self.maps_from(buf, from);
+        loop {
+            let p = next_set(&maps.lf, maps.first_word, from, maps.upto);
+            if p < maps.upto {
+                return Some(p);
+            }
+            if maps.upto >= buf.len() {
+                return None;
+            }
+            let to = (maps.upto / 64 * 64 + STEP).max(from + 1);
+            maps.classify(backend, buf, to);
+        }
+    }
+
+    /// Tokenizes `buf[line]` (a line without its CRLF), appending tokens
+    /// whose offsets are relative to `base` (the start of the command).
+    /// Returns the literal announced at the end of the line. Lines longer
+    /// than [`MAX_TOKEN_LEN`] are refused (the decoder's line limit keeps
+    /// them out).
+    pub fn tokenize(&mut self, buf: &[u8], line: std::ops::Range<usize>, base: usize, out: &mut Vec<Token>) -> ScanResult {
+        assert!(line.len() <= MAX_TOKEN_LEN, "line longer than the scanner takes");
+        let backend = self.backend;
+        if backend == Backend::Scalar {
+            return tokenize_reference(&buf[line.clone()], (line.start - base) as u32, out);
+        }
+        let maps = self.maps_from(buf, line.start);
+        if maps.upto < line.end || maps.delim.is_empty() {
+            maps.classify(backend, buf, line.end);
+        }
+        tokenize_bitmaps(buf, line, base, &maps.delim, &maps.quote, maps.first_word, out)
+    }
+}
+
+impl Bitmaps {
+    fn truncate(&mut self, words: usize) {
         for m in [&mut self.delim, &mut self.quote, &mut self.lf] {
             m.truncate(words);
         }
     }
 
-    /// Makes the bitmaps describe `buf` from `from` on (bytes before `from`
-    /// are consumed and never looked at again); classifies nothing yet.
-    fn sync_start(&mut self, buf: &[u8], from: usize) {
-        let fw = from / 64;
-        if self.upto > buf.len() || fw < self.first_word || from > self.upto {
-            // Not a continuation of what we classified (a literal was skipped,
-            // or the buffer changed): start over at `from`.
-            self.clear_maps();
-            self.first_word = fw;
-            self.upto = fw * 64;
-        }
-    }
-
     /// Classifies the bytes up to `to` (at most the end of `buf`), redoing
     /// the last word if it was partial.
-    fn classify_more(&mut self, buf: &[u8], to: usize) {
+    fn classify(&mut self, backend: Backend, buf: &[u8], to: usize) {
         let w0 = self.upto / 64;
-        self.truncate_maps(w0 - self.first_word);
+        self.truncate(w0 - self.first_word);
         let end = to.min(buf.len());
         let bytes = &buf[w0 * 64..end];
         #[cfg(target_arch = "x86_64")]
         let maps = x86::Maps { delim: &mut self.delim, quote: &mut self.quote, lf: &mut self.lf };
-        match self.backend {
+        match backend {
             Backend::Scalar => {}
             #[cfg(target_arch = "x86_64")]
             Backend::Sse2 => x86::classify_sse2(bytes, maps),
@@ -364,45 +418,6 @@ impl Scanner {
             Backend::Avx2 => unsafe { x86::classify_avx2(bytes, maps) },
         }
         self.upto = end;
-    }
-
-    /// The first LF at or after `from`. Classifies the buffer a few words at
-    /// a time until it finds one, so bytes past the line (a literal the
-    /// decoder will step over) are mostly never classified.
-    pub fn find_lf(&mut self, buf: &[u8], from: usize) -> Option<usize> {
-        const STEP: usize = 256;
-        if self.backend == Backend::Scalar {
-            return find_lf_reference(buf, from);
-        }
-        self.sync_start(buf, from);
-        loop {
-            let p = next_set(&self.lf, self.first_word, from, self.upto);
-            if p < self.upto {
-                return Some(p);
-            }
-            if self.upto >= buf.len() {
-                return None;
-            }
-            let to = (self.upto / 64 * 64 + STEP).max(from + 1);
-            self.classify_more(buf, to);
-        }
-    }
-
-    /// Tokenizes `buf[line]` (a line without its CRLF), appending tokens
-    /// whose offsets are relative to `base` (the start of the command).
-    /// Returns the literal announced at the end of the line.
-    /// Lines longer than [`MAX_TOKEN_LEN`] are refused (the decoder's line
-    /// limit keeps them out).
-    pub fn tokenize(&mut self, buf: &[u8], line: std::ops::Range<usize>, base: usize, out: &mut Vec<Token>) -> ScanResult {
-        assert!(line.len() <= MAX_TOKEN_LEN, "line longer than the scanner takes");
-        if self.backend == Backend::Scalar {
-            return tokenize_reference(&buf[line.clone()], (line.start - base) as u32, out);
-        }
-        self.sync_start(buf, line.start);
-        if self.upto < line.end || self.delim.is_empty() {
-            self.classify_more(buf, line.end);
-        }
-        tokenize_bitmaps(buf, line, base, &self.delim, &self.quote, self.first_word, out)
     }
 }
 

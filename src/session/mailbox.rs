@@ -19,8 +19,8 @@ pub struct Selected {
     uids: Rc<[u32]>,
     version: u64,
     modseq: u64,
-    /// UID ranges that are \Recent in this session (RFC 3501).
-    recent: Vec<(u32, u32)>,
+    /// UIDs that are \Recent in this session (RFC 3501).
+    recent: Recent,
     /// Flag changes this session made and already reported: (uid, modseq).
     own: Vec<(u32, u64)>,
     /// `SEARCH RETURN (SAVE)` result, as UIDs (RFC 5182).
@@ -37,12 +37,11 @@ impl Selected {
             if let Some(s) = &signal {
                 mb.watch(s);
             }
-            let recent = if read_only {
-                Vec::new()
-            } else {
+            let mut recent = Recent::default();
+            if !read_only {
                 let from = mb.claim_recent();
-                vec![(from, mb.uidnext().saturating_sub(1))]
-            };
+                recent.add(from, mb.uidnext().saturating_sub(1));
+            }
             (mb.uids(), mb.version(), mb.highest_modseq(), recent)
         };
         Selected { mbox, name, read_only, uids, version, modseq, recent, own: Vec::new(), saved: Vec::new(), condstore, signal }
@@ -68,7 +67,7 @@ impl Selected {
     }
 
     pub fn is_recent(&self, uid: u32) -> bool {
-        self.recent.iter().any(|&(a, b)| a <= uid && uid <= b)
+        self.recent.contains(uid)
     }
 
     pub fn recent_count(&self) -> u32 {
@@ -176,7 +175,7 @@ impl Selected {
         if !added.is_empty() {
             uids.extend_from_slice(added);
             if !self.read_only && mb.claim_recent_from(added[0]) {
-                self.recent.push((added[0], *added.last().expect("non-empty")));
+                self.recent.add(added[0], *added.last().expect("non-empty"));
             }
             out.raw(b"* ").num(uids.len() as u64).raw(b" EXISTS\r\n");
             if !enabled.rev2 {
@@ -210,6 +209,31 @@ impl Selected {
             self.uids = if uids.len() == current.len() { current } else { uids.into() };
         }
         true
+    }
+}
+
+/// UID ranges claimed as \Recent. Claims are nearly always contiguous, so
+/// the common case is one range held inline, with no allocation.
+#[derive(Default)]
+struct Recent {
+    first: Option<(u32, u32)>,
+    more: Vec<(u32, u32)>,
+}
+
+impl Recent {
+    fn add(&mut self, a: u32, b: u32) {
+        if a > b {
+            return;
+        }
+        match &mut self.first {
+            None => self.first = Some((a, b)),
+            Some(r) if self.more.is_empty() && r.1.checked_add(1) == Some(a) => r.1 = b,
+            Some(_) => self.more.push((a, b)),
+        }
+    }
+
+    fn contains(&self, uid: u32) -> bool {
+        self.first.is_some_and(|(a, b)| a <= uid && uid <= b) || self.more.iter().any(|&(a, b)| a <= uid && uid <= b)
     }
 }
 

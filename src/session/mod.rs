@@ -23,7 +23,7 @@ pub use mailbox::Selected;
 /// Settings shared by every session of a listener.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
-    pub limits: Limits,
+    pub limits: Arc<Limits>,
     /// Failed logins on one connection before it is closed with BYE.
     pub max_auth_failures: u32,
     /// STARTTLS can be offered (TLS is configured and the connection is cleartext).
@@ -32,7 +32,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { limits: Limits::DEFAULT, max_auth_failures: 3, starttls: false }
+        SessionConfig { limits: Arc::new(Limits::DEFAULT), max_auth_failures: 3, starttls: false }
     }
 }
 
@@ -170,7 +170,7 @@ pub struct Snapshot {
 
 impl Connection {
     pub fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        Connection { decoder: Decoder::new(cfg.limits), session: Session::new(cfg, facts) }
+        Connection { decoder: Decoder::new(cfg.limits.clone()), session: Session::new(cfg, facts) }
     }
 
     /// A connection on a listener that authenticates everyone as `user`.
@@ -182,7 +182,7 @@ impl Connection {
 
     /// Rebuilds a connection that moved here from another worker.
     pub fn resume(s: Snapshot) -> Self {
-        let mut c = Connection { decoder: Decoder::new(s.cfg.limits), session: Session::new(s.cfg, s.facts) };
+        let mut c = Connection { decoder: Decoder::new(s.cfg.limits.clone()), session: Session::new(s.cfg, s.facts) };
         c.session.enabled = s.enabled;
         c.session.state = State::Authenticated(Authed { user: s.user, store: None });
         c.decoder.feed(&s.pending_input);
@@ -244,7 +244,7 @@ impl Connection {
     /// Drops input received so far (bytes pipelined behind STARTTLS must not
     /// be read as commands, RFC 9051 6.2.1).
     pub fn discard_input(&mut self) {
-        self.decoder = Decoder::new(self.session.cfg.limits);
+        self.decoder = Decoder::new(self.session.cfg.limits.clone());
     }
 
     /// Gives the session its user's store (on the user's worker).
