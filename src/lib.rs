@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod corpus;
 pub mod mime;
 pub mod net;
 pub mod proto;

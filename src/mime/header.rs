@@ -95,14 +95,14 @@ fn trim_ws_end(b: &[u8]) -> &[u8] {
     &b[..end]
 }
 
-/// Unfolds a value (line ends of folds removed, the white space kept) and
-/// trims white space at both ends, as Dovecot does for ENVELOPE.
+/// Unfolds a value as Dovecot does for ENVELOPE: white space right after
+/// the colon is skipped, line ends of folds are removed (the white space
+/// that follows them is kept), trailing white space is trimmed.
 pub fn unfold(value: &[u8]) -> Vec<u8> {
-    let mut v: Vec<u8> = value.iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
+    let lead = value.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(value.len());
+    let mut v: Vec<u8> = value[lead..].iter().copied().filter(|&b| b != b'\r' && b != b'\n').collect();
     let end = v.iter().rposition(|&c| c != b' ' && c != b'\t').map_or(0, |p| p + 1);
     v.truncate(end);
-    let start = v.iter().position(|&c| c != b' ' && c != b'\t').unwrap_or(v.len());
-    v.drain(..start);
     v
 }
 

@@ -412,6 +412,15 @@ impl<'a> Walker<'a> {
             return;
         }
         let is_text = ty.eq_ignore_ascii_case(b"text");
+        let (mut ty, mut sub) = (ty, sub);
+        let only_default_charset =
+            params.is_empty() || (params.len() == 1 && params[0].0.eq_ignore_ascii_case(b"charset") && params[0].1.eq_ignore_ascii_case(b"us-ascii"));
+        if is_text && sub.eq_ignore_ascii_case(b"plain") && only_default_charset {
+            // The default type, however it was spelled, is shown in its
+            // canonical lower-case form (as Dovecot does).
+            (ty, sub) = (b"text".to_vec(), b"plain".to_vec());
+            params = vec![(b"charset".to_vec(), b"us-ascii".to_vec())];
+        }
         if is_text && !params.iter().any(|(n, _)| n.eq_ignore_ascii_case(b"charset")) {
             params.push((b"charset".to_vec(), b"us-ascii".to_vec()));
         }

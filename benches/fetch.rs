@@ -1,0 +1,119 @@
+//! Message access through the protocol core: FETCH of ENVELOPE and
+//! BODYSTRUCTURE for 10k messages, BODY[] of a 10 MiB message written to a
+//! socket (bytes/s), and SEARCH BODY over 10k messages.
+
+use std::io::{IoSlice, Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringmail::config::SyncMode;
+use ringmail::proto::Out;
+use ringmail::session::{ConnFacts, Connection, SessionConfig, Step};
+use ringmail::store::{RealIo, Settings, Store};
+
+const NOW: i64 = 1_700_000_000;
+
+/// A preauthenticated session on a store with `messages` corpus messages.
+fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> Connection {
+    let store = Store::new(Rc::new(RealIo), dir, Settings { sync: SyncMode::Never, ..Settings::default() });
+    let user = store.user("bench", NOW).unwrap();
+    {
+        let inbox = user.mailbox("INBOX").unwrap();
+        let mut mb = inbox.borrow_mut();
+        for i in 0..messages {
+            mb.append_bytes(&ringmail::corpus::message(42, i), 0, 0, NOW).unwrap();
+        }
+        if let Some(m) = extra {
+            mb.append_bytes(m, 0, 0, NOW).unwrap();
+        }
+        mb.checkpoint().unwrap();
+    }
+    let cfg = Arc::new(SessionConfig::default());
+    let mut c = Connection::preauthenticated(cfg, ConnFacts { tls: false, cleartext_ok: true }, "bench".into());
+    c.attach(user);
+    let mut out = Out::new();
+    run(&mut c, "s SELECT INBOX\r\n", &mut out);
+    c
+}
+
+fn run(c: &mut Connection, cmd: &str, out: &mut Out) {
+    c.decoder().feed(cmd.as_bytes());
+    loop {
+        match c.step(NOW, out) {
+            Step::Read => return,
+            Step::Flush => continue,
+            s => panic!("unexpected step {s:?}"),
+        }
+    }
+}
+
+fn fetch_structure(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = session(dir.path(), 10_000, None);
+    let mut out = Out::new();
+    let mut g = c.benchmark_group("FETCH 10k messages");
+    g.sample_size(20);
+    g.throughput(Throughput::Elements(10_000));
+    g.bench_function("ENVELOPE BODYSTRUCTURE", |b| {
+        b.iter(|| {
+            out.clear();
+            run(&mut conn, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", &mut out);
+            out.len()
+        })
+    });
+    g.bench_function("SEARCH BODY (no match: every message scanned)", |b| {
+        b.iter(|| {
+            out.clear();
+            run(&mut conn, "q SEARCH BODY \"zebra-unicorn\"\r\n", &mut out);
+            out.len()
+        })
+    });
+    g.finish();
+}
+
+fn body_10mib(c: &mut Criterion) {
+    let mut big = b"Subject: big\r\nContent-Type: application/octet-stream\r\n\r\n".to_vec();
+    while big.len() < 10 << 20 {
+        big.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\r\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = session(dir.path(), 0, Some(&big));
+    let (mut tx, mut rx) = UnixStream::pair().unwrap();
+    std::thread::spawn(move || {
+        let mut sink = vec![0u8; 1 << 20];
+        while rx.read(&mut sink).is_ok_and(|n| n > 0) {}
+    });
+    let mut out = Out::new();
+    let mut g = c.benchmark_group("BODY[] of a 10 MiB message");
+    g.sample_size(20);
+    g.throughput(Throughput::Bytes(big.len() as u64));
+    g.bench_function("response built from the mapping and written to a socket", |b| {
+        b.iter(|| {
+            out.clear();
+            run(&mut conn, "b FETCH 1 BODY.PEEK[]\r\n", &mut out);
+            // The same vectored write as the network layer: text and mapped slices.
+            let mut parts: Vec<&[u8]> = Vec::new();
+            let mut at = 0;
+            for (pos, s) in &out.splices {
+                parts.push(&out.buf[at..*pos]);
+                parts.push(s.bytes());
+                at = *pos;
+            }
+            parts.push(&out.buf[at..]);
+            for p in parts {
+                let mut p = p;
+                while !p.is_empty() {
+                    let n = tx.write_vectored(&[IoSlice::new(p)]).unwrap();
+                    p = &p[n..];
+                }
+            }
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, fetch_structure, body_10mib);
+criterion_main!(benches);
