@@ -15,7 +15,7 @@ impl Rng {
         Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -23,7 +23,7 @@ impl Rng {
     }
 
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -104,7 +104,7 @@ fn paragraph(r: &mut Rng, bytes: usize) -> String {
 
 fn base64_lines(r: &mut Rng, bytes: usize) -> String {
     use base64::Engine;
-    let raw: Vec<u8> = (0..bytes).map(|_| r.next() as u8).collect();
+    let raw: Vec<u8> = (0..bytes).map(|_| r.next_u64() as u8).collect();
     let enc = base64::engine::general_purpose::STANDARD.encode(raw);
     let mut s = String::with_capacity(enc.len() + enc.len() / 38);
     for chunk in enc.as_bytes().chunks(76) {
