@@ -58,7 +58,7 @@ fn writer(addr: SocketAddr, round: u32, id: usize, stop: Arc<AtomicBool>, acked:
     let mut w = s.try_clone().unwrap();
     let mut r = BufReader::new(s);
     let mut line = String::new();
-    let mut send = |w: &mut TcpStream, b: &[u8]| w.write_all(b).is_ok();
+    let send = |w: &mut TcpStream, b: &[u8]| w.write_all(b).is_ok();
     if r.read_line(&mut line).unwrap_or(0) == 0 || !send(&mut w, b"l LOGIN joe secret\r\n") {
         return;
     }
