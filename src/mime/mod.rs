@@ -13,7 +13,8 @@ pub mod structure;
 
 pub use structure::{Kind, Part, Transfer};
 
-const VERSION: u8 = 1;
+/// Version 2 added the text flag of parts; older blobs are analysed again.
+const VERSION: u8 = 2;
 
 /// Decoded header text kept for SEARCH, in this order.
 pub const SEARCH_FIELDS: [&str; 5] = ["FROM", "TO", "CC", "BCC", "SUBJECT"];
@@ -91,6 +92,7 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
             Transfer::QuotedPrintable => 2,
             Transfer::Unknown => 3,
         });
+        out.push(u8::from(p.text));
     }
     out
 }
@@ -182,7 +184,8 @@ impl<'a> Cache<'a> {
                 2 => Transfer::QuotedPrintable,
                 _ => Transfer::Unknown,
             };
-            Some(Part { path, header, body, end, kind, transfer, inner_body })
+            let text = r.u8()? != 0;
+            Some(Part { path, header, body, end, kind, transfer, inner_body, text })
         })
     }
 

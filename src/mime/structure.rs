@@ -44,6 +44,8 @@ pub struct Part {
     pub transfer: Transfer,
     /// For `Kind::Message`: where the inner message's body starts.
     pub inner_body: u32,
+    /// The part is text (`text/*`): what BODY and TEXT searches look in.
+    pub text: bool,
 }
 
 /// A parsed Content-Type or Content-Disposition value.
@@ -336,6 +338,7 @@ impl<'a> Walker<'a> {
             PartType::Message(m) => m.parts.first().map_or(p.offset_body, |r| r.offset_body),
             _ => p.offset_body,
         };
+        let text = ty.eq_ignore_ascii_case(b"text");
         if !path.is_empty() {
             self.parts.push(Part {
                 path: path.clone(),
@@ -345,6 +348,7 @@ impl<'a> Walker<'a> {
                 kind,
                 transfer,
                 inner_body,
+                text,
             });
         }
         let ext = |s: &mut Out, params_first: Option<&[(Vec<u8>, Vec<u8>)]>, md5: bool| {
@@ -508,6 +512,7 @@ pub fn analyze(raw: &[u8]) -> Analysis {
                 kind: Kind::Leaf,
                 transfer: Transfer::Identity,
                 inner_body: header_len,
+                text: true,
             });
         }
     }

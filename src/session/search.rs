@@ -154,14 +154,17 @@ impl<'a> Matcher<'a> {
         header::fields(&all[..header::header_len(all)]).any(|f| f.name.eq_ignore_ascii_case(name.as_bytes()))
     }
 
-    /// Body text search: each leaf part with its transfer encoding undone.
+    /// Body text search: each text part with its transfer encoding undone
+    /// (attachments such as PDFs or images are not searched, as in Dovecot
+    /// without full-text search).
     fn body_matches(&self, needle: &[u8], m: &Msg, l: &Loaded<'_>) -> bool {
         let Some(msg) = self.bytes(m, l) else { return false };
         let all = msg.bytes();
         let parts = self
-            .with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>())
+            .with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf && p.text).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>())
             .unwrap_or_default();
-        if parts.is_empty() {
+        let analysed = self.with_cache(m, l, |c| c.iter_parts().next().is_some()).unwrap_or(false);
+        if !analysed {
             return contains_ci(&all[header::header_len(all)..], needle);
         }
         parts.into_iter().any(|(b, e, t)| {
