@@ -244,6 +244,52 @@ impl Default for StoreConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LmtpConfig {
+    /// LMTP listeners (RFC 2033), for the MTA in front. Keep them on loopback
+    /// or a trusted network: LMTP has no authentication.
+    pub listen: Vec<SocketAddr>,
+}
+
+impl Default for LmtpConfig {
+    fn default() -> Self {
+        LmtpConfig { listen: vec!["127.0.0.1:2424".parse().expect("valid")] }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SmtpConfig {
+    /// Inbound SMTP listeners (RFC 5321), off by default. Mail is accepted
+    /// only for local recipients; nothing is ever relayed.
+    pub listen: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DeliveryConfig {
+    /// Name in greetings and trace headers (default: the system host name).
+    pub hostname: Option<String>,
+    /// Domains whose mail is ours. Empty: LMTP accepts any domain (the MTA
+    /// decided), SMTP only the host name and `localhost`.
+    pub local_domains: Vec<String>,
+    /// Recipients per message (RFC 5321 4.5.3.1.8 asks for at least 100).
+    pub max_recipients: usize,
+    /// A client that sends nothing for this long is disconnected (RFC 5321
+    /// 4.5.3.2.7 suggests 5 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    /// Bad commands before the connection is closed.
+    pub max_errors: u32,
+}
+
+impl Default for DeliveryConfig {
+    fn default() -> Self {
+        DeliveryConfig { hostname: None, local_domains: Vec::new(), max_recipients: 100, timeout: Duration::from_secs(300), max_errors: 10 }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -262,6 +308,9 @@ pub struct Config {
     pub imap: ImapConfig,
     pub limits: LimitsConfig,
     pub store: StoreConfig,
+    pub lmtp: LmtpConfig,
+    pub smtp: SmtpConfig,
+    pub delivery: DeliveryConfig,
     pub log: LogConfig,
 }
 
@@ -274,6 +323,9 @@ impl Default for Config {
             imap: ImapConfig::default(),
             limits: LimitsConfig::default(),
             store: StoreConfig::default(),
+            lmtp: LmtpConfig::default(),
+            smtp: SmtpConfig::default(),
+            delivery: DeliveryConfig::default(),
             log: LogConfig::default(),
         }
     }

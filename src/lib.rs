@@ -3,6 +3,8 @@
 pub mod auth;
 pub mod config;
 pub mod corpus;
+pub mod datadir;
+pub mod delivery;
 pub mod mime;
 pub mod net;
 pub mod proto;

@@ -10,6 +10,8 @@ use clap::{Args, Parser, Subcommand};
 use ringmail::auth::passwd::{edit_file, normalize_user_name, valid_user_name, Entry};
 use ringmail::auth::scheme::hash_password;
 use ringmail::config::{Config, Driver, LogFormat};
+use ringmail::datadir::DataDirLock;
+use ringmail::delivery::lda;
 use ringmail::net::Server;
 
 #[global_allocator]
@@ -41,6 +43,12 @@ enum Cmd {
         /// IMAP listen address (repeatable; default 127.0.0.1:1143).
         #[arg(long = "imap")]
         imap: Vec<SocketAddr>,
+        /// LMTP listen address (repeatable; default 127.0.0.1:2424).
+        #[arg(long = "lmtp")]
+        lmtp: Vec<SocketAddr>,
+        /// Inbound SMTP listen address (repeatable; off by default).
+        #[arg(long = "smtp")]
+        smtp: Vec<SocketAddr>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
@@ -50,6 +58,22 @@ enum Cmd {
         /// Log format: text or json.
         #[arg(long)]
         log_format: Option<String>,
+    },
+    /// Deliver one message from standard input (for an MTA's pipe transport).
+    /// Exits 0 when stored, 67 for an unknown user, 65 for a message over the
+    /// size limit, 75 to make the MTA retry.
+    Deliver {
+        #[command(flatten)]
+        common: Common,
+        /// The recipient.
+        #[arg(long)]
+        user: String,
+        /// Mailbox to store into (INBOX if it does not exist).
+        #[arg(long, short = 'm')]
+        mailbox: Option<String>,
+        /// Envelope sender, for the Return-Path header.
+        #[arg(long, short = 'f', default_value = "")]
+        from: String,
     },
     /// Manage users (the passwd-file in the data directory).
     User {
@@ -185,23 +209,34 @@ fn init_logging(format: LogFormat, level: Option<&str>) {
     }
 }
 
-/// Holds `ringmail.lock` for as long as the server runs: one server per data directory.
-fn lock_data_dir(config: &Config) -> Result<std::fs::File, String> {
-    std::fs::create_dir_all(&config.data_dir).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
-    let path = config.data_dir.join("ringmail.lock");
-    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
-    // SAFETY: flock on a descriptor we own; no memory is involved.
-    let r = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) };
-    if r != 0 {
-        return Err(format!("another ringmail server is running on {}", config.data_dir.display()));
-    }
-    Ok(f)
+/// Holds `ringmail.lock` for as long as the server runs: one server per
+/// data directory. A `ringmail deliver` storing directly holds it for a
+/// moment, hence the wait.
+fn lock_data_dir(config: &Config) -> Result<DataDirLock, String> {
+    let lock = DataDirLock::acquire(&config.data_dir, std::time::Duration::from_secs(10))?
+        .ok_or_else(|| format!("another ringmail server is running on {}", config.data_dir.display()))?;
+    // Forget the previous run's LMTP address until the listeners are up.
+    lock.publish(std::process::id(), None).map_err(|e| format!("cannot write the lock file: {e}"))?;
+    Ok(lock)
 }
 
-fn serve(common: Common, imap: Vec<SocketAddr>, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
+/// Listen addresses given on the command line.
+struct Listen {
+    imap: Vec<SocketAddr>,
+    lmtp: Vec<SocketAddr>,
+    smtp: Vec<SocketAddr>,
+}
+
+fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
     let mut config = load_config(&common)?;
-    if !imap.is_empty() {
-        config.imap.listen = imap;
+    if !listen.imap.is_empty() {
+        config.imap.listen = listen.imap;
+    }
+    if !listen.lmtp.is_empty() {
+        config.lmtp.listen = listen.lmtp;
+    }
+    if !listen.smtp.is_empty() {
+        config.smtp.listen = listen.smtp;
     }
     if let Some(w) = workers {
         config.workers = w;
@@ -217,7 +252,7 @@ fn serve(common: Common, imap: Vec<SocketAddr>, workers: Option<usize>, driver: 
         };
     }
     init_logging(config.log.format, config.log.level.as_deref());
-    let _lock = lock_data_dir(&config)?;
+    let lock = lock_data_dir(&config)?;
     let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
     let demo_password = if db.is_empty() {
         let pw = random_password();
@@ -227,8 +262,11 @@ fn serve(common: Common, imap: Vec<SocketAddr>, workers: Option<usize>, driver: 
         None
     };
     let server = Server::start(config)?;
+    if let Err(e) = lock.publish(std::process::id(), server.lmtp_addrs.first().copied()) {
+        tracing::warn!(error = %e, "cannot record the LMTP address for `ringmail deliver`");
+    }
     let addr = server.imap_addrs.first().copied();
-    eprintln!("ringmail is running ({:?} driver). IMAP: {:?}", server.driver, server.imap_addrs);
+    eprintln!("ringmail is running ({:?} driver). IMAP: {:?} LMTP: {:?} SMTP: {:?}", server.driver, server.imap_addrs, server.lmtp_addrs, server.smtp_addrs);
     if let (Some(pw), Some(addr)) = (demo_password, addr) {
         eprintln!("No users existed, so user \"demo\" was created with password {pw}");
         eprintln!("Try: python3 -c \"import imaplib; m=imaplib.IMAP4('{}', {}); print(m.login('demo', '{pw}'))\"", addr.ip(), addr.port());
@@ -238,10 +276,37 @@ fn serve(common: Common, imap: Vec<SocketAddr>, workers: Option<usize>, driver: 
     Ok(())
 }
 
+/// `ringmail deliver`: sysexits(3) codes, as MTAs expect of a delivery agent.
+fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> ExitCode {
+    let fail = |code: u8, msg: String| {
+        eprintln!("ringmail deliver: {msg}");
+        ExitCode::from(code)
+    };
+    let config = match load_config(common) {
+        Ok(c) => c,
+        Err(e) => return fail(75, e),
+    };
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut std::io::stdin().lock(), &mut raw) {
+        return fail(75, format!("cannot read the message: {e}"));
+    }
+    let message = lda::normalize_input(raw);
+    if message.len() as u64 > config.limits.max_message_size {
+        // EX_DATAERR is not retried; the message will never fit.
+        return fail(65, format!("message of {} bytes exceeds max_message_size", message.len()));
+    }
+    match lda::deliver(&config, user, mailbox, from, &message) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ lda::LdaError::NoUser) => fail(e.exit_code(), format!("no such user: {user}")),
+        Err(lda::LdaError::TempFail(why)) => fail(75, why),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, workers, driver, log_format } => serve(common, imap, workers, driver, log_format),
+        Cmd::Serve { common, imap, lmtp, smtp, workers, driver, log_format } => serve(common, Listen { imap, lmtp, smtp }, workers, driver, log_format),
+        Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
     };
     match r {

@@ -1,7 +1,8 @@
-//! Durability against a real crash: a ringmail process takes APPENDs from
-//! several connections and is killed with SIGKILL at a random moment. After a
-//! restart on the same data directory, every message whose APPEND got OK must
-//! be there, byte for byte.
+//! Durability against a real crash: a ringmail process takes APPENDs (IMAP)
+//! and deliveries (LMTP) from several connections and is killed with SIGKILL
+//! at a random moment. After a restart on the same data directory, every
+//! message whose APPEND got OK or whose delivery got 250 must be there, byte
+//! for byte, exactly once.
 //!
 //! `RINGMAIL_CRASH_ROUNDS` raises the number of rounds for a longer run.
 
@@ -19,11 +20,18 @@ use common::Client;
 struct Server {
     child: Child,
     addr: SocketAddr,
+    lmtp: SocketAddr,
+}
+
+/// The first address in `[...]` after `key` in the server's start-up line.
+fn addr_after(line: &str, key: &str) -> SocketAddr {
+    let rest = line.split(key).nth(1).expect("address list");
+    rest.split([']', ',']).next().unwrap().parse().unwrap()
 }
 
 fn start(dir: &std::path::Path) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .args(["serve", "--imap", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
         .arg(dir)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -31,11 +39,11 @@ fn start(dir: &std::path::Path) -> Server {
         .expect("start ringmail");
     let mut err = BufReader::new(child.stderr.take().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
-    let addr = loop {
+    let (addr, lmtp) = loop {
         let mut line = String::new();
         assert!(err.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "server did not start");
-        if let Some(rest) = line.split("IMAP: [").nth(1) {
-            break rest.split(']').next().unwrap().parse().unwrap();
+        if line.contains("IMAP: [") {
+            break (addr_after(&line, "IMAP: ["), addr_after(&line, "LMTP: ["));
         }
     };
     // Keep draining stderr so the child never blocks on a full pipe.
@@ -43,7 +51,7 @@ fn start(dir: &std::path::Path) -> Server {
         let mut sink = Vec::new();
         let _ = err.read_to_end(&mut sink);
     });
-    Server { child, addr }
+    Server { child, addr, lmtp }
 }
 
 fn message(round: u32, writer: usize, n: usize) -> String {
@@ -95,6 +103,51 @@ fn writer(addr: SocketAddr, round: u32, id: usize, stop: Arc<AtomicBool>, acked:
     }
 }
 
+/// Delivers over LMTP until the connection breaks; records each message
+/// that got 250, as it will be stored (with the trace headers).
+fn deliverer(addr: SocketAddr, round: u32, id: usize, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<String>>>) {
+    let Ok(s) = TcpStream::connect(addr) else { return };
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let reply = |r: &mut BufReader<TcpStream>| -> Option<String> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).unwrap_or(0) == 0 {
+                return None;
+            }
+            if line.as_bytes().get(3) != Some(&b'-') {
+                return Some(line);
+            }
+        }
+    };
+    if reply(&mut r).is_none() || w.write_all(b"LHLO crash\r\n").is_err() || reply(&mut r).is_none() {
+        return;
+    }
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let m = message(round, id, n);
+        // Pipelined (RFC 2920): the envelope and DATA in one write.
+        if w.write_all(b"MAIL FROM:<c@crash>\r\nRCPT TO:<joe>\r\nDATA\r\n").is_err() {
+            return;
+        }
+        for want in ["250", "250", "354"] {
+            match reply(&mut r) {
+                Some(l) if l.starts_with(want) => {}
+                _ => return,
+            }
+        }
+        if w.write_all(format!("{m}.\r\n").as_bytes()).is_err() {
+            return;
+        }
+        match reply(&mut r) {
+            Some(l) if l.starts_with("250") => acked.lock().unwrap().push(format!("Return-Path: <c@crash>\r\nDelivered-To: joe\r\n{m}")),
+            _ => return,
+        }
+        n += 1;
+    }
+}
+
 /// Every message in INBOX, by Message-ID.
 fn inbox(addr: SocketAddr) -> Vec<String> {
     let mut c = Client::connect(addr);
@@ -117,7 +170,7 @@ fn inbox(addr: SocketAddr) -> Vec<String> {
 }
 
 #[test]
-fn sigkill_under_append_load_loses_nothing_acknowledged() {
+fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
     let rounds: u32 = std::env::var("RINGMAIL_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\n").unwrap();
@@ -138,10 +191,11 @@ fn sigkill_under_append_load_loses_nothing_acknowledged() {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
-        let writers: Vec<_> = (0..6)
+        let writers: Vec<_> = (0..8)
             .map(|id| {
-                let (stop, acked, addr) = (stop.clone(), acked.clone(), server.addr);
-                std::thread::spawn(move || writer(addr, round, id, stop, acked))
+                let (stop, acked) = (stop.clone(), acked.clone());
+                let (imap, lmtp) = (server.addr, server.lmtp);
+                std::thread::spawn(move || if id % 2 == 0 { writer(imap, round, id, stop, acked) } else { deliverer(lmtp, round, id, stop, acked) })
             })
             .collect();
         std::thread::sleep(Duration::from_millis(50 + rnd() % 400));
@@ -164,10 +218,12 @@ fn sigkill_under_append_load_loses_nothing_acknowledged() {
     let mut seen = std::collections::HashSet::new();
     for m in &present {
         assert!(seen.insert(m.clone()), "a message is stored twice:\n{m}");
-        assert!(m.starts_with("Message-ID: <r"), "unexpected message:\n{m}");
+        assert!(m.starts_with("Message-ID: <r") || m.starts_with("Return-Path: <c@crash>\r\nDelivered-To: joe\r\nMessage-ID: <r"), "unexpected message:\n{m}");
     }
     let mut s = server;
     s.child.kill().unwrap();
     s.child.wait().unwrap();
-    eprintln!("{rounds} SIGKILL rounds: {} acknowledged appends, all present ({} messages stored)", all_acked.len(), present.len());
+    let delivered = all_acked.iter().filter(|m| m.starts_with("Return-Path")).count();
+    assert!(delivered > 0 && delivered < all_acked.len(), "both APPEND and LMTP must have been acknowledged: {delivered} of {}", all_acked.len());
+    eprintln!("{rounds} SIGKILL rounds: {} acknowledged ({delivered} by LMTP), all present exactly once ({} messages stored)", all_acked.len(), present.len());
 }

@@ -9,8 +9,10 @@
 
 pub mod commit;
 mod conn;
+mod deliver;
 mod iovec;
 mod pool;
+mod smtp;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
@@ -40,6 +42,8 @@ pub enum ListenerKind {
     Imap,
     /// Connections start authenticated as this user (`* PREAUTH`).
     Preauth(String),
+    Lmtp,
+    Smtp,
 }
 
 #[derive(Debug, Clone)]
@@ -55,6 +59,8 @@ pub struct Shared {
     pub auth: Arc<Authenticator>,
     pub limiter: Arc<ConnLimiter>,
     pub failures: FailureDelay,
+    pub directory: Arc<crate::delivery::LocalDirectory>,
+    pub smtp_limits: crate::delivery::smtp::Limits,
     pub inboxes: Vec<flume::Sender<WorkerMsg>>,
     pub blocking: monoio::blocking::DefaultThreadPool,
 }
@@ -72,6 +78,8 @@ pub struct Server {
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
     pub preauth_addrs: Vec<SocketAddr>,
+    pub lmtp_addrs: Vec<SocketAddr>,
+    pub smtp_addrs: Vec<SocketAddr>,
     pub driver: Driver,
 }
 
@@ -113,6 +121,7 @@ impl Server {
         let n = config.worker_count();
         std::fs::create_dir_all(config.data_dir.join("mail")).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
         let db = Arc::new(UserDb::open(&config.users_file()).map_err(|e| format!("cannot read {}: {e}", config.users_file().display()))?);
+        let directory = Arc::new(smtp::directory(&config, db.clone()));
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
         let limits = Limits { message_max: config.limits.max_message_size, ..Limits::DEFAULT };
         let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: false });
@@ -131,6 +140,15 @@ impl Server {
             preauth_addrs.push(actual);
             groups.push((Listener { addr: actual, kind: ListenerKind::Preauth(p.user.clone()) }, ls));
         }
+        let mut lmtp_addrs = Vec::new();
+        let mut smtp_addrs = Vec::new();
+        for (addrs, kind, bound) in [(&config.lmtp.listen, ListenerKind::Lmtp, &mut lmtp_addrs), (&config.smtp.listen, ListenerKind::Smtp, &mut smtp_addrs)] {
+            for addr in addrs {
+                let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+                bound.push(actual);
+                groups.push((Listener { addr: actual, kind: kind.clone() }, ls));
+            }
+        }
         for (l, ls) in groups {
             for (i, sock) in ls.into_iter().enumerate() {
                 per_worker[i].push((l.clone(), sock));
@@ -141,6 +159,8 @@ impl Server {
         let shared = Arc::new(Shared {
             failures: FailureDelay::new(config.limits.auth_failure_delay, config.limits.auth_failure_delay_max),
             limiter: ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            directory,
+            smtp_limits: smtp::limits(&config),
             config,
             session_cfg,
             auth,
@@ -156,8 +176,8 @@ impl Server {
                 .map_err(|e| format!("cannot start worker: {e}"))?;
             threads.push(t);
         }
-        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, "ringmail started");
-        Ok(Server { shared, threads, imap_addrs, preauth_addrs, driver })
+        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
+        Ok(Server { shared, threads, imap_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
     }
 
     /// Stops accepting, sends BYE to every session, waits for the workers.

@@ -25,6 +25,8 @@ use crate::store::{RealIo, Store};
 pub enum WorkerMsg {
     /// A connection whose user lives here, moving in after login.
     Adopt(Box<Migrant>),
+    /// A delivered message for a user who lives here.
+    Deliver(Box<super::deliver::DeliveryJob>),
     /// Stop accepting, say BYE to everyone, exit.
     Shutdown,
 }
@@ -174,6 +176,9 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
                     Err(e) => tracing::warn!(error = %e, "cannot adopt connection"),
                 }
             }
+            WorkerMsg::Deliver(job) => {
+                monoio::spawn(super::deliver::run_job(ctx.clone(), job));
+            }
             WorkerMsg::Shutdown => break,
         }
     }
@@ -218,8 +223,19 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
                 let conn = match &l.kind {
                     ListenerKind::Imap => Connection::new(ctx.shared.session_cfg.clone(), facts),
                     ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.shared.session_cfg.clone(), facts, user.clone()),
+                    ListenerKind::Lmtp => {
+                        super::smtp::spawn(&ctx, stream, guard, crate::delivery::smtp::Dialect::Lmtp);
+                        continue;
+                    }
+                    ListenerKind::Smtp => {
+                        super::smtp::spawn(&ctx, stream, guard, crate::delivery::smtp::Dialect::Smtp);
+                        continue;
+                    }
                 };
                 conn::spawn(&ctx, stream, guard, conn, true);
+            }
+            Err(refusal) if matches!(l.kind, ListenerKind::Lmtp | ListenerKind::Smtp) => {
+                monoio::spawn(super::smtp::refuse(stream, refusal.message()));
             }
             Err(refusal) => {
                 monoio::spawn(conn::refuse(stream, refusal.message()));

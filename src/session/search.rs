@@ -161,7 +161,9 @@ impl<'a> Matcher<'a> {
         let Some(msg) = self.bytes(m, l) else { return false };
         let all = msg.bytes();
         let parts = self
-            .with_cache(m, l, |c| c.iter_parts().filter(|p| p.kind == Kind::Leaf && p.text).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>())
+            .with_cache(m, l, |c| {
+                c.iter_parts().filter(|p| p.kind == Kind::Leaf && p.text).map(|p| (p.body as usize, p.end as usize, p.transfer)).collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         let analysed = self.with_cache(m, l, |c| c.iter_parts().next().is_some()).unwrap_or(false);
         if !analysed {

@@ -13,6 +13,8 @@ use ringmail::net::Server;
 pub struct TestServer {
     pub server: Option<Server>,
     pub addr: SocketAddr,
+    pub lmtp: Option<SocketAddr>,
+    pub smtp: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -23,12 +25,15 @@ impl TestServer {
         let mut c = Config { data_dir: dir.path().to_path_buf(), workers: 2, driver, ..Config::default() };
         c.imap.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.imap.imaps = vec![];
+        c.lmtp.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.limits.auth_failure_delay = Duration::from_millis(10);
         c.limits.auth_failure_delay_max = Duration::from_millis(50);
         tweak(&mut c);
         let server = Server::start(c).expect("server starts");
         let addr = server.imap_addrs[0];
-        TestServer { server: Some(server), addr, dir }
+        let lmtp = server.lmtp_addrs.first().copied();
+        let smtp = server.smtp_addrs.first().copied();
+        TestServer { server: Some(server), addr, lmtp, smtp, dir }
     }
 
     pub fn data_dir(&self) -> PathBuf {

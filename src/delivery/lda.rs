@@ -1,0 +1,206 @@
+//! `ringmail deliver`: one message from standard input into a user's
+//! mailbox, for a local MTA's pipe transport or a script (like dovecot-lda).
+//!
+//! Coordination with a running server: the data directory's lock decides.
+//! If no server holds it, the command takes it, writes and syncs the message
+//! itself, and lets go (a server starting meanwhile waits for it). If a
+//! server holds it, the message is handed to that server over its LMTP
+//! listener (whose address the server records in the lock file; a server
+//! still starting gets a few seconds to do so), so the only writer of a store is always the one process that
+//! has it open, and sessions in IDLE hear of the message at once.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::smtp::DeliveryError;
+use crate::auth::passwd::normalize_user_name;
+use crate::auth::UserDb;
+use crate::config::Config;
+use crate::datadir::DataDirLock;
+use crate::store::{RealIo, Settings, Store};
+
+/// Why a delivery did not happen, as sysexits(3) codes for the MTA.
+#[derive(Debug, PartialEq, Eq)]
+pub enum LdaError {
+    /// EX_NOUSER (67): bounce.
+    NoUser,
+    /// EX_TEMPFAIL (75): the MTA retries later.
+    TempFail(String),
+}
+
+impl LdaError {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            LdaError::NoUser => 67,
+            LdaError::TempFail(_) => 75,
+        }
+    }
+}
+
+/// Turns what a pipe hands us into a message as IMAP serves it: drops a
+/// leading mbox `From ` separator line, and when the input has Unix line
+/// ends only (no CR at all, as MTAs' pipes deliver), makes them CRLF.
+pub fn normalize_input(mut raw: Vec<u8>) -> Vec<u8> {
+    if raw.starts_with(b"From ") {
+        let end = memchr::memchr(b'\n', &raw).map_or(raw.len(), |i| i + 1);
+        raw.drain(..end);
+    }
+    if memchr::memchr(b'\r', &raw).is_some() {
+        return raw;
+    }
+    let lfs = memchr::memchr_iter(b'\n', &raw).count();
+    let mut out = Vec::with_capacity(raw.len() + lfs);
+    for line in raw.split_inclusive(|&b| b == b'\n') {
+        match line.strip_suffix(b"\n") {
+            Some(l) => {
+                out.extend_from_slice(l);
+                out.extend_from_slice(b"\r\n");
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    out
+}
+
+/// Delivers `message` to `user` (into `mailbox` if it exists, else INBOX).
+pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
+    let db = UserDb::open(&config.users_file()).map_err(|e| LdaError::TempFail(format!("cannot read the user file: {e}")))?;
+    let user = normalize_user_name(user);
+    if db.lookup(&user).is_none() {
+        return Err(LdaError::NoUser);
+    }
+    match DataDirLock::acquire(&config.data_dir, Duration::ZERO).map_err(LdaError::TempFail)? {
+        Some(_lock) => store_directly(config, &user, mailbox, from, message),
+        None => hand_to_server(config, &user, mailbox, from, message),
+    }
+}
+
+fn store_directly(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
+    let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
+    let store = Store::new(Rc::new(RealIo), &config.data_dir.join("mail"), settings);
+    let prefix = format!("Return-Path: <{from}>\r\nDelivered-To: {user}\r\n");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let mb = super::store_copy(&store, user, mailbox, &[prefix.as_bytes(), message], now).map_err(|e| match e {
+        DeliveryError::NoSuchUser => LdaError::NoUser,
+        DeliveryError::Temporary(why) => LdaError::TempFail(why),
+    })?;
+    let mut m = mb.borrow_mut();
+    m.commit().map_err(|e| LdaError::TempFail(format!("cannot sync the message: {e}")))?;
+    // Leave the store tidy for the server that opens it next.
+    if m.needs_checkpoint() {
+        let _ = m.checkpoint();
+    }
+    Ok(())
+}
+
+/// xtext (RFC 3461 4) for the X-MAILBOX parameter.
+fn xtext(s: &str) -> String {
+    s.bytes().map(|b| if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' { (b as char).to_string() } else { format!("+{b:02X}") }).collect()
+}
+
+/// The address to reach a listener bound to `addr` from this host.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    let mut a = addr;
+    if a.ip().is_unspecified() {
+        a.set_ip(if a.is_ipv4() { std::net::Ipv4Addr::LOCALHOST.into() } else { std::net::Ipv6Addr::LOCALHOST.into() });
+    }
+    a
+}
+
+/// Connects to the running server's LMTP listener, giving a server that is
+/// still starting up a few seconds to publish its address.
+fn connect_to_server(config: &Config) -> Result<(SocketAddr, TcpStream), LdaError> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let err = match crate::datadir::published_lmtp(&config.data_dir).map(reachable) {
+            Some(addr) => match TcpStream::connect_timeout(&addr, Duration::from_secs(10)) {
+                Ok(s) => return Ok((addr, s)),
+                Err(e) => format!("LMTP {addr}: {e}"),
+            },
+            None => "the server is running but has not published an LMTP listener to hand the message to".to_string(),
+        };
+        if std::time::Instant::now() >= deadline {
+            return Err(LdaError::TempFail(err));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn hand_to_server(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
+    let (addr, stream) = connect_to_server(config)?;
+    let tf = |e: std::io::Error| LdaError::TempFail(format!("LMTP {addr}: {e}"));
+    stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(tf)?;
+    stream.set_write_timeout(Some(Duration::from_secs(120))).map_err(tf)?;
+    let mut r = BufReader::new(stream.try_clone().map_err(tf)?);
+    let mut w = std::io::BufWriter::new(stream);
+    let expect = |r: &mut BufReader<TcpStream>, want: char| -> Result<(), LdaError> {
+        loop {
+            let mut line = String::new();
+            if r.read_line(&mut line).map_err(tf)? == 0 {
+                return Err(LdaError::TempFail(format!("LMTP {addr}: connection closed")));
+            }
+            if line.as_bytes().get(3) == Some(&b'-') {
+                continue;
+            }
+            return match line.chars().next() {
+                Some(c) if c == want => Ok(()),
+                Some('5') if line.starts_with("550 5.1.1") => Err(LdaError::NoUser),
+                _ => Err(LdaError::TempFail(format!("LMTP {addr}: {}", line.trim_end()))),
+            };
+        }
+    };
+    expect(&mut r, '2')?;
+    let mb = mailbox.map(|m| format!(" X-MAILBOX={}", xtext(m))).unwrap_or_default();
+    write!(w, "LHLO localhost\r\n").and_then(|_| w.flush()).map_err(tf)?;
+    expect(&mut r, '2')?;
+    write!(w, "MAIL FROM:<{from}>\r\nRCPT TO:<{user}>{mb}\r\nDATA\r\n").and_then(|_| w.flush()).map_err(tf)?;
+    expect(&mut r, '2')?;
+    expect(&mut r, '2')?;
+    expect(&mut r, '3')?;
+    write_dot_stuffed(&mut w, message).and_then(|_| w.flush()).map_err(tf)?;
+    expect(&mut r, '2')?;
+    let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
+    Ok(())
+}
+
+/// Message data for DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
+fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            w.write_all(b".")?;
+        }
+        w.write_all(line)?;
+    }
+    if !message.is_empty() && !message.ends_with(b"\n") {
+        w.write_all(b"\r\n")?;
+    }
+    w.write_all(b".\r\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pipe_input_becomes_crlf_without_mbox_separator() {
+        assert_eq!(normalize_input(b"From a@b Fri Nov 27\nSubject: x\n\nbody\n".to_vec()), b"Subject: x\r\n\r\nbody\r\n");
+        // Input that already has CRs is left exactly as it is.
+        assert_eq!(normalize_input(b"A: b\r\n\r\nx\ny".to_vec()), b"A: b\r\n\r\nx\ny");
+        assert_eq!(normalize_input(b"no newline".to_vec()), b"no newline");
+    }
+
+    #[test]
+    fn dot_stuffing_round_trips_through_the_engine() {
+        let mut w = Vec::new();
+        write_dot_stuffed(&mut w, b".a\r\n..b\r\nc").unwrap();
+        assert_eq!(w, b"..a\r\n...b\r\nc\r\n.\r\n");
+    }
+
+    #[test]
+    fn xtext_escapes_plus_equals_and_non_ascii() {
+        assert_eq!(xtext("Lists/a+b=c d"), "Lists/a+2Bb+3Dc+20d");
+        assert_eq!(xtext("ü"), "+C3+BC");
+    }
+}

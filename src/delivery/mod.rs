@@ -1,0 +1,95 @@
+//! Mail delivery: the LMTP/SMTP protocol engine ([`smtp`]), who is local
+//! ([`LocalDirectory`]), and storing one delivered copy into a user's mailbox
+//! ([`store_copy`]). The network side lives in `net::smtp` and
+//! `net::deliver`, the `ringmail deliver` command in [`lda`].
+
+pub mod lda;
+pub mod smtp;
+
+use std::sync::Arc;
+
+use crate::auth::UserDb;
+use crate::store::{MailboxRef, Store};
+use smtp::{DeliveryError, Dialect, Directory};
+
+/// Users from the passwd-file; domains from the configuration.
+pub struct LocalDirectory {
+    pub users: Arc<UserDb>,
+    /// Lower-case domains whose mail is ours. Empty: for LMTP every domain
+    /// (the MTA in front decided), for SMTP only the host name and `localhost`.
+    pub domains: Vec<String>,
+    pub hostname: String,
+}
+
+impl Directory for LocalDirectory {
+    fn user_exists(&self, user: &str) -> bool {
+        self.users.lookup(user).is_some()
+    }
+
+    fn is_local_domain(&self, domain: &str, dialect: Dialect) -> bool {
+        if self.domains.is_empty() {
+            return dialect == Dialect::Lmtp || domain.eq_ignore_ascii_case(&self.hostname) || domain.eq_ignore_ascii_case("localhost");
+        }
+        self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain))
+    }
+}
+
+/// Writes one copy (`parts` concatenated) into `mailbox` of `user`, or into
+/// INBOX when that mailbox does not exist (as dovecot-lda does without
+/// autocreate). The copy becomes visible and durable at the mailbox's next
+/// commit, which the caller awaits before acknowledging.
+pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u8]], now: i64) -> Result<MailboxRef, DeliveryError> {
+    let temp = |what: &str, e: &dyn std::fmt::Display| {
+        tracing::error!(user, error = %e, "{what}");
+        DeliveryError::Temporary(what.to_string())
+    };
+    let u = store.user(user, now).map_err(|e| temp("cannot open the mail store", &e))?;
+    let mb = match mailbox.map(|m| u.mailbox(m)) {
+        Some(Ok(mb)) => mb,
+        _ => u.mailbox("INBOX").map_err(|e| temp("cannot open INBOX", &format_args!("{e:?}")))?,
+    };
+    let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    {
+        let mut m = mb.borrow_mut();
+        let mut h = m.begin_append(len).map_err(|e| temp("cannot store the message", &e))?;
+        for p in parts {
+            m.append_chunk(&mut h, p).map_err(|e| temp("cannot store the message", &e))?;
+        }
+        m.finish_append(h, 0, 0, now).map_err(|e| temp("cannot store the message", &e))?;
+    }
+    Ok(mb)
+}
+
+/// The system's host name, for greetings and trace headers.
+pub fn system_hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most `len` bytes into our buffer.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if r == 0 && !s.is_empty() => s.to_string(),
+        _ => "localhost".to_string(),
+    }
+}
+
+/// An RFC 5322 date-time (section 3.3) for trace headers, in UTC.
+pub fn rfc5322_date(unix: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    let (y, m, d) = crate::proto::civil_from_days(days);
+    let wd = DAYS[days.rem_euclid(7) as usize];
+    format!("{wd}, {d} {} {y} {:02}:{:02}:{:02} +0000", MONTHS[m as usize - 1], secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trace_dates_follow_rfc5322_3_3() {
+        assert_eq!(rfc5322_date(0), "Thu, 1 Jan 1970 00:00:00 +0000");
+        assert_eq!(rfc5322_date(1_795_737_600 + 6 * 3600 + 61), "Fri, 27 Nov 2026 06:01:01 +0000");
+    }
+}

@@ -1,0 +1,492 @@
+//! The LMTP (RFC 2033) and inbound SMTP (RFC 5321) protocol engine, sans-io:
+//! bytes in, replies out, and a [`Step::Deliver`] when a message is complete.
+//! One engine serves both dialects; they differ in the greeting command
+//! (LHLO or EHLO/HELO), in relaying rules, and in the replies after DATA
+//! (one per recipient for LMTP, one in all for SMTP).
+//!
+//! It stores nothing itself and never says 250 for a message on its own: the
+//! network layer stores each copy durably and reports back with
+//! [`Session::delivered`].
+
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Lmtp,
+    Smtp,
+}
+
+/// What the engine needs to know about the installation.
+pub trait Directory {
+    /// Whether a user of this (normalised) name exists.
+    fn user_exists(&self, user: &str) -> bool;
+    /// Whether mail for this domain is ours. LMTP trusts its MTA and accepts
+    /// every domain when no local domains are configured.
+    fn is_local_domain(&self, domain: &str, dialect: Dialect) -> bool;
+}
+
+/// One accepted recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recipient {
+    /// The address as given in RCPT TO (without brackets).
+    pub address: String,
+    pub user: String,
+    /// Target mailbox (`X-MAILBOX=` parameter); INBOX when absent.
+    pub mailbox: Option<String>,
+}
+
+/// A complete message to store for each recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    pub from: String,
+    pub recipients: Vec<Recipient>,
+    /// The message as received (dot-unstuffed), without trace headers.
+    pub data: Arc<Vec<u8>>,
+}
+
+impl Envelope {
+    /// Headers prepended to the copy for `r`: Return-Path and Delivered-To
+    /// (and, for SMTP, the Received trace line RFC 5321 4.4 requires).
+    pub fn prefix(&self, r: &Recipient, trace: Option<&str>) -> Vec<u8> {
+        let mut p = format!("Return-Path: <{}>\r\nDelivered-To: {}\r\n", self.from, r.address).into_bytes();
+        if let Some(t) = trace {
+            p.extend_from_slice(t.as_bytes());
+        }
+        p
+    }
+}
+
+/// Why a copy could not be stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryError {
+    /// Temporary: the client should retry (4xx).
+    Temporary(String),
+    /// Permanent (5xx): the user vanished between RCPT and DATA.
+    NoSuchUser,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Step {
+    /// Send the output, read more, call `step` again.
+    Read,
+    /// Store one copy of the envelope per recipient, then call `delivered`.
+    Deliver(Envelope),
+    /// Send the output and close.
+    Close,
+}
+
+/// Limits of the engine.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_message: u64,
+    /// RFC 5321 4.5.3.1.8 asks for at least 100.
+    pub max_recipients: usize,
+    /// Longest command line (RFC 5321: 512 octets; we allow more).
+    pub line_max: usize,
+    /// Bad commands before the connection is closed.
+    pub max_errors: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { max_message: 64 << 20, max_recipients: 100, line_max: 4096, max_errors: 10 }
+    }
+}
+
+enum Mode {
+    Command,
+    /// Reading message data; `at_line_start` is false while a line is open.
+    Data {
+        at_line_start: bool,
+        oversize: bool,
+    },
+    /// Waiting for `delivered`.
+    Delivering,
+    Closed,
+}
+
+pub struct Session {
+    dialect: Dialect,
+    hostname: String,
+    limits: Limits,
+    helo: Option<String>,
+    from: Option<String>,
+    recipients: Vec<Recipient>,
+    data: Vec<u8>,
+    mode: Mode,
+    input: Vec<u8>,
+    errors: u32,
+    /// The client's address, for the Received line.
+    peer: String,
+    /// EHLO/LHLO rather than HELO.
+    extended: bool,
+}
+
+fn reply(out: &mut Vec<u8>, code: u16, text: &str) {
+    out.extend_from_slice(format!("{code} {text}\r\n").as_bytes());
+}
+
+/// `<local@domain>` from a MAIL FROM / RCPT TO argument, with the rest
+/// (ESMTP parameters). Accepts a missing `<>` pair, as Postfix never sends but
+/// hand-typed sessions do.
+fn path_arg(arg: &str) -> Option<(String, &str)> {
+    let arg = arg.trim_start();
+    if let Some(rest) = arg.strip_prefix('<') {
+        let end = rest.find('>')?;
+        let addr = rest[..end].to_string();
+        // Drop a source route (RFC 5321 4.1.1.3: ignore it).
+        let addr = match addr.rfind(':') {
+            Some(i) if addr.starts_with('@') => addr[i + 1..].to_string(),
+            _ => addr,
+        };
+        return Some((addr, rest[end + 1..].trim()));
+    }
+    let end = arg.find(' ').unwrap_or(arg.len());
+    Some((arg[..end].to_string(), arg[end..].trim()))
+}
+
+impl Session {
+    pub fn new(dialect: Dialect, hostname: &str, limits: Limits) -> Session {
+        Session {
+            dialect,
+            hostname: hostname.to_string(),
+            limits,
+            helo: None,
+            from: None,
+            recipients: Vec::new(),
+            data: Vec::new(),
+            mode: Mode::Command,
+            input: Vec::new(),
+            errors: 0,
+            peer: String::new(),
+            extended: false,
+        }
+    }
+
+    /// The banner (RFC 5321 4.2 / RFC 2033 4.1).
+    pub fn greeting(&self, out: &mut Vec<u8>) {
+        let proto = match self.dialect {
+            Dialect::Lmtp => "LMTP",
+            Dialect::Smtp => "ESMTP",
+        };
+        reply(out, 220, &format!("{} {proto} ringmail ready", self.hostname));
+    }
+
+    /// Where the client connects from, for the Received line.
+    pub fn set_peer(&mut self, peer: &str) {
+        self.peer = peer.to_string();
+    }
+
+    pub fn feed(&mut self, bytes: &[u8]) {
+        self.input.extend_from_slice(bytes);
+    }
+
+    /// Whether the engine holds no partial input (the connection is idle).
+    pub fn is_idle(&self) -> bool {
+        self.input.is_empty() && matches!(self.mode, Mode::Command)
+    }
+
+    /// The Received trace line (RFC 5321 4.4) for SMTP; none for LMTP, whose
+    /// MTA in front has added its own. `now` is an RFC 5322 date-time.
+    pub fn trace(&self, r: &Recipient, now: &str) -> Option<String> {
+        (self.dialect == Dialect::Smtp).then(|| {
+            let with = if self.extended { "ESMTP" } else { "SMTP" };
+            let helo = self.helo.as_deref().unwrap_or("unknown");
+            format!("Received: from {helo} ({})\r\n\tby {} (ringmail) with {with}\r\n\tfor <{}>; {now}\r\n", self.peer, self.hostname, r.address)
+        })
+    }
+
+    fn reset(&mut self) {
+        self.from = None;
+        self.recipients.clear();
+        self.data = Vec::new();
+    }
+
+    fn error(&mut self, out: &mut Vec<u8>, code: u16, text: &str) -> Option<Step> {
+        reply(out, code, text);
+        self.errors += 1;
+        if self.errors >= self.limits.max_errors {
+            reply(out, 421, "4.7.0 Too many errors, closing connection");
+            self.mode = Mode::Closed;
+            return Some(Step::Close);
+        }
+        None
+    }
+
+    /// Processes input until the network layer must act.
+    pub fn step(&mut self, dir: &dyn Directory, out: &mut Vec<u8>) -> Step {
+        loop {
+            match self.mode {
+                Mode::Closed => return Step::Close,
+                Mode::Delivering => return Step::Read,
+                Mode::Data { .. } => {
+                    if let Some(s) = self.data_step(out) {
+                        return s;
+                    }
+                    if matches!(self.mode, Mode::Data { .. }) {
+                        return Step::Read;
+                    }
+                }
+                Mode::Command => {
+                    let Some(lf) = memchr::memchr(b'\n', &self.input) else {
+                        if self.input.len() > self.limits.line_max {
+                            self.input.clear();
+                            reply(out, 500, "5.5.2 Line too long");
+                            self.mode = Mode::Closed;
+                            return Step::Close;
+                        }
+                        return Step::Read;
+                    };
+                    let line: Vec<u8> = self.input.drain(..=lf).collect();
+                    if line.len() > self.limits.line_max {
+                        if let Some(s) = self.error(out, 500, "5.5.2 Line too long") {
+                            return s;
+                        }
+                        continue;
+                    }
+                    let text = String::from_utf8_lossy(&line);
+                    let text = text.trim_end_matches(['\r', '\n']);
+                    if let Some(s) = self.command(text, dir, out) {
+                        return s;
+                    }
+                }
+            }
+        }
+    }
+
+    fn command(&mut self, line: &str, dir: &dyn Directory, out: &mut Vec<u8>) -> Option<Step> {
+        let (verb, arg) = match line.find(' ') {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None => (line, ""),
+        };
+        let verb = verb.to_ascii_uppercase();
+        let lmtp = self.dialect == Dialect::Lmtp;
+        match verb.as_str() {
+            "LHLO" | "EHLO" | "HELO" => {
+                if lmtp != (verb == "LHLO") {
+                    let want = if lmtp { "5.5.1 This is LMTP: use LHLO" } else { "5.5.1 Use EHLO or HELO" };
+                    return self.error(out, 500, want);
+                }
+                if arg.trim().is_empty() {
+                    return self.error(out, 501, "5.5.4 A domain or address literal is required");
+                }
+                self.reset();
+                self.helo = Some(arg.trim().to_string());
+                self.extended = verb != "HELO";
+                if verb == "HELO" {
+                    reply(out, 250, &self.hostname);
+                } else {
+                    out.extend_from_slice(
+                        format!(
+                            "250-{}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE {}\r\n",
+                            self.hostname, self.limits.max_message
+                        )
+                        .as_bytes(),
+                    );
+                }
+                None
+            }
+            "MAIL" => {
+                if self.helo.is_none() {
+                    return self.error(out, 503, if lmtp { "5.5.1 Send LHLO first" } else { "5.5.1 Send EHLO or HELO first" });
+                }
+                if self.from.is_some() {
+                    return self.error(out, 503, "5.5.1 Sender already given");
+                }
+                let Some(rest) = strip_keyword(arg, "FROM:") else { return self.error(out, 501, "5.5.4 Syntax: MAIL FROM:<address>") };
+                let Some((addr, params)) = path_arg(rest) else { return self.error(out, 501, "5.5.4 Syntax: MAIL FROM:<address>") };
+                for p in params.split_whitespace() {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    match k.to_ascii_uppercase().as_str() {
+                        "SIZE" => match v.parse::<u64>() {
+                            Ok(n) if n > self.limits.max_message => return self.error(out, 552, "5.3.4 Message size exceeds fixed limit"),
+                            Ok(_) => {}
+                            Err(_) => return self.error(out, 501, "5.5.4 Bad SIZE parameter"),
+                        },
+                        "BODY" if v.eq_ignore_ascii_case("8BITMIME") || v.eq_ignore_ascii_case("7BIT") => {}
+                        _ => return self.error(out, 555, "5.5.4 Unsupported MAIL parameter"),
+                    }
+                }
+                self.from = Some(addr);
+                reply(out, 250, "2.1.0 Ok");
+                None
+            }
+            "RCPT" => {
+                if self.from.is_none() {
+                    return self.error(out, 503, "5.5.1 Need MAIL command first");
+                }
+                let Some(rest) = strip_keyword(arg, "TO:") else { return self.error(out, 501, "5.5.4 Syntax: RCPT TO:<address>") };
+                let Some((addr, params)) = path_arg(rest) else { return self.error(out, 501, "5.5.4 Syntax: RCPT TO:<address>") };
+                if self.recipients.len() >= self.limits.max_recipients {
+                    reply(out, 452, "4.5.3 Too many recipients");
+                    return None;
+                }
+                let mut mailbox = None;
+                for p in params.split_whitespace() {
+                    let (k, v) = p.split_once('=').unwrap_or((p, ""));
+                    if k.eq_ignore_ascii_case("X-MAILBOX") && lmtp {
+                        mailbox = Some(xtext_decode(v));
+                    } else {
+                        return self.error(out, 555, "5.5.4 Unsupported RCPT parameter");
+                    }
+                }
+                let (local, domain) = match addr.rsplit_once('@') {
+                    Some((l, d)) => (l, Some(d)),
+                    None => (addr.as_str(), None),
+                };
+                if let Some(d) = domain {
+                    if !dir.is_local_domain(d, self.dialect) {
+                        reply(out, 550, "5.7.1 Relay access denied");
+                        return None;
+                    }
+                }
+                let user = crate::auth::passwd::normalize_user_name(local);
+                if local.is_empty() || !dir.user_exists(&user) {
+                    reply(out, 550, "5.1.1 User unknown");
+                    return None;
+                }
+                self.recipients.push(Recipient { address: addr.clone(), user, mailbox });
+                reply(out, 250, "2.1.5 Ok");
+                None
+            }
+            "DATA" => {
+                if self.from.is_none() {
+                    return self.error(out, 503, "5.5.1 Need MAIL command first");
+                }
+                if self.recipients.is_empty() {
+                    return self.error(out, 503, "5.5.1 No valid recipients");
+                }
+                reply(out, 354, "End data with <CR><LF>.<CR><LF>");
+                self.data = Vec::new();
+                self.mode = Mode::Data { at_line_start: true, oversize: false };
+                None
+            }
+            "RSET" => {
+                self.reset();
+                reply(out, 250, "2.0.0 Ok");
+                None
+            }
+            "NOOP" => {
+                reply(out, 250, "2.0.0 Ok");
+                None
+            }
+            "VRFY" => {
+                reply(out, 252, "2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+                None
+            }
+            "QUIT" => {
+                reply(out, 221, "2.0.0 Bye");
+                self.mode = Mode::Closed;
+                Some(Step::Close)
+            }
+            "" => self.error(out, 500, "5.5.2 Empty command"),
+            _ => self.error(out, 502, "5.5.2 Command not recognized"),
+        }
+    }
+
+    /// Takes message data: dot-unstuffing (RFC 5321 4.5.2), the end marker,
+    /// and the size limit (excess is read and dropped, then refused).
+    fn data_step(&mut self, out: &mut Vec<u8>) -> Option<Step> {
+        let Mode::Data { mut at_line_start, mut oversize } = self.mode else { return None };
+        let mut consumed = 0;
+        let mut done = false;
+        while consumed < self.input.len() {
+            let rest = &self.input[consumed..];
+            let (line, complete) = match memchr::memchr(b'\n', rest) {
+                Some(i) => (&rest[..=i], true),
+                // An open line: if it could still be the end marker, wait.
+                None if at_line_start && rest.len() < 3 && b".\r\n".starts_with(rest) => break,
+                None => (rest, false),
+            };
+            consumed += line.len();
+            if at_line_start && line == b".\r\n" {
+                done = true;
+                break;
+            }
+            let line = if at_line_start && line.first() == Some(&b'.') { &line[1..] } else { line };
+            if !oversize {
+                if self.data.len() as u64 + line.len() as u64 > self.limits.max_message {
+                    oversize = true;
+                    self.data = Vec::new();
+                } else {
+                    self.data.extend_from_slice(line);
+                }
+            }
+            at_line_start = complete;
+        }
+        self.input.drain(..consumed);
+        if !done {
+            self.mode = Mode::Data { at_line_start, oversize };
+            return None;
+        }
+        if oversize {
+            self.mode = Mode::Command;
+            let n = if self.dialect == Dialect::Lmtp { self.recipients.len() } else { 1 };
+            for _ in 0..n {
+                reply(out, 552, "5.3.4 Message size exceeds fixed limit");
+            }
+            self.reset();
+            return None;
+        }
+        self.mode = Mode::Delivering;
+        let env = Envelope { from: self.from.clone().unwrap_or_default(), recipients: self.recipients.clone(), data: Arc::new(std::mem::take(&mut self.data)) };
+        Some(Step::Deliver(env))
+    }
+
+    /// Reports what happened to each copy, in recipient order, and answers:
+    /// LMTP one reply per recipient (RFC 2033 4.2), SMTP one in all.
+    pub fn delivered(&mut self, results: &[Result<(), DeliveryError>], out: &mut Vec<u8>) {
+        let line = |r: &Result<(), DeliveryError>| match r {
+            Ok(()) => (250, "2.0.0 Ok: delivered".to_string()),
+            Err(DeliveryError::NoSuchUser) => (550, "5.1.1 User unknown".to_string()),
+            Err(DeliveryError::Temporary(why)) => (451, format!("4.3.0 Temporary failure: {why}")),
+        };
+        match self.dialect {
+            Dialect::Lmtp => {
+                for (r, rcpt) in results.iter().zip(&self.recipients) {
+                    let (code, text) = line(r);
+                    reply(out, code, &format!("{text} <{}>", rcpt.address));
+                }
+            }
+            Dialect::Smtp => {
+                // One answer for all: success only if every copy is stored.
+                match results.iter().find(|r| r.is_err()) {
+                    None => reply(out, 250, "2.0.0 Ok: queued"),
+                    Some(r) => {
+                        let (code, text) = line(r);
+                        reply(out, code, &text);
+                    }
+                }
+            }
+        }
+        self.reset();
+        self.mode = Mode::Command;
+    }
+}
+
+fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
+    let a = arg.trim_start();
+    (a.len() >= kw.len() && a[..kw.len()].eq_ignore_ascii_case(kw)).then(|| &a[kw.len()..])
+}
+
+/// xtext (RFC 3461 4): `+XX` hex escapes.
+fn xtext_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'+' && i + 2 < b.len() {
+            if let Some(v) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests;

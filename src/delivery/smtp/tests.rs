@@ -1,0 +1,209 @@
+//! Transcript tests of the engine: client bytes in, exact replies out.
+
+use super::*;
+
+struct Dir;
+
+impl Directory for Dir {
+    fn user_exists(&self, user: &str) -> bool {
+        matches!(user, "alice" | "bob")
+    }
+    fn is_local_domain(&self, domain: &str, dialect: Dialect) -> bool {
+        dialect == Dialect::Lmtp || domain.eq_ignore_ascii_case("example.org")
+    }
+}
+
+/// Feeds `input` in chunks of `chunk` bytes; delivers every envelope with
+/// `results` and collects the envelopes and all replies.
+fn run(dialect: Dialect, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>], limits: Limits) -> (String, Vec<Envelope>, bool) {
+    let mut s = Session::new(dialect, "mx.example.org", limits);
+    let mut out = Vec::new();
+    s.greeting(&mut out);
+    let mut envs = Vec::new();
+    let mut closed = false;
+    'feed: for c in input.chunks(chunk.max(1)) {
+        s.feed(c);
+        loop {
+            match s.step(&Dir, &mut out) {
+                Step::Read => break,
+                Step::Deliver(e) => {
+                    let n = e.recipients.len();
+                    envs.push(e);
+                    s.delivered(&results[..n], &mut out);
+                }
+                Step::Close => {
+                    closed = true;
+                    break 'feed;
+                }
+            }
+        }
+    }
+    (String::from_utf8(out).unwrap(), envs, closed)
+}
+
+fn lmtp(input: &str) -> (String, Vec<Envelope>, bool) {
+    run(Dialect::Lmtp, input.as_bytes(), usize::MAX, &[Ok(()), Ok(()), Ok(())], Limits::default())
+}
+
+const OK3: &[Result<(), DeliveryError>] = &[Ok(()), Ok(()), Ok(())];
+
+#[test]
+fn lmtp_answers_once_per_recipient_after_data_rfc2033_4_2() {
+    let input = "LHLO mta\r\nMAIL FROM:<s@x.net>\r\nRCPT TO:<alice@example.org>\r\nRCPT TO:<nobody@example.org>\r\nRCPT TO:<BOB>\r\nDATA\r\nSubject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n";
+    let (out, envs, closed) = lmtp(input);
+    assert_eq!(
+        out,
+        "220 mx.example.org LMTP ringmail ready\r\n\
+         250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 67108864\r\n\
+         250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n550 5.1.1 User unknown\r\n250 2.1.5 Ok\r\n\
+         354 End data with <CR><LF>.<CR><LF>\r\n\
+         250 2.0.0 Ok: delivered <alice@example.org>\r\n250 2.0.0 Ok: delivered <BOB>\r\n\
+         221 2.0.0 Bye\r\n"
+    );
+    assert!(closed);
+    assert_eq!(envs.len(), 1);
+    let e = &envs[0];
+    assert_eq!(e.from, "s@x.net");
+    assert_eq!(e.recipients.iter().map(|r| r.user.as_str()).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert_eq!(&e.data[..], b"Subject: hi\r\n\r\nbody\r\n");
+    assert_eq!(e.prefix(&e.recipients[0], None), b"Return-Path: <s@x.net>\r\nDelivered-To: alice@example.org\r\n");
+}
+
+#[test]
+fn per_recipient_failures_are_reported_in_order() {
+    let input = b"LHLO m\r\nMAIL FROM:<>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\nx\r\n.\r\n";
+    let results = [Err(DeliveryError::Temporary("disk full".into())), Ok(())];
+    let (out, _, _) = run(Dialect::Lmtp, input, usize::MAX, &results, Limits::default());
+    assert!(out.ends_with("451 4.3.0 Temporary failure: disk full <alice>\r\n250 2.0.0 Ok: delivered <bob>\r\n"), "{out}");
+}
+
+#[test]
+fn smtp_gives_one_answer_and_refuses_to_relay_rfc5321() {
+    let input =
+        "EHLO client.net\r\nMAIL FROM:<s@x.net> SIZE=100 BODY=8BITMIME\r\nRCPT TO:<alice@elsewhere.com>\r\nRCPT TO:<alice@Example.org>\r\nDATA\r\nhi\r\n.\r\n";
+    let (out, envs, _) = run(Dialect::Smtp, input.as_bytes(), usize::MAX, OK3, Limits::default());
+    assert!(out.starts_with("220 mx.example.org ESMTP ringmail ready\r\n250-mx.example.org\r\n"));
+    assert!(
+        out.ends_with("250 2.1.0 Ok\r\n550 5.7.1 Relay access denied\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n250 2.0.0 Ok: queued\r\n"),
+        "{out}"
+    );
+    assert_eq!(envs[0].recipients.len(), 1);
+}
+
+#[test]
+fn smtp_trace_header_names_the_client() {
+    let mut s = Session::new(Dialect::Smtp, "mx.example.org", Limits::default());
+    s.set_peer("192.0.2.7");
+    let mut out = Vec::new();
+    s.feed(b"HELO client.net\r\n");
+    assert_eq!(s.step(&Dir, &mut out), Step::Read);
+    let r = Recipient { address: "alice@example.org".into(), user: "alice".into(), mailbox: None };
+    let t = s.trace(&r, "Fri, 27 Nov 2026 06:00:00 +0000").unwrap();
+    assert_eq!(
+        t,
+        "Received: from client.net (192.0.2.7)\r\n\tby mx.example.org (ringmail) with SMTP\r\n\tfor <alice@example.org>; Fri, 27 Nov 2026 06:00:00 +0000\r\n"
+    );
+    let l = Session::new(Dialect::Lmtp, "h", Limits::default());
+    assert_eq!(l.trace(&r, "x"), None);
+}
+
+#[test]
+fn greeting_command_must_match_the_dialect() {
+    let (out, _, _) = lmtp("EHLO x\r\nHELO x\r\nLHLO\r\nMAIL FROM:<a>\r\n");
+    assert_eq!(
+        out,
+        "220 mx.example.org LMTP ringmail ready\r\n500 5.5.1 This is LMTP: use LHLO\r\n500 5.5.1 This is LMTP: use LHLO\r\n\
+         501 5.5.4 A domain or address literal is required\r\n503 5.5.1 Send LHLO first\r\n"
+    );
+    let (out, _, _) = run(Dialect::Smtp, b"LHLO x\r\n", 1, OK3, Limits::default());
+    assert!(out.ends_with("500 5.5.1 Use EHLO or HELO\r\n"));
+}
+
+#[test]
+fn command_order_is_enforced() {
+    let (out, envs, _) = lmtp("LHLO m\r\nRCPT TO:<alice>\r\nDATA\r\nMAIL FROM:<a>\r\nMAIL FROM:<b>\r\nDATA\r\nRSET\r\nRCPT TO:<alice>\r\nNOOP\r\nFOO\r\n");
+    assert!(envs.is_empty());
+    let replies: Vec<&str> = out.lines().skip(6).collect();
+    assert_eq!(
+        replies,
+        [
+            "503 5.5.1 Need MAIL command first",
+            "503 5.5.1 Need MAIL command first",
+            "250 2.1.0 Ok",
+            "503 5.5.1 Sender already given",
+            "503 5.5.1 No valid recipients",
+            "250 2.0.0 Ok",
+            "503 5.5.1 Need MAIL command first",
+            "250 2.0.0 Ok",
+            "502 5.5.2 Command not recognized",
+        ]
+    );
+}
+
+#[test]
+fn dot_unstuffing_and_end_marker_rfc5321_4_5_2() {
+    let input = b"LHLO m\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\n..leading dot\r\n.\r\n";
+    let (_, envs, _) = run(Dialect::Lmtp, input, usize::MAX, OK3, Limits::default());
+    assert_eq!(&envs[0].data[..], b".leading dot\r\n");
+    // ".\r\n" only ends the data at the start of a line; ".x" is unstuffed.
+    let input = b"LHLO m\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nDATA\r\na.\r\n.x\r\n.\r\n";
+    let (_, envs, _) = run(Dialect::Lmtp, input, usize::MAX, OK3, Limits::default());
+    assert_eq!(&envs[0].data[..], b"a.\r\nx\r\n");
+}
+
+#[test]
+fn every_split_of_the_input_gives_the_same_result() {
+    let input = b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice>\r\nDATA\r\nH: v\r\nbare\nlf\n\xe9 8bit\r\n..\r\n.\r\nNOOP\r\n";
+    let (whole, envs, _) = run(Dialect::Lmtp, input, usize::MAX, OK3, Limits::default());
+    assert_eq!(&envs[0].data[..], b"H: v\r\nbare\nlf\n\xe9 8bit\r\n.\r\n");
+    for chunk in 1..input.len() {
+        let (out, e, _) = run(Dialect::Lmtp, input, chunk, OK3, Limits::default());
+        assert_eq!(out, whole, "chunk {chunk}");
+        assert_eq!(e[0].data, envs[0].data, "chunk {chunk}");
+    }
+}
+
+#[test]
+fn oversize_message_is_refused_after_data_and_session_continues() {
+    let limits = Limits { max_message: 10, ..Limits::default() };
+    let input = b"LHLO m\r\nMAIL FROM:<a> SIZE=11\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\n0123456789abc\r\n.\r\nNOOP\r\n";
+    let (out, envs, _) = run(Dialect::Lmtp, input, 3, OK3, limits);
+    assert!(envs.is_empty());
+    assert!(out.contains("552 5.3.4 Message size exceeds fixed limit\r\n250 2.1.0 Ok\r\n"), "{out}");
+    assert!(out.ends_with("354 End data with <CR><LF>.<CR><LF>\r\n552 5.3.4 Message size exceeds fixed limit\r\n552 5.3.4 Message size exceeds fixed limit\r\n250 2.0.0 Ok\r\n"), "{out}");
+}
+
+#[test]
+fn x_mailbox_parameter_selects_the_folder() {
+    let (_, envs, _) = lmtp("LHLO m\r\nMAIL FROM:<a>\r\nRCPT TO:<alice> X-MAILBOX=Lists+2Frust\r\nDATA\r\nx\r\n.\r\n");
+    assert_eq!(envs[0].recipients[0].mailbox.as_deref(), Some("Lists/rust"));
+    let (out, _, _) = run(Dialect::Smtp, b"EHLO m\r\nMAIL FROM:<a>\r\nRCPT TO:<alice@example.org> X-MAILBOX=Junk\r\n", usize::MAX, OK3, Limits::default());
+    assert!(out.ends_with("555 5.5.4 Unsupported RCPT parameter\r\n"));
+}
+
+#[test]
+fn abuse_closes_the_connection() {
+    let limits = Limits { max_errors: 3, line_max: 64, ..Limits::default() };
+    let (out, _, closed) = run(Dialect::Lmtp, b"X\r\nY\r\nZ\r\nNOOP\r\n", usize::MAX, OK3, limits);
+    assert!(closed);
+    assert!(out.ends_with("502 5.5.2 Command not recognized\r\n421 4.7.0 Too many errors, closing connection\r\n"));
+    let long = [b'A'; 100];
+    let (out, _, closed) = run(Dialect::Lmtp, &long, usize::MAX, OK3, limits);
+    assert!(closed);
+    assert!(out.ends_with("500 5.5.2 Line too long\r\n"));
+}
+
+#[test]
+fn too_many_recipients_is_temporary_rfc5321_4_5_3_1_10() {
+    let limits = Limits { max_recipients: 1, ..Limits::default() };
+    let (out, envs, _) = run(Dialect::Lmtp, b"LHLO m\r\nMAIL FROM:<a>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\nx\r\n.\r\n", usize::MAX, OK3, limits);
+    assert!(out.contains("452 4.5.3 Too many recipients\r\n"));
+    assert_eq!(envs[0].recipients.len(), 1);
+}
+
+#[test]
+fn xtext_decodes_hex_escapes_and_keeps_stray_plus() {
+    assert_eq!(xtext_decode("a+2Bb+"), "a+b+");
+    assert_eq!(xtext_decode("+4"), "+4");
+    assert_eq!(xtext_decode("+zz"), "+zz");
+}

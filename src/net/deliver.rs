@@ -1,0 +1,84 @@
+//! Storing delivered mail on the worker that owns the recipient (users are
+//! sharded across workers): copies for users here are written at once, the
+//! rest travel to their worker as [`DeliveryJob`]s, and every copy is
+//! answered only after the group commit made it durable.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use super::worker::{WorkerCtx, WorkerMsg};
+use crate::delivery::smtp::DeliveryError;
+use crate::delivery::store_copy;
+
+/// One copy for a user on another worker.
+pub struct DeliveryJob {
+    pub user: String,
+    pub mailbox: Option<String>,
+    /// Trace headers for this recipient, written before `data`.
+    pub prefix: Vec<u8>,
+    pub data: Arc<Vec<u8>>,
+    pub reply: flume::Sender<Result<(), DeliveryError>>,
+}
+
+/// A copy to deliver, with its own trace headers.
+pub struct Copy {
+    pub user: String,
+    pub mailbox: Option<String>,
+    pub prefix: Vec<u8>,
+}
+
+/// Stores `copies` of `data` and reports each result, in order.
+pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<u8>>) -> Vec<Result<(), DeliveryError>> {
+    enum Pending {
+        Done(Result<(), DeliveryError>),
+        Here(monoio::task::JoinHandle<Result<(), DeliveryError>>),
+        There(flume::Receiver<Result<(), DeliveryError>>),
+    }
+    let now = WorkerCtx::now();
+    let workers = ctx.shared.workers();
+    let mut pending = Vec::with_capacity(copies.len());
+    for c in copies {
+        let home = super::shard(&c.user, workers);
+        if home == ctx.id {
+            // Written now; the commit runs as its own task so that copies to
+            // several mailboxes here share one group commit.
+            pending.push(match store_copy(&ctx.store, &c.user, c.mailbox.as_deref(), &[&c.prefix, data], now) {
+                Ok(mb) => {
+                    let committer = ctx.committer.clone();
+                    Pending::Here(monoio::spawn(async move { committer.commit(mb).await.map_err(sync_failed) }))
+                }
+                Err(e) => Pending::Done(Err(e)),
+            });
+        } else {
+            let (tx, rx) = flume::bounded(1);
+            let job = DeliveryJob { user: c.user, mailbox: c.mailbox, prefix: c.prefix, data: data.clone(), reply: tx };
+            pending.push(match ctx.shared.inboxes[home].send(WorkerMsg::Deliver(Box::new(job))) {
+                Ok(()) => Pending::There(rx),
+                Err(_) => Pending::Done(Err(DeliveryError::Temporary("server shutting down".into()))),
+            });
+        }
+    }
+    let mut results = Vec::with_capacity(pending.len());
+    for p in pending {
+        results.push(match p {
+            Pending::Done(r) => r,
+            Pending::Here(h) => h.await,
+            Pending::There(rx) => rx.recv_async().await.unwrap_or_else(|_| Err(DeliveryError::Temporary("server shutting down".into()))),
+        });
+    }
+    results
+}
+
+fn sync_failed(e: std::io::Error) -> DeliveryError {
+    tracing::error!(error = %e, "delivery not durable");
+    DeliveryError::Temporary("cannot make the message durable".into())
+}
+
+/// Runs a job sent by another worker: store, commit, answer.
+pub async fn run_job(ctx: Rc<WorkerCtx>, job: Box<DeliveryJob>) {
+    let r = match store_copy(&ctx.store, &job.user, job.mailbox.as_deref(), &[&job.prefix, &job.data], WorkerCtx::now()) {
+        Ok(mb) => ctx.committer.commit(mb).await.map_err(sync_failed),
+        Err(e) => Err(e),
+    };
+    let _ = job.reply.send(r);
+}

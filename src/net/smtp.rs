@@ -1,0 +1,121 @@
+//! The I/O side of an LMTP or SMTP connection: feeds bytes to the sans-io
+//! engine in `delivery::smtp`, writes its replies, and stores what it
+//! delivers (see `deliver`). Timeouts and shutdown use the worker's
+//! deadline sweeper, as IMAP connections do.
+
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+use super::deliver::{deliver_all, Copy};
+use super::worker::WorkerCtx;
+use crate::auth::limiter::ConnGuard;
+use crate::delivery::smtp::{Dialect, Session, Step};
+use crate::signal::Signal;
+
+/// Read size: messages are mostly larger than a few KiB.
+const READ_CHUNK: usize = 64 << 10;
+
+pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
+    monoio::spawn(serve(ctx.clone(), stream, guard, dialect));
+}
+
+async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
+    let shared = ctx.shared.clone();
+    let mut s = Session::new(dialect, &shared.directory.hostname, shared.smtp_limits);
+    s.set_peer(&guard.ip().to_string());
+    let signal = Signal::new();
+    let reg = ctx.register(&signal);
+    ctx.connections.set(ctx.connections.get() + 1);
+    let mut out = Vec::with_capacity(512);
+    s.greeting(&mut out);
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let step = s.step(&*shared.directory, &mut out);
+        if !out.is_empty() {
+            let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
+            out = back;
+            out.clear();
+            if r.is_err() {
+                break;
+            }
+        }
+        match step {
+            Step::Close => break,
+            Step::Deliver(env) => {
+                let now = crate::delivery::rfc5322_date(WorkerCtx::now());
+                let copies = env
+                    .recipients
+                    .iter()
+                    .map(|r| Copy { user: r.user.clone(), mailbox: r.mailbox.clone(), prefix: env.prefix(r, s.trace(r, &now).as_deref()) })
+                    .collect();
+                let results = deliver_all(&ctx, copies, &env.data).await;
+                s.delivered(&results, &mut out);
+            }
+            Step::Read => {
+                if s.is_idle() {
+                    // Between messages: do not hold the read buffer.
+                    buf = Vec::new();
+                }
+                reg.arm(Instant::now() + shared.config.delivery.timeout);
+                let readable = monoio::select! {
+                    r = stream.readable(false) => r.is_ok(),
+                    _ = signal.wait() => false,
+                };
+                if !readable {
+                    if ctx.stopping.get() {
+                        out.extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
+                    } else if reg.take_expired() {
+                        out.extend_from_slice(b"421 4.4.2 Timeout, closing connection\r\n");
+                    } else {
+                        continue;
+                    }
+                    let (_, _) = stream.write_all(std::mem::take(&mut out)).await;
+                    break;
+                }
+                if buf.capacity() == 0 {
+                    buf = Vec::with_capacity(READ_CHUNK);
+                }
+                buf.clear();
+                let (r, b) = stream.read(buf).await;
+                buf = b;
+                match r {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => s.feed(&buf[..n]),
+                }
+            }
+        }
+    }
+    let _ = stream.shutdown().await;
+    ctx.connections.set(ctx.connections.get() - 1);
+    drop(guard);
+}
+
+/// The engine's limits from the configuration.
+pub fn limits(config: &crate::config::Config) -> crate::delivery::smtp::Limits {
+    crate::delivery::smtp::Limits {
+        max_message: config.limits.max_message_size,
+        max_recipients: config.delivery.max_recipients.max(1),
+        max_errors: config.delivery.max_errors.max(1),
+        ..Default::default()
+    }
+}
+
+/// The directory every worker shares.
+pub fn directory(config: &crate::config::Config, users: Arc<crate::auth::UserDb>) -> crate::delivery::LocalDirectory {
+    crate::delivery::LocalDirectory {
+        users,
+        domains: config.delivery.local_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
+        hostname: config.delivery.hostname.clone().unwrap_or_else(crate::delivery::system_hostname),
+    }
+}
+
+/// Turns away a connection over the limits (RFC 5321 3.1: 421 greeting).
+pub async fn refuse(mut stream: TcpStream, why: &'static str) {
+    let msg = format!("421 4.7.0 {why}\r\n").into_bytes();
+    let _ = stream.write_all(msg).await;
+    let _ = stream.shutdown().await;
+}

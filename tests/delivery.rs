@@ -1,0 +1,354 @@
+//! Delivery over LMTP (RFC 2033) and SMTP (RFC 5321) with Python's smtplib
+//! as the real client, checked through IMAP; and `ringmail deliver`.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Client, TestServer};
+use ringmail::config::Driver;
+
+fn server() -> TestServer {
+    TestServer::start(Driver::Auto, |c| {
+        c.smtp.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.delivery.local_domains = vec!["example.org".into()];
+        c.delivery.hostname = Some("mx.example.org".into());
+        c.limits.max_message_size = 40 << 20;
+    })
+}
+
+/// Runs a Python script (with `addr` as argv[1]) and returns its stdout.
+fn python(script: &str, addr: SocketAddr) -> String {
+    let mut child = Command::new("python3")
+        .args(["-", &addr.to_string()])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the smtplib tests");
+    let prelude = "import smtplib, sys, socket\nhost, port = sys.argv[1].rsplit(':', 1)\nport = int(port)\n";
+    child.stdin.take().unwrap().write_all(format!("{prelude}{script}").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every message of a user's mailbox, byte for byte.
+fn messages(ts: &TestServer, user: &str, mailbox: &str) -> Vec<Vec<u8>> {
+    let mut c = Client::connect(ts.addr);
+    c.login(user, if user == "joe" { "secret" } else { "pw" });
+    let sel = c.cmd("s", &format!("EXAMINE {mailbox}"));
+    let exists: usize = sel.iter().find_map(|l| l.strip_prefix("* ").and_then(|r| r.strip_suffix(" EXISTS\r\n")).and_then(|n| n.parse().ok())).unwrap();
+    let mut out = Vec::new();
+    for i in 1..=exists {
+        c.send(&format!("f{i} FETCH {i} BODY.PEEK[]"));
+        let head = c.line();
+        let n: usize = head.trim_end().trim_end_matches('}').rsplit('{').next().unwrap().parse().unwrap();
+        let mut body = vec![0; n];
+        c.r.read_exact(&mut body).unwrap();
+        c.until(&format!("f{i}"));
+        out.push(body);
+    }
+    out
+}
+
+#[test]
+fn lmtp_multi_recipient_replies_per_recipient_rfc2033_4_2() {
+    let ts = server();
+    let out = python(
+        r#"
+l = smtplib.LMTP(host, port)
+print(l.ehlo('mta.example.net')[0])
+print(l.mail('sender@example.net'))
+print(l.rcpt('ann@example.org'))
+print(l.rcpt('nobody@example.org'))
+print(l.rcpt('bob'))
+print(l.data(b'Subject: to two\r\n\r\nHello both\r\n'))
+print(l.getreply())
+l.quit()
+"#,
+        ts.lmtp.unwrap(),
+    );
+    assert_eq!(
+        out,
+        "250\n(250, b'2.1.0 Ok')\n(250, b'2.1.5 Ok')\n(550, b'5.1.1 User unknown')\n(250, b'2.1.5 Ok')\n\
+         (250, b'2.0.0 Ok: delivered <ann@example.org>')\n(250, b'2.0.0 Ok: delivered <bob>')\n"
+    );
+    assert_eq!(
+        messages(&ts, "ann", "INBOX"),
+        [b"Return-Path: <sender@example.net>\r\nDelivered-To: ann@example.org\r\nSubject: to two\r\n\r\nHello both\r\n".to_vec()]
+    );
+    assert_eq!(messages(&ts, "bob", "INBOX"), [b"Return-Path: <sender@example.net>\r\nDelivered-To: bob\r\nSubject: to two\r\n\r\nHello both\r\n".to_vec()]);
+}
+
+#[test]
+fn smtp_accepts_local_mail_and_refuses_to_relay() {
+    let ts = server();
+    let out = python(
+        r#"
+s = smtplib.SMTP(host, port)
+print(s.ehlo('client.example.net')[0], s.has_extn('pipelining'), s.has_extn('8bitmime'), s.has_extn('size'))
+try:
+    s.sendmail('x@example.net', ['victim@gmail.com'], b'Subject: relay\r\n\r\nspam\r\n')
+except smtplib.SMTPRecipientsRefused as e:
+    print(e.recipients)
+try:
+    s.sendmail('x@example.net', ['nobody@example.org'], b'Subject: x\r\n\r\nx\r\n')
+except smtplib.SMTPRecipientsRefused as e:
+    print(e.recipients)
+print(s.sendmail('x@example.net', ['joe@example.org', 'relay@elsewhere.net'], b'Subject: hi\r\n\r\nhi\r\n'))
+s.quit()
+"#,
+        ts.smtp.unwrap(),
+    );
+    assert_eq!(
+        out,
+        "250 True True True\n{'victim@gmail.com': (550, b'5.7.1 Relay access denied')}\n\
+         {'nobody@example.org': (550, b'5.1.1 User unknown')}\n{'relay@elsewhere.net': (550, b'5.7.1 Relay access denied')}\n"
+    );
+    let msgs = messages(&ts, "joe", "INBOX");
+    assert_eq!(msgs.len(), 1);
+    let text = String::from_utf8(msgs[0].clone()).unwrap();
+    // RFC 5321 4.4: a Received line for the hop into our store.
+    assert!(text.starts_with("Return-Path: <x@example.net>\r\nDelivered-To: joe@example.org\r\nReceived: from client.example.net (127.0.0.1)\r\n\tby mx.example.org (ringmail) with ESMTP\r\n\tfor <joe@example.org>; "), "{text}");
+    assert!(text.ends_with(" +0000\r\nSubject: hi\r\n\r\nhi\r\n"), "{text}");
+}
+
+/// Reads SMTP replies until `n` final lines arrived.
+fn replies(r: &mut BufReader<TcpStream>, n: usize) -> Vec<String> {
+    let mut v = Vec::new();
+    while v.len() < n {
+        let mut l = String::new();
+        assert!(r.read_line(&mut l).unwrap() > 0, "closed after {v:?}");
+        if l.as_bytes().get(3) != Some(&b'-') {
+            v.push(l.trim_end().to_string());
+        }
+    }
+    v
+}
+
+fn raw(addr: SocketAddr) -> (BufReader<TcpStream>, TcpStream) {
+    let s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    (BufReader::new(s.try_clone().unwrap()), s)
+}
+
+#[test]
+fn pipelined_transaction_in_one_write_rfc2920() {
+    let ts = server();
+    let (mut r, mut w) = raw(ts.lmtp.unwrap());
+    w.write_all(b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe>\r\nRCPT TO:<ann>\r\nDATA\r\nSubject: p\r\n\r\n..dot\r\n.\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe>\r\nDATA\r\nSubject: q\r\n\r\nq\r\n.\r\nQUIT\r\n").unwrap();
+    let got = replies(&mut r, 13);
+    assert_eq!(
+        got,
+        [
+            "220 mx.example.org LMTP ringmail ready",
+            "250 SIZE 41943040",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "250 2.1.5 Ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Ok: delivered <joe>",
+            "250 2.0.0 Ok: delivered <ann>",
+            "250 2.1.0 Ok",
+            "250 2.1.5 Ok",
+            "354 End data with <CR><LF>.<CR><LF>",
+            "250 2.0.0 Ok: delivered <joe>",
+            "221 2.0.0 Bye",
+        ]
+    );
+    let joe = messages(&ts, "joe", "INBOX");
+    assert_eq!(joe.len(), 2);
+    assert!(joe[0].ends_with(b"Subject: p\r\n\r\n.dot\r\n"));
+}
+
+#[test]
+fn large_message_of_25_mib_is_stored_exactly() {
+    use sha2::Digest;
+    let ts = server();
+    let out = python(
+        r#"
+import random, hashlib
+rnd = random.Random(7)
+# Lines starting with a dot exercise dot-stuffing on the way in.
+lines = [''.join(rnd.choice('abcdefghij .') for _ in range(76)) for _ in range(340000)]
+body = ('Subject: big\r\n\r\n' + '\r\n'.join(lines) + '\r\n').encode()
+l = smtplib.LMTP(host, port)
+print(l.sendmail('a@b', ['joe'], body))
+l.quit()
+print(len(body), hashlib.sha256(b'Return-Path: <a@b>\r\nDelivered-To: joe\r\n' + body).hexdigest())
+"#,
+        ts.lmtp.unwrap(),
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "{}", "{out}");
+    let (len, digest) = lines[1].split_once(' ').unwrap();
+    assert!(len.parse::<usize>().unwrap() > 25 << 20);
+    let msgs = messages(&ts, "joe", "INBOX");
+    assert_eq!(msgs.len(), 1);
+    let got: String = sha2::Sha256::digest(&msgs[0]).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(got, digest);
+}
+
+#[test]
+fn bare_lf_and_8bit_headers_keep_their_bytes() {
+    let ts = server();
+    let (mut r, mut w) = raw(ts.lmtp.unwrap());
+    let msg: &[u8] = b"Subject: caf\xc3\xa9 \xe9t\xe9\nFrom: J\xc3\xb6rg <j@example.net>\n\nbare lf line\nmixed\r\nend\n";
+    w.write_all(b"LHLO m\r\nMAIL FROM:<j@example.net> BODY=8BITMIME\r\nRCPT TO:<joe>\r\nDATA\r\n").unwrap();
+    assert_eq!(replies(&mut r, 5)[4], "354 End data with <CR><LF>.<CR><LF>");
+    w.write_all(msg).unwrap();
+    w.write_all(b".\r\n").unwrap();
+    assert_eq!(replies(&mut r, 1), ["250 2.0.0 Ok: delivered <joe>"]);
+    let mut want = b"Return-Path: <j@example.net>\r\nDelivered-To: joe\r\n".to_vec();
+    want.extend_from_slice(msg);
+    assert_eq!(messages(&ts, "joe", "INBOX"), [want]);
+    // ENVELOPE still parses the 8-bit header (sent as a literal: 8-bit text).
+    let mut c = Client::connect(ts.addr);
+    c.login("joe", "secret");
+    c.cmd("s", "SELECT INBOX");
+    let env = c.cmd("e", "FETCH 1 ENVELOPE");
+    assert!(env.join("").contains("(({5}\r\nJ\u{f6}rg NIL \"j\" \"example.net\"))"), "{env:?}");
+}
+
+#[test]
+fn disconnect_mid_data_stores_nothing() {
+    let ts = server();
+    {
+        let (mut r, mut w) = raw(ts.lmtp.unwrap());
+        w.write_all(b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe>\r\nDATA\r\nSubject: half\r\n\r\nthis message never ends").unwrap();
+        replies(&mut r, 5);
+    }
+    let out = python("l = smtplib.LMTP(host, port)\nprint(l.sendmail('a@b', ['joe'], b'Subject: whole\\r\\n\\r\\nx\\r\\n'))\n", ts.lmtp.unwrap());
+    assert_eq!(out, "{}\n");
+    let msgs = messages(&ts, "joe", "INBOX");
+    assert_eq!(msgs.len(), 1);
+    assert!(msgs[0].ends_with(b"Subject: whole\r\n\r\nx\r\n"));
+}
+
+#[test]
+fn oversize_message_is_refused_with_552() {
+    let ts = TestServer::start(Driver::Auto, |c| c.limits.max_message_size = 1000);
+    let out = python(
+        r#"
+l = smtplib.LMTP(host, port)
+l.ehlo('m')
+try:
+    l.sendmail('a@b', ['joe'], b'Subject: big\r\n\r\n' + b'x' * 2000 + b'\r\n')
+except smtplib.SMTPSenderRefused as e:
+    print(e.smtp_code, e.smtp_error)
+try:
+    l.sendmail('a@b', ['joe'], b'Subject: big\r\n\r\n' + b'x' * 2000 + b'\r\n', mail_options=[])
+except Exception as e:
+    print(type(e).__name__)
+"#,
+        ts.lmtp.unwrap(),
+    );
+    // smtplib announces SIZE= itself, so the refusal comes at MAIL.
+    assert!(out.starts_with("552 b'5.3.4 Message size exceeds fixed limit'\n"), "{out}");
+    let mut c = Client::connect(ts.addr);
+    c.login("joe", "secret");
+    let st = c.cmd("s", "STATUS INBOX (MESSAGES)");
+    assert!(st[0].contains("(MESSAGES 0)"), "{st:?}");
+}
+
+fn idle_sees_delivery(driver: Driver) {
+    let ts = TestServer::start(driver, |_| {});
+    let mut c = Client::connect(ts.addr);
+    c.login("joe", "secret");
+    c.cmd("s", "SELECT INBOX");
+    c.send("i IDLE");
+    assert!(c.line().starts_with("+ "));
+    let started = Instant::now();
+    let out = python("l = smtplib.LMTP(host, port)\nprint(l.sendmail('a@b', ['joe', 'ann'], b'Subject: ping\\r\\n\\r\\nx\\r\\n'))\n", ts.lmtp.unwrap());
+    assert_eq!(out, "{}\n");
+    let line = c.line();
+    assert_eq!(line, "* 1 EXISTS\r\n");
+    let waited = started.elapsed();
+    c.line(); // * 1 RECENT
+    c.send("DONE");
+    let done = c.until("i");
+    assert!(done.last().unwrap().starts_with("i OK"), "{done:?}");
+    eprintln!("{driver:?}: EXISTS {waited:?} after the delivery started (python start-up included)");
+}
+
+both_drivers! {
+    idle_session_hears_delivered_mail => idle_sees_delivery;
+}
+
+#[test]
+fn x_mailbox_and_timeouts_and_limits() {
+    let ts = TestServer::start(Driver::Auto, |c| c.delivery.timeout = Duration::from_millis(300));
+    let (mut r, mut w) = raw(ts.lmtp.unwrap());
+    w.write_all(b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe> X-MAILBOX=Archive\r\nRCPT TO:<ann> X-MAILBOX=No+2FSuch\r\nDATA\r\nSubject: a\r\n\r\nx\r\n.\r\n")
+        .unwrap();
+    let got = replies(&mut r, 8);
+    assert_eq!(&got[6..], ["250 2.0.0 Ok: delivered <joe>", "250 2.0.0 Ok: delivered <ann>"]);
+    // A silent client is told why it is disconnected.
+    assert_eq!(replies(&mut r, 1), ["421 4.4.2 Timeout, closing connection"]);
+    assert_eq!(messages(&ts, "joe", "Archive").len(), 1);
+    assert_eq!(messages(&ts, "joe", "INBOX").len(), 0);
+    // A mailbox that does not exist means INBOX (as dovecot-lda does).
+    assert_eq!(messages(&ts, "ann", "INBOX").len(), 1);
+}
+
+/// `ringmail deliver` with no server (stores itself) and with one running
+/// (hands over by LMTP), and its exit codes.
+#[test]
+fn deliver_command_with_and_without_a_running_server() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\n").unwrap();
+    let deliver = |args: &[&str], input: &[u8]| -> (i32, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+            .arg("deliver")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    // No server: stored directly, Unix line ends become CRLF, the mbox
+    // separator goes.
+    assert_eq!(deliver(&["--user", "joe", "-f", "s@x"], b"From s@x Fri Nov 27 06:00:00 2026\nSubject: one\n\nbody\n"), (0, String::new()));
+    assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let imap: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
+        if let Some(rest) = line.split("IMAP: [").nth(1) {
+            break rest.split(']').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    // Server running: handed over by LMTP, into the named mailbox.
+    assert_eq!(deliver(&["--user", "joe", "-m", "Archive"], b"Subject: two\n\n.leading dot\n"), (0, String::new()));
+    assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
+    let ts_like = |mailbox: &str| {
+        let mut c = Client::connect(imap);
+        c.login("joe", "secret");
+        c.cmd("s", &format!("EXAMINE {mailbox}"));
+        c.cmd("f", "FETCH 1:* BODY.PEEK[]").join("")
+    };
+    let inbox = ts_like("INBOX");
+    assert!(inbox.contains("{61}\r\nReturn-Path: <s@x>\r\nDelivered-To: joe\r\nSubject: one\r\n\r\nbody\r\n)"), "{inbox}");
+    let archive = ts_like("Archive");
+    assert!(archive.contains("Return-Path: <>\r\nDelivered-To: joe\r\nSubject: two\r\n\r\n.leading dot\r\n)"), "{archive}");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+}
