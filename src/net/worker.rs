@@ -265,9 +265,13 @@ async fn sweep_deadlines(ctx: Rc<WorkerCtx>) {
     }
 }
 
-/// Once a second: sync mailboxes with unsynced flag changes, and run
-/// compaction slices where expunged mail wastes space.
+/// Once a second: sync mailboxes with unsynced changes (flag changes, and
+/// appends whose session went away before waiting for its commit), and run
+/// compaction slices where expunged mail wastes space (a bounded number per
+/// round, so a huge mailbox cannot monopolise the worker).
 async fn housekeeping(ctx: Rc<WorkerCtx>) {
+    /// Compaction slices per mailbox per round; the rest waits a second.
+    const SLICES: usize = 64;
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         if ctx.stopping.get() {
@@ -276,18 +280,19 @@ async fn housekeeping(ctx: Rc<WorkerCtx>) {
         for mb in ctx.store.open_mailboxes() {
             let (dirty, compact) = {
                 let m = mb.borrow();
-                (m.is_dirty() && !m.has_staged(), m.wants_compaction())
+                (m.is_dirty(), m.wants_compaction())
             };
             if dirty {
                 let _ = ctx.committer.commit(mb.clone()).await;
             }
             if compact {
-                // A few MiB per slice, then yield so sessions keep being served.
-                loop {
+                for _ in 0..SLICES {
                     let r = mb.borrow_mut().compact_step(4 << 20);
                     match r {
                         Ok(true) => break,
-                        Ok(false) => crate::signal::yield_now().await,
+                        // A timer, not a bare yield: parking lets timers and
+                        // I/O completions run between slices.
+                        Ok(false) => monoio::time::sleep(Duration::from_millis(1)).await,
                         Err(e) => {
                             tracing::error!(error = %e, "compaction failed");
                             break;

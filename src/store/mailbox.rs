@@ -125,10 +125,12 @@ impl std::fmt::Display for StoreError {
     }
 }
 
-/// Files a commit must sync, and how far the staged list reaches.
+/// Files a commit must sync, and which staged appends it covers: those
+/// below this UID (another commit may publish some of them first, e.g. the
+/// one that ends a compaction; counting by UID keeps that safe).
 pub struct CommitBatch {
     pub files: Vec<Rc<dyn File>>,
-    staged: usize,
+    below_uid: u32,
 }
 
 pub struct Mailbox {
@@ -910,7 +912,7 @@ impl Mailbox {
         }
         self.dirty_segments.clear();
         self.log_dirty = false;
-        Ok(CommitBatch { files, staged: self.staged.len() })
+        Ok(CommitBatch { files, below_uid: self.uidnext })
     }
 
     /// After the batch's files were synced: make its appends visible. On a
@@ -918,7 +920,10 @@ impl Mailbox {
     /// (after a failed fsync the kernel may have dropped the dirty pages).
     pub fn end_commit(&mut self, batch: CommitBatch, result: &io::Result<()>) {
         match result {
-            Ok(()) => self.publish(batch.staged),
+            Ok(()) => {
+                let n = self.staged.partition_point(|(m, _)| m.uid < batch.below_uid);
+                self.publish(n)
+            }
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "sync failed; mailbox refuses writes until reopened");
                 self.poisoned = true;
@@ -1067,12 +1072,11 @@ impl Mailbox {
             }
             self.compaction.as_mut().expect("set").next_uid = m.uid + 1;
         }
-        if !self.staged.is_empty() {
-            // The checkpoint that ends compaction waits for pending appends.
-            return Ok(false);
-        }
-        let state = self.compaction.take().expect("set");
+        // Everything, staged appends included, becomes durable and visible
+        // now, so that the checkpoint below can record the new places. (A
+        // synchronous sync on the worker, once per compaction.)
         self.commit()?;
+        let state = self.compaction.take().expect("set");
         for (uid, loc) in state.moved {
             if let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) {
                 let m = self.msgs[i];

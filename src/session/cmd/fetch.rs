@@ -299,9 +299,9 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
         super::sync(s, out, uid);
         return no(out, tag, Some("UNKNOWN-CTE"), "A part has a content transfer encoding that cannot be decoded");
     }
-    if expunged {
-        super::sync(s, out, uid);
-        return no(out, tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist.");
-    }
-    ok(s, out, tag, None, "Fetch completed.", uid)
+    // Messages another session expunged are skipped; the command succeeds
+    // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
+    // 4.1 allows; Dovecot answers the same way).
+    let code = expunged.then_some("EXPUNGEISSUED");
+    ok(s, out, tag, code, "Fetch completed.", uid)
 }

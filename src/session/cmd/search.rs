@@ -22,19 +22,23 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
         return Directive::Return(super::Step::Close);
     }
     let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-    let (hits, max_modseq) = {
+    let (hits, max_modseq, expunged) = {
         let mb = sel.mbox.borrow();
         let matcher = Matcher::new(&mb, sel);
         let mut hits: Vec<(u32, u32)> = Vec::new();
         let mut max_modseq = 0;
+        let mut expunged = false;
         for (i, &u) in sel.uids().iter().enumerate() {
-            let Some(m) = mb.find(u) else { continue };
+            let Some(m) = mb.find(u) else {
+                expunged = true;
+                continue;
+            };
             if matcher.matches(key, m, i as u32 + 1) {
                 hits.push((i as u32 + 1, u));
                 max_modseq = max_modseq.max(m.modseq);
             }
         }
-        (hits, max_modseq)
+        (hits, max_modseq, expunged)
     };
     let opts: Vec<SearchReturn> = match ret {
         Some([]) | None => vec![SearchReturn::All],
@@ -83,5 +87,8 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
         }
         out.crlf();
     }
-    ok(s, out, tag, None, "Search completed.", uid)
+    // RFC 9051 7.1: the client learns that another session expunged
+    // messages it still numbers, and may want to NOOP.
+    let code = expunged.then_some("EXPUNGEISSUED");
+    ok(s, out, tag, code, "Search completed.", uid)
 }

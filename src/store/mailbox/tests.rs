@@ -156,6 +156,51 @@ fn compaction_reclaims_and_keeps_live_messages() {
     }
 }
 
+/// Under constant APPEND load there is always an append waiting for its
+/// sync; compaction must still finish, and a group commit that began before
+/// it publishes exactly what it synced.
+#[test]
+fn compaction_finishes_while_appends_wait_for_their_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let io: Rc<dyn Io> = Rc::new(RealIo);
+    let path = dir.path().join("box");
+    let mut mb = Mailbox::create(io.clone(), &path, 5, settings()).unwrap();
+    for i in 0..40 {
+        mb.append_bytes(&msg(i, 4000), 0, 0, 0).unwrap();
+    }
+    mb.commit().unwrap();
+    mb.expunge(&(1..=30).collect::<Vec<_>>()).unwrap();
+    mb.commit().unwrap();
+    // An append whose group commit is in flight (files handed to the sync
+    // thread), and one staged after it.
+    let first = mb.append_bytes(&msg(100, 900), 0, 0, 0).unwrap();
+    let batch = mb.begin_commit().unwrap();
+    let second = mb.append_bytes(&msg(101, 900), 0, 0, 0).unwrap();
+    let mut steps = 0;
+    while !mb.compact_step(10_000).unwrap() {
+        let extra = mb.append_bytes(&msg(200 + steps, 900), 0, 0, 0).unwrap();
+        assert!(mb.find(extra).is_none(), "staged, not yet visible");
+        steps += 1;
+        assert!(steps < 100, "compaction does not finish");
+    }
+    // Compaction's own commit published everything staged, durably.
+    assert!(mb.find(first).is_some() && mb.find(second).is_some());
+    assert!(!mb.has_staged());
+    let later = mb.append_bytes(&msg(300, 900), 0, 0, 0).unwrap();
+    // The in-flight batch ends: it covered only `first`, so `later` stays staged.
+    for f in &batch.files {
+        f.sync().unwrap();
+    }
+    mb.end_commit(batch, &Ok(()));
+    assert!(mb.find(later).is_none());
+    mb.commit().unwrap();
+    let live = contents(&mb);
+    assert_eq!(live.len(), 10 + 2 + steps + 1);
+    drop(mb);
+    let reopened = Mailbox::open(io, &path, 5, settings()).unwrap();
+    assert_eq!(contents(&reopened), live);
+}
+
 #[test]
 fn corrupt_index_is_rebuilt_from_segments() {
     let io = Rc::new(MemIo::new());

@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Runs the same load against Dovecot (Debian's 2.3) and ringmail, one after
+# the other on this machine, and prints a side-by-side table with ratios.
+#
+#   loadtest/compare.sh [--mode reuse|stock] [--users N] [--messages M]
+#                       [--duration 20s] [--warmup 3s] [--scenarios "login session mix idle"]
+#                       [--idle-connections N] [--sources 127.0.0.1-127.0.0.8] [--work DIR]
+#
+# Dovecot runs with loadtest/dovecot/dovecot.conf plus reuse.conf (process
+# reuse and high-performance login, its documented tuning) or stock.conf.
+# Both servers get the same users (one passwd-file, {PLAIN} passwords), the
+# same deterministic corpus (ringmail-load populate), and fsync on commit
+# (ringmail's default; Dovecot's mail_fsync=optimized default).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+mode=reuse users=100 messages=50 duration=20s warmup=3s
+scenarios="login session mix idle" idle_conns=1000 sources=127.0.0.1-127.0.0.8
+work=/tmp/ringmail-compare
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --mode) mode=$2; shift 2 ;;
+        --users) users=$2; shift 2 ;;
+        --messages) messages=$2; shift 2 ;;
+        --duration) duration=$2; shift 2 ;;
+        --warmup) warmup=$2; shift 2 ;;
+        --scenarios) scenarios=$2; shift 2 ;;
+        --idle-connections) idle_conns=$2; shift 2 ;;
+        --sources) sources=$2; shift 2 ;;
+        --work) work=$2; shift 2 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+
+dv_imap=20143 dv_lmtp=20024 rm_imap=21143 rm_lmtp=21024
+
+if ! command -v dovecot >/dev/null 2>&1; then
+    echo "== installing Dovecot from Debian's packages"
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dovecot-imapd dovecot-lmtpd >/dev/null
+fi
+id rmbench >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin rmbench
+
+echo "== building ringmail and ringmail-load (release)"
+cargo build --release -q -p ringmail -p ringmail-load
+load="$root/target/release/ringmail-load"
+
+cleanup() {
+    [ -n "${rm_pid:-}" ] && kill "$rm_pid" 2>/dev/null && wait "$rm_pid" 2>/dev/null
+    [ -f "$work/dovecot/run/master.pid" ] && dovecot -c "$work/dovecot/dovecot.conf" stop 2>/dev/null
+    true
+}
+trap cleanup EXIT
+
+rm -rf "$work" && mkdir -p "$work/dovecot/mail" "$work/ringmail" "$work/results"
+for i in $(seq 0 $((users - 1))); do echo "user$i:{PLAIN}pass"; done > "$work/users"
+cp "$work/users" "$work/dovecot/users"
+cp "$work/users" "$work/ringmail/users"
+chown -R rmbench:rmbench "$work/dovecot/mail"
+sed -e "s|@WORK@|$work/dovecot|g" -e "s|@MAIL_USER@|rmbench|g" -e "s|@IMAP_PORT@|$dv_imap|g" -e "s|@LMTP_PORT@|$dv_lmtp|g" \
+    loadtest/dovecot/dovecot.conf > "$work/dovecot/dovecot.conf"
+cp "loadtest/dovecot/$mode.conf" "$work/dovecot/mode.conf"
+
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 did not open" >&2; return 1; }
+
+echo "== starting Dovecot ($(dovecot --version), $mode) on :$dv_imap"
+dovecot -c "$work/dovecot/dovecot.conf"
+wait_port $dv_imap
+dv_pid=$(cat "$work/dovecot/run/master.pid")
+
+echo "== starting ringmail on :$rm_imap"
+ulimit -n 20000 2>/dev/null || true
+"$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --lmtp 127.0.0.1:$rm_lmtp 2> "$work/ringmail.log" &
+rm_pid=$!
+wait_port $rm_imap
+
+common=(--user 'user%d' --users "$users" --password pass --source "$sources" --quiet)
+for server in dovecot ringmail; do
+    port=$dv_imap; [ $server = ringmail ] && port=$rm_imap
+    echo "== populating $server: $users users x $messages messages"
+    "$load" populate --target 127.0.0.1:$port "${common[@]}" --messages "$messages" --connections 8 | tail -n +2 | grep -E "populated|errors" || true
+done
+
+run() { # server scenario extra-args...
+    local server=$1 scenario=$2; shift 2
+    local port=$dv_imap pidargs=(--pid "$rm_pid")
+    [ $server = ringmail ] && port=$rm_imap
+    [ $server = dovecot ] && pidargs=(--pid "$dv_pid" --pid-tree)
+    [ "$scenario" != idle ] && pidargs=()
+    echo "== $scenario against $server" >&2
+    "$load" "$scenario" --target 127.0.0.1:$port "${common[@]}" "${pidargs[@]}" --json "$work/results/$scenario-$server.json" "$@" \
+        > "$work/results/$scenario-$server.txt" || true
+    sed -n '2,40p' "$work/results/$scenario-$server.txt" >&2
+}
+
+for s in $scenarios; do
+    for server in dovecot ringmail; do
+        case $s in
+            login|session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
+            mix) run $server mix --connections 100 --duration "$duration" --warmup "$warmup" ;;
+            idle) run $server idle --connections "$idle_conns" --duration 5s ;;
+            *) run $server "$s" --duration "$duration" --warmup "$warmup" ;;
+        esac
+    done
+done
+
+echo
+echo "ringmail vs Dovecot $(dovecot --version | cut -d' ' -f1) ($mode), $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
+python3 - "$work/results" $scenarios <<'PY'
+import json, os, sys
+d, scen = sys.argv[1], sys.argv[2:]
+def load(s, server):
+    p = os.path.join(d, f"{s}-{server}.json")
+    return json.load(open(p)) if os.path.exists(p) else None
+rows = []
+for s in scen:
+    dv, rm = load(s, "dovecot"), load(s, "ringmail")
+    if not dv or not rm:
+        rows.append((s, "missing result", "-", "-", "-")); continue
+    if s in ("login", "session"):
+        rows.append((s, "sessions/s", dv["sessions_per_sec"], rm["sessions_per_sec"], None))
+        rows.append((s, "session p99 ms", dv["latency_ms"]["session"]["p99"], rm["latency_ms"]["session"]["p99"], None))
+    elif s == "idle":
+        if "memory" in dv and "memory" in rm:
+            rows.append((s, "private B/conn", dv["memory"]["private_per_connection"], rm["memory"]["private_per_connection"], None))
+            rows.append((s, "RSS B/conn", dv["memory"]["rss_per_connection"], rm["memory"]["rss_per_connection"], None))
+    else:
+        rows.append((s, "commands/s", dv["total_ops_per_sec"], rm["total_ops_per_sec"], None))
+        lat = lambda r: max(v["p99"] for k, v in r["latency_ms"].items() if k != "connect")
+        rows.append((s, "worst p99 ms", lat(dv), lat(rm), None))
+    rows.append((s, "errors", dv["errors"], rm["errors"], None))
+print(f"| {'scenario':<8} | {'metric':<16} | {'Dovecot':>12} | {'ringmail':>12} | {'ringmail/Dovecot':>16} |")
+print(f"|{'-'*10}|{'-'*18}|{'-'*14}|{'-'*14}|{'-'*18}|")
+for s, m, a, b, _ in rows:
+    fa = f"{a:,.1f}" if isinstance(a, float) else str(a)
+    fb = f"{b:,.1f}" if isinstance(b, float) else str(b)
+    ratio = f"{b / a:.2f}x" if isinstance(a, (int, float)) and isinstance(b, (int, float)) and a else "-"
+    print(f"| {s:<8} | {m:<16} | {fa:>12} | {fb:>12} | {ratio:>16} |")
+PY

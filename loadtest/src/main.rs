@@ -1,0 +1,213 @@
+//! `ringmail-load SCENARIO --target HOST:PORT ...`: see loadtest/README.md.
+
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use ringmail_load::run::{run, Driver, Plan};
+use ringmail_load::scenario::{Options, Scenario, Weights};
+
+#[derive(Parser)]
+#[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server) and LMTP")]
+struct Cli {
+    /// login | session | mix | idle | append | lmtp | populate
+    scenario: Scenario,
+    /// Server address (the LMTP address for `lmtp`).
+    #[arg(long)]
+    target: String,
+    /// User name pattern; %d is replaced by the user number.
+    #[arg(long, default_value = "user%d")]
+    user: String,
+    /// Number of users (user0 .. user{N-1}, from --first-user).
+    #[arg(long, default_value_t = 100)]
+    users: u32,
+    #[arg(long, default_value_t = 0)]
+    first_user: u32,
+    #[arg(long, default_value = "pass")]
+    password: String,
+    /// Closed loop: concurrent connections. With --rate: most in flight.
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Open loop: sessions (login, session) or commands (mix, append, lmtp) per second.
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Measured time (idle: how long connections are held after all are in IDLE).
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Time run but not counted, before the measurement.
+    #[arg(long, default_value = "0s", value_parser = parse_duration)]
+    warmup: Duration,
+    /// Load threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Source addresses, e.g. 127.0.0.1-127.0.0.8 (repeatable, or comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    source: Vec<String>,
+    /// Mailbox the scenarios work in.
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// mix weights, e.g. fetch=30,store=15,append=8 (others keep their defaults).
+    #[arg(long, default_value = "")]
+    weights: String,
+    /// Corpus seed (same seed, same messages).
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// populate: messages per user.
+    #[arg(long, default_value_t = 100)]
+    messages: u32,
+    /// append, lmtp, mix: draw messages from the first N of the corpus.
+    #[arg(long, default_value_t = 200)]
+    corpus: u32,
+    /// lmtp: recipients per message.
+    #[arg(long, default_value_t = 1)]
+    recipients: u32,
+    /// Per-reply timeout.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// idle: server process(es) whose memory to measure.
+    #[arg(long)]
+    pid: Vec<u32>,
+    /// idle: include the descendants of --pid (for a process per connection, as Dovecot runs).
+    #[arg(long)]
+    pid_tree: bool,
+    /// auto | uring | epoll
+    #[arg(long, default_value = "auto")]
+    driver: String,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write percentile distributions (.hgrm) per operation here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+    /// Write a latency-by-percentile plot.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// No live line.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: f64 = n.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" | "" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("invalid duration unit in {s:?} (ms, s, m, h)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `127.0.0.1-127.0.0.8` or one address.
+fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
+    let mut out = Vec::new();
+    for spec in specs {
+        match spec.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (a.parse().map_err(|_| format!("bad address {a:?}"))?, b.parse().map_err(|_| format!("bad address {b:?}"))?);
+                let (a, b) = (u32::from(a), u32::from(b));
+                if b < a || b - a > 65_536 {
+                    return Err(format!("bad source range {spec:?}"));
+                }
+                out.extend((a..=b).map(|x| IpAddr::V4(x.into())));
+            }
+            None => out.push(spec.parse().map_err(|_| format!("bad source address {spec:?}"))?),
+        }
+    }
+    Ok(out)
+}
+
+fn default_connections(s: Scenario, rate: Option<f64>) -> usize {
+    match (s, rate) {
+        (_, Some(_)) => 256,
+        (Scenario::Login | Scenario::Session, None) => 32,
+        (Scenario::Mix, None) => 100,
+        (Scenario::Idle, None) => 1000,
+        _ => 8,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ringmail-load: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<ExitCode, String> {
+    let target: SocketAddr = cli.target.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", cli.target))?.next().ok_or("no address for --target")?;
+    let weights: Weights = cli.weights.parse()?;
+    let driver = match cli.driver.as_str() {
+        "auto" => Driver::Auto,
+        "uring" | "io_uring" => Driver::Uring,
+        "epoll" => Driver::Epoll,
+        d => return Err(format!("unknown driver {d:?}")),
+    };
+    if cli.rate.is_some_and(|r| r <= 0.0) {
+        return Err("--rate must be positive".into());
+    }
+    let opts = Options {
+        scenario: cli.scenario,
+        target,
+        user_pattern: cli.user,
+        users: cli.users.max(1),
+        first_user: cli.first_user,
+        password: cli.password,
+        mailbox: cli.mailbox,
+        weights,
+        seed: cli.seed,
+        messages: cli.messages,
+        corpus_size: cli.corpus.max(1),
+        timeout: cli.timeout,
+        sources: parse_sources(&cli.source)?,
+        recipients: cli.recipients.max(1),
+    };
+    let plan = Plan {
+        connections: cli.connections.unwrap_or_else(|| default_connections(cli.scenario, cli.rate)).max(1),
+        rate: cli.rate,
+        duration: cli.duration,
+        warmup: cli.warmup,
+        threads: cli.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        driver,
+        pids: cli.pid,
+        pid_tree: cli.pid_tree,
+        live: !cli.quiet,
+        opts,
+    };
+    let report = run(plan)?;
+    print!("{}", report.table());
+    if let Some(p) = &cli.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report.json()).expect("JSON")).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    if let Some(d) = &cli.hgrm {
+        report.write_hgrm(d).map_err(|e| format!("cannot write {}: {e}", d.display()))?;
+    }
+    if let Some(p) = &cli.svg {
+        report.write_svg(p).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+    }
+    // Errors make the exit status non-zero, so scripts notice.
+    Ok(if report.rec.error_count() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sources_and_durations_parse() {
+        assert_eq!(parse_sources(&["127.0.0.1-127.0.0.3".into(), "::1".into()]).unwrap().len(), 4);
+        assert!(parse_sources(&["127.0.0.5-127.0.0.1".into()]).is_err());
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("1.5s").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    }
+}

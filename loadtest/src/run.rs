@@ -1,0 +1,213 @@
+//! Running a scenario: one pinned thread per core, each with its own monoio
+//! runtime and its share of the connections (or of the open-loop rate); a
+//! live line every second; a merged [`Report`] at the end.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::procmem;
+use crate::report::{IdleMemory, Report};
+use crate::scenario::{self, Ctx, Global, Options, Pacer, Scenario};
+use crate::stats::{summary, Recorder};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    Auto,
+    Uring,
+    Epoll,
+}
+
+/// How hard and how long.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub opts: Options,
+    /// Closed loop: connections; open loop: most units in flight.
+    pub connections: usize,
+    /// Open loop: units (sessions, or commands) started per second.
+    pub rate: Option<f64>,
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub threads: usize,
+    pub driver: Driver,
+    /// idle: measure these server processes.
+    pub pids: Vec<u32>,
+    pub pid_tree: bool,
+    /// Print the live line each second.
+    pub live: bool,
+}
+
+enum Msg {
+    Tick(Recorder),
+    Done(Recorder),
+}
+
+/// Runs the plan to completion.
+pub fn run(plan: Plan) -> Result<Report, String> {
+    let threads = plan.threads.max(1).min(plan.connections.max(1));
+    let opts = Arc::new(plan.opts.clone());
+    let global = Arc::new(Global::default());
+    let begin = Instant::now() + Duration::from_millis(20);
+    let warmup_end = begin + plan.warmup;
+    let deadline = match opts.scenario {
+        // Held until released, or until every user is filled.
+        Scenario::Idle | Scenario::Populate => begin + Duration::from_secs(365 * 86400),
+        _ => warmup_end + plan.duration,
+    };
+    let mem_before = if opts.scenario == Scenario::Idle && !plan.pids.is_empty() {
+        Some(procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?)
+    } else {
+        None
+    };
+    let (tx, rx) = mpsc::channel::<Msg>();
+    let mut handles = Vec::new();
+    for t in 0..threads {
+        let (opts, global, tx) = (opts.clone(), global.clone(), tx.clone());
+        // This thread's connections: every `threads`-th, starting at `t`.
+        let mine: Vec<u32> = (t..plan.connections).step_by(threads).map(|i| i as u32).collect();
+        let rate = plan.rate.map(|r| r / threads as f64);
+        let driver = plan.driver;
+        let h = std::thread::Builder::new()
+            .name(format!("load-{t}"))
+            .spawn(move || {
+                let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+                let _ = monoio::utils::bind_to_cpu_set([t % cpus]);
+                let body = async move {
+                    let pacer = rate.map(|r| Pacer::new(warmup_end.min(begin), r));
+                    let ctx = Ctx::new(opts, global, warmup_end, deadline, pacer, t);
+                    thread_main(ctx, mine, tx).await;
+                };
+                let uring = driver == Driver::Uring || (driver == Driver::Auto && monoio::utils::detect_uring());
+                if uring {
+                    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().with_entries(4096).build().expect("io_uring runtime").block_on(body);
+                } else {
+                    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().with_entries(4096).build().expect("epoll runtime").block_on(body);
+                }
+            })
+            .map_err(|e| format!("cannot start a load thread: {e}"))?;
+        handles.push(h);
+    }
+    drop(tx);
+
+    let mut total = Recorder::default();
+    let mut interval = Recorder::default();
+    let mut done = 0;
+    let mut next_print = begin + Duration::from_secs(1);
+    let mut idle_mem = None;
+    let mut all_idle_at: Option<Instant> = None;
+    let idle_give_up = begin + Duration::from_secs(120).max(plan.duration * 4);
+    while done < threads {
+        let wait = next_print.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+        match rx.recv_timeout(wait) {
+            Ok(Msg::Tick(r)) => interval.merge(&r),
+            Ok(Msg::Done(r)) => {
+                total.merge(&r);
+                done += 1;
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+        let now = Instant::now();
+        if now >= next_print {
+            if plan.live {
+                eprintln!("{}", live_line(now.duration_since(begin), &interval, opts.scenario, &global));
+            }
+            interval = Recorder::default();
+            next_print += Duration::from_secs(1);
+        }
+        if opts.scenario == Scenario::Idle && !global.release.load(Ordering::Relaxed) {
+            let idling = global.idling.load(Ordering::Relaxed);
+            let failed = interval.error_count() + total.error_count();
+            if all_idle_at.is_none() && (idling + failed as usize >= plan.connections || now >= idle_give_up) {
+                all_idle_at = Some(now);
+                if plan.live {
+                    eprintln!("{idling} connections in IDLE; holding for {:?}", plan.duration);
+                }
+            }
+            if let Some(at) = all_idle_at {
+                // Let the server settle, measure, hold for the duration, release.
+                if idle_mem.is_none() && now >= at + Duration::from_secs(2) {
+                    if let Some(before) = mem_before {
+                        let after = procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?;
+                        idle_mem = Some(IdleMemory { before, after, connections: idling });
+                    }
+                }
+                if now >= at + plan.duration.max(Duration::from_secs(2)) {
+                    global.release.store(true, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+    for h in handles {
+        let _ = h.join();
+    }
+    let measured = match opts.scenario {
+        Scenario::Idle | Scenario::Populate => Instant::now().duration_since(begin),
+        _ => plan.duration,
+    };
+    Ok(Report {
+        scenario: opts.scenario.name(),
+        target: opts.target.to_string(),
+        threads,
+        connections: plan.connections,
+        rate: plan.rate,
+        measured,
+        rec: total,
+        idle: idle_mem,
+        populated: (opts.scenario == Scenario::Populate).then(|| (u64::from(global.appended.load(Ordering::Relaxed)), global.bytes.load(Ordering::Relaxed) as u64)),
+    })
+}
+
+fn live_line(at: Duration, r: &Recorder, s: Scenario, g: &Global) -> String {
+    let h = r.headline();
+    let m = summary(&h);
+    let mut line = format!("{:>4}s", at.as_secs());
+    if s.is_sessions() {
+        line.push_str(&format!("  sessions/s {:>8}", r.sessions.len()));
+    }
+    line.push_str(&format!("  ops/s {:>8}  errors {:>5}", r.op_count(), r.error_count()));
+    if m.count > 0 {
+        line.push_str(&format!("  p50 {:.2} ms  p99 {:.2} ms", m.p50, m.p99));
+    }
+    match s {
+        Scenario::Idle => line.push_str(&format!("  in IDLE {}", g.idling.load(Ordering::Relaxed))),
+        Scenario::Populate => line.push_str(&format!("  appended {}", g.appended.load(Ordering::Relaxed))),
+        _ => {}
+    }
+    line
+}
+
+async fn thread_main(ctx: std::rc::Rc<Ctx>, mine: Vec<u32>, tx: mpsc::Sender<Msg>) {
+    let mut tasks = Vec::with_capacity(mine.len());
+    for i in mine {
+        let c = ctx.clone();
+        tasks.push(match c.opts.scenario {
+            Scenario::Login => monoio::spawn(scenario::sessions(c, false)),
+            Scenario::Session => monoio::spawn(scenario::sessions(c, true)),
+            Scenario::Mix => monoio::spawn(scenario::mix(c, i)),
+            Scenario::Idle => monoio::spawn(scenario::idle(c, i)),
+            Scenario::Append => monoio::spawn(scenario::append(c, i)),
+            Scenario::Lmtp => monoio::spawn(scenario::lmtp(c)),
+            Scenario::Populate => monoio::spawn(scenario::populate(c)),
+        });
+    }
+    let running = std::rc::Rc::new(std::cell::Cell::new(true));
+    let ticker = {
+        let (ctx, tx, running) = (ctx.clone(), tx.clone(), running.clone());
+        monoio::spawn(async move {
+            while running.get() {
+                monoio::time::sleep(Duration::from_millis(250)).await;
+                let r = std::mem::take(&mut *ctx.live.borrow_mut());
+                let _ = tx.send(Msg::Tick(r));
+            }
+        })
+    };
+    for t in tasks {
+        t.await;
+    }
+    running.set(false);
+    ticker.await;
+    let _ = tx.send(Msg::Tick(std::mem::take(&mut *ctx.live.borrow_mut())));
+    let _ = tx.send(Msg::Done(std::mem::take(&mut *ctx.total.borrow_mut())));
+}
