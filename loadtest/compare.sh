@@ -46,13 +46,16 @@ echo "== building ringmail and ringmail-load (release)"
 cargo build --release -q -p ringmail -p ringmail-load
 load="$root/target/release/ringmail-load"
 
+stop_dovecot() {
+    if [ -f "$work/dovecot/run/master.pid" ]; then dovecot -c "$work/dovecot/dovecot.conf" stop 2>/dev/null || true; fi
+}
 cleanup() {
-    [ -n "${rm_pid:-}" ] && kill "$rm_pid" 2>/dev/null && wait "$rm_pid" 2>/dev/null
-    [ -f "$work/dovecot/run/master.pid" ] && dovecot -c "$work/dovecot/dovecot.conf" stop 2>/dev/null
-    true
+    if [ -n "${rm_pid:-}" ]; then kill "$rm_pid" 2>/dev/null || true; wait "$rm_pid" 2>/dev/null || true; fi
+    stop_dovecot
 }
 trap cleanup EXIT
 
+stop_dovecot   # left over from an interrupted run
 rm -rf "$work" && mkdir -p "$work/dovecot/mail" "$work/ringmail" "$work/results"
 for i in $(seq 0 $((users - 1))); do echo "user$i:{PLAIN}pass"; done > "$work/users"
 cp "$work/users" "$work/dovecot/users"
@@ -79,7 +82,7 @@ common=(--user 'user%d' --users "$users" --password pass --source "$sources" --q
 for server in dovecot ringmail; do
     port=$dv_imap; [ $server = ringmail ] && port=$rm_imap
     echo "== populating $server: $users users x $messages messages"
-    "$load" populate --target 127.0.0.1:$port "${common[@]}" --messages "$messages" --connections 8 | tail -n +2 | grep -E "populated|errors" || true
+    "$load" populate --target 127.0.0.1:$port "${common[@]}" --messages "$messages" --connections 8 | grep -vE "^(operation|APPEND|LOGIN|LOGOUT|STATUS|connect) " || true
 done
 
 run() { # server scenario extra-args...
@@ -118,16 +121,17 @@ for s in scen:
     dv, rm = load(s, "dovecot"), load(s, "ringmail")
     if not dv or not rm:
         rows.append((s, "missing result", "-", "-", "-")); continue
+    p99 = lambda r, k: r["latency_ms"].get(k, {}).get("p99", "-")
     if s in ("login", "session"):
-        rows.append((s, "sessions/s", dv["sessions_per_sec"], rm["sessions_per_sec"], None))
-        rows.append((s, "session p99 ms", dv["latency_ms"]["session"]["p99"], rm["latency_ms"]["session"]["p99"], None))
+        rows.append((s, "sessions/s", dv["sessions_per_sec"] or 0.0, rm["sessions_per_sec"] or 0.0, None))
+        rows.append((s, "session p99 ms", p99(dv, "session"), p99(rm, "session"), None))
     elif s == "idle":
         if "memory" in dv and "memory" in rm:
             rows.append((s, "private B/conn", dv["memory"]["private_per_connection"], rm["memory"]["private_per_connection"], None))
             rows.append((s, "RSS B/conn", dv["memory"]["rss_per_connection"], rm["memory"]["rss_per_connection"], None))
     else:
         rows.append((s, "commands/s", dv["total_ops_per_sec"], rm["total_ops_per_sec"], None))
-        lat = lambda r: max(v["p99"] for k, v in r["latency_ms"].items() if k != "connect")
+        lat = lambda r: max([v["p99"] for k, v in r["latency_ms"].items() if k != "connect"] or [0.0])
         rows.append((s, "worst p99 ms", lat(dv), lat(rm), None))
     rows.append((s, "errors", dv["errors"], rm["errors"], None))
 print(f"| {'scenario':<8} | {'metric':<16} | {'Dovecot':>12} | {'ringmail':>12} | {'ringmail/Dovecot':>16} |")

@@ -9,6 +9,9 @@ use clap::Parser;
 use ringmail_load::run::{run, Driver, Plan};
 use ringmail_load::scenario::{Options, Scenario, Weights};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server) and LMTP")]
 struct Cli {
@@ -109,7 +112,8 @@ fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
     for spec in specs {
         match spec.split_once('-') {
             Some((a, b)) => {
-                let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) = (a.parse().map_err(|_| format!("bad address {a:?}"))?, b.parse().map_err(|_| format!("bad address {b:?}"))?);
+                let (a, b): (std::net::Ipv4Addr, std::net::Ipv4Addr) =
+                    (a.parse().map_err(|_| format!("bad address {a:?}"))?, b.parse().map_err(|_| format!("bad address {b:?}"))?);
                 let (a, b) = (u32::from(a), u32::from(b));
                 if b < a || b - a > 65_536 {
                     return Err(format!("bad source range {spec:?}"));
@@ -144,7 +148,8 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<ExitCode, String> {
-    let target: SocketAddr = cli.target.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", cli.target))?.next().ok_or("no address for --target")?;
+    let target: SocketAddr =
+        cli.target.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", cli.target))?.next().ok_or("no address for --target")?;
     let weights: Weights = cli.weights.parse()?;
     let driver = match cli.driver.as_str() {
         "auto" => Driver::Auto,

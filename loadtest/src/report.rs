@@ -74,7 +74,11 @@ impl Report {
             let _ = writeln!(s, "sessions/s {:.1}   sessions {}", self.sessions_per_sec(), self.rec.sessions.len());
         }
         let _ = writeln!(s, "ops/s {:.1}   operations {}   errors {}", self.per_sec(self.rec.op_count()), self.rec.op_count(), self.rec.error_count());
-        let _ = writeln!(s, "{:<14} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}", "operation", "count", "per sec", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms");
+        let _ = writeln!(
+            s,
+            "{:<14} {:>10} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "operation", "count", "per sec", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "max ms"
+        );
         for (name, rate, m) in self.rows() {
             let _ = writeln!(s, "{name:<14} {:>10} {rate:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}", m.count, m.p50, m.p90, m.p99, m.p999, m.max);
         }
@@ -241,7 +245,17 @@ mod tests {
             rec.session(Duration::from_micros(300 * i));
         }
         rec.error("LOGIN", "NO [AUTHENTICATIONFAILED] bad");
-        Report { scenario: "login", target: "127.0.0.1:1".into(), threads: 2, connections: 4, rate: None, measured: Duration::from_secs(2), rec, idle: None, populated: None }
+        Report {
+            scenario: "login",
+            target: "127.0.0.1:1".into(),
+            threads: 2,
+            connections: 4,
+            rate: None,
+            measured: Duration::from_secs(2),
+            rec,
+            idle: None,
+            populated: None,
+        }
     }
 
     #[test]

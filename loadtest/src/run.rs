@@ -48,7 +48,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let threads = plan.threads.max(1).min(plan.connections.max(1));
     let opts = Arc::new(plan.opts.clone());
     let global = Arc::new(Global::default());
-    let begin = Instant::now() + Duration::from_millis(20);
+    let begin = Instant::now();
     let warmup_end = begin + plan.warmup;
     let deadline = match opts.scenario {
         // Held until released, or until every user is filled.
@@ -155,7 +155,8 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         measured,
         rec: total,
         idle: idle_mem,
-        populated: (opts.scenario == Scenario::Populate).then(|| (u64::from(global.appended.load(Ordering::Relaxed)), global.bytes.load(Ordering::Relaxed) as u64)),
+        populated: (opts.scenario == Scenario::Populate)
+            .then(|| (u64::from(global.appended.load(Ordering::Relaxed)), global.bytes.load(Ordering::Relaxed) as u64)),
     })
 }
 

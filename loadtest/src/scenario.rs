@@ -212,12 +212,16 @@ pub struct Ctx {
     pub deadline: Instant,
     pub pacer: Option<Pacer>,
     rng: Cell<u64>,
+    /// Corpus messages generated so far (generating one costs more than
+    /// the server spends storing it, so each is made once per thread).
+    corpus: RefCell<Vec<Option<Rc<[u8]>>>>,
 }
 
 impl Ctx {
     pub fn new(opts: Arc<Options>, global: Arc<Global>, warmup_end: Instant, deadline: Instant, pacer: Option<Pacer>, thread: usize) -> Rc<Ctx> {
         let seed = opts.seed ^ (thread as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-        Rc::new(Ctx { opts, global, total: RefCell::default(), live: RefCell::default(), warmup_end, deadline, pacer, rng: Cell::new(seed | 1) })
+        let corpus = RefCell::new(vec![None; opts.corpus_size.max(1) as usize]);
+        Rc::new(Ctx { opts, global, total: RefCell::default(), live: RefCell::default(), warmup_end, deadline, pacer, rng: Cell::new(seed | 1), corpus })
     }
 
     pub fn rand(&self) -> u64 {
@@ -284,8 +288,11 @@ impl Ctx {
         Ok(Conn::new(stream, self.opts.timeout))
     }
 
-    pub fn message(&self, i: u64) -> Vec<u8> {
-        ringmail::corpus::message(self.opts.seed, i)
+    /// A random message of the first `corpus_size` of the corpus.
+    pub fn random_message(&self) -> Rc<[u8]> {
+        let i = (self.rand() % u64::from(self.opts.corpus_size.max(1))) as usize;
+        let mut c = self.corpus.borrow_mut();
+        c[i].get_or_insert_with(|| ringmail::corpus::message(self.opts.seed, i as u64).into()).clone()
     }
 }
 
@@ -406,7 +413,7 @@ pub async fn mix(ctx: Rc<Ctx>, conn_index: u32) {
                     }
                 }
                 MixOp::Append => {
-                    let msg = ctx.message(ctx.rand() % u64::from(ctx.opts.corpus_size.max(1)));
+                    let msg = ctx.random_message();
                     timed!(ctx, "APPEND", start, imap.append(&ctx.opts.mailbox, "\\Seen", &msg))
                 }
                 MixOp::Logout => {
@@ -441,7 +448,7 @@ pub async fn append(ctx: Rc<Ctx>, conn_index: u32) {
             continue;
         }
         while let Some(start) = ctx.next_start().await {
-            let msg = ctx.message(ctx.rand() % u64::from(ctx.opts.corpus_size.max(1)));
+            let msg = ctx.random_message();
             if timed!(ctx, "APPEND", start, imap.append(&ctx.opts.mailbox, "", &msg)).is_err() {
                 break;
             }
@@ -461,7 +468,7 @@ pub async fn lmtp(ctx: Rc<Ctx>) {
         };
         while let Some(start) = ctx.next_start().await {
             let rcpts: Vec<String> = (0..ctx.opts.recipients.max(1)).map(|_| ctx.opts.user(ctx.rand() as u32)).collect();
-            let msg = ctx.message(ctx.rand() % u64::from(ctx.opts.corpus_size.max(1)));
+            let msg = ctx.random_message();
             if timed!(ctx, "DELIVERY", start, smtp.deliver("load@example.net", &rcpts, &msg, true)).is_err() {
                 break;
             }

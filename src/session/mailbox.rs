@@ -34,9 +34,6 @@ impl Selected {
     pub fn open(mbox: MailboxRef, name: String, read_only: bool, signal: Option<Rc<Signal>>, condstore: bool) -> Selected {
         let (uids, version, modseq, recent) = {
             let mb = mbox.borrow();
-            if let Some(s) = &signal {
-                mb.watch(s);
-            }
             let mut recent = Recent::default();
             if !read_only {
                 let from = mb.claim_recent();
@@ -47,11 +44,23 @@ impl Selected {
         Selected { mbox, name, read_only, uids, version, modseq, recent, own: Vec::new(), saved: Vec::new(), condstore, signal }
     }
 
+    /// Starts or stops being woken by changes to the mailbox. Only a
+    /// session in IDLE needs that; others learn of changes at their next
+    /// command, and waking them for nothing costs every busy mailbox dearly.
+    pub fn watch(&self, on: bool) {
+        if let Some(s) = &self.signal {
+            let mb = self.mbox.borrow();
+            if on {
+                mb.watch(s);
+            } else {
+                mb.unwatch(s);
+            }
+        }
+    }
+
     /// Stops watching the mailbox (on CLOSE, UNSELECT, another SELECT).
     pub fn close(&self) {
-        if let Some(s) = &self.signal {
-            self.mbox.borrow().unwatch(s);
-        }
+        self.watch(false);
     }
 
     pub fn exists(&self) -> u32 {
@@ -140,40 +149,48 @@ impl Selected {
             return true;
         }
         let current = mb.uids();
-        let mut uids: Vec<u32>;
-        let mut expunged_pending = false;
-        // Expunges: UIDs this session knows that the mailbox no longer has.
-        let gone: Vec<usize> = {
-            let mut v = Vec::new();
-            let mut j = 0;
-            for (i, &u) in self.uids.iter().enumerate() {
-                while j < current.len() && current[j] < u {
-                    j += 1;
+        // Expunges: positions (0-based) of UIDs this session knows that the
+        // mailbox no longer has; from the journal when it reaches back far
+        // enough, else by comparing the two lists.
+        let mut gone: Vec<usize> = match mb.expunged_since(self.version) {
+            Some(uids) => uids.filter_map(|u| self.uids.binary_search(&u).ok()).collect(),
+            None => {
+                let mut v = Vec::new();
+                let mut j = 0;
+                for (i, &u) in self.uids.iter().enumerate() {
+                    while j < current.len() && current[j] < u {
+                        j += 1;
+                    }
+                    if j >= current.len() || current[j] != u {
+                        v.push(i);
+                    }
                 }
-                if j >= current.len() || current[j] != u {
-                    v.push(i);
-                }
+                v
             }
-            v
         };
-        if !gone.is_empty() && expunge_ok {
+        gone.sort_unstable();
+        gone.dedup();
+        let expunged_pending = !gone.is_empty() && !expunge_ok;
+        if !expunged_pending {
             for &i in gone.iter().rev() {
                 out.raw(b"* ").num(i as u64 + 1).raw(b" EXPUNGE\r\n");
             }
-            uids = self.uids.to_vec();
-            for &i in gone.iter().rev() {
-                uids.remove(i);
-            }
-        } else {
-            expunged_pending = !gone.is_empty();
-            uids = self.uids.to_vec();
         }
         // New messages: the mailbox's UIDs above the last one we know.
         let last = self.uids.last().copied().unwrap_or(0);
         let start = current.partition_point(|&u| u <= last);
         let added = &current[start..];
+        // This session's numbering after the update. Unless expunges must
+        // wait, it is exactly the mailbox's list (known minus expunged plus
+        // added), shared rather than copied.
+        let uids: Rc<[u32]> = if expunged_pending && !added.is_empty() {
+            self.uids.iter().chain(added).copied().collect()
+        } else if expunged_pending {
+            self.uids.clone()
+        } else {
+            current.clone()
+        };
         if !added.is_empty() {
-            uids.extend_from_slice(added);
             if !self.read_only && mb.claim_recent_from(added[0]) {
                 self.recent.add(added[0], *added.last().expect("non-empty"));
             }
@@ -185,29 +202,44 @@ impl Selected {
         }
         // Flag changes by others, for messages the session already knew.
         if mb.highest_modseq() != self.modseq {
-            for m in mb.msgs().iter().filter(|m| m.modseq > self.modseq && m.uid <= last) {
-                if self.own.iter().any(|&(u, s)| u == m.uid && s == m.modseq) {
-                    continue;
+            let report = |m: &Msg, out: &mut Out| {
+                if m.modseq <= self.modseq || m.uid > last || self.own.iter().any(|&(u, s)| u == m.uid && s == m.modseq) {
+                    return;
                 }
-                let Ok(i) = uids.binary_search(&m.uid) else { continue };
+                let Ok(i) = uids.binary_search(&m.uid) else { return };
                 out.raw(b"* ").num(i as u64 + 1).raw(b" FETCH (");
-                flags_item(out, m, mb.keywords(), !enabled.rev2 && self.is_recent(m.uid));
+                flags_item(out, m, mb.keywords(), !enabled.rev2 && self.recent.contains(m.uid));
                 out.raw(b" UID ").num(u64::from(m.uid));
                 if self.condstore {
                     out.raw(b" MODSEQ (").num(m.modseq).raw(b")");
                 }
                 out.raw(b")\r\n");
+            };
+            match mb.flags_changed_since(self.modseq) {
+                Some(changed) => {
+                    let mut changed: Vec<u32> = changed.collect();
+                    changed.sort_unstable();
+                    changed.dedup();
+                    for u in changed {
+                        if let Some(m) = mb.find(u) {
+                            report(m, out);
+                        }
+                    }
+                }
+                None => {
+                    for m in mb.msgs() {
+                        report(m, out);
+                    }
+                }
             }
         }
         self.own.clear();
         self.modseq = mb.highest_modseq();
-        if expunged_pending {
-            // Keep the old numbering; come back when EXPUNGE may be sent.
-            self.uids = uids.into();
-        } else {
+        if !expunged_pending {
+            // Keep the old version while expunges wait, to find them again.
             self.version = mb.version();
-            self.uids = if uids.len() == current.len() { current } else { uids.into() };
         }
+        self.uids = uids;
         true
     }
 }
@@ -262,4 +294,66 @@ pub fn flags_item(out: &mut Out, m: &Msg, keywords: &[String], recent: bool) {
         }
     }
     out.raw(b")");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::io::{Io, MemIo};
+    use crate::store::{Mailbox, Settings};
+    use std::cell::RefCell;
+
+    fn text(out: &mut Out) -> String {
+        let s = String::from_utf8(out.buf.clone()).unwrap();
+        out.clear();
+        s
+    }
+
+    /// The journal and the full comparison must say the same thing; the
+    /// second session here has fallen behind further than the journal reaches.
+    #[test]
+    fn catching_up_from_the_journal_or_by_full_comparison_agree() {
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/b"), 9, Settings::default()).unwrap()));
+        for i in 0..20 {
+            mb.borrow_mut().append_bytes(format!("Subject: {i}\r\n\r\nx\r\n").as_bytes(), 0, 0, 0).unwrap();
+        }
+        mb.borrow_mut().commit().unwrap();
+        let enabled = Enabled { rev2: true, ..Enabled::default() };
+        let mut near = Selected::open(mb.clone(), "INBOX".into(), false, None, false);
+        let mut far = Selected::open(mb.clone(), "INBOX".into(), false, None, false);
+        let mut out = Out::new();
+        // 5000 flag changes overflow the journal for `far`; `near` syncs often.
+        for round in 0..5000u32 {
+            let uid = 1 + round % 20;
+            // Every touch flips the flag: 5000 real changes.
+            let flags = if (round / 20) % 2 == 0 { crate::store::format::F_SEEN } else { 0 };
+            mb.borrow_mut().set_flags(uid, flags, 0).unwrap();
+            if round % 100 == 0 {
+                near.sync(&mut out, enabled, true);
+                out.clear();
+            }
+        }
+        mb.borrow_mut().expunge(&[3, 7]).unwrap();
+        assert!(near.sync(&mut out, enabled, false));
+        let held = text(&mut out);
+        assert!(!held.contains("EXPUNGE"), "expunges wait during FETCH/STORE/SEARCH: {held}");
+        assert!(near.sync(&mut out, enabled, true));
+        let near_text = held + &text(&mut out);
+        assert!(far.sync(&mut out, enabled, true));
+        let far_text = text(&mut out);
+        // Sequence numbers differ (`near` reported its changes before its
+        // expunges, in the old numbering); what changed must not.
+        let lines = |t: &str| -> Vec<String> {
+            let mut v: Vec<String> =
+                t.lines().map(|l| if l.contains(" FETCH ") { l.split_once(" FETCH ").unwrap().1.to_string() } else { l.to_string() }).collect();
+            v.sort();
+            v
+        };
+        assert!(far_text.starts_with("* 7 EXPUNGE\r\n* 3 EXPUNGE\r\n"), "descending (RFC 9051 7.5.1): {far_text}");
+        assert_eq!(lines(&far_text), lines(&near_text));
+        assert_eq!(far_text.matches(" FETCH (FLAGS () UID ").count(), 18, "{far_text}");
+        assert_eq!(far.exists(), 18);
+        assert_eq!(near.uids(), far.uids());
+    }
 }

@@ -157,6 +157,8 @@ pub struct Mailbox {
     staged: Vec<(Msg, Rec)>,
     poisoned: bool,
     version: u64,
+    /// Recent expunges and flag changes, for sessions catching up.
+    journal: super::journal::Journal,
     uids: RefCell<Option<Rc<[u32]>>>,
     watchers: RefCell<Vec<Weak<Signal>>>,
     /// Messages with uid >= this are \Recent for the next session to claim them.
@@ -216,6 +218,7 @@ impl Mailbox {
             staged: Vec::new(),
             poisoned: false,
             version: 0,
+            journal: Default::default(),
             uids: RefCell::new(None),
             watchers: RefCell::new(Vec::new()),
             recent_floor: Cell::new(1),
@@ -253,6 +256,7 @@ impl Mailbox {
         if rebuilt {
             mb.checkpoint()?;
         }
+        mb.journal = super::journal::Journal::starting_at(mb.version, mb.highest_modseq);
         Ok(mb)
     }
 
@@ -566,6 +570,17 @@ impl Mailbox {
         &self.keywords
     }
 
+    /// UIDs expunged after `version` (None: ask [`uids`](Self::uids) instead).
+    pub fn expunged_since(&self, version: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        self.journal.expunged_since(version)
+    }
+
+    /// UIDs whose flags changed after `modseq`, possibly repeated (None:
+    /// scan [`msgs`](Self::msgs) instead).
+    pub fn flags_changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        self.journal.flags_since(modseq)
+    }
+
     pub fn msgs(&self) -> &[Msg] {
         &self.msgs
     }
@@ -675,9 +690,16 @@ impl Mailbox {
         self.watchers.borrow_mut().retain(|x| x.upgrade().is_some_and(|x| !Rc::ptr_eq(&x, s)));
     }
 
+    /// The set of messages changed: a new version, and sessions are woken.
     fn changed(&mut self) {
         self.version += 1;
         *self.uids.borrow_mut() = None;
+        self.notify();
+    }
+
+    /// Wakes the sessions watching (flag changes need no new version:
+    /// sessions notice them by HIGHESTMODSEQ).
+    fn notify(&self) {
         let mut w = self.watchers.borrow_mut();
         w.retain(|x| match x.upgrade() {
             Some(s) => {
@@ -860,7 +882,8 @@ impl Mailbox {
         let new = Msg { flags, keywords, modseq, ..old };
         self.msgs[i] = new;
         self.count(&new, &l, 1);
-        self.changed();
+        self.journal.flags_changed(modseq, uid);
+        self.notify();
         Ok(Some(modseq))
     }
 
@@ -881,6 +904,9 @@ impl Mailbox {
         }
         if !gone.is_empty() {
             self.changed();
+            for &uid in &gone {
+                self.journal.expunged(self.version, uid);
+            }
         }
         Ok(gone)
     }

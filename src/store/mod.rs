@@ -10,6 +10,7 @@
 pub mod format;
 pub mod index;
 pub mod io;
+pub mod journal;
 pub mod mailbox;
 pub mod manifest;
 
