@@ -11,6 +11,11 @@
 # Both servers get the same users (one passwd-file, {PLAIN} passwords), the
 # same deterministic corpus (ringmail-load populate), and fsync on commit
 # (ringmail's default; Dovecot's mail_fsync=optimized default).
+#
+# Scenarios: login, session, mix, idle (the table), and also append and lmtp
+# (delivery), and `yardstick`: ringmail-load's login rate against Dovecot
+# next to a plain Python imaplib loop's (imaplib_baseline.py), which shows
+# the tool measures the server, not itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -72,11 +77,15 @@ dovecot -c "$work/dovecot/dovecot.conf"
 wait_port $dv_imap
 dv_pid=$(cat "$work/dovecot/run/master.pid")
 
-echo "== starting ringmail on :$rm_imap"
+start_ringmail() {
+    if [ -n "${rm_pid:-}" ]; then kill "$rm_pid"; wait "$rm_pid" 2>/dev/null || true; fi
+    echo "== starting ringmail on :$rm_imap"
+    "$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --lmtp 127.0.0.1:$rm_lmtp 2>> "$work/ringmail.log" &
+    rm_pid=$!
+    wait_port $rm_imap
+}
 ulimit -n 20000 2>/dev/null || true
-"$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --lmtp 127.0.0.1:$rm_lmtp 2> "$work/ringmail.log" &
-rm_pid=$!
-wait_port $rm_imap
+start_ringmail
 
 common=(--user 'user%d' --users "$users" --password pass --source "$sources" --quiet)
 for server in dovecot ringmail; do
@@ -84,11 +93,15 @@ for server in dovecot ringmail; do
     echo "== populating $server: $users users x $messages messages"
     "$load" populate --target 127.0.0.1:$port "${common[@]}" --messages "$messages" --connections 8 | grep -vE "^(operation|APPEND|LOGIN|LOGOUT|STATUS|connect) " || true
 done
+# A fresh ringmail process, so that the idle memory baseline is not the heap
+# the populate run left behind (freed lazily by the allocator).
+start_ringmail
 
 run() { # server scenario extra-args...
     local server=$1 scenario=$2; shift 2
     local port=$dv_imap pidargs=(--pid "$rm_pid")
     [ $server = ringmail ] && port=$rm_imap
+    [ "$scenario" = lmtp ] && { port=$dv_lmtp; [ $server = ringmail ] && port=$rm_lmtp; }
     [ $server = dovecot ] && pidargs=(--pid "$dv_pid" --pid-tree)
     [ "$scenario" != idle ] && pidargs=()
     echo "== $scenario against $server" >&2
@@ -97,7 +110,29 @@ run() { # server scenario extra-args...
     sed -n '2,40p' "$work/results/$scenario-$server.txt" >&2
 }
 
+yardstick() {
+    echo "== yardstick: Python imaplib loop and ringmail-load, login against Dovecot" >&2
+    for p in 1 2 4; do
+        python3 loadtest/imaplib_baseline.py --target 127.0.0.1:$dv_imap --users "$users" --processes $p --duration "${duration%s}"
+    done > "$work/results/imaplib.jsonl"
+    cat "$work/results/imaplib.jsonl" >&2
+    run dovecot login --connections 64 --duration "$duration" --warmup "$warmup"
+    python3 - "$work/results" <<'PY'
+import json, sys
+d = sys.argv[1]
+runs = [json.loads(l) for l in open(f"{d}/imaplib.jsonl")]
+tool = json.load(open(f"{d}/login-dovecot.json"))
+rate, cpu = tool["sessions_per_sec"], tool["client_cpu_us_per_unit"]
+print(f"yardstick (login against Dovecot): ringmail-load {rate:,.1f} sessions/s using {cpu:,.0f} us of client CPU per session")
+for py in runs:
+    print(f"  Python imaplib, {py['processes']} process(es): {py['sessions_per_sec']:,.1f} sessions/s "
+          f"({rate / py['sessions_per_sec']:.2f}x fewer), {py['cpu_us_per_session']:,.0f} us of client CPU per session "
+          f"({py['cpu_us_per_session'] / cpu:.1f}x more)")
+PY
+}
+
 for s in $scenarios; do
+    if [ "$s" = yardstick ]; then yardstick; continue; fi
     for server in dovecot ringmail; do
         case $s in
             login|session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
@@ -110,7 +145,7 @@ done
 
 echo
 echo "ringmail vs Dovecot $(dovecot --version | cut -d' ' -f1) ($mode), $(date -u +%Y-%m-%d), $(nproc) cores, $(uname -r)"
-python3 - "$work/results" $scenarios <<'PY'
+python3 - "$work/results" ${scenarios//yardstick/} <<'PY'
 import json, os, sys
 d, scen = sys.argv[1], sys.argv[2:]
 def load(s, server):
@@ -128,6 +163,7 @@ for s in scen:
     elif s == "idle":
         if "memory" in dv and "memory" in rm:
             rows.append((s, "private B/conn", dv["memory"]["private_per_connection"], rm["memory"]["private_per_connection"], None))
+            rows.append((s, "anonymous B/conn", dv["memory"]["anonymous_per_connection"], rm["memory"]["anonymous_per_connection"], None))
             rows.append((s, "RSS B/conn", dv["memory"]["rss_per_connection"], rm["memory"]["rss_per_connection"], None))
     else:
         rows.append((s, "commands/s", dv["total_ops_per_sec"], rm["total_ops_per_sec"], None))

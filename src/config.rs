@@ -290,6 +290,26 @@ impl Default for DeliveryConfig {
     }
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain (leaf first) and private key. Without them a
+    /// self-signed certificate is generated into `<data_dir>/tls/`. Both are
+    /// re-read on SIGHUP.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A client that has not finished the TLS handshake by then is
+    /// disconnected (its connection counts toward the per-IP limit meanwhile).
+    #[serde(deserialize_with = "de_duration")]
+    pub handshake_timeout: Duration,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig { cert: None, key: None, handshake_timeout: Duration::from_secs(10) }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -311,6 +331,7 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     pub smtp: SmtpConfig,
     pub delivery: DeliveryConfig,
+    pub tls: TlsConfig,
     pub log: LogConfig,
 }
 
@@ -326,6 +347,7 @@ impl Default for Config {
             lmtp: LmtpConfig::default(),
             smtp: SmtpConfig::default(),
             delivery: DeliveryConfig::default(),
+            tls: TlsConfig::default(),
             log: LogConfig::default(),
         }
     }

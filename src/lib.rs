@@ -11,3 +11,4 @@ pub mod proto;
 pub mod session;
 pub mod signal;
 pub mod store;
+pub mod tls;

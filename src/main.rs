@@ -43,6 +43,9 @@ enum Cmd {
         /// IMAP listen address (repeatable; default 127.0.0.1:1143).
         #[arg(long = "imap")]
         imap: Vec<SocketAddr>,
+        /// Implicit-TLS IMAP listen address (repeatable; default 127.0.0.1:1993).
+        #[arg(long = "imaps")]
+        imaps: Vec<SocketAddr>,
         /// LMTP listen address (repeatable; default 127.0.0.1:2424).
         #[arg(long = "lmtp")]
         lmtp: Vec<SocketAddr>,
@@ -223,6 +226,7 @@ fn lock_data_dir(config: &Config) -> Result<DataDirLock, String> {
 /// Listen addresses given on the command line.
 struct Listen {
     imap: Vec<SocketAddr>,
+    imaps: Vec<SocketAddr>,
     lmtp: Vec<SocketAddr>,
     smtp: Vec<SocketAddr>,
 }
@@ -231,6 +235,9 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     let mut config = load_config(&common)?;
     if !listen.imap.is_empty() {
         config.imap.listen = listen.imap;
+    }
+    if !listen.imaps.is_empty() {
+        config.imap.imaps = listen.imaps;
     }
     if !listen.lmtp.is_empty() {
         config.lmtp.listen = listen.lmtp;
@@ -266,7 +273,10 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
         tracing::warn!(error = %e, "cannot record the LMTP address for `ringmail deliver`");
     }
     let addr = server.imap_addrs.first().copied();
-    eprintln!("ringmail is running ({:?} driver). IMAP: {:?} LMTP: {:?} SMTP: {:?}", server.driver, server.imap_addrs, server.lmtp_addrs, server.smtp_addrs);
+    eprintln!(
+        "ringmail is running ({:?} driver). IMAP: {:?} IMAPS: {:?} LMTP: {:?} SMTP: {:?}",
+        server.driver, server.imap_addrs, server.imaps_addrs, server.lmtp_addrs, server.smtp_addrs
+    );
     if let (Some(pw), Some(addr)) = (demo_password, addr) {
         eprintln!("No users existed, so user \"demo\" was created with password {pw}");
         eprintln!("Try: python3 -c \"import imaplib; m=imaplib.IMAP4('{}', {}); print(m.login('demo', '{pw}'))\"", addr.ip(), addr.port());
@@ -305,7 +315,7 @@ fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> Ex
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, lmtp, smtp, workers, driver, log_format } => serve(common, Listen { imap, lmtp, smtp }, workers, driver, log_format),
+        Cmd::Serve { common, imap, imaps, lmtp, smtp, workers, driver, log_format } => serve(common, Listen { imap, imaps, lmtp, smtp }, workers, driver, log_format),
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
     };

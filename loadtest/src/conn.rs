@@ -101,6 +101,7 @@ pub async fn connect(target: SocketAddr, source: Option<std::net::IpAddr>) -> Re
 /// A connection with a read buffer and a reply reader.
 pub struct Conn {
     stream: TcpStream,
+    tls: Option<Box<rustls::ClientConnection>>,
     buf: Vec<u8>,
     pos: usize,
     reader: LineReader,
@@ -113,10 +114,33 @@ const READ_SIZE: usize = 16 << 10;
 
 impl Conn {
     pub fn new(stream: TcpStream, timeout: Duration) -> Conn {
-        Conn { stream, buf: Vec::new(), pos: 0, reader: LineReader::default(), timeout, bytes_in: 0 }
+        Conn { stream, tls: None, buf: Vec::new(), pos: 0, reader: LineReader::default(), timeout, bytes_in: 0 }
+    }
+
+    /// Runs a TLS handshake on the connection (right after connecting, or
+    /// after STARTTLS's OK); everything after it is encrypted.
+    pub async fn start_tls(&mut self, config: &std::sync::Arc<rustls::ClientConfig>, server: std::net::IpAddr) -> Result<(), Error> {
+        let mut t = Box::new(crate::tls::new_connection(config, server).map_err(io_err)?);
+        // Input left over from before the handshake belongs to the cleartext
+        // session (RFC 9051 6.2.1); drop it.
+        self.buf.clear();
+        self.pos = 0;
+        let hs = crate::tls::handshake(&mut self.stream, &mut t, &mut self.buf);
+        match monoio::time::timeout(self.timeout, hs).await {
+            Ok(r) => r.map_err(io_err)?,
+            Err(_) => return Err(Error::Timeout),
+        }
+        self.tls = Some(t);
+        Ok(())
     }
 
     pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
+        if let Some(t) = self.tls.as_mut() {
+            return match monoio::time::timeout(self.timeout, crate::tls::send(&mut self.stream, t, &bytes)).await {
+                Ok(r) => r.map_err(io_err),
+                Err(_) => Err(Error::Timeout),
+            };
+        }
         let (r, _) = match monoio::time::timeout(self.timeout, self.stream.write_all(bytes)).await {
             Ok(x) => x,
             Err(_) => return Err(Error::Timeout),
@@ -139,6 +163,20 @@ impl Conn {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             self.pos = 0;
+            if let Some(t) = self.tls.as_mut() {
+                let r = match monoio::time::timeout(self.timeout, crate::tls::read(&mut self.stream, t, &mut buf)).await {
+                    Ok(r) => r,
+                    Err(_) => return Err(Error::Timeout),
+                };
+                self.bytes_in += buf.len() as u64;
+                self.buf = buf;
+                match r {
+                    Ok(true) => continue,
+                    Ok(false) if !self.buf.is_empty() => continue,
+                    Ok(false) => return Err(Error::Closed),
+                    Err(e) => return Err(io_err(e)),
+                }
+            }
             if buf.capacity() < READ_SIZE {
                 buf.reserve(READ_SIZE);
             }
@@ -271,6 +309,14 @@ impl Imap {
                 _ => Err(Error::Protocol(format!("tagged reply: {}", text_of(line)))),
             };
         }
+    }
+
+    /// STARTTLS, the handshake, and CAPABILITY again (what it lists may
+    /// change once the session is encrypted, RFC 9051 6.2.1).
+    pub async fn starttls(&mut self, config: &std::sync::Arc<rustls::ClientConfig>, server: std::net::IpAddr) -> Result<(), Error> {
+        self.command("STARTTLS").await?;
+        self.conn.start_tls(config, server).await?;
+        self.command("CAPABILITY").await.map(|_| ())
     }
 
     pub async fn login(&mut self, user: &str, password: &str) -> Result<Done, Error> {

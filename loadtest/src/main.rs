@@ -69,6 +69,16 @@ struct Cli {
     /// Per-reply timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
+    /// IMAP over implicit TLS (e.g. port 993); the handshake is timed as "TLS handshake".
+    #[arg(long, conflicts_with = "starttls")]
+    tls: bool,
+    /// STARTTLS after the greeting, then CAPABILITY; timed as "STARTTLS".
+    #[arg(long)]
+    starttls: bool,
+    /// With --tls/--starttls: resume TLS sessions (as returning clients do)
+    /// instead of a full handshake per connection.
+    #[arg(long)]
+    tls_resume: bool,
     /// idle: server process(es) whose memory to measure.
     #[arg(long)]
     pid: Vec<u32>,
@@ -160,6 +170,14 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
     if cli.rate.is_some_and(|r| r <= 0.0) {
         return Err("--rate must be positive".into());
     }
+    let tls_mode = match (cli.tls, cli.starttls) {
+        (true, _) => ringmail_load::tls::Mode::Implicit,
+        (_, true) => ringmail_load::tls::Mode::StartTls,
+        _ => ringmail_load::tls::Mode::Plain,
+    };
+    if tls_mode != ringmail_load::tls::Mode::Plain && cli.scenario == Scenario::Lmtp {
+        return Err("--tls and --starttls are for the IMAP scenarios".into());
+    }
     let opts = Options {
         scenario: cli.scenario,
         target,
@@ -175,6 +193,8 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         timeout: cli.timeout,
         sources: parse_sources(&cli.source)?,
         recipients: cli.recipients.max(1),
+        tls: tls_mode,
+        tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume)),
     };
     let plan = Plan {
         connections: cli.connections.unwrap_or_else(|| default_connections(cli.scenario, cli.rate)).max(1),

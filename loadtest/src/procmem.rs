@@ -12,6 +12,11 @@ pub struct Mem {
     pub pss: u64,
     /// Pages only these processes map (Private_Clean + Private_Dirty), bytes.
     pub private: u64,
+    /// Anonymous memory (heap, stacks): what the process allocated itself,
+    /// without file mappings such as a server's memory-mapped mail, whose
+    /// pages belong to the page cache and count as private while only one
+    /// process maps them.
+    pub anonymous: u64,
     pub processes: usize,
 }
 
@@ -25,6 +30,7 @@ pub fn parse_rollup(text: &str) -> Mem {
             "Rss:" => m.rss += kb * 1024,
             "Pss:" => m.pss += kb * 1024,
             "Private_Clean:" | "Private_Dirty:" => m.private += kb * 1024,
+            "Anonymous:" => m.anonymous += kb * 1024,
             _ => {}
         }
     }
@@ -79,6 +85,7 @@ pub fn measure(pids: &[u32], tree: bool) -> io::Result<Mem> {
         total.rss += m.rss;
         total.pss += m.pss;
         total.private += m.private;
+        total.anonymous += m.anonymous;
         total.processes += 1;
     }
     Ok(total)
@@ -90,8 +97,8 @@ mod tests {
 
     #[test]
     fn rollup_and_stat_parse() {
-        let m = parse_rollup("55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1024 kB\nPrivate_Clean: 100 kB\nPrivate_Dirty: 900 kB\n");
-        assert_eq!(m, Mem { rss: 2 << 20, pss: 1 << 20, private: 1000 * 1024, processes: 1 });
+        let m = parse_rollup("55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1024 kB\nPrivate_Clean: 100 kB\nPrivate_Dirty: 900 kB\nAnonymous: 800 kB\n");
+        assert_eq!(m, Mem { rss: 2 << 20, pss: 1 << 20, private: 1000 * 1024, anonymous: 800 * 1024, processes: 1 });
         assert_eq!(parent_of("123 (a (b) c) S 77 123 123 0"), Some(77));
     }
 

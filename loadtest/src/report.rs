@@ -27,6 +27,9 @@ impl IdleMemory {
     pub fn private_per_conn(&self) -> f64 {
         self.after.private.saturating_sub(self.before.private) as f64 / self.connections.max(1) as f64
     }
+    pub fn anonymous_per_conn(&self) -> f64 {
+        self.after.anonymous.saturating_sub(self.before.anonymous) as f64 / self.connections.max(1) as f64
+    }
     pub fn pss_per_conn(&self) -> f64 {
         self.after.pss.saturating_sub(self.before.pss) as f64 / self.connections.max(1) as f64
     }
@@ -41,6 +44,8 @@ pub struct Report {
     pub measured: Duration,
     pub rec: Recorder,
     pub idle: Option<IdleMemory>,
+    /// The load tool's own CPU time during the measured window.
+    pub client_cpu: Option<Duration>,
     /// populate: messages and bytes appended.
     pub populated: Option<(u64, u64)>,
 }
@@ -48,6 +53,12 @@ pub struct Report {
 impl Report {
     fn per_sec(&self, n: u64) -> f64 {
         n as f64 / self.measured.as_secs_f64().max(1e-9)
+    }
+
+    /// The tool's CPU microseconds per session (login, session) or operation.
+    pub fn cpu_per_unit_us(&self) -> Option<f64> {
+        let units = if self.rec.sessions.is_empty() { self.rec.op_count() } else { self.rec.sessions.len() };
+        self.client_cpu.filter(|_| units > 0).map(|c| c.as_secs_f64() * 1e6 / units as f64)
     }
 
     pub fn sessions_per_sec(&self) -> f64 {
@@ -82,18 +93,37 @@ impl Report {
         for (name, rate, m) in self.rows() {
             let _ = writeln!(s, "{name:<14} {:>10} {rate:>10.1} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}", m.count, m.p50, m.p90, m.p99, m.p999, m.max);
         }
+        if let Some(cpu) = self.client_cpu {
+            let _ = writeln!(
+                s,
+                "client CPU {:.2} s ({:.0}% of a core), {:.1} us per {}",
+                cpu.as_secs_f64(),
+                100.0 * cpu.as_secs_f64() / self.measured.as_secs_f64().max(1e-9),
+                self.cpu_per_unit_us().unwrap_or(0.0),
+                if self.rec.sessions.is_empty() { "operation" } else { "session" }
+            );
+        }
         if let Some(m) = &self.idle {
             let _ = writeln!(
                 s,
-                "server memory: {} connections in IDLE; RSS {} -> {} KiB, private {} -> {} KiB ({} processes)",
+                "server memory: {} connections in IDLE; RSS {} -> {} KiB, private {} -> {} KiB, anonymous {} -> {} KiB ({} processes)",
                 m.connections,
                 m.before.rss / 1024,
                 m.after.rss / 1024,
                 m.before.private / 1024,
                 m.after.private / 1024,
+                m.before.anonymous / 1024,
+                m.after.anonymous / 1024,
                 m.after.processes
             );
-            let _ = writeln!(s, "per connection: RSS {:.0} B, private {:.0} B, PSS {:.0} B", m.rss_per_conn(), m.private_per_conn(), m.pss_per_conn());
+            let _ = writeln!(
+                s,
+                "per connection: RSS {:.0} B, private {:.0} B, anonymous {:.0} B, PSS {:.0} B",
+                m.rss_per_conn(),
+                m.private_per_conn(),
+                m.anonymous_per_conn(),
+                m.pss_per_conn()
+            );
         }
         if let Some((n, bytes)) = self.populated {
             let _ = writeln!(s, "populated: {n} messages, {:.1} MiB", bytes as f64 / (1 << 20) as f64);
@@ -130,6 +160,8 @@ impl Report {
             "total_ops_per_sec": self.per_sec(self.rec.op_count()),
             "latency_ms": latency,
             "errors": self.rec.error_count(),
+            "client_cpu_s": self.client_cpu.map(|c| c.as_secs_f64()),
+            "client_cpu_us_per_unit": self.cpu_per_unit_us(),
             "error_kinds": self.rec.errors,
         });
         if let Some(m) = &self.idle {
@@ -137,10 +169,12 @@ impl Report {
                 "connections": m.connections,
                 "rss_before": m.before.rss, "rss_after": m.after.rss,
                 "private_before": m.before.private, "private_after": m.after.private,
+                "anonymous_before": m.before.anonymous, "anonymous_after": m.after.anonymous,
                 "pss_before": m.before.pss, "pss_after": m.after.pss,
                 "processes": m.after.processes,
                 "rss_per_connection": m.rss_per_conn(),
                 "private_per_connection": m.private_per_conn(),
+                "anonymous_per_connection": m.anonymous_per_conn(),
                 "pss_per_connection": m.pss_per_conn(),
             });
         }
@@ -254,6 +288,7 @@ mod tests {
             measured: Duration::from_secs(2),
             rec,
             idle: None,
+            client_cpu: Some(Duration::from_millis(500)),
             populated: None,
         }
     }
@@ -264,6 +299,7 @@ mod tests {
         assert_eq!(v["scenario"], "login");
         assert_eq!(v["sessions_per_sec"], 50.0);
         assert_eq!(v["ops_per_sec"]["LOGIN"], 50.0);
+        assert_eq!(v["client_cpu_us_per_unit"], 5000.0, "0.5 s of CPU over 100 sessions");
         assert_eq!(v["errors"], 1);
         let p99 = v["latency_ms"]["session"]["p99"].as_f64().unwrap();
         assert!((29.0..=30.1).contains(&p99), "{p99}");

@@ -97,6 +97,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let mut idle_mem = None;
     let mut all_idle_at: Option<Instant> = None;
     let idle_give_up = begin + Duration::from_secs(120).max(plan.duration * 4);
+    // This process's CPU time over the measured window: what the tool
+    // itself costs per session or command.
+    let (mut cpu_start, mut cpu_end) = (None, None);
     while done < threads {
         let wait = next_print.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
@@ -109,6 +112,12 @@ pub fn run(plan: Plan) -> Result<Report, String> {
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
         let now = Instant::now();
+        if cpu_start.is_none() && now >= warmup_end {
+            cpu_start = Some(cpu_time());
+        }
+        if cpu_end.is_none() && now >= deadline {
+            cpu_end = Some(cpu_time());
+        }
         if now >= next_print {
             if plan.live {
                 eprintln!("{}", live_line(now.duration_since(begin), &interval, opts.scenario, &global));
@@ -155,6 +164,10 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         measured,
         rec: total,
         idle: idle_mem,
+        client_cpu: match (cpu_start, cpu_end) {
+            (Some(a), Some(b)) if opts.scenario != Scenario::Idle && opts.scenario != Scenario::Populate => Some(b.saturating_sub(a)),
+            _ => None,
+        },
         populated: (opts.scenario == Scenario::Populate)
             .then(|| (u64::from(global.appended.load(Ordering::Relaxed)), global.bytes.load(Ordering::Relaxed) as u64)),
     })
@@ -211,4 +224,15 @@ async fn thread_main(ctx: std::rc::Rc<Ctx>, mine: Vec<u32>, tx: mpsc::Sender<Msg
     ticker.await;
     let _ = tx.send(Msg::Tick(std::mem::take(&mut *ctx.live.borrow_mut())));
     let _ = tx.send(Msg::Done(std::mem::take(&mut *ctx.total.borrow_mut())));
+}
+
+/// User plus system CPU time of this process (all threads).
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage writes into the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return Duration::ZERO;
+    }
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(u.ru_utime) + tv(u.ru_stime)
 }

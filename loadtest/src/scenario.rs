@@ -152,6 +152,10 @@ pub struct Options {
     pub sources: Vec<IpAddr>,
     /// lmtp: recipients per message.
     pub recipients: u32,
+    /// IMAP over TLS: implicit, or STARTTLS after the greeting.
+    pub tls: crate::tls::Mode,
+    /// The client configuration when `tls` is not Plain.
+    pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Options {
@@ -309,9 +313,25 @@ macro_rules! timed {
     }};
 }
 
+/// Connects and reads the greeting (with TLS first, or STARTTLS after,
+/// as asked); the handshake is also timed on its own.
 async fn connect_imap(ctx: &Ctx) -> Result<Imap, Error> {
+    use crate::tls::Mode;
     let t = Instant::now();
-    timed!(ctx, "connect", t, async { Imap::start(ctx.open().await?).await })
+    let ip = ctx.opts.target.ip();
+    timed!(ctx, "connect", t, async {
+        let mut conn = ctx.open().await?;
+        if let (Mode::Implicit, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+            let h = Instant::now();
+            timed!(ctx, "TLS handshake", h, conn.start_tls(cfg, ip))?;
+        }
+        let mut imap = Imap::start(conn).await?;
+        if let (Mode::StartTls, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+            let h = Instant::now();
+            timed!(ctx, "STARTTLS", h, imap.starttls(cfg, ip))?;
+        }
+        Ok(imap)
+    })
 }
 
 async fn login(ctx: &Ctx, imap: &mut Imap, user: &str) -> Result<Done, Error> {

@@ -99,6 +99,8 @@ fn plan(scenario: Scenario, target: SocketAddr, password: &str, connections: usi
             timeout: Duration::from_secs(5),
             sources: Vec::new(),
             recipients: 1,
+            tls: ringmail_load::tls::Mode::Plain,
+            tls_config: None,
         },
         connections,
         rate: None,

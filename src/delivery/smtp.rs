@@ -71,6 +71,9 @@ pub enum Step {
     Read,
     /// Store one copy of the envelope per recipient, then call `delivered`.
     Deliver(Envelope),
+    /// Send the output, then the TLS handshake (RFC 3207); call
+    /// `tls_started` when it succeeded.
+    StartTls,
     /// Send the output and close.
     Close,
 }
@@ -120,6 +123,9 @@ pub struct Session {
     peer: String,
     /// EHLO/LHLO rather than HELO.
     extended: bool,
+    /// Whether STARTTLS may be offered, and whether TLS is on.
+    tls_offered: bool,
+    tls_active: bool,
 }
 
 fn reply(out: &mut Vec<u8>, code: u16, text: &str) {
@@ -160,7 +166,24 @@ impl Session {
             errors: 0,
             peer: String::new(),
             extended: false,
+            tls_offered: false,
+            tls_active: false,
         }
+    }
+
+    /// Offer STARTTLS in the EHLO/LHLO reply.
+    pub fn offer_tls(&mut self) {
+        self.tls_offered = true;
+    }
+
+    /// The handshake after STARTTLS succeeded. RFC 3207 4.2: everything
+    /// learnt from the client before it is forgotten; it must greet again.
+    pub fn tls_started(&mut self) {
+        self.reset();
+        self.helo = None;
+        self.extended = false;
+        self.tls_active = true;
+        self.mode = Mode::Command;
     }
 
     /// The banner (RFC 5321 4.2 / RFC 2033 4.1).
@@ -190,7 +213,12 @@ impl Session {
     /// MTA in front has added its own. `now` is an RFC 5322 date-time.
     pub fn trace(&self, r: &Recipient, now: &str) -> Option<String> {
         (self.dialect == Dialect::Smtp).then(|| {
-            let with = if self.extended { "ESMTP" } else { "SMTP" };
+            // RFC 3848: ESMTPS when the session was encrypted.
+            let with = match (self.extended, self.tls_active) {
+                (true, true) => "ESMTPS",
+                (true, false) => "ESMTP",
+                (false, _) => "SMTP",
+            };
             let helo = self.helo.as_deref().unwrap_or("unknown");
             format!("Received: from {helo} ({})\r\n\tby {} (ringmail) with {with}\r\n\tfor <{}>; {now}\r\n", self.peer, self.hostname, r.address)
         })
@@ -276,9 +304,10 @@ impl Session {
                 if verb == "HELO" {
                     reply(out, 250, &self.hostname);
                 } else {
+                    let starttls = if self.tls_offered && !self.tls_active { "250-STARTTLS\r\n" } else { "" };
                     out.extend_from_slice(
                         format!(
-                            "250-{}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE {}\r\n",
+                            "250-{}\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n{starttls}250 SIZE {}\r\n",
                             self.hostname, self.limits.max_message
                         )
                         .as_bytes(),
@@ -360,6 +389,26 @@ impl Session {
                 self.data = Vec::new();
                 self.mode = Mode::Data { at_line_start: true, oversize: false };
                 None
+            }
+            "STARTTLS" => {
+                if !self.tls_offered {
+                    return self.error(out, 502, "5.5.1 STARTTLS is not offered here");
+                }
+                if self.tls_active {
+                    return self.error(out, 503, "5.5.1 TLS is already active");
+                }
+                if !arg.trim().is_empty() {
+                    return self.error(out, 501, "5.5.4 STARTTLS takes no parameters");
+                }
+                if self.helo.is_none() {
+                    return self.error(out, 503, if lmtp { "5.5.1 Send LHLO first" } else { "5.5.1 Send EHLO first" });
+                }
+                reply(out, 220, "2.0.0 Ready to start TLS");
+                // RFC 3207 5: commands pipelined behind STARTTLS arrived in
+                // cleartext and must not be obeyed after the handshake.
+                self.input.clear();
+                self.mode = Mode::Closed;
+                Some(Step::StartTls)
             }
             "RSET" => {
                 self.reset();

@@ -3,6 +3,11 @@
 //! fdatasync per file instead of N. The syncs run on a helper thread, so
 //! the worker keeps serving other connections meanwhile; appends that arrive
 //! during a sync form the next batch.
+//!
+//! A batch that touches several mailboxes has several files to sync. They are
+//! synced concurrently by a small pool of threads: the file system merges
+//! concurrent syncs into one journal commit (ext4, xfs), so 50 mailboxes cost
+//! about one commit instead of 50 in a row.
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
@@ -15,7 +20,11 @@ use std::task::{Context, Poll, Waker};
 use crate::config::SyncMode;
 use crate::store::MailboxRef;
 
-type SyncJob = (Vec<Arc<std::fs::File>>, flume::Sender<io::Result<()>>);
+type SyncJob = (Arc<std::fs::File>, flume::Sender<io::Result<()>>);
+
+/// Threads per worker that run fdatasync; more than the usual number of
+/// files in a batch brings nothing, since the file system merges them anyway.
+const SYNC_THREADS: usize = 8;
 
 /// A waiter's slot: the result arrives here.
 #[derive(Default)]
@@ -59,24 +68,20 @@ pub struct Committer {
 }
 
 impl Committer {
-    /// Starts the helper thread that performs the syncs.
+    /// Starts the helper threads that perform the syncs.
     pub fn new(mode: SyncMode, name: String) -> Rc<Committer> {
         let (jobs, rx) = flume::unbounded::<SyncJob>();
-        std::thread::Builder::new()
-            .name(name)
-            .spawn(move || {
-                while let Ok((files, done)) = rx.recv() {
-                    let mut r = Ok(());
-                    for f in &files {
-                        if let Err(e) = f.sync_data() {
-                            r = Err(e);
-                            break;
-                        }
+        for i in 0..SYNC_THREADS {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}.{i}"))
+                .spawn(move || {
+                    while let Ok((file, done)) = rx.recv() {
+                        let _ = done.send(file.sync_data());
                     }
-                    let _ = done.send(r);
-                }
-            })
-            .expect("spawn sync thread");
+                })
+                .expect("spawn sync thread");
+        }
         Rc::new(Committer { mode, pending: RefCell::new(Vec::new()), running: Cell::new(false), jobs, syncs: Cell::new(0) })
     }
 
@@ -115,6 +120,23 @@ impl Committer {
         }
     }
 
+    /// Syncs `files` concurrently on the pool; the first error wins.
+    async fn sync_files(&self, files: Vec<Arc<std::fs::File>>) -> io::Result<()> {
+        let gone = || io::Error::other("sync thread gone");
+        let (tx, rx) = flume::bounded(files.len());
+        let n = files.len();
+        for f in files {
+            self.jobs.send((f, tx.clone())).map_err(|_| gone())?;
+        }
+        let mut r = Ok(());
+        for _ in 0..n {
+            if let Err(e) = rx.recv_async().await.unwrap_or_else(|_| Err(gone())) {
+                r = r.and(Err(e));
+            }
+        }
+        r
+    }
+
     /// Syncs the dirty files of these mailboxes, then publishes their appends.
     async fn sync_groups(&self, groups: &[(MailboxRef, Vec<Rc<Ticket>>)]) -> io::Result<()> {
         let mut batches = Vec::with_capacity(groups.len());
@@ -141,11 +163,7 @@ impl Committer {
                 }
             }
             if r.is_ok() && !handles.is_empty() {
-                let (tx, rx) = flume::bounded(1);
-                r = match self.jobs.send((handles, tx)) {
-                    Ok(()) => rx.recv_async().await.unwrap_or_else(|_| Err(io::Error::other("sync thread gone"))),
-                    Err(_) => Err(io::Error::other("sync thread gone")),
-                };
+                r = self.sync_files(handles).await;
             }
             self.syncs.set(self.syncs.get() + 1);
         }

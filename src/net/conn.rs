@@ -17,6 +17,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::iovec::OutVec;
+use super::tls::{self, Input};
 use super::worker::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use crate::auth::limiter::ConnGuard;
 use crate::auth::AuthResult;
@@ -35,6 +36,9 @@ pub async fn refuse(mut stream: TcpStream, why: &'static str) {
 struct Conn {
     ctx: Rc<WorkerCtx>,
     stream: TcpStream,
+    /// The TLS state once the connection is encrypted (implicit TLS or
+    /// after STARTTLS).
+    tls: Option<Box<rustls::ServerConnection>>,
     conn: Connection,
     out: Out,
     reg: Registration,
@@ -74,6 +78,11 @@ impl Conn {
         let out = &mut self.out;
         if out.is_empty() {
             return Ok(());
+        }
+        if let Some(t) = self.tls.as_mut() {
+            let r = tls::write_parts(&mut self.stream, t, out.parts()).await;
+            out.clear();
+            return r;
         }
         if out.splices.is_empty() {
             let buf = std::mem::take(&mut out.buf);
@@ -148,7 +157,7 @@ impl Conn {
     }
 
     /// Reads what is available into the decoder, using a pooled buffer.
-    async fn read(&mut self) -> std::io::Result<usize> {
+    async fn read(&mut self) -> std::io::Result<Input> {
         let d = self.conn.decoder();
         let mut buf = d.take_buffer();
         if buf.capacity() == 0 {
@@ -157,18 +166,24 @@ impl Conn {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(super::pool::BUF_SIZE);
         }
+        if let Some(t) = self.tls.as_mut() {
+            let r = tls::read(&mut self.stream, t, &mut buf).await;
+            self.conn.decoder().restore_buffer(buf);
+            return r;
+        }
         let len = buf.len();
         let (r, slice) = self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
         self.conn.decoder().restore_buffer(slice.into_inner());
-        r
+        r.map(|n| if n == 0 { Input::Eof } else { Input::Data })
     }
 
     async fn after_wake(&mut self, woke: std::io::Result<Woke>, idle: bool) -> Next {
         match woke {
             Err(_) => Next::End,
             Ok(Woke::Input) => match self.read().await {
-                Ok(0) | Err(_) => Next::End,
-                Ok(_) => {
+                Ok(Input::Eof) | Err(_) => Next::End,
+                Ok(Input::Nothing) => Next::Wait,
+                Ok(Input::Data) => {
                     self.out_buffer();
                     Next::Step(self.conn.step(WorkerCtx::now(), &mut self.out))
                 }
@@ -205,10 +220,24 @@ impl Conn {
     /// is answered only after the growing per-IP delay.
     async fn authenticate(&mut self, user: String, password: Vec<u8>) -> Step {
         let auth = self.ctx.shared.auth.clone();
-        let result = match auth.check_cached(&user, &password) {
-            (Some(true), _) => AuthResult::Ok(crate::auth::passwd::normalize_user_name(&user)),
-            (_, None) => AuthResult::Failed,
-            (_, Some(stored)) => monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable),
+        let name = crate::auth::passwd::normalize_user_name(&user);
+        let result = loop {
+            let stored = match auth.check_cached(&user, &password) {
+                (Some(true), _) => break AuthResult::Ok(name),
+                (_, None) => break AuthResult::Failed,
+                (_, Some(stored)) => stored,
+            };
+            // Many connections of one user logging in at once (a client
+            // opening every folder, a reconnect storm after a restart) wait
+            // for one hash on this worker instead of each queueing its own.
+            let waiting = self.ctx.verifying.borrow().get(&name).cloned();
+            if let Some(done) = waiting {
+                let _ = done.recv_async().await;
+                continue;
+            }
+            let _in_flight = InFlight::start(&self.ctx, &name);
+            let (auth, user, password) = (auth.clone(), user.clone(), password.clone());
+            break monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable);
         };
         if result == AuthResult::Failed {
             let delay = self.ctx.shared.failures.failed(self.guard.ip(), Instant::now());
@@ -244,6 +273,25 @@ impl Conn {
         }
     }
 
+    /// STARTTLS after the tagged OK went out: forget what the client
+    /// pipelined behind the command, then handshake. None: the connection
+    /// is over (handshake failed or timed out).
+    async fn start_tls(&mut self) -> Option<()> {
+        let d = self.conn.decoder();
+        d.discard_input();
+        let mut buf = d.take_buffer();
+        let mut t = Box::new(rustls::ServerConnection::new(self.ctx.shared.tls.current().imap.clone()).ok()?);
+        let limit = self.ctx.shared.config.tls.handshake_timeout;
+        let r = tls::handshake_within(limit, &mut self.stream, &mut t, &mut buf).await;
+        self.conn.decoder().restore_buffer(buf);
+        if let Err(e) = r {
+            tracing::debug!(peer = %self.guard.ip(), error = %e, "STARTTLS handshake failed");
+            return None;
+        }
+        self.tls = Some(t);
+        Some(())
+    }
+
     /// Every step but waiting.
     async fn run(&mut self, step: Step) -> Option<Step> {
         Some(match step {
@@ -261,12 +309,16 @@ impl Conn {
                 self.conn.step(WorkerCtx::now(), &mut self.out)
             }
             Step::StartTls => {
-                // TLS is not configured on this listener; the session never offers it.
-                self.out.untagged_status("BYE", None, "TLS unavailable");
-                Step::Close
+                self.flush().await.ok()?;
+                self.start_tls().await?;
+                self.conn.tls_started();
+                self.conn.step(WorkerCtx::now(), &mut self.out)
             }
             Step::Close => {
                 let _ = self.flush().await;
+                if let Some(t) = self.tls.as_mut() {
+                    tls::close(&mut self.stream, t).await;
+                }
                 let _ = self.stream.shutdown().await;
                 return None;
             }
@@ -275,12 +327,29 @@ impl Conn {
     }
 }
 
+/// Implicit TLS (IMAPS, RFC 8314): the handshake first, bounded in time,
+/// then the greeting. The connection counts toward the limits throughout.
+pub async fn accept_tls(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, mut conn: Connection) {
+    let Ok(mut t) = rustls::ServerConnection::new(ctx.shared.tls.current().imap.clone()) else { return };
+    let mut early = Vec::new();
+    match tls::handshake_within(ctx.shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await {
+        Ok(()) => {
+            conn.decoder().feed(&early);
+            spawn(&ctx, stream, Some(Box::new(t)), guard, conn, true);
+        }
+        Err(e) => {
+            tracing::debug!(peer = %guard.ip(), error = %e, "TLS handshake failed");
+            let _ = stream.shutdown().await;
+        }
+    }
+}
+
 /// Starts serving a connection on this worker.
-pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, guard: ConnGuard, mut conn: Connection, greet: bool) {
+pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::ServerConnection>>, guard: ConnGuard, mut conn: Connection, greet: bool) {
     let signal = Signal::new();
     conn.set_signal(signal.clone());
     let reg = ctx.register(&signal);
-    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, conn, out: Out::new(), reg, signal, guard });
+    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
@@ -333,13 +402,36 @@ async fn serve(mut c: Box<Conn>) {
     ctx.connections.set(ctx.connections.get() - 1);
     c.release();
     if let Some((home, std_stream)) = moved {
-        let Conn { mut conn, guard, .. } = *c;
+        let Conn { mut conn, guard, tls, .. } = *c;
         // The snapshot carries any input already read past the login.
         if let Some(snapshot) = conn.snapshot() {
-            let m = Migrant { stream: std_stream, guard, snapshot };
+            let m = Migrant { stream: std_stream, tls, guard, snapshot };
             if ctx.shared.inboxes[home].send(WorkerMsg::Adopt(Box::new(m))).is_err() {
                 tracing::warn!("target worker is gone; connection dropped");
             }
         }
+    }
+}
+
+/// A password verification in progress on this worker. Connections of the
+/// same user wait on its channel, which disconnects when this is dropped:
+/// when the hash is done, or when the verifying connection goes away.
+struct InFlight {
+    ctx: Rc<WorkerCtx>,
+    name: String,
+    _done: flume::Sender<()>,
+}
+
+impl InFlight {
+    fn start(ctx: &Rc<WorkerCtx>, name: &str) -> InFlight {
+        let (done, waiters) = flume::bounded(0);
+        ctx.verifying.borrow_mut().insert(name.to_string(), waiters);
+        InFlight { ctx: ctx.clone(), name: name.to_string(), _done: done }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.ctx.verifying.borrow_mut().remove(&self.name);
     }
 }

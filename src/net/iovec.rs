@@ -57,13 +57,9 @@ impl OutVec {
                 iov.push(libc::iovec { iov_base: s.as_ptr() as *mut libc::c_void, iov_len: s.len() });
             }
         };
-        let mut at = 0;
-        for (pos, shared) in &self.out.splices {
-            push(&mut self.iov, &self.out.buf[at..*pos]);
-            push(&mut self.iov, shared.bytes());
-            at = *pos;
+        for part in self.out.parts() {
+            push(&mut self.iov, part);
         }
-        push(&mut self.iov, &self.out.buf[at..]);
     }
 }
 

@@ -11,6 +11,8 @@ pub mod commit;
 mod conn;
 mod deliver;
 mod iovec;
+pub mod fdlimit;
+mod tls;
 mod pool;
 mod smtp;
 mod worker;
@@ -40,6 +42,8 @@ pub fn shard(user: &str, workers: usize) -> usize {
 #[derive(Debug, Clone)]
 pub enum ListenerKind {
     Imap,
+    /// Implicit TLS (RFC 8314): the handshake comes before the greeting.
+    Imaps,
     /// Connections start authenticated as this user (`* PREAUTH`).
     Preauth(String),
     Lmtp,
@@ -63,6 +67,8 @@ pub struct Shared {
     pub smtp_limits: crate::delivery::smtp::Limits,
     pub inboxes: Vec<flume::Sender<WorkerMsg>>,
     pub blocking: monoio::blocking::DefaultThreadPool,
+    /// Certificates for implicit TLS and STARTTLS; reloaded on SIGHUP.
+    pub tls: Arc<crate::tls::Tls>,
 }
 
 impl Shared {
@@ -77,6 +83,7 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
+    pub imaps_addrs: Vec<SocketAddr>,
     pub preauth_addrs: Vec<SocketAddr>,
     pub lmtp_addrs: Vec<SocketAddr>,
     pub smtp_addrs: Vec<SocketAddr>,
@@ -136,7 +143,8 @@ impl Server {
         let directory = Arc::new(smtp::directory(&config, db.clone()));
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
         let limits = Limits { message_max: config.limits.max_message_size, ..Limits::DEFAULT };
-        let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: false });
+        let tls = Arc::new(crate::tls::Tls::load(&config)?);
+        let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: true });
 
         let mut per_worker: Vec<Vec<(Listener, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
         let mut imap_addrs = Vec::new();
@@ -146,6 +154,12 @@ impl Server {
             let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
             imap_addrs.push(actual);
             groups.push((Listener { addr: actual, kind: ListenerKind::Imap }, ls));
+        }
+        let mut imaps_addrs = Vec::new();
+        for addr in &config.imap.imaps {
+            let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            imaps_addrs.push(actual);
+            groups.push((Listener { addr: actual, kind: ListenerKind::Imaps }, ls));
         }
         for p in &config.imap.preauth {
             let (actual, ls) = bind_group(p.listen, n).map_err(|e| format!("cannot listen on {}: {e}", p.listen))?;
@@ -168,9 +182,24 @@ impl Server {
         }
 
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
+        let max_connections = match fdlimit::raise_nofile() {
+            Ok((soft, _)) => {
+                let cap = fdlimit::connection_cap(config.limits.max_connections, soft);
+                if cap < config.limits.max_connections {
+                    tracing::warn!(
+                        configured = config.limits.max_connections,
+                        cap,
+                        open_files = soft,
+                        "limits.max_connections lowered to fit the open-files limit (raise LimitNOFILE to serve more)"
+                    );
+                }
+                cap
+            }
+            Err(_) => config.limits.max_connections,
+        };
         let shared = Arc::new(Shared {
             failures: FailureDelay::new(config.limits.auth_failure_delay, config.limits.auth_failure_delay_max),
-            limiter: ConnLimiter::new(config.limits.max_connections, config.limits.max_connections_per_ip),
+            limiter: ConnLimiter::new(max_connections, config.limits.max_connections_per_ip),
             directory,
             smtp_limits: smtp::limits(&config),
             config,
@@ -178,6 +207,7 @@ impl Server {
             auth,
             inboxes: senders,
             blocking: monoio::blocking::DefaultThreadPool::new(n.max(2)),
+            tls,
         });
         let mut threads = Vec::with_capacity(n);
         for (i, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
@@ -188,8 +218,10 @@ impl Server {
                 .map_err(|e| format!("cannot start worker: {e}"))?;
             threads.push(t);
         }
-        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
-        Ok(Server { shared, threads, imap_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
+        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
+        let certificate = shared.tls.current();
+        tracing::info!(cert = %certificate.cert_path.display(), fingerprint = %certificate.fingerprint, "TLS certificate");
+        Ok(Server { shared, threads, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
     }
 
     /// Stops accepting, sends BYE to every session, waits for the workers.
@@ -204,17 +236,32 @@ impl Server {
 
     /// Runs until SIGINT or SIGTERM, then shuts down.
     pub fn run_until_signal(self) {
-        let mut signals = match signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM]) {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot install signal handlers");
                 return self.shutdown();
             }
         };
-        if let Some(sig) = signals.forever().next() {
+        for sig in signals.forever() {
+            if sig == SIGHUP {
+                self.reload_tls();
+                continue;
+            }
             tracing::info!(signal = sig, "shutting down");
+            break;
         }
         self.shutdown();
+    }
+
+    /// Re-reads the TLS certificate and key (SIGHUP). New connections get
+    /// the new ones; a certificate that does not load leaves the old one.
+    pub fn reload_tls(&self) {
+        match self.shared.tls.reload() {
+            Ok(c) => tracing::info!(cert = %c.cert_path.display(), fingerprint = %c.fingerprint, "TLS certificate reloaded"),
+            Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+        }
     }
 
     /// Connections currently open (all workers).

@@ -11,6 +11,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::deliver::{deliver_all, Copy};
+use super::tls::{self, Input};
 use super::worker::WorkerCtx;
 use crate::auth::limiter::ConnGuard;
 use crate::delivery::smtp::{Dialect, Session, Step};
@@ -27,6 +28,8 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     let shared = ctx.shared.clone();
     let mut s = Session::new(dialect, &shared.directory.hostname, shared.smtp_limits);
     s.set_peer(&guard.ip().to_string());
+    s.offer_tls();
+    let mut tls: Option<Box<rustls::ServerConnection>> = None;
     let signal = Signal::new();
     let reg = ctx.register(&signal);
     ctx.connections.set(ctx.connections.get() + 1);
@@ -36,8 +39,14 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     loop {
         let step = s.step(&*shared.directory, &mut out);
         if !out.is_empty() {
-            let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
-            out = back;
+            let r = match tls.as_mut() {
+                Some(t) => tls::write_parts(&mut stream, t, std::iter::once(&out[..])).await,
+                None => {
+                    let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
+                    out = back;
+                    r.map(|_| ())
+                }
+            };
             out.clear();
             if r.is_err() {
                 break;
@@ -45,6 +54,17 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
         }
         match step {
             Step::Close => break,
+            Step::StartTls => {
+                let Ok(mut t) = rustls::ServerConnection::new(shared.tls.current().smtp.clone()) else { break };
+                let mut early = Vec::new();
+                if let Err(e) = tls::handshake_within(shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await {
+                    tracing::debug!(peer = %guard.ip(), error = %e, "STARTTLS handshake failed");
+                    break;
+                }
+                s.tls_started();
+                s.feed(&early);
+                tls = Some(Box::new(t));
+            }
             Step::Deliver(env) => {
                 let now = crate::delivery::rfc5322_date(WorkerCtx::now());
                 let copies = env
@@ -73,13 +93,28 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     } else {
                         continue;
                     }
-                    let (_, _) = stream.write_all(std::mem::take(&mut out)).await;
+                    match tls.as_mut() {
+                        Some(t) => {
+                            let _ = tls::write_parts(&mut stream, t, std::iter::once(&out[..])).await;
+                        }
+                        None => {
+                            let _ = stream.write_all(std::mem::take(&mut out)).await;
+                        }
+                    }
                     break;
                 }
                 if buf.capacity() == 0 {
                     buf = Vec::with_capacity(READ_CHUNK);
                 }
                 buf.clear();
+                if let Some(t) = tls.as_mut() {
+                    match tls::read(&mut stream, t, &mut buf).await {
+                        Ok(Input::Data) => s.feed(&buf),
+                        Ok(Input::Nothing) => {}
+                        Ok(Input::Eof) | Err(_) => break,
+                    }
+                    continue;
+                }
                 let (r, b) = stream.read(buf).await;
                 buf = b;
                 match r {
@@ -88,6 +123,9 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                 }
             }
         }
+    }
+    if let Some(t) = tls.as_mut() {
+        tls::close(&mut stream, t).await;
     }
     let _ = stream.shutdown().await;
     ctx.connections.set(ctx.connections.get() - 1);

@@ -33,6 +33,7 @@ pub enum WorkerMsg {
 
 pub struct Migrant {
     pub stream: std::net::TcpStream,
+    pub tls: Option<Box<rustls::ServerConnection>>,
     pub guard: ConnGuard,
     pub snapshot: Snapshot,
 }
@@ -49,6 +50,9 @@ pub struct WorkerCtx {
     entries: RefCell<Slab<Rc<Entry>>>,
     pub connections: Cell<usize>,
     pub stopping: Cell<bool>,
+    /// Password verifications running on the blocking pool, by user name;
+    /// the receiver disconnects when the verification ends (see conn.rs).
+    pub verifying: RefCell<std::collections::HashMap<String, flume::Receiver<()>>>,
 }
 
 /// A task's place in the worker's registry.
@@ -122,6 +126,7 @@ pub fn run(id: usize, shared: Arc<Shared>, listeners: Vec<(Listener, std::net::T
             entries: RefCell::new(Slab::new()),
             connections: Cell::new(0),
             stopping: Cell::new(false),
+            verifying: RefCell::default(),
         });
         worker_main(ctx, listeners, inbox).await;
     };
@@ -171,7 +176,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
                 match TcpStream::from_std(m.stream) {
                     Ok(stream) => {
                         let conn = Connection::resume(m.snapshot);
-                        conn::spawn(&ctx, stream, m.guard, conn, false);
+                        conn::spawn(&ctx, stream, m.tls, m.guard, conn, false);
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot adopt connection"),
                 }
@@ -222,6 +227,11 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
                 let facts = ConnFacts { tls: false, cleartext_ok: ctx.shared.config.cleartext_allowed(peer.ip()) };
                 let conn = match &l.kind {
                     ListenerKind::Imap => Connection::new(ctx.shared.session_cfg.clone(), facts),
+                    ListenerKind::Imaps => {
+                        let facts = ConnFacts { tls: true, cleartext_ok: true };
+                        monoio::spawn(conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.shared.session_cfg.clone(), facts)));
+                        continue;
+                    }
                     ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.shared.session_cfg.clone(), facts, user.clone()),
                     ListenerKind::Lmtp => {
                         super::smtp::spawn(&ctx, stream, guard, crate::delivery::smtp::Dialect::Lmtp);
@@ -232,7 +242,7 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
                         continue;
                     }
                 };
-                conn::spawn(&ctx, stream, guard, conn, true);
+                conn::spawn(&ctx, stream, None, guard, conn, true);
             }
             Err(refusal) if matches!(l.kind, ListenerKind::Lmtp | ListenerKind::Smtp) => {
                 monoio::spawn(super::smtp::refuse(stream, refusal.message()));

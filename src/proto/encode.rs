@@ -79,16 +79,24 @@ impl Out {
         self.buf.len() + self.splices.iter().map(|(_, s)| s.len()).sum::<usize>()
     }
 
-    /// Everything as one contiguous vector (tests, TLS).
+    /// The bytes to send, in order: runs of the buffer and shared slices.
+    pub fn parts(&self) -> impl Iterator<Item = &[u8]> {
+        let mut at = 0;
+        let spliced = self.splices.iter().flat_map(move |(pos, s)| {
+            let run = &self.buf[at..*pos];
+            at = *pos;
+            [run, s.bytes()]
+        });
+        let last = self.splices.last().map_or(0, |(pos, _)| *pos);
+        spliced.chain(std::iter::once(&self.buf[last..])).filter(|p| !p.is_empty())
+    }
+
+    /// Everything as one contiguous vector (tests).
     pub fn flatten(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
-        let mut at = 0;
-        for (pos, s) in &self.splices {
-            v.extend_from_slice(&self.buf[at..*pos]);
-            v.extend_from_slice(s.bytes());
-            at = *pos;
+        for p in self.parts() {
+            v.extend_from_slice(p);
         }
-        v.extend_from_slice(&self.buf[at..]);
         v
     }
 

@@ -16,7 +16,11 @@ impl Directory for Dir {
 /// Feeds `input` in chunks of `chunk` bytes; delivers every envelope with
 /// `results` and collects the envelopes and all replies.
 fn run(dialect: Dialect, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>], limits: Limits) -> (String, Vec<Envelope>, bool) {
-    let mut s = Session::new(dialect, "mx.example.org", limits);
+    run_session(Session::new(dialect, "mx.example.org", limits), input, chunk, results)
+}
+
+/// As `run`, on a given session; a TLS handshake shows as `[TLS]` in the output.
+fn run_session(mut s: Session, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>]) -> (String, Vec<Envelope>, bool) {
     let mut out = Vec::new();
     s.greeting(&mut out);
     let mut envs = Vec::new();
@@ -34,6 +38,13 @@ fn run(dialect: Dialect, input: &[u8], chunk: usize, results: &[Result<(), Deliv
                 Step::Close => {
                     closed = true;
                     break 'feed;
+                }
+                Step::StartTls => {
+                    out.extend_from_slice(b"[TLS]");
+                    s.tls_started();
+                    // What was pipelined behind STARTTLS was dropped; the
+                    // test's remaining input stands for what comes after.
+                    continue 'feed;
                 }
             }
         }
@@ -206,4 +217,52 @@ fn xtext_decodes_hex_escapes_and_keeps_stray_plus() {
     assert_eq!(xtext_decode("a+2Bb+"), "a+b+");
     assert_eq!(xtext_decode("+4"), "+4");
     assert_eq!(xtext_decode("+zz"), "+zz");
+}
+
+#[test]
+fn starttls_rfc3207() {
+    let tls = || {
+        let mut s = Session::new(Dialect::Smtp, "mx.example.org", Limits::default());
+        s.offer_tls();
+        s.set_peer("192.0.2.1");
+        s
+    };
+    // Offered; what is pipelined behind STARTTLS (in the same chunk) is
+    // dropped (RFC 3207 5); afterwards the client must EHLO again, which no
+    // longer offers STARTTLS; the trace says ESMTPS (RFC 3848).
+    let input = "EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.net>\r\n";
+    let (out, _, _) = run_session(tls(), input.as_bytes(), usize::MAX, OK3);
+    assert_eq!(
+        out,
+        "220 mx.example.org ESMTP ringmail ready\r\n\
+         250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250-STARTTLS\r\n250 SIZE 67108864\r\n\
+         220 2.0.0 Ready to start TLS\r\n[TLS]"
+    );
+    let mut s = tls();
+    let mut out = Vec::new();
+    s.feed(b"EHLO c\r\nSTARTTLS\r\n");
+    assert_eq!(s.step(&Dir, &mut out), Step::StartTls);
+    s.tls_started();
+    out.clear();
+    s.feed(b"MAIL FROM:<a@x.net>\r\nEHLO c\r\nSTARTTLS\r\nMAIL FROM:<a@x.net>\r\nRCPT TO:<alice@example.org>\r\nDATA\r\nhi\r\n.\r\n");
+    let Step::Deliver(env) = s.step(&Dir, &mut out) else { panic!("no delivery: {}", String::from_utf8_lossy(&out)) };
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "503 5.5.1 Send EHLO or HELO first\r\n\
+         250-mx.example.org\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n250 SIZE 67108864\r\n\
+         503 5.5.1 TLS is already active\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert!(s.trace(&env.recipients[0], "now").unwrap().contains("with ESMTPS"));
+}
+
+#[test]
+fn starttls_refusals() {
+    // Not offered (no certificate): an unknown command.
+    let (out, _, _) = run(Dialect::Lmtp, b"LHLO c\r\nSTARTTLS\r\n", usize::MAX, OK3, Limits::default());
+    assert!(out.ends_with("502 5.5.1 STARTTLS is not offered here\r\n"), "{out}");
+    let mut s = Session::new(Dialect::Lmtp, "mx.example.org", Limits::default());
+    s.offer_tls();
+    let (out, _, _) = run_session(s, b"STARTTLS\r\nLHLO c\r\nSTARTTLS now\r\n", usize::MAX, OK3);
+    assert!(out.contains("503 5.5.1 Send LHLO first\r\n"), "{out}");
+    assert!(out.ends_with("501 5.5.4 STARTTLS takes no parameters\r\n"), "{out}");
 }
