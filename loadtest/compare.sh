@@ -12,7 +12,9 @@
 # same deterministic corpus (ringmail-load populate), and fsync on commit
 # (ringmail's default; Dovecot's mail_fsync=optimized default).
 #
-# Scenarios: login, session, mix, idle (the table), and also append and lmtp
+# Scenarios: login, session, mix, idle (the table), tls-login and tls-session
+# (the same over implicit TLS: a full handshake per connection, certificates
+# self-signed on both sides), and also append and lmtp
 # (delivery), and `yardstick`: ringmail-load's login rate against Dovecot
 # next to a plain Python imaplib loop's (imaplib_baseline.py), which shows
 # the tool measures the server, not itself.
@@ -38,7 +40,7 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-dv_imap=20143 dv_lmtp=20024 rm_imap=21143 rm_lmtp=21024
+dv_imap=20143 dv_lmtp=20024 dv_imaps=20993 rm_imap=21143 rm_lmtp=21024 rm_imaps=21993
 
 if ! command -v dovecot >/dev/null 2>&1; then
     echo "== installing Dovecot from Debian's packages"
@@ -66,7 +68,9 @@ for i in $(seq 0 $((users - 1))); do echo "user$i:{PLAIN}pass"; done > "$work/us
 cp "$work/users" "$work/dovecot/users"
 cp "$work/users" "$work/ringmail/users"
 chown -R rmbench:rmbench "$work/dovecot/mail"
-sed -e "s|@WORK@|$work/dovecot|g" -e "s|@MAIL_USER@|rmbench|g" -e "s|@IMAP_PORT@|$dv_imap|g" -e "s|@LMTP_PORT@|$dv_lmtp|g" \
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=$(hostname)" \
+    -keyout "$work/dovecot/key.pem" -out "$work/dovecot/cert.pem" 2>/dev/null
+sed -e "s|@WORK@|$work/dovecot|g" -e "s|@MAIL_USER@|rmbench|g" -e "s|@IMAP_PORT@|$dv_imap|g" -e "s|@LMTP_PORT@|$dv_lmtp|g" -e "s|@IMAPS_PORT@|$dv_imaps|g" \
     loadtest/dovecot/dovecot.conf > "$work/dovecot/dovecot.conf"
 cp "loadtest/dovecot/$mode.conf" "$work/dovecot/mode.conf"
 
@@ -80,7 +84,8 @@ dv_pid=$(cat "$work/dovecot/run/master.pid")
 start_ringmail() {
     if [ -n "${rm_pid:-}" ]; then kill "$rm_pid"; wait "$rm_pid" 2>/dev/null || true; fi
     echo "== starting ringmail on :$rm_imap"
-    "$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --lmtp 127.0.0.1:$rm_lmtp 2>> "$work/ringmail.log" &
+    "$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --imaps 127.0.0.1:$rm_imaps \
+        --lmtp 127.0.0.1:$rm_lmtp 2>> "$work/ringmail.log" &
     rm_pid=$!
     wait_port $rm_imap
 }
@@ -102,12 +107,18 @@ run() { # server scenario extra-args...
     local port=$dv_imap pidargs=(--pid "$rm_pid")
     [ $server = ringmail ] && port=$rm_imap
     [ "$scenario" = lmtp ] && { port=$dv_lmtp; [ $server = ringmail ] && port=$rm_lmtp; }
+    local name=$scenario
+    echo "== $name against $server" >&2
+    case $scenario in tls-*)
+        scenario=${scenario#tls-}; set -- --tls "$@"
+        port=$dv_imaps; [ $server = ringmail ] && port=$rm_imaps ;;
+    esac
     [ $server = dovecot ] && pidargs=(--pid "$dv_pid" --pid-tree)
     [ "$scenario" != idle ] && pidargs=()
-    echo "== $scenario against $server" >&2
-    "$load" "$scenario" --target 127.0.0.1:$port "${common[@]}" "${pidargs[@]}" --json "$work/results/$scenario-$server.json" "$@" \
-        > "$work/results/$scenario-$server.txt" || true
-    sed -n '2,40p' "$work/results/$scenario-$server.txt" >&2
+
+    "$load" "$scenario" --target 127.0.0.1:$port "${common[@]}" "${pidargs[@]}" --json "$work/results/$name-$server.json" "$@" \
+        > "$work/results/$name-$server.txt" || true
+    sed -n '2,40p' "$work/results/$name-$server.txt" >&2
 }
 
 yardstick() {
@@ -135,7 +146,7 @@ for s in $scenarios; do
     if [ "$s" = yardstick ]; then yardstick; continue; fi
     for server in dovecot ringmail; do
         case $s in
-            login|session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
+            login|session|tls-login|tls-session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
             mix) run $server mix --connections 100 --duration "$duration" --warmup "$warmup" ;;
             idle) run $server idle --connections "$idle_conns" --duration 5s ;;
             *) run $server "$s" --duration "$duration" --warmup "$warmup" ;;
@@ -157,7 +168,7 @@ for s in scen:
     if not dv or not rm:
         rows.append((s, "missing result", "-", "-", "-")); continue
     p99 = lambda r, k: r["latency_ms"].get(k, {}).get("p99", "-")
-    if s in ("login", "session"):
+    if s in ("login", "session", "tls-login", "tls-session"):
         rows.append((s, "sessions/s", dv["sessions_per_sec"] or 0.0, rm["sessions_per_sec"] or 0.0, None))
         rows.append((s, "session p99 ms", p99(dv, "session"), p99(rm, "session"), None))
     elif s == "idle":

@@ -20,20 +20,9 @@ fn server() -> TestServer {
     })
 }
 
-/// Runs a Python script (with `addr` as argv[1]) and returns its stdout.
+/// Runs a Python script with smtplib imported (`host`, `port` from `addr`).
 fn python(script: &str, addr: SocketAddr) -> String {
-    let mut child = Command::new("python3")
-        .args(["-", &addr.to_string()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for the smtplib tests");
-    let prelude = "import smtplib, sys, socket\nhost, port = sys.argv[1].rsplit(':', 1)\nport = int(port)\n";
-    child.stdin.take().unwrap().write_all(format!("{prelude}{script}").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
+    common::python(&format!("import smtplib\n{script}"), &[addr.to_string()])
 }
 
 /// Every message of a user's mailbox, byte for byte.

@@ -82,9 +82,13 @@ pub async fn send_pending(stream: &mut TcpStream, tls: &mut ClientConnection) ->
 }
 
 /// Encrypts and sends `bytes`.
+/// rustls accepts plaintext until its send buffer is full (then `write`
+/// returns 0), so records are sent whenever it stops taking more.
 pub async fn send(stream: &mut TcpStream, tls: &mut ClientConnection, bytes: &[u8]) -> io::Result<()> {
-    for piece in bytes.chunks(64 << 10) {
-        tls.writer().write_all(piece)?;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let n = tls.writer().write(rest)?;
+        rest = &rest[n..];
         send_pending(stream, tls).await?;
     }
     Ok(())

@@ -39,7 +39,7 @@ pub fn shard(user: &str, workers: usize) -> usize {
     (h % workers.max(1) as u64) as usize
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ListenerKind {
     Imap,
     /// Implicit TLS (RFC 8314): the handshake comes before the greeting.

@@ -117,16 +117,17 @@ pub async fn handshake_within(limit: Duration, stream: &mut TcpStream, tls: &mut
     }
 }
 
-/// Encrypts and sends `parts` in order.
+/// Encrypts and sends `parts` in order. rustls takes plaintext until its
+/// send buffer is full (it then accepts nothing: `write` returns 0), so the
+/// records are sent whenever it stops taking more.
 pub async fn write_parts<'a>(stream: &mut TcpStream, tls: &mut ServerConnection, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
-    let mut queued = 0;
     for part in parts {
-        for piece in part.chunks(WRITE_CHUNK) {
-            tls.writer().write_all(piece)?;
-            queued += piece.len();
-            if queued >= WRITE_CHUNK {
+        let mut rest = part;
+        while !rest.is_empty() {
+            let n = tls.writer().write(&rest[..rest.len().min(WRITE_CHUNK)])?;
+            rest = &rest[n..];
+            if !rest.is_empty() {
                 send_pending(stream, tls).await?;
-                queued = 0;
             }
         }
     }

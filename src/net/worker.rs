@@ -247,6 +247,10 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
             Err(refusal) if matches!(l.kind, ListenerKind::Lmtp | ListenerKind::Smtp) => {
                 monoio::spawn(super::smtp::refuse(stream, refusal.message()));
             }
+            // Over the limits on the implicit-TLS port: a cleartext BYE would
+            // be garbage to a client expecting a ServerHello, and a handshake
+            // is what the limit saves; just close.
+            Err(_) if l.kind == ListenerKind::Imaps => drop(stream),
             Err(refusal) => {
                 monoio::spawn(conn::refuse(stream, refusal.message()));
             }

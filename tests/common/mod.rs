@@ -15,6 +15,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub lmtp: Option<SocketAddr>,
     pub smtp: Option<SocketAddr>,
+    pub imaps: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
 }
 
@@ -33,7 +34,8 @@ impl TestServer {
         let addr = server.imap_addrs[0];
         let lmtp = server.lmtp_addrs.first().copied();
         let smtp = server.smtp_addrs.first().copied();
-        TestServer { server: Some(server), addr, lmtp, smtp, dir }
+        let imaps = server.imaps_addrs.first().copied();
+        TestServer { server: Some(server), addr, lmtp, smtp, imaps, dir }
     }
 
     pub fn data_dir(&self) -> PathBuf {
@@ -51,6 +53,26 @@ impl Drop for TestServer {
             s.shutdown();
         }
     }
+}
+
+/// Runs a Python script and returns its stdout; `args[0]` is split into
+/// `host` and `port` for the script, and every arg is in `sys.argv[1..]`.
+#[allow(dead_code)]
+pub fn python(script: &str, args: &[String]) -> String {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("python3")
+        .arg("-")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3 is needed for the tests with real clients");
+    let prelude = "import sys, socket\nhost, port = sys.argv[1].rsplit(':', 1)\nport = int(port)\n";
+    child.stdin.take().unwrap().write_all(format!("{prelude}{script}").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A line-oriented IMAP client with timeouts, for tests.
