@@ -312,6 +312,15 @@ impl Default for TlsConfig {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); off
+    /// when absent. Keep it on loopback or a management network: it has no
+    /// authentication.
+    pub listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
     pub format: LogFormat,
     /// A tracing filter, e.g. `info` or `ringmail=debug`.
@@ -332,6 +341,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub delivery: DeliveryConfig,
     pub tls: TlsConfig,
+    pub metrics: MetricsConfig,
     pub log: LogConfig,
 }
 
@@ -348,6 +358,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             delivery: DeliveryConfig::default(),
             tls: TlsConfig::default(),
+            metrics: MetricsConfig::default(),
             log: LogConfig::default(),
         }
     }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod corpus;
 pub mod datadir;
 pub mod delivery;
+pub mod metrics;
 pub mod mime;
 pub mod net;
 pub mod proto;

@@ -52,6 +52,9 @@ enum Cmd {
         /// Inbound SMTP listen address (repeatable; off by default).
         #[arg(long = "smtp")]
         smtp: Vec<SocketAddr>,
+        /// Serve Prometheus metrics over HTTP here (GET /metrics; off by default).
+        #[arg(long)]
+        metrics: Option<SocketAddr>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
@@ -225,6 +228,7 @@ fn lock_data_dir(config: &Config) -> Result<DataDirLock, String> {
 
 /// Listen addresses given on the command line.
 struct Listen {
+    metrics: Option<SocketAddr>,
     imap: Vec<SocketAddr>,
     imaps: Vec<SocketAddr>,
     lmtp: Vec<SocketAddr>,
@@ -235,6 +239,9 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     let mut config = load_config(&common)?;
     if !listen.imap.is_empty() {
         config.imap.listen = listen.imap;
+    }
+    if listen.metrics.is_some() {
+        config.metrics.listen = listen.metrics;
     }
     if !listen.imaps.is_empty() {
         config.imap.imaps = listen.imaps;
@@ -315,7 +322,9 @@ fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> Ex
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, imaps, lmtp, smtp, workers, driver, log_format } => serve(common, Listen { imap, imaps, lmtp, smtp }, workers, driver, log_format),
+        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, workers, driver, log_format } => {
+            serve(common, Listen { metrics, imap, imaps, lmtp, smtp }, workers, driver, log_format)
+        }
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
     };

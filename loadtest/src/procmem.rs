@@ -97,7 +97,9 @@ mod tests {
 
     #[test]
     fn rollup_and_stat_parse() {
-        let m = parse_rollup("55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1024 kB\nPrivate_Clean: 100 kB\nPrivate_Dirty: 900 kB\nAnonymous: 800 kB\n");
+        let m = parse_rollup(
+            "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  2048 kB\nPss:  1024 kB\nPrivate_Clean: 100 kB\nPrivate_Dirty: 900 kB\nAnonymous: 800 kB\n",
+        );
         assert_eq!(m, Mem { rss: 2 << 20, pss: 1 << 20, private: 1000 * 1024, anonymous: 800 * 1024, processes: 1 });
         assert_eq!(parent_of("123 (a (b) c) S 77 123 123 0"), Some(77));
     }

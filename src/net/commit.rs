@@ -163,7 +163,10 @@ impl Committer {
                 }
             }
             if r.is_ok() && !handles.is_empty() {
+                let started = std::time::Instant::now();
                 r = self.sync_files(handles).await;
+                let us = started.elapsed().as_micros() as u64;
+                crate::metrics::with_worker(|m| m.sync(us, r.is_ok()));
             }
             self.syncs.set(self.syncs.get() + 1);
         }

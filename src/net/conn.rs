@@ -11,6 +11,7 @@
 //! sweeper instead of a timer per connection.
 
 use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
@@ -21,6 +22,7 @@ use super::tls::{self, Input};
 use super::worker::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use crate::auth::limiter::ConnGuard;
 use crate::auth::AuthResult;
+use crate::metrics::{self, ConnState};
 use crate::proto::Out;
 use crate::session::{Connection, Step};
 use crate::signal::Signal;
@@ -44,6 +46,8 @@ struct Conn {
     reg: Registration,
     signal: Rc<Signal>,
     guard: ConnGuard,
+    /// The state this connection is counted under in the metrics.
+    counted: Option<ConnState>,
 }
 
 /// What a wait ended with.
@@ -79,6 +83,8 @@ impl Conn {
         if out.is_empty() {
             return Ok(());
         }
+        let len = out.len() as u64;
+        metrics::with_worker(|m| m.bytes_out.fetch_add(len, Relaxed));
         if let Some(t) = self.tls.as_mut() {
             let r = tls::write_parts(&mut self.stream, t, out.parts()).await;
             out.clear();
@@ -144,6 +150,7 @@ impl Conn {
             return false;
         }
         self.release();
+        self.count_as(Some(self.conn.metric_state()));
         let l = &self.ctx.shared.config.limits;
         let after = if idle {
             l.idle_keepalive
@@ -156,6 +163,14 @@ impl Conn {
         true
     }
 
+    /// Moves this connection between the metrics' state gauges.
+    fn count_as(&mut self, state: Option<ConnState>) {
+        if self.counted != state {
+            let from = std::mem::replace(&mut self.counted, state);
+            metrics::with_worker(|m| m.conn_state(from, state));
+        }
+    }
+
     /// Reads what is available into the decoder, using a pooled buffer.
     async fn read(&mut self) -> std::io::Result<Input> {
         let d = self.conn.decoder();
@@ -166,15 +181,25 @@ impl Conn {
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(super::pool::BUF_SIZE);
         }
-        if let Some(t) = self.tls.as_mut() {
-            let r = tls::read(&mut self.stream, t, &mut buf).await;
-            self.conn.decoder().restore_buffer(buf);
-            return r;
-        }
         let len = buf.len();
-        let (r, slice) = self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
-        self.conn.decoder().restore_buffer(slice.into_inner());
-        r.map(|n| if n == 0 { Input::Eof } else { Input::Data })
+        let r = match self.tls.as_mut() {
+            Some(t) => {
+                let r = tls::read(&mut self.stream, t, &mut buf).await;
+                self.conn.decoder().restore_buffer(buf);
+                r
+            }
+            None => {
+                let (r, slice) = self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
+                self.conn.decoder().restore_buffer(slice.into_inner());
+                r.map(|n| if n == 0 { Input::Eof } else { Input::Data })
+            }
+        };
+        if let Ok(Input::Data) = r {
+            let got = self.conn.decoder().pending().len().saturating_sub(len) as u64;
+            metrics::with_worker(|m| m.bytes_in.fetch_add(got, Relaxed));
+            metrics::input_arrived(Instant::now());
+        }
+        r
     }
 
     async fn after_wake(&mut self, woke: std::io::Result<Woke>, idle: bool) -> Next {
@@ -239,6 +264,10 @@ impl Conn {
             let (auth, user, password) = (auth.clone(), user.clone(), password.clone());
             break monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable);
         };
+        metrics::with_worker(|m| match result {
+            AuthResult::Ok(_) => m.logins_ok.fetch_add(1, Relaxed),
+            _ => m.logins_failed.fetch_add(1, Relaxed),
+        });
         if result == AuthResult::Failed {
             let delay = self.ctx.shared.failures.failed(self.guard.ip(), Instant::now());
             monoio::time::sleep(delay).await;
@@ -284,6 +313,7 @@ impl Conn {
         let limit = self.ctx.shared.config.tls.handshake_timeout;
         let r = tls::handshake_within(limit, &mut self.stream, &mut t, &mut buf).await;
         self.conn.decoder().restore_buffer(buf);
+        tls::count(&r);
         if let Err(e) = r {
             tracing::debug!(peer = %self.guard.ip(), error = %e, "STARTTLS handshake failed");
             return None;
@@ -332,7 +362,9 @@ impl Conn {
 pub async fn accept_tls(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, mut conn: Connection) {
     let Ok(mut t) = rustls::ServerConnection::new(ctx.shared.tls.current().imap.clone()) else { return };
     let mut early = Vec::new();
-    match tls::handshake_within(ctx.shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await {
+    let r = tls::handshake_within(ctx.shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await;
+    tls::count(&r);
+    match r {
         Ok(()) => {
             conn.decoder().feed(&early);
             spawn(&ctx, stream, Some(Box::new(t)), guard, conn, true);
@@ -349,7 +381,7 @@ pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Ser
     let signal = Signal::new();
     conn.set_signal(signal.clone());
     let reg = ctx.register(&signal);
-    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard });
+    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: None });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
@@ -400,6 +432,7 @@ async fn serve(mut c: Box<Conn>) {
         };
     }
     ctx.connections.set(ctx.connections.get() - 1);
+    c.count_as(None);
     c.release();
     if let Some((home, std_stream)) = moved {
         let Conn { mut conn, guard, tls, .. } = *c;

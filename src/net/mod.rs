@@ -10,11 +10,12 @@
 pub mod commit;
 mod conn;
 mod deliver;
-mod iovec;
 pub mod fdlimit;
-mod tls;
+mod iovec;
+mod metrics_http;
 mod pool;
 mod smtp;
+mod tls;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};
@@ -69,6 +70,7 @@ pub struct Shared {
     pub blocking: monoio::blocking::DefaultThreadPool,
     /// Certificates for implicit TLS and STARTTLS; reloaded on SIGHUP.
     pub tls: Arc<crate::tls::Tls>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Shared {
@@ -84,6 +86,8 @@ pub struct Server {
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
     pub imaps_addrs: Vec<SocketAddr>,
+    /// Where the Prometheus endpoint listens, if enabled.
+    pub metrics_addr: Option<SocketAddr>,
     pub preauth_addrs: Vec<SocketAddr>,
     pub lmtp_addrs: Vec<SocketAddr>,
     pub smtp_addrs: Vec<SocketAddr>,
@@ -182,6 +186,8 @@ impl Server {
         }
 
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
+        let metrics = crate::metrics::Metrics::new(n, &format!("{driver:?}"));
+        let config_metrics = config.metrics.listen;
         let max_connections = match fdlimit::raise_nofile() {
             Ok((soft, _)) => {
                 let cap = fdlimit::connection_cap(config.limits.max_connections, soft);
@@ -208,7 +214,12 @@ impl Server {
             inboxes: senders,
             blocking: monoio::blocking::DefaultThreadPool::new(n.max(2)),
             tls,
+            metrics: metrics.clone(),
         });
+        let metrics_addr = match config_metrics {
+            Some(addr) => Some(metrics_http::serve(addr, metrics).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?),
+            None => None,
+        };
         let mut threads = Vec::with_capacity(n);
         for (i, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
             let shared = shared.clone();
@@ -221,7 +232,7 @@ impl Server {
         tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
         let certificate = shared.tls.current();
         tracing::info!(cert = %certificate.cert_path.display(), fingerprint = %certificate.fingerprint, "TLS certificate");
-        Ok(Server { shared, threads, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
+        Ok(Server { shared, threads, metrics_addr, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
     }
 
     /// Stops accepting, sends BYE to every session, waits for the workers.

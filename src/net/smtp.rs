@@ -15,7 +15,9 @@ use super::tls::{self, Input};
 use super::worker::WorkerCtx;
 use crate::auth::limiter::ConnGuard;
 use crate::delivery::smtp::{Dialect, Session, Step};
+use crate::metrics;
 use crate::signal::Signal;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// Read size: messages are mostly larger than a few KiB.
 const READ_CHUNK: usize = 64 << 10;
@@ -33,6 +35,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     let signal = Signal::new();
     let reg = ctx.register(&signal);
     ctx.connections.set(ctx.connections.get() + 1);
+    metrics::with_worker(|m| m.delivery_conn(1));
     let mut out = Vec::with_capacity(512);
     s.greeting(&mut out);
     let mut buf: Vec<u8> = Vec::new();
@@ -57,7 +60,9 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
             Step::StartTls => {
                 let Ok(mut t) = rustls::ServerConnection::new(shared.tls.current().smtp.clone()) else { break };
                 let mut early = Vec::new();
-                if let Err(e) = tls::handshake_within(shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await {
+                let r = tls::handshake_within(shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await;
+                tls::count(&r);
+                if let Err(e) = r {
                     tracing::debug!(peer = %guard.ip(), error = %e, "STARTTLS handshake failed");
                     break;
                 }
@@ -73,6 +78,11 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     .map(|r| Copy { user: r.user.clone(), mailbox: r.mailbox.clone(), prefix: env.prefix(r, s.trace(r, &now).as_deref()) })
                     .collect();
                 let results = deliver_all(&ctx, copies, &env.data).await;
+                let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+                metrics::with_worker(|m| {
+                    m.deliveries_ok.fetch_add(ok, Relaxed);
+                    m.deliveries_failed.fetch_add(results.len() as u64 - ok, Relaxed);
+                });
                 s.delivered(&results, &mut out);
             }
             Step::Read => {
@@ -129,6 +139,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     }
     let _ = stream.shutdown().await;
     ctx.connections.set(ctx.connections.get() - 1);
+    metrics::with_worker(|m| m.delivery_conn(-1));
     drop(guard);
 }
 

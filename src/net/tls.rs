@@ -117,6 +117,14 @@ pub async fn handshake_within(limit: Duration, stream: &mut TcpStream, tls: &mut
     }
 }
 
+/// Counts a handshake's outcome in the metrics.
+pub fn count(r: &io::Result<()>) {
+    crate::metrics::with_worker(|m| {
+        let c = if r.is_ok() { &m.tls_handshakes } else { &m.tls_handshake_failures };
+        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    });
+}
+
 /// Encrypts and sends `parts` in order. rustls takes plaintext until its
 /// send buffer is full (it then accepts nothing: `write` returns 0), so the
 /// records are sent whenever it stops taking more.

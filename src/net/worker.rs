@@ -114,6 +114,7 @@ pub fn run(id: usize, shared: Arc<Shared>, listeners: Vec<(Listener, std::net::T
         tracing::warn!(worker = id, error = ?e, "cannot pin worker to a core");
     }
     let pool = shared.blocking.clone();
+    crate::metrics::attach_thread(shared.metrics.clone(), id);
     let run = async move {
         let settings = crate::store::Settings { segment_size: shared.config.store.segment_size, sync: shared.config.store.sync, ..Default::default() };
         let store = Store::new(Rc::new(RealIo), &shared.config.data_dir.join("mail"), settings);

@@ -58,6 +58,9 @@ pub struct Out {
     pub buf: Vec<u8>,
     /// (position in `buf`, slice to send at that position), in order.
     pub splices: Vec<(usize, Shared)>,
+    /// The result of the last tagged response written (a command completed);
+    /// the session takes it for its metrics.
+    pub completed: Option<crate::metrics::Outcome>,
 }
 
 impl Out {
@@ -201,6 +204,9 @@ impl Out {
 
     /// `tag OK|NO|BAD [code] text` CRLF.
     pub fn tagged(&mut self, tag: &str, status: &str, code: Option<&str>, text: &str) -> &mut Self {
+        if tag != "*" {
+            self.completed = crate::metrics::Outcome::from_status(status);
+        }
         self.str(tag).sp().str(status).sp();
         if let Some(c) = code {
             self.raw(b"[").str(c).raw(b"] ");

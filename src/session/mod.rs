@@ -145,6 +145,8 @@ pub struct Session {
     pub(crate) wait: Wait,
     /// Fired by the selected mailbox when it changes (wakes IDLE).
     pub(crate) signal: Option<Rc<Signal>>,
+    /// The command in progress, for metrics: its name and when its input arrived.
+    metric: Option<(&'static str, Option<std::time::Instant>)>,
 }
 
 /// What an event asks of the decoder.
@@ -269,6 +271,17 @@ impl Connection {
         matches!(self.session.wait, Wait::Idle { .. })
     }
 
+    /// The session state as the metrics count it.
+    pub fn metric_state(&self) -> crate::metrics::ConnState {
+        use crate::metrics::ConnState;
+        match &self.session.state {
+            _ if self.is_idling() => ConnState::Idle,
+            State::Selected(..) => ConnState::Selected,
+            State::Authenticated(_) => ConnState::Authenticated,
+            _ => ConnState::NotAuthenticated,
+        }
+    }
+
     /// Processes input until the next thing the network layer must do.
     /// `now` is the current time in seconds since the Unix epoch.
     pub fn step(&mut self, now: i64, out: &mut Out) -> Step {
@@ -286,7 +299,9 @@ impl Connection {
                 return Step::Flush;
             }
             let ev = self.decoder.next();
-            match self.session.on_event(ev, now, out) {
+            let directive = self.session.on_event(ev, now, out);
+            self.session.account(out);
+            match directive {
                 Directive::Next => {}
                 Directive::ExpectAuthLine => self.decoder.expect_auth_line(),
                 Directive::ExpectIdleDone => {
@@ -308,12 +323,15 @@ impl Connection {
 
     /// Completes a LOGIN or AUTHENTICATE with the password check's result.
     pub fn auth_done(&mut self, result: crate::auth::AuthResult, out: &mut Out) -> Step {
-        cmd::login::finish(&mut self.session, result, out)
+        let step = cmd::login::finish(&mut self.session, result, out);
+        self.session.account(out);
+        step
     }
 
     /// Completes a command that waited for the store to sync.
     pub fn durable_done(&mut self, result: std::io::Result<()>, out: &mut Out) -> Step {
         cmd::finish_durable(&mut self.session, result, out);
+        self.session.account(out);
         Step::Read
     }
 
@@ -351,7 +369,15 @@ impl Connection {
 
 impl Session {
     fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None }
+        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None, metric: None }
+    }
+
+    /// Reports a command that just got its tagged response to the metrics.
+    fn account(&mut self, out: &mut Out) {
+        if let Some(outcome) = out.completed.take() {
+            let (name, started) = self.metric.take().unwrap_or((crate::metrics::INVALID, None));
+            crate::metrics::command_done(name, outcome, started);
+        }
     }
 
     /// The CAPABILITY list for the current state (without the "CAPABILITY" word).
@@ -362,7 +388,10 @@ impl Session {
     fn on_event(&mut self, ev: Event<'_>, now: i64, out: &mut Out) -> Directive {
         match ev {
             Event::NeedMore => Directive::Return(Step::Read),
-            Event::Command(c) => cmd::dispatch(self, c, now, out),
+            Event::Command(c) => {
+                self.metric = Some((c.body.name(), crate::metrics::command_started()));
+                cmd::dispatch(self, c, now, out)
+            }
             Event::Continue => {
                 out.raw(b"+ Ready for literal data\r\n");
                 Directive::Next
@@ -378,7 +407,10 @@ impl Session {
             }
             Event::AuthLine(line) => cmd::authenticate::line(self, line, out),
             Event::IdleDone(ok) => cmd::idle::done(self, ok, out),
-            Event::AppendStart(h) => cmd::append::start(self, h, now, out),
+            Event::AppendStart(h) => {
+                self.metric = Some(("APPEND", crate::metrics::command_started()));
+                cmd::append::start(self, h, now, out)
+            }
             Event::AppendData(d) => cmd::append::data(self, d, out),
             Event::AppendEnd(r) => cmd::append::end(self, r, out),
         }
