@@ -81,6 +81,19 @@ enum Cmd {
         #[arg(long, short = 'f', default_value = "")]
         from: String,
     },
+    /// Check whether this host can run the configuration: io_uring, open
+    /// files, data directory, ports, cores, clock, certificate, kernel
+    /// settings. Exits 1 if it cannot.
+    Doctor {
+        #[command(flatten)]
+        common: Common,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Read kernel settings from DIR/proc/sys (for tests).
+        #[arg(long, hide = true, default_value = "/")]
+        proc_root: PathBuf,
+    },
     /// Manage users (the passwd-file in the data directory).
     User {
         #[command(flatten)]
@@ -319,6 +332,23 @@ fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> Ex
     }
 }
 
+fn doctor(common: &Common, json: bool, proc_root: &std::path::Path) -> ExitCode {
+    let config = match load_config(common) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ringmail: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let checks = ringmail::doctor::run(&config, proc_root);
+    if json {
+        println!("{}", ringmail::doctor::json(&checks));
+    } else {
+        print!("{}", ringmail::doctor::table(&checks));
+    }
+    ExitCode::from(ringmail::doctor::exit_code(&checks) as u8)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -327,6 +357,7 @@ fn main() -> ExitCode {
         }
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
+        Cmd::Doctor { common, json, proc_root } => return doctor(&common, json, &proc_root),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,

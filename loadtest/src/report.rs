@@ -15,23 +15,34 @@ use crate::stats::{summary, Recorder, Summary};
 #[derive(Debug, Clone, Copy)]
 pub struct IdleMemory {
     pub before: Mem,
+    /// With half of the connections in IDLE, and how many that was.
+    pub mid: Option<(Mem, usize)>,
     pub after: Mem,
     /// Connections that were in IDLE when `after` was taken.
     pub connections: usize,
 }
 
 impl IdleMemory {
+    /// Bytes per connection of one measure: over the second half of the
+    /// connections when there are two levels, else over all of them.
+    fn per_conn(&self, f: impl Fn(&Mem) -> u64) -> f64 {
+        let (base, n) = match &self.mid {
+            Some((m, n)) if self.connections > *n => (f(m), self.connections - n),
+            _ => (f(&self.before), self.connections),
+        };
+        f(&self.after).saturating_sub(base) as f64 / n.max(1) as f64
+    }
     pub fn rss_per_conn(&self) -> f64 {
-        self.after.rss.saturating_sub(self.before.rss) as f64 / self.connections.max(1) as f64
+        self.per_conn(|m| m.rss)
     }
     pub fn private_per_conn(&self) -> f64 {
-        self.after.private.saturating_sub(self.before.private) as f64 / self.connections.max(1) as f64
+        self.per_conn(|m| m.private)
     }
     pub fn anonymous_per_conn(&self) -> f64 {
-        self.after.anonymous.saturating_sub(self.before.anonymous) as f64 / self.connections.max(1) as f64
+        self.per_conn(|m| m.anonymous)
     }
     pub fn pss_per_conn(&self) -> f64 {
-        self.after.pss.saturating_sub(self.before.pss) as f64 / self.connections.max(1) as f64
+        self.per_conn(|m| m.pss)
     }
 }
 
@@ -116,6 +127,15 @@ impl Report {
                 m.after.anonymous / 1024,
                 m.after.processes
             );
+            if let Some((mid, n)) = &m.mid {
+                let _ = writeln!(
+                    s,
+                    "  with {n} connections (first half): RSS {} KiB, anonymous {} KiB; per connection below is over the other {}",
+                    mid.rss / 1024,
+                    mid.anonymous / 1024,
+                    m.connections.saturating_sub(*n)
+                );
+            }
             let _ = writeln!(
                 s,
                 "per connection: RSS {:.0} B, private {:.0} B, anonymous {:.0} B, PSS {:.0} B",
@@ -170,6 +190,7 @@ impl Report {
                 "rss_before": m.before.rss, "rss_after": m.after.rss,
                 "private_before": m.before.private, "private_after": m.after.private,
                 "anonymous_before": m.before.anonymous, "anonymous_after": m.after.anonymous,
+                "first_half": m.mid.map(|(mid, n)| json!({"connections": n, "rss": mid.rss, "private": mid.private, "anonymous": mid.anonymous})),
                 "pss_before": m.before.pss, "pss_after": m.after.pss,
                 "processes": m.after.processes,
                 "rss_per_connection": m.rss_per_conn(),

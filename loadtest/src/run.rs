@@ -48,6 +48,13 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let threads = plan.threads.max(1).min(plan.connections.max(1));
     let opts = Arc::new(plan.opts.clone());
     let global = Arc::new(Global::default());
+    // With --pid: every user logs in once first and the baseline is taken
+    // after that (so transient memory of password hashing and cache warm-up
+    // is not counted), then memory is measured with half the connections in
+    // IDLE and again with all of them; the difference over the second half
+    // is the cost per connection.
+    let two_levels = opts.scenario == Scenario::Idle && !plan.pids.is_empty() && plan.connections >= 2;
+    global.gate.store(if two_levels { plan.connections / 2 } else { usize::MAX }, Ordering::Relaxed);
     let begin = Instant::now();
     let warmup_end = begin + plan.warmup;
     let deadline = match opts.scenario {
@@ -55,7 +62,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         Scenario::Idle | Scenario::Populate => begin + Duration::from_secs(365 * 86400),
         _ => warmup_end + plan.duration,
     };
-    let mem_before = if opts.scenario == Scenario::Idle && !plan.pids.is_empty() {
+    let mut mem_before = if opts.scenario == Scenario::Idle && !plan.pids.is_empty() {
         Some(procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?)
     } else {
         None
@@ -100,6 +107,8 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     // This process's CPU time over the measured window: what the tool
     // itself costs per session or command.
     let (mut cpu_start, mut cpu_end) = (None, None);
+    let mut primed_at: Option<Instant> = None;
+    let (mut half_idle_at, mut mid_mem): (Option<Instant>, Option<(procmem::Mem, usize)>) = (None, None);
     while done < threads {
         let wait = next_print.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
         match rx.recv_timeout(wait) {
@@ -125,9 +134,35 @@ pub fn run(plan: Plan) -> Result<Report, String> {
             interval = Recorder::default();
             next_print += Duration::from_secs(1);
         }
+        if two_levels && !global.start_idle.load(Ordering::Relaxed) {
+            let want = (opts.users as usize).min(plan.connections);
+            if primed_at.is_none() && (global.primed.load(Ordering::Relaxed) >= want || now >= idle_give_up) {
+                primed_at = Some(now);
+            }
+            if primed_at.is_some_and(|at| now >= at + Duration::from_secs(3)) {
+                mem_before = Some(procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?);
+                global.start_idle.store(true, Ordering::Relaxed);
+            }
+            continue;
+        }
         if opts.scenario == Scenario::Idle && !global.release.load(Ordering::Relaxed) {
             let idling = global.idling.load(Ordering::Relaxed);
             let failed = interval.error_count() + total.error_count();
+            let gate = global.gate.load(Ordering::Relaxed);
+            if two_levels && !global.second_half.load(Ordering::Relaxed) {
+                if half_idle_at.is_none() && (idling + failed as usize >= gate || now >= idle_give_up) {
+                    half_idle_at = Some(now);
+                }
+                if half_idle_at.is_some_and(|at| now >= at + Duration::from_secs(2)) {
+                    let m = procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?;
+                    mid_mem = Some((m, idling));
+                    if plan.live {
+                        eprintln!("{idling} connections in IDLE (first half); opening the rest");
+                    }
+                    global.second_half.store(true, Ordering::Relaxed);
+                }
+                continue;
+            }
             if all_idle_at.is_none() && (idling + failed as usize >= plan.connections || now >= idle_give_up) {
                 all_idle_at = Some(now);
                 if plan.live {
@@ -139,7 +174,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 if idle_mem.is_none() && now >= at + Duration::from_secs(2) {
                     if let Some(before) = mem_before {
                         let after = procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?;
-                        idle_mem = Some(IdleMemory { before, after, connections: idling });
+                        idle_mem = Some(IdleMemory { before, mid: mid_mem, after, connections: idling });
                     }
                 }
                 if now >= at + plan.duration.max(Duration::from_secs(2)) {

@@ -178,6 +178,15 @@ pub struct Global {
     pub idling: AtomicUsize,
     /// idle: the main thread says when to let go.
     pub release: AtomicBool,
+    /// idle with memory measurement: connections numbered from `gate` on
+    /// wait for `second_half`, so memory is measured at two levels.
+    pub gate: AtomicUsize,
+    pub second_half: AtomicBool,
+    /// idle with memory measurement: users logged in once beforehand (so
+    /// the server's credential cache is warm and password hashing's
+    /// transient memory is gone before the baseline), and the go-ahead.
+    pub primed: AtomicUsize,
+    pub start_idle: AtomicBool,
     /// populate: next user to fill.
     pub next_user: AtomicU32,
     /// populate: messages appended.
@@ -500,6 +509,26 @@ pub async fn lmtp(ctx: Rc<Ctx>) {
 /// `idle`: one connection logged in, INBOX selected, in IDLE until the
 /// main thread releases it (after measuring the server's memory).
 pub async fn idle(ctx: Rc<Ctx>, conn_index: u32) {
+    if ctx.global.gate.load(Ordering::Relaxed) != usize::MAX {
+        if conn_index < ctx.opts.users {
+            let user = ctx.opts.user(conn_index);
+            // Not timed or counted: it is not part of the measurement (a
+            // failure shows up again when this user's IDLE connection logs in).
+            let primed = async {
+                let mut imap = Imap::start(ctx.open().await?).await?;
+                imap.login(&user, &ctx.opts.password).await?;
+                imap.logout().await
+            };
+            let _ = primed.await;
+            ctx.global.primed.fetch_add(1, Ordering::Relaxed);
+        }
+        while !ctx.global.start_idle.load(Ordering::Relaxed) {
+            monoio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    while conn_index as usize >= ctx.global.gate.load(Ordering::Relaxed) && !ctx.global.second_half.load(Ordering::Relaxed) {
+        monoio::time::sleep(Duration::from_millis(50)).await;
+    }
     let user = ctx.opts.user(conn_index);
     let setup = async {
         let mut imap = connect_imap(&ctx).await?;

@@ -293,13 +293,21 @@ impl Conn {
             }));
         }
         self.flush().await.ok()?;
-        match detach(&self.stream) {
-            Ok(s) => Some(Err((home, s))),
-            Err(_) => {
-                self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Internal error");
-                Some(Ok(Step::Close))
+        // The move duplicates the descriptor for a moment. Near the
+        // open-files limit a login storm can have many moves in flight, so
+        // running out is usually over within milliseconds: retry briefly.
+        for _ in 0..50 {
+            match detach(&self.stream) {
+                Ok(s) => return Some(Err((home, s))),
+                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                    monoio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+                Err(_) => break,
             }
         }
+        tracing::warn!(user, "cannot move the connection to its worker: out of descriptors");
+        self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Server busy, try again");
+        Some(Ok(Step::Close))
     }
 
     /// STARTTLS after the tagged OK went out: forget what the client

@@ -255,6 +255,8 @@ impl Server {
                 return self.shutdown();
             }
         };
+        // Ready once the listeners are bound and the signals are handled.
+        crate::sdnotify::notify("READY=1");
         for sig in signals.forever() {
             if sig == SIGHUP {
                 self.reload_tls();
@@ -263,13 +265,17 @@ impl Server {
             tracing::info!(signal = sig, "shutting down");
             break;
         }
+        crate::sdnotify::notify("STOPPING=1");
         self.shutdown();
     }
 
     /// Re-reads the TLS certificate and key (SIGHUP). New connections get
     /// the new ones; a certificate that does not load leaves the old one.
     pub fn reload_tls(&self) {
-        match self.shared.tls.reload() {
+        crate::sdnotify::notify("RELOADING=1");
+        let r = self.shared.tls.reload();
+        crate::sdnotify::notify("READY=1");
+        match r {
             Ok(c) => tracing::info!(cert = %c.cert_path.display(), fingerprint = %c.fingerprint, "TLS certificate reloaded"),
             Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
         }

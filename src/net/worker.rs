@@ -292,6 +292,12 @@ async fn housekeeping(ctx: Rc<WorkerCtx>) {
         if ctx.stopping.get() {
             return;
         }
+        // The allocator returns freed memory to the system only when it is
+        // next called on this thread; a worker whose connections all sit in
+        // IDLE allocates nothing, so after a burst (a login storm) the freed
+        // pages would stay resident. Run those deferred purges now.
+        // SAFETY: mi_collect only walks this thread's heap and the arenas.
+        unsafe { libmimalloc_sys::mi_collect(false) };
         for mb in ctx.store.open_mailboxes() {
             let (dirty, compact) = {
                 let m = mb.borrow();
