@@ -91,6 +91,12 @@ pub fn run(config: &Config, proc_root: &Path) -> Vec<Check> {
     out.extend(data_dir(&config.data_dir));
     out.extend(ports(config));
     out.push(clock(&config.data_dir));
+    out.push(match config.store.sync {
+        crate::config::SyncMode::Always => check("store sync", "always", "always", Status::Ok, "acknowledged mail is on disk"),
+        crate::config::SyncMode::Never => {
+            check("store sync", "never", "always", Status::Warn, "mail is acknowledged before it is on disk: a crash loses it (benchmarks only)")
+        }
+    });
     out.push(certificate(config));
     out.extend(kernel(proc_root));
     out

@@ -147,6 +147,13 @@ impl Server {
         let directory = Arc::new(smtp::directory(&config, db.clone()));
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
         let limits = Limits { message_max: config.limits.max_message_size, ..Limits::DEFAULT };
+        if config.store.sync == crate::config::SyncMode::Never {
+            tracing::warn!(
+                "store.sync = \"never\": mail is acknowledged (APPEND OK, LMTP 250) before it is on disk; \
+                 a crash or power loss LOSES MAIL clients were told was stored. For benchmarks only."
+            );
+            eprintln!("ringmail: WARNING: store.sync = \"never\" acknowledges mail before it is on disk; a crash or power loss loses it. Benchmarks only.");
+        }
         let tls = Arc::new(crate::tls::Tls::load(&config)?);
         let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: true });
 
