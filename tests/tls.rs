@@ -366,3 +366,32 @@ fn many_tls_clients_at_once() {
         t.join().unwrap();
     }
 }
+
+/// curl's IMAP client (RFC 5092 URLs): list, fetch by UID, and over
+/// implicit TLS and STARTTLS; it is what many scripts and monitoring checks use.
+#[test]
+fn curl_imap_urls_list_fetch_and_use_tls() {
+    let ts = server(|_| {});
+    let mut c = common::Client::connect(ts.addr);
+    c.login("joe", "secret");
+    let r = c.cmd("a", "APPEND INBOX {31+}\r\nSubject: via curl\r\n\r\nhello curl");
+    assert!(r.last().unwrap().starts_with("a OK"), "{r:?}");
+    let curl = |url: String, extra: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "-S", "--max-time", "10", "-u", "joe:secret"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("curl is needed (.ci/run installs it)");
+        assert!(out.status.success(), "{url}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let list = curl(format!("imap://{}/", ts.addr), &[]);
+    assert!(list.contains("INBOX") && list.contains("Sent"), "{list}");
+    let msg = curl(format!("imap://{}/INBOX;UID=1", ts.addr), &[]);
+    assert_eq!(msg, "Subject: via curl\r\n\r\nhello curl");
+    let tls = curl(format!("imaps://{}/INBOX;UID=1", ts.imaps.unwrap()), &["-k"]);
+    assert_eq!(tls, msg);
+    let starttls = curl(format!("imap://{}/INBOX;UID=1", ts.addr), &["-k", "--ssl-reqd"]);
+    assert_eq!(starttls, msg);
+}
