@@ -348,8 +348,12 @@ impl Decoder {
                 }
                 State::Discard { discarded, mut report } => {
                     let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
-                        let discarded = discarded + (self.buf.len() - self.pos);
-                        self.pos = self.buf.len();
+                        // Keep the last few bytes: if the line ends in a
+                        // literal announcement (`{123+}`) split across reads,
+                        // its data must be skipped too, never read as commands.
+                        let drop = (self.buf.len() - self.pos).saturating_sub(ANNOUNCE_MAX);
+                        let discarded = discarded + drop;
+                        self.pos += drop;
                         self.consume();
                         if discarded > self.limits.discard_max {
                             return Event::Fatal("Command line too long");
@@ -467,6 +471,9 @@ impl Decoder {
 }
 
 /// A literal announcement at the very end of a line being discarded.
+/// Longest literal announcement: `{`, 20 digits, `+`, `}`, and a CR.
+const ANNOUNCE_MAX: usize = 24;
+
 fn trailing_announce(line: &[u8]) -> Option<Announce> {
     if line.last() != Some(&b'}') {
         return None;
