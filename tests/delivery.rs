@@ -310,7 +310,7 @@ fn deliver_command_with_and_without_a_running_server() {
     assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
         .arg(dir.path())
         .stderr(Stdio::piped())
         .spawn()
