@@ -317,16 +317,10 @@ impl Conn {
         let d = self.conn.decoder();
         d.discard_input();
         let mut buf = d.take_buffer();
-        let mut t = Box::new(rustls::ServerConnection::new(self.ctx.shared.tls.current().imap.clone()).ok()?);
-        let limit = self.ctx.shared.config.tls.handshake_timeout;
-        let r = tls::handshake_within(limit, &mut self.stream, &mut t, &mut buf).await;
+        let config = self.ctx.shared.tls.current().imap.clone();
+        let t = tls::accept(&mut self.stream, config, self.ctx.shared.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
         self.conn.decoder().restore_buffer(buf);
-        tls::count(&r);
-        if let Err(e) = r {
-            tracing::debug!(peer = %self.guard.ip(), error = %e, "STARTTLS handshake failed");
-            return None;
-        }
-        self.tls = Some(t);
+        self.tls = Some(t?);
         Some(())
     }
 
@@ -368,17 +362,14 @@ impl Conn {
 /// Implicit TLS (IMAPS, RFC 8314): the handshake first, bounded in time,
 /// then the greeting. The connection counts toward the limits throughout.
 pub async fn accept_tls(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, mut conn: Connection) {
-    let Ok(mut t) = rustls::ServerConnection::new(ctx.shared.tls.current().imap.clone()) else { return };
     let mut early = Vec::new();
-    let r = tls::handshake_within(ctx.shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await;
-    tls::count(&r);
-    match r {
-        Ok(()) => {
+    let config = ctx.shared.tls.current().imap.clone();
+    match tls::accept(&mut stream, config, ctx.shared.config.tls.handshake_timeout, &mut early, guard.ip()).await {
+        Some(t) => {
             conn.decoder().feed(&early);
-            spawn(&ctx, stream, Some(Box::new(t)), guard, conn, true);
+            spawn(&ctx, stream, Some(t), guard, conn, true);
         }
-        Err(e) => {
-            tracing::debug!(peer = %guard.ip(), error = %e, "TLS handshake failed");
+        None => {
             let _ = stream.shutdown().await;
         }
     }

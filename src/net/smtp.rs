@@ -41,34 +41,18 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     let mut buf: Vec<u8> = Vec::new();
     loop {
         let step = s.step(&*shared.directory, &mut out);
-        if !out.is_empty() {
-            let r = match tls.as_mut() {
-                Some(t) => tls::write_parts(&mut stream, t, std::iter::once(&out[..])).await,
-                None => {
-                    let (r, back) = stream.write_all(std::mem::take(&mut out)).await;
-                    out = back;
-                    r.map(|_| ())
-                }
-            };
-            out.clear();
-            if r.is_err() {
-                break;
-            }
+        if !out.is_empty() && send(&mut stream, tls.as_deref_mut(), &mut out).await.is_err() {
+            break;
         }
         match step {
             Step::Close => break,
             Step::StartTls => {
-                let Ok(mut t) = rustls::ServerConnection::new(shared.tls.current().smtp.clone()) else { break };
                 let mut early = Vec::new();
-                let r = tls::handshake_within(shared.config.tls.handshake_timeout, &mut stream, &mut t, &mut early).await;
-                tls::count(&r);
-                if let Err(e) = r {
-                    tracing::debug!(peer = %guard.ip(), error = %e, "STARTTLS handshake failed");
-                    break;
-                }
+                let config = shared.tls.current().smtp.clone();
+                let Some(t) = tls::accept(&mut stream, config, shared.config.tls.handshake_timeout, &mut early, guard.ip()).await else { break };
                 s.tls_started();
                 s.feed(&early);
-                tls = Some(Box::new(t));
+                tls = Some(t);
             }
             Step::Deliver(env) => {
                 let now = crate::delivery::rfc5322_date(WorkerCtx::now());
@@ -103,14 +87,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     } else {
                         continue;
                     }
-                    match tls.as_mut() {
-                        Some(t) => {
-                            let _ = tls::write_parts(&mut stream, t, std::iter::once(&out[..])).await;
-                        }
-                        None => {
-                            let _ = stream.write_all(std::mem::take(&mut out)).await;
-                        }
-                    }
+                    let _ = send(&mut stream, tls.as_deref_mut(), &mut out).await;
                     break;
                 }
                 if buf.capacity() == 0 {
@@ -141,6 +118,20 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     ctx.connections.set(ctx.connections.get() - 1);
     metrics::with_worker(|m| m.delivery_conn(-1));
     drop(guard);
+}
+
+/// Sends the replies in `out` (encrypted once TLS is on) and clears it.
+async fn send(stream: &mut TcpStream, tls: Option<&mut rustls::ServerConnection>, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let r = match tls {
+        Some(t) => tls::write_parts(stream, t, std::iter::once(&out[..])).await,
+        None => {
+            let (r, back) = stream.write_all(std::mem::take(out)).await;
+            *out = back;
+            r.map(|_| ())
+        }
+    };
+    out.clear();
+    r
 }
 
 /// The engine's limits from the configuration.

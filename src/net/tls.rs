@@ -16,11 +16,13 @@
 //! message in memory.
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::ServerConnection;
+use rustls::{ServerConfig, ServerConnection};
 
 /// Plaintext handed to rustls per round: a few TLS records, so memory per
 /// connection stays bounded whatever the response size.
@@ -96,7 +98,7 @@ fn drain(tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<bool> {
 
 /// Runs the handshake to completion; plaintext the client sent right after
 /// it (pipelined) lands in `into`.
-pub async fn handshake(stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<()> {
+async fn handshake(stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<()> {
     loop {
         send_pending(stream, tls).await?;
         if !tls.is_handshaking() {
@@ -108,17 +110,28 @@ pub async fn handshake(stream: &mut TcpStream, tls: &mut ServerConnection, into:
     }
 }
 
-/// The handshake, bounded in time: a client that stalls halfway (or sends
-/// nothing) is cut off.
-pub async fn handshake_within(limit: Duration, stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<()> {
-    match monoio::time::timeout(limit, handshake(stream, tls, into)).await {
+/// The server side of a handshake with `config`, bounded by `limit` (a
+/// client that stalls halfway, or sends nothing, is cut off) and counted in
+/// the metrics. Plaintext the client sent right after it lands in `early`.
+/// None when it failed (logged at debug: clients give up all the time).
+pub async fn accept(stream: &mut TcpStream, config: Arc<ServerConfig>, limit: Duration, early: &mut Vec<u8>, peer: IpAddr) -> Option<Box<ServerConnection>> {
+    let mut t = Box::new(ServerConnection::new(config).ok()?);
+    let r = match monoio::time::timeout(limit, handshake(stream, &mut t, early)).await {
         Ok(r) => r,
         Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    };
+    count(&r);
+    match r {
+        Ok(()) => Some(t),
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            None
+        }
     }
 }
 
 /// Counts a handshake's outcome in the metrics.
-pub fn count(r: &io::Result<()>) {
+fn count(r: &io::Result<()>) {
     crate::metrics::with_worker(|m| {
         let c = if r.is_ok() { &m.tls_handshakes } else { &m.tls_handshake_failures };
         c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
