@@ -1,5 +1,6 @@
 //! TLS for the load tool (`--tls`, `--starttls`): rustls's buffered
-//! `ClientConnection` driven over the monoio socket, as the server does.
+//! `ClientConnection`, driven over the monoio socket by the same helpers the
+//! server uses (`ringmail::net::tls`).
 //!
 //! The server's certificate is not verified: the tool measures servers that
 //! often run on a self-signed certificate (ringmail's first start, a test
@@ -7,11 +8,9 @@
 //! handshake itself is complete (key exchange, signature by the server's
 //! key), so its cost to the server is measured in full.
 
-use std::io::{self, Read, Write};
+use std::io;
 use std::sync::Arc;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, ClientConnection, DigitallySignedStruct, SignatureScheme};
@@ -75,62 +74,4 @@ pub fn client_config(resume: bool) -> Arc<ClientConfig> {
 
 pub fn new_connection(config: &Arc<ClientConfig>, server: std::net::IpAddr) -> io::Result<ClientConnection> {
     ClientConnection::new(config.clone(), ServerName::IpAddress(server.into())).map_err(io::Error::other)
-}
-
-/// Sends what rustls has queued.
-pub async fn send_pending(stream: &mut TcpStream, tls: &mut ClientConnection) -> io::Result<()> {
-    while tls.wants_write() {
-        let mut buf = Vec::new();
-        tls.write_tls(&mut buf)?;
-        let (r, _) = stream.write_all(buf).await;
-        r?;
-    }
-    Ok(())
-}
-
-/// Encrypts and sends `bytes`.
-/// rustls accepts plaintext until its send buffer is full (then `write`
-/// returns 0), so records are sent whenever it stops taking more.
-pub async fn send(stream: &mut TcpStream, tls: &mut ClientConnection, bytes: &[u8]) -> io::Result<()> {
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        let n = tls.writer().write(rest)?;
-        rest = &rest[n..];
-        send_pending(stream, tls).await?;
-    }
-    Ok(())
-}
-
-/// Reads once and appends the plaintext to `into`; Ok(false) at the end.
-pub async fn read(stream: &mut TcpStream, tls: &mut ClientConnection, into: &mut Vec<u8>) -> io::Result<bool> {
-    let (r, buf) = stream.read(Vec::with_capacity(18 << 10)).await;
-    let n = r?;
-    if n == 0 {
-        return Ok(false);
-    }
-    let mut rd = &buf[..n];
-    while !rd.is_empty() {
-        tls.read_tls(&mut rd)?;
-        tls.process_new_packets().map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        match tls.reader().read_to_end(into) {
-            Ok(_) => return Ok(false),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
-    }
-    send_pending(stream, tls).await?;
-    Ok(true)
-}
-
-/// The whole handshake.
-pub async fn handshake(stream: &mut TcpStream, tls: &mut ClientConnection, into: &mut Vec<u8>) -> io::Result<()> {
-    loop {
-        send_pending(stream, tls).await?;
-        if !tls.is_handshaking() {
-            return Ok(());
-        }
-        if !read(stream, tls, into).await? {
-            return Err(io::ErrorKind::UnexpectedEof.into());
-        }
-    }
 }

@@ -15,7 +15,7 @@ mod iovec;
 mod metrics_http;
 mod pool;
 mod smtp;
-mod tls;
+pub mod tls;
 mod worker;
 
 use std::net::{SocketAddr, TcpListener};

@@ -1,5 +1,7 @@
-//! TLS on a connection: rustls's buffered `ServerConnection` driven from
-//! here, over the same monoio socket the plaintext code uses.
+//! TLS on a connection: rustls's buffered connection API driven from here,
+//! over the same monoio socket the plaintext code uses. The helpers work for
+//! either side (`ConnectionCommon<D>`); the load generator drives its client
+//! connections with them too.
 //!
 //! Why not an async TLS stream wrapper (monoio-rustls): a wrapper owns its
 //! read and write buffers for the life of the stream, hides socket
@@ -22,7 +24,7 @@ use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::{ServerConfig, ServerConnection};
+use rustls::{ConnectionCommon, ServerConfig, ServerConnection};
 
 /// Plaintext handed to rustls per round: a few TLS records, so memory per
 /// connection stays bounded whatever the response size.
@@ -43,7 +45,7 @@ pub enum Input {
 }
 
 /// Sends whatever rustls has queued: handshake messages, records, alerts.
-pub async fn send_pending(stream: &mut TcpStream, tls: &mut ServerConnection) -> io::Result<()> {
+pub async fn send_pending<D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>) -> io::Result<()> {
     while tls.wants_write() {
         let mut buf = Vec::new();
         tls.write_tls(&mut buf)?;
@@ -54,7 +56,7 @@ pub async fn send_pending(stream: &mut TcpStream, tls: &mut ServerConnection) ->
 }
 
 /// Reads once from the socket, decrypts, and appends the plaintext to `into`.
-pub async fn read(stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<Input> {
+pub async fn read<D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>, into: &mut Vec<u8>) -> io::Result<Input> {
     let (r, buf) = stream.read(Vec::with_capacity(READ_CHUNK)).await;
     let n = r?;
     if n == 0 {
@@ -85,7 +87,7 @@ pub async fn read(stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut
 
 /// Moves all decrypted plaintext into `into`; true once the client sent
 /// close_notify.
-fn drain(tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<bool> {
+fn drain<D>(tls: &mut ConnectionCommon<D>, into: &mut Vec<u8>) -> io::Result<bool> {
     match tls.reader().read_to_end(into) {
         Ok(_) => Ok(true),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -98,7 +100,7 @@ fn drain(tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<bool> {
 
 /// Runs the handshake to completion; plaintext the client sent right after
 /// it (pipelined) lands in `into`.
-async fn handshake(stream: &mut TcpStream, tls: &mut ServerConnection, into: &mut Vec<u8>) -> io::Result<()> {
+pub async fn handshake<D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>, into: &mut Vec<u8>) -> io::Result<()> {
     loop {
         send_pending(stream, tls).await?;
         if !tls.is_handshaking() {
@@ -141,7 +143,7 @@ fn count(r: &io::Result<()>) {
 /// Encrypts and sends `parts` in order. rustls takes plaintext until its
 /// send buffer is full (it then accepts nothing: `write` returns 0), so the
 /// records are sent whenever it stops taking more.
-pub async fn write_parts<'a>(stream: &mut TcpStream, tls: &mut ServerConnection, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
+pub async fn write_parts<'a, D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>, parts: impl Iterator<Item = &'a [u8]>) -> io::Result<()> {
     for part in parts {
         let mut rest = part;
         while !rest.is_empty() {
@@ -156,7 +158,7 @@ pub async fn write_parts<'a>(stream: &mut TcpStream, tls: &mut ServerConnection,
 }
 
 /// Sends close_notify (best effort; the socket is shut down after).
-pub async fn close(stream: &mut TcpStream, tls: &mut ServerConnection) {
+pub async fn close<D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>) {
     tls.send_close_notify();
     let _ = send_pending(stream, tls).await;
 }
