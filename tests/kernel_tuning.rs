@@ -135,7 +135,7 @@ fn doctor_passes_a_good_configuration_on_a_tuned_host() {
     let config = dir.path().join("ringmail.toml");
     std::fs::write(
         &config,
-        format!("data_dir = {:?}\nworkers = 1\n[imap]\nlisten = [\"127.0.0.1:0\"]\nimaps = [\"127.0.0.1:0\"]\n[lmtp]\nlisten = [\"127.0.0.1:0\"]\n[limits]\nmax_connections = 1000\n", dir.path().join("data").display().to_string()),
+        format!("data_dir = {:?}\nworkers = 1\n[imap]\nlisten = [\"127.0.0.1:0\"]\nimaps = [\"127.0.0.1:0\"]\n[lmtp]\nlisten = [\"127.0.0.1:0\"]\n[limits]\nmax_connections = 100\n", dir.path().join("data").display().to_string()),
     )
     .unwrap();
     let (code, v) = doctor(&config, host.path());
