@@ -314,9 +314,8 @@ impl Conn {
     /// pipelined behind the command, then handshake. None: the connection
     /// is over (handshake failed or timed out).
     async fn start_tls(&mut self) -> Option<()> {
-        let d = self.conn.decoder();
-        d.discard_input();
-        let mut buf = d.take_buffer();
+        self.conn.discard_input();
+        let mut buf = self.conn.decoder().take_buffer();
         let config = self.ctx.shared.tls.current().imap.clone();
         let t = tls::accept(&mut self.stream, config, self.ctx.shared.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
         self.conn.decoder().restore_buffer(buf);

@@ -159,18 +159,6 @@ impl Decoder {
         self.scanner.reset();
     }
 
-    /// Drops every byte received after the last complete command: what a
-    /// client pipelined behind STARTTLS must not be obeyed once the session
-    /// is encrypted (RFC 9051 6.2.1, the command-injection attack of RFC 3207 5).
-    pub fn discard_input(&mut self) {
-        self.buf.truncate(self.start);
-        self.tokens.clear();
-        self.state = State::Line;
-        self.compact();
-        self.pos = 0;
-        self.scanner.reset();
-    }
-
     /// The next line will be an AUTHENTICATE response, not a command.
     pub fn expect_auth_line(&mut self) {
         self.state = State::AuthLine;
