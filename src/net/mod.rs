@@ -158,33 +158,27 @@ impl Server {
         let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: true });
 
         let mut per_worker: Vec<Vec<(Listener, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
-        let mut imap_addrs = Vec::new();
+        let (mut imap_addrs, mut imaps_addrs, mut lmtp_addrs, mut smtp_addrs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut preauth_addrs = Vec::new();
         let mut groups: Vec<(Listener, Vec<TcpListener>)> = Vec::new();
-        for addr in &config.imap.listen {
-            let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            imap_addrs.push(actual);
-            groups.push((Listener { addr: actual, kind: ListenerKind::Imap }, ls));
-        }
-        let mut imaps_addrs = Vec::new();
-        for addr in &config.imap.imaps {
-            let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-            imaps_addrs.push(actual);
-            groups.push((Listener { addr: actual, kind: ListenerKind::Imaps }, ls));
+        let mut bind = |addr: SocketAddr, kind: ListenerKind, bound: &mut Vec<SocketAddr>| -> Result<(), String> {
+            let (actual, ls) = bind_group(addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+            bound.push(actual);
+            groups.push((Listener { addr: actual, kind }, ls));
+            Ok(())
+        };
+        for (addrs, kind, bound) in [
+            (&config.imap.listen, ListenerKind::Imap, &mut imap_addrs),
+            (&config.imap.imaps, ListenerKind::Imaps, &mut imaps_addrs),
+            (&config.lmtp.listen, ListenerKind::Lmtp, &mut lmtp_addrs),
+            (&config.smtp.listen, ListenerKind::Smtp, &mut smtp_addrs),
+        ] {
+            for addr in addrs {
+                bind(*addr, kind.clone(), bound)?;
+            }
         }
         for p in &config.imap.preauth {
-            let (actual, ls) = bind_group(p.listen, n).map_err(|e| format!("cannot listen on {}: {e}", p.listen))?;
-            preauth_addrs.push(actual);
-            groups.push((Listener { addr: actual, kind: ListenerKind::Preauth(p.user.clone()) }, ls));
-        }
-        let mut lmtp_addrs = Vec::new();
-        let mut smtp_addrs = Vec::new();
-        for (addrs, kind, bound) in [(&config.lmtp.listen, ListenerKind::Lmtp, &mut lmtp_addrs), (&config.smtp.listen, ListenerKind::Smtp, &mut smtp_addrs)] {
-            for addr in addrs {
-                let (actual, ls) = bind_group(*addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-                bound.push(actual);
-                groups.push((Listener { addr: actual, kind: kind.clone() }, ls));
-            }
+            bind(p.listen, ListenerKind::Preauth(p.user.clone()), &mut preauth_addrs)?;
         }
         for (l, ls) in groups {
             for (i, sock) in ls.into_iter().enumerate() {
