@@ -18,7 +18,7 @@ const NOW: i64 = 1_700_000_000;
 
 /// A preauthenticated session on a store with `messages` corpus messages.
 fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> Connection {
-    let store = Store::new(Rc::new(RealIo), dir, Settings { sync: SyncMode::Never, ..Settings::default() });
+    let store = Store::new(Rc::new(RealIo::inline()), dir, Settings { sync: SyncMode::Never, ..Settings::default() });
     let user = store.user("bench", NOW).unwrap();
     {
         let inbox = user.mailbox("INBOX").unwrap();

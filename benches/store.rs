@@ -8,11 +8,10 @@ use std::rc::Rc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ringmail::config::SyncMode;
-use ringmail::net::commit::Committer;
-use ringmail::store::{Io, Mailbox, RealIo, Settings};
+use ringmail::store::{Committer, Io, Mailbox, RealIo, Settings, Target};
 
 fn mailbox(dir: &Path, sync: SyncMode) -> Rc<RefCell<Mailbox>> {
-    let io: Rc<dyn Io> = Rc::new(RealIo);
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
     let settings = Settings { sync, ..Settings::default() };
     Rc::new(RefCell::new(Mailbox::create(io, &dir.join("box"), 1, settings).unwrap()))
 }
@@ -52,7 +51,14 @@ fn group_commit(c: &mut Criterion) {
             let dir = tempfile::tempdir().unwrap();
             let mut rt = monoio::RuntimeBuilder::<monoio::FusionDriver>::new().enable_timer().build().unwrap();
             let mb = mailbox(dir.path(), SyncMode::Always);
-            let committer = rt.block_on(async { Committer::new(SyncMode::Always, "bench-sync".into()) });
+            let io: Rc<dyn Io> = Rc::new(RealIo::with_sync_threads(8, "bench-sync"));
+            let committer = Committer::new(
+                io,
+                true,
+                Box::new(|f| {
+                    monoio::spawn(f);
+                }),
+            );
             b.iter(|| {
                 rt.block_on(async {
                     let tasks: Vec<_> = (0..n)
@@ -60,7 +66,7 @@ fn group_commit(c: &mut Criterion) {
                             let (mb, committer, msg) = (mb.clone(), committer.clone(), msg.clone());
                             monoio::spawn(async move {
                                 mb.borrow_mut().append_bytes(&msg, 0, 0, 0).unwrap();
-                                committer.commit(mb).await.unwrap();
+                                committer.durable(Target::Mailbox(mb)).await.unwrap();
                             })
                         })
                         .collect();

@@ -83,9 +83,8 @@ impl World {
                     s.conn.step(NOW, &mut out)
                 }
                 Step::AwaitDurable => {
-                    let mb = s.conn.durable_target().unwrap();
-                    let r = mb.borrow_mut().commit();
-                    s.conn.durable_done(r, &mut out);
+                    store.run_pending();
+                    s.conn.durable_done(&mut out);
                     s.conn.step(NOW, &mut out)
                 }
                 Step::StartTls => {

@@ -14,7 +14,7 @@ use ringmail::store::{RealIo, Settings, Store};
 thread_local! {
     static STORE: Store = {
         let dir = std::env::temp_dir().join(format!("ringmail-fuzz-{}", std::process::id()));
-        Store::new(Rc::new(RealIo), &dir, Settings { sync: SyncMode::Never, ..Settings::default() })
+        Store::new(Rc::new(RealIo::inline()), &dir, Settings { sync: SyncMode::Never, ..Settings::default() })
     };
 }
 
@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
                 match c.step(1_700_000_000, &mut out) {
                     Step::Flush => out.clear(),
                     Step::AwaitDurable => {
-                        let _ = c.durable_done(Ok(()), &mut out);
+                        store.run_pending();
+                        c.durable_done(&mut out);
                     }
                     Step::Authenticate { .. } => {
                         let _ = c.auth_done(ringmail::auth::AuthResult::Failed, &mut out);

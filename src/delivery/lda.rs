@@ -19,7 +19,7 @@ use crate::auth::passwd::normalize_user_name;
 use crate::auth::UserDb;
 use crate::config::Config;
 use crate::datadir::DataDirLock;
-use crate::store::{RealIo, Settings, Store};
+use crate::store::{RealIo, Settings, Store, Target};
 
 /// Why a delivery did not happen, as sysexits(3) codes for the MTA.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,16 +79,20 @@ pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, m
 
 fn store_directly(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
     let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
-    let store = Store::new(Rc::new(RealIo), &config.data_dir.join("mail"), settings);
+    let store = Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings);
     let prefix = format!("Return-Path: <{from}>\r\nDelivered-To: {user}\r\n");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let mb = super::store_copy(&store, user, mailbox, &[prefix.as_bytes(), message], now).map_err(|e| match e {
         DeliveryError::NoSuchUser => LdaError::NoUser,
         DeliveryError::Temporary(why) => LdaError::TempFail(why),
+        DeliveryError::Full => LdaError::TempFail("not enough disk space".into()),
     })?;
-    let mut m = mb.borrow_mut();
-    m.commit().map_err(|e| LdaError::TempFail(format!("cannot sync the message: {e}")))?;
+    // The message, and a new user's list of mailboxes, made durable.
+    let ticket = store.durable(Target::Mailbox(mb.clone()));
+    store.run_pending();
+    crate::store::commit::block_on(ticket).map_err(|e| LdaError::TempFail(format!("cannot sync the message: {e}")))?;
     // Leave the store tidy for the server that opens it next.
+    let mut m = mb.borrow_mut();
     if m.needs_checkpoint() {
         let _ = m.checkpoint();
     }

@@ -9,7 +9,7 @@ pub mod smtp;
 use std::sync::Arc;
 
 use crate::auth::UserDb;
-use crate::store::{MailboxRef, Store};
+use crate::store::{MailboxRef, Store, StoreError};
 use smtp::{DeliveryError, Dialect, Directory};
 
 /// Users from the passwd-file; domains from the configuration.
@@ -43,6 +43,10 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
         tracing::error!(user, error = %e, "{what}");
         DeliveryError::Temporary(what.to_string())
     };
+    let store_err = |e: StoreError| match e {
+        StoreError::Full => DeliveryError::Full,
+        e => temp("cannot store the message", &e),
+    };
     let u = store.user(user, now).map_err(|e| temp("cannot open the mail store", &e))?;
     let mb = match mailbox.map(|m| u.mailbox(m)) {
         Some(Ok(mb)) => mb,
@@ -51,11 +55,11 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
     let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
     {
         let mut m = mb.borrow_mut();
-        let mut h = m.begin_append(len).map_err(|e| temp("cannot store the message", &e))?;
+        let mut h = m.begin_append(len).map_err(store_err)?;
         for p in parts {
-            m.append_chunk(&mut h, p).map_err(|e| temp("cannot store the message", &e))?;
+            m.append_chunk(&mut h, p).map_err(store_err)?;
         }
-        m.finish_append(h, 0, 0, now).map_err(|e| temp("cannot store the message", &e))?;
+        m.finish_append(h, 0, 0, now).map_err(store_err)?;
     }
     Ok(mb)
 }

@@ -61,6 +61,8 @@ impl Envelope {
 pub enum DeliveryError {
     /// Temporary: the client should retry (4xx).
     Temporary(String),
+    /// The disk is full (452 4.3.1, RFC 3463: mail system full).
+    Full,
     /// Permanent (5xx): the user vanished between RCPT and DATA.
     NoSuchUser,
 }
@@ -489,6 +491,7 @@ impl Session {
             Ok(()) => (250, "2.0.0 Ok: delivered".to_string()),
             Err(DeliveryError::NoSuchUser) => (550, "5.1.1 User unknown".to_string()),
             Err(DeliveryError::Temporary(why)) => (451, format!("4.3.0 Temporary failure: {why}")),
+            Err(DeliveryError::Full) => (452, "4.3.1 Insufficient system storage".to_string()),
         };
         match self.dialect {
             Dialect::Lmtp => {

@@ -332,11 +332,10 @@ impl Conn {
             }
             Step::Authenticate { user, password } => self.authenticate(user, password).await,
             Step::AwaitDurable => {
-                let r = match self.conn.durable_target() {
-                    Some(mb) => self.ctx.committer.commit(mb).await,
-                    None => Ok(()),
-                };
-                self.conn.durable_done(r, &mut self.out);
+                if let Some(ticket) = self.conn.durable_ticket() {
+                    let _ = ticket.await;
+                }
+                self.conn.durable_done(&mut self.out);
                 self.conn.step(WorkerCtx::now(), &mut self.out)
             }
             Step::StartTls => {

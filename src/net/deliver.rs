@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::worker::{WorkerCtx, WorkerMsg};
 use crate::delivery::smtp::DeliveryError;
 use crate::delivery::store_copy;
+use crate::store::{Target, Ticket};
 
 /// One copy for a user on another worker.
 pub struct DeliveryJob {
@@ -31,7 +32,7 @@ pub struct Copy {
 pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<u8>>) -> Vec<Result<(), DeliveryError>> {
     enum Pending {
         Done(Result<(), DeliveryError>),
-        Here(monoio::task::JoinHandle<Result<(), DeliveryError>>),
+        Here(Ticket),
         There(flume::Receiver<Result<(), DeliveryError>>),
     }
     let now = WorkerCtx::now();
@@ -43,10 +44,7 @@ pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<
             // Written now; the commit runs as its own task so that copies to
             // several mailboxes here share one group commit.
             pending.push(match store_copy(&ctx.store, &c.user, c.mailbox.as_deref(), &[&c.prefix, data], now) {
-                Ok(mb) => {
-                    let committer = ctx.committer.clone();
-                    Pending::Here(monoio::spawn(async move { committer.commit(mb).await.map_err(sync_failed) }))
-                }
+                Ok(mb) => Pending::Here(ctx.store.durable(Target::Mailbox(mb))),
                 Err(e) => Pending::Done(Err(e)),
             });
         } else {
@@ -62,7 +60,7 @@ pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<
     for p in pending {
         results.push(match p {
             Pending::Done(r) => r,
-            Pending::Here(h) => h.await,
+            Pending::Here(t) => t.await.map_err(sync_failed),
             Pending::There(rx) => rx.recv_async().await.unwrap_or_else(|_| Err(DeliveryError::Temporary("server shutting down".into()))),
         });
     }
@@ -70,6 +68,9 @@ pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<
 }
 
 fn sync_failed(e: std::io::Error) -> DeliveryError {
+    if crate::store::io::is_full(&e) {
+        return DeliveryError::Full;
+    }
     tracing::error!(error = %e, "delivery not durable");
     DeliveryError::Temporary("cannot make the message durable".into())
 }
@@ -77,7 +78,7 @@ fn sync_failed(e: std::io::Error) -> DeliveryError {
 /// Runs a job sent by another worker: store, commit, answer.
 pub async fn run_job(ctx: Rc<WorkerCtx>, job: Box<DeliveryJob>) {
     let r = match store_copy(&ctx.store, &job.user, job.mailbox.as_deref(), &[&job.prefix, &job.data], WorkerCtx::now()) {
-        Ok(mb) => ctx.committer.commit(mb).await.map_err(sync_failed),
+        Ok(mb) => ctx.store.durable(Target::Mailbox(mb)).await.map_err(sync_failed),
         Err(e) => Err(e),
     };
     let _ = job.reply.send(r);

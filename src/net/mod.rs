@@ -7,7 +7,6 @@
 //! after login a connection moves to its user's worker, so all of a user's
 //! sessions and deliveries share one thread and the store needs no locks.
 
-pub mod commit;
 mod conn;
 mod deliver;
 pub mod fdlimit;

@@ -1,6 +1,6 @@
 //! One worker: a pinned thread running its own monoio runtime, its own
-//! listeners (SO_REUSEPORT), the mail store of the users sharded to it, a
-//! group committer, and the connections currently on it. Other threads reach
+//! listeners (SO_REUSEPORT), the mail store of the users sharded to it
+//! (with its group committer), and the connections currently on it. Other threads reach
 //! it only through its inbox.
 
 use std::cell::{Cell, RefCell};
@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use monoio::net::{TcpListener, TcpStream};
 use slab::Slab;
 
-use super::commit::Committer;
 use super::pool::Pool;
 use super::{conn, Listener, ListenerKind, Shared};
 use crate::auth::limiter::ConnGuard;
@@ -20,6 +19,10 @@ use crate::config::Driver;
 use crate::session::{ConnFacts, Connection, Snapshot};
 use crate::signal::Signal;
 use crate::store::{RealIo, Store};
+
+/// Threads per worker that run fdatasync; more than the usual number of
+/// files in a batch brings nothing, since the file system merges them anyway.
+const SYNC_THREADS: usize = 8;
 
 /// What other threads send a worker.
 pub enum WorkerMsg {
@@ -43,7 +46,6 @@ pub struct WorkerCtx {
     pub id: usize,
     pub shared: Arc<Shared>,
     pub store: Store,
-    pub committer: Rc<Committer>,
     pub pool: Pool,
     /// Every connection and accept loop: its wake-up signal and deadline
     /// (for shutdown and for timeouts, which one sweeper checks for all).
@@ -117,10 +119,15 @@ pub fn run(id: usize, shared: Arc<Shared>, listeners: Vec<(Listener, std::net::T
     crate::metrics::attach_thread(shared.metrics.clone(), id);
     let run = async move {
         let settings = crate::store::Settings { segment_size: shared.config.store.segment_size, sync: shared.config.store.sync, ..Default::default() };
-        let store = Store::new(Rc::new(RealIo), &shared.config.data_dir.join("mail"), settings);
+        // Syncs run on helper threads so this worker never waits for the disk.
+        let io = Rc::new(RealIo::with_sync_threads(SYNC_THREADS, &format!("ringmail-sync-{id}")));
+        let spawn: crate::store::Spawner = Box::new(|f| {
+            monoio::spawn(f);
+        });
+        let store = Store::with_spawner(io, &shared.config.data_dir.join("mail"), settings, spawn);
+        store.committer().set_observer(Box::new(|us, ok| crate::metrics::with_worker(|m| m.sync(us, ok))));
         let ctx = Rc::new(WorkerCtx {
             id,
-            committer: Committer::new(shared.config.store.sync, format!("ringmail-sync-{id}")),
             shared,
             store,
             pool: Pool::default(),
@@ -194,12 +201,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
     while ctx.connections.get() > 0 && std::time::Instant::now() < deadline {
         monoio::time::sleep(Duration::from_millis(10)).await;
     }
-    for mb in ctx.store.open_mailboxes() {
-        let mut m = mb.borrow_mut();
-        if let Err(e) = m.commit().and_then(|_| m.checkpoint()) {
-            tracing::error!(error = %e, "final checkpoint failed");
-        }
-    }
+    ctx.store.close();
 }
 
 async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
@@ -280,13 +282,9 @@ async fn sweep_deadlines(ctx: Rc<WorkerCtx>) {
     }
 }
 
-/// Once a second: sync mailboxes with unsynced changes (flag changes, and
-/// appends whose session went away before waiting for its commit), and run
-/// compaction slices where expunged mail wastes space (a bounded number per
-/// round, so a huge mailbox cannot monopolise the worker).
+/// Once a second: the store's background work (see `Store::housekeep`),
+/// and the allocator's deferred purges.
 async fn housekeeping(ctx: Rc<WorkerCtx>) {
-    /// Compaction slices per mailbox per round; the rest waits a second.
-    const SLICES: usize = 64;
     loop {
         monoio::time::sleep(Duration::from_secs(1)).await;
         if ctx.stopping.get() {
@@ -298,30 +296,9 @@ async fn housekeeping(ctx: Rc<WorkerCtx>) {
         // pages would stay resident. Run those deferred purges now.
         // SAFETY: mi_collect only walks this thread's heap and the arenas.
         unsafe { libmimalloc_sys::mi_collect(false) };
-        for mb in ctx.store.open_mailboxes() {
-            let (dirty, compact) = {
-                let m = mb.borrow();
-                (m.is_dirty(), m.wants_compaction())
-            };
-            if dirty {
-                let _ = ctx.committer.commit(mb.clone()).await;
-            }
-            if compact {
-                for _ in 0..SLICES {
-                    let r = mb.borrow_mut().compact_step(4 << 20);
-                    match r {
-                        Ok(true) => break,
-                        // A timer, not a bare yield: parking lets timers and
-                        // I/O completions run between slices.
-                        Ok(false) => monoio::time::sleep(Duration::from_millis(1)).await,
-                        Err(e) => {
-                            tracing::error!(error = %e, "compaction failed");
-                            break;
-                        }
-                    }
-                }
-            }
-        }
+        // A timer, not a bare yield, between compaction slices: parking lets
+        // timers and I/O completions run.
+        ctx.store.housekeep(|| monoio::time::sleep(Duration::from_millis(1))).await;
     }
 }
 

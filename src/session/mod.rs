@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::proto::{Decoder, Event, Limits, Out};
 use crate::signal::Signal;
-use crate::store::{MailboxRef, UserStore};
+use crate::store::{Ticket, UserStore};
 use std::rc::Rc;
 
 pub use mailbox::Selected;
@@ -235,10 +235,11 @@ impl Connection {
         self.session.signal = Some(s);
     }
 
-    /// The mailbox whose sync a command waits for (after [`Step::AwaitDurable`]).
-    pub fn durable_target(&self) -> Option<MailboxRef> {
+    /// What a command waits for after [`Step::AwaitDurable`]: await it,
+    /// then call [`Connection::durable_done`].
+    pub fn durable_ticket(&self) -> Option<Ticket> {
         match &self.session.wait {
-            Wait::Durable(d) => Some(d.target().clone()),
+            Wait::Durable(d) => Some(d.ticket.clone()),
             _ => None,
         }
     }
@@ -328,11 +329,13 @@ impl Connection {
         step
     }
 
-    /// Completes a command that waited for the store to sync.
-    pub fn durable_done(&mut self, result: std::io::Result<()>, out: &mut Out) -> Step {
-        cmd::finish_durable(&mut self.session, result, out);
+    /// Completes a command whose ticket is answered; then call `step`
+    /// (the command may wait again, as MOVE does for its expunge).
+    pub fn durable_done(&mut self, out: &mut Out) {
+        if let Directive::Return(Step::Close) = cmd::finish_durable(&mut self.session, out) {
+            self.session.state = State::Logout;
+        }
         self.session.account(out);
-        Step::Read
     }
 
     /// The TLS handshake finished: the session is now encrypted.

@@ -3,14 +3,22 @@
 //!
 //! [`RealIo`] is the operating system. [`MemIo`] is an in-memory file system
 //! that remembers, for every file, what was written and what was synced; it
-//! can fail the N-th write or sync, and [`MemIo::crash`] produces the file
-//! system a power loss would leave: synced bytes, plus any subset of unsynced
-//! writes (whole, torn, or missing), and only the names whose directory was synced.
+//! can fail the N-th write or sync, fill up like a full disk (short writes,
+//! then `ENOSPC`), and [`MemIo::crash`] produces the file system a power loss
+//! would leave: synced bytes, plus any subset of unsynced writes (whole, torn,
+//! or missing), and only the names whose directory was synced.
+//!
+//! Everything that waits for the disk (fdatasync, fsync of a directory,
+//! replacing a file by rename) is a [`Job`], run by [`Io::run`]: on a pool
+//! of helper threads for the real file system, so a worker thread never
+//! blocks on a sync, and inline for the in-memory one.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,7 +28,7 @@ pub type Mapping = Rc<dyn AsRef<[u8]>>;
 #[allow(clippy::len_without_is_empty)]
 pub trait File {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
-    /// Writes all of `buf` at `off`.
+    /// Writes all of `buf` at `off`. On error a prefix may have been written.
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
     fn len(&self) -> io::Result<u64>;
     fn set_len(&self, len: u64) -> io::Result<()>;
@@ -31,6 +39,14 @@ pub trait File {
     fn map(&self) -> io::Result<(Mapping, bool)>;
     /// A handle another thread can sync, when there is one (real files).
     fn sync_handle(&self) -> Option<Arc<std::fs::File>>;
+    /// Gives the blocks under `off..off + len` back to the file system; the
+    /// range reads as zeros afterwards and the file keeps its size. Only
+    /// whole blocks are freed. Unsupported file systems answer `Unsupported`.
+    fn punch_hole(&self, off: u64, len: u64) -> io::Result<()>;
+    /// Reserves blocks for `off..off + len` without changing the file's
+    /// size, so later writes there cannot fail for lack of space. Best
+    /// effort: unsupported file systems answer `Unsupported`.
+    fn preallocate(&self, off: u64, len: u64) -> io::Result<()>;
 }
 
 impl dyn File {
@@ -64,6 +80,27 @@ pub enum OpenMode {
     Truncate,
 }
 
+/// One piece of work that waits for the disk.
+pub enum Job {
+    /// fdatasync of a file.
+    SyncFile(Rc<dyn File>),
+    /// fsync of a directory: makes the names created, renamed or removed in
+    /// it durable.
+    SyncDir(PathBuf),
+    /// Replaces `path` atomically: writes `<path>.tmp`, syncs it (when
+    /// `sync`), renames it over `path` and syncs the directory (when
+    /// `sync`). The content is produced by the thread that runs the job, so
+    /// a big index is serialized off the worker.
+    Replace { path: PathBuf, content: Box<dyn FnOnce() -> Vec<u8> + Send>, sync: bool },
+}
+
+/// Jobs run in order; the first failure ends the task.
+#[derive(Default)]
+pub struct Task(pub Vec<Job>);
+
+/// The results of [`Io::run`], one per task, in order.
+pub type Running = Pin<Box<dyn Future<Output = Vec<io::Result<()>>>>>;
+
 pub trait Io {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>>;
     fn exists(&self, path: &Path) -> bool;
@@ -75,12 +112,145 @@ pub trait Io {
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
     /// Makes the directory's entries durable (created, renamed, removed names).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
+    /// Runs tasks concurrently with each other (jobs within a task in
+    /// order); the future resolves with each task's result.
+    fn run(&self, tasks: Vec<Task>) -> Running;
+}
+
+/// Runs tasks on the calling thread.
+fn run_inline(io: &dyn Io, tasks: Vec<Task>) -> Vec<io::Result<()>> {
+    tasks
+        .into_iter()
+        .map(|Task(jobs)| {
+            for job in jobs {
+                match job {
+                    Job::SyncFile(f) => f.sync()?,
+                    Job::SyncDir(p) => io.sync_dir(&p)?,
+                    Job::Replace { path, content, sync } => replace(io, &path, &content(), sync)?,
+                }
+            }
+            Ok(())
+        })
+        .collect()
+}
+
+/// Writes a file atomically: `<path>.tmp`, sync, rename, sync the directory.
+pub fn write_atomic(io: &dyn Io, path: &Path, bytes: &[u8]) -> io::Result<()> {
+    replace(io, path, bytes, true)
+}
+
+fn replace(io: &dyn Io, path: &Path, bytes: &[u8], sync: bool) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let f = io.open(&tmp, OpenMode::Truncate)?;
+    f.write_at(bytes, 0)?;
+    if sync {
+        f.sync()?;
+    }
+    io.rename(&tmp, path)?;
+    if sync {
+        io.sync_dir(path.parent().unwrap_or(Path::new(".")))?;
+    }
+    Ok(())
+}
+
+/// Reads a whole file, None when it does not exist.
+pub fn read_optional(io: &dyn Io, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    if !io.exists(path) {
+        return Ok(None);
+    }
+    match io.open(path, OpenMode::Existing) {
+        Ok(f) => f.read_all().map(Some),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether an error means the disk (or the user's disk quota) is full.
+pub fn is_full(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded) || matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
 }
 
 // ---------------------------------------------------------------------------
 
-/// The operating system's file system.
-pub struct RealIo;
+/// The operating system's file system. Syncs run on a pool of helper
+/// threads ([`RealIo::with_sync_threads`]) or, for command-line tools, on
+/// the calling thread ([`RealIo::inline`]).
+pub struct RealIo {
+    pool: Option<flume::Sender<ThreadTask>>,
+}
+
+/// A task in a form another thread can run.
+struct ThreadTask {
+    jobs: Vec<ThreadJob>,
+    done: flume::Sender<(usize, io::Result<()>)>,
+    index: usize,
+}
+
+enum ThreadJob {
+    SyncFile(Arc<std::fs::File>),
+    SyncDir(PathBuf),
+    Replace { path: PathBuf, content: Box<dyn FnOnce() -> Vec<u8> + Send>, sync: bool },
+}
+
+impl ThreadJob {
+    fn run(self) -> io::Result<()> {
+        match self {
+            ThreadJob::SyncFile(f) => f.sync_data(),
+            ThreadJob::SyncDir(p) => std::fs::File::open(p)?.sync_all(),
+            ThreadJob::Replace { path, content, sync } => {
+                let tmp = path.with_extension("tmp");
+                let mut o = std::fs::OpenOptions::new();
+                o.write(true).create(true).truncate(true).mode(0o600);
+                let f = o.open(&tmp)?;
+                std::io::Write::write_all(&mut &f, &content())?;
+                if sync {
+                    f.sync_data()?;
+                }
+                std::fs::rename(&tmp, &path)?;
+                if sync {
+                    std::fs::File::open(path.parent().unwrap_or(Path::new(".")))?.sync_all()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+use std::os::unix::fs::OpenOptionsExt;
+
+impl RealIo {
+    /// Syncs run on the calling thread (command-line tools, tests).
+    pub fn inline() -> RealIo {
+        RealIo { pool: None }
+    }
+
+    /// Syncs run on `threads` helper threads named `<name>.<i>`. Several
+    /// threads, because the file system merges concurrent syncs into one
+    /// journal commit (ext4, xfs): a batch of 50 mailboxes costs about one
+    /// commit instead of 50 in a row.
+    pub fn with_sync_threads(threads: usize, name: &str) -> RealIo {
+        let (tx, rx) = flume::unbounded::<ThreadTask>();
+        for i in 0..threads.max(1) {
+            let rx = rx.clone();
+            std::thread::Builder::new()
+                .name(format!("{name}.{i}"))
+                .spawn(move || {
+                    while let Ok(t) = rx.recv() {
+                        let mut r = Ok(());
+                        for j in t.jobs {
+                            r = j.run();
+                            if r.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = t.done.send((t.index, r));
+                    }
+                })
+                .expect("spawn sync thread");
+        }
+        RealIo { pool: Some(tx) }
+    }
+}
 
 struct RealFile(Arc<std::fs::File>);
 
@@ -90,6 +260,25 @@ impl AsRef<[u8]> for MmapView {
     fn as_ref(&self) -> &[u8] {
         &self.0
     }
+}
+
+/// fallocate(2) with `mode`; `Unsupported` where the file system has no such mode.
+fn fallocate(f: &std::fs::File, mode: libc::c_int, off: u64, len: u64) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(off), libc::off_t::try_from(len)) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "range too large"));
+    };
+    // SAFETY: fallocate only reads its integer arguments; the descriptor is
+    // owned by `f`, which outlives the call.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), mode, off, len) };
+    if r == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    Err(match e.raw_os_error() {
+        Some(libc::EOPNOTSUPP) => io::Error::new(io::ErrorKind::Unsupported, e),
+        _ => e,
+    })
 }
 
 impl File for RealFile {
@@ -120,9 +309,11 @@ impl File for RealFile {
         // SAFETY: the store is the only writer of its files (one server per
         // data directory, enforced by ringmail.lock) and it never shrinks or
         // rewrites a region of a mapped file that a reader may hold: records
-        // are written once into reserved space, and segments are truncated
-        // only after no record refers to them. Readers see either the old
-        // zeros of an unwritten region (never referenced) or final bytes.
+        // are written once into reserved space, segments are deleted only
+        // after no record refers to them (an unlinked file stays mapped), and
+        // holes are punched only into regions no record refers to and no
+        // response holds (see store/mailbox/reclaim.rs). Readers see either
+        // the zeros of an unwritten region (never referenced) or final bytes.
         let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
         Ok((Rc::new(MmapView(m)), true))
     }
@@ -130,12 +321,21 @@ impl File for RealFile {
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {
         Some(self.0.clone())
     }
+
+    fn punch_hole(&self, off: u64, len: u64) -> io::Result<()> {
+        fallocate(&self.0, libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len)
+    }
+
+    fn preallocate(&self, off: u64, len: u64) -> io::Result<()> {
+        fallocate(&self.0, libc::FALLOC_FL_KEEP_SIZE, off, len)
+    }
 }
 
 impl Io for RealIo {
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {
         let mut o = std::fs::OpenOptions::new();
-        o.read(true).write(true);
+        // Mail is private to the server's user (issue: world-readable mail).
+        o.read(true).write(true).mode(0o600);
         match mode {
             OpenMode::Existing => {}
             OpenMode::Create => {
@@ -153,7 +353,8 @@ impl Io for RealIo {
     }
 
     fn create_dir_all(&self, path: &Path) -> io::Result<()> {
-        std::fs::create_dir_all(path)
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
     }
 
     fn remove_file(&self, path: &Path) -> io::Result<()> {
@@ -182,6 +383,52 @@ impl Io for RealIo {
     fn sync_dir(&self, path: &Path) -> io::Result<()> {
         std::fs::File::open(path)?.sync_all()
     }
+
+    fn run(&self, tasks: Vec<Task>) -> Running {
+        let Some(pool) = &self.pool else {
+            let r = run_inline(self, tasks);
+            return Box::pin(std::future::ready(r));
+        };
+        let n = tasks.len();
+        let (done, results) = flume::bounded(n.max(1));
+        let mut out: Vec<Option<io::Result<()>>> = (0..n).map(|_| None).collect();
+        let mut sent = 0;
+        for (index, Task(jobs)) in tasks.into_iter().enumerate() {
+            let mut thread_jobs = Vec::with_capacity(jobs.len());
+            let mut unsendable = None;
+            for j in jobs {
+                thread_jobs.push(match j {
+                    Job::SyncFile(f) => match f.sync_handle() {
+                        Some(h) => ThreadJob::SyncFile(h),
+                        None => {
+                            unsendable = Some(f.sync());
+                            break;
+                        }
+                    },
+                    Job::SyncDir(p) => ThreadJob::SyncDir(p),
+                    Job::Replace { path, content, sync } => ThreadJob::Replace { path, content, sync },
+                });
+            }
+            if let Some(r) = unsendable {
+                out[index] = Some(r.and(Err(io::Error::other("file cannot be synced off the worker"))));
+                continue;
+            }
+            match pool.send(ThreadTask { jobs: thread_jobs, done: done.clone(), index }) {
+                Ok(()) => sent += 1,
+                Err(_) => out[index] = Some(Err(io::Error::other("sync threads are gone"))),
+            }
+        }
+        drop(done);
+        Box::pin(async move {
+            for _ in 0..sent {
+                match results.recv_async().await {
+                    Ok((i, r)) => out[i] = Some(r),
+                    Err(_) => break,
+                }
+            }
+            out.into_iter().map(|r| r.unwrap_or_else(|| Err(io::Error::other("sync thread died")))).collect()
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -191,7 +438,7 @@ impl Io for RealIo {
 struct MemData {
     current: Vec<u8>,
     durable: Vec<u8>,
-    /// Writes and truncations since the last sync, in order.
+    /// Writes, truncations and punched holes since the last sync, in order.
     pending: Vec<PendingOp>,
 }
 
@@ -199,11 +446,15 @@ struct MemData {
 enum PendingOp {
     Write(u64, Vec<u8>),
     SetLen(u64),
+    Punch(u64, u64),
 }
 
 struct MemFile {
     data: RefCell<MemData>,
     fs: Rc<MemShared>,
+    /// Blocks are reserved up to here (`preallocate`): writes below it
+    /// succeed on a full disk.
+    reserved: Cell<u64>,
 }
 
 #[derive(Default)]
@@ -215,6 +466,9 @@ struct MemShared {
     /// Set once an injected fault fired: every later operation fails too, as a
     /// dying disk would, so nothing after the fault can be acknowledged.
     broken: Cell<bool>,
+    /// The write at which the disk becomes full (see [`MemIo::fill_at`]).
+    full_at: Cell<Option<u64>>,
+    full: Cell<bool>,
 }
 
 impl MemShared {
@@ -230,6 +484,19 @@ impl MemShared {
         }
         Ok(())
     }
+
+    /// Counts a write; whether the disk is full for it.
+    fn write_finds_disk_full(&self) -> io::Result<bool> {
+        self.check(&self.writes, &self.fail_write_at)?;
+        if self.full_at.get().is_some_and(|n| self.writes.get() >= n) {
+            self.full.set(true);
+        }
+        Ok(self.full.get())
+    }
+}
+
+fn no_space() -> io::Error {
+    io::Error::new(io::ErrorKind::StorageFull, "No space left on device (injected)")
 }
 
 fn apply(buf: &mut Vec<u8>, op: &PendingOp) {
@@ -242,6 +509,19 @@ fn apply(buf: &mut Vec<u8>, op: &PendingOp) {
             buf[*off as usize..end].copy_from_slice(bytes);
         }
         PendingOp::SetLen(len) => buf.resize(*len as usize, 0),
+        PendingOp::Punch(off, len) => {
+            let start = (*off as usize).min(buf.len());
+            let end = (off + len).min(buf.len() as u64) as usize;
+            buf[start..end].fill(0);
+        }
+    }
+}
+
+impl MemFile {
+    fn push(&self, op: PendingOp) {
+        let mut d = self.data.borrow_mut();
+        apply(&mut d.current, &op);
+        d.pending.push(op);
     }
 }
 
@@ -258,11 +538,15 @@ impl File for MemFile {
     }
 
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.fs.check(&self.fs.writes, &self.fs.fail_write_at)?;
-        let mut d = self.data.borrow_mut();
-        let op = PendingOp::Write(off, buf.to_vec());
-        apply(&mut d.current, &op);
-        d.pending.push(op);
+        if self.fs.write_finds_disk_full()? && off + buf.len() as u64 > self.reserved.get() {
+            // A full disk takes what fits in the blocks it has: a short write.
+            let short = buf.len() / 2;
+            if short > 0 {
+                self.push(PendingOp::Write(off, buf[..short].to_vec()));
+            }
+            return Err(no_space());
+        }
+        self.push(PendingOp::Write(off, buf.to_vec()));
         Ok(())
     }
 
@@ -271,11 +555,9 @@ impl File for MemFile {
     }
 
     fn set_len(&self, len: u64) -> io::Result<()> {
+        // Shrinking and growing a sparse file need no free blocks.
         self.fs.check(&self.fs.writes, &self.fs.fail_write_at)?;
-        let mut d = self.data.borrow_mut();
-        let op = PendingOp::SetLen(len);
-        apply(&mut d.current, &op);
-        d.pending.push(op);
+        self.push(PendingOp::SetLen(len));
         Ok(())
     }
 
@@ -293,6 +575,22 @@ impl File for MemFile {
 
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {
         None
+    }
+
+    fn punch_hole(&self, off: u64, len: u64) -> io::Result<()> {
+        if self.fs.broken.get() {
+            return Err(io::Error::other("injected fault (disk already failed)"));
+        }
+        self.push(PendingOp::Punch(off, len));
+        Ok(())
+    }
+
+    fn preallocate(&self, off: u64, len: u64) -> io::Result<()> {
+        if self.fs.full.get() {
+            return Err(no_space());
+        }
+        self.reserved.set(self.reserved.get().max(off + len));
+        Ok(())
     }
 }
 
@@ -343,8 +641,29 @@ impl MemIo {
         self.shared.fail_sync_at.set(Some(self.shared.syncs.get() + n));
     }
 
+    /// The disk fills up at the n-th write from now (1-based): that write and
+    /// every later one write half their bytes and fail with `StorageFull`
+    /// until [`MemIo::set_full`]`(false)`. Truncating, punching holes,
+    /// renaming and syncing keep working, as on a real full disk.
+    pub fn fill_at(&self, n: u64) {
+        self.shared.full_at.set(Some(self.shared.writes.get() + n));
+    }
+
+    pub fn set_full(&self, full: bool) {
+        self.shared.full.set(full);
+        if !full {
+            self.shared.full_at.set(None);
+        }
+    }
+
     pub fn counts(&self) -> (u64, u64) {
         (self.shared.writes.get(), self.shared.syncs.get())
+    }
+
+    /// Bytes currently stored (for tests of space reclamation): the length
+    /// of every file minus the zeros of punched holes.
+    pub fn stored_bytes(&self) -> u64 {
+        self.current.borrow().files.values().map(|f| f.data.borrow().current.iter().filter(|&&b| b != 0).count() as u64).sum()
     }
 
     /// The file system as a power loss now would leave it.
@@ -380,7 +699,11 @@ impl MemIo {
                     },
                 }
             }
-            let file = MemFile { data: RefCell::new(MemData { current: bytes.clone(), durable: bytes, pending: Vec::new() }), fs: shared.clone() };
+            let file = MemFile {
+                data: RefCell::new(MemData { current: bytes.clone(), durable: bytes, pending: Vec::new() }),
+                fs: shared.clone(),
+                reserved: Cell::new(0),
+            };
             names.files.insert(path.clone(), Rc::new(file));
         }
         MemIo { shared, current: RefCell::new(names.clone()), durable: RefCell::new(names) }
@@ -409,7 +732,11 @@ impl Io for MemIo {
             }
         }
         self.shared.check(&self.shared.writes, &self.shared.fail_write_at)?;
-        let f = Rc::new(MemFile { data: RefCell::new(MemData { current: Vec::new(), durable: Vec::new(), pending: Vec::new() }), fs: self.shared.clone() });
+        let f = Rc::new(MemFile {
+            data: RefCell::new(MemData { current: Vec::new(), durable: Vec::new(), pending: Vec::new() }),
+            fs: self.shared.clone(),
+            reserved: Cell::new(0),
+        });
         names.files.insert(path.to_path_buf(), f.clone());
         Ok(f)
     }
@@ -488,27 +815,10 @@ impl Io for MemIo {
         }
         Ok(())
     }
-}
 
-/// Writes a file atomically: `<path>.tmp`, sync, rename, sync the directory.
-pub fn write_atomic(io: &dyn Io, path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let f = io.open(&tmp, OpenMode::Truncate)?;
-    f.write_at(bytes, 0)?;
-    f.sync()?;
-    io.rename(&tmp, path)?;
-    io.sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Reads a whole file, None when it does not exist.
-pub fn read_optional(io: &dyn Io, path: &Path) -> io::Result<Option<Vec<u8>>> {
-    if !io.exists(path) {
-        return Ok(None);
-    }
-    match io.open(path, OpenMode::Existing) {
-        Ok(f) => f.read_all().map(Some),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+    fn run(&self, tasks: Vec<Task>) -> Running {
+        let r = run_inline(self, tasks);
+        Box::pin(std::future::ready(r))
     }
 }
 
@@ -546,5 +856,56 @@ mod tests {
         a.write_at(b"1", 0).unwrap();
         assert!(a.write_at(b"2", 1).is_err());
         assert!(a.sync().is_err());
+    }
+
+    #[test]
+    fn a_full_disk_writes_short_then_recovers() {
+        let io = MemIo::new();
+        io.create_dir_all(Path::new("/d")).unwrap();
+        let a = io.open(Path::new("/d/a"), OpenMode::Create).unwrap();
+        io.fill_at(2);
+        a.write_at(b"1111", 0).unwrap();
+        let e = a.write_at(b"2222", 4).unwrap_err();
+        assert!(is_full(&e));
+        assert_eq!(a.read_all().unwrap(), b"111122", "a short write");
+        a.set_len(4).unwrap();
+        a.punch_hole(0, 2).unwrap();
+        a.sync().unwrap();
+        io.set_full(false);
+        a.write_at(b"3", 4).unwrap();
+        assert_eq!(a.read_all().unwrap(), [0, 0, b'1', b'1', b'3']);
+    }
+
+    #[test]
+    fn real_files_punch_holes_and_jobs_run_on_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = RealIo::with_sync_threads(2, "test-sync");
+        let p = dir.path().join("f");
+        let f = io.open(&p, OpenMode::Create).unwrap();
+        f.write_at(&vec![7u8; 64 << 10], 0).unwrap();
+        match f.punch_hole(4096, 32 << 10) {
+            Ok(()) => {
+                let mut b = vec![1u8; 8];
+                f.read_exact_at(&mut b, 8192).unwrap();
+                assert_eq!(b, [0; 8]);
+            }
+            Err(e) => assert_eq!(e.kind(), io::ErrorKind::Unsupported),
+        }
+        let target = dir.path().join("replaced");
+        let tasks = vec![
+            Task(vec![Job::SyncFile(f.clone())]),
+            Task(vec![Job::Replace { path: target.clone(), content: Box::new(|| b"new".to_vec()), sync: true }]),
+            Task(vec![Job::SyncDir(dir.path().join("missing"))]),
+        ];
+        let results = futures_lite_block_on(io.run(tasks));
+        assert!(results[0].is_ok() && results[1].is_ok() && results[2].is_err());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    /// Polls a future to completion on this thread (the sync threads wake it).
+    fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
+        crate::store::commit::block_on(f)
     }
 }

@@ -1,10 +1,18 @@
 //! A user's list of mailboxes (name, id, UIDVALIDITY, special use,
 //! placeholder state) and subscriptions: the `mailboxes` file of
 //! docs/store-format.md, rewritten atomically on every change.
+//!
+//! A change takes effect in memory at once ([`ManifestCell::change`]) and
+//! becomes durable with the next group commit that includes the cell
+//! (`store::commit`): the file is replaced off the worker thread.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use super::format::crc;
+use super::io::{Io, Job, Task};
 
 /// The hierarchy delimiter (RFC 9051 5.1.1).
 pub const DELIMITER: char = '/';
@@ -181,6 +189,102 @@ impl Manifest {
         self.next_id = id + 1;
         self.entries.push(Entry { id, uidvalidity, noselect, special_use, name });
         id
+    }
+}
+
+/// A user's manifest as the store uses it: the current version in memory,
+/// and which version is on disk.
+pub struct ManifestCell {
+    io: Rc<dyn Io>,
+    /// `<user dir>/mailboxes`.
+    path: PathBuf,
+    state: RefCell<Manifest>,
+    version: Cell<u64>,
+    durable: Cell<u64>,
+    /// Directories whose new entries must be synced with the next write:
+    /// for a new user, the user's directory in `mail/` and `boxes/` in it.
+    new_dirs: RefCell<Vec<PathBuf>>,
+    /// Directories to remove once the version that dropped them is durable
+    /// (a deleted mailbox's files).
+    remove_after: RefCell<Vec<(u64, PathBuf)>>,
+}
+
+impl ManifestCell {
+    /// A manifest that is on disk as it is.
+    pub fn saved(io: Rc<dyn Io>, path: &Path, m: Manifest) -> Rc<ManifestCell> {
+        Rc::new(ManifestCell {
+            io,
+            path: path.to_path_buf(),
+            state: RefCell::new(m),
+            version: Cell::new(1),
+            durable: Cell::new(1),
+            new_dirs: RefCell::new(Vec::new()),
+            remove_after: RefCell::new(Vec::new()),
+        })
+    }
+
+    /// A manifest not written yet; `new_dirs` are synced with its first write.
+    pub fn unsaved(io: Rc<dyn Io>, path: &Path, m: Manifest, new_dirs: Vec<PathBuf>) -> Rc<ManifestCell> {
+        let c = Self::saved(io, path, m);
+        c.durable.set(0);
+        *c.new_dirs.borrow_mut() = new_dirs;
+        c
+    }
+
+    pub fn get(&self) -> std::cell::Ref<'_, Manifest> {
+        self.state.borrow()
+    }
+
+    /// Installs a changed manifest (effective at once, durable at the next commit).
+    pub fn change(&self, m: Manifest) {
+        *self.state.borrow_mut() = m;
+        self.version.set(self.version.get() + 1);
+    }
+
+    /// Removes `dir` once the current version is durable.
+    pub fn remove_when_durable(&self, dir: PathBuf) {
+        self.remove_after.borrow_mut().push((self.version.get(), dir));
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.durable.get() < self.version.get()
+    }
+
+    /// The job that writes the current version, if it is not on disk yet.
+    pub(crate) fn begin_commit(&self, sync: bool) -> Option<(Task, u64)> {
+        if !self.is_dirty() {
+            return None;
+        }
+        let bytes = self.state.borrow().encode();
+        let mut jobs = vec![Job::Replace { path: self.path.clone(), content: Box::new(move || bytes), sync }];
+        if sync {
+            jobs.extend(self.new_dirs.borrow().iter().cloned().map(Job::SyncDir));
+        }
+        Some((Task(jobs), self.version.get()))
+    }
+
+    pub(crate) fn end_commit(&self, version: u64, result: &std::io::Result<()>) {
+        match result {
+            Ok(()) => {
+                if version > self.durable.get() {
+                    self.durable.set(version);
+                }
+                self.new_dirs.borrow_mut().clear();
+                let durable = self.durable.get();
+                let done: Vec<PathBuf> = {
+                    let mut r = self.remove_after.borrow_mut();
+                    let (now, later): (Vec<_>, Vec<_>) = r.drain(..).partition(|(v, _)| *v <= durable);
+                    *r = later;
+                    now.into_iter().map(|(_, d)| d).collect()
+                };
+                for d in done {
+                    if let Err(e) = self.io.remove_dir_all(&d) {
+                        tracing::warn!(dir = %d.display(), error = %e, "cannot remove a deleted mailbox's files (removed at next start)");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot save the list of mailboxes"),
+        }
     }
 }
 

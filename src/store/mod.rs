@@ -1,12 +1,17 @@
 //! Where mail lives: per user a manifest of mailboxes, per mailbox
-//! memory-mapped segments, an rkyv index and a change log
+//! memory-mapped segments, an rkyv index and change logs
 //! (docs/store-format.md).
 //!
-//! The store never formats IMAP and never blocks on a sync: it writes, says
-//! which files need syncing, and publishes what became durable. Each worker
+//! The store owns durability. Changes take effect in memory at once and
+//! are written (not synced) on the worker; [`Committer`] turns "tell me when
+//! this is durable" into shared syncs that run off the worker thread, and
+//! [`Store::housekeep`] carries out the rest of the policy: syncing what
+//! nobody waits for, checkpoints, giving expunged space back, compaction.
+//! The store never formats IMAP and never blocks on a sync. Each worker
 //! owns the [`Store`] of its users (users are sharded across workers), so
 //! nothing here is shared between threads.
 
+pub mod commit;
 pub mod format;
 pub mod index;
 pub mod io;
@@ -16,14 +21,16 @@ pub mod manifest;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+pub use self::commit::{Committer, Deferred, Spawner, Target, Ticket};
 pub use self::io::{Io, MemIo, RealIo};
-pub use mailbox::{AppendHandle, CommitBatch, Mailbox, Msg, Settings, StoreError};
-pub use manifest::{Entry, NameError, DELIMITER};
+pub use mailbox::{AppendHandle, CheckpointJob, CommitBatch, Mailbox, Msg, Settings, StoreError};
+pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 
-use self::io::{read_optional, write_atomic};
+use self::io::read_optional;
 use manifest::{canonical, parents, Manifest};
 
 pub type MailboxRef = Rc<RefCell<Mailbox>>;
@@ -68,18 +75,59 @@ pub struct Store {
     root: PathBuf,
     settings: Settings,
     users: RefCell<HashMap<String, Rc<UserStore>>>,
+    committer: Rc<Committer>,
+    /// Tasks spawned by the committer when no runtime was given.
+    deferred: Option<Deferred>,
 }
 
 /// Users kept open without sessions before idle ones are dropped.
 const USERS_CACHED: usize = 20_000;
 
 impl Store {
+    /// A store whose background tasks (group commits, checkpoints) run on
+    /// the caller's runtime through `spawn`.
+    pub fn with_spawner(io: Rc<dyn Io>, root: &Path, settings: Settings, spawn: Spawner) -> Store {
+        let committer = Committer::new(io.clone(), settings.sync == crate::config::SyncMode::Always, spawn);
+        Store { io, root: root.to_path_buf(), settings, users: RefCell::new(HashMap::new()), committer, deferred: None }
+    }
+
+    /// A store without a runtime (tests, command-line tools): background
+    /// tasks run when [`Store::run_pending`] is called.
     pub fn new(io: Rc<dyn Io>, root: &Path, settings: Settings) -> Store {
-        Store { io, root: root.to_path_buf(), settings, users: RefCell::new(HashMap::new()) }
+        let d = Deferred::default();
+        let mut s = Self::with_spawner(io, root, settings, d.spawner());
+        s.deferred = Some(d);
+        s
+    }
+
+    /// Runs the commits and checkpoints spawned so far (stores made with
+    /// [`Store::new`]).
+    pub fn run_pending(&self) {
+        if let Some(d) = &self.deferred {
+            d.run();
+        }
+    }
+
+    /// Waits for `f` on this thread, running the store's background tasks
+    /// meanwhile (stores made with [`Store::new`]).
+    pub fn block_on<F: Future>(&self, f: F) -> F::Output {
+        match &self.deferred {
+            Some(d) => d.block_on(f),
+            None => commit::block_on(f),
+        }
     }
 
     pub fn settings(&self) -> &Settings {
         &self.settings
+    }
+
+    pub fn committer(&self) -> &Rc<Committer> {
+        &self.committer
+    }
+
+    /// A ticket for everything written to `target` so far.
+    pub fn durable(&self, target: Target) -> Ticket {
+        self.committer.durable(target)
     }
 
     /// Opens (creating on first use) a user's store.
@@ -87,18 +135,92 @@ impl Store {
         if let Some(u) = self.users.borrow().get(name) {
             return Ok(u.clone());
         }
-        let u = Rc::new(UserStore::open(self.io.clone(), &self.root.join(user_dir_name(name)), name, self.settings, now)?);
+        let u = Rc::new(UserStore::open(self.io.clone(), &self.root, &user_dir_name(name), name, self.settings, now, self.committer.clone())?);
         let mut users = self.users.borrow_mut();
         if users.len() >= USERS_CACHED {
-            users.retain(|_, u| Rc::strong_count(u) > 1);
+            users.retain(|_, u| Rc::strong_count(u) > 1 || u.manifest.is_dirty());
         }
         users.insert(name.to_string(), u.clone());
         Ok(u)
     }
 
-    /// Every open mailbox (for the background flush and compaction).
+    /// Every open mailbox (for the background work and shutdown).
     pub fn open_mailboxes(&self) -> Vec<MailboxRef> {
         self.users.borrow().values().flat_map(|u| u.open.borrow().values().cloned().collect::<Vec<_>>()).collect()
+    }
+
+    /// One round of background work: syncs what nobody waits for (a
+    /// session that went away before its commit), starts checkpoints,
+    /// gives expunged space back, compacts in slices (calling `pause`
+    /// between them so the worker keeps serving), and lets go of mailboxes
+    /// a failed sync poisoned so the next session reopens them from disk.
+    pub async fn housekeep<F: Future<Output = ()>>(&self, pause: impl Fn() -> F) {
+        /// Compaction slices per mailbox per round; the rest waits.
+        const SLICES: usize = 64;
+        /// Segments looked at for dead space per mailbox per round.
+        const RECLAIM_SEGMENTS: usize = 16;
+        let users: Vec<Rc<UserStore>> = self.users.borrow().values().cloned().collect();
+        let mut tickets = Vec::new();
+        for u in &users {
+            u.open.borrow_mut().retain(|_, mb| !mb.borrow().is_poisoned());
+            if u.manifest.is_dirty() {
+                tickets.push(self.durable(Target::Manifest(u.manifest.clone())));
+            }
+        }
+        let mailboxes = self.open_mailboxes();
+        for mb in &mailboxes {
+            if mb.borrow().is_dirty() {
+                tickets.push(self.durable(Target::Mailbox(mb.clone())));
+            }
+        }
+        for t in tickets {
+            let _ = t.await;
+        }
+        for mb in &mailboxes {
+            self.committer.checkpoint_if_needed(mb);
+            if mb.borrow().wants_reclaim() {
+                mb.borrow_mut().reclaim_space(RECLAIM_SEGMENTS);
+            }
+            if mb.borrow().wants_compaction() {
+                for _ in 0..SLICES {
+                    let r = mb.borrow_mut().compact_step(4 << 20);
+                    match r {
+                        Ok(true) => {
+                            self.committer.checkpoint_if_needed(mb);
+                            break;
+                        }
+                        Ok(false) => pause().await,
+                        Err(e) => {
+                            tracing::error!(error = %e, "compaction failed");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Syncs and checkpoints every open mailbox now, on this thread (at
+    /// shutdown, when no session is left to serve).
+    pub fn close(&self) {
+        // Not through the committer: its task needs the runtime this thread
+        // would be blocked in.
+        let sync = self.settings.sync == crate::config::SyncMode::Always;
+        for u in self.users.borrow().values() {
+            if let Some((task, version)) = u.manifest.begin_commit(sync) {
+                let r = commit::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
+                u.manifest.end_commit(version, &r);
+            }
+        }
+        for mb in self.open_mailboxes() {
+            let mut m = mb.borrow_mut();
+            if m.is_poisoned() {
+                continue;
+            }
+            if let Err(e) = m.checkpoint() {
+                tracing::error!(error = %e, "final checkpoint failed");
+            }
+        }
     }
 }
 
@@ -108,65 +230,103 @@ pub struct UserStore {
     dir: PathBuf,
     name: String,
     settings: Settings,
-    manifest: RefCell<Manifest>,
+    manifest: Rc<ManifestCell>,
     open: RefCell<HashMap<u32, MailboxRef>>,
+    committer: Rc<Committer>,
 }
 
 impl UserStore {
-    pub fn open(io: Rc<dyn Io>, dir: &Path, name: &str, settings: Settings, now: i64) -> std::io::Result<UserStore> {
+    /// Opens the user directory `<root>/<dir_name>`, creating a user's
+    /// default mailboxes on first use (saved with the first commit).
+    pub fn open(io: Rc<dyn Io>, root: &Path, dir_name: &str, name: &str, settings: Settings, now: i64, committer: Rc<Committer>) -> std::io::Result<UserStore> {
+        let dir = root.join(dir_name);
+        let mut new_dirs = Vec::new();
+        if !io.exists(&dir) {
+            new_dirs.push(root.to_path_buf());
+        }
+        if !io.exists(&dir.join("boxes")) {
+            new_dirs.push(dir.clone());
+        }
         io.create_dir_all(&dir.join("boxes"))?;
         let path = dir.join("mailboxes");
         let manifest = match read_optional(&*io, &path)? {
-            Some(bytes) => {
-                Manifest::decode(&bytes).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is corrupt", path.display())))?
-            }
+            Some(bytes) => ManifestCell::saved(
+                io.clone(),
+                &path,
+                Manifest::decode(&bytes).ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("{} is corrupt", path.display())))?,
+            ),
             None => {
                 let mut m = Manifest { next_id: 1, ..Default::default() };
                 for (n, su) in DEFAULT_MAILBOXES {
                     let uv = m.new_uidvalidity(now);
-                    let id = m.add(n.to_string(), uv, su.map(str::to_string), false);
-                    Mailbox::create(io.clone(), &dir.join("boxes").join(id.to_string()), uv, settings)?;
+                    m.add(n.to_string(), uv, su.map(str::to_string), false);
                     m.subscribed.insert(n.to_string());
                 }
-                write_atomic(&*io, &path, &m.encode())?;
-                m
+                new_dirs.push(dir.clone());
+                ManifestCell::unsaved(io.clone(), &path, m, new_dirs)
             }
         };
-        Ok(UserStore { io, dir: dir.to_path_buf(), name: name.to_string(), settings, manifest: RefCell::new(manifest), open: RefCell::new(HashMap::new()) })
+        let u = UserStore { io, dir, name: name.to_string(), settings, manifest, open: RefCell::new(HashMap::new()), committer };
+        u.remove_orphans();
+        Ok(u)
+    }
+
+    /// Mailbox directories the manifest does not list: left by a DELETE
+    /// whose removal did not finish, or by a CREATE a crash undid.
+    fn remove_orphans(&self) {
+        let Ok(names) = self.io.read_dir(&self.dir.join("boxes")) else { return };
+        let listed: BTreeSet<u32> = self.manifest.get().entries.iter().filter(|e| !e.noselect).map(|e| e.id).collect();
+        for n in names {
+            match n.parse::<u32>() {
+                Ok(id) if !listed.contains(&id) => {
+                    if let Err(e) = self.io.remove_dir_all(&self.box_dir(id)) {
+                        tracing::warn!(user = self.name, id, error = %e, "cannot remove an unlisted mailbox directory");
+                    }
+                }
+                _ => {}
+            }
+        }
     }
 
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    fn save(&self, m: &Manifest) -> std::io::Result<()> {
-        write_atomic(&*self.io, &self.dir.join("mailboxes"), &m.encode())
-    }
-
     fn box_dir(&self, id: u32) -> PathBuf {
         self.dir.join("boxes").join(id.to_string())
     }
 
+    /// A ticket for the user's list of mailboxes (after CREATE, DELETE,
+    /// RENAME, SUBSCRIBE, UNSUBSCRIBE).
+    pub fn manifest_durable(&self) -> Ticket {
+        self.committer.durable(Target::Manifest(self.manifest.clone()))
+    }
+
+    /// A ticket for everything written to `mb` so far.
+    pub fn durable(&self, mb: &MailboxRef) -> Ticket {
+        self.committer.durable(Target::Mailbox(mb.clone()))
+    }
+
     /// Every mailbox entry (placeholders included), INBOX first then by name.
     pub fn entries(&self) -> Vec<Entry> {
-        let mut v = self.manifest.borrow().entries.clone();
+        let mut v = self.manifest.get().entries.clone();
         v.sort_by(|a, b| (a.name != "INBOX", &a.name).cmp(&(b.name != "INBOX", &b.name)));
         v
     }
 
     pub fn subscriptions(&self) -> BTreeSet<String> {
-        self.manifest.borrow().subscribed.clone()
+        self.manifest.get().subscribed.clone()
     }
 
     pub fn has_children(&self, name: &str) -> bool {
-        self.manifest.borrow().has_children(name)
+        self.manifest.get().has_children(name)
     }
 
     /// Opens a selectable mailbox by (canonical or client) name.
     pub fn mailbox(&self, name: &str) -> Result<MailboxRef, MailboxError> {
         let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
         let (id, uv) = {
-            let m = self.manifest.borrow();
+            let m = self.manifest.get();
             let e = m.get(&name).ok_or(MailboxError::NonExistent)?;
             if e.noselect {
                 return Err(MailboxError::NoSelect);
@@ -174,21 +334,25 @@ impl UserStore {
             (e.id, e.uidvalidity)
         };
         if let Some(mb) = self.open.borrow().get(&id) {
-            return Ok(mb.clone());
+            if !mb.borrow().is_poisoned() {
+                return Ok(mb.clone());
+            }
         }
-        let mb = Rc::new(RefCell::new(Mailbox::open(self.io.clone(), &self.box_dir(id), uv, self.settings)?));
+        let mut mb = Mailbox::open(self.io.clone(), &self.box_dir(id), uv, self.settings)?;
+        mb.set_owner(self.manifest.clone());
+        let mb = Rc::new(RefCell::new(mb));
         self.open.borrow_mut().insert(id, mb.clone());
         Ok(mb)
     }
 
     /// CREATE (RFC 9051 6.3.4), making missing parent levels as well.
+    /// In memory at once; durable with [`UserStore::manifest_durable`].
     pub fn create(&self, name: &str, now: i64) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
-        let mut m = self.manifest.borrow().clone();
+        let mut m = self.manifest.get().clone();
         if m.get(&name).is_some_and(|e| !e.noselect) {
             return Err(MailboxError::AlreadyExists);
         }
-        let mut made = Vec::new();
         for level in parents(&name).into_iter().map(str::to_string).chain(std::iter::once(name.clone())) {
             match m.get(&level).map(|e| e.noselect) {
                 Some(false) => continue,
@@ -200,32 +364,27 @@ impl UserStore {
                     e.noselect = false;
                     e.id = id;
                     e.uidvalidity = uv;
-                    made.push((id, uv));
                 }
                 None => {
                     let uv = m.new_uidvalidity(now);
-                    let id = m.add(level, uv, None, false);
-                    made.push((id, uv));
+                    m.add(level, uv, None, false);
                 }
             }
         }
-        for &(id, uv) in &made {
-            Mailbox::create(self.io.clone(), &self.box_dir(id), uv, self.settings)?;
-        }
-        self.save(&m)?;
-        *self.manifest.borrow_mut() = m;
+        self.manifest.change(m);
         Ok(())
     }
 
     /// DELETE (RFC 9051 6.3.5). A mailbox with children becomes a
     /// `\Noselect` placeholder (its messages are removed); deleting a
     /// placeholder that still has children is refused with HASCHILDREN.
+    /// The files go once the change is durable.
     pub fn delete(&self, name: &str) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
         if name == "INBOX" {
             return Err(MailboxError::Forbidden("INBOX cannot be deleted"));
         }
-        let mut m = self.manifest.borrow().clone();
+        let mut m = self.manifest.get().clone();
         let e = m.get(&name).cloned().ok_or(MailboxError::NonExistent)?;
         if m.has_children(&name) {
             if e.noselect {
@@ -236,13 +395,12 @@ impl UserStore {
             m.entries.retain(|x| x.name != name);
             prune_placeholders(&mut m, &name);
         }
-        self.save(&m)?;
-        *self.manifest.borrow_mut() = m;
+        self.manifest.change(m);
         if !e.noselect {
             if let Some(mb) = self.open.borrow_mut().remove(&e.id) {
                 mb.borrow_mut().mark_deleted();
             }
-            self.io.remove_dir_all(&self.box_dir(e.id))?;
+            self.manifest.remove_when_durable(self.box_dir(e.id));
         }
         Ok(())
     }
@@ -252,7 +410,7 @@ impl UserStore {
     pub fn rename(&self, from: &str, to: &str, now: i64) -> Result<(), MailboxError> {
         let from = canonical(from).map_err(|_| MailboxError::NonExistent)?;
         let to = canonical(to).map_err(MailboxError::InvalidName)?;
-        let mut m = self.manifest.borrow().clone();
+        let mut m = self.manifest.get().clone();
         if m.get(&from).is_none_or(|e| e.noselect && from == "INBOX") {
             return Err(MailboxError::NonExistent);
         }
@@ -265,15 +423,13 @@ impl UserStore {
         for p in parents(&to) {
             if m.get(p).is_none() {
                 let uv = m.new_uidvalidity(now);
-                let id = m.add(p.to_string(), uv, None, false);
-                Mailbox::create(self.io.clone(), &self.box_dir(id), uv, self.settings)?;
+                m.add(p.to_string(), uv, None, false);
             }
         }
         if from == "INBOX" {
             m.get_mut("INBOX").expect("present").name = to.clone();
             let uv = m.new_uidvalidity(now);
-            let id = m.add("INBOX".to_string(), uv, None, false);
-            Mailbox::create(self.io.clone(), &self.box_dir(id), uv, self.settings)?;
+            m.add("INBOX".to_string(), uv, None, false);
         } else {
             let prefix = format!("{from}{DELIMITER}");
             for e in &mut m.entries {
@@ -285,29 +441,26 @@ impl UserStore {
             }
             prune_placeholders(&mut m, &from);
         }
-        self.save(&m)?;
-        *self.manifest.borrow_mut() = m;
+        self.manifest.change(m);
         Ok(())
     }
 
     pub fn subscribe(&self, name: &str) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
-        let mut m = self.manifest.borrow().clone();
+        let mut m = self.manifest.get().clone();
         if m.subscribed.insert(name) {
-            self.save(&m)?;
-            *self.manifest.borrow_mut() = m;
+            self.manifest.change(m);
         }
         Ok(())
     }
 
     pub fn unsubscribe(&self, name: &str) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
-        let mut m = self.manifest.borrow().clone();
+        let mut m = self.manifest.get().clone();
         if !m.subscribed.remove(&name) {
             return Err(MailboxError::NonExistent);
         }
-        self.save(&m)?;
-        *self.manifest.borrow_mut() = m;
+        self.manifest.change(m);
         Ok(())
     }
 }
@@ -324,5 +477,7 @@ fn prune_placeholders(m: &mut Manifest, name: &str) {
     }
 }
 
+#[cfg(test)]
+mod model_tests;
 #[cfg(test)]
 mod tests;

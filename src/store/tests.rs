@@ -2,10 +2,17 @@
 
 use super::*;
 
-fn store() -> (Rc<MemIo>, UserStore) {
+fn store() -> (Rc<MemIo>, Store, Rc<UserStore>) {
     let io = Rc::new(MemIo::new());
-    let u = UserStore::open(io.clone(), Path::new("/d/mail/u"), "u", Settings::default(), 1_000).unwrap();
-    (io, u)
+    let s = Store::new(io.clone(), Path::new("/d/mail"), Settings::default());
+    let u = s.user("u", 1_000).unwrap();
+    (io, s, u)
+}
+
+/// Waits for a ticket, running the store's commits.
+fn wait(s: &Store, t: Ticket) -> std::io::Result<()> {
+    s.run_pending();
+    commit::block_on(t)
 }
 
 fn names(u: &UserStore) -> Vec<String> {
@@ -14,7 +21,7 @@ fn names(u: &UserStore) -> Vec<String> {
 
 #[test]
 fn new_users_get_special_use_mailboxes() {
-    let (_, u) = store();
+    let (_, _s, u) = store();
     assert_eq!(names(&u), vec!["INBOX", "Archive", "Drafts", "Junk", "Sent", "Trash"]);
     let e = u.entries().into_iter().find(|e| e.name == "Sent").unwrap();
     assert_eq!(e.special_use.as_deref(), Some("\\Sent"));
@@ -27,7 +34,7 @@ fn new_users_get_special_use_mailboxes() {
 
 #[test]
 fn create_makes_parents_and_refuses_duplicates() {
-    let (_, u) = store();
+    let (_, _s, u) = store();
     u.create("a/b/c", 2_000).unwrap();
     assert!(names(&u).contains(&"a".to_string()));
     assert!(names(&u).contains(&"a/b".to_string()));
@@ -39,7 +46,7 @@ fn create_makes_parents_and_refuses_duplicates() {
 
 #[test]
 fn delete_rules() {
-    let (_, u) = store();
+    let (_, _s, u) = store();
     assert!(matches!(u.delete("INBOX"), Err(MailboxError::Forbidden(_))));
     assert!(matches!(u.delete("nope"), Err(MailboxError::NonExistent)));
     u.create("p/c", 2_000).unwrap();
@@ -53,7 +60,7 @@ fn delete_rules() {
 
 #[test]
 fn rename_moves_children_and_inbox_moves_messages() {
-    let (_, u) = store();
+    let (_, _s, u) = store();
     u.create("old/kid", 2_000).unwrap();
     u.rename("old", "new/place", 2_000).unwrap();
     let n = names(&u);
@@ -62,7 +69,7 @@ fn rename_moves_children_and_inbox_moves_messages() {
     assert!(matches!(u.rename("new", "new/x", 2_000), Err(MailboxError::Forbidden(_))));
     let inbox = u.mailbox("INBOX").unwrap();
     inbox.borrow_mut().append_bytes(b"Subject: x\r\n\r\nhi\r\n", 0, 0, 0).unwrap();
-    inbox.borrow_mut().commit().unwrap();
+    wait(&_s, u.durable(&inbox)).unwrap();
     u.rename("INBOX", "Saved", 3_000).unwrap();
     assert_eq!(u.mailbox("Saved").unwrap().borrow().exists(), 1);
     assert_eq!(u.mailbox("INBOX").unwrap().borrow().exists(), 0);
@@ -70,12 +77,50 @@ fn rename_moves_children_and_inbox_moves_messages() {
 
 #[test]
 fn manifest_survives_crash_and_reopen() {
-    let (io, u) = store();
+    let (io, s, u) = store();
     u.create("Work", 2_000).unwrap();
     u.subscribe("Work").unwrap();
     u.unsubscribe("Junk").unwrap();
+    let before = io.crash(io::CrashMode::KeepUnsynced);
+    assert!(!before.exists(Path::new("/d/mail/u/mailboxes")), "nothing is written before a commit");
+    wait(&s, u.manifest_durable()).unwrap();
     let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
-    let u2 = UserStore::open(crashed, Path::new("/d/mail/u"), "u", Settings::default(), 1_000).unwrap();
+    let s2 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
+    let u2 = s2.user("u", 1_000).unwrap();
     assert!(names(&u2).contains(&"Work".to_string()));
     assert!(u2.subscriptions().contains("Work") && !u2.subscriptions().contains("Junk"));
+}
+
+/// A new mailbox's messages count only once the mailbox is listed: the
+/// mailbox's commit saves the list of mailboxes with it.
+#[test]
+fn mail_in_a_new_mailbox_survives_a_crash_with_the_mailbox() {
+    let (io, s, u) = store();
+    u.create("Lists/rust", 2_000).unwrap();
+    let mb = u.mailbox("Lists/rust").unwrap();
+    mb.borrow_mut().append_bytes(b"Subject: hi\r\n\r\nbody\r\n", 0, 0, 5).unwrap();
+    wait(&s, u.durable(&mb)).unwrap();
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s2 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
+    let u2 = s2.user("u", 1_000).unwrap();
+    assert_eq!(u2.mailbox("Lists/rust").unwrap().borrow().exists(), 1);
+}
+
+/// DELETE removes the files only once the manifest without the mailbox is
+/// durable; a crash before that leaves the mailbox whole.
+#[test]
+fn delete_removes_files_after_the_change_is_durable() {
+    let (io, s, u) = store();
+    let mb = u.mailbox("Trash").unwrap();
+    mb.borrow_mut().append_bytes(b"Subject: junk\r\n\r\nx\r\n", 0, 0, 5).unwrap();
+    wait(&s, u.durable(&mb)).unwrap();
+    u.delete("Trash").unwrap();
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s2 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
+    assert_eq!(s2.user("u", 1_000).unwrap().mailbox("Trash").unwrap().borrow().exists(), 1, "not durable: still there");
+    wait(&s, u.manifest_durable()).unwrap();
+    assert!(io.read_dir(Path::new("/d/mail/u/boxes")).unwrap().len() < 6, "files removed");
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s3 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
+    assert!(s3.user("u", 1_000).unwrap().mailbox("Trash").is_err());
 }

@@ -2,7 +2,7 @@
 //! APPENDLIMIT RFC 7889). The message streams into the store as it arrives
 //! and is acknowledged (with APPENDUID) only once it is durable.
 
-use super::{bad, keyword_mask, no, open_mailbox, split_flags, store_error, Directive, Durable, Session, Step, Wait};
+use super::{bad, keyword_mask, mailbox_durable, no, not_durable, ok, open_mailbox, split_flags, store_error, when_durable, Directive, Session, Wait};
 use crate::proto::{AppendHeader, Out};
 use crate::store::{AppendHandle, MailboxRef, StoreError};
 
@@ -84,8 +84,19 @@ pub fn end(s: &mut Session, r: Result<(), String>, out: &mut Out) -> Directive {
     let r = a.mbox.borrow_mut().finish_append(a.handle, a.flags, a.keywords, a.date);
     match r {
         Ok(uid) => {
-            s.wait = Wait::Durable(Box::new(Durable::Append { tag: a.tag, mbox: a.mbox, uid }));
-            Directive::Return(Step::AwaitDurable)
+            let ticket = mailbox_durable(s, &a.mbox);
+            let (tag, mbox) = (a.tag, a.mbox);
+            when_durable(
+                s,
+                ticket,
+                Box::new(move |s, r, out| match r {
+                    Ok(()) => {
+                        let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
+                        ok(s, out, &tag, Some(&code), "Append completed.", true)
+                    }
+                    Err(e) => not_durable(out, &tag, &e),
+                }),
+            )
         }
         Err(e) => store_error(out, &a.tag, &e),
     }

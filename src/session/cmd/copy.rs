@@ -2,7 +2,9 @@
 //! COPYUID (RFC 4315). The answer waits until the copies are durable; MOVE
 //! expunges the originals only after that.
 
-use super::{bad, keyword_mask, no, open_mailbox, store_error, Directive, Durable, Session, State, Step, Wait};
+use super::{
+    bad, keyword_mask, mailbox_durable, no, not_durable, ok, ok_when_durable, open_mailbox, store_error, uid_set, when_durable, Directive, Session, State,
+};
 use crate::proto::{Mailbox, Out, SequenceSet};
 
 pub fn run(s: &mut Session, tag: String, set: &SequenceSet, mailbox: &Mailbox, uid: bool, moved: bool, out: &mut Out) -> Directive {
@@ -61,6 +63,32 @@ pub fn run(s: &mut Session, tag: String, set: &SequenceSet, mailbox: &Mailbox, u
             Err(e) => return store_error(out, &tag, &e),
         }
     }
-    s.wait = Wait::Durable(Box::new(Durable::Copy { tag, target, src: src_uids, dst: dst_uids, moved }));
-    Directive::Return(Step::AwaitDurable)
+    let ticket = mailbox_durable(s, &target);
+    when_durable(
+        s,
+        ticket,
+        Box::new(move |s, r, out| {
+            if let Err(e) = r {
+                return not_durable(out, &tag, &e);
+            }
+            let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src_uids), uid_set(&dst_uids));
+            if !moved {
+                return ok(s, out, &tag, Some(&code), "Copy completed.", true);
+            }
+            // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs;
+            // the originals go only once the copies are durable.
+            out.untagged_status("OK", Some(&code), "Moved UIDs.");
+            let State::Selected(_, sel) = &s.state else { return ok(s, out, &tag, None, "Move completed.", true) };
+            let source = sel.mbox.clone();
+            let r = source.borrow_mut().expunge(&src_uids);
+            match r {
+                Ok(gone) if gone.is_empty() => ok(s, out, &tag, None, "Move completed.", true),
+                Ok(_) => {
+                    let ticket = mailbox_durable(s, &source);
+                    ok_when_durable(s, ticket, &tag, None, "Move completed.", true)
+                }
+                Err(e) => store_error(out, &tag, &e),
+            }
+        }),
+    )
 }

@@ -1,6 +1,6 @@
 //! CREATE (RFC 9051 6.3.4): missing parent levels are created too.
 
-use super::{no, ok, Directive, Session};
+use super::{no, Directive, Session};
 use crate::proto::{Mailbox, Out};
 use crate::store::MailboxError;
 
@@ -11,7 +11,10 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, now: i64, out: &mut Ou
     };
     let r = s.state.authed().expect("authenticated").store().create(&name, now);
     match r {
-        Ok(()) => ok(s, out, tag, None, "Create completed.", true),
+        Ok(()) => {
+            let ticket = super::manifest_durable(s);
+            super::ok_when_durable(s, ticket, tag, None, "Create completed.", true)
+        }
         Err(MailboxError::AlreadyExists) => no(out, tag, Some("ALREADYEXISTS"), "Mailbox already exists"),
         Err(MailboxError::InvalidName(_)) => no(out, tag, Some("CANNOT"), "Invalid mailbox name"),
         Err(e) => mailbox_error(out, tag, e),

@@ -2,7 +2,7 @@
 //! placeholder; INBOX cannot be deleted.
 
 use super::create::mailbox_error;
-use super::{no, ok, Directive, Session, State};
+use super::{no, Directive, Session, State};
 use crate::proto::{Mailbox, Out};
 
 pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Directive {
@@ -22,7 +22,10 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Dire
     }
     let r = s.state.authed().expect("authenticated").store().delete(&name);
     match r {
-        Ok(()) => ok(s, out, tag, None, "Delete completed.", true),
+        Ok(()) => {
+            let ticket = super::manifest_durable(s);
+            super::ok_when_durable(s, ticket, tag, None, "Delete completed.", true)
+        }
         Err(crate::store::MailboxError::NonExistent) => no(out, tag, Some("NONEXISTENT"), &format!("Mailbox doesn't exist: {name}")),
         Err(e) => mailbox_error(out, tag, e),
     }

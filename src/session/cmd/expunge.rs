@@ -1,7 +1,7 @@
 //! EXPUNGE (RFC 9051 6.4.3) and UID EXPUNGE (RFC 4315 2.1). The untagged
 //! EXPUNGE responses come from the session's sync, highest number first.
 
-use super::{no, ok, store_error, Directive, Session, State};
+use super::{mailbox_durable, no, ok, ok_when_durable, store_error, Directive, Session, State};
 use crate::proto::{Out, SequenceSet};
 use crate::store::format::F_DELETED;
 
@@ -26,8 +26,13 @@ pub fn run(s: &mut Session, tag: &str, uids: Option<&SequenceSet>, out: &mut Out
         .map(|m| m.uid)
         .collect();
     let r = sel.mbox.borrow_mut().expunge(&doomed);
-    if let Err(e) = r {
-        return store_error(out, tag, &e);
+    match r {
+        Err(e) => store_error(out, tag, &e),
+        Ok(gone) if gone.is_empty() => ok(s, out, tag, None, "Expunge completed.", true),
+        Ok(_) => {
+            let mb = sel.mbox.clone();
+            let ticket = mailbox_durable(s, &mb);
+            ok_when_durable(s, ticket, tag, None, "Expunge completed.", true)
+        }
     }
-    ok(s, out, tag, None, "Expunge completed.", true)
 }

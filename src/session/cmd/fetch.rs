@@ -3,7 +3,7 @@
 //! delivery; message bytes are spliced into the output straight from the
 //! mapped segment, never copied.
 
-use super::{bad, no, ok, store_error, Directive, Session, State};
+use super::{bad, mailbox_durable, no, ok, ok_when_durable, store_error, Directive, Session, State};
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
 use crate::session::mailbox::flags_item;
@@ -180,6 +180,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
     let mark_seen = !sel.read_only && items.iter().any(sets_seen);
     let mut expunged = false;
     let mut unknown_cte = false;
+    let mut seen_set = false;
     for (seq, u) in list {
         let Some(mut m) = sel.mbox.borrow().find(u).copied() else {
             expunged = true;
@@ -197,6 +198,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
                     m.modseq = modseq;
                     sel.reported(u, modseq);
                     seen_now = true;
+                    seen_set = true;
                 }
                 Ok(None) => {}
                 Err(e) => return store_error(out, tag, &e),
@@ -303,5 +305,12 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
     // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
     // 4.1 allows; Dovecot answers the same way).
     let code = expunged.then_some("EXPUNGEISSUED");
+    if seen_set {
+        // \Seen was set: answered once that change is durable.
+        let State::Selected(_, sel) = &s.state else { unreachable!("still selected") };
+        let mb = sel.mbox.clone();
+        let ticket = mailbox_durable(s, &mb);
+        return ok_when_durable(s, ticket, tag, code.map(str::to_string), "Fetch completed.", uid);
+    }
     ok(s, out, tag, code, "Fetch completed.", uid)
 }

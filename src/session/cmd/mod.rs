@@ -32,7 +32,7 @@ mod subscribe;
 use super::{Directive, Session, State, Step, Wait};
 use crate::proto::{Command, CommandBody, Flag, Mailbox, Out};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
-use crate::store::{MailboxRef, StoreError};
+use crate::store::{MailboxRef, StoreError, Ticket};
 
 /// System flags in the order Dovecot lists them.
 pub const SYSTEM_FLAGS: [(u8, &str); 5] =
@@ -167,12 +167,70 @@ pub(crate) fn bad(out: &mut Out, tag: &str, text: &str) -> Directive {
 pub(crate) fn store_error(out: &mut Out, tag: &str, e: &StoreError) -> Directive {
     match e {
         StoreError::TooManyKeywords => no(out, tag, Some("LIMIT"), "Too many keywords in this mailbox"),
+        // RFC 5530 OVERQUOTA, with Dovecot's text for a full disk.
+        StoreError::Full => no(out, tag, Some("OVERQUOTA"), "Not enough disk space"),
         StoreError::Poisoned => no(out, tag, Some("UNAVAILABLE"), "Mailbox is temporarily read-only after a storage error"),
         StoreError::Io(err) => {
             tracing::error!(error = %err, "storage error");
             no(out, tag, Some("SERVERBUG"), "Internal storage error")
         }
     }
+}
+
+/// Answers a change that could not be made durable.
+pub(crate) fn not_durable(out: &mut Out, tag: &str, e: &std::io::Error) -> Directive {
+    if crate::store::io::is_full(e) {
+        return no(out, tag, Some("OVERQUOTA"), "Not enough disk space");
+    }
+    tracing::error!(error = %e, "change not durable");
+    no(out, tag, Some("SERVERBUG"), "The change could not be stored durably")
+}
+
+/// What a command does once its changes are durable, or could not be made so.
+pub(crate) type Then = Box<dyn FnOnce(&mut Session, std::io::Result<()>, &mut Out) -> Directive>;
+
+/// A command waiting for the store to sync before it answers.
+pub(crate) struct Durable {
+    pub ticket: Ticket,
+    then: Then,
+}
+
+/// Waits for `ticket` (the network layer awaits it), then runs `then`.
+pub(crate) fn when_durable(s: &mut Session, ticket: Ticket, then: Then) -> Directive {
+    s.wait = Wait::Durable(Box::new(Durable { ticket, then }));
+    Directive::Return(Step::AwaitDurable)
+}
+
+/// The tagged OK (after the pending updates) once the change is durable;
+/// NO if it could not be made so.
+pub(crate) fn ok_when_durable(s: &mut Session, ticket: Ticket, tag: &str, code: Option<String>, text: &'static str, expunge_ok: bool) -> Directive {
+    let tag = tag.to_string();
+    when_durable(
+        s,
+        ticket,
+        Box::new(move |s, r, out| match r {
+            Ok(()) => ok(s, out, &tag, code.as_deref(), text, expunge_ok),
+            Err(e) => not_durable(out, &tag, &e),
+        }),
+    )
+}
+
+/// Runs the waiting command's continuation with the sync's result.
+pub(crate) fn finish_durable(s: &mut Session, out: &mut Out) -> Directive {
+    let Wait::Durable(d) = std::mem::replace(&mut s.wait, Wait::None) else { return Directive::Next };
+    let Durable { ticket, then } = *d;
+    let r = ticket.result().unwrap_or_else(|| Err(std::io::Error::other("the sync did not finish")));
+    then(s, r, out)
+}
+
+/// A ticket for the changes to a mailbox of the session's user.
+pub(crate) fn mailbox_durable(s: &Session, mb: &MailboxRef) -> Ticket {
+    s.state.authed().expect("authenticated").store().durable(mb)
+}
+
+/// A ticket for the session's user's list of mailboxes.
+pub(crate) fn manifest_durable(s: &Session) -> Ticket {
+    s.state.authed().expect("authenticated").store().manifest_durable()
 }
 
 /// Splits flags into system flag bits and keyword names. `\Recent` and
@@ -208,52 +266,6 @@ pub(crate) fn keyword_mask(mbox: &MailboxRef, names: &[String]) -> Result<u64, S
         }
     }
     Ok(mask)
-}
-
-/// A command whose answer waits for the store to sync.
-pub(crate) enum Durable {
-    Append { tag: String, mbox: MailboxRef, uid: u32 },
-    Copy { tag: String, target: MailboxRef, src: Vec<u32>, dst: Vec<u32>, moved: bool },
-}
-
-impl Durable {
-    pub(crate) fn target(&self) -> &MailboxRef {
-        match self {
-            Durable::Append { mbox, .. } => mbox,
-            Durable::Copy { target, .. } => target,
-        }
-    }
-}
-
-/// Completes a durable command once its sync finished.
-pub(crate) fn finish_durable(s: &mut Session, result: std::io::Result<()>, out: &mut Out) {
-    let Wait::Durable(d) = std::mem::replace(&mut s.wait, Wait::None) else { return };
-    match (*d, result) {
-        (Durable::Append { tag, .. }, Err(_)) | (Durable::Copy { tag, .. }, Err(_)) => {
-            out.tagged(&tag, "NO", Some("SERVERBUG"), "The message could not be stored durably");
-        }
-        (Durable::Append { tag, mbox, uid }, Ok(())) => {
-            let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
-            ok(s, out, &tag, Some(&code), "Append completed.", true);
-        }
-        (Durable::Copy { tag, target, src, dst, moved }, Ok(())) => {
-            let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src), uid_set(&dst));
-            if !moved {
-                ok(s, out, &tag, Some(&code), "Copy completed.", true);
-                return;
-            }
-            // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs.
-            out.untagged_status("OK", Some(&code), "Moved UIDs.");
-            if let State::Selected(_, sel) = &s.state {
-                let r = sel.mbox.borrow_mut().expunge(&src);
-                if let Err(e) = r {
-                    store_error(out, &tag, &e);
-                    return;
-                }
-            }
-            ok(s, out, &tag, None, "Move completed.", true);
-        }
-    }
 }
 
 /// A compact UID set (`1:3,7`) for COPYUID, keeping the given order.

@@ -2,7 +2,7 @@
 //! messages into the new mailbox and leaves INBOX empty.
 
 use super::create::mailbox_error;
-use super::{no, ok, Directive, Session};
+use super::{no, Directive, Session};
 use crate::proto::{Mailbox, Out};
 use crate::store::MailboxError;
 
@@ -13,7 +13,10 @@ pub fn run(s: &mut Session, tag: &str, from: &Mailbox, to: &Mailbox, now: i64, o
     };
     let r = s.state.authed().expect("authenticated").store().rename(&from, &to, now);
     match r {
-        Ok(()) => ok(s, out, tag, None, "Rename completed.", true),
+        Ok(()) => {
+            let ticket = super::manifest_durable(s);
+            super::ok_when_durable(s, ticket, tag, None, "Rename completed.", true)
+        }
         Err(MailboxError::NonExistent) => no(out, tag, Some("NONEXISTENT"), &format!("Mailbox doesn't exist: {from}")),
         Err(MailboxError::AlreadyExists) => no(out, tag, Some("ALREADYEXISTS"), "Target mailbox already exists"),
         Err(e) => mailbox_error(out, tag, e),

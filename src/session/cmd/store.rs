@@ -1,6 +1,6 @@
 //! STORE and UID STORE (RFC 9051 6.4.6), with UNCHANGEDSINCE (RFC 7162 3.1.3).
 
-use super::{bad, keyword_mask, no, ok, split_flags, store_error, uid_set, Directive, Session, State};
+use super::{bad, keyword_mask, mailbox_durable, no, ok, ok_when_durable, split_flags, store_error, uid_set, Directive, Session, State};
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
 use crate::session::mailbox::flags_item;
 
@@ -42,6 +42,7 @@ pub fn run(
     };
     let mut modified = Vec::new();
     let mut expunged = false;
+    let mut changed = false;
     for (seq, u) in list {
         let Some(m) = sel.mbox.borrow().find(u).copied() else {
             expunged = true;
@@ -60,6 +61,7 @@ pub fn run(
         let modseq = match r {
             Ok(Some(ms)) => {
                 sel.reported(u, ms);
+                changed = true;
                 ms
             }
             Ok(None) => m.modseq,
@@ -79,13 +81,18 @@ pub fn run(
             out.raw(b")\r\n");
         }
     }
-    if !modified.is_empty() {
-        let code = format!("MODIFIED {}", uid_set(&modified));
-        return ok(s, out, tag, Some(&code), "Conditional STORE failed", uid);
+    let (code, text) = if !modified.is_empty() {
+        (Some(format!("MODIFIED {}", uid_set(&modified))), "Conditional STORE failed")
+    } else {
+        // Messages another session expunged are skipped; the command succeeds
+        // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
+        // 4.1 allows; Dovecot answers the same way).
+        (expunged.then(|| "EXPUNGEISSUED".to_string()), "Store completed.")
+    };
+    if changed {
+        let mb = sel.mbox.clone();
+        let ticket = mailbox_durable(s, &mb);
+        return ok_when_durable(s, ticket, tag, code, text, uid);
     }
-    // Messages another session expunged are skipped; the command succeeds
-    // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
-    // 4.1 allows; Dovecot answers the same way).
-    let code = expunged.then_some("EXPUNGEISSUED");
-    ok(s, out, tag, code, "Store completed.", uid)
+    ok(s, out, tag, code.as_deref(), text, uid)
 }

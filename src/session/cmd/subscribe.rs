@@ -1,7 +1,7 @@
 //! SUBSCRIBE and UNSUBSCRIBE (RFC 9051 6.3.7, 6.3.8).
 
 use super::create::mailbox_error;
-use super::{no, ok, Directive, Session};
+use super::{no, Directive, Session};
 use crate::proto::{Mailbox, Out};
 
 pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, subscribe: bool, out: &mut Out) -> Directive {
@@ -24,7 +24,10 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, subscribe: bool, out: 
         }
     };
     match r {
-        Ok(()) => ok(s, out, tag, None, if subscribe { "Subscribe completed." } else { "Unsubscribe completed." }, true),
+        Ok(()) => {
+            let ticket = super::manifest_durable(s);
+            super::ok_when_durable(s, ticket, tag, None, if subscribe { "Subscribe completed." } else { "Unsubscribe completed." }, true)
+        }
         Err(e) => mailbox_error(out, tag, e),
     }
 }

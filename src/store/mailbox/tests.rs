@@ -2,11 +2,11 @@
 //! the fault-injecting in-memory file system, checked against a model.
 
 use super::*;
-use crate::store::io::{CrashMode, MemIo, RealIo};
+use crate::store::io::{CrashMode, MemIo, OpenMode, RealIo};
 use std::collections::BTreeMap;
 
 fn settings() -> Settings {
-    Settings { segment_size: 64 * 1024, sync: SyncMode::Always, checkpoint_records: 50 }
+    Settings { segment_size: 64 * 1024, sync: SyncMode::Always, checkpoint_records: 50, ..Settings::default() }
 }
 
 fn msg(i: usize, size: usize) -> Vec<u8> {
@@ -24,7 +24,7 @@ fn contents(mb: &Mailbox) -> BTreeMap<u32, (Vec<u8>, u8)> {
 #[test]
 fn append_is_invisible_until_commit_then_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let io: Rc<dyn Io> = Rc::new(RealIo);
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
     let path = dir.path().join("box");
     let mut mb = Mailbox::create(io.clone(), &path, 77, settings()).unwrap();
     let uid = mb.append_bytes(&msg(1, 500), format::F_SEEN, 0, 1_700_000_000).unwrap();
@@ -48,7 +48,7 @@ fn append_is_invisible_until_commit_then_survives_reopen() {
 #[test]
 fn flags_expunge_checkpoint_and_counts() {
     let dir = tempfile::tempdir().unwrap();
-    let io: Rc<dyn Io> = Rc::new(RealIo);
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
     let path = dir.path().join("box");
     let mut mb = Mailbox::create(io.clone(), &path, 1, settings()).unwrap();
     for i in 0..120 {
@@ -146,6 +146,8 @@ fn compaction_reclaims_and_keeps_live_messages() {
     let segs_before = dynio.read_dir(&path.join("segments")).unwrap().len();
     while !mb.compact_step(10_000).unwrap() {}
     assert_eq!(contents(&mb), before);
+    assert!(mb.needs_checkpoint(), "the moves are recorded by a checkpoint");
+    mb.checkpoint().unwrap();
     assert!(dynio.read_dir(&path.join("segments")).unwrap().len() < segs_before);
     assert_eq!(held.bytes(), &msg(0, 4000)[..], "a reader keeps its old mapping");
     drop(mb);
@@ -157,12 +159,13 @@ fn compaction_reclaims_and_keeps_live_messages() {
 }
 
 /// Under constant APPEND load there is always an append waiting for its
-/// sync; compaction must still finish, and a group commit that began before
-/// it publishes exactly what it synced.
+/// sync; compaction must still finish, its checkpoint must wait for a
+/// commit in flight (whose files the index must not get ahead of), and a
+/// commit publishes exactly what it covered.
 #[test]
 fn compaction_finishes_while_appends_wait_for_their_commit() {
     let dir = tempfile::tempdir().unwrap();
-    let io: Rc<dyn Io> = Rc::new(RealIo);
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
     let path = dir.path().join("box");
     let mut mb = Mailbox::create(io.clone(), &path, 5, settings()).unwrap();
     for i in 0..40 {
@@ -172,9 +175,9 @@ fn compaction_finishes_while_appends_wait_for_their_commit() {
     mb.expunge(&(1..=30).collect::<Vec<_>>()).unwrap();
     mb.commit().unwrap();
     // An append whose group commit is in flight (files handed to the sync
-    // thread), and one staged after it.
+    // threads), and one staged after it.
     let first = mb.append_bytes(&msg(100, 900), 0, 0, 0).unwrap();
-    let batch = mb.begin_commit().unwrap();
+    let mut batch = mb.begin_commit(true);
     let second = mb.append_bytes(&msg(101, 900), 0, 0, 0).unwrap();
     let mut steps = 0;
     while !mb.compact_step(10_000).unwrap() {
@@ -183,19 +186,18 @@ fn compaction_finishes_while_appends_wait_for_their_commit() {
         steps += 1;
         assert!(steps < 100, "compaction does not finish");
     }
-    // Compaction's own commit published everything staged, durably.
-    assert!(mb.find(first).is_some() && mb.find(second).is_some());
-    assert!(!mb.has_staged());
-    let later = mb.append_bytes(&msg(300, 900), 0, 0, 0).unwrap();
-    // The in-flight batch ends: it covered only `first`, so `later` stays staged.
-    for f in &batch.files {
-        f.sync().unwrap();
+    assert!(mb.begin_checkpoint(true).is_none(), "no checkpoint while a commit is in flight");
+    // The in-flight batch ends: it covered only `first`.
+    for r in crate::store::commit::block_on(io.run(batch.take_tasks())) {
+        r.unwrap();
     }
     mb.end_commit(batch, &Ok(()));
-    assert!(mb.find(later).is_none());
-    mb.commit().unwrap();
+    assert!(mb.find(first).is_some() && mb.find(second).is_none());
+    assert!(mb.needs_checkpoint());
+    mb.checkpoint().unwrap();
+    assert!(mb.find(second).is_some() && !mb.has_staged());
     let live = contents(&mb);
-    assert_eq!(live.len(), 10 + 2 + steps + 1);
+    assert_eq!(live.len(), 10 + 2 + steps);
     drop(mb);
     let reopened = Mailbox::open(io, &path, 5, settings()).unwrap();
     assert_eq!(contents(&reopened), live);

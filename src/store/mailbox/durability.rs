@@ -1,0 +1,328 @@
+//! What a mailbox hands to group commit, and its checkpoints.
+//!
+//! A commit takes every file written since the last one (segments, the
+//! log, older logs still unsynced, directories with new names) as sync
+//! jobs; when they are done, the appends logged before the commit began
+//! become visible and the space of the expunges logged before it may be
+//! given back. A failed sync poisons the mailbox: after a failed fsync the
+//! kernel may have dropped the pages, so nothing written since can be
+//! trusted until the mailbox is opened again from disk.
+//!
+//! A checkpoint folds the logs into a new index without stopping writes:
+//! new records go to a fresh log (`log.<g+1>`) from the moment the
+//! snapshot is taken, the index is written and synced off the worker, and
+//! only when it is durable are the older logs deleted. See
+//! docs/store-format.md for what a crash at each step leaves.
+
+use std::io;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use super::{log_path, seg_path, Log, Mailbox, OldLog, NEW};
+use crate::store::format;
+use crate::store::index::{self, IndexData, IndexMap, Rec};
+use crate::store::io::{File, Job, OpenMode, Task};
+
+/// Sync jobs for one commit, and what the commit covers.
+pub struct CommitBatch {
+    tasks: Vec<Task>,
+    /// Log writes up to this sequence number are covered.
+    upto: u64,
+    /// The batch could not be put together (a file to sync would not open).
+    failed: Option<String>,
+}
+
+impl CommitBatch {
+    pub(crate) fn take_tasks(&mut self) -> Vec<Task> {
+        std::mem::take(&mut self.tasks)
+    }
+
+    /// Why the batch fails without running, if it does.
+    pub(crate) fn failure(&self) -> Option<io::Error> {
+        self.failed.as_ref().map(|e| io::Error::other(e.clone()))
+    }
+}
+
+/// A checkpoint in progress.
+pub struct CheckpointJob {
+    task: Option<Task>,
+    generation: u64,
+    /// Segments emptied by compaction, deleted once the new index is durable.
+    compacted: Vec<u32>,
+}
+
+impl CheckpointJob {
+    pub(crate) fn into_task(mut self) -> (CheckpointJob, Task) {
+        let t = self.task.take().expect("task taken once");
+        (self, t)
+    }
+}
+
+impl Mailbox {
+    /// Whether anything written is not yet synced.
+    pub fn is_dirty(&self) -> bool {
+        self.log.dirty
+            || !self.dirty_segments.is_empty()
+            || !self.staged.is_empty()
+            || !self.dirs.is_empty()
+            || self.old_logs.iter().any(|l| l.unsynced.is_some())
+    }
+
+    pub fn has_staged(&self) -> bool {
+        !self.staged.is_empty()
+    }
+
+    /// Takes everything written so far as sync jobs (one task per file, so
+    /// they run concurrently).
+    pub(crate) fn begin_commit(&mut self, sync: bool) -> CommitBatch {
+        self.committing = true;
+        let mut files: Vec<Rc<dyn File>> = Vec::new();
+        let mut failed = None;
+        for s in std::mem::take(&mut self.dirty_segments) {
+            match &self.writer {
+                Some(w) if w.segment == s && w.file.is_some() => files.push(w.file.clone().expect("checked")),
+                _ => match self.io.open(&seg_path(&self.dir, s), OpenMode::Existing) {
+                    Ok(f) => files.push(f),
+                    // Deleted since (compaction, reclamation): nothing to sync.
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => failed = Some(e),
+                },
+            }
+        }
+        if std::mem::take(&mut self.log.dirty) {
+            match self.log_file_for_sync() {
+                Ok(Some(f)) => files.push(f),
+                Ok(None) => {}
+                Err(e) => failed = Some(e),
+            }
+        }
+        for l in &mut self.old_logs {
+            if let Some(f) = l.unsynced.take() {
+                files.push(f);
+            }
+        }
+        let dirs: Vec<PathBuf> = std::mem::take(&mut self.dirs).into_iter().collect();
+        let mut tasks: Vec<Task> = Vec::new();
+        if let Some(e) = &failed {
+            // The batch fails as a whole: its waiters are told and nothing
+            // is published. What it took is no longer known to be synced
+            // by anyone, so the mailbox must not take more writes.
+            self.poison(&format_args!("cannot open a file to sync: {e}"));
+        } else if sync {
+            tasks.extend(files.into_iter().map(|f| Task(vec![Job::SyncFile(f)])));
+            tasks.extend(dirs.into_iter().map(|d| Task(vec![Job::SyncDir(d)])));
+        }
+        CommitBatch { tasks, upto: self.seq, failed: failed.map(|e| e.to_string()) }
+    }
+
+    /// The log's open handle, opening it if it exists but is closed.
+    fn log_file_for_sync(&mut self) -> io::Result<Option<Rc<dyn File>>> {
+        if let Some(f) = &self.log.file {
+            return Ok(Some(f.clone()));
+        }
+        if !self.log.created {
+            return Ok(None);
+        }
+        Ok(Some(self.io.open(&self.log.path, OpenMode::Existing)?))
+    }
+
+    /// After the batch's jobs ran: publish what became durable, or poison.
+    pub(crate) fn end_commit(&mut self, batch: CommitBatch, result: &io::Result<()>) {
+        self.committing = false;
+        match result {
+            Ok(()) if !self.poisoned => {
+                let n = self.staged.partition_point(|s| s.seq <= batch.upto);
+                self.publish(n);
+                self.reclaim.durable(batch.upto);
+            }
+            Ok(()) => {}
+            Err(e) => self.poison(e),
+        }
+        if !self.is_dirty() {
+            // Nothing pending: let go of write handles so idle mailboxes hold no fds.
+            self.log.file = None;
+            if let Some(w) = &mut self.writer {
+                w.file = None;
+            }
+        }
+    }
+
+    /// Syncs everything now, on this thread (tests, command-line tools,
+    /// shutdown): a commit with its jobs run inline.
+    pub fn commit(&mut self) -> io::Result<()> {
+        let mut batch = self.begin_commit(self.settings.sync == crate::config::SyncMode::Always);
+        let tasks = batch.take_tasks();
+        let results = crate::store::commit::block_on(self.io.run(tasks));
+        let r = match batch.failure() {
+            Some(e) => Err(e),
+            None => results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(())),
+        };
+        let out = r.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        if self.poisoned && out.is_ok() {
+            self.end_commit(batch, &r);
+            return Err(io::Error::other("mailbox is poisoned"));
+        }
+        self.end_commit(batch, &r);
+        out
+    }
+
+    // ----- checkpoint ----------------------------------------------------
+
+    /// Whether the log has grown enough to fold it into the index (or
+    /// something else, a compaction or a rebuild, waits for a new index).
+    pub fn needs_checkpoint(&self) -> bool {
+        (self.log.records >= self.settings.checkpoint_records || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint())
+            && !self.checkpointing
+            && !self.committing
+            && !self.poisoned
+    }
+
+    /// Starts a checkpoint: switches new records to a new log, snapshots
+    /// the messages (staged appends included), and returns the job that
+    /// syncs what the snapshot refers to and writes the index. None when a
+    /// commit or another checkpoint is under way (a commit's files are in
+    /// flight and the index must not get ahead of them).
+    pub(crate) fn begin_checkpoint(&mut self, sync: bool) -> Option<CheckpointJob> {
+        if self.checkpointing || self.committing || self.poisoned {
+            return None;
+        }
+        let generation = self.log.generation + 1;
+        // Files the snapshot refers to that may not be durable yet. They
+        // stay dirty: the next commit syncs them again for its own waiters.
+        let mut jobs: Vec<Job> = Vec::new();
+        if sync {
+            for &s in &self.dirty_segments {
+                match self.io.open(&seg_path(&self.dir, s), OpenMode::Existing) {
+                    Ok(f) => jobs.push(Job::SyncFile(f)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), error = %e, "checkpoint postponed");
+                        return None;
+                    }
+                }
+            }
+            jobs.extend(self.dirs.iter().cloned().map(Job::SyncDir));
+        }
+        // New records go to the next log from now on; the old one is synced
+        // by the next commit if it has unsynced records, and deleted once the
+        // index covering it is durable.
+        let old = std::mem::replace(
+            &mut self.log,
+            Log {
+                path: log_path(&self.dir, generation),
+                generation,
+                file: None,
+                created: false,
+                end: format::LOG_HEADER,
+                records: 0,
+                dirty: false,
+                reserved: 0,
+            },
+        );
+        let unsynced = if old.dirty { old.file.clone().or_else(|| self.io.open(&old.path, OpenMode::Existing).ok()) } else { None };
+        if old.created {
+            self.old_logs.push(OldLog { path: old.path, generation: old.generation, unsynced });
+        }
+        let mut records: Vec<Rec> = self.msgs.iter().map(|m| Rec::new(m.uid, self.location(m), m.flags, m.keywords, m.modseq)).collect();
+        records.extend(self.staged.iter().map(|s| s.rec));
+        let data = IndexData {
+            uidvalidity: self.uidvalidity,
+            uidnext: self.uidnext,
+            highest_modseq: self.highest_modseq,
+            generation,
+            next_segment: self.next_segment,
+            keywords: self.keywords.clone(),
+            records,
+        };
+        jobs.push(Job::Replace { path: self.dir.join("index"), content: Box::new(move || index::encode(&data)), sync });
+        self.checkpointing = true;
+        let compacted = self.reclaim.take_compacted();
+        Some(CheckpointJob { task: Some(Task(jobs)), generation, compacted })
+    }
+
+    /// The checkpoint's job finished. On success the new index replaces
+    /// the old one in memory and the logs it covers are deleted.
+    pub(crate) fn end_checkpoint(&mut self, job: CheckpointJob, result: io::Result<()>) {
+        self.checkpointing = false;
+        if let Err(e) = result {
+            // The old index and every log are still there: nothing is lost,
+            // the next checkpoint tries again. Compacted segments wait for it.
+            tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
+            self.reclaim.compacted_again(job.compacted);
+            return;
+        }
+        let ix = match self.io.open(&self.dir.join("index"), OpenMode::Existing).and_then(|f| f.map()) {
+            Ok((map, _)) => IndexMap::open(map),
+            Err(e) => {
+                tracing::error!(dir = %self.dir.display(), error = %e, "cannot map the new index");
+                None
+            }
+        };
+        let Some(ix) = ix else {
+            self.poison(&"the index just written does not validate");
+            return;
+        };
+        self.adopt_index(ix);
+        for l in std::mem::take(&mut self.old_logs) {
+            if l.generation < job.generation {
+                if let Err(e) = self.io.remove_file(&l.path) {
+                    tracing::warn!(log = %l.path.display(), error = %e, "cannot remove a folded log (removed at next open)");
+                }
+            } else {
+                self.old_logs.push(l);
+            }
+        }
+        for s in job.compacted {
+            self.reclaim.released(s);
+            self.segments.borrow_mut().remove(&s);
+            match self.io.remove_file(&seg_path(&self.dir, s)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    tracing::warn!(dir = %self.dir.display(), segment = s, error = %e, "cannot remove a compacted segment (removed at next open)");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Points messages at their records in a new index where those are
+    /// current; the rest stay in `appended` (changed since the snapshot).
+    fn adopt_index(&mut self, ix: IndexMap) {
+        let mut appended = Vec::new();
+        {
+            let records = &ix.data().records;
+            let mut j = 0;
+            for i in 0..self.msgs.len() {
+                let m = self.msgs[i];
+                let loc = self.location(&m);
+                while j < records.len() && records[j].uid.to_native() < m.uid {
+                    j += 1;
+                }
+                let same = records.get(j).is_some_and(|r| r.uid.to_native() == m.uid && r.location() == loc);
+                self.msgs[i].loc = if same {
+                    j as u32
+                } else {
+                    let rec = if m.loc & NEW != 0 { self.appended[(m.loc & !NEW) as usize] } else { Rec::new(m.uid, loc, m.flags, m.keywords, m.modseq) };
+                    appended.push(rec);
+                    (appended.len() - 1) as u32 | NEW
+                };
+            }
+        }
+        self.appended = appended;
+        self.base = Some(ix);
+    }
+
+    /// A checkpoint now, on this thread (tests, command-line tools,
+    /// shutdown). Commits first so the checkpoint is not refused.
+    pub fn checkpoint(&mut self) -> io::Result<()> {
+        self.commit()?;
+        let sync = self.settings.sync == crate::config::SyncMode::Always;
+        let Some(job) = self.begin_checkpoint(sync) else { return Ok(()) };
+        let (job, task) = job.into_task();
+        let r = crate::store::commit::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
+        let out = r.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
+        self.end_checkpoint(job, r);
+        // The new log's name and the old log's last records: made durable too.
+        self.commit()?;
+        out
+    }
+}

@@ -1,0 +1,494 @@
+//! One mailbox on disk and in memory: its messages, flags and keywords.
+//! The layout and the crash reasoning are docs/store-format.md.
+//!
+//! - [`recovery`]: opening, replaying the logs onto the index.
+//! - [`write`]: streamed appends, flag changes, expunges, the change log.
+//! - [`durability`]: group-commit hooks and checkpoints.
+//! - [`reclaim`]: giving the space of expunged mail back (hole punching,
+//!   compaction).
+//!
+//! A mailbox never formats IMAP and never waits for the disk: whatever
+//! must be synced is handed out as jobs (`store::commit` runs them off the
+//! worker) and what became durable is published when they finish.
+
+mod durability;
+mod reclaim;
+mod recovery;
+mod write;
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::{Rc, Weak};
+
+use super::format::{self, Location, RecordHeader};
+use super::index::{IndexMap, Rec};
+use super::io::{File, Io, Mapping};
+use super::manifest::ManifestCell;
+use crate::config::SyncMode;
+use crate::proto::Shared;
+use crate::signal::Signal;
+
+pub use durability::{CheckpointJob, CommitBatch};
+pub use write::AppendHandle;
+
+/// Settings every mailbox of a store shares.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub segment_size: u64,
+    pub sync: SyncMode,
+    /// Log records after which a checkpoint folds the log into the index.
+    pub checkpoint_records: u32,
+    /// Dead bytes in sealed segments before compaction copies their live
+    /// messages out (see `reclaim`).
+    pub compaction_min_dead: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings { segment_size: 64 << 20, sync: SyncMode::Always, checkpoint_records: 4096, compaction_min_dead: 16 << 20 }
+    }
+}
+
+/// At most this many keywords per mailbox (one bit each in a u64).
+pub const MAX_KEYWORDS: usize = 64;
+
+/// A live message: the mutable part in memory, the rest in the index or
+/// the appended list (`loc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Msg {
+    pub uid: u32,
+    pub flags: u8,
+    pub keywords: u64,
+    pub modseq: u64,
+    loc: u32,
+}
+
+impl Msg {
+    /// A copy with other flags (for reporting a change).
+    pub fn with_flags(self, flags: u8, keywords: u64, modseq: u64) -> Msg {
+        Msg { flags, keywords, modseq, ..self }
+    }
+}
+
+/// `loc` values with this bit refer to `appended`, others to the index.
+const NEW: u32 = 1 << 31;
+
+struct SegMap {
+    map: Mapping,
+    live: bool,
+    /// Bytes the mapping reflects (its length if live, else what was written when mapped).
+    valid: u64,
+}
+
+/// Where new records go: the active segment.
+struct Writer {
+    segment: u32,
+    /// Open only while writes are pending, so idle mailboxes hold no fds.
+    file: Option<Rc<dyn File>>,
+    /// Next free byte.
+    pos: u64,
+    size: u64,
+}
+
+/// The log the mailbox appends to (`log.<generation>`).
+struct Log {
+    path: PathBuf,
+    generation: u64,
+    /// Open only while writes are pending.
+    file: Option<Rc<dyn File>>,
+    /// The file exists with its header.
+    created: bool,
+    /// End of the last whole record.
+    end: u64,
+    records: u32,
+    /// Written since the last sync.
+    dirty: bool,
+    /// Blocks are reserved up to here (expunges must work on a full disk).
+    reserved: u64,
+}
+
+/// A log of an earlier generation, kept until a checkpoint covers it.
+struct OldLog {
+    path: PathBuf,
+    generation: u64,
+    /// Written and not yet synced: the next commit syncs it.
+    unsynced: Option<Rc<dyn File>>,
+}
+
+/// A byte range of a segment: a record with its header and padding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct Extent {
+    segment: u32,
+    start: u64,
+    end: u64,
+}
+
+/// Space reserved for a message still streaming in.
+struct Reservation(Extent);
+
+/// An append whose log record is written but not yet synced.
+struct Staged {
+    msg: Msg,
+    rec: Rec,
+    seq: u64,
+}
+
+#[derive(Debug)]
+pub enum StoreError {
+    Io(io::Error),
+    /// The disk (or the user's disk quota) is full.
+    Full,
+    /// The mailbox cannot take more keywords (NO [LIMIT]).
+    TooManyKeywords,
+    /// A sync failed earlier, or the mailbox was deleted; it refuses writes.
+    Poisoned,
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        if super::io::is_full(&e) {
+            StoreError::Full
+        } else {
+            StoreError::Io(e)
+        }
+    }
+}
+
+impl std::fmt::Display for StoreError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreError::Io(e) => write!(f, "I/O error: {e}"),
+            StoreError::Full => f.write_str("no space left on the disk"),
+            StoreError::TooManyKeywords => f.write_str("too many keywords in this mailbox"),
+            StoreError::Poisoned => f.write_str("an earlier sync failed; mailbox is read-only until reopened"),
+        }
+    }
+}
+
+pub struct Mailbox {
+    io: Rc<dyn Io>,
+    dir: PathBuf,
+    settings: Settings,
+    /// The user's list of mailboxes; committed along with this mailbox
+    /// while it has unsaved changes (a new mailbox must be listed before
+    /// mail in it counts as stored).
+    owner: Option<Rc<ManifestCell>>,
+    uidvalidity: u32,
+    uidnext: u32,
+    highest_modseq: u64,
+    keywords: Vec<String>,
+    next_segment: u32,
+    base: Option<IndexMap>,
+    appended: Vec<Rec>,
+    msgs: Vec<Msg>,
+    segments: RefCell<HashMap<u32, SegMap>>,
+    writer: Option<Writer>,
+    log: Log,
+    old_logs: Vec<OldLog>,
+    dirty_segments: BTreeSet<u32>,
+    /// Directories with new names not yet synced.
+    dirs: BTreeSet<PathBuf>,
+    /// Appended, not yet durable: invisible to sessions.
+    staged: Vec<Staged>,
+    /// Counts log writes; a commit covers the writes up to its start.
+    seq: u64,
+    /// A commit batch is between `begin_commit` and `end_commit`.
+    committing: bool,
+    /// A checkpoint job is running.
+    checkpointing: bool,
+    poisoned: bool,
+    version: u64,
+    /// Recent expunges and flag changes, for sessions catching up.
+    journal: super::journal::Journal,
+    uids: RefCell<Option<Rc<[u32]>>>,
+    watchers: RefCell<Vec<Weak<Signal>>>,
+    /// Messages with uid >= this are \Recent for the next session to claim them.
+    recent_floor: Cell<u32>,
+    unseen: u32,
+    deleted: u32,
+    size: u64,
+    dead_bytes: u64,
+    live_bytes: u64,
+    reclaim: reclaim::Reclaim,
+    removed: bool,
+}
+
+fn seg_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join("segments").join(format!("{n:08}.seg"))
+}
+
+fn log_path(dir: &Path, generation: u64) -> PathBuf {
+    dir.join(format!("log.{generation}"))
+}
+
+fn io_err(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+/// The extents of a message's records (message, then cache).
+fn extents(l: &Location) -> impl Iterator<Item = Extent> {
+    let msg = Extent { segment: l.segment, start: l.offset - format::RECORD_HEADER, end: format::align8(l.offset + l.length) };
+    let cache = (l.cache_segment != 0).then(|| Extent {
+        segment: l.cache_segment,
+        start: l.cache_offset - format::RECORD_HEADER,
+        end: format::align8(l.cache_offset + u64::from(l.cache_length)),
+    });
+    std::iter::once(msg).chain(cache)
+}
+
+impl Mailbox {
+    /// A new, empty mailbox (nothing is written until something is stored).
+    pub fn create(io: Rc<dyn Io>, dir: &Path, uidvalidity: u32, settings: Settings) -> io::Result<Mailbox> {
+        Self::open(io, dir, uidvalidity, settings)
+    }
+
+    /// The user's manifest this mailbox is listed in.
+    pub fn owner(&self) -> Option<&Rc<ManifestCell>> {
+        self.owner.as_ref()
+    }
+
+    pub fn set_owner(&mut self, owner: Rc<ManifestCell>) {
+        self.owner = Some(owner);
+    }
+
+    fn recount(&mut self) {
+        self.unseen = 0;
+        self.deleted = 0;
+        self.size = 0;
+        self.live_bytes = 0;
+        for i in 0..self.msgs.len() {
+            let m = self.msgs[i];
+            let l = self.location(&m);
+            self.count(&m, &l, 1);
+        }
+    }
+
+    fn count(&mut self, m: &Msg, l: &Location, sign: i64) {
+        let add = |v: &mut u32, c: bool| {
+            if c {
+                *v = (*v as i64 + sign) as u32;
+            }
+        };
+        add(&mut self.unseen, m.flags & format::F_SEEN == 0);
+        add(&mut self.deleted, m.flags & format::F_DELETED != 0);
+        let span = RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));
+        if sign > 0 {
+            self.size += l.length;
+            self.live_bytes += span;
+        } else {
+            self.size -= l.length;
+            self.live_bytes -= span;
+        }
+    }
+
+    // ----- reading -------------------------------------------------------
+
+    pub fn uidvalidity(&self) -> u32 {
+        self.uidvalidity
+    }
+
+    /// UIDNEXT as sessions may see it: no UID below it can still appear.
+    pub fn uidnext(&self) -> u32 {
+        self.staged.first().map(|s| s.msg.uid).unwrap_or(self.uidnext)
+    }
+
+    pub fn highest_modseq(&self) -> u64 {
+        self.highest_modseq
+    }
+
+    pub fn exists(&self) -> u32 {
+        self.msgs.len() as u32
+    }
+
+    pub fn unseen(&self) -> u32 {
+        self.unseen
+    }
+
+    pub fn deleted(&self) -> u32 {
+        self.deleted
+    }
+
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Bumped by every change sessions can see.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    pub fn keywords(&self) -> &[String] {
+        &self.keywords
+    }
+
+    /// UIDs expunged after `version` (None: ask [`uids`](Self::uids) instead).
+    pub fn expunged_since(&self, version: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        self.journal.expunged_since(version)
+    }
+
+    /// UIDs whose flags changed after `modseq`, possibly repeated (None:
+    /// scan [`msgs`](Self::msgs) instead).
+    pub fn flags_changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        self.journal.flags_since(modseq)
+    }
+
+    pub fn msgs(&self) -> &[Msg] {
+        &self.msgs
+    }
+
+    /// The visible UIDs in order, shared between sessions until they change.
+    pub fn uids(&self) -> Rc<[u32]> {
+        let mut c = self.uids.borrow_mut();
+        c.get_or_insert_with(|| self.msgs.iter().map(|m| m.uid).collect()).clone()
+    }
+
+    pub fn find(&self, uid: u32) -> Option<&Msg> {
+        self.msgs.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| &self.msgs[i])
+    }
+
+    /// Where a message's bytes are; read in place from the index mapping.
+    pub fn location(&self, m: &Msg) -> Location {
+        if m.loc & NEW != 0 {
+            self.appended[(m.loc & !NEW) as usize].location()
+        } else {
+            self.base.as_ref().expect("index-located message without an index").data().records[m.loc as usize].location()
+        }
+    }
+
+    /// Bytes of a segment region, shared from the mapping.
+    fn bytes(&self, segment: u32, offset: u64, len: u64) -> io::Result<Shared> {
+        let end = offset.checked_add(len).ok_or_else(|| io_err("region overflows"))?;
+        let mut segs = self.segments.borrow_mut();
+        let stale = match segs.get(&segment) {
+            Some(s) => end > s.valid,
+            None => true,
+        };
+        if stale {
+            let f = self.io.open(&seg_path(&self.dir, segment), super::io::OpenMode::Existing)?;
+            let (map, live) = f.map()?;
+            let valid = (*map).as_ref().len() as u64;
+            segs.insert(segment, SegMap { map, live, valid });
+        }
+        let s = &segs[&segment];
+        if end > s.valid {
+            return Err(io_err(format!("segment {segment} is shorter than a record in it")));
+        }
+        Ok(Shared::new(s.map.clone(), offset as usize, len as usize))
+    }
+
+    /// The message's bytes, straight from the mapped segment.
+    pub fn message(&self, m: &Msg) -> io::Result<Shared> {
+        let l = self.location(m);
+        self.bytes(l.segment, l.offset, l.length)
+    }
+
+    /// The message's MIME cache record (see `crate::mime`).
+    pub fn cache(&self, m: &Msg) -> io::Result<Shared> {
+        let l = self.location(m);
+        if l.cache_segment == 0 {
+            return Ok(Shared::from_vec(Vec::new()));
+        }
+        self.bytes(l.cache_segment, l.cache_offset, u64::from(l.cache_length))
+    }
+
+    /// Claims the \Recent messages for a session (RFC 3501 2.3.2): returns the
+    /// first UID that is recent for it; later arrivals are claimed by `claim_recent`.
+    pub fn claim_recent(&self) -> u32 {
+        let floor = self.recent_floor.get();
+        self.recent_floor.set(self.uidnext().max(floor));
+        floor
+    }
+
+    /// Messages no session has claimed as \Recent yet (STATUS RECENT).
+    pub fn unclaimed_recent(&self) -> u32 {
+        let floor = self.recent_floor.get();
+        (self.msgs.len() - self.msgs.partition_point(|m| m.uid < floor)) as u32
+    }
+
+    /// Claims newly visible messages (uid >= from) as recent; returns whether
+    /// the caller got them.
+    pub fn claim_recent_from(&self, from: u32) -> bool {
+        if self.recent_floor.get() <= from {
+            self.recent_floor.set(self.uidnext().max(from));
+            true
+        } else {
+            false
+        }
+    }
+
+    // ----- change notification -----------------------------------------
+
+    /// The mailbox was deleted; sessions that have it selected must leave.
+    pub fn mark_deleted(&mut self) {
+        self.removed = true;
+        self.poisoned = true;
+        self.changed();
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.removed
+    }
+
+    /// A sync failed: the mailbox takes no more writes; the store opens it
+    /// afresh (recovering from disk) for the next session that wants it.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    pub fn watch(&self, s: &Rc<Signal>) {
+        let mut w = self.watchers.borrow_mut();
+        w.retain(|x| x.strong_count() > 0);
+        if !w.iter().any(|x| x.upgrade().is_some_and(|x| Rc::ptr_eq(&x, s))) {
+            w.push(Rc::downgrade(s));
+        }
+    }
+
+    pub fn unwatch(&self, s: &Rc<Signal>) {
+        self.watchers.borrow_mut().retain(|x| x.upgrade().is_some_and(|x| !Rc::ptr_eq(&x, s)));
+    }
+
+    /// The set of messages changed: a new version, and sessions are woken.
+    fn changed(&mut self) {
+        self.version += 1;
+        *self.uids.borrow_mut() = None;
+        self.notify();
+    }
+
+    /// Wakes the sessions watching (flag changes need no new version:
+    /// sessions notice them by HIGHESTMODSEQ).
+    fn notify(&self) {
+        let mut w = self.watchers.borrow_mut();
+        w.retain(|x| match x.upgrade() {
+            Some(s) => {
+                s.fire();
+                true
+            }
+            None => false,
+        });
+    }
+
+    fn check_writable(&self) -> Result<(), StoreError> {
+        if self.poisoned {
+            Err(StoreError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Stops taking writes after a failure the mailbox cannot recover from
+    /// in memory (a failed sync: the kernel may have dropped the pages).
+    fn poison(&mut self, why: &dyn std::fmt::Display) {
+        if !self.poisoned {
+            tracing::error!(dir = %self.dir.display(), error = %why, "mailbox refuses writes until it is reopened");
+        }
+        self.poisoned = true;
+        // Never published: their waiters are told the commit failed.
+        self.staged.clear();
+        self.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,285 @@
+//! Giving the space of expunged mail back to the file system.
+//!
+//! Expunged records are not moved or rewritten: the blocks under them are
+//! punched out of their segment (`fallocate(PUNCH_HOLE)`), which frees them
+//! at once, needs no free space (it works on a full disk), and works the
+//! same in the active segment as in sealed ones. A segment with nothing
+//! live left is deleted. The rules that make this safe:
+//!
+//! - A region is punched only once nothing could still need its bytes:
+//!   no live or staged message, no append still streaming into it, no
+//!   expunge whose log record is not yet synced (a crash would bring the
+//!   message back), no segment whose messages compaction moved before the
+//!   index recording the move is durable, and no response being sent from
+//!   that segment's mapping (one shared elsewhere is retried later).
+//! - The log may still hold APPEND records for punched messages; replay
+//!   checks each payload against its checksum and skips those, and new
+//!   records never reuse the space (docs/store-format.md).
+//!
+//! Compaction (copying the live messages of mostly dead sealed segments
+//! into the active one) is kept for the number of files and mappings, not
+//! for space; it also runs where hole punching is unsupported.
+
+use std::collections::{BTreeSet, HashMap};
+use std::io;
+use std::rc::{Rc, Weak};
+
+use super::{extents, seg_path, Extent, Mailbox, Reservation, StoreError, NEW};
+use crate::store::format::{self, Location, RecordHeader};
+use crate::store::index::Rec;
+use crate::store::io::OpenMode;
+
+/// File-system blocks: only whole ones are freed.
+const BLOCK: u64 = 4096;
+
+#[derive(Default)]
+pub(super) struct Reclaim {
+    /// Appends streaming into reserved space.
+    inflight: Vec<Weak<Reservation>>,
+    /// Expunged records whose expunge is not yet durable: (log seq, extent).
+    pending: Vec<(u64, Extent)>,
+    /// Segments that may have dead space to give back.
+    candidates: BTreeSet<u32>,
+    /// The file system cannot punch holes; rely on compaction.
+    unsupported: bool,
+    /// Compaction in progress.
+    compaction: Option<Compaction>,
+    /// Segments whose messages compaction moved, deleted once an index
+    /// recording the move is durable. Never punched meanwhile: the durable
+    /// index still points into them.
+    protected: BTreeSet<u32>,
+    /// Of `protected`, those waiting for the next checkpoint to start.
+    compacted: Vec<u32>,
+    /// Something other than log growth wants a checkpoint (a rebuild).
+    checkpoint_wanted: bool,
+}
+
+/// Progress of a compaction between slices.
+struct Compaction {
+    old: BTreeSet<u32>,
+    next_uid: u32,
+    /// Copies made so far: live, though no message points at them yet.
+    moved: Vec<(u32, Location)>,
+}
+
+impl Reclaim {
+    pub(super) fn hold(&mut self, r: &Rc<Reservation>) {
+        self.inflight.retain(|w| w.strong_count() > 0);
+        self.inflight.push(Rc::downgrade(r));
+    }
+
+    /// Records expunged in log write `seq`.
+    pub(super) fn expunged(&mut self, seq: u64, dead: Vec<Extent>) {
+        self.pending.extend(dead.into_iter().map(|e| (seq, e)));
+    }
+
+    /// Log writes up to `upto` are durable: their expunges may be reclaimed.
+    pub(super) fn durable(&mut self, upto: u64) {
+        let (now, later): (Vec<_>, Vec<_>) = self.pending.drain(..).partition(|(s, _)| *s <= upto);
+        self.pending = later;
+        self.candidates.extend(now.into_iter().map(|(_, e)| e.segment));
+    }
+
+    pub(super) fn look_at(&mut self, segments: impl Iterator<Item = u32>) {
+        self.candidates.extend(segments);
+    }
+
+    pub(super) fn wants_checkpoint(&self) -> bool {
+        !self.compacted.is_empty() || self.checkpoint_wanted
+    }
+
+    pub(super) fn want_checkpoint(&mut self) {
+        self.checkpoint_wanted = true;
+    }
+
+    /// The compacted segments a starting checkpoint will cover.
+    pub(super) fn take_compacted(&mut self) -> Vec<u32> {
+        self.checkpoint_wanted = false;
+        std::mem::take(&mut self.compacted)
+    }
+
+    pub(super) fn compacted_again(&mut self, v: Vec<u32>) {
+        self.compacted.extend(v);
+    }
+
+    pub(super) fn released(&mut self, s: u32) {
+        self.protected.remove(&s);
+    }
+
+    fn is_protected(&self, s: u32) -> bool {
+        self.protected.contains(&s) || self.compaction.as_ref().is_some_and(|c| c.old.contains(&s))
+    }
+
+    pub(super) fn has_work(&self) -> bool {
+        !self.candidates.is_empty()
+    }
+}
+
+impl Mailbox {
+    /// Whether some segment may have space to give back.
+    pub fn wants_reclaim(&self) -> bool {
+        self.reclaim.has_work() && !self.poisoned
+    }
+
+    /// Punches out dead regions of up to `max_segments` candidate segments
+    /// and deletes segments with nothing live left. Cheap (no data moves,
+    /// no sync); one pass over the message list.
+    pub fn reclaim_space(&mut self, max_segments: usize) {
+        if self.poisoned || self.reclaim.candidates.is_empty() {
+            return;
+        }
+        let todo: Vec<u32> = self.reclaim.candidates.iter().copied().take(max_segments).collect();
+        let mut live: HashMap<u32, Vec<(u64, u64)>> = todo.iter().map(|&s| (s, Vec::new())).collect();
+        let mut add = |e: Extent| {
+            if let Some(v) = live.get_mut(&e.segment) {
+                v.push((e.start, e.end));
+            }
+        };
+        for m in &self.msgs {
+            extents(&self.location(m)).for_each(&mut add);
+        }
+        for s in &self.staged {
+            extents(&s.rec.location()).for_each(&mut add);
+        }
+        self.reclaim.inflight.retain(|w| w.strong_count() > 0);
+        for r in self.reclaim.inflight.iter().filter_map(Weak::upgrade) {
+            add(r.0);
+        }
+        for &(_, e) in &self.reclaim.pending {
+            add(e);
+        }
+        if let Some(c) = &self.reclaim.compaction {
+            for (_, l) in &c.moved {
+                extents(l).for_each(&mut add);
+            }
+        }
+        let active = self.writer.as_ref().map(|w| (w.segment, w.pos));
+        for s in todo {
+            if self.reclaim.is_protected(s) {
+                continue;
+            }
+            // A response still sending from this segment: try again later.
+            if self.segments.borrow().get(&s).is_some_and(|m| Rc::strong_count(&m.map) > 1) {
+                continue;
+            }
+            self.reclaim.candidates.remove(&s);
+            let mut ranges = live.remove(&s).unwrap_or_default();
+            let is_active = active.is_some_and(|(a, _)| a == s);
+            if ranges.is_empty() && !is_active {
+                self.segments.borrow_mut().remove(&s);
+                match self.io.remove_file(&seg_path(&self.dir, s)) {
+                    Ok(()) => self.dirs.insert(self.dir.join("segments")),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), segment = s, error = %e, "cannot remove an empty segment");
+                        false
+                    }
+                };
+                continue;
+            }
+            if self.reclaim.unsupported {
+                continue;
+            }
+            let file = match self.io.open(&seg_path(&self.dir, s), OpenMode::Existing) {
+                Ok(f) => f,
+                Err(_) => continue,
+            };
+            let limit = match active {
+                Some((a, pos)) if a == s => pos,
+                _ => file.len().unwrap_or(0),
+            };
+            ranges.sort_unstable();
+            let mut from = format::SEGMENT_HEADER;
+            let mut gaps = Vec::new();
+            for &(start, end) in &ranges {
+                if start > from {
+                    gaps.push((from, start));
+                }
+                from = from.max(end);
+            }
+            if limit > from {
+                gaps.push((from, limit));
+            }
+            for (start, end) in gaps {
+                let (a, b) = (start.div_ceil(BLOCK) * BLOCK, end / BLOCK * BLOCK);
+                if b <= a {
+                    continue;
+                }
+                match file.punch_hole(a, b - a) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                        tracing::info!(dir = %self.dir.display(), "file system cannot punch holes; expunged mail is reclaimed by compaction only");
+                        self.reclaim.unsupported = true;
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(dir = %self.dir.display(), segment = s, error = %e, "cannot punch a hole");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether expunged messages waste enough sealed segments to compact
+    /// them (hole punching already gave their space back; compaction
+    /// brings the number of files down, or reclaims where punching cannot).
+    pub fn wants_compaction(&self) -> bool {
+        let threshold = if self.reclaim.unsupported { self.settings.compaction_min_dead.min(1 << 20) } else { self.settings.compaction_min_dead };
+        self.dead_bytes >= threshold && self.dead_bytes >= self.live_bytes / 3 && self.reclaim.compacted.is_empty() && self.reclaim.protected.is_empty()
+    }
+
+    /// Copies the live messages of sealed segments into the active one, a
+    /// slice at a time (at most `budget` bytes per call) so the worker keeps
+    /// serving between slices. When all are copied, messages point at the
+    /// copies in memory and a checkpoint is wanted; the old segments are
+    /// deleted once that checkpoint is durable. Returns true when done.
+    pub fn compact_step(&mut self, budget: u64) -> Result<bool, StoreError> {
+        self.check_writable()?;
+        if self.reclaim.compaction.is_none() {
+            let active = self.writer.as_ref().map(|w| w.segment);
+            let old: BTreeSet<u32> =
+                self.msgs.iter().flat_map(|m| extents(&self.location(m))).map(|e| e.segment).filter(|s| Some(*s) != active && *s != 0).collect();
+            self.reclaim.compaction = Some(Compaction { old, next_uid: 0, moved: Vec::new() });
+        }
+        let mut spent = 0u64;
+        loop {
+            let state = self.reclaim.compaction.as_ref().expect("set above");
+            let start = self.msgs.partition_point(|m| m.uid < state.next_uid);
+            let Some(&m) = self.msgs.get(start) else { break };
+            let l = self.location(&m);
+            if state.old.contains(&l.segment) || state.old.contains(&l.cache_segment) {
+                if spent >= budget {
+                    return Ok(false);
+                }
+                let data = self.message(&m)?;
+                let cache = self.cache(&m)?;
+                let (seg, file, off) = self.reserve(RecordHeader::span(l.length))?;
+                let h = RecordHeader { kind: format::KIND_MESSAGE, uid: m.uid, payload_crc: l.crc, len: l.length, internal_date: l.internal_date };
+                Self::write_record(&file, off, &h, data.bytes())?;
+                self.wrote(seg);
+                let (cseg, cfile, coff) = self.reserve(RecordHeader::span(cache.len() as u64))?;
+                let ch =
+                    RecordHeader { kind: format::KIND_CACHE, uid: m.uid, payload_crc: format::crc(cache.bytes()), len: cache.len() as u64, internal_date: 0 };
+                Self::write_record(&cfile, coff, &ch, cache.bytes())?;
+                self.wrote(cseg);
+                let loc = Location { segment: seg, offset: off + format::RECORD_HEADER, cache_segment: cseg, cache_offset: coff + format::RECORD_HEADER, ..l };
+                spent += l.length + cache.len() as u64;
+                self.reclaim.compaction.as_mut().expect("set").moved.push((m.uid, loc));
+            }
+            self.reclaim.compaction.as_mut().expect("set").next_uid = m.uid + 1;
+        }
+        let state = self.reclaim.compaction.take().expect("set");
+        for (uid, loc) in state.moved {
+            if let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) {
+                let m = self.msgs[i];
+                self.appended.push(Rec::new(uid, loc, m.flags, m.keywords, m.modseq));
+                self.msgs[i].loc = (self.appended.len() - 1) as u32 | NEW;
+            }
+        }
+        self.reclaim.protected.extend(state.old.iter().copied());
+        self.reclaim.compacted.extend(state.old);
+        self.dead_bytes = 0;
+        Ok(true)
+    }
+}

@@ -1,0 +1,423 @@
+//! Opening a mailbox: the index checkpoint, then every change log of its
+//! generation or later, replayed in order (docs/store-format.md, "Opening
+//! a mailbox").
+//!
+//! Two rules keep a second crash from losing what the first left behind:
+//! - A log record is trusted up to the first record that is torn (short or
+//!   failing its checksum): that is where the unsynced tail begins. An
+//!   APPEND record whose payload no longer matches its checksum (it was
+//!   never synced, or it was expunged and its space given back) is skipped,
+//!   not a reason to drop the records after it.
+//! - New records are written after every byte that any log record refers
+//!   to, live or not, and into segment numbers no record has used, so a
+//!   later replay can never mistake new bytes for an old record's.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::{extents, log_path, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settings, Writer, NEW};
+use crate::store::format::{self, Location, LogRecord, RecordHeader};
+use crate::store::index::{IndexMap, Rec};
+use crate::store::io::{Io, OpenMode};
+
+/// A log file found when opening.
+struct FoundLog {
+    path: std::path::PathBuf,
+    generation: u64,
+    bytes: Vec<u8>,
+}
+
+impl Mailbox {
+    /// Opens a mailbox, recovering from whatever a crash left. Writes
+    /// nothing it would have to sync: cut log tails and removed files are
+    /// made durable by the next commit, and until then a crash leaves the
+    /// same state to recover from.
+    pub fn open(io: Rc<dyn Io>, dir: &Path, uidvalidity: u32, settings: Settings) -> io::Result<Mailbox> {
+        let mut new_dirs = BTreeSet::new();
+        if !io.exists(dir) {
+            if let Some(parent) = dir.parent() {
+                new_dirs.insert(parent.to_path_buf());
+            }
+            new_dirs.insert(dir.to_path_buf());
+        }
+        if !io.exists(&dir.join("segments")) {
+            new_dirs.insert(dir.to_path_buf());
+            new_dirs.insert(dir.join("segments"));
+        }
+        io.create_dir_all(&dir.join("segments"))?;
+        let mut mb = Mailbox {
+            io: io.clone(),
+            dir: dir.to_path_buf(),
+            settings,
+            owner: None,
+            uidvalidity,
+            uidnext: 1,
+            highest_modseq: 1,
+            keywords: Vec::new(),
+            next_segment: 1,
+            base: None,
+            appended: Vec::new(),
+            msgs: Vec::new(),
+            segments: Default::default(),
+            writer: None,
+            log: Log { path: log_path(dir, 0), generation: 0, file: None, created: false, end: format::LOG_HEADER, records: 0, dirty: false, reserved: 0 },
+            old_logs: Vec::new(),
+            dirty_segments: BTreeSet::new(),
+            dirs: new_dirs,
+            staged: Vec::new(),
+            seq: 0,
+            committing: false,
+            checkpointing: false,
+            poisoned: false,
+            version: 0,
+            journal: Default::default(),
+            uids: Default::default(),
+            watchers: Default::default(),
+            recent_floor: std::cell::Cell::new(1),
+            unseen: 0,
+            deleted: 0,
+            size: 0,
+            dead_bytes: 0,
+            live_bytes: 0,
+            reclaim: Default::default(),
+            removed: false,
+        };
+        let mut generation = 0;
+        let index_path = dir.join("index");
+        if io.exists(&index_path) {
+            let f = io.open(&index_path, OpenMode::Existing)?;
+            let (map, _) = f.map()?;
+            match IndexMap::open(map) {
+                Some(ix) => generation = mb.load_index(ix),
+                None => {
+                    tracing::error!(dir = %dir.display(), "index is corrupt; rebuilding from segments");
+                    mb.rebuild_from_segments()?;
+                    mb.reclaim.want_checkpoint();
+                    generation = u64::MAX;
+                }
+            }
+        }
+        let logs = mb.find_logs(generation)?;
+        if generation == u64::MAX {
+            // The index was lost: every log continues the rebuilt state (their
+            // records are idempotent).
+            generation = logs.first().map_or(0, |l| l.generation);
+        }
+        // Segments without an index or a log hold nothing: whatever is in
+        // them was never acknowledged (an acknowledged append has a synced
+        // log record, and a log is deleted only after an index covering it
+        // is durable). They are removed below like any orphan.
+        let mut referenced = Vec::new();
+        let mut expunged = Vec::new();
+        mb.replay(logs, generation, &mut referenced, &mut expunged)?;
+        mb.place_writer(&referenced)?;
+        mb.remove_orphan_segments()?;
+        mb.recount();
+        mb.recent_floor.set(mb.uidnext);
+        // Mail expunged by the replayed logs: its space may be given back
+        // once those logs are known to be synced (the next commit).
+        if !expunged.is_empty() {
+            mb.log.dirty = true;
+            mb.reclaim.expunged(0, expunged);
+        }
+        // Segments may hold dead space from before (a crash between an
+        // expunge and its reclamation): look at each once.
+        let names = io.read_dir(&dir.join("segments"))?;
+        mb.reclaim.look_at(names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse().ok())));
+        mb.journal = crate::store::journal::Journal::starting_at(mb.version, mb.highest_modseq);
+        Ok(mb)
+    }
+
+    /// Takes the checkpoint in; returns its generation.
+    fn load_index(&mut self, ix: IndexMap) -> u64 {
+        let d = ix.data();
+        if d.uidvalidity.to_native() != self.uidvalidity {
+            tracing::warn!(dir = %self.dir.display(), "index UIDVALIDITY differs from the manifest; the index wins");
+            self.uidvalidity = d.uidvalidity.to_native();
+        }
+        self.uidnext = d.uidnext.to_native();
+        self.highest_modseq = d.highest_modseq.to_native();
+        self.next_segment = d.next_segment.to_native();
+        self.keywords = d.keywords.iter().map(|k| k.as_str().to_string()).collect();
+        self.msgs = d
+            .records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| Msg { uid: r.uid.to_native(), flags: r.flags, keywords: r.keywords.to_native(), modseq: r.modseq.to_native(), loc: i as u32 })
+            .collect();
+        let generation = d.generation.to_native();
+        self.base = Some(ix);
+        generation
+    }
+
+    /// The logs to replay (generation `from` and later, oldest first). Logs
+    /// of older generations are folded into the index: they are removed.
+    /// A log without a valid header (its creation was torn) is empty.
+    fn find_logs(&mut self, from: u64) -> io::Result<Vec<FoundLog>> {
+        let mut found = Vec::new();
+        for name in self.io.read_dir(&self.dir)? {
+            // `log` is the single log of format version 1; `log.<n>` since.
+            let numbered = match name.strip_prefix("log.") {
+                Some(n) => match n.parse::<u64>() {
+                    Ok(g) => Some(g),
+                    Err(_) => continue,
+                },
+                None if name == "log" => None,
+                None => continue,
+            };
+            let path = self.dir.join(&name);
+            let bytes = self.io.open(&path, OpenMode::Existing)?.read_all()?;
+            let header = format::check_log_header(&bytes).map(|(_, g)| g);
+            let generation = match (numbered, header) {
+                (Some(g), Some(h)) if g == h => g,
+                (Some(g), _) => {
+                    // Created but its header never made it: nothing in it counts.
+                    found.push(FoundLog { path, generation: g, bytes: Vec::new() });
+                    continue;
+                }
+                (None, Some(h)) => h,
+                (None, None) => continue,
+            };
+            found.push(FoundLog { path, generation, bytes });
+        }
+        found.sort_by_key(|l| l.generation);
+        let mut keep = Vec::new();
+        for l in found {
+            if from != u64::MAX && l.generation < from {
+                self.io.remove_file(&l.path)?;
+            } else {
+                keep.push(l);
+            }
+        }
+        Ok(keep)
+    }
+
+    /// Replays the logs in order. The newest becomes the log new records
+    /// go to; older ones stay until the next checkpoint covers them.
+    /// `referenced` collects every extent an APPEND record points at,
+    /// `expunged` the extents of messages the logs expunged.
+    fn replay(&mut self, logs: Vec<FoundLog>, generation: u64, referenced: &mut Vec<Extent>, expunged: &mut Vec<Extent>) -> io::Result<()> {
+        let mut gone: HashSet<u32> = HashSet::new();
+        let last = logs.len().saturating_sub(1);
+        let mut current = None;
+        for (i, l) in logs.into_iter().enumerate() {
+            let mut end = format::LOG_HEADER as usize;
+            let mut records = 0;
+            if !l.bytes.is_empty() {
+                while let Some((rec, n)) = LogRecord::decode(&l.bytes[end..]) {
+                    self.apply(&rec, referenced, &mut gone);
+                    end += n;
+                    records += 1;
+                }
+            }
+            let torn = !l.bytes.is_empty() && end < l.bytes.len();
+            if torn {
+                tracing::warn!(log = %l.path.display(), offset = end, "log ends in a torn record (never synced); cutting it there");
+                self.io.open(&l.path, OpenMode::Existing)?.set_len(end as u64)?;
+            }
+            if i == last {
+                current = Some((l, end as u64, records, torn));
+            } else {
+                self.old_logs.push(OldLog { path: l.path, generation: l.generation, unsynced: None });
+            }
+        }
+        // Expunges are applied once, at the end: removing from the middle of
+        // the message list one by one would be quadratic.
+        if !gone.is_empty() {
+            let msgs = std::mem::take(&mut self.msgs);
+            let mut kept = Vec::with_capacity(msgs.len());
+            for m in msgs {
+                if gone.contains(&m.uid) {
+                    expunged.extend(extents(&self.location(&m)));
+                } else {
+                    kept.push(m);
+                }
+            }
+            self.msgs = kept;
+            self.version += 1;
+        }
+        self.log = match current {
+            Some((l, end, records, torn)) => {
+                let created = !l.bytes.is_empty();
+                super::Log { path: l.path, generation: l.generation, file: None, created, end, records, dirty: torn, reserved: 0 }
+            }
+            None => super::Log {
+                path: log_path(&self.dir, generation),
+                generation,
+                file: None,
+                created: false,
+                end: format::LOG_HEADER,
+                records: 0,
+                dirty: false,
+                reserved: 0,
+            },
+        };
+        Ok(())
+    }
+
+    /// Applies one replayed record. Idempotent: records already in the
+    /// index (UIDs below its UIDNEXT, older modseqs) change nothing.
+    fn apply(&mut self, rec: &LogRecord, referenced: &mut Vec<Extent>, gone: &mut HashSet<u32>) {
+        match rec {
+            LogRecord::Append { uid, loc, flags, keywords, modseq } => {
+                referenced.extend(extents(loc));
+                self.highest_modseq = self.highest_modseq.max(*modseq);
+                if *uid < self.uidnext {
+                    return;
+                }
+                // Whatever happens to this record, its UID is used.
+                self.uidnext = uid + 1;
+                let whole = matches!(self.bytes(loc.segment, loc.offset, loc.length), Ok(b) if format::crc(b.bytes()) == loc.crc);
+                if !whole {
+                    // Never acknowledged (its payload was not synced) or
+                    // expunged later in this log (its space was given back).
+                    tracing::debug!(dir = %self.dir.display(), uid, "log record points at bytes that do not match; skipping it");
+                    return;
+                }
+                self.appended.push(Rec::new(*uid, *loc, *flags, *keywords, *modseq));
+                self.msgs.push(Msg { uid: *uid, flags: *flags, keywords: *keywords, modseq: *modseq, loc: (self.appended.len() - 1) as u32 | NEW });
+            }
+            LogRecord::Flags { uid, flags, keywords, modseq } => {
+                if let Ok(i) = self.msgs.binary_search_by_key(uid, |m| m.uid) {
+                    let m = &mut self.msgs[i];
+                    if *modseq > m.modseq {
+                        m.flags = *flags;
+                        m.keywords = *keywords;
+                        m.modseq = *modseq;
+                    }
+                }
+                self.highest_modseq = self.highest_modseq.max(*modseq);
+            }
+            LogRecord::Expunge { uid, modseq } => {
+                gone.insert(*uid);
+                self.highest_modseq = self.highest_modseq.max(*modseq);
+            }
+            LogRecord::Keyword { index, name } => {
+                let i = *index as usize;
+                if i == self.keywords.len() {
+                    self.keywords.push(name.clone());
+                } else if self.keywords.get(i) != Some(name) {
+                    tracing::error!(dir = %self.dir.display(), index, name, "keyword record disagrees with the index; ignoring it");
+                }
+            }
+        }
+    }
+
+    /// Disaster recovery: message bytes and dates from segment record
+    /// headers; flags are lost except what the logs still have.
+    fn rebuild_from_segments(&mut self) -> io::Result<()> {
+        let mut names = self.io.read_dir(&self.dir.join("segments"))?;
+        names.sort();
+        let mut msgs: HashMap<u32, Rec> = HashMap::new();
+        let mut caches: HashMap<u32, (u32, u64, u32)> = HashMap::new();
+        for name in names {
+            let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) else { continue };
+            let f = self.io.open(&seg_path(&self.dir, n), OpenMode::Existing)?;
+            let bytes = f.read_all()?;
+            if let Some(uv) = bytes.get(16..20) {
+                if format::check_segment_header(&bytes).is_some() {
+                    self.uidvalidity = u32::from_le_bytes(uv.try_into().expect("4 bytes"));
+                }
+            }
+            self.next_segment = self.next_segment.max(n + 1);
+            let mut at = format::SEGMENT_HEADER as usize;
+            while at + format::RECORD_HEADER as usize <= bytes.len() {
+                let Some(h) = RecordHeader::decode(&bytes[at..]) else {
+                    at += 8;
+                    continue;
+                };
+                let start = at + format::RECORD_HEADER as usize;
+                let Some(end) = usize::try_from(h.len).ok().and_then(|l| start.checked_add(l)).filter(|&e| e <= bytes.len()) else {
+                    at += 8;
+                    continue;
+                };
+                if format::crc(&bytes[start..end]) == h.payload_crc {
+                    match h.kind {
+                        format::KIND_MESSAGE => {
+                            let loc = Location {
+                                segment: n,
+                                offset: start as u64,
+                                length: h.len,
+                                internal_date: h.internal_date,
+                                crc: h.payload_crc,
+                                ..Default::default()
+                            };
+                            msgs.insert(h.uid, Rec::new(h.uid, loc, 0, 0, 1));
+                        }
+                        format::KIND_CACHE => {
+                            caches.insert(h.uid, (n, start as u64, h.len as u32));
+                        }
+                        _ => {}
+                    }
+                    at = format::align8(end as u64) as usize;
+                } else {
+                    at += 8;
+                }
+            }
+        }
+        let mut recs: Vec<Rec> = msgs.into_values().collect();
+        recs.sort_by_key(|r| r.uid);
+        for r in &mut recs {
+            if let Some(&(s, o, l)) = caches.get(&r.uid) {
+                r.cache_segment = s;
+                r.cache_offset = o;
+                r.cache_length = l;
+            }
+        }
+        self.uidnext = recs.last().map(|r| r.uid + 1).unwrap_or(1);
+        self.msgs = recs.iter().enumerate().map(|(i, r)| Msg { uid: r.uid, flags: r.flags, keywords: 0, modseq: 1, loc: i as u32 | NEW }).collect();
+        self.appended = recs;
+        Ok(())
+    }
+
+    /// Points the writer after the last byte that any live message or any
+    /// log record uses, and `next_segment` past every segment they name.
+    fn place_writer(&mut self, referenced: &[Extent]) -> io::Result<()> {
+        let live: Vec<Extent> = self.msgs.iter().flat_map(|m| extents(&self.location(m))).collect();
+        let mut last: Option<(u32, u64)> = None;
+        for e in live.iter().chain(referenced) {
+            if e.segment == 0 {
+                continue;
+            }
+            match last {
+                Some((s, end)) if s > e.segment || (s == e.segment && end >= e.end) => {}
+                _ => last = Some((e.segment, e.end)),
+            }
+        }
+        if let Some((seg, end)) = last {
+            self.next_segment = self.next_segment.max(seg + 1);
+            let path = seg_path(&self.dir, seg);
+            if self.io.exists(&path) {
+                let file = self.io.open(&path, OpenMode::Existing)?;
+                let size = file.len()?;
+                if end < size {
+                    self.writer = Some(Writer { segment: seg, file: None, pos: end, size });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Segment files no live message refers to (left by compaction, by
+    /// expunges, or by appends that never completed) are deleted. A log
+    /// record that still names one is skipped at the next replay, like any
+    /// APPEND whose bytes are gone.
+    fn remove_orphan_segments(&mut self) -> io::Result<()> {
+        let used: BTreeSet<u32> = self.msgs.iter().flat_map(|m| extents(&self.location(m))).map(|e| e.segment).collect();
+        let active = self.writer.as_ref().map(|w| w.segment);
+        for name in self.io.read_dir(&self.dir.join("segments"))? {
+            let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) else { continue };
+            self.next_segment = self.next_segment.max(n + 1);
+            if !used.contains(&n) && Some(n) != active {
+                self.io.remove_file(&seg_path(&self.dir, n))?;
+                self.segments.borrow_mut().remove(&n);
+            }
+        }
+        // Keep the mapping cache small: it was filled while verifying records.
+        let keep: BTreeSet<u32> = used;
+        self.segments.borrow_mut().retain(|s, _: &mut SegMap| keep.contains(s));
+        Ok(())
+    }
+}

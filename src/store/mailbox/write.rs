@@ -1,0 +1,334 @@
+//! Changing a mailbox: streamed appends into the active segment, flag
+//! changes, expunges, and the change log they are recorded in.
+//!
+//! Every change is written to the log before memory changes, in one write
+//! per call: a failed write (a full disk) leaves the mailbox as it was and
+//! the log cut back to its last whole record, so the caller can answer NO
+//! and mean it. Nothing here syncs; `durability` hands that out.
+
+use std::rc::Rc;
+
+use super::{extents, io_err, seg_path, Extent, Mailbox, Msg, Reservation, Staged, StoreError, Writer, MAX_KEYWORDS, NEW};
+use crate::config::SyncMode;
+use crate::store::format::{self, Location, LogRecord, RecordHeader};
+use crate::store::index::Rec;
+use crate::store::io::{File, OpenMode};
+
+/// Blocks reserved ahead of the log's end, so that expunging (which frees
+/// space) still works when the disk is full.
+const LOG_RESERVE: u64 = 1 << 20;
+
+/// A message being streamed into a segment.
+pub struct AppendHandle {
+    segment: u32,
+    file: Rc<dyn File>,
+    /// Record start.
+    offset: u64,
+    len: u64,
+    written: u64,
+    crc: u32,
+    /// Keeps the space from being reclaimed while the message streams in.
+    _reserved: Rc<Reservation>,
+}
+
+impl AppendHandle {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+}
+
+impl Mailbox {
+    /// Space for a record of `span` bytes: in the active segment if it fits,
+    /// in a new segment otherwise. A new segment's name becomes durable with
+    /// the next commit (its directory is synced then).
+    pub(super) fn reserve(&mut self, span: u64) -> Result<(u32, Rc<dyn File>, u64), StoreError> {
+        self.check_writable()?;
+        let fits = self.writer.as_ref().is_some_and(|w| w.pos + span <= w.size);
+        if !fits {
+            let n = self.next_segment;
+            let size = self.settings.segment_size.max(format::SEGMENT_HEADER + span);
+            let path = seg_path(&self.dir, n);
+            let file = self.io.open(&path, OpenMode::Truncate)?;
+            file.set_len(size)?;
+            file.write_at(&format::segment_header(n, self.uidvalidity), 0)?;
+            self.next_segment = n + 1;
+            self.dirs.insert(self.dir.join("segments"));
+            self.dirty_segments.insert(n);
+            self.writer = Some(Writer { segment: n, file: Some(file), pos: format::SEGMENT_HEADER, size });
+        }
+        let (io, dir) = (self.io.clone(), self.dir.clone());
+        let w = self.writer.as_mut().expect("writer just ensured");
+        if w.file.is_none() {
+            w.file = Some(io.open(&seg_path(&dir, w.segment), OpenMode::Existing)?);
+        }
+        let at = w.pos;
+        w.pos += span;
+        let (segment, file) = (w.segment, w.file.clone().expect("opened above"));
+        self.dirty_segments.insert(segment);
+        self.wrote(segment);
+        Ok((segment, file, at))
+    }
+
+    /// Forgets a snapshot mapping of a segment that was written to, so the
+    /// next read maps it again (live mappings see writes by themselves).
+    pub(super) fn wrote(&self, segment: u32) {
+        let mut segs = self.segments.borrow_mut();
+        if segs.get(&segment).is_some_and(|s| !s.live) {
+            segs.remove(&segment);
+        }
+    }
+
+    /// Reserves space for a message of `len` bytes that will be streamed in.
+    pub fn begin_append(&mut self, len: u64) -> Result<AppendHandle, StoreError> {
+        let span = RecordHeader::span(len);
+        let (segment, file, offset) = self.reserve(span)?;
+        let reserved = Rc::new(Reservation(Extent { segment, start: offset, end: offset + span }));
+        self.reclaim.hold(&reserved);
+        Ok(AppendHandle { segment, file, offset, len, written: 0, crc: 0, _reserved: reserved })
+    }
+
+    /// Writes the next bytes of a streamed message.
+    pub fn append_chunk(&mut self, h: &mut AppendHandle, data: &[u8]) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if h.written + data.len() as u64 > h.len {
+            return Err(io_err("more message bytes than announced").into());
+        }
+        h.file.write_at(data, h.offset + format::RECORD_HEADER + h.written)?;
+        self.wrote(h.segment);
+        h.crc = crc32c::crc32c_append(h.crc, data);
+        h.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Writes a record (header and payload) into reserved space.
+    pub(super) fn write_record(file: &Rc<dyn File>, at: u64, h: &RecordHeader, payload: &[u8]) -> std::io::Result<()> {
+        let mut b = Vec::with_capacity(format::RECORD_HEADER as usize + payload.len());
+        b.extend_from_slice(&h.encode());
+        b.extend_from_slice(payload);
+        file.write_at(&b, at)
+    }
+
+    /// Completes a streamed message: header, MIME cache, log record. The
+    /// message gets its UID now but stays invisible until the next commit.
+    pub fn finish_append(&mut self, h: AppendHandle, flags: u8, keywords: u64, internal_date: i64) -> Result<u32, StoreError> {
+        self.check_writable()?;
+        if h.written != h.len {
+            return Err(io_err("message shorter than announced").into());
+        }
+        let uid = self.uidnext;
+        let header = RecordHeader { kind: format::KIND_MESSAGE, uid, payload_crc: h.crc, len: h.len, internal_date };
+        h.file.write_at(&header.encode(), h.offset)?;
+        self.wrote(h.segment);
+        let offset = h.offset + format::RECORD_HEADER;
+        let blob = {
+            let bytes = self.bytes(h.segment, offset, h.len)?;
+            crate::mime::analyze(bytes.bytes())
+        };
+        let (cseg, cfile, coff) = self.reserve(RecordHeader::span(blob.len() as u64))?;
+        let ch = RecordHeader { kind: format::KIND_CACHE, uid, payload_crc: format::crc(&blob), len: blob.len() as u64, internal_date: 0 };
+        Self::write_record(&cfile, coff, &ch, &blob)?;
+        self.wrote(cseg);
+        let loc = Location {
+            segment: h.segment,
+            offset,
+            length: h.len,
+            internal_date,
+            cache_segment: cseg,
+            cache_offset: coff + format::RECORD_HEADER,
+            cache_length: blob.len() as u32,
+            crc: h.crc,
+        };
+        let modseq = self.highest_modseq + 1;
+        self.log_write(&[LogRecord::Append { uid, loc, flags, keywords, modseq }])?;
+        self.highest_modseq = modseq;
+        self.uidnext = uid + 1;
+        let rec = Rec::new(uid, loc, flags, keywords, modseq);
+        self.staged.push(Staged { msg: Msg { uid, flags, keywords, modseq, loc: 0 }, rec, seq: self.seq });
+        if self.settings.sync == SyncMode::Never {
+            let n = self.staged.len();
+            self.publish(n);
+        }
+        Ok(uid)
+    }
+
+    /// Stores a whole message at once (COPY, delivery, tests).
+    pub fn append_bytes(&mut self, data: &[u8], flags: u8, keywords: u64, internal_date: i64) -> Result<u32, StoreError> {
+        let mut h = self.begin_append(data.len() as u64)?;
+        self.append_chunk(&mut h, data)?;
+        self.finish_append(h, flags, keywords, internal_date)
+    }
+
+    /// Opens the current log for writing, creating it (with its header)
+    /// the first time.
+    fn log_file(&mut self) -> std::io::Result<Rc<dyn File>> {
+        if let Some(f) = &self.log.file {
+            return Ok(f.clone());
+        }
+        let f = if self.log.created {
+            self.io.open(&self.log.path, OpenMode::Existing)?
+        } else {
+            let f = self.io.open(&self.log.path, OpenMode::Truncate)?;
+            f.write_at(&format::log_header(self.uidvalidity, self.log.generation), 0)?;
+            self.log.created = true;
+            self.log.end = format::LOG_HEADER;
+            self.log.dirty = true;
+            self.dirs.insert(self.dir.clone());
+            f
+        };
+        self.log.file = Some(f.clone());
+        Ok(f)
+    }
+
+    /// Appends records to the log in one write. On failure the log is cut
+    /// back to its last whole record, or, if even that fails, the mailbox
+    /// stops taking writes (a later record must never follow garbage).
+    pub(super) fn log_write(&mut self, recs: &[LogRecord]) -> Result<(), StoreError> {
+        self.check_writable()?;
+        let f = self.log_file()?;
+        let mut buf = Vec::with_capacity(80 * recs.len());
+        for r in recs {
+            r.encode(&mut buf);
+        }
+        let at = self.log.end;
+        if let Err(e) = f.write_at(&buf, at) {
+            if let Err(cut) = f.set_len(at) {
+                self.poison(&format_args!("log write failed ({e}) and the log cannot be cut back ({cut})"));
+            }
+            return Err(e.into());
+        }
+        self.log.end = at + buf.len() as u64;
+        self.log.records += recs.len() as u32;
+        self.log.dirty = true;
+        self.seq += 1;
+        if self.log.end + LOG_RESERVE / 2 > self.log.reserved {
+            // Best effort: file systems without fallocate simply do not reserve.
+            if f.preallocate(self.log.end, LOG_RESERVE).is_ok() {
+                self.log.reserved = self.log.end + LOG_RESERVE;
+            }
+        }
+        Ok(())
+    }
+
+    /// Index of a keyword, defining it (logged) when `create` is set.
+    pub fn keyword(&mut self, name: &str, create: bool) -> Result<Option<u8>, StoreError> {
+        if let Some(i) = self.keywords.iter().position(|k| k.eq_ignore_ascii_case(name)) {
+            return Ok(Some(i as u8));
+        }
+        if !create {
+            return Ok(None);
+        }
+        self.check_writable()?;
+        if self.keywords.len() >= MAX_KEYWORDS {
+            return Err(StoreError::TooManyKeywords);
+        }
+        let index = self.keywords.len() as u8;
+        self.log_write(&[LogRecord::Keyword { index, name: name.to_string() }])?;
+        self.keywords.push(name.to_string());
+        self.changed();
+        Ok(Some(index))
+    }
+
+    /// Sets a message's flags and keywords; returns the new modseq, or None if
+    /// the message is gone or nothing changed.
+    pub fn set_flags(&mut self, uid: u32, flags: u8, keywords: u64) -> Result<Option<u64>, StoreError> {
+        Ok(self.set_flags_many(&[(uid, flags, keywords)])?.first().map(|&(_, m)| m))
+    }
+
+    /// Sets the flags of many messages with one log write; returns
+    /// (uid, new modseq) of those that changed. Missing UIDs and no-op
+    /// changes are left out.
+    pub fn set_flags_many(&mut self, changes: &[(u32, u8, u64)]) -> Result<Vec<(u32, u64)>, StoreError> {
+        self.check_writable()?;
+        let mut recs = Vec::new();
+        let mut done = Vec::new();
+        let mut modseq = self.highest_modseq;
+        for &(uid, flags, keywords) in changes {
+            let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) else { continue };
+            let old = self.msgs[i];
+            if old.flags == flags && old.keywords == keywords {
+                continue;
+            }
+            modseq += 1;
+            recs.push(LogRecord::Flags { uid, flags, keywords, modseq });
+            done.push((i, uid, flags, keywords, modseq));
+        }
+        if recs.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.log_write(&recs)?;
+        self.highest_modseq = modseq;
+        let mut out = Vec::with_capacity(done.len());
+        for (i, uid, flags, keywords, modseq) in done {
+            let old = self.msgs[i];
+            let l = self.location(&old);
+            self.count(&old, &l, -1);
+            let new = Msg { flags, keywords, modseq, ..old };
+            self.msgs[i] = new;
+            self.count(&new, &l, 1);
+            self.journal.flags_changed(modseq, uid);
+            out.push((uid, modseq));
+        }
+        self.notify();
+        Ok(out)
+    }
+
+    /// Removes messages with one log write; returns the UIDs that were removed.
+    pub fn expunge(&mut self, uids: &[u32]) -> Result<Vec<u32>, StoreError> {
+        self.check_writable()?;
+        let mut doomed: Vec<u32> = uids.iter().copied().filter(|&u| self.find(u).is_some()).collect();
+        doomed.sort_unstable();
+        doomed.dedup();
+        if doomed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let first = self.highest_modseq + 1;
+        let recs: Vec<LogRecord> = doomed.iter().enumerate().map(|(k, &uid)| LogRecord::Expunge { uid, modseq: first + k as u64 }).collect();
+        self.log_write(&recs)?;
+        self.highest_modseq = first + doomed.len() as u64 - 1;
+        // One pass over the list, not one removal per message.
+        let msgs = std::mem::take(&mut self.msgs);
+        let mut kept = Vec::with_capacity(msgs.len() - doomed.len());
+        let mut dead = Vec::new();
+        for m in msgs {
+            if doomed.binary_search(&m.uid).is_ok() {
+                let l = self.location(&m);
+                self.count(&m, &l, -1);
+                self.dead_bytes += RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));
+                dead.extend(extents(&l));
+            } else {
+                kept.push(m);
+            }
+        }
+        self.msgs = kept;
+        self.reclaim.expunged(self.seq, dead);
+        self.changed();
+        for &uid in &doomed {
+            self.journal.expunged(self.version, uid);
+        }
+        Ok(doomed)
+    }
+
+    /// Makes staged appends visible (their commit finished).
+    pub(super) fn publish(&mut self, upto: usize) {
+        if upto == 0 {
+            return;
+        }
+        for s in self.staged.drain(..upto).collect::<Vec<_>>() {
+            let mut m = s.msg;
+            self.appended.push(s.rec);
+            m.loc = (self.appended.len() - 1) as u32 | NEW;
+            self.msgs.push(m);
+            let l = s.rec.location();
+            self.count(&m, &l, 1);
+        }
+        self.changed();
+    }
+}
