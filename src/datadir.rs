@@ -1,5 +1,6 @@
-//! The data directory's lock: one server per data directory, and
-//! `ringmail deliver` stores directly only while no server holds it.
+//! The data directory: its lock (one server per data directory, and
+//! `ringmail deliver` stores directly only while no server holds it) and
+//! the rule that everything in it is private to the server's user.
 
 use std::fs::File;
 use std::net::SocketAddr;
@@ -17,13 +18,73 @@ pub struct DataDirLock {
 /// What a running server tells other processes in its lock file.
 const LMTP_KEY: &str = "lmtp=";
 
+/// Files and directories the process creates are private to its user:
+/// mail, password hashes and keys must not be readable by other local
+/// users. Called first thing by every command. (The systemd unit sets
+/// `UMask=0077` too.)
+pub fn private_umask() {
+    // SAFETY: umask(2) only sets the process's file creation mask.
+    unsafe { libc::umask(0o077) };
+}
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Paths under `dir` (itself included, at most `limit` of them) that other
+/// users can read or write, or the group can write: what `doctor` reports.
+pub fn loose_permissions(dir: &Path, limit: usize) -> Vec<(std::path::PathBuf, u32)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(p) = todo.pop() {
+        seen += 1;
+        if seen > limit {
+            break;
+        }
+        let Ok(meta) = std::fs::symlink_metadata(&p) else { continue };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o027 != 0 {
+            out.push((p.clone(), mode));
+        }
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    out
+}
+
+/// Free (for unprivileged users) and total bytes of the file system
+/// holding `dir`.
+pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
+    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: statvfs reads a valid C string and fills the struct given.
+    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
+        return None;
+    }
+    Some((vfs.f_bavail as u64 * vfs.f_frsize as u64, vfs.f_blocks as u64 * vfs.f_frsize as u64))
+}
+
 impl DataDirLock {
     /// Takes the lock, retrying for up to `wait` while someone else holds it.
     /// `Ok(None)` means it is still held after `wait`.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<Option<DataDirLock>, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let path = dir.join("ringmail.lock");
-        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        use std::os::unix::fs::OpenOptionsExt;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let deadline = Instant::now() + wait;
         loop {
             // SAFETY: flock on a descriptor we own; no memory is involved.
@@ -64,6 +125,22 @@ pub fn published_lmtp(dir: &Path) -> Option<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_dirs_and_the_permission_scan() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("data/mail");
+        create_private_dir(&d).unwrap();
+        assert_eq!(std::fs::metadata(&d).unwrap().permissions().mode() & 0o777, 0o700);
+        let f = d.join("f");
+        std::fs::write(&f, b"x").unwrap();
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let loose = loose_permissions(&dir.path().join("data"), 100);
+        assert_eq!(loose, vec![(f.clone(), 0o644)]);
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(loose_permissions(&dir.path().join("data"), 100).is_empty());
+    }
 
     #[test]
     fn second_holder_waits_then_gives_up_and_reads_the_address() {

@@ -250,20 +250,33 @@ fn data_dir(dir: &Path) -> Vec<Check> {
         };
         out.push(check("data file system", format!("{name} (0x{:X})", fs.f_type), "ext4 or xfs", status, note));
     }
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } == 0 {
-        let free = vfs.f_bavail as u64 * vfs.f_frsize as u64;
-        let total = (vfs.f_blocks as u64 * vfs.f_frsize as u64).max(1);
+    if let Some((free, total)) = crate::datadir::disk_space(&base) {
+        let total = total.max(1);
         let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
         let pct = free * 100 / total;
         let (status, note) = if free < 100 << 20 {
-            (Status::Fail, "under 100 MiB: deliveries will be refused (4xx)".to_string())
+            (Status::Fail, "under 100 MiB: APPEND and deliveries will soon be refused (NO [OVERQUOTA], 452 4.3.1)".to_string())
         } else if free < 1 << 30 || pct < 5 {
             (Status::Warn, format!("{pct}% free"))
         } else {
             (Status::Ok, format!("{pct}% free"))
         };
         out.push(check("data free space", format!("{} of {}", gib(free), gib(total)), ">= 1 GiB and 5%", status, note));
+    }
+    if dir.exists() {
+        // Mail, password hashes and keys: nobody but the server's user (and,
+        // for directories an operator made 0750, its group) may read them.
+        let loose = crate::datadir::loose_permissions(dir, 20_000);
+        out.push(match loose.first() {
+            None => check("data permissions", "private", "no access for other users", Status::Ok, "files 0600, directories 0700 (or 0750)"),
+            Some((p, mode)) => check(
+                "data permissions",
+                format!("{} path(s) too open, e.g. {} {mode:o}", loose.len(), p.display()),
+                "no access for other users",
+                Status::Warn,
+                format!("chmod -R go-rwx {} (then 0750 on the directory if a group needs it)", dir.display()),
+            ),
+        });
     }
     out
 }

@@ -350,6 +350,7 @@ fn doctor(common: &Common, json: bool, proc_root: &std::path::Path) -> ExitCode 
 }
 
 fn main() -> ExitCode {
+    ringmail::datadir::private_umask();
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, workers, driver, log_format } => {

@@ -173,11 +173,17 @@ pub struct Metrics {
     workers: Vec<WorkerMetrics>,
     driver: String,
     started: Instant,
+    /// Where mail lives, for the free-space gauges.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl Metrics {
     pub fn new(workers: usize, driver: &str) -> Arc<Metrics> {
-        Arc::new(Metrics { workers: (0..workers).map(|_| WorkerMetrics::new()).collect(), driver: driver.to_string(), started: Instant::now() })
+        Self::with_data_dir(workers, driver, None)
+    }
+
+    pub fn with_data_dir(workers: usize, driver: &str, data_dir: Option<std::path::PathBuf>) -> Arc<Metrics> {
+        Arc::new(Metrics { workers: (0..workers).map(|_| WorkerMetrics::new()).collect(), driver: driver.to_string(), started: Instant::now(), data_dir })
     }
 
     pub fn worker(&self, i: usize) -> &WorkerMetrics {
@@ -246,6 +252,12 @@ impl Metrics {
         counter(&mut s, "ringmail_store_sync_failures_total", "Group commits whose sync failed.", &|m| m.sync_failures.load(Relaxed));
         head(&mut s, "ringmail_store_sync_duration_seconds", "histogram", "Group commits: fdatasync of every file of the batch.");
         histogram(&mut s, "ringmail_store_sync_duration_seconds", "", &w.iter().map(|m| &m.syncs).collect::<Vec<_>>());
+        if let Some((free, total)) = self.data_dir.as_deref().and_then(crate::datadir::disk_space) {
+            head(&mut s, "ringmail_data_free_bytes", "gauge", "Free space on the data directory's file system (for unprivileged users).");
+            let _ = writeln!(s, "ringmail_data_free_bytes {free}");
+            head(&mut s, "ringmail_data_size_bytes", "gauge", "Size of the data directory's file system.");
+            let _ = writeln!(s, "ringmail_data_size_bytes {total}");
+        }
         s
     }
 }

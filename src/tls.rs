@@ -113,7 +113,7 @@ fn self_signed(dir: &Path, host: &str) -> Result<(PathBuf, PathBuf), String> {
     if cert.exists() && key.exists() {
         return Ok((cert, key));
     }
-    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    crate::datadir::create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let mut names = vec![host.to_string(), "localhost".to_string()];
     names.dedup();
     let generated = rcgen::generate_simple_self_signed(names).map_err(|e| format!("cannot generate a certificate: {e}"))?;

@@ -103,6 +103,9 @@ fn a_scripted_session_moves_the_counters_by_exactly_what_it_did() {
     assert_eq!(delta("ringmail_received_bytes_total"), sent as f64);
     assert_eq!(delta("ringmail_sent_bytes_total"), received.len() as f64);
     assert!(delta("ringmail_store_sync_duration_seconds_count") >= 1.0, "the APPEND was synced");
+    let gauge = |name: &str| after.lines().find_map(|l| l.strip_prefix(&format!("{name} "))).map(|v| v.parse::<f64>().unwrap());
+    let (free, size) = (gauge("ringmail_data_free_bytes").expect("free space gauge"), gauge("ringmail_data_size_bytes").expect("size gauge"));
+    assert!(free > 0.0 && free <= size, "{free} of {size}");
     for state in ["not_authenticated", "authenticated", "selected", "idle"] {
         assert_eq!(connections(&after, state), connections(&before, state), "{state} back where it was");
     }

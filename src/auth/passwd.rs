@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// Rules for user names: they name directories, so they are restricted.
 pub fn valid_user_name(name: &str) -> bool {
@@ -70,25 +70,27 @@ pub fn render(entries: &[Entry]) -> String {
     s
 }
 
+/// What identifies a version of the file: `ringmail user` replaces it by
+/// rename (a new inode), an editor may rewrite it in place (new mtime).
+type Stamp = (u64, SystemTime, u64);
+
 #[derive(Default)]
 struct Snapshot {
     users: HashMap<String, Arc<str>>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<Stamp>,
 }
 
-/// The passwd-file, cached in memory and re-read when it changes.
+/// The passwd-file, cached in memory and re-read when it changes. Every
+/// lookup stats the file (about a microsecond), so a user added, removed
+/// or given a new password counts from the very next login.
 pub struct UserDb {
     path: PathBuf,
     snapshot: RwLock<Snapshot>,
-    last_check: Mutex<Option<Instant>>,
 }
-
-/// How often a lookup may stat the file to notice changes.
-const RECHECK: Duration = Duration::from_millis(500);
 
 impl UserDb {
     pub fn open(path: &Path) -> io::Result<UserDb> {
-        let db = UserDb { path: path.to_path_buf(), snapshot: RwLock::new(Snapshot::default()), last_check: Mutex::new(None) };
+        let db = UserDb { path: path.to_path_buf(), snapshot: RwLock::new(Snapshot::default()) };
         db.reload()?;
         Ok(db)
     }
@@ -97,9 +99,10 @@ impl UserDb {
         &self.path
     }
 
-    fn stamp(&self) -> io::Result<Option<(SystemTime, u64)>> {
+    fn stamp(&self) -> io::Result<Option<Stamp>> {
+        use std::os::unix::fs::MetadataExt;
         match std::fs::metadata(&self.path) {
-            Ok(m) => Ok(Some((m.modified()?, m.len()))),
+            Ok(m) => Ok(Some((m.ino(), m.modified()?, m.len()))),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
@@ -122,14 +125,6 @@ impl UserDb {
     }
 
     fn refresh(&self) {
-        let now = Instant::now();
-        {
-            let mut last = self.last_check.lock().expect("userdb lock");
-            if last.is_some_and(|t| now.duration_since(t) < RECHECK) {
-                return;
-            }
-            *last = Some(now);
-        }
         let current = self.snapshot.read().expect("userdb lock").stamp;
         match self.stamp() {
             Ok(s) if s != current => {
@@ -177,7 +172,7 @@ pub fn edit_file(path: &Path, f: impl FnOnce(&mut Vec<Entry>) -> Result<(), Stri
     let write = || -> io::Result<()> {
         use std::io::Write;
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
+            crate::datadir::create_private_dir(dir)?;
         }
         let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&tmp)?;
         #[cfg(unix)]
@@ -229,7 +224,20 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        *db.last_check.lock().unwrap() = None;
+        // At once: the next lookup sees it (hardening issue: a new user got
+        // AUTHENTICATIONFAILED for up to half a second).
         assert_eq!(db.lookup("A").as_deref(), Some("{PLAIN}1"));
+        edit_file(&p, |v| {
+            v[0].hash = Arc::from("{PLAIN}2");
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(db.lookup("a").as_deref(), Some("{PLAIN}2"));
+        edit_file(&p, |v| {
+            v.clear();
+            Ok(())
+        })
+        .unwrap();
+        assert!(db.lookup("a").is_none());
     }
 }

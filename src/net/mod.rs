@@ -141,7 +141,7 @@ impl Server {
     pub fn start(config: Config) -> Result<Server, String> {
         let driver = choose_driver(config.driver)?;
         let n = config.worker_count();
-        std::fs::create_dir_all(config.data_dir.join("mail")).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        crate::datadir::create_private_dir(&config.data_dir.join("mail")).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
         let db = Arc::new(UserDb::open(&config.users_file()).map_err(|e| format!("cannot read {}: {e}", config.users_file().display()))?);
         let directory = Arc::new(smtp::directory(&config, db.clone()));
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
@@ -186,7 +186,7 @@ impl Server {
         }
 
         let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| flume::unbounded()).unzip();
-        let metrics = crate::metrics::Metrics::new(n, &format!("{driver:?}"));
+        let metrics = crate::metrics::Metrics::with_data_dir(n, &format!("{driver:?}"), Some(config.data_dir.clone()));
         let config_metrics = config.metrics.listen;
         let max_connections = match fdlimit::raise_nofile() {
             Ok((soft, _)) => {

@@ -181,7 +181,7 @@ impl Store {
             if mb.borrow().wants_reclaim() {
                 mb.borrow_mut().reclaim_space(RECLAIM_SEGMENTS);
             }
-            if mb.borrow().wants_compaction() {
+            if mb.borrow_mut().compaction_due() {
                 for _ in 0..SLICES {
                     let r = mb.borrow_mut().compact_step(4 << 20);
                     match r {
@@ -191,7 +191,8 @@ impl Store {
                         }
                         Ok(false) => pause().await,
                         Err(e) => {
-                            tracing::error!(error = %e, "compaction failed");
+                            tracing::error!(error = %e, "compaction failed; retrying in a minute");
+                            mb.borrow_mut().compaction_failed();
                             break;
                         }
                     }

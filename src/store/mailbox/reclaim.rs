@@ -52,6 +52,8 @@ pub(super) struct Reclaim {
     compacted: Vec<u32>,
     /// Something other than log growth wants a checkpoint (a rebuild).
     checkpoint_wanted: bool,
+    /// Housekeeping rounds to skip compaction after it failed (a full disk).
+    pause: u32,
 }
 
 /// Progress of a compaction between slices.
@@ -219,6 +221,25 @@ impl Mailbox {
                 }
             }
         }
+    }
+
+    /// Whether to compact this round (see [`Mailbox::wants_compaction`]),
+    /// counting down the pause after a failure.
+    pub fn compaction_due(&mut self) -> bool {
+        if self.reclaim.pause > 0 {
+            self.reclaim.pause -= 1;
+            return false;
+        }
+        self.wants_compaction() && !self.poisoned
+    }
+
+    /// A compaction step failed: drop what it copied (unreferenced, given
+    /// back like any dead space) and wait a minute before trying again.
+    pub fn compaction_failed(&mut self) {
+        if let Some(c) = self.reclaim.compaction.take() {
+            self.reclaim.candidates.extend(c.moved.iter().map(|(_, l)| l.segment));
+        }
+        self.reclaim.pause = 60;
     }
 
     /// Whether expunged messages waste enough sealed segments to compact
