@@ -9,6 +9,7 @@
 
 pub mod address;
 pub mod header;
+pub mod scan;
 pub mod structure;
 
 pub use structure::{Kind, Part, Transfer};

@@ -1,1 +1,91 @@
+//! Hostile shapes: whatever a message looks like, analysing it and reading
+//! its cache must neither recurse with the input nor take more than linear
+//! time, and deep parts must have a defined answer.
 
+use super::*;
+
+/// 100,000 nested multiparts, boundaries that are not prefixes of each other.
+pub(crate) fn nested_multipart(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=\"x0x\"\r\n\r\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("--x{i}x\r\nContent-Type: multipart/mixed; boundary=\"x{}x\"\r\n\r\n", i + 1).as_bytes());
+    }
+    m.extend_from_slice(format!("--x{n}x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x{n}x--\r\n").as_bytes());
+    for i in (0..n).rev() {
+        m.extend_from_slice(format!("--x{i}x--\r\n").as_bytes());
+    }
+    m
+}
+
+/// 100,000 message/rfc822 parts, each inside the previous one.
+pub(crate) fn nested_message(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nSubject: deep\r\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("Content-Type: message/rfc822\r\n\r\nSubject: level {}\r\n", i + 1).as_bytes());
+    }
+    m.extend_from_slice(b"\r\nbody\r\n");
+    m
+}
+
+/// A `To:` header with `n` addresses.
+pub(crate) fn many_addresses(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nTo: ".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("User {i} <user{i}@example.com>,\r\n ").as_bytes());
+    }
+    m.extend_from_slice(b"last@example.com\r\nSubject: many\r\n\r\nbody\r\n");
+    m
+}
+
+/// Runs `f` on a thread with a small stack, as a worker would meet it.
+fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    std::thread::Builder::new().stack_size(128 << 10).spawn(f).unwrap().join().expect("no stack overflow, no panic")
+}
+
+#[test]
+fn a_hundred_thousand_nested_multiparts_stop_at_the_depth_limit() {
+    let (blob, len) = on_small_stack(|| {
+        let m = nested_multipart(100_000);
+        (analyze(&m), m.len())
+    });
+    let c = Cache::parse(&blob).expect("valid cache");
+    assert!(len > 5_000_000);
+    // 99 nested multiparts, then one opaque part holding the rest.
+    let deepest = c.iter_parts().max_by_key(|p| p.path.len()).unwrap();
+    assert_eq!(deepest.path.len(), scan::MAX_DEPTH - 1);
+    assert_eq!(deepest.kind, Kind::Leaf);
+    assert!(std::str::from_utf8(c.bodystructure).unwrap().contains("(\"application\" \"octet-stream\" (\"boundary\" \"x99x\")"));
+}
+
+#[test]
+fn a_hundred_thousand_nested_messages_stop_at_the_depth_limit() {
+    let blob = on_small_stack(|| analyze(&nested_message(100_000)));
+    let c = Cache::parse(&blob).expect("valid cache");
+    let deepest = c.iter_parts().max_by_key(|p| p.path.len()).unwrap();
+    assert_eq!(deepest.path.len(), scan::MAX_DEPTH);
+    assert!(std::str::from_utf8(c.body).unwrap().contains("(\"application\" \"octet-stream\" NIL NIL NIL \"7bit\""));
+}
+
+#[test]
+fn a_hundred_thousand_addresses_are_all_in_the_envelope() {
+    let blob = on_small_stack(|| analyze(&many_addresses(100_000)));
+    let c = Cache::parse(&blob).expect("valid cache");
+    let env = std::str::from_utf8(c.envelope).unwrap();
+    assert_eq!(env.matches("\"example.com\")").count(), 100_001);
+    assert!(c.search_text("TO").unwrap().windows(14).any(|w| w == b"user99999@exam"));
+}
+
+#[test]
+fn too_many_parts_end_in_one_part() {
+    let mut m = b"Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n".to_vec();
+    for i in 0..20_000 {
+        m.extend_from_slice(format!("--b\r\n\r\npart {i}\r\n").as_bytes());
+    }
+    m.extend_from_slice(b"--b--\r\n");
+    let c_blob = analyze(&m);
+    let c = Cache::parse(&c_blob).unwrap();
+    let n = c.iter_parts().count();
+    assert!(n < scan::MAX_PARTS, "{n}");
+    let last = c.iter_parts().last().unwrap();
+    assert!(last.end as usize > m.len() - 100, "the rest is the last part's body");
+}
