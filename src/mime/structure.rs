@@ -49,6 +49,9 @@ pub struct Part {
     pub text: bool,
 }
 
+/// MIME parameters: (name, value), in order.
+pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// A parsed Content-Type or Content-Disposition value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeValue {
@@ -306,7 +309,7 @@ pub fn envelope(h: &[u8], o: &mut Out) {
 
 /// The parts of a node's type: (type, subtype, parameters), with the
 /// defaults RFC 2045 and RFC 2046 give when Content-Type is missing or bad.
-fn content_type(h: &[u8], in_digest: bool) -> (Vec<u8>, Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>) {
+fn content_type(h: &[u8], in_digest: bool) -> (Vec<u8>, Vec<u8>, Params) {
     let ct = header::first(h, "Content-Type").and_then(|v| parse_type_value(&v, true));
     let (default_type, default_sub): (&[u8], &[u8]) = if in_digest { (b"message", b"rfc822") } else { (b"text", b"plain") };
     match ct {
