@@ -169,6 +169,40 @@ pub fn message(seed: u64, i: u64) -> Vec<u8> {
     m
 }
 
+/// Hostile shapes for hardening tests: `n` nested multiparts (boundaries
+/// that are not prefixes of each other).
+pub fn nested_multipart(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=\"x0x\"\r\n\r\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("--x{i}x\r\nContent-Type: multipart/mixed; boundary=\"x{}x\"\r\n\r\n", i + 1).as_bytes());
+    }
+    m.extend_from_slice(format!("--x{n}x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x{n}x--\r\n").as_bytes());
+    for i in (0..n).rev() {
+        m.extend_from_slice(format!("--x{i}x--\r\n").as_bytes());
+    }
+    m
+}
+
+/// `n` message/rfc822 parts, each inside the previous one.
+pub fn nested_message(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nSubject: deep\r\n".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("Content-Type: message/rfc822\r\n\r\nSubject: level {}\r\n", i + 1).as_bytes());
+    }
+    m.extend_from_slice(b"\r\nbody\r\n");
+    m
+}
+
+/// A `To:` header with `n` addresses (and one more).
+pub fn many_addresses(n: usize) -> Vec<u8> {
+    let mut m = b"From: a@b.c\r\nTo: ".to_vec();
+    for i in 0..n {
+        m.extend_from_slice(format!("User {i} <user{i}@example.com>,\r\n ").as_bytes());
+    }
+    m.extend_from_slice(b"last@example.com\r\nSubject: many\r\n\r\nbody\r\n");
+    m
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -175,6 +175,8 @@ pub struct Metrics {
     started: Instant,
     /// Where mail lives, for the free-space gauges.
     data_dir: Option<std::path::PathBuf>,
+    /// Memory held by LMTP/SMTP messages in flight (see `net::spool`).
+    pub spool_memory: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Metrics {
@@ -183,7 +185,13 @@ impl Metrics {
     }
 
     pub fn with_data_dir(workers: usize, driver: &str, data_dir: Option<std::path::PathBuf>) -> Arc<Metrics> {
-        Arc::new(Metrics { workers: (0..workers).map(|_| WorkerMetrics::new()).collect(), driver: driver.to_string(), started: Instant::now(), data_dir })
+        Arc::new(Metrics {
+            workers: (0..workers).map(|_| WorkerMetrics::new()).collect(),
+            driver: driver.to_string(),
+            started: Instant::now(),
+            data_dir,
+            spool_memory: Arc::default(),
+        })
     }
 
     pub fn worker(&self, i: usize) -> &WorkerMetrics {
@@ -252,6 +260,8 @@ impl Metrics {
         counter(&mut s, "ringmail_store_sync_failures_total", "Group commits whose sync failed.", &|m| m.sync_failures.load(Relaxed));
         head(&mut s, "ringmail_store_sync_duration_seconds", "histogram", "Group commits: fdatasync of every file of the batch.");
         histogram(&mut s, "ringmail_store_sync_duration_seconds", "", &w.iter().map(|m| &m.syncs).collect::<Vec<_>>());
+        head(&mut s, "ringmail_delivery_memory_bytes", "gauge", "Memory held by LMTP/SMTP messages in flight (larger ones wait on disk).");
+        let _ = writeln!(s, "ringmail_delivery_memory_bytes {}", self.spool_memory.load(Relaxed));
         if let Some((free, total)) = self.data_dir.as_deref().and_then(crate::datadir::disk_space) {
             head(&mut s, "ringmail_data_free_bytes", "gauge", "Free space on the data directory's file system (for unprivileged users).");
             let _ = writeln!(s, "ringmail_data_free_bytes {free}");

@@ -183,17 +183,18 @@ print(len(body), hashlib.sha256(b'Return-Path: <a@b>\r\nDelivered-To: joe\r\n' +
 }
 
 #[test]
-fn bare_lf_and_8bit_headers_keep_their_bytes() {
+fn bare_lf_becomes_crlf_and_8bit_headers_keep_their_bytes() {
     let ts = server();
     let (mut r, mut w) = raw(ts.lmtp.unwrap());
-    let msg: &[u8] = b"Subject: caf\xc3\xa9 \xe9t\xe9\nFrom: J\xc3\xb6rg <j@example.net>\n\nbare lf line\nmixed\r\nend\n";
+    let msg: &[u8] = b"Subject: caf\xc3\xa9 \xe9t\xe9\nFrom: J\xc3\xb6rg <j@example.net>\n\nbare lf line\nmixed\r\nend\r\n";
     w.write_all(b"LHLO m\r\nMAIL FROM:<j@example.net> BODY=8BITMIME\r\nRCPT TO:<joe>\r\nDATA\r\n").unwrap();
     assert_eq!(replies(&mut r, 5)[4], "354 End data with <CR><LF>.<CR><LF>");
     w.write_all(msg).unwrap();
     w.write_all(b".\r\n").unwrap();
     assert_eq!(replies(&mut r, 1), ["250 2.0.0 Ok: delivered <joe>"]);
+    // Stored with CRLF line ends only; every other byte as sent.
     let mut want = b"Return-Path: <j@example.net>\r\nDelivered-To: joe\r\n".to_vec();
-    want.extend_from_slice(msg);
+    want.extend_from_slice(b"Subject: caf\xc3\xa9 \xe9t\xe9\r\nFrom: J\xc3\xb6rg <j@example.net>\r\n\r\nbare lf line\r\nmixed\r\nend\r\n");
     assert_eq!(messages(&ts, "joe", "INBOX"), [want]);
     // ENVELOPE still parses the 8-bit header (sent as a literal: 8-bit text).
     let mut c = Client::connect(ts.addr);
@@ -340,4 +341,139 @@ fn deliver_command_with_and_without_a_running_server() {
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     assert!(child.wait().unwrap().success());
+}
+
+/// Sends one transaction by hand; returns the replies after DATA's 354
+/// (one per recipient for LMTP, one for SMTP).
+fn transaction(addr: SocketAddr, lmtp: bool, rcpts: &[&str], data: &[u8]) -> Vec<String> {
+    let (mut r, mut w) = raw(addr);
+    r.get_mut().set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    replies(&mut r, 1);
+    w.write_all(if lmtp { b"LHLO t\r\n" } else { b"EHLO t\r\n" }).unwrap();
+    replies(&mut r, 1);
+    w.write_all(b"MAIL FROM:<t@example.net>\r\n").unwrap();
+    replies(&mut r, 1);
+    for rc in rcpts {
+        w.write_all(format!("RCPT TO:<{rc}>\r\n").as_bytes()).unwrap();
+        assert!(replies(&mut r, 1)[0].starts_with("250"), "RCPT {rc}");
+    }
+    w.write_all(b"DATA\r\n").unwrap();
+    assert!(replies(&mut r, 1)[0].starts_with("354"));
+    w.write_all(data).unwrap();
+    w.write_all(b".\r\n").unwrap();
+    replies(&mut r, if lmtp { rcpts.len() } else { 1 })
+}
+
+/// SMTP smuggling through a real listener: the hidden envelope after
+/// `<LF>.<CRLF>` is text of the first message, and nothing is delivered to
+/// the smuggled recipient.
+#[test]
+fn smuggled_second_message_stays_inside_the_first() {
+    let ts = server();
+    for (lmtp, addr, rcpt) in [(true, ts.lmtp.unwrap(), "joe"), (false, ts.smtp.unwrap(), "joe@example.org")] {
+        let data = b"Subject: one\r\n\r\nhello\n.\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<ann@example.org>\r\nDATA\r\nSubject: two\r\n\r\nsmuggled\r\n";
+        let r = transaction(addr, lmtp, &[rcpt], data);
+        assert!(r[0].starts_with("250"), "{r:?}");
+    }
+    let joe = messages(&ts, "joe", "INBOX");
+    assert_eq!(joe.len(), 2);
+    for m in &joe {
+        let text = String::from_utf8_lossy(m);
+        assert!(text.contains("hello\r\n\r\nMAIL FROM:<evil@x>\r\nRCPT TO:<ann@example.org>") && text.contains("smuggled"), "{text}");
+    }
+    assert!(messages(&ts, "ann", "INBOX").is_empty(), "nothing reached the smuggled recipient");
+}
+
+/// The same recipient named several times (and in two spellings) is one
+/// copy, and LMTP still answers once per RCPT.
+#[test]
+fn duplicate_recipients_get_one_copy() {
+    let ts = server();
+    let r = transaction(ts.lmtp.unwrap(), true, &["joe", "joe", "JOE@example.org", "bob"], b"Subject: dup\r\n\r\nx\r\n");
+    assert_eq!(r.len(), 4);
+    assert!(r.iter().all(|l| l.starts_with("250 2.0.0")), "{r:?}");
+    assert_eq!(messages(&ts, "joe", "INBOX").len(), 1);
+    assert_eq!(messages(&ts, "bob", "INBOX").len(), 1);
+}
+
+/// Messages whose DATA stalls before the final dot wait on disk, not in
+/// memory: six clients with 8 MiB each hold at most a few hundred KiB of
+/// the server's memory (the hardening issue measured 250 MiB of RSS).
+#[test]
+fn stalled_data_waits_on_disk() {
+    let ts = TestServer::start(Driver::Auto, |c| {
+        c.metrics.listen = Some("127.0.0.1:0".parse().unwrap());
+        c.limits.max_message_size = 40 << 20;
+    });
+    let metrics = ts.server.as_ref().unwrap().metrics_addr.unwrap();
+    let gauge = || -> u64 {
+        let mut s = TcpStream::connect(metrics).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        text.lines().find_map(|l| l.strip_prefix("ringmail_delivery_memory_bytes ")).unwrap().parse().unwrap()
+    };
+    let chunk = vec![b'x'; 1 << 20];
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let (mut r, mut w) = raw(ts.lmtp.unwrap());
+        replies(&mut r, 1);
+        w.write_all(b"LHLO t\r\nMAIL FROM:<a@b>\r\nRCPT TO:<joe>\r\nDATA\r\n").unwrap();
+        replies(&mut r, 4);
+        for _ in 0..8 {
+            w.write_all(&chunk).unwrap();
+            w.write_all(b"\r\n").unwrap();
+        }
+        stalled.push((r, w));
+    }
+    // Let the server read everything sent.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut held = gauge();
+    while held > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        held = gauge();
+        if held <= 6 * (256 << 10) {
+            break;
+        }
+    }
+    assert!(held <= 6 * (256 << 10), "in-flight messages hold {held} bytes of memory");
+    // One of them finishes: it is stored whole, from the spool file.
+    let (mut r, mut w) = stalled.pop().unwrap();
+    w.write_all(b".\r\n").unwrap();
+    assert_eq!(replies(&mut r, 1), ["250 2.0.0 Ok: delivered <joe>"]);
+    let stored = messages(&ts, "joe", "INBOX");
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].len(), "Return-Path: <a@b>\r\nDelivered-To: joe\r\n".len() + 8 * ((1 << 20) + 2));
+    drop(stalled);
+}
+
+/// Hostile shapes (100,000 nesting levels of each kind, 100,000
+/// addresses) by LMTP, SMTP and APPEND: stored, answered, and the server
+/// keeps serving everyone (the hardening issue: one such message aborted
+/// the process).
+#[test]
+fn hostile_messages_by_every_path_are_stored_and_served() {
+    let ts = server();
+    let hostile = [ringmail::corpus::nested_multipart(100_000), ringmail::corpus::nested_message(100_000), ringmail::corpus::many_addresses(100_000)];
+    let mut other = Client::connect(ts.addr);
+    other.login("bob", "pw");
+    for m in &hostile {
+        assert!(transaction(ts.lmtp.unwrap(), true, &["joe"], m)[0].starts_with("250"));
+        assert!(transaction(ts.smtp.unwrap(), false, &["joe@example.org"], m)[0].starts_with("250"));
+        let mut c = Client::connect(ts.addr);
+        c.login("joe", "secret");
+        c.send(&format!("a APPEND INBOX {{{}+}}", m.len()));
+        c.send_raw(m);
+        c.send_raw(b"\r\n");
+        assert!(c.until("a").last().unwrap().starts_with("a OK"));
+        assert!(other.cmd("n", "NOOP").last().unwrap().starts_with("n OK"), "another session is served meanwhile");
+    }
+    let mut c = Client::connect(ts.addr);
+    c.login("joe", "secret");
+    c.cmd("s", "SELECT INBOX");
+    let r = c.cmd("f", "FETCH 1:* (BODYSTRUCTURE ENVELOPE RFC822.SIZE)");
+    assert!(r.last().unwrap().starts_with("f OK"), "{:?}", r.last());
+    assert_eq!(r.iter().filter(|l| l.contains(" FETCH (")).count(), 9);
+    let r = c.cmd("g", "SEARCH TO user99999@example.com");
+    assert!(r[0].starts_with("* SEARCH 7 8 9"), "{:?}", r[0]);
 }

@@ -44,7 +44,7 @@ impl World {
         let auth = Authenticator::new(Arc::new(UserDb::open(&p).unwrap()), Duration::from_secs(60));
         let store = Store::new(Rc::new(MemIo::new()), Path::new("/mail"), Settings::default());
         let limits = Limits { message_max: 1 << 20, ..Limits::DEFAULT };
-        let cfg = Arc::new(SessionConfig { limits: Arc::new(limits), max_auth_failures: 3, starttls: false });
+        let cfg = Arc::new(SessionConfig { limits: Arc::new(limits), max_auth_failures: 3, starttls: false, ..SessionConfig::default() });
         World { store, auth, _dir: dir, sessions: BTreeMap::new(), cfg }
     }
 

@@ -35,6 +35,8 @@ pub struct ConnLimiter {
 pub struct ConnGuard {
     limiter: Arc<ConnLimiter>,
     ip: IpAddr,
+    /// When the connection was accepted.
+    since: std::time::Instant,
 }
 
 impl ConnLimiter {
@@ -55,7 +57,7 @@ impl ConnLimiter {
             return Err(Refusal::TooManyFromIp);
         }
         *n += 1;
-        Ok(ConnGuard { limiter: self.clone(), ip })
+        Ok(ConnGuard { limiter: self.clone(), ip, since: std::time::Instant::now() })
     }
 
     pub fn total(&self) -> usize {
@@ -64,6 +66,12 @@ impl ConnLimiter {
 }
 
 impl ConnGuard {
+    /// When the connection was accepted (it keeps counting after a move
+    /// to the user's worker).
+    pub fn since(&self) -> std::time::Instant {
+        self.since
+    }
+
     /// The client's address.
     pub fn ip(&self) -> IpAddr {
         self.ip

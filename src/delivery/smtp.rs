@@ -6,9 +6,15 @@
 //!
 //! It stores nothing itself and never says 250 for a message on its own: the
 //! network layer stores each copy durably and reports back with
-//! [`Session::delivered`].
-
-use std::sync::Arc;
+//! [`Session::delivered`]. Message data is not kept here either: it is
+//! handed out as it is decoded ([`Session::pending_data`]), so a message
+//! costs this engine no more memory than the input it was just given.
+//!
+//! DATA ends only at `<CRLF>.<CRLF>` (RFC 5321 4.1.1.4): a `.` line after a
+//! bare LF does not end it, so a message cannot smuggle a second envelope
+//! past a server that reads line ends differently. Bare LF and bare CR in
+//! the data become CRLF (as Postfix's `smtpd_forbid_bare_newline =
+//! normalize` does for LF): mail is stored with CRLF line ends only.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Dialect {
@@ -35,13 +41,14 @@ pub struct Recipient {
     pub mailbox: Option<String>,
 }
 
-/// A complete message to store for each recipient.
+/// A complete message to store for each recipient: its data was handed
+/// out chunk by chunk before this ([`Session::pending_data`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     pub from: String,
     pub recipients: Vec<Recipient>,
-    /// The message as received (dot-unstuffed), without trace headers.
-    pub data: Arc<Vec<u8>>,
+    /// Bytes of message data (dot-unstuffed, CRLF line ends).
+    pub size: u64,
 }
 
 impl Envelope {
@@ -100,14 +107,28 @@ impl Default for Limits {
 
 enum Mode {
     Command,
-    /// Reading message data; `at_line_start` is false while a line is open.
-    Data {
-        at_line_start: bool,
-        oversize: bool,
-    },
+    /// Reading message data.
+    Data(DataState),
     /// Waiting for `delivered`.
     Delivering,
     Closed,
+}
+
+/// Where the DATA decoder is between inputs.
+#[derive(Debug, Clone, Copy)]
+struct DataState {
+    /// At the start of a line (after any line end): a leading `.` is stuffing.
+    at_line_start: bool,
+    /// The previous line ended with CRLF (or DATA just began): only then
+    /// may a `.` line end the data.
+    after_crlf: bool,
+    /// A CR ended the last input: it is a line end or a bare CR depending
+    /// on the next byte.
+    pending_cr: bool,
+    /// Over the size limit: the rest is read and dropped, then refused.
+    oversize: bool,
+    /// Bytes of data so far.
+    size: u64,
 }
 
 pub struct Session {
@@ -117,6 +138,7 @@ pub struct Session {
     helo: Option<String>,
     from: Option<String>,
     recipients: Vec<Recipient>,
+    /// Decoded message data not yet taken by the network layer.
     data: Vec<u8>,
     mode: Mode,
     input: Vec<u8>,
@@ -211,6 +233,16 @@ impl Session {
         self.input.is_empty() && matches!(self.mode, Mode::Command)
     }
 
+    /// Message data decoded since the last [`Session::clear_data`]: take it
+    /// after every `step` while a message is coming in.
+    pub fn pending_data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn clear_data(&mut self) {
+        self.data.clear();
+    }
+
     /// The Received trace line (RFC 5321 4.4) for SMTP; none for LMTP, whose
     /// MTA in front has added its own. `now` is an RFC 5322 date-time.
     pub fn trace(&self, r: &Recipient, now: &str) -> Option<String> {
@@ -232,6 +264,12 @@ impl Session {
         self.data = Vec::new();
     }
 
+    /// Whether a message is being received (its data handed out so far
+    /// belongs to a message not yet complete).
+    pub fn in_data(&self) -> bool {
+        matches!(self.mode, Mode::Data(_))
+    }
+
     fn error(&mut self, out: &mut Vec<u8>, code: u16, text: &str) -> Option<Step> {
         reply(out, code, text);
         self.errors += 1;
@@ -249,11 +287,11 @@ impl Session {
             match self.mode {
                 Mode::Closed => return Step::Close,
                 Mode::Delivering => return Step::Read,
-                Mode::Data { .. } => {
-                    if let Some(s) = self.data_step(out) {
+                Mode::Data(d) => {
+                    if let Some(s) = self.data_step(d, out) {
                         return s;
                     }
-                    if matches!(self.mode, Mode::Data { .. }) {
+                    if matches!(self.mode, Mode::Data(_)) {
                         return Step::Read;
                     }
                 }
@@ -388,8 +426,8 @@ impl Session {
                     return self.error(out, 503, "5.5.1 No valid recipients");
                 }
                 reply(out, 354, "End data with <CR><LF>.<CR><LF>");
-                self.data = Vec::new();
-                self.mode = Mode::Data { at_line_start: true, oversize: false };
+                self.data.clear();
+                self.mode = Mode::Data(DataState { at_line_start: true, after_crlf: true, pending_cr: false, oversize: false, size: 0 });
                 None
             }
             "STARTTLS" => {
@@ -435,42 +473,87 @@ impl Session {
         }
     }
 
-    /// Takes message data: dot-unstuffing (RFC 5321 4.5.2), the end marker,
-    /// and the size limit (excess is read and dropped, then refused).
-    fn data_step(&mut self, out: &mut Vec<u8>) -> Option<Step> {
-        let Mode::Data { mut at_line_start, mut oversize } = self.mode else { return None };
+    /// Decodes message data from the input: dot-unstuffing (RFC 5321
+    /// 4.5.2), line ends made CRLF, the end marker (only after a CRLF), and
+    /// the size limit (excess is read and dropped, then refused).
+    fn data_step(&mut self, mut d: DataState, out: &mut Vec<u8>) -> Option<Step> {
         let mut consumed = 0;
         let mut done = false;
-        while consumed < self.input.len() {
-            let rest = &self.input[consumed..];
-            let (line, complete) = match memchr::memchr(b'\n', rest) {
-                Some(i) => (&rest[..=i], true),
-                // An open line: if it could still be the end marker, wait.
-                None if at_line_start && rest.len() < 3 && b".\r\n".starts_with(rest) => break,
-                None => (rest, false),
-            };
-            consumed += line.len();
-            if at_line_start && line == b".\r\n" {
-                done = true;
-                break;
-            }
-            let line = if at_line_start && line.first() == Some(&b'.') { &line[1..] } else { line };
-            if !oversize {
-                if self.data.len() as u64 + line.len() as u64 > self.limits.max_message {
-                    oversize = true;
-                    self.data = Vec::new();
+        let input = std::mem::take(&mut self.input);
+        while consumed < input.len() {
+            let rest = &input[consumed..];
+            if d.pending_cr {
+                // The CR that ended the last input.
+                d.pending_cr = false;
+                if rest[0] == b'\n' {
+                    consumed += 1;
+                    self.emit(&mut d, b"\r\n");
+                    d.after_crlf = true;
                 } else {
-                    self.data.extend_from_slice(line);
+                    self.emit(&mut d, b"\r\n");
+                    d.after_crlf = false;
+                }
+                d.at_line_start = true;
+                continue;
+            }
+            let lf = memchr::memchr(b'\n', rest);
+            if d.at_line_start {
+                let line = &rest[..lf.map_or(rest.len(), |i| i + 1)];
+                if lf.is_none() && line.len() < 3 && b".\r\n".starts_with(line) {
+                    // Could still be the end marker: wait for the rest of it.
+                    break;
+                }
+                if d.after_crlf && line == b".\r\n" {
+                    consumed += 3;
+                    done = true;
+                    break;
+                }
+                if line.first() == Some(&b'.') {
+                    consumed += 1;
+                    d.at_line_start = false;
+                    continue;
                 }
             }
-            at_line_start = complete;
+            // Up to and including the next line end (or all there is).
+            let (content, end) = match lf {
+                Some(i) => (&rest[..i], i + 1),
+                None => (rest, rest.len()),
+            };
+            let (content, crlf) = match content.strip_suffix(b"\r") {
+                Some(c) if lf.is_some() => (c, true),
+                _ => (content, false),
+            };
+            // Bare CRs inside the line become line ends too.
+            let mut piece = content;
+            let mut held_cr = false;
+            if lf.is_none() && piece.last() == Some(&b'\r') {
+                // Maybe the first half of a CRLF split across reads.
+                piece = &piece[..piece.len() - 1];
+                held_cr = true;
+            }
+            while let Some(i) = memchr::memchr(b'\r', piece) {
+                self.emit(&mut d, &piece[..i]);
+                self.emit(&mut d, b"\r\n");
+                piece = &piece[i + 1..];
+            }
+            self.emit(&mut d, piece);
+            consumed += end;
+            if lf.is_some() {
+                self.emit(&mut d, b"\r\n");
+                d.at_line_start = true;
+                d.after_crlf = crlf;
+            } else {
+                d.at_line_start = false;
+                d.pending_cr = held_cr;
+            }
         }
+        self.input = input;
         self.input.drain(..consumed);
         if !done {
-            self.mode = Mode::Data { at_line_start, oversize };
+            self.mode = Mode::Data(d);
             return None;
         }
-        if oversize {
+        if d.oversize {
             self.mode = Mode::Command;
             let n = if self.dialect == Dialect::Lmtp { self.recipients.len() } else { 1 };
             for _ in 0..n {
@@ -480,8 +563,22 @@ impl Session {
             return None;
         }
         self.mode = Mode::Delivering;
-        let env = Envelope { from: self.from.clone().unwrap_or_default(), recipients: self.recipients.clone(), data: Arc::new(std::mem::take(&mut self.data)) };
+        let env = Envelope { from: self.from.clone().unwrap_or_default(), recipients: self.recipients.clone(), size: d.size };
         Some(Step::Deliver(env))
+    }
+
+    /// Appends decoded data, within the size limit.
+    fn emit(&mut self, d: &mut DataState, bytes: &[u8]) {
+        if d.oversize || bytes.is_empty() {
+            return;
+        }
+        if d.size + bytes.len() as u64 > self.limits.max_message {
+            d.oversize = true;
+            self.data.clear();
+            return;
+        }
+        d.size += bytes.len() as u64;
+        self.data.extend_from_slice(bytes);
     }
 
     /// Reports what happened to each copy, in recipient order, and answers:
@@ -516,9 +613,12 @@ impl Session {
     }
 }
 
+/// `arg` without a leading keyword (`FROM:`), any case. Byte-wise: the
+/// line was decoded lossily and may hold multi-byte replacement characters
+/// (slicing a `str` at a byte index inside one panicked, found by fuzzing).
 fn strip_keyword<'a>(arg: &'a str, kw: &str) -> Option<&'a str> {
     let a = arg.trim_start();
-    (a.len() >= kw.len() && a[..kw.len()].eq_ignore_ascii_case(kw)).then(|| &a[kw.len()..])
+    a.get(..kw.len()).filter(|p| p.eq_ignore_ascii_case(kw)).and_then(|_| a.get(kw.len()..))
 }
 
 /// xtext (RFC 3461 4): `+XX` hex escapes.

@@ -3,39 +3,7 @@
 //! time, and deep parts must have a defined answer.
 
 use super::*;
-
-/// 100,000 nested multiparts, boundaries that are not prefixes of each other.
-pub(crate) fn nested_multipart(n: usize) -> Vec<u8> {
-    let mut m = b"From: a@b.c\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=\"x0x\"\r\n\r\n".to_vec();
-    for i in 0..n {
-        m.extend_from_slice(format!("--x{i}x\r\nContent-Type: multipart/mixed; boundary=\"x{}x\"\r\n\r\n", i + 1).as_bytes());
-    }
-    m.extend_from_slice(format!("--x{n}x\r\nContent-Type: text/plain\r\n\r\nhello\r\n--x{n}x--\r\n").as_bytes());
-    for i in (0..n).rev() {
-        m.extend_from_slice(format!("--x{i}x--\r\n").as_bytes());
-    }
-    m
-}
-
-/// 100,000 message/rfc822 parts, each inside the previous one.
-pub(crate) fn nested_message(n: usize) -> Vec<u8> {
-    let mut m = b"From: a@b.c\r\nSubject: deep\r\n".to_vec();
-    for i in 0..n {
-        m.extend_from_slice(format!("Content-Type: message/rfc822\r\n\r\nSubject: level {}\r\n", i + 1).as_bytes());
-    }
-    m.extend_from_slice(b"\r\nbody\r\n");
-    m
-}
-
-/// A `To:` header with `n` addresses.
-pub(crate) fn many_addresses(n: usize) -> Vec<u8> {
-    let mut m = b"From: a@b.c\r\nTo: ".to_vec();
-    for i in 0..n {
-        m.extend_from_slice(format!("User {i} <user{i}@example.com>,\r\n ").as_bytes());
-    }
-    m.extend_from_slice(b"last@example.com\r\nSubject: many\r\n\r\nbody\r\n");
-    m
-}
+use crate::corpus::{many_addresses, nested_message, nested_multipart};
 
 /// Runs `f` on a thread with a small stack, as a worker would meet it.
 fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {

@@ -31,7 +31,7 @@ use crate::signal::Signal;
 pub async fn refuse(mut stream: TcpStream, why: &'static str) {
     let msg = format!("* BYE {why}\r\n").into_bytes();
     let _ = stream.write_all(msg).await;
-    let _ = stream.shutdown().await;
+    super::guard::linger_close(&mut stream).await;
 }
 
 /// Everything one connection holds, in one heap block.
@@ -47,7 +47,27 @@ struct Conn {
     signal: Rc<Signal>,
     guard: ConnGuard,
     /// The state this connection is counted under in the metrics.
-    counted: Option<ConnState>,
+    counted: Gauged,
+    _live: super::guard::Live,
+}
+
+/// The metrics' state gauge for one connection; leaves it when dropped
+/// (however the connection ends, a panic included).
+struct Gauged(Option<ConnState>);
+
+impl Gauged {
+    fn set(&mut self, state: Option<ConnState>) {
+        if self.0 != state {
+            let from = std::mem::replace(&mut self.0, state);
+            metrics::with_worker(|m| m.conn_state(from, state));
+        }
+    }
+}
+
+impl Drop for Gauged {
+    fn drop(&mut self) {
+        self.set(None);
+    }
 }
 
 /// What a wait ended with.
@@ -152,23 +172,22 @@ impl Conn {
         self.release();
         self.count_as(Some(self.conn.metric_state()));
         let l = &self.ctx.shared.config.limits;
-        let after = if idle {
-            l.idle_keepalive
+        let deadline = if idle {
+            Instant::now() + l.idle_keepalive
         } else if self.conn.is_authenticated() {
-            l.idle_timeout
+            Instant::now() + l.idle_timeout
         } else {
-            l.login_timeout
+            // Counted from connect, not reset by traffic: a client sending a
+            // byte (or a NOOP) every few seconds does not stay unauthenticated.
+            self.guard.since() + l.login_timeout
         };
-        self.reg.arm(Instant::now() + after);
+        self.reg.arm(deadline);
         true
     }
 
     /// Moves this connection between the metrics' state gauges.
     fn count_as(&mut self, state: Option<ConnState>) {
-        if self.counted != state {
-            let from = std::mem::replace(&mut self.counted, state);
-            metrics::with_worker(|m| m.conn_state(from, state));
-        }
+        self.counted.set(state);
     }
 
     /// Reads what is available into the decoder, using a pooled buffer.
@@ -349,7 +368,7 @@ impl Conn {
                 if let Some(t) = self.tls.as_mut() {
                     tls::close(&mut self.stream, t).await;
                 }
-                let _ = self.stream.shutdown().await;
+                super::guard::linger_close(&mut self.stream).await;
                 return None;
             }
             Step::Read | Step::Idle | Step::LoggedIn(_) => unreachable!("handled by serve"),
@@ -378,20 +397,20 @@ pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Ser
     let signal = Signal::new();
     conn.set_signal(signal.clone());
     let reg = ctx.register(&signal);
-    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: None });
+    let _live = super::guard::Live::new(ctx);
+    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), _live });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
     }
     // The task gets only the box: an async fn keeps its arguments in its
     // state for its whole life, so they must be small.
-    monoio::spawn(serve(c));
+    super::guard::spawn("imap connection", serve(c));
 }
 
 /// Serves one connection until it ends or moves to another worker.
 async fn serve(mut c: Box<Conn>) {
     let ctx = c.ctx.clone();
-    ctx.connections.set(ctx.connections.get() + 1);
     let mut step = match c.conn.user().map(str::to_string) {
         // Resumed here, or preauthenticated: place it on the user's worker.
         Some(user) => Step::LoggedIn(user),
@@ -428,7 +447,6 @@ async fn serve(mut c: Box<Conn>) {
             },
         };
     }
-    ctx.connections.set(ctx.connections.get() - 1);
     c.count_as(None);
     c.release();
     if let Some((home, std_stream)) = moved {

@@ -6,6 +6,7 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::spool::Body;
 use super::worker::{WorkerCtx, WorkerMsg};
 use crate::delivery::smtp::DeliveryError;
 use crate::delivery::store_copy;
@@ -17,7 +18,7 @@ pub struct DeliveryJob {
     pub mailbox: Option<String>,
     /// Trace headers for this recipient, written before `data`.
     pub prefix: Vec<u8>,
-    pub data: Arc<Vec<u8>>,
+    pub data: Arc<Body>,
     pub reply: flume::Sender<Result<(), DeliveryError>>,
 }
 
@@ -28,8 +29,26 @@ pub struct Copy {
     pub prefix: Vec<u8>,
 }
 
-/// Stores `copies` of `data` and reports each result, in order.
-pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<u8>>) -> Vec<Result<(), DeliveryError>> {
+/// Stores `copies` of `data` and reports each result, in order. A user and
+/// mailbox named by several recipients (the same address twice, or two
+/// spellings of it) get one copy, and each of those recipients its result.
+pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>) -> Vec<Result<(), DeliveryError>> {
+    let mut unique: Vec<Copy> = Vec::with_capacity(copies.len());
+    let mut slot = Vec::with_capacity(copies.len());
+    for c in copies {
+        match unique.iter().position(|u| u.user == c.user && u.mailbox == c.mailbox) {
+            Some(i) => slot.push(i),
+            None => {
+                slot.push(unique.len());
+                unique.push(c);
+            }
+        }
+    }
+    let results = deliver_unique(ctx, unique, data).await;
+    slot.into_iter().map(|i| results[i].clone()).collect()
+}
+
+async fn deliver_unique(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>) -> Vec<Result<(), DeliveryError>> {
     enum Pending {
         Done(Result<(), DeliveryError>),
         Here(Ticket),
@@ -43,7 +62,7 @@ pub async fn deliver_all(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Vec<
         if home == ctx.id {
             // Written now; the commit runs as its own task so that copies to
             // several mailboxes here share one group commit.
-            pending.push(match store_copy(&ctx.store, &c.user, c.mailbox.as_deref(), &[&c.prefix, data], now) {
+            pending.push(match store_copy(&ctx.store, &c.user, c.mailbox.as_deref(), &[&c.prefix, (**data).as_ref()], now) {
                 Ok(mb) => Pending::Here(ctx.store.durable(Target::Mailbox(mb))),
                 Err(e) => Pending::Done(Err(e)),
             });
@@ -77,7 +96,7 @@ fn sync_failed(e: std::io::Error) -> DeliveryError {
 
 /// Runs a job sent by another worker: store, commit, answer.
 pub async fn run_job(ctx: Rc<WorkerCtx>, job: Box<DeliveryJob>) {
-    let r = match store_copy(&ctx.store, &job.user, job.mailbox.as_deref(), &[&job.prefix, &job.data], WorkerCtx::now()) {
+    let r = match store_copy(&ctx.store, &job.user, job.mailbox.as_deref(), &[&job.prefix, (*job.data).as_ref()], WorkerCtx::now()) {
         Ok(mb) => ctx.store.durable(Target::Mailbox(mb)).await.map_err(sync_failed),
         Err(e) => Err(e),
     };

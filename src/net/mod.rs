@@ -10,10 +10,12 @@
 mod conn;
 mod deliver;
 pub mod fdlimit;
+mod guard;
 mod iovec;
 mod metrics_http;
 mod pool;
 mod smtp;
+pub mod spool;
 pub mod tls;
 mod worker;
 
@@ -70,6 +72,9 @@ pub struct Shared {
     /// Certificates for implicit TLS and STARTTLS; reloaded on SIGHUP.
     pub tls: Arc<crate::tls::Tls>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where LMTP/SMTP messages wait between DATA and storing (`<data>/tmp`).
+    pub spool_dir: std::path::PathBuf,
+    pub spool_budget: Arc<spool::Budget>,
 }
 
 impl Shared {
@@ -142,6 +147,8 @@ impl Server {
         let driver = choose_driver(config.driver)?;
         let n = config.worker_count();
         crate::datadir::create_private_dir(&config.data_dir.join("mail")).map_err(|e| format!("cannot create {}: {e}", config.data_dir.display()))?;
+        let spool_dir = config.data_dir.join("tmp");
+        spool::prepare(&spool_dir).map_err(|e| format!("cannot prepare {}: {e}", spool_dir.display()))?;
         let db = Arc::new(UserDb::open(&config.users_file()).map_err(|e| format!("cannot read {}: {e}", config.users_file().display()))?);
         let directory = Arc::new(smtp::directory(&config, db.clone()));
         let auth = Arc::new(Authenticator::new(db, config.limits.auth_cache_ttl));
@@ -154,7 +161,12 @@ impl Server {
             eprintln!("ringmail: WARNING: store.sync = \"never\" acknowledges mail before it is on disk; a crash or power loss loses it. Benchmarks only.");
         }
         let tls = Arc::new(crate::tls::Tls::load(&config)?);
-        let session_cfg = Arc::new(SessionConfig { limits: Arc::new(limits.clamped()), max_auth_failures: config.limits.max_auth_failures, starttls: true });
+        let session_cfg = Arc::new(SessionConfig {
+            limits: Arc::new(limits.clamped()),
+            pre_auth: Arc::new(Limits::PRE_AUTH),
+            max_auth_failures: config.limits.max_auth_failures,
+            starttls: true,
+        });
 
         let mut per_worker: Vec<Vec<(Listener, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
         let (mut imap_addrs, mut imaps_addrs, mut lmtp_addrs, mut smtp_addrs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -215,6 +227,8 @@ impl Server {
             blocking: monoio::blocking::DefaultThreadPool::new(n.max(2)),
             tls,
             metrics: metrics.clone(),
+            spool_dir,
+            spool_budget: Arc::new(spool::Budget::new(metrics.spool_memory.clone())),
         });
         let metrics_addr = match config_metrics {
             Some(addr) => Some(metrics_http::serve(addr, metrics).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?),

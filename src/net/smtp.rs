@@ -7,10 +7,11 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::deliver::{deliver_all, Copy};
+use super::spool::Spool;
 use super::tls::{self, Input};
 use super::worker::WorkerCtx;
 use crate::auth::limiter::ConnGuard;
@@ -23,7 +24,7 @@ use std::sync::atomic::Ordering::Relaxed;
 const READ_CHUNK: usize = 64 << 10;
 
 pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
-    monoio::spawn(serve(ctx.clone(), stream, guard, dialect));
+    super::guard::spawn("lmtp/smtp connection", serve(ctx.clone(), stream, guard, dialect));
 }
 
 async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
@@ -34,13 +35,32 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     let mut tls: Option<Box<rustls::ServerConnection>> = None;
     let signal = Signal::new();
     let reg = ctx.register(&signal);
-    ctx.connections.set(ctx.connections.get() + 1);
+    let _live = super::guard::Live::new(&ctx);
     metrics::with_worker(|m| m.delivery_conn(1));
+    let _gauge = DeliveryGauge;
     let mut out = Vec::with_capacity(512);
     s.greeting(&mut out);
     let mut buf: Vec<u8> = Vec::new();
+    // The message being received: its data leaves the engine after every step.
+    let mut spool: Option<Spool> = None;
+    let mut spool_failed = false;
     loop {
         let step = s.step(&*shared.directory, &mut out);
+        if !s.pending_data().is_empty() {
+            let sp = spool.get_or_insert_with(|| Spool::new(&shared.spool_dir, shared.spool_budget.clone()));
+            if let Err(e) = sp.write(s.pending_data()) {
+                if !spool_failed {
+                    tracing::error!(error = %e, "cannot spool message data");
+                }
+                spool_failed = true;
+            }
+            s.clear_data();
+        }
+        if !s.in_data() && !matches!(step, Step::Deliver(_)) {
+            // Refused (too large) or never started: nothing to keep.
+            spool = None;
+            spool_failed = false;
+        }
         if !out.is_empty() && send(&mut stream, tls.as_deref_mut(), &mut out).await.is_err() {
             break;
         }
@@ -61,7 +81,19 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     .iter()
                     .map(|r| Copy { user: r.user.clone(), mailbox: r.mailbox.clone(), prefix: env.prefix(r, s.trace(r, &now).as_deref()) })
                     .collect();
-                let results = deliver_all(&ctx, copies, &env.data).await;
+                let body = match spool.take().map(|sp| sp.finish()) {
+                    _ if std::mem::take(&mut spool_failed) => None,
+                    Some(Ok(b)) => Some(b),
+                    None => Spool::new(&shared.spool_dir, shared.spool_budget.clone()).finish().ok(),
+                    Some(Err(e)) => {
+                        tracing::error!(error = %e, "cannot map spooled message");
+                        None
+                    }
+                };
+                let results = match body {
+                    Some(b) => deliver_all(&ctx, copies, &Arc::new(b)).await,
+                    None => env.recipients.iter().map(|_| Err(crate::delivery::smtp::DeliveryError::Full)).collect(),
+                };
                 let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
                 metrics::with_worker(|m| {
                     m.deliveries_ok.fetch_add(ok, Relaxed);
@@ -74,6 +106,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     // Between messages: do not hold the read buffer.
                     buf = Vec::new();
                 }
+                // A stalled DATA holds at most the spool's memory share.
                 reg.arm(Instant::now() + shared.config.delivery.timeout);
                 let readable = monoio::select! {
                     r = stream.readable(false) => r.is_ok(),
@@ -114,10 +147,17 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     if let Some(t) = tls.as_mut() {
         tls::close(&mut stream, t).await;
     }
-    let _ = stream.shutdown().await;
-    ctx.connections.set(ctx.connections.get() - 1);
-    metrics::with_worker(|m| m.delivery_conn(-1));
+    super::guard::linger_close(&mut stream).await;
     drop(guard);
+}
+
+/// Counts an LMTP/SMTP connection in the metrics until dropped.
+struct DeliveryGauge;
+
+impl Drop for DeliveryGauge {
+    fn drop(&mut self) {
+        metrics::with_worker(|m| m.delivery_conn(-1));
+    }
 }
 
 /// Sends the replies in `out` (encrypted once TLS is on) and clears it.
@@ -157,5 +197,5 @@ pub fn directory(config: &crate::config::Config, users: Arc<crate::auth::UserDb>
 pub async fn refuse(mut stream: TcpStream, why: &'static str) {
     let msg = format!("421 4.7.0 {why}\r\n").into_bytes();
     let _ = stream.write_all(msg).await;
-    let _ = stream.shutdown().await;
+    super::guard::linger_close(&mut stream).await;
 }

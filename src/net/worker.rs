@@ -190,7 +190,7 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(Listener, std::net::Tcp
                 }
             }
             WorkerMsg::Deliver(job) => {
-                monoio::spawn(super::deliver::run_job(ctx.clone(), job));
+                super::guard::spawn("delivery", super::deliver::run_job(ctx.clone(), job));
             }
             WorkerMsg::Shutdown => break,
         }
@@ -232,7 +232,10 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, l: Listener) {
                     ListenerKind::Imap => Connection::new(ctx.shared.session_cfg.clone(), facts),
                     ListenerKind::Imaps => {
                         let facts = ConnFacts { tls: true, cleartext_ok: true };
-                        monoio::spawn(conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.shared.session_cfg.clone(), facts)));
+                        super::guard::spawn(
+                            "tls handshake",
+                            conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.shared.session_cfg.clone(), facts)),
+                        );
                         continue;
                     }
                     ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.shared.session_cfg.clone(), facts, user.clone()),

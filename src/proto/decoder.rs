@@ -105,6 +105,12 @@ impl Decoder {
         &self.limits
     }
 
+    /// Other limits from the next command on (after authentication).
+    pub fn set_limits(&mut self, limits: Arc<Limits>) {
+        self.limits =
+            if limits.line_max > super::scan::MAX_TOKEN_LEN || limits.literal_max > super::scan::MAX_TOKEN_LEN { Arc::new(limits.clamped()) } else { limits };
+    }
+
     /// Appends input.
     pub fn feed(&mut self, bytes: &[u8]) {
         self.compact();

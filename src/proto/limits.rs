@@ -45,6 +45,21 @@ impl Limits {
 }
 
 impl Limits {
+    /// Before authentication only CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE,
+    /// ID, NOOP and LOGOUT are valid, and none needs more than a few KiB: an
+    /// unauthenticated connection that stalls in the middle of a command
+    /// holds at most `command_max` (16 KiB) instead of 256 KiB, and a line
+    /// too long is answered with BYE after 64 KiB, not 16 MiB.
+    pub const PRE_AUTH: Limits = Limits {
+        line_max: 8 * 1024,
+        command_max: 16 * 1024,
+        discard_max: 64 * 1024,
+        tag_max: 64,
+        nesting_max: 8,
+        message_max: Limits::DEFAULT.message_max,
+        literal_max: 8 * 1024,
+    };
+
     /// Tokens carry 16-bit lengths: no line or kept literal may be longer.
     pub fn clamped(self) -> Limits {
         let max = super::scan::MAX_TOKEN_LEN;

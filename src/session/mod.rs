@@ -24,6 +24,8 @@ pub use mailbox::Selected;
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub limits: Arc<Limits>,
+    /// Limits before authentication (see [`Limits::PRE_AUTH`]).
+    pub pre_auth: Arc<Limits>,
     /// Failed logins on one connection before it is closed with BYE.
     pub max_auth_failures: u32,
     /// STARTTLS can be offered (TLS is configured and the connection is cleartext).
@@ -32,7 +34,7 @@ pub struct SessionConfig {
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { limits: Arc::new(Limits::DEFAULT), max_auth_failures: 3, starttls: false }
+        SessionConfig { limits: Arc::new(Limits::DEFAULT), pre_auth: Arc::new(Limits::PRE_AUTH), max_auth_failures: 3, starttls: false }
     }
 }
 
@@ -172,12 +174,13 @@ pub struct Snapshot {
 
 impl Connection {
     pub fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        Connection { decoder: Decoder::new(cfg.limits.clone()), session: Session::new(cfg, facts) }
+        Connection { decoder: Decoder::new(cfg.pre_auth.clone()), session: Session::new(cfg, facts) }
     }
 
     /// A connection on a listener that authenticates everyone as `user`.
     pub fn preauthenticated(cfg: Arc<SessionConfig>, facts: ConnFacts, user: String) -> Self {
         let mut c = Self::new(cfg, facts);
+        c.decoder.set_limits(c.session.cfg.limits.clone());
         c.session.state = State::Authenticated(Authed { user, store: None });
         c
     }
@@ -247,7 +250,8 @@ impl Connection {
     /// Drops input received so far (bytes pipelined behind STARTTLS must not
     /// be read as commands, RFC 9051 6.2.1).
     pub fn discard_input(&mut self) {
-        self.decoder = Decoder::new(self.session.cfg.limits.clone());
+        let limits = if self.is_authenticated() { &self.session.cfg.limits } else { &self.session.cfg.pre_auth };
+        self.decoder = Decoder::new(limits.clone());
     }
 
     /// Gives the session its user's store (on the user's worker).
@@ -325,6 +329,9 @@ impl Connection {
     /// Completes a LOGIN or AUTHENTICATE with the password check's result.
     pub fn auth_done(&mut self, result: crate::auth::AuthResult, out: &mut Out) -> Step {
         let step = cmd::login::finish(&mut self.session, result, out);
+        if self.is_authenticated() {
+            self.decoder.set_limits(self.session.cfg.limits.clone());
+        }
         self.session.account(out);
         step
     }

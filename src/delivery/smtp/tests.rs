@@ -13,26 +13,50 @@ impl Directory for Dir {
     }
 }
 
+/// A delivered envelope with the data the engine handed out for it.
+struct Got {
+    env: Envelope,
+    data: Vec<u8>,
+}
+
+impl std::ops::Deref for Got {
+    type Target = Envelope;
+    fn deref(&self) -> &Envelope {
+        &self.env
+    }
+}
+
 /// Feeds `input` in chunks of `chunk` bytes; delivers every envelope with
 /// `results` and collects the envelopes and all replies.
-fn run(dialect: Dialect, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>], limits: Limits) -> (String, Vec<Envelope>, bool) {
+fn run(dialect: Dialect, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>], limits: Limits) -> (String, Vec<Got>, bool) {
     run_session(Session::new(dialect, "mx.example.org", limits), input, chunk, results)
 }
 
 /// As `run`, on a given session; a TLS handshake shows as `[TLS]` in the output.
-fn run_session(mut s: Session, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>]) -> (String, Vec<Envelope>, bool) {
+fn run_session(mut s: Session, input: &[u8], chunk: usize, results: &[Result<(), DeliveryError>]) -> (String, Vec<Got>, bool) {
     let mut out = Vec::new();
     s.greeting(&mut out);
     let mut envs = Vec::new();
     let mut closed = false;
+    let mut data = Vec::new();
     'feed: for c in input.chunks(chunk.max(1)) {
         s.feed(c);
         loop {
-            match s.step(&Dir, &mut out) {
-                Step::Read => break,
+            let step = s.step(&Dir, &mut out);
+            data.extend_from_slice(s.pending_data());
+            assert!(s.pending_data().len() <= 2 * (c.len() + 3), "the engine hands data out as it decodes it");
+            s.clear_data();
+            match step {
+                Step::Read => {
+                    if !s.in_data() {
+                        data.clear();
+                    }
+                    break;
+                }
                 Step::Deliver(e) => {
                     let n = e.recipients.len();
-                    envs.push(e);
+                    assert_eq!(e.size, data.len() as u64);
+                    envs.push(Got { env: e, data: std::mem::take(&mut data) });
                     s.delivered(&results[..n], &mut out);
                 }
                 Step::Close => {
@@ -52,7 +76,7 @@ fn run_session(mut s: Session, input: &[u8], chunk: usize, results: &[Result<(),
     (String::from_utf8(out).unwrap(), envs, closed)
 }
 
-fn lmtp(input: &str) -> (String, Vec<Envelope>, bool) {
+fn lmtp(input: &str) -> (String, Vec<Got>, bool) {
     run(Dialect::Lmtp, input.as_bytes(), usize::MAX, &[Ok(()), Ok(()), Ok(())], Limits::default())
 }
 
@@ -164,9 +188,9 @@ fn dot_unstuffing_and_end_marker_rfc5321_4_5_2() {
 
 #[test]
 fn every_split_of_the_input_gives_the_same_result() {
-    let input = b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice>\r\nDATA\r\nH: v\r\nbare\nlf\n\xe9 8bit\r\n..\r\n.\r\nNOOP\r\n";
+    let input = b"LHLO m\r\nMAIL FROM:<a@b>\r\nRCPT TO:<alice>\r\nDATA\r\nH: v\r\nbare\nlf\n\xe9 8bit\rx\r\n..\r\n.\r\nNOOP\r\n";
     let (whole, envs, _) = run(Dialect::Lmtp, input, usize::MAX, OK3, Limits::default());
-    assert_eq!(&envs[0].data[..], b"H: v\r\nbare\nlf\n\xe9 8bit\r\n.\r\n");
+    assert_eq!(&envs[0].data[..], b"H: v\r\nbare\r\nlf\r\n\xe9 8bit\r\nx\r\n.\r\n");
     for chunk in 1..input.len() {
         let (out, e, _) = run(Dialect::Lmtp, input, chunk, OK3, Limits::default());
         assert_eq!(out, whole, "chunk {chunk}");
@@ -265,4 +289,40 @@ fn starttls_refusals() {
     let (out, _, _) = run_session(s, b"STARTTLS\r\nLHLO c\r\nSTARTTLS now\r\n", usize::MAX, OK3);
     assert!(out.contains("503 5.5.1 Send LHLO first\r\n"), "{out}");
     assert!(out.ends_with("501 5.5.4 STARTTLS takes no parameters\r\n"), "{out}");
+}
+
+/// SMTP smuggling: only <CRLF>.<CRLF> ends DATA (RFC 5321 4.1.1.4). A `.`
+/// line after a bare LF, or a `.` line ended by a bare LF, is message text:
+/// the hidden second envelope is stored inside the first message, never
+/// executed.
+#[test]
+fn only_crlf_dot_crlf_ends_data_no_smuggling() {
+    for hidden_end in ["\n.\r\n", "\r\n.\n", "\n.\n", "\r.\r\n"] {
+        let input = format!(
+            "LHLO m\r\nMAIL FROM:<a@x>\r\nRCPT TO:<alice>\r\nDATA\r\nSubject: one\r\n\r\ntext{hidden_end}MAIL FROM:<evil@x>\r\nRCPT TO:<bob>\r\nDATA\r\nSubject: smuggled\r\n\r\n.\r\nQUIT\r\n"
+        );
+        for chunk in [1, 7, usize::MAX] {
+            let (out, envs, _) = run(Dialect::Lmtp, input.as_bytes(), chunk, OK3, Limits::default());
+            assert_eq!(envs.len(), 1, "{hidden_end:?} chunk {chunk}: {out}");
+            assert_eq!(envs[0].recipients.len(), 1);
+            let text = String::from_utf8(envs[0].data.clone()).unwrap();
+            assert!(text.contains("MAIL FROM:<evil@x>\r\n") && text.contains("Subject: smuggled"), "{hidden_end:?}: {text:?}");
+            assert!(!text.contains('\n') || text.split("\r\n").all(|l| !l.contains('\n') && !l.contains('\r')), "only CRLF line ends: {text:?}");
+            assert_eq!(out.matches("250 2.0.0 Ok: delivered").count(), 1, "{out}");
+        }
+    }
+}
+
+/// A command line that is not UTF-8 panicked the engine (the fuzzer found
+/// `MAIL \x88\x88`); every such line gets a syntax error instead.
+#[test]
+fn non_utf8_commands_are_syntax_errors() {
+    for line in [&b"MAIL \x88\x88\r\n"[..], b"RCPT \xff\xfe\xfd\r\n", b"MAIL FROM\xc3\r\n", b"\xe9\xe9\xe9\r\n", b"EHLO \xf0\x9f\x98\r\n"] {
+        let mut input = b"LHLO m\r\n".to_vec();
+        input.extend_from_slice(line);
+        input.extend_from_slice(b"MAIL FROM:<a>\r\nRCPT TO:<alice>\r\n");
+        let (out, _, closed) = run(Dialect::Lmtp, &input, usize::MAX, OK3, Limits::default());
+        assert!(!closed);
+        assert!(out.ends_with("250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n"), "{out}");
+    }
 }
