@@ -11,13 +11,14 @@ use std::sync::Arc;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringmail::config::SyncMode;
 use ringmail::proto::Out;
-use ringmail::session::{ConnFacts, Connection, SessionConfig, Step};
+use ringmail::session::driver::{self, Env};
+use ringmail::session::{ConnFacts, Connection, SessionConfig};
 use ringmail::store::{RealIo, Settings, Store};
 
 const NOW: i64 = 1_700_000_000;
 
 /// A preauthenticated session on a store with `messages` corpus messages.
-fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> Connection {
+fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> (Connection, Store) {
     let store = Store::new(Rc::new(RealIo::inline()), dir, Settings { sync: SyncMode::Never, ..Settings::default() });
     let user = store.user("bench", NOW).unwrap();
     {
@@ -35,33 +36,26 @@ fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> Connection {
     let mut c = Connection::preauthenticated(cfg, ConnFacts { tls: false, cleartext_ok: true }, "bench".into());
     c.attach(user);
     let mut out = Out::new();
-    run(&mut c, "s SELECT INBOX\r\n", &mut out, &mut |_| {});
-    c
+    run(&mut c, &store, "s SELECT INBOX\r\n", &mut out, &mut |_| {});
+    (c, store)
 }
 
 /// Runs one command; whenever the session asks for a flush, `sink` gets
 /// the output so far, which is then cleared (as the network layer does).
-fn run(c: &mut Connection, cmd: &str, out: &mut Out, sink: &mut dyn FnMut(&Out)) {
+fn run(c: &mut Connection, store: &Store, cmd: &str, out: &mut Out, sink: &mut dyn FnMut(&Out)) {
     c.decoder().feed(cmd.as_bytes());
-    loop {
-        match c.step(NOW, out) {
-            Step::Read => {
-                sink(out);
-                out.clear();
-                return;
-            }
-            Step::Flush => {
-                sink(out);
-                out.clear();
-            }
-            s => panic!("unexpected step {s:?}"),
-        }
-    }
+    let env = Env { store, auth: None, now: NOW };
+    driver::run(c, &env, out, &mut |o| {
+        sink(o);
+        o.clear();
+    });
+    sink(out);
+    out.clear();
 }
 
 fn fetch_structure(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = session(dir.path(), 10_000, None);
+    let (mut conn, store) = session(dir.path(), 10_000, None);
     let mut out = Out::new();
     let mut g = c.benchmark_group("FETCH 10k messages");
     g.sample_size(20);
@@ -69,14 +63,14 @@ fn fetch_structure(c: &mut Criterion) {
     g.bench_function("ENVELOPE BODYSTRUCTURE", |b| {
         b.iter(|| {
             let mut bytes = 0;
-            run(&mut conn, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", &mut out, &mut |o| bytes += o.len());
+            run(&mut conn, &store, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", &mut out, &mut |o| bytes += o.len());
             bytes
         })
     });
     g.bench_function("SEARCH BODY (no match: every message scanned)", |b| {
         b.iter(|| {
             let mut bytes = 0;
-            run(&mut conn, "q SEARCH BODY \"zebra-unicorn\"\r\n", &mut out, &mut |o| bytes += o.len());
+            run(&mut conn, &store, "q SEARCH BODY \"zebra-unicorn\"\r\n", &mut out, &mut |o| bytes += o.len());
             bytes
         })
     });
@@ -89,7 +83,7 @@ fn body_10mib(c: &mut Criterion) {
         big.extend_from_slice(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcdef\r\n");
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut conn = session(dir.path(), 0, Some(&big));
+    let (mut conn, store) = session(dir.path(), 0, Some(&big));
     let (mut tx, mut rx) = UnixStream::pair().unwrap();
     std::thread::spawn(move || {
         let mut sink = vec![0u8; 1 << 20];
@@ -102,7 +96,7 @@ fn body_10mib(c: &mut Criterion) {
     g.bench_function("response built from the mapping and written to a socket", |b| {
         b.iter(|| {
             // The same vectored writes as the network layer: text and mapped slices.
-            run(&mut conn, "b FETCH 1 BODY.PEEK[]\r\n", &mut out, &mut |o| {
+            run(&mut conn, &store, "b FETCH 1 BODY.PEEK[]\r\n", &mut out, &mut |o| {
                 for p in o.parts() {
                     let mut p = p;
                     while !p.is_empty() {

@@ -9,8 +9,8 @@ use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 
-use ringmail::proto::Out;
-use ringmail::session::{ConnFacts, Connection, SessionConfig, Step};
+use ringmail::session::driver::{self, Env};
+use ringmail::session::{ConnFacts, Connection, SessionConfig};
 use ringmail::store::{MemIo, Settings, Store};
 
 #[derive(Debug, PartialEq)]
@@ -83,7 +83,7 @@ fn value(b: &[u8]) -> V {
 }
 
 /// A session with every message of the corpus in INBOX, in order.
-fn session(messages: &[Vec<u8>]) -> Connection {
+fn session(messages: &[Vec<u8>]) -> (Connection, Store) {
     let store = Store::new(Rc::new(MemIo::new()), Path::new("/m"), Settings::default());
     let user = store.user("u", 1).unwrap();
     {
@@ -96,18 +96,13 @@ fn session(messages: &[Vec<u8>]) -> Connection {
     }
     let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "u".into());
     c.attach(user);
-    let mut out = Out::new();
-    c.decoder().feed(b"s EXAMINE INBOX\r\n");
-    while !matches!(c.step(1, &mut out), Step::Read) {}
-    c
+    driver::exchange(&mut c, &Env { store: &store, auth: None, now: 1 }, b"s EXAMINE INBOX\r\n");
+    (c, store)
 }
 
 /// Our answer for one item of message `seq`.
-fn ours(c: &mut Connection, seq: usize, item: &str) -> Vec<u8> {
-    let mut out = Out::new();
-    c.decoder().feed(format!("f FETCH {seq} {item}\r\n").as_bytes());
-    while !matches!(c.step(1, &mut out), Step::Read) {}
-    let all = out.flatten();
+fn ours(c: &mut Connection, store: &Store, seq: usize, item: &str) -> Vec<u8> {
+    let (all, _) = driver::exchange(c, &Env { store, auth: None, now: 1 }, format!("f FETCH {seq} {item}\r\n").as_bytes());
     let marker = format!("* {seq} FETCH ({item} ");
     let start = all.windows(marker.len()).position(|w| w == marker.as_bytes()).expect("FETCH response") + marker.len();
     let end = all.windows(8).rposition(|w| w == b")\r\nf OK ").expect("end of FETCH");
@@ -122,7 +117,7 @@ fn envelope_and_bodystructure_match_dovecot() {
     emls.sort();
     assert!(emls.len() >= 12);
     let raws: Vec<Vec<u8>> = emls.iter().map(|e| std::fs::read(e).unwrap()).collect();
-    let mut c = session(&raws);
+    let (mut c, store) = session(&raws);
     let mut failures = Vec::new();
     let mut compared = 0;
     for (i, eml) in emls.iter().enumerate() {
@@ -132,7 +127,7 @@ fn envelope_and_bodystructure_match_dovecot() {
             let expected_path = dir.join(format!("{stem}.{lower}.expected"));
             let path = if expected_path.exists() { expected_path } else { dir.join(format!("{stem}.{lower}.dovecot")) };
             let want = std::fs::read(&path).unwrap();
-            let got = ours(&mut c, i + 1, item);
+            let got = ours(&mut c, &store, i + 1, item);
             compared += 1;
             if value(&got) != value(&want) {
                 failures.push(format!("{stem} {item}\n  dovecot: {}\n  ours:    {}", String::from_utf8_lossy(&want), String::from_utf8_lossy(&got)));

@@ -13,9 +13,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ringmail::auth::{AuthResult, Authenticator, UserDb};
+use ringmail::auth::{Authenticator, UserDb};
 use ringmail::proto::{Limits, Out};
-use ringmail::session::{ConnFacts, Connection, SessionConfig, Step};
+use ringmail::session::driver::{self, Ended, Env};
+use ringmail::session::{ConnFacts, Connection, SessionConfig};
 use ringmail::signal::Signal;
 use ringmail::store::{MemIo, Settings, Store};
 
@@ -67,36 +68,17 @@ impl World {
         self.session(n);
         let World { store, auth, sessions, .. } = self;
         let s = sessions.get_mut(&n).unwrap();
+        let env = Env { store, auth: Some(auth), now: NOW };
         let mut out = Out::new();
-        let mut step = s.conn.step(NOW, &mut out);
-        loop {
-            step = match step {
-                Step::Read | Step::Idle => break,
-                Step::Flush => s.conn.step(NOW, &mut out),
-                Step::Authenticate { user, password } => {
-                    let r = auth.verify_blocking(&user, &password);
-                    let r = if r == AuthResult::Failed { AuthResult::Failed } else { r };
-                    s.conn.auth_done(r, &mut out)
-                }
-                Step::LoggedIn(user) => {
-                    s.conn.attach(store.user(&user, NOW).unwrap());
-                    s.conn.step(NOW, &mut out)
-                }
-                Step::AwaitDurable => {
-                    store.run_pending();
-                    s.conn.durable_done(&mut out);
-                    s.conn.step(NOW, &mut out)
-                }
-                Step::StartTls => {
-                    s.conn.tls_started();
-                    s.conn.step(NOW, &mut out)
-                }
-                Step::Close => {
-                    s.closed = true;
-                    break;
-                }
-            };
+        let mut flushed = Vec::new();
+        if driver::run(&mut s.conn, &env, &mut out, &mut |o| {
+            flushed.extend_from_slice(&o.flatten());
+            o.clear();
+        }) == Ended::Closed
+        {
+            s.closed = true;
         }
+        s.out.extend_from_slice(&flushed);
         s.out.extend_from_slice(&out.flatten());
     }
 

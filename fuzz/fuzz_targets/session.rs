@@ -8,7 +8,8 @@ use std::sync::Arc;
 use libfuzzer_sys::fuzz_target;
 use ringmail::config::SyncMode;
 use ringmail::proto::Out;
-use ringmail::session::{ConnFacts, Connection, SessionConfig, Step};
+use ringmail::session::driver::{self, Ended, Env};
+use ringmail::session::{ConnFacts, Connection, SessionConfig};
 use ringmail::store::{RealIo, Settings, Store};
 
 thread_local! {
@@ -23,23 +24,12 @@ fuzz_target!(|data: &[u8]| {
         let Ok(user) = store.user("fuzz", 1_700_000_000) else { return };
         let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "fuzz".into());
         c.attach(user);
+        let env = Env { store, auth: None, now: 1_700_000_000 };
         let mut out = Out::new();
         for chunk in data.chunks(64) {
             c.decoder().feed(chunk);
-            loop {
-                match c.step(1_700_000_000, &mut out) {
-                    Step::Flush => out.clear(),
-                    Step::AwaitDurable => {
-                        store.run_pending();
-                        c.durable_done(&mut out);
-                    }
-                    Step::Authenticate { .. } => {
-                        let _ = c.auth_done(ringmail::auth::AuthResult::Failed, &mut out);
-                    }
-                    Step::StartTls => c.tls_started(),
-                    Step::Close => return,
-                    _ => break,
-                }
+            if driver::run(&mut c, &env, &mut out, &mut |o| o.clear()) == Ended::Closed {
+                return;
             }
             out.clear();
         }

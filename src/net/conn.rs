@@ -248,9 +248,14 @@ impl Conn {
                 }
                 if idle {
                     self.out_buffer();
-                    self.conn.notify(&mut self.out);
-                    if !self.out.is_empty() && self.flush().await.is_err() {
-                        return Next::End;
+                    loop {
+                        let more = self.conn.notify(&mut self.out);
+                        if !self.out.is_empty() && self.flush().await.is_err() {
+                            return Next::End;
+                        }
+                        if !more {
+                            break;
+                        }
                     }
                     self.release();
                 }
@@ -347,6 +352,9 @@ impl Conn {
         Some(match step {
             Step::Flush => {
                 self.flush().await.ok()?;
+                // A command runs in slices: let the other connections of
+                // this worker run between them.
+                crate::signal::yield_now().await;
                 self.conn.step(WorkerCtx::now(), &mut self.out)
             }
             Step::Authenticate { user, password } => self.authenticate(user, password).await,

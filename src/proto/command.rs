@@ -3,7 +3,7 @@
 //! These types say what was asked, not whether it is allowed: state gating and
 //! meaning live in `session/`. Names are kept as the RFC spells them.
 
-use std::fmt;
+pub use super::seqset::SequenceSet;
 
 /// A parsed command with its tag.
 #[derive(Debug, Clone, PartialEq)]
@@ -195,72 +195,6 @@ impl StatusItem {
             StatusItem::Size => "SIZE",
             StatusItem::Recent => "RECENT",
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
-        }
-    }
-}
-
-/// One element of a sequence set; `u32::MAX` stands for `*`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SeqRange {
-    pub start: u32,
-    pub end: u32,
-}
-
-/// `*` in a sequence set: the largest number in use.
-pub const STAR: u32 = u32::MAX;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SequenceSet {
-    Ranges(Vec<SeqRange>),
-    /// `$`: the result saved by `SEARCH RETURN (SAVE)` (RFC 9051 6.4.4.1).
-    Saved,
-}
-
-impl SequenceSet {
-    pub fn single(n: u32) -> Self {
-        SequenceSet::Ranges(vec![SeqRange { start: n, end: n }])
-    }
-
-    /// Resolves `*` to `max` and orders each range; the result is a list of
-    /// inclusive ranges, not merged. `$` resolves to nothing here.
-    pub fn resolve(&self, max: u32) -> Vec<(u32, u32)> {
-        match self {
-            SequenceSet::Saved => Vec::new(),
-            SequenceSet::Ranges(r) => r
-                .iter()
-                .map(|r| {
-                    let a = if r.start == STAR { max } else { r.start };
-                    let b = if r.end == STAR { max } else { r.end };
-                    (a.min(b), a.max(b))
-                })
-                .collect(),
-        }
-    }
-
-    /// Whether `n` is in the set, with `*` meaning `max`.
-    pub fn contains(&self, n: u32, max: u32) -> bool {
-        self.resolve(max).iter().any(|&(a, b)| a <= n && n <= b)
-    }
-}
-
-impl fmt::Display for SequenceSet {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SequenceSet::Saved => f.write_str("$"),
-            SequenceSet::Ranges(r) => {
-                for (i, r) in r.iter().enumerate() {
-                    if i > 0 {
-                        f.write_str(",")?;
-                    }
-                    let n = |x: u32| if x == STAR { "*".to_string() } else { x.to_string() };
-                    if r.start == r.end {
-                        f.write_str(&n(r.start))?;
-                    } else {
-                        write!(f, "{}:{}", n(r.start), n(r.end))?;
-                    }
-                }
-                Ok(())
-            }
         }
     }
 }

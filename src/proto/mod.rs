@@ -7,9 +7,11 @@ pub mod encode;
 pub mod limits;
 pub mod parse;
 pub mod scan;
+pub mod seqset;
 pub mod utf7;
 
 pub use command::*;
 pub use decoder::{Decoder, Event};
 pub use encode::{Out, Shared};
 pub use limits::Limits;
+pub use seqset::{Ranges, SeqNum, SeqRange, SequenceSet};

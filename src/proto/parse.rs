@@ -9,6 +9,7 @@
 
 use super::command::*;
 use super::scan::{Kind, Token};
+use super::seqset::{SeqNum, SeqRange};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
@@ -952,14 +953,15 @@ pub fn parse_number(a: &[u8]) -> Option<u64> {
     Some(a.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-fn seq_number(a: &[u8]) -> Option<u32> {
+/// `seq-number`: a non-zero 32-bit number (4294967295 included) or `*`.
+fn seq_number(a: &[u8]) -> Option<SeqNum> {
     if a == b"*" {
-        return Some(STAR);
+        return Some(SeqNum::Star);
     }
     if a.first() == Some(&b'0') {
         return None;
     }
-    parse_number(a).and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0 && n != STAR)
+    parse_number(a).and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0).map(SeqNum::Num)
 }
 
 /// `sequence-set` (RFC 9051 9), including `$`.
@@ -977,7 +979,7 @@ pub fn parse_sequence_set(a: &[u8]) -> Option<SequenceSet> {
         };
         v.push(SeqRange { start, end });
     }
-    Some(SequenceSet::Ranges(v))
+    Some(SequenceSet::from_ranges(&v))
 }
 
 fn parse_part_path(s: &str) -> Option<Vec<u32>> {
@@ -1152,7 +1154,8 @@ mod tests {
             panic!()
         };
         assert!(uid);
-        assert_eq!(set.to_string(), "1:*,7");
+        // Normalized at parse: numbers first, merged, then the `*` ranges.
+        assert_eq!(set.to_string(), "7,1:*");
         assert_eq!(items.len(), 4);
         assert_eq!(
             items[1],

@@ -6,7 +6,7 @@
 use std::rc::Rc;
 
 use super::Enabled;
-use crate::proto::{Out, SequenceSet, STAR};
+use crate::proto::{Out, SequenceSet};
 use crate::signal::Signal;
 use crate::store::{MailboxRef, Msg};
 
@@ -22,7 +22,9 @@ pub struct Selected {
     /// UIDs that are \Recent in this session (RFC 3501).
     recent: Recent,
     /// Flag changes this session made and already reported: (uid, modseq).
-    own: Vec<(u32, u64)>,
+    own: std::collections::HashSet<(u32, u64)>,
+    /// Updates being sent in slices (see [`Selected::sync_step`]).
+    pending: Option<Box<SyncPlan>>,
     /// `SEARCH RETURN (SAVE)` result, as UIDs (RFC 5182).
     pub saved: Vec<u32>,
     /// CONDSTORE is active: FETCH responses carry MODSEQ.
@@ -41,7 +43,7 @@ impl Selected {
             }
             (mb.uids(), mb.version(), mb.highest_modseq(), recent)
         };
-        Selected { mbox, name, read_only, uids, version, modseq, recent, own: Vec::new(), saved: Vec::new(), condstore, signal }
+        Selected { mbox, name, read_only, uids, version, modseq, recent, own: Default::default(), pending: None, saved: Vec::new(), condstore, signal }
     }
 
     /// Starts or stops being woken by changes to the mailbox. Only a
@@ -85,68 +87,132 @@ impl Selected {
 
     /// Remembers a flag change reported in this command's own responses.
     pub fn reported(&mut self, uid: u32, modseq: u64) {
-        self.own.push((uid, modseq));
+        self.own.insert((uid, modseq));
     }
 
-    /// Messages of a sequence set as (seq, uid), ascending. For sequence
-    /// numbers, a number beyond the mailbox is an error (None); for UIDs,
-    /// UIDs that do not exist are skipped (RFC 9051 6.4.8).
-    pub fn resolve(&self, set: &SequenceSet, uid: bool) -> Option<Vec<(u32, u32)>> {
+    /// The messages a sequence set names, in this session's numbering, as
+    /// a cursor (nothing is expanded). For sequence numbers, a number beyond
+    /// the mailbox is an error (None); for UIDs, UIDs that do not exist are
+    /// skipped (RFC 9051 6.4.8), and `*` always names the last message.
+    pub fn select(&self, set: &SequenceSet, uid: bool) -> Option<Selection> {
         let n = self.uids.len() as u32;
-        let ranges = match set {
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        match set {
             SequenceSet::Saved => {
-                return Some(self.saved.iter().filter_map(|&u| self.seq_of(u).map(|s| (s, u))).collect());
-            }
-            SequenceSet::Ranges(r) => r,
-        };
-        let mut out: Vec<(u32, u32)> = Vec::new();
-        if uid {
-            let max_uid = self.uids.last().copied().unwrap_or(0);
-            for r in ranges {
-                let a = if r.start == STAR { max_uid } else { r.start };
-                let b = if r.end == STAR { max_uid } else { r.end };
-                let (lo, hi) = (a.min(b), a.max(b));
-                let start = self.uids.partition_point(|&u| u < lo);
-                for (i, &u) in self.uids[start..].iter().enumerate() {
-                    if u > hi {
-                        break;
+                // The saved UIDs still here, as runs of positions.
+                for &u in &self.saved {
+                    if let Ok(i) = self.uids.binary_search(&u) {
+                        let i = i as u32;
+                        match spans.last_mut() {
+                            Some(last) if last.1 == i => last.1 = i + 1,
+                            _ => spans.push((i, i + 1)),
+                        }
                     }
-                    out.push((start as u32 + i as u32 + 1, u));
-                }
-                // `*` always names the last message, even past the range (RFC 9051 6.4.8).
-                if (r.start == STAR || r.end == STAR) && n > 0 && !out.iter().any(|&(s, _)| s == n) {
-                    out.push((n, max_uid));
                 }
             }
-        } else {
-            for r in ranges {
-                let a = if r.start == STAR { n } else { r.start };
-                let b = if r.end == STAR { n } else { r.end };
-                let (lo, hi) = (a.min(b), a.max(b));
-                if lo == 0 || hi > n {
-                    return None;
+            SequenceSet::Ranges(r) if uid => {
+                let max_uid = self.uids.last().copied().unwrap_or(0);
+                for (lo, hi) in r.resolve(max_uid) {
+                    let a = self.uids.partition_point(|&u| u < lo) as u32;
+                    let b = self.uids.partition_point(|&u| u <= hi) as u32;
+                    if a < b {
+                        spans.push((a, b));
+                    }
                 }
-                for s in lo..=hi {
-                    out.push((s, self.uids[s as usize - 1]));
+                // `*` names the last message even when its range does not.
+                if r.has_star() && n > 0 && spans.last().is_none_or(|s| s.1 < n) {
+                    spans.push((n - 1, n));
+                }
+            }
+            SequenceSet::Ranges(r) => {
+                for (lo, hi) in r.resolve(n) {
+                    if lo == 0 || hi > n {
+                        return None;
+                    }
+                    spans.push((lo - 1, hi));
                 }
             }
         }
-        out.sort_unstable();
-        out.dedup();
-        Some(out)
+        Some(Selection::new(self.uids.clone(), spans))
     }
 
     /// Sends what changed in the mailbox since the session last looked:
     /// EXPUNGE (only when `expunge_ok`), EXISTS / RECENT, and FETCH FLAGS of
-    /// messages changed by others. Returns false if the mailbox was deleted.
+    /// messages changed by others. All of it at once: for small updates and
+    /// tests; commands use [`Selected::sync_step`]. False if the mailbox was
+    /// deleted.
     pub fn sync(&mut self, out: &mut Out, enabled: Enabled, expunge_ok: bool) -> bool {
+        loop {
+            match self.sync_step(out, enabled, expunge_ok, usize::MAX) {
+                Synced::Done => return true,
+                Synced::Deleted => return false,
+                Synced::More => {}
+            }
+        }
+    }
+
+    /// As [`Selected::sync`], stopping once `out` holds `budget` bytes
+    /// (More: call again, after a flush, to send the rest of the same
+    /// updates). The session's numbering moves to the mailbox's at the
+    /// first call; the lines follow in slices.
+    pub fn sync_step(&mut self, out: &mut Out, enabled: Enabled, expunge_ok: bool, budget: usize) -> Synced {
+        if self.pending.is_none() {
+            match self.plan(enabled, expunge_ok) {
+                None => return Synced::Deleted,
+                Some(None) => return Synced::Done,
+                Some(Some(p)) => self.pending = Some(p),
+            }
+        }
+        let mb = self.mbox.borrow();
+        let p = self.pending.as_mut().expect("planned above");
+        while let Some(&seq) = p.expunged.get(p.at) {
+            if out.len() >= budget {
+                return Synced::More;
+            }
+            out.raw(b"* ").num(u64::from(seq)).raw(b" EXPUNGE\r\n");
+            p.at += 1;
+        }
+        if let Some(exists) = p.exists.take() {
+            out.raw(b"* ").num(u64::from(exists)).raw(b" EXISTS\r\n");
+            if let Some(recent) = p.recent.take() {
+                out.raw(b"* ").num(u64::from(recent)).raw(b" RECENT\r\n");
+            }
+        }
+        while let Some(&uid) = p.flags.get(p.at_flags) {
+            if out.len() >= budget {
+                return Synced::More;
+            }
+            p.at_flags += 1;
+            let Some(m) = mb.find(uid) else { continue };
+            if m.modseq <= p.since_modseq || m.uid > p.last_known || self.own.contains(&(m.uid, m.modseq)) {
+                continue;
+            }
+            let Ok(i) = self.uids.binary_search(&m.uid) else { continue };
+            out.raw(b"* ").num(i as u64 + 1).raw(b" FETCH (");
+            flags_item(out, m, mb.keywords(), !enabled.rev2 && self.recent.contains(m.uid));
+            out.raw(b" UID ").num(u64::from(m.uid));
+            if self.condstore {
+                out.raw(b" MODSEQ (").num(m.modseq).raw(b")");
+            }
+            out.raw(b")\r\n");
+        }
+        drop(mb);
+        self.pending = None;
+        self.own.clear();
+        Synced::Done
+    }
+
+    /// What changed since the session last looked, with the session's
+    /// numbering moved to the mailbox's. None: the mailbox was deleted;
+    /// Some(None): nothing to say.
+    fn plan(&mut self, enabled: Enabled, expunge_ok: bool) -> Option<Option<Box<SyncPlan>>> {
         let mb = self.mbox.borrow();
         if mb.is_deleted() {
-            return false;
+            return None;
         }
         if mb.version() == self.version && mb.highest_modseq() == self.modseq {
             self.own.clear();
-            return true;
+            return Some(None);
         }
         let current = mb.uids();
         // Expunges: positions (0-based) of UIDs this session knows that the
@@ -171,11 +237,8 @@ impl Selected {
         gone.sort_unstable();
         gone.dedup();
         let expunged_pending = !gone.is_empty() && !expunge_ok;
-        if !expunged_pending {
-            for &i in gone.iter().rev() {
-                out.raw(b"* ").num(i as u64 + 1).raw(b" EXPUNGE\r\n");
-            }
-        }
+        // Highest number first (RFC 9051 7.5.1: each EXPUNGE renumbers the rest).
+        let expunged: Vec<u32> = if expunged_pending { Vec::new() } else { gone.iter().rev().map(|&i| i as u32 + 1).collect() };
         // New messages: the mailbox's UIDs above the last one we know.
         let last = self.uids.last().copied().unwrap_or(0);
         let start = current.partition_point(|&u| u <= last);
@@ -190,57 +253,103 @@ impl Selected {
         } else {
             current.clone()
         };
+        let (mut exists, mut recent) = (None, None);
         if !added.is_empty() {
             if !self.read_only && mb.claim_recent_from(added[0]) {
                 self.recent.add(added[0], *added.last().expect("non-empty"));
             }
-            out.raw(b"* ").num(uids.len() as u64).raw(b" EXISTS\r\n");
+            exists = Some(uids.len() as u32);
             if !enabled.rev2 {
-                let recent = uids.iter().filter(|&&u| self.is_recent(u)).count();
-                out.raw(b"* ").num(recent as u64).raw(b" RECENT\r\n");
+                recent = Some(uids.iter().filter(|&&u| self.is_recent(u)).count() as u32);
             }
         }
         // Flag changes by others, for messages the session already knew.
-        if mb.highest_modseq() != self.modseq {
-            let report = |m: &Msg, out: &mut Out| {
-                if m.modseq <= self.modseq || m.uid > last || self.own.iter().any(|&(u, s)| u == m.uid && s == m.modseq) {
-                    return;
-                }
-                let Ok(i) = uids.binary_search(&m.uid) else { return };
-                out.raw(b"* ").num(i as u64 + 1).raw(b" FETCH (");
-                flags_item(out, m, mb.keywords(), !enabled.rev2 && self.recent.contains(m.uid));
-                out.raw(b" UID ").num(u64::from(m.uid));
-                if self.condstore {
-                    out.raw(b" MODSEQ (").num(m.modseq).raw(b")");
-                }
-                out.raw(b")\r\n");
-            };
+        let flags: Vec<u32> = if mb.highest_modseq() == self.modseq {
+            Vec::new()
+        } else {
             match mb.flags_changed_since(self.modseq) {
                 Some(changed) => {
-                    let mut changed: Vec<u32> = changed.collect();
-                    changed.sort_unstable();
-                    changed.dedup();
-                    for u in changed {
-                        if let Some(m) = mb.find(u) {
-                            report(m, out);
-                        }
-                    }
+                    let mut v: Vec<u32> = changed.collect();
+                    v.sort_unstable();
+                    v.dedup();
+                    v
                 }
-                None => {
-                    for m in mb.msgs() {
-                        report(m, out);
-                    }
-                }
+                None => mb.msgs().iter().filter(|m| m.modseq > self.modseq && m.uid <= last).map(|m| m.uid).collect(),
             }
-        }
-        self.own.clear();
+        };
+        let plan = SyncPlan { expunged, at: 0, exists, recent, flags, at_flags: 0, since_modseq: self.modseq, last_known: last };
         self.modseq = mb.highest_modseq();
         if !expunged_pending {
             // Keep the old version while expunges wait, to find them again.
             self.version = mb.version();
         }
         self.uids = uids;
-        true
+        Some(Some(Box::new(plan)))
+    }
+}
+
+/// Updates decided by one sync and being sent.
+struct SyncPlan {
+    /// EXPUNGE responses to send, in order, and how many were sent.
+    expunged: Vec<u32>,
+    at: usize,
+    exists: Option<u32>,
+    recent: Option<u32>,
+    /// UIDs whose flags others changed, and how many were looked at.
+    flags: Vec<u32>,
+    at_flags: usize,
+    /// Changes at or below this modseq were known to the session.
+    since_modseq: u64,
+    /// The highest UID the session knew before (newer ones are new, not changed).
+    last_known: u32,
+}
+
+/// How far a [`Selected::sync_step`] got.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Synced {
+    Done,
+    /// The budget is full: more updates of the same sync follow.
+    More,
+    /// The mailbox was deleted (or its storage failed): the session must end.
+    Deleted,
+}
+
+/// The messages a sequence set names, walked in order as (sequence number,
+/// UID) without ever expanding the set.
+#[derive(Clone)]
+pub struct Selection {
+    uids: Rc<[u32]>,
+    /// Runs of positions in `uids`, [start, end), ascending and disjoint.
+    spans: Vec<(u32, u32)>,
+    span: usize,
+    pos: u32,
+}
+
+impl Selection {
+    fn new(uids: Rc<[u32]>, spans: Vec<(u32, u32)>) -> Selection {
+        let pos = spans.first().map_or(0, |s| s.0);
+        Selection { uids, spans, span: 0, pos }
+    }
+
+    /// How many messages are left.
+    pub fn remaining(&self) -> usize {
+        self.spans.iter().skip(self.span).map(|&(a, b)| (b - a.max(self.pos)) as usize).sum()
+    }
+}
+
+impl Iterator for Selection {
+    type Item = (u32, u32);
+    fn next(&mut self) -> Option<(u32, u32)> {
+        loop {
+            let &(start, end) = self.spans.get(self.span)?;
+            self.pos = self.pos.max(start);
+            if self.pos < end {
+                let i = self.pos;
+                self.pos += 1;
+                return Some((i + 1, self.uids[i as usize]));
+            }
+            self.span += 1;
+        }
     }
 }
 

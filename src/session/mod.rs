@@ -8,6 +8,7 @@
 
 pub mod caps;
 mod cmd;
+pub mod driver;
 mod mailbox;
 mod search;
 
@@ -18,7 +19,7 @@ use crate::signal::Signal;
 use crate::store::{Ticket, UserStore};
 use std::rc::Rc;
 
-pub use mailbox::Selected;
+pub use mailbox::{Selected, Selection, Synced};
 
 /// Settings shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -60,7 +61,9 @@ pub struct Enabled {
 pub enum Step {
     /// Send the output, read more input, call `step` again.
     Read,
-    /// Send the output (there is a lot of it), then call `step` again.
+    /// A command is part way through (its output filled the budget, or it
+    /// did a slice of its work): send the output, let other connections
+    /// run, then call `step` again.
     Flush,
     /// Verify these credentials, then call [`Connection::auth_done`].
     Authenticate { user: String, password: Vec<u8> },
@@ -78,8 +81,11 @@ pub enum Step {
     Close,
 }
 
-/// Output beyond which `step` returns [`Step::Flush`] before the next command.
-const FLUSH_AT: usize = 256 * 1024;
+/// Output beyond which `step` returns [`Step::Flush`]: between commands,
+/// and the budget a running command fills before it stops for a flush
+/// (Dovecot's imap-fetch contract: "output full, call me again"). A slow
+/// reader makes a connection hold this much, not a whole response.
+pub(crate) const OUTPUT_BUDGET: usize = 256 * 1024;
 
 pub(crate) struct Authed {
     pub user: String,
@@ -130,6 +136,23 @@ pub(crate) enum Wait {
     Append(Box<cmd::append::Appending>),
     /// A store change waits to be synced before it is acknowledged.
     Durable(Box<cmd::Durable>),
+    /// A command runs in slices (FETCH, SEARCH, STORE, COPY, the updates
+    /// before a tagged response): see [`Cursor`].
+    Running(Box<dyn Cursor>),
+}
+
+/// A command in progress whose output or work is unbounded: it does a
+/// slice (until `out` holds [`OUTPUT_BUDGET`] or its own work limit) and
+/// says whether it is done. It owns what it needs between slices (a
+/// lazily walked sequence set, results so far), never the whole answer.
+pub(crate) trait Cursor {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress;
+}
+
+pub(crate) enum Progress {
+    /// Stopped at the budget: flush, then resume.
+    More,
+    Done(Directive),
 }
 
 /// One client's protocol state: the decoder plus the session.
@@ -264,6 +287,7 @@ impl Connection {
     /// Whether the connection waits for input while holding nothing: no
     /// partial command and no command in progress.
     pub fn is_quiet(&self) -> bool {
+        // (Running never waits for input: `step` resumes it first.)
         self.decoder.is_empty() && matches!(self.session.wait, Wait::None | Wait::Idle { .. })
     }
 
@@ -300,11 +324,22 @@ impl Connection {
                 Wait::Durable(_) => return Step::AwaitDurable,
                 _ => {}
             }
-            if out.buf.len() >= FLUSH_AT {
+            if out.len() >= OUTPUT_BUDGET {
                 return Step::Flush;
             }
-            let ev = self.decoder.next();
-            let directive = self.session.on_event(ev, now, out);
+            let directive = if matches!(self.session.wait, Wait::Running(_)) {
+                let Wait::Running(mut c) = std::mem::replace(&mut self.session.wait, Wait::None) else { unreachable!("just matched") };
+                match c.resume(&mut self.session, out) {
+                    Progress::More => {
+                        self.session.wait = Wait::Running(c);
+                        return Step::Flush;
+                    }
+                    Progress::Done(d) => d,
+                }
+            } else {
+                let ev = self.decoder.next();
+                self.session.on_event(ev, now, out)
+            };
             self.session.account(out);
             match directive {
                 Directive::Next => {}
@@ -352,11 +387,13 @@ impl Connection {
         self.session.wait = Wait::None;
     }
 
-    /// Mailbox changes while idling: sends the untagged updates (RFC 2177).
-    pub fn notify(&mut self, out: &mut Out) {
+    /// Mailbox changes while idling: sends the untagged updates (RFC 2177),
+    /// a budget's worth at a time. True: more follow (flush, call again).
+    pub fn notify(&mut self, out: &mut Out) -> bool {
         if let State::Selected(_, sel) = &mut self.session.state {
-            sel.sync(out, self.session.enabled, true);
+            return sel.sync_step(out, self.session.enabled, true, OUTPUT_BUDGET) == Synced::More;
         }
+        false
     }
 
     /// `* OK Still here` for a session in IDLE, keeping middleboxes open.

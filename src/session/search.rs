@@ -67,6 +67,8 @@ pub struct Matcher<'a> {
     sel: &'a Selected,
     max_seq: u32,
     max_uid: u32,
+    /// Message bytes loaded so far: what a search slice is budgeted by.
+    work: std::cell::Cell<u64>,
 }
 
 /// What is loaded for one message, at most once.
@@ -78,7 +80,12 @@ struct Loaded<'a> {
 
 impl<'a> Matcher<'a> {
     pub fn new(mb: &'a Mailbox, sel: &'a Selected) -> Self {
-        Matcher { mb, sel, max_seq: sel.exists(), max_uid: sel.uids().last().copied().unwrap_or(0) }
+        Matcher { mb, sel, max_seq: sel.exists(), max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default() }
+    }
+
+    /// Bytes of messages looked at (headers and bodies) so far.
+    pub fn work(&self) -> u64 {
+        self.work.get()
     }
 
     pub fn matches(&self, key: &SearchKey, m: &Msg, seq: u32) -> bool {
@@ -87,7 +94,13 @@ impl<'a> Matcher<'a> {
     }
 
     fn bytes<'l>(&self, m: &Msg, l: &'l Loaded<'_>) -> Option<&'l crate::proto::Shared> {
-        l.bytes.get_or_init(|| self.mb.message(m).ok()).as_ref()
+        l.bytes
+            .get_or_init(|| {
+                let b = self.mb.message(m).ok();
+                self.work.set(self.work.get() + b.as_ref().map_or(0, |b| b.len() as u64));
+                b
+            })
+            .as_ref()
     }
 
     fn with_cache<R>(&self, m: &Msg, l: &Loaded<'_>, f: impl FnOnce(&Cache<'_>) -> R) -> Option<R> {
@@ -122,7 +135,7 @@ impl<'a> Matcher<'a> {
     fn in_set(&self, set: &SequenceSet, n: u32, max: u32, uid: bool) -> bool {
         match set {
             SequenceSet::Saved => self.sel.saved.binary_search(&(if uid { n } else { self.sel.uids()[n as usize - 1] })).is_ok(),
-            _ => set.contains(n, max),
+            SequenceSet::Ranges(r) => r.contains(n, max),
         }
     }
 

@@ -1,11 +1,19 @@
 //! COPY / UID COPY (RFC 9051 6.4.7) and MOVE / UID MOVE (RFC 6851), with
-//! COPYUID (RFC 4315). The answer waits until the copies are durable; MOVE
-//! expunges the originals only after that.
+//! COPYUID (RFC 4315). Copies are made in slices (a bounded number of
+//! bytes each, so a large COPY never holds the worker); the answer waits
+//! until they are durable, and MOVE expunges the originals only after that.
 
 use super::{
-    bad, keyword_mask, mailbox_durable, no, not_durable, ok, ok_when_durable, open_mailbox, store_error, uid_set, when_durable, Directive, Session, State,
+    bad, catch_up, keyword_mask, mailbox_durable, no, not_durable, ok, ok_when_durable, open_mailbox, run_cursor, store_error, uid_set, when_durable,
+    Directive, Session, State,
 };
 use crate::proto::{Mailbox, Out, SequenceSet};
+use crate::session::{Cursor, Progress, Selection};
+use crate::store::MailboxRef;
+
+/// Bytes and messages copied per slice.
+const BYTES_PER_SLICE: u64 = 16 << 20;
+const MESSAGES_PER_SLICE: usize = 1024;
 
 pub fn run(s: &mut Session, tag: String, set: &SequenceSet, mailbox: &Mailbox, uid: bool, moved: bool, out: &mut Out) -> Directive {
     let name = match s.mailbox_name(mailbox) {
@@ -17,78 +25,117 @@ pub fn run(s: &mut Session, tag: String, set: &SequenceSet, mailbox: &Mailbox, u
         Err((Some("NONEXISTENT"), text)) => return no(out, &tag, Some("TRYCREATE"), &text),
         Err((code, text)) => return no(out, &tag, code, &text),
     };
-    // RFC 9051 7.5.1: UID commands may carry EXPUNGE responses, so the
-    // session catches up first and UIDs resolve against the mailbox as it is.
-    if uid && !super::sync(s, out, true) {
-        return Directive::Return(super::Step::Close);
-    }
     let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
     if moved && sel.read_only {
         return no(out, &tag, Some("CANNOT"), "Mailbox is read-only");
     }
-    let Some(list) = sel.resolve(set, uid) else { return bad(out, &tag, "Invalid messageset") };
-    // Gather the originals first: the target may be the same mailbox.
-    let mut items = Vec::with_capacity(list.len());
-    {
-        let src = sel.mbox.borrow();
-        for &(_, u) in &list {
-            let Some(m) = src.find(u) else {
-                return no(out, &tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist.");
-            };
-            let kws: Vec<String> = src.keywords().iter().enumerate().filter(|(i, _)| m.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect();
-            let bytes = match src.message(m) {
-                Ok(b) => b,
-                Err(e) => return store_error(out, &tag, &e.into()),
-            };
-            items.push((u, bytes, m.flags, kws, src.location(m).internal_date));
+    let c = Copy { tag, set: set.clone(), target, uid, moved, catching_up: uid, selection: None, src: Vec::new(), dst: Vec::new() };
+    run_cursor(s, Box::new(c), out)
+}
+
+struct Copy {
+    tag: String,
+    set: SequenceSet,
+    target: MailboxRef,
+    uid: bool,
+    moved: bool,
+    catching_up: bool,
+    selection: Option<Selection>,
+    /// UIDs copied so far, and their copies' UIDs.
+    src: Vec<u32>,
+    dst: Vec<u32>,
+}
+
+impl Cursor for Copy {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+            return p;
         }
-    }
-    if items.is_empty() {
-        // Nothing matched (UID sets may name no message): nothing to do.
-        return super::ok(s, out, &tag, None, if moved { "No messages moved." } else { "No messages copied." }, true);
-    }
-    let mut src_uids = Vec::with_capacity(items.len());
-    let mut dst_uids = Vec::with_capacity(items.len());
-    for (u, bytes, flags, kws, date) in items {
-        let mask = match keyword_mask(&target, &kws) {
-            Ok(m) => m,
-            Err(e) => return store_error(out, &tag, &e),
-        };
-        let r = target.borrow_mut().append_bytes(bytes.bytes(), flags, mask, date);
-        match r {
-            Ok(n) => {
-                src_uids.push(u);
-                dst_uids.push(n);
+        let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
+        if self.selection.is_none() {
+            let Some(list) = sel.select(&self.set, self.uid) else { return Progress::Done(bad(out, &self.tag, "Invalid messageset")) };
+            // All or nothing: every original must still be there.
+            let src = sel.mbox.borrow();
+            if list.clone().any(|(_, u)| src.find(u).is_none()) {
+                return Progress::Done(no(out, &self.tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist."));
             }
-            Err(e) => return store_error(out, &tag, &e),
+            drop(src);
+            if list.remaining() == 0 {
+                // Nothing matched (UID sets may name no message): nothing to do.
+                let text = if self.moved { "No messages moved." } else { "No messages copied." };
+                return Progress::Done(ok(s, out, &self.tag, None, text, true));
+            }
+            self.selection = Some(list);
         }
-    }
-    let ticket = mailbox_durable(s, &target);
-    when_durable(
-        s,
-        ticket,
-        Box::new(move |s, r, out| {
-            if let Err(e) = r {
-                return not_durable(out, &tag, &e);
-            }
-            let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src_uids), uid_set(&dst_uids));
-            if !moved {
-                return ok(s, out, &tag, Some(&code), "Copy completed.", true);
-            }
-            // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs;
-            // the originals go only once the copies are durable.
-            out.untagged_status("OK", Some(&code), "Moved UIDs.");
-            let State::Selected(_, sel) = &s.state else { return ok(s, out, &tag, None, "Move completed.", true) };
-            let source = sel.mbox.clone();
-            let r = source.borrow_mut().expunge(&src_uids);
-            match r {
-                Ok(gone) if gone.is_empty() => ok(s, out, &tag, None, "Move completed.", true),
-                Ok(_) => {
-                    let ticket = mailbox_durable(s, &source);
-                    ok_when_durable(s, ticket, &tag, None, "Move completed.", true)
+        let mut bytes = 0u64;
+        let mut count = 0;
+        while let Some((_, u)) = self.selection.as_mut().expect("set above").next() {
+            // The original, read before the target is borrowed: they may be
+            // the same mailbox.
+            let item = {
+                let src = sel.mbox.borrow();
+                let Some(m) = src.find(u).copied() else { continue };
+                let kws: Vec<String> = src.keywords().iter().enumerate().filter(|(i, _)| m.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect();
+                match src.message(&m) {
+                    Ok(b) => (b, m.flags, kws, src.location(&m).internal_date),
+                    Err(e) => return Progress::Done(store_error(out, &self.tag, &e.into())),
                 }
-                Err(e) => store_error(out, &tag, &e),
+            };
+            let (data, flags, kws, date) = item;
+            let mask = match keyword_mask(&self.target, &kws) {
+                Ok(m) => m,
+                Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
+            };
+            let r = self.target.borrow_mut().append_bytes(data.bytes(), flags, mask, date);
+            match r {
+                Ok(n) => {
+                    self.src.push(u);
+                    self.dst.push(n);
+                }
+                Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
             }
-        }),
-    )
+            bytes += data.len() as u64;
+            count += 1;
+            if bytes >= BYTES_PER_SLICE || count >= MESSAGES_PER_SLICE {
+                return Progress::More;
+            }
+        }
+        Progress::Done(self.finish(s))
+    }
+}
+
+impl Copy {
+    /// Every copy is written: answer once they are durable; MOVE then
+    /// expunges the originals and answers once that is durable too.
+    fn finish(&mut self, s: &mut Session) -> Directive {
+        let ticket = mailbox_durable(s, &self.target);
+        let (tag, target, moved) = (self.tag.clone(), self.target.clone(), self.moved);
+        let (src, dst) = (std::mem::take(&mut self.src), std::mem::take(&mut self.dst));
+        when_durable(
+            s,
+            ticket,
+            Box::new(move |s, r, out| {
+                if let Err(e) = r {
+                    return not_durable(out, &tag, &e);
+                }
+                let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src), uid_set(&dst));
+                if !moved {
+                    return ok(s, out, &tag, Some(&code), "Copy completed.", true);
+                }
+                // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs.
+                out.untagged_status("OK", Some(&code), "Moved UIDs.");
+                let State::Selected(_, sel) = &s.state else { return ok(s, out, &tag, None, "Move completed.", true) };
+                let source = sel.mbox.clone();
+                let r = source.borrow_mut().expunge(&src);
+                match r {
+                    Ok(gone) if gone.is_empty() => ok(s, out, &tag, None, "Move completed.", true),
+                    Ok(_) => {
+                        let ticket = mailbox_durable(s, &source);
+                        ok_when_durable(s, ticket, &tag, None, "Move completed.", true)
+                    }
+                    Err(e) => store_error(out, &tag, &e),
+                }
+            }),
+        )
+    }
 }

@@ -10,19 +10,19 @@ pub fn run(s: &mut Session, tag: &str, uids: Option<&SequenceSet>, out: &mut Out
     if sel.read_only {
         return no(out, tag, Some("CANNOT"), "Mailbox is read-only");
     }
-    let allowed: Option<Vec<u32>> = match uids {
-        Some(set) => match sel.resolve(set, true) {
-            Some(v) => Some(v.into_iter().map(|(_, u)| u).collect()),
-            None => return super::bad(out, tag, "Invalid UID set"),
-        },
+    // UID EXPUNGE: only the \Deleted messages among these UIDs (RFC 4315 2.1).
+    let allowed = match uids {
+        Some(crate::proto::SequenceSet::Ranges(r)) => Some(r.clone()),
+        Some(crate::proto::SequenceSet::Saved) => return super::bad(out, tag, "$ is not a UID set here"),
         None => None,
     };
+    let max_uid = sel.uids().last().copied().unwrap_or(0);
     let doomed: Vec<u32> = sel
         .mbox
         .borrow()
         .msgs()
         .iter()
-        .filter(|m| m.flags & F_DELETED != 0 && allowed.as_ref().is_none_or(|a| a.binary_search(&m.uid).is_ok()))
+        .filter(|m| m.flags & F_DELETED != 0 && allowed.as_ref().is_none_or(|a| a.contains(m.uid, max_uid)))
         .map(|m| m.uid)
         .collect();
     let r = sel.mbox.borrow_mut().expunge(&doomed);

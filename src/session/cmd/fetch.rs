@@ -7,7 +7,9 @@ use super::{bad, mailbox_durable, no, ok, ok_when_durable, store_error, Directiv
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
 use crate::session::mailbox::flags_item;
+use crate::session::{Cursor, Progress, Selected, Selection, OUTPUT_BUDGET};
 use crate::store::format::F_SEEN;
+use crate::store::StoreError;
 use crate::store::{Mailbox, Msg};
 
 /// Bytes of a section: shared from the mapping, or built (HEADER.FIELDS, BINARY).
@@ -154,9 +156,7 @@ fn sets_seen(item: &FetchItem) -> bool {
     matches!(item, FetchItem::BodySection { peek: false, .. } | FetchItem::Binary { peek: false, .. })
 }
 
-#[allow(clippy::too_many_arguments)]
 pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], uid: bool, mods: &FetchModifiers, out: &mut Out) -> Directive {
-    let rev2 = s.enabled.rev2;
     let mut items = items.to_vec();
     if uid && !items.contains(&FetchItem::Uid) {
         items.insert(0, FetchItem::Uid);
@@ -168,46 +168,94 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
         // RFC 7162 3.1: using MODSEQ turns CONDSTORE on.
         s.enabled.condstore = true;
     }
-    // RFC 9051 7.5.1: UID commands may carry EXPUNGE responses, so the
-    // session catches up first and UIDs resolve against the mailbox as it is.
-    if uid && !super::sync(s, out, true) {
-        return Directive::Return(super::Step::Close);
+    let c = Fetch {
+        tag: tag.to_string(),
+        set: set.clone(),
+        items,
+        uid,
+        changed_since: mods.changed_since,
+        catching_up: uid,
+        selection: None,
+        expunged: false,
+        unknown_cte: false,
+        seen_set: false,
+    };
+    super::run_cursor(s, Box::new(c), out)
+}
+
+/// Messages per slice at most, whatever their size.
+const MESSAGES_PER_SLICE: usize = 4096;
+
+/// A FETCH in progress: the messages left, walked lazily.
+struct Fetch {
+    tag: String,
+    set: SequenceSet,
+    items: Vec<FetchItem>,
+    uid: bool,
+    changed_since: Option<u64>,
+    /// A UID FETCH first catches up with the mailbox (see `catch_up`).
+    catching_up: bool,
+    selection: Option<Selection>,
+    expunged: bool,
+    unknown_cte: bool,
+    seen_set: bool,
+}
+
+impl Cursor for Fetch {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        if let Some(p) = super::catch_up(s, out, &mut self.catching_up) {
+            return p;
+        }
+        let rev2 = s.enabled.rev2;
+        let condstore = s.enabled.condstore;
+        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
+        sel.condstore |= condstore;
+        if self.selection.is_none() {
+            match sel.select(&self.set, self.uid) {
+                Some(list) => self.selection = Some(list),
+                None => return Progress::Done(bad(out, &self.tag, "Invalid messageset")),
+            }
+        }
+        let mark_seen = !sel.read_only && self.items.iter().any(sets_seen);
+        let mut done = 0;
+        while let Some((seq, u)) = self.selection.as_mut().expect("set above").next() {
+            if let Err(e) = self.one(sel, seq, u, mark_seen, rev2, out) {
+                return Progress::Done(store_error(out, &self.tag, &e));
+            }
+            done += 1;
+            if out.len() >= OUTPUT_BUDGET || done >= MESSAGES_PER_SLICE {
+                return Progress::More;
+            }
+        }
+        Progress::Done(self.finish(s, out))
     }
-    let condstore = s.enabled.condstore;
-    let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-    sel.condstore |= condstore;
-    let Some(list) = sel.resolve(set, uid) else { return bad(out, tag, "Invalid messageset") };
-    let mark_seen = !sel.read_only && items.iter().any(sets_seen);
-    let mut expunged = false;
-    let mut unknown_cte = false;
-    let mut seen_set = false;
-    for (seq, u) in list {
+}
+
+impl Fetch {
+    /// One message's FETCH response.
+    fn one(&mut self, sel: &mut Selected, seq: u32, u: u32, mark_seen: bool, rev2: bool, out: &mut Out) -> Result<(), StoreError> {
         let Some(mut m) = sel.mbox.borrow().find(u).copied() else {
-            expunged = true;
-            continue;
+            self.expunged = true;
+            return Ok(());
         };
-        if mods.changed_since.is_some_and(|cs| m.modseq <= cs) {
-            continue;
+        if self.changed_since.is_some_and(|cs| m.modseq <= cs) {
+            return Ok(());
         }
         let mut seen_now = false;
         if mark_seen && m.flags & F_SEEN == 0 {
             let r = sel.mbox.borrow_mut().set_flags(u, m.flags | F_SEEN, m.keywords);
-            match r {
-                Ok(Some(modseq)) => {
-                    m.flags |= F_SEEN;
-                    m.modseq = modseq;
-                    sel.reported(u, modseq);
-                    seen_now = true;
-                    seen_set = true;
-                }
-                Ok(None) => {}
-                Err(e) => return store_error(out, tag, &e),
+            if let Some(modseq) = r? {
+                m.flags |= F_SEEN;
+                m.modseq = modseq;
+                sel.reported(u, modseq);
+                seen_now = true;
+                self.seen_set = true;
             }
         }
         let mb = sel.mbox.borrow();
         out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
         let mut first = true;
-        for item in &items {
+        for item in &self.items {
             if !first {
                 out.sp();
             }
@@ -263,7 +311,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
                         match binary(&mb, &m, part)? {
                             Ok(d) => d.window(*partial).write(out, true),
                             Err(()) => {
-                                unknown_cte = true;
+                                self.unknown_cte = true;
                                 out.nil();
                             }
                         }
@@ -276,7 +324,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
                                 out.num(d.bytes().len() as u64);
                             }
                             Err(()) => {
-                                unknown_cte = true;
+                                self.unknown_cte = true;
                                 out.nil();
                             }
                         }
@@ -286,31 +334,33 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
             })();
             if let Err(e) = r {
                 out.raw(b")\r\n");
-                drop(mb);
-                return store_error(out, tag, &e.into());
+                return Err(e.into());
             }
         }
-        if seen_now && !items.contains(&FetchItem::Flags) {
+        if seen_now && !self.items.contains(&FetchItem::Flags) {
             // RFC 9051 6.4.5: the \Seen set as a side effect is reported.
             out.sp();
             flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u));
         }
         out.raw(b")\r\n");
+        Ok(())
     }
-    if unknown_cte {
-        super::sync(s, out, uid);
-        return no(out, tag, Some("UNKNOWN-CTE"), "A part has a content transfer encoding that cannot be decoded");
+
+    fn finish(&self, s: &mut Session, out: &mut Out) -> Directive {
+        if self.unknown_cte {
+            return no(out, &self.tag, Some("UNKNOWN-CTE"), "A part has a content transfer encoding that cannot be decoded");
+        }
+        // Messages another session expunged are skipped; the command succeeds
+        // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
+        // 4.1 allows; Dovecot answers the same way).
+        let code = self.expunged.then(|| "EXPUNGEISSUED".to_string());
+        if self.seen_set {
+            // \Seen was set: answered once that change is durable.
+            let State::Selected(_, sel) = &s.state else { unreachable!("still selected") };
+            let mb = sel.mbox.clone();
+            let ticket = mailbox_durable(s, &mb);
+            return ok_when_durable(s, ticket, &self.tag, code, "Fetch completed.", self.uid);
+        }
+        ok(s, out, &self.tag, code.as_deref(), "Fetch completed.", self.uid)
     }
-    // Messages another session expunged are skipped; the command succeeds
-    // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
-    // 4.1 allows; Dovecot answers the same way).
-    let code = expunged.then_some("EXPUNGEISSUED");
-    if seen_set {
-        // \Seen was set: answered once that change is durable.
-        let State::Selected(_, sel) = &s.state else { unreachable!("still selected") };
-        let mb = sel.mbox.clone();
-        let ticket = mailbox_durable(s, &mb);
-        return ok_when_durable(s, ticket, tag, code.map(str::to_string), "Fetch completed.", uid);
-    }
-    ok(s, out, tag, code, "Fetch completed.", uid)
 }

@@ -1,8 +1,9 @@
 //! IDLE (RFC 2177, RFC 9051 6.3.13): mailbox changes are pushed as they
 //! happen until the client sends DONE.
 
-use super::{ok, sync, Directive, Session, State, Step, Wait};
+use super::{ok, run_cursor, sync_step, Directive, Session, State, Step, Wait};
 use crate::proto::Out;
+use crate::session::{Cursor, Progress, Synced};
 
 /// Whether mailbox changes wake this session (only while it idles).
 fn watch(s: &Session, on: bool) {
@@ -12,13 +13,27 @@ fn watch(s: &Session, on: bool) {
 }
 
 pub fn run(s: &mut Session, tag: String, out: &mut Out) -> Directive {
-    if !sync(s, out, true) {
-        return Directive::Return(Step::Close);
+    run_cursor(s, Box::new(Start { tag: Some(tag) }), out)
+}
+
+/// The updates pending when IDLE begins (in slices), then the continuation.
+struct Start {
+    tag: Option<String>,
+}
+
+impl Cursor for Start {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        match sync_step(s, out, true) {
+            Synced::More => Progress::More,
+            Synced::Deleted => Progress::Done(Directive::Return(Step::Close)),
+            Synced::Done => {
+                out.raw(b"+ idling\r\n");
+                watch(s, true);
+                s.wait = Wait::Idle { tag: self.tag.take().expect("resumed once after done") };
+                Progress::Done(Directive::ExpectIdleDone)
+            }
+        }
     }
-    out.raw(b"+ idling\r\n");
-    watch(s, true);
-    s.wait = Wait::Idle { tag };
-    Directive::ExpectIdleDone
 }
 
 /// The line after IDLE arrived: DONE ends it; anything else is an error

@@ -29,7 +29,7 @@ mod status;
 mod store;
 mod subscribe;
 
-use super::{Directive, Session, State, Step, Wait};
+use super::{Cursor, Directive, Progress, Session, State, Step, Synced, Wait, OUTPUT_BUDGET};
 use crate::proto::{Command, CommandBody, Flag, Mailbox, Out};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 use crate::store::{MailboxRef, StoreError, Ticket};
@@ -130,27 +130,77 @@ impl Session {
 }
 
 /// Sends the pending mailbox updates and the tagged OK. `expunge_ok` is
-/// false for FETCH, STORE and SEARCH (RFC 9051 7.5.1).
+/// false for FETCH, STORE and SEARCH (RFC 9051 7.5.1). Many updates go
+/// out in slices under the output budget before the OK.
 pub(crate) fn ok(s: &mut Session, out: &mut Out, tag: &str, code: Option<&str>, text: &str, expunge_ok: bool) -> Directive {
-    if !sync(s, out, expunge_ok) {
-        return Directive::Return(Step::Close);
-    }
-    out.tagged(tag, "OK", code, text);
-    Directive::Next
+    let finish = Finish { tag: tag.to_string(), code: code.map(str::to_string), text: text.to_string(), expunge_ok };
+    run_cursor(s, Box::new(finish), out)
 }
 
-/// Sends pending updates of the selected mailbox. False when the mailbox
-/// was deleted under the session, which then ends with BYE.
-pub(crate) fn sync(s: &mut Session, out: &mut Out, expunge_ok: bool) -> bool {
-    let enabled = s.enabled;
-    if let State::Selected(_, sel) = &mut s.state {
-        if !sel.sync(out, enabled, expunge_ok) {
-            out.untagged_status("BYE", None, "Selected mailbox was deleted, have to disconnect.");
-            s.state = State::Logout;
-            return false;
+/// The pending updates, then the tagged OK.
+struct Finish {
+    tag: String,
+    code: Option<String>,
+    text: String,
+    expunge_ok: bool,
+}
+
+impl Cursor for Finish {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        match sync_step(s, out, self.expunge_ok) {
+            Synced::More => Progress::More,
+            Synced::Deleted => Progress::Done(Directive::Return(Step::Close)),
+            Synced::Done => {
+                out.tagged(&self.tag, "OK", self.code.as_deref(), &self.text);
+                Progress::Done(Directive::Next)
+            }
         }
     }
-    true
+}
+
+/// Starts a command that runs in slices: its first slice now, the rest
+/// after flushes (see `Connection::step`).
+pub(crate) fn run_cursor(s: &mut Session, mut c: Box<dyn Cursor>, out: &mut Out) -> Directive {
+    match c.resume(s, out) {
+        Progress::Done(d) => d,
+        Progress::More => {
+            s.wait = Wait::Running(c);
+            Directive::Return(Step::Flush)
+        }
+    }
+}
+
+/// The first phase of a UID command: catching up with the mailbox (RFC
+/// 9051 7.5.1: UID commands may carry EXPUNGE responses, so the session
+/// catches up first and UIDs resolve against the mailbox as it is). Some:
+/// return that progress now.
+pub(crate) fn catch_up(s: &mut Session, out: &mut Out, pending: &mut bool) -> Option<Progress> {
+    if !*pending {
+        return None;
+    }
+    match sync_step(s, out, true) {
+        Synced::More => Some(Progress::More),
+        Synced::Deleted => Some(Progress::Done(Directive::Return(Step::Close))),
+        Synced::Done => {
+            *pending = false;
+            None
+        }
+    }
+}
+
+/// One slice of the selected mailbox's pending updates. Deleted under the
+/// session: it ends with BYE.
+pub(crate) fn sync_step(s: &mut Session, out: &mut Out, expunge_ok: bool) -> Synced {
+    let enabled = s.enabled;
+    let State::Selected(_, sel) = &mut s.state else { return Synced::Done };
+    match sel.sync_step(out, enabled, expunge_ok, OUTPUT_BUDGET) {
+        Synced::Deleted => {
+            out.untagged_status("BYE", None, "Selected mailbox was deleted, have to disconnect.");
+            s.state = State::Logout;
+            Synced::Deleted
+        }
+        r => r,
+    }
 }
 
 pub(crate) fn no(out: &mut Out, tag: &str, code: Option<&str>, text: &str) -> Directive {

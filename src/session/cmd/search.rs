@@ -1,9 +1,20 @@
 //! SEARCH and UID SEARCH (RFC 9051 6.4.4, ESEARCH RFC 4731, SEARCHRES
 //! RFC 5182, CONDSTORE MODSEQ RFC 7162). Matching is in `session::search`.
+//!
+//! Runs in slices: messages are evaluated until a slice has looked at
+//! [`WORK_PER_SLICE`] bytes of mail (or [`MESSAGES_PER_SLICE`] messages),
+//! so a SEARCH TEXT over a large mailbox never holds the worker; then a
+//! long `* SEARCH` line goes out in pieces under the output budget.
 
-use super::{no, ok, uid_set, Directive, Session, State};
+use super::{catch_up, no, ok, run_cursor, uid_set, Directive, Session, State};
 use crate::proto::{Out, SearchKey, SearchReturn};
 use crate::session::search::{uses_modseq, Matcher};
+use crate::session::{Cursor, Progress, OUTPUT_BUDGET};
+
+/// Bytes of messages one slice may scan (a few milliseconds of memmem).
+const WORK_PER_SLICE: u64 = 8 << 20;
+/// Messages one slice may evaluate.
+const MESSAGES_PER_SLICE: usize = 16_384;
 
 pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Option<&str>, key: &SearchKey, uid: bool, out: &mut Out) -> Directive {
     if let Some(cs) = charset {
@@ -11,84 +22,149 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
             return no(out, tag, Some("BADCHARSET (UTF-8 US-ASCII)"), "Unsupported charset");
         }
     }
-    let rev2 = s.enabled.rev2;
     let with_modseq = uses_modseq(key);
     if with_modseq {
         s.enabled.condstore = true;
     }
-    // RFC 9051 7.5.1: UID commands may carry EXPUNGE responses, so the
-    // session catches up first and UIDs resolve against the mailbox as it is.
-    if uid && !super::sync(s, out, true) {
-        return Directive::Return(super::Step::Close);
+    let c = Search {
+        tag: tag.to_string(),
+        ret: ret.map(<[_]>::to_vec),
+        key: key.clone(),
+        uid,
+        with_modseq,
+        catching_up: uid,
+        next: 0,
+        hits: Vec::new(),
+        max_modseq: 0,
+        expunged: false,
+        emitted: None,
+    };
+    run_cursor(s, Box::new(c), out)
+}
+
+struct Search {
+    tag: String,
+    ret: Option<Vec<SearchReturn>>,
+    key: SearchKey,
+    uid: bool,
+    with_modseq: bool,
+    catching_up: bool,
+    /// The next position (0-based sequence number) to evaluate.
+    next: usize,
+    /// (sequence number, UID) of every match so far.
+    hits: Vec<(u32, u32)>,
+    max_modseq: u64,
+    expunged: bool,
+    /// Once evaluation is done: how many numbers of a `* SEARCH` line are out.
+    emitted: Option<usize>,
+}
+
+impl Cursor for Search {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+            return p;
+        }
+        if self.emitted.is_none() && !self.evaluate(s) {
+            return Progress::More;
+        }
+        self.emit(s, out)
     }
-    let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-    let (hits, max_modseq, expunged) = {
+}
+
+impl Search {
+    /// One slice of evaluation; true when every message was looked at.
+    fn evaluate(&mut self, s: &mut Session) -> bool {
+        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
         let mb = sel.mbox.borrow();
         let matcher = Matcher::new(&mb, sel);
-        let mut hits: Vec<(u32, u32)> = Vec::new();
-        let mut max_modseq = 0;
-        let mut expunged = false;
-        for (i, &u) in sel.uids().iter().enumerate() {
+        let uids = sel.uids();
+        let stop = (self.next + MESSAGES_PER_SLICE).min(uids.len());
+        while self.next < stop {
+            let (i, u) = (self.next, uids[self.next]);
+            self.next += 1;
             let Some(m) = mb.find(u) else {
-                expunged = true;
+                self.expunged = true;
                 continue;
             };
-            if matcher.matches(key, m, i as u32 + 1) {
-                hits.push((i as u32 + 1, u));
-                max_modseq = max_modseq.max(m.modseq);
+            if matcher.matches(&self.key, m, i as u32 + 1) {
+                self.hits.push((i as u32 + 1, u));
+                self.max_modseq = self.max_modseq.max(m.modseq);
+            }
+            if matcher.work() >= WORK_PER_SLICE {
+                return false;
             }
         }
-        (hits, max_modseq, expunged)
-    };
-    let opts: Vec<SearchReturn> = match ret {
-        Some([]) | None => vec![SearchReturn::All],
-        Some(r) => r.to_vec(),
-    };
-    if opts.contains(&SearchReturn::Save) {
-        sel.saved = hits.iter().map(|&(_, u)| u).collect();
+        if self.next < uids.len() {
+            return false;
+        }
+        drop(mb);
+        let save = self.ret.as_deref().is_some_and(|r| r.contains(&SearchReturn::Save));
+        if save {
+            sel.saved = self.hits.iter().map(|&(_, u)| u).collect();
+        }
+        self.emitted = Some(0);
+        true
     }
-    let numbers: Vec<u32> = hits.iter().map(|&(seq, u)| if uid { u } else { seq }).collect();
-    if ret.is_some() || rev2 {
-        // ESEARCH (RFC 4731); SAVE alone returns nothing (RFC 5182 2.1).
-        if !(opts.len() == 1 && opts[0] == SearchReturn::Save) {
-            out.raw(b"* ESEARCH (TAG ").string(tag.as_bytes(), false).raw(b")");
-            if uid {
-                out.raw(b" UID");
+
+    /// The answer (in slices for a long `* SEARCH` line), then the tagged OK.
+    fn emit(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        let numbers = |hits: &[(u32, u32)], uid: bool| -> Vec<u32> { hits.iter().map(|&(seq, u)| if uid { u } else { seq }).collect() };
+        if self.ret.is_some() || s.enabled.rev2 {
+            let opts: Vec<SearchReturn> = match self.ret.as_deref() {
+                Some([]) | None => vec![SearchReturn::All],
+                Some(r) => r.to_vec(),
+            };
+            let numbers = numbers(&self.hits, self.uid);
+            // ESEARCH (RFC 4731); SAVE alone returns nothing (RFC 5182 2.1).
+            if !(opts.len() == 1 && opts[0] == SearchReturn::Save) {
+                out.raw(b"* ESEARCH (TAG ").string(self.tag.as_bytes(), false).raw(b")");
+                if self.uid {
+                    out.raw(b" UID");
+                }
+                for o in &opts {
+                    match o {
+                        SearchReturn::Min if !numbers.is_empty() => {
+                            out.raw(b" MIN ").num(u64::from(numbers[0]));
+                        }
+                        SearchReturn::Max if !numbers.is_empty() => {
+                            out.raw(b" MAX ").num(u64::from(*numbers.last().expect("non-empty")));
+                        }
+                        SearchReturn::All if !numbers.is_empty() => {
+                            out.raw(b" ALL ").str(&uid_set(&numbers));
+                        }
+                        SearchReturn::Count => {
+                            out.raw(b" COUNT ").num(numbers.len() as u64);
+                        }
+                        _ => {}
+                    }
+                }
+                if self.with_modseq && !numbers.is_empty() {
+                    out.raw(b" MODSEQ ").num(self.max_modseq);
+                }
+                out.crlf();
             }
-            for o in &opts {
-                match o {
-                    SearchReturn::Min if !numbers.is_empty() => {
-                        out.raw(b" MIN ").num(u64::from(numbers[0]));
-                    }
-                    SearchReturn::Max if !numbers.is_empty() => {
-                        out.raw(b" MAX ").num(u64::from(*numbers.last().expect("non-empty")));
-                    }
-                    SearchReturn::All if !numbers.is_empty() => {
-                        out.raw(b" ALL ").str(&uid_set(&numbers));
-                    }
-                    SearchReturn::Count => {
-                        out.raw(b" COUNT ").num(numbers.len() as u64);
-                    }
-                    _ => {}
+        } else {
+            let at = self.emitted.expect("evaluated");
+            if at == 0 {
+                out.raw(b"* SEARCH");
+            }
+            let mut i = at;
+            while let Some(&(seq, u)) = self.hits.get(i) {
+                out.sp().num(u64::from(if self.uid { u } else { seq }));
+                i += 1;
+                if out.len() >= OUTPUT_BUDGET {
+                    self.emitted = Some(i);
+                    return Progress::More;
                 }
             }
-            if with_modseq && !numbers.is_empty() {
-                out.raw(b" MODSEQ ").num(max_modseq);
+            if self.with_modseq && !self.hits.is_empty() {
+                out.raw(b" (MODSEQ ").num(self.max_modseq).raw(b")");
             }
             out.crlf();
         }
-    } else {
-        out.raw(b"* SEARCH");
-        for n in &numbers {
-            out.sp().num(u64::from(*n));
-        }
-        if with_modseq && !numbers.is_empty() {
-            out.raw(b" (MODSEQ ").num(max_modseq).raw(b")");
-        }
-        out.crlf();
+        // RFC 9051 7.1: the client learns that another session expunged
+        // messages it still numbers, and may want to NOOP.
+        let code = self.expunged.then_some("EXPUNGEISSUED");
+        Progress::Done(ok(s, out, &self.tag, code, "Search completed.", self.uid))
     }
-    // RFC 9051 7.1: the client learns that another session expunged
-    // messages it still numbers, and may want to NOOP.
-    let code = expunged.then_some("EXPUNGEISSUED");
-    ok(s, out, tag, code, "Search completed.", uid)
 }

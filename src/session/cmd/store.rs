@@ -1,8 +1,15 @@
-//! STORE and UID STORE (RFC 9051 6.4.6), with UNCHANGEDSINCE (RFC 7162 3.1.3).
+//! STORE and UID STORE (RFC 9051 6.4.6), with UNCHANGEDSINCE (RFC 7162
+//! 3.1.3). Runs in slices: a batch of messages is changed with one log
+//! write, its FETCH responses follow, and the tagged OK comes once every
+//! change is durable.
 
-use super::{bad, keyword_mask, mailbox_durable, no, ok, ok_when_durable, split_flags, store_error, uid_set, Directive, Session, State};
+use super::{bad, catch_up, keyword_mask, mailbox_durable, no, ok, ok_when_durable, run_cursor, split_flags, store_error, uid_set, Directive, Session, State};
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
 use crate::session::mailbox::flags_item;
+use crate::session::{Cursor, Progress, Selection, OUTPUT_BUDGET};
+
+/// Messages changed per log write.
+const BATCH: usize = 1024;
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -16,18 +23,10 @@ pub fn run(
     unchanged_since: Option<u64>,
     out: &mut Out,
 ) -> Directive {
-    let rev2 = s.enabled.rev2;
     if unchanged_since.is_some() {
         s.enabled.condstore = true;
     }
-    // RFC 9051 7.5.1: UID commands may carry EXPUNGE responses, so the
-    // session catches up first and UIDs resolve against the mailbox as it is.
-    if uid && !super::sync(s, out, true) {
-        return Directive::Return(super::Step::Close);
-    }
-    let condstore = s.enabled.condstore;
-    let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-    sel.condstore |= condstore;
+    let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
     if sel.read_only {
         return no(out, tag, Some("CANNOT"), "Mailbox is read-only");
     }
@@ -35,64 +34,138 @@ pub fn run(
         Ok(x) => x,
         Err(f) => return bad(out, tag, &format!("Invalid system flag {f}")),
     };
-    let Some(list) = sel.resolve(set, uid) else { return bad(out, tag, "Invalid messageset") };
     let mask = match keyword_mask(&sel.mbox, &kws) {
         Ok(m) => m,
         Err(e) => return store_error(out, tag, &e),
     };
-    let mut modified = Vec::new();
-    let mut expunged = false;
-    let mut changed = false;
-    for (seq, u) in list {
-        let Some(m) = sel.mbox.borrow().find(u).copied() else {
-            expunged = true;
-            continue;
-        };
-        if unchanged_since.is_some_and(|us| m.modseq > us) {
-            modified.push(if uid { u } else { seq });
-            continue;
-        }
-        let (nf, nk) = match op {
-            StoreOp::Replace => (bits, mask),
-            StoreOp::Add => (m.flags | bits, m.keywords | mask),
-            StoreOp::Remove => (m.flags & !bits, m.keywords & !mask),
-        };
-        let r = sel.mbox.borrow_mut().set_flags(u, nf, nk);
-        let modseq = match r {
-            Ok(Some(ms)) => {
-                sel.reported(u, ms);
-                changed = true;
-                ms
-            }
-            Ok(None) => m.modseq,
-            Err(e) => return store_error(out, tag, &e),
-        };
-        if !silent {
-            let mb = sel.mbox.borrow();
-            let now = m.with_flags(nf, nk, modseq);
-            out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
-            flags_item(out, &now, mb.keywords(), !rev2 && sel.is_recent(u));
-            if uid {
-                out.raw(b" UID ").num(u64::from(u));
-            }
-            if sel.condstore {
-                out.raw(b" MODSEQ (").num(modseq).raw(b")");
-            }
-            out.raw(b")\r\n");
-        }
-    }
-    let (code, text) = if !modified.is_empty() {
-        (Some(format!("MODIFIED {}", uid_set(&modified))), "Conditional STORE failed")
-    } else {
-        // Messages another session expunged are skipped; the command succeeds
-        // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
-        // 4.1 allows; Dovecot answers the same way).
-        (expunged.then(|| "EXPUNGEISSUED".to_string()), "Store completed.")
+    let c = Store {
+        tag: tag.to_string(),
+        set: set.clone(),
+        op,
+        silent,
+        bits,
+        mask,
+        uid,
+        unchanged_since,
+        catching_up: uid,
+        selection: None,
+        modified: Vec::new(),
+        expunged: false,
+        changed: false,
     };
-    if changed {
-        let mb = sel.mbox.clone();
-        let ticket = mailbox_durable(s, &mb);
-        return ok_when_durable(s, ticket, tag, code, text, uid);
+    run_cursor(s, Box::new(c), out)
+}
+
+/// A STORE in progress.
+struct Store {
+    tag: String,
+    set: SequenceSet,
+    op: StoreOp,
+    silent: bool,
+    bits: u8,
+    mask: u64,
+    uid: bool,
+    unchanged_since: Option<u64>,
+    catching_up: bool,
+    selection: Option<Selection>,
+    /// UNCHANGEDSINCE failures (RFC 7162 3.1.3): sequence numbers or UIDs.
+    modified: Vec<u32>,
+    expunged: bool,
+    changed: bool,
+}
+
+impl Cursor for Store {
+    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+            return p;
+        }
+        let rev2 = s.enabled.rev2;
+        let condstore = s.enabled.condstore;
+        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
+        sel.condstore |= condstore;
+        if self.selection.is_none() {
+            match sel.select(&self.set, self.uid) {
+                Some(list) => self.selection = Some(list),
+                None => return Progress::Done(bad(out, &self.tag, "Invalid messageset")),
+            }
+        }
+        loop {
+            // The next batch: what changes, with one log write.
+            let mut batch = Vec::with_capacity(BATCH);
+            let mut changes = Vec::with_capacity(BATCH);
+            {
+                let mb = sel.mbox.borrow();
+                while batch.len() < BATCH {
+                    let Some((seq, u)) = self.selection.as_mut().expect("set above").next() else { break };
+                    let Some(m) = mb.find(u).copied() else {
+                        self.expunged = true;
+                        continue;
+                    };
+                    if self.unchanged_since.is_some_and(|us| m.modseq > us) {
+                        self.modified.push(if self.uid { u } else { seq });
+                        continue;
+                    }
+                    let (nf, nk) = match self.op {
+                        StoreOp::Replace => (self.bits, self.mask),
+                        StoreOp::Add => (m.flags | self.bits, m.keywords | self.mask),
+                        StoreOp::Remove => (m.flags & !self.bits, m.keywords & !self.mask),
+                    };
+                    changes.push((u, nf, nk));
+                    batch.push((seq, m, nf, nk));
+                }
+            }
+            if batch.is_empty() {
+                break;
+            }
+            let r = sel.mbox.borrow_mut().set_flags_many(&changes);
+            let done = match r {
+                Ok(d) => d,
+                Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
+            };
+            self.changed |= !done.is_empty();
+            for &(u, ms) in &done {
+                sel.reported(u, ms);
+            }
+            let mut di = 0;
+            let mb = sel.mbox.borrow();
+            for (seq, m, nf, nk) in batch {
+                let modseq = match done.get(di) {
+                    Some(&(u, ms)) if u == m.uid => {
+                        di += 1;
+                        ms
+                    }
+                    _ => m.modseq,
+                };
+                if !self.silent {
+                    let now = m.with_flags(nf, nk, modseq);
+                    out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
+                    flags_item(out, &now, mb.keywords(), !rev2 && sel.is_recent(m.uid));
+                    if self.uid {
+                        out.raw(b" UID ").num(u64::from(m.uid));
+                    }
+                    if sel.condstore {
+                        out.raw(b" MODSEQ (").num(modseq).raw(b")");
+                    }
+                    out.raw(b")\r\n");
+                }
+            }
+            if out.len() >= OUTPUT_BUDGET {
+                return Progress::More;
+            }
+        }
+        let (code, text) = if !self.modified.is_empty() {
+            (Some(format!("MODIFIED {}", uid_set(&self.modified))), "Conditional STORE failed")
+        } else {
+            // Messages another session expunged are skipped; the command succeeds
+            // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
+            // 4.1 allows; Dovecot answers the same way).
+            (self.expunged.then(|| "EXPUNGEISSUED".to_string()), "Store completed.")
+        };
+        if self.changed {
+            let mb = sel.mbox.clone();
+            let ticket = mailbox_durable(s, &mb);
+            return Progress::Done(ok_when_durable(s, ticket, &self.tag, code, text, self.uid));
+        }
+        Progress::Done(ok(s, out, &self.tag, code.as_deref(), text, self.uid))
     }
-    ok(s, out, tag, code.as_deref(), text, uid)
 }
