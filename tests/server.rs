@@ -188,9 +188,10 @@ fn bye_reaches_a_client_that_keeps_sending(driver: Driver) {
     for _ in 0..3 {
         let mut c = t.client();
         c.line();
-        // Before login a line may not exceed 64 KiB: 128 KiB gets BYE.
+        // Before login a line may not exceed 64 KiB, nor run on past another
+        // 64 KiB: 256 KiB gets BYE.
         c.w.write_all(b"a LOGIN ").unwrap();
-        c.w.write_all(&vec![b'x'; 128 << 10]).unwrap();
+        c.w.write_all(&vec![b'x'; 256 << 10]).unwrap();
         assert_eq!(c.line(), "* BYE Command line too long\r\n");
         // The client has more to send; the server still reads it, so the
         // client's writes do not fail and nothing is reset...

@@ -264,5 +264,6 @@ transcripts!(
     store_and_search,
     copy_move_expunge,
     two_devices,
-    idle
+    idle,
+    imaptest_fixes
 );

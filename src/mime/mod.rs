@@ -14,8 +14,12 @@ pub mod structure;
 
 pub use structure::{Kind, Part, Transfer};
 
-/// Version 2 added the text flag of parts; older blobs are analysed again.
-const VERSION: u8 = 2;
+/// Version 2 added the text flag of parts; version 3 the address forms of
+/// the search text and the NUL flag. Older blobs are analysed again.
+const VERSION: u8 = 3;
+
+/// Flag bits of a cache blob.
+const HAS_NUL: u8 = 1;
 
 /// Decoded header text kept for SEARCH, in this order.
 pub const SEARCH_FIELDS: [&str; 5] = ["FROM", "TO", "CC", "BCC", "SUBJECT"];
@@ -43,6 +47,20 @@ pub fn decode_header_value(name: &str, value: &[u8]) -> String {
         .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned())
 }
 
+/// An address field as SEARCH FROM/TO/CC/BCC sees it (RFC 9051 6.4.4,
+/// as Dovecot matches): every address as `name <local@domain>`, comments
+/// and folding gone and the name decoded, so `<user (comment)@ (c)
+/// domain.org>` is found by `user@domain.org`.
+fn address_text(value: &[u8]) -> String {
+    let mut out = Vec::new();
+    for a in address::parse_list(value) {
+        let (Some(mb), Some(host)) = (&a.mailbox, &a.host) else { continue };
+        let name = a.name.as_deref().map(|n| decode_header_value("FROM", n)).unwrap_or_default();
+        out.push(format!("{name} <{}@{}>", String::from_utf8_lossy(mb), String::from_utf8_lossy(host)).trim_start().to_string());
+    }
+    out.join(", ")
+}
+
 /// The local calendar date of a Date: header, as days since the epoch.
 fn sent_days(h: &[u8]) -> Option<i32> {
     let v = header::first(h, "Date")?;
@@ -63,15 +81,22 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
     let h = &raw[..a.header_len as usize];
     let mut out = Vec::with_capacity(a.envelope.len() + a.bodystructure.len() * 2 + 64 + a.parts.len() * 32);
     out.push(VERSION);
+    out.push(if memchr::memchr(0, raw).is_some() { HAS_NUL } else { 0 });
     out.extend_from_slice(&sent_days(h).unwrap_or(i32::MIN).to_le_bytes());
     out.extend_from_slice(&a.header_len.to_le_bytes());
     put_bytes(&mut out, &a.envelope);
     put_bytes(&mut out, &a.body);
     put_bytes(&mut out, &a.bodystructure);
     for name in SEARCH_FIELDS {
-        let text: Vec<String> =
-            header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).map(|f| decode_header_value(name, &header::unfold(f.value))).collect();
-        put_bytes(&mut out, text.join(" ").as_bytes());
+        let mut text: Vec<String> = Vec::new();
+        for f in header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())) {
+            let value = header::unfold(f.value);
+            text.push(decode_header_value(name, &value));
+            if name != "SUBJECT" {
+                text.push(address_text(&value));
+            }
+        }
+        put_bytes(&mut out, text.join("\n").as_bytes());
     }
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
     for p in &a.parts {
@@ -101,6 +126,8 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
 /// A read-only view of a cache blob. Parsing checks every length, so a
 /// damaged blob is refused, never trusted.
 pub struct Cache<'a> {
+    /// The message holds NUL bytes (sent as 0x80 outside BINARY).
+    pub has_nul: bool,
     pub sent_days: Option<i32>,
     pub header_len: u32,
     pub envelope: &'a [u8],
@@ -137,9 +164,13 @@ impl<'a> Reader<'a> {
 impl<'a> Cache<'a> {
     pub fn parse(b: &'a [u8]) -> Option<Cache<'a>> {
         let mut r = Reader { b, at: 0 };
-        if r.u8()? != VERSION {
-            return None;
-        }
+        // Version 2 blobs (from before the NUL flag) are still read: their
+        // NUL flag is unknown, so it is set (readers then look).
+        let flags = match r.u8()? {
+            VERSION => r.u8()?,
+            2 => HAS_NUL,
+            _ => return None,
+        };
         let sd = r.u32()? as i32;
         let header_len = r.u32()?;
         let envelope = r.bytes()?;
@@ -151,7 +182,17 @@ impl<'a> Cache<'a> {
         }
         let nparts = r.u32()?;
         let parts = &b[r.at..];
-        let c = Cache { sent_days: (sd != i32::MIN).then_some(sd), header_len, envelope, body, bodystructure, search, parts, nparts };
+        let c = Cache {
+            has_nul: flags & HAS_NUL != 0,
+            sent_days: (sd != i32::MIN).then_some(sd),
+            header_len,
+            envelope,
+            body,
+            bodystructure,
+            search,
+            parts,
+            nparts,
+        };
         // Validate the part table once so iteration cannot fail later.
         c.iter_parts().count().eq(&(nparts as usize)).then_some(c)
     }
@@ -193,6 +234,65 @@ impl<'a> Cache<'a> {
     pub fn part(&self, path: &[u32]) -> Option<Part> {
         self.iter_parts().find(|p| p.path == path)
     }
+}
+
+/// A message APPENDed as binary (RFC 3516 4.4, a `~{n}` literal) with its
+/// binary parts (Content-Transfer-Encoding: binary, or NUL bytes in the
+/// content) re-encoded as base64, as Dovecot stores them: FETCH BODY[...]
+/// may not send NUL (RFC 9051 4.3), and BINARY[...] decodes them back.
+/// None when nothing needs converting.
+pub fn base64_binary_parts(raw: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let nodes = scan::parts(raw);
+    let mut out: Vec<u8> = Vec::with_capacity(raw.len() + raw.len() / 3);
+    let mut at = 0usize;
+    for n in nodes.iter().filter(|n| n.kind == Kind::Leaf) {
+        let (h, b, e) = (n.header as usize, n.body as usize, (n.end as usize).max(n.body as usize));
+        let Some(header_block) = raw.get(h..b) else { continue };
+        let Some(body) = raw.get(b..e) else { continue };
+        let cte = header::first(header_block, "Content-Transfer-Encoding");
+        let binary = cte.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(b"binary"));
+        if !(binary || (n.transfer == Transfer::Identity && memchr::memchr(0, body).is_some())) || h < at {
+            continue;
+        }
+        out.extend_from_slice(&raw[at..h]);
+        // The header, with its encoding field replaced (or added before the blank line).
+        let mut replaced = false;
+        let mut cursor = 0;
+        for f in header::fields(header_block) {
+            let start = f.raw.as_ptr() as usize - header_block.as_ptr() as usize;
+            if f.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") && !replaced {
+                out.extend_from_slice(&header_block[cursor..start]);
+                out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+                cursor = start + f.raw.len();
+                replaced = true;
+            }
+        }
+        let rest = &header_block[cursor..];
+        let blank = if rest.ends_with(b"\r\n\r\n") || rest == b"\r\n" {
+            2
+        } else if rest.ends_with(b"\n\n") || rest == b"\n" {
+            1
+        } else {
+            0
+        };
+        out.extend_from_slice(&rest[..rest.len() - blank]);
+        if !replaced {
+            out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+        for line in encoded.as_bytes().chunks(76) {
+            out.extend_from_slice(line);
+            out.extend_from_slice(b"\r\n");
+        }
+        at = e;
+    }
+    if at == 0 {
+        return None;
+    }
+    out.extend_from_slice(&raw[at..]);
+    Some(out)
 }
 
 /// Undoes a content-transfer-encoding (BINARY, RFC 3516). None when the

@@ -46,13 +46,14 @@ impl Limits {
 
 impl Limits {
     /// Before authentication only CAPABILITY, STARTTLS, LOGIN, AUTHENTICATE,
-    /// ID, NOOP and LOGOUT are valid, and none needs more than a few KiB: an
+    /// ID, NOOP and LOGOUT are valid, and the largest of them is an ID with
+    /// 30 fields of 1,024 octets (RFC 2971 3.3): about 32 KiB. An
     /// unauthenticated connection that stalls in the middle of a command
-    /// holds at most `command_max` (16 KiB) instead of 256 KiB, and a line
-    /// too long is answered with BYE after 64 KiB, not 16 MiB.
+    /// holds at most `command_max` (64 KiB) instead of 256 KiB, and a line
+    /// too long is answered with BYE after 128 KiB, not 16 MiB.
     pub const PRE_AUTH: Limits = Limits {
-        line_max: 8 * 1024,
-        command_max: 16 * 1024,
+        line_max: 64 * 1024 - 1,
+        command_max: 64 * 1024,
         discard_max: 64 * 1024,
         tag_max: 64,
         nesting_max: 8,

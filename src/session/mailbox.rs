@@ -7,8 +7,9 @@ use std::rc::Rc;
 
 use super::Enabled;
 use crate::proto::{Out, SequenceSet};
+use crate::session::flags::flags_item;
 use crate::signal::Signal;
-use crate::store::{MailboxRef, Msg};
+use crate::store::MailboxRef;
 
 pub struct Selected {
     pub mbox: MailboxRef,
@@ -25,6 +26,9 @@ pub struct Selected {
     own: std::collections::HashSet<(u32, u64)>,
     /// Updates being sent in slices (see [`Selected::sync_step`]).
     pending: Option<Box<SyncPlan>>,
+    /// Keywords the session was told of in `* FLAGS`; a response may name
+    /// only those (imaptest: "Keyword used without being in FLAGS").
+    announced: usize,
     /// `SEARCH RETURN (SAVE)` result, as UIDs (RFC 5182).
     pub saved: Vec<u32>,
     /// CONDSTORE is active: FETCH responses carry MODSEQ.
@@ -37,13 +41,30 @@ impl Selected {
         let (uids, version, modseq, recent) = {
             let mb = mbox.borrow();
             let mut recent = Recent::default();
-            if !read_only {
+            if read_only {
+                // EXAMINE shows \Recent without taking it (RFC 3501 6.3.2).
+                recent.add(mb.recent_floor(), mb.uidnext().saturating_sub(1));
+            } else {
                 let from = mb.claim_recent();
                 recent.add(from, mb.uidnext().saturating_sub(1));
             }
             (mb.uids(), mb.version(), mb.highest_modseq(), recent)
         };
-        Selected { mbox, name, read_only, uids, version, modseq, recent, own: Default::default(), pending: None, saved: Vec::new(), condstore, signal }
+        Selected {
+            mbox,
+            name,
+            read_only,
+            uids,
+            version,
+            modseq,
+            recent,
+            own: Default::default(),
+            pending: None,
+            announced: 0,
+            saved: Vec::new(),
+            condstore,
+            signal,
+        }
     }
 
     /// Starts or stops being woken by changes to the mailbox. Only a
@@ -58,6 +79,34 @@ impl Selected {
                 mb.unwatch(s);
             }
         }
+    }
+
+    /// `* FLAGS` and `* OK [PERMANENTFLAGS]` (RFC 9051 7.3.5, 7.1): at
+    /// SELECT, and again before any response names a keyword the session
+    /// has not been told of.
+    pub fn announce_flags(&mut self, out: &mut Out, always: bool) {
+        let mb = self.mbox.borrow();
+        if !always && mb.keywords().len() <= self.announced {
+            return;
+        }
+        let mut flags = String::new();
+        for (_, f) in crate::session::flags::SYSTEM_FLAGS {
+            flags.push_str(f);
+            flags.push(' ');
+        }
+        for k in mb.keywords() {
+            flags.push_str(k);
+            flags.push(' ');
+        }
+        let flags = flags.trim_end();
+        out.raw(b"* FLAGS (").str(flags).raw(b")\r\n");
+        if self.read_only {
+            out.untagged_status("OK", Some("PERMANENTFLAGS ()"), "Read-only mailbox.");
+        } else {
+            let star = if mb.keywords().len() < crate::store::mailbox::MAX_KEYWORDS { " \\*" } else { "" };
+            out.untagged_status("OK", Some(&format!("PERMANENTFLAGS ({flags}{star})")), "Flags permitted.");
+        }
+        self.announced = mb.keywords().len();
     }
 
     /// Stops watching the mailbox (on CLOSE, UNSELECT, another SELECT).
@@ -157,6 +206,7 @@ impl Selected {
     /// first call; the lines follow in slices.
     pub fn sync_step(&mut self, out: &mut Out, enabled: Enabled, expunge_ok: bool, budget: usize) -> Synced {
         if self.pending.is_none() {
+            self.announce_flags(out, false);
             match self.plan(enabled, expunge_ok) {
                 None => return Synced::Deleted,
                 Some(None) => return Synced::Done,
@@ -376,33 +426,6 @@ impl Recent {
     fn contains(&self, uid: u32) -> bool {
         self.first.is_some_and(|(a, b)| a <= uid && uid <= b) || self.more.iter().any(|&(a, b)| a <= uid && uid <= b)
     }
-}
-
-/// `FLAGS (...)` of a message.
-pub fn flags_item(out: &mut Out, m: &Msg, keywords: &[String], recent: bool) {
-    out.raw(b"FLAGS (");
-    let mut first = true;
-    let mut put = |out: &mut Out, s: &str| {
-        if !first {
-            out.sp();
-        }
-        first = false;
-        out.str(s);
-    };
-    for (bit, name) in crate::session::cmd::SYSTEM_FLAGS {
-        if m.flags & bit != 0 {
-            put(out, name);
-        }
-    }
-    if recent {
-        put(out, "\\Recent");
-    }
-    for (i, k) in keywords.iter().enumerate() {
-        if m.keywords & (1 << i) != 0 {
-            put(out, k);
-        }
-    }
-    out.raw(b")");
 }
 
 #[cfg(test)]

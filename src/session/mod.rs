@@ -9,6 +9,7 @@
 pub mod caps;
 mod cmd;
 pub mod driver;
+pub mod flags;
 mod mailbox;
 mod search;
 

@@ -9,12 +9,21 @@ use crate::store::{AppendHandle, MailboxRef, StoreError};
 pub struct Appending {
     tag: String,
     mbox: MailboxRef,
-    handle: AppendHandle,
+    sink: Sink,
     flags: u8,
     keywords: u64,
     date: i64,
     /// A write failed; the rest of the literal is read and dropped.
     failed: Option<StoreError>,
+}
+
+/// Where the message goes as it arrives.
+enum Sink {
+    /// Straight into the store.
+    Store(AppendHandle),
+    /// A binary APPEND (RFC 3516 4.4): kept whole, its binary parts
+    /// re-encoded before it is stored (see `mime::base64_binary_parts`).
+    Binary(Vec<u8>),
 }
 
 pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Directive {
@@ -49,23 +58,32 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
         Ok(k) => k,
         Err(e) => return reject(store_error(out, &h.tag, &e)),
     };
-    let handle = match mbox.borrow_mut().begin_append(h.size) {
-        Ok(x) => x,
-        Err(e) => return reject(store_error(out, &h.tag, &e)),
+    let sink = if h.binary {
+        Sink::Binary(Vec::new())
+    } else {
+        match mbox.borrow_mut().begin_append(h.size) {
+            Ok(x) => Sink::Store(x),
+            Err(e) => return reject(store_error(out, &h.tag, &e)),
+        }
     };
     if !h.nonsync {
         out.raw(b"+ Ready for literal data\r\n");
     }
     let date = h.date.map_or(now, |d| d.unix);
-    s.wait = Wait::Append(Box::new(Appending { tag: h.tag, mbox, handle, flags, keywords, date, failed: None }));
+    s.wait = Wait::Append(Box::new(Appending { tag: h.tag, mbox, sink, flags, keywords, date, failed: None }));
     Directive::AcceptAppend
 }
 
 pub fn data(s: &mut Session, d: &[u8], _out: &mut Out) -> Directive {
     if let Wait::Append(a) = &mut s.wait {
         if a.failed.is_none() {
-            if let Err(e) = a.mbox.borrow_mut().append_chunk(&mut a.handle, d) {
-                a.failed = Some(e);
+            match &mut a.sink {
+                Sink::Store(h) => {
+                    if let Err(e) = a.mbox.borrow_mut().append_chunk(h, d) {
+                        a.failed = Some(e);
+                    }
+                }
+                Sink::Binary(v) => v.extend_from_slice(d),
             }
         }
     }
@@ -81,7 +99,13 @@ pub fn end(s: &mut Session, r: Result<(), String>, out: &mut Out) -> Directive {
     if let Some(e) = a.failed {
         return store_error(out, &a.tag, &e);
     }
-    let r = a.mbox.borrow_mut().finish_append(a.handle, a.flags, a.keywords, a.date);
+    let r = match a.sink {
+        Sink::Store(h) => a.mbox.borrow_mut().finish_append(h, a.flags, a.keywords, a.date),
+        Sink::Binary(v) => {
+            let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
+            a.mbox.borrow_mut().append_bytes(&data, a.flags, a.keywords, a.date)
+        }
+    };
     match r {
         Ok(uid) => {
             let ticket = mailbox_durable(s, &a.mbox);

@@ -6,7 +6,7 @@
 use super::{bad, mailbox_durable, no, ok, ok_when_durable, store_error, Directive, Session, State};
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
-use crate::session::mailbox::flags_item;
+use crate::session::flags::flags_item;
 use crate::session::{Cursor, Progress, Selected, Selection, OUTPUT_BUDGET};
 use crate::store::format::F_SEEN;
 use crate::store::StoreError;
@@ -37,8 +37,16 @@ impl Data {
         }
     }
 
-    fn write(self, out: &mut Out, binary: bool) {
+    /// As a literal: `~{n}` for BINARY content with NULs (RFC 3516 4.2),
+    /// else `{n}`, where NUL may not appear (RFC 9051 4.3): a message
+    /// stored with NULs (`may_hold_nul`) has them sent as 0x80, as Dovecot does.
+    fn write(self, out: &mut Out, binary: bool, may_hold_nul: bool) {
         let nul = binary && memchr::memchr(0, self.bytes()).is_some();
+        if !binary && may_hold_nul && memchr::memchr(0, self.bytes()).is_some() {
+            let v: Vec<u8> = self.bytes().iter().map(|&b| if b == 0 { 0x80 } else { b }).collect();
+            out.literal(&v);
+            return;
+        }
         match self {
             Data::Shared(s) => {
                 out.literal_shared(s, nul);
@@ -166,7 +174,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
     }
     if items.contains(&FetchItem::ModSeq) {
         // RFC 7162 3.1: using MODSEQ turns CONDSTORE on.
-        s.enabled.condstore = true;
+        super::enable_condstore(s, out);
     }
     let c = Fetch {
         tag: tag.to_string(),
@@ -217,6 +225,9 @@ impl Cursor for Fetch {
             }
         }
         let mark_seen = !sel.read_only && self.items.iter().any(sets_seen);
+        if self.items.contains(&FetchItem::Flags) || mark_seen {
+            sel.announce_flags(out, false);
+        }
         let mut done = 0;
         while let Some((seq, u)) = self.selection.as_mut().expect("set above").next() {
             if let Err(e) = self.one(sel, seq, u, mark_seen, rev2, out) {
@@ -299,7 +310,8 @@ impl Fetch {
                                 out.sp()
                             }
                         };
-                        section(&mb, &m, sec)?.window(*partial).write(out, false);
+                        let may_hold_nul = with_cache(&mb, &m, |c| c.has_nul)?;
+                        section(&mb, &m, sec)?.window(*partial).write(out, false, may_hold_nul);
                     }
                     FetchItem::Binary { part, partial, .. } => {
                         let name: Vec<String> = part.iter().map(|n| n.to_string()).collect();
@@ -309,7 +321,7 @@ impl Fetch {
                         }
                         out.sp();
                         match binary(&mb, &m, part)? {
-                            Ok(d) => d.window(*partial).write(out, true),
+                            Ok(d) => d.window(*partial).write(out, true, true),
                             Err(()) => {
                                 self.unknown_cte = true;
                                 out.nil();

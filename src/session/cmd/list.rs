@@ -62,15 +62,26 @@ fn write_line(out: &mut Out, verb: &str, attrs: &[&str], name: &str, utf8: bool,
     out.crlf();
 }
 
+/// No mailbox name is longer than 1,000 octets (`store::manifest`); a
+/// longer pattern, whatever its wildcards, is cut so that matching stays
+/// cheap (it costs pattern length times name length per mailbox).
+const PATTERN_MAX: usize = 4 * 1024;
+
 pub fn run(s: &mut Session, tag: &str, args: &ListArgs, out: &mut Out) -> Directive {
     let utf8 = s.utf8_names();
     let Ok(reference) = s.mailbox_name(&args.reference) else { return bad(out, tag, "Invalid reference name") };
     let mut patterns = Vec::new();
     for p in &args.patterns {
-        match s.mailbox_name(&Mailbox(p.clone())) {
-            Ok(p) => patterns.push(p),
-            Err(e) => return bad(out, tag, e),
+        // A pattern that is not valid modified UTF-7 matches no mailbox
+        // name (they all are): answered with nothing, as Dovecot does.
+        if let Ok(p) = s.mailbox_name(&Mailbox(p.clone())) {
+            if p.len() <= PATTERN_MAX {
+                patterns.push(p);
+            }
         }
+    }
+    if patterns.is_empty() {
+        return ok(s, out, tag, None, "List completed.", true);
     }
     if patterns.len() == 1 && patterns[0].is_empty() && !args.extended {
         // The delimiter query (RFC 9051 6.3.9).
@@ -90,9 +101,10 @@ pub fn run(s: &mut Session, tag: &str, args: &ListArgs, out: &mut Out) -> Direct
         let subscribed = subs.contains(&e.name);
         let mut childinfo = false;
         if args.select_subscribed && !subscribed {
-            // RFC 5258 4: with RECURSIVEMATCH, a parent of subscribed mailboxes is listed with CHILDINFO.
+            // RFC 5258 4: with RECURSIVEMATCH, a parent of subscribed mailboxes
+            // is listed with CHILDINFO, unless those are listed themselves.
             let prefix = format!("{}{DELIMITER}", e.name);
-            if args.select_recursive && subs.iter().any(|x| x.starts_with(&prefix)) {
+            if args.select_recursive && subs.iter().any(|x| x.starts_with(&prefix) && !matches(x)) {
                 childinfo = true;
             } else {
                 continue;

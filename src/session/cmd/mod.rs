@@ -30,13 +30,9 @@ mod store;
 mod subscribe;
 
 use super::{Cursor, Directive, Progress, Session, State, Step, Synced, Wait, OUTPUT_BUDGET};
-use crate::proto::{Command, CommandBody, Flag, Mailbox, Out};
-use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
+use crate::proto::{Command, CommandBody, Mailbox, Out};
+pub(crate) use crate::session::flags::{keyword_mask, split_flags};
 use crate::store::{MailboxRef, StoreError, Ticket};
-
-/// System flags in the order Dovecot lists them.
-pub const SYSTEM_FLAGS: [(u8, &str); 5] =
-    [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
 
 const NOT_AUTH: u8 = 1;
 const AUTH: u8 = 2;
@@ -170,6 +166,21 @@ pub(crate) fn run_cursor(s: &mut Session, mut c: Box<dyn Cursor>, out: &mut Out)
     }
 }
 
+/// A CONDSTORE-enabling command (RFC 7162 3.1: FETCH MODSEQ or
+/// CHANGEDSINCE, STORE UNCHANGEDSINCE, SEARCH MODSEQ). The first one with a
+/// mailbox selected announces its HIGHESTMODSEQ, before its own responses.
+pub(crate) fn enable_condstore(s: &mut Session, out: &mut Out) {
+    if s.enabled.condstore {
+        return;
+    }
+    s.enabled.condstore = true;
+    if let State::Selected(_, sel) = &mut s.state {
+        sel.condstore = true;
+        let hms = sel.mbox.borrow().highest_modseq();
+        out.untagged_status("OK", Some(&format!("HIGHESTMODSEQ {hms}")), "Highest");
+    }
+}
+
 /// The first phase of a UID command: catching up with the mailbox (RFC
 /// 9051 7.5.1: UID commands may carry EXPUNGE responses, so the session
 /// catches up first and UIDs resolve against the mailbox as it is). Some:
@@ -281,41 +292,6 @@ pub(crate) fn mailbox_durable(s: &Session, mb: &MailboxRef) -> Ticket {
 /// A ticket for the session's user's list of mailboxes.
 pub(crate) fn manifest_durable(s: &Session) -> Ticket {
     s.state.authed().expect("authenticated").store().manifest_durable()
-}
-
-/// Splits flags into system flag bits and keyword names. `\Recent` and
-/// unknown `\Flags` cannot be stored (RFC 9051 2.3.2): Err names the culprit.
-pub(crate) fn split_flags(flags: &[Flag]) -> Result<(u8, Vec<String>), String> {
-    let mut bits = 0;
-    let mut kws = Vec::new();
-    for f in flags {
-        match f {
-            Flag::Seen => bits |= F_SEEN,
-            Flag::Answered => bits |= F_ANSWERED,
-            Flag::Flagged => bits |= F_FLAGGED,
-            Flag::Deleted => bits |= F_DELETED,
-            Flag::Draft => bits |= F_DRAFT,
-            Flag::Recent | Flag::Extension(_) => return Err(f.as_str().to_ascii_uppercase()),
-            Flag::Keyword(k) => {
-                if !kws.iter().any(|x: &String| x.eq_ignore_ascii_case(k)) {
-                    kws.push(k.clone());
-                }
-            }
-        }
-    }
-    Ok((bits, kws))
-}
-
-/// Keyword names to a mailbox bit mask, defining new keywords.
-pub(crate) fn keyword_mask(mbox: &MailboxRef, names: &[String]) -> Result<u64, StoreError> {
-    let mut mask = 0;
-    let mut mb = mbox.borrow_mut();
-    for n in names {
-        if let Some(i) = mb.keyword(n, true)? {
-            mask |= 1 << i;
-        }
-    }
-    Ok(mask)
 }
 
 /// A compact UID set (`1:3,7`) for COPYUID, keeping the given order.

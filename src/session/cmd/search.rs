@@ -24,7 +24,7 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
     }
     let with_modseq = uses_modseq(key);
     if with_modseq {
-        s.enabled.condstore = true;
+        super::enable_condstore(s, out);
     }
     let c = Search {
         tag: tag.to_string(),
@@ -72,6 +72,26 @@ impl Cursor for Search {
 }
 
 impl Search {
+    /// The MODSEQ of an ESEARCH answer (RFC 7162 3.1.5): the highest of the
+    /// messages returned: all matches for ALL and COUNT, else only the MIN
+    /// and MAX messages.
+    fn returned_modseq(&self, s: &Session, opts: &[SearchReturn]) -> u64 {
+        if opts.iter().any(|o| matches!(o, SearchReturn::All | SearchReturn::Count)) {
+            return self.max_modseq;
+        }
+        let State::Selected(_, sel) = &s.state else { return self.max_modseq };
+        let mb = sel.mbox.borrow();
+        let modseq = |h: Option<&(u32, u32)>| h.and_then(|&(_, u)| mb.find(u)).map_or(0, |m| m.modseq);
+        let mut best = 0;
+        if opts.contains(&SearchReturn::Min) {
+            best = best.max(modseq(self.hits.first()));
+        }
+        if opts.contains(&SearchReturn::Max) {
+            best = best.max(modseq(self.hits.last()));
+        }
+        best
+    }
+
     /// One slice of evaluation; true when every message was looked at.
     fn evaluate(&mut self, s: &mut Session) -> bool {
         let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
@@ -139,7 +159,7 @@ impl Search {
                     }
                 }
                 if self.with_modseq && !numbers.is_empty() {
-                    out.raw(b" MODSEQ ").num(self.max_modseq);
+                    out.raw(b" MODSEQ ").num(self.returned_modseq(s, &opts));
                 }
                 out.crlf();
             }

@@ -1,10 +1,9 @@
 //! SELECT and EXAMINE (RFC 9051 6.3.2, 6.3.3), with the CONDSTORE select
 //! parameter (RFC 7162 3.1.8).
 
-use super::{no, open_mailbox, Directive, Session, State, SYSTEM_FLAGS};
+use super::{no, open_mailbox, Directive, Session, State};
 use crate::proto::{Mailbox, Out};
 use crate::session::Selected;
-use crate::store::mailbox::MAX_KEYWORDS;
 
 pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, read_only: bool, condstore: bool, out: &mut Out) -> Directive {
     // Selecting closes the current mailbox first, whatever happens next.
@@ -26,27 +25,11 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, read_only: bool, conds
         s.enabled.condstore = true;
     }
     let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
-    let sel = Selected::open(mbox, canonical, read_only, s.signal.clone(), s.enabled.condstore);
+    let mut sel = Selected::open(mbox, canonical, read_only, s.signal.clone(), s.enabled.condstore);
     let rev2 = s.enabled.rev2;
+    sel.announce_flags(out, true);
     {
         let mb = sel.mbox.borrow();
-        let mut flags = String::new();
-        for (_, f) in SYSTEM_FLAGS {
-            flags.push_str(f);
-            flags.push(' ');
-        }
-        for k in mb.keywords() {
-            flags.push_str(k);
-            flags.push(' ');
-        }
-        let flags = flags.trim_end();
-        out.raw(b"* FLAGS (").str(flags).raw(b")\r\n");
-        if read_only {
-            out.untagged_status("OK", Some("PERMANENTFLAGS ()"), "Read-only mailbox.");
-        } else {
-            let star = if mb.keywords().len() < MAX_KEYWORDS { " \\*" } else { "" };
-            out.untagged_status("OK", Some(&format!("PERMANENTFLAGS ({flags}{star})")), "Flags permitted.");
-        }
         out.raw(b"* ").num(u64::from(sel.exists())).raw(b" EXISTS\r\n");
         if !rev2 {
             out.raw(b"* ").num(u64::from(sel.recent_count())).raw(b" RECENT\r\n");

@@ -5,7 +5,7 @@
 
 use super::{bad, catch_up, keyword_mask, mailbox_durable, no, ok, ok_when_durable, run_cursor, split_flags, store_error, uid_set, Directive, Session, State};
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
-use crate::session::mailbox::flags_item;
+use crate::session::flags::flags_item;
 use crate::session::{Cursor, Progress, Selection, OUTPUT_BUDGET};
 
 /// Messages changed per log write.
@@ -24,7 +24,7 @@ pub fn run(
     out: &mut Out,
 ) -> Directive {
     if unchanged_since.is_some() {
-        s.enabled.condstore = true;
+        super::enable_condstore(s, out);
     }
     let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
     if sel.read_only {
@@ -38,6 +38,8 @@ pub fn run(
         Ok(m) => m,
         Err(e) => return store_error(out, tag, &e),
     };
+    let State::Selected(_, sel) = &mut s.state else { unreachable!("checked above") };
+    sel.announce_flags(out, false);
     let c = Store {
         tag: tag.to_string(),
         set: set.clone(),

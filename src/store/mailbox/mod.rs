@@ -401,6 +401,11 @@ impl Mailbox {
         floor
     }
 
+    /// The first UID no session has claimed as \Recent.
+    pub fn recent_floor(&self) -> u32 {
+        self.recent_floor.get()
+    }
+
     /// Messages no session has claimed as \Recent yet (STATUS RECENT).
     pub fn unclaimed_recent(&self) -> u32 {
         let floor = self.recent_floor.get();
