@@ -6,6 +6,8 @@ pub mod corpus;
 pub mod datadir;
 pub mod delivery;
 pub mod doctor;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod metrics;
 pub mod mime;
 pub mod net;
