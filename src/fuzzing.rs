@@ -72,7 +72,7 @@ struct Dir;
 
 impl Directory for Dir {
     fn user_exists(&self, user: &str) -> bool {
-        user.len() % 2 == 0
+        user.len().is_multiple_of(2)
     }
     fn is_local_domain(&self, domain: &str, _: Dialect) -> bool {
         domain.ends_with(".org")
