@@ -25,7 +25,7 @@ fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> (Connection, Stor
         let inbox = user.mailbox("INBOX").unwrap();
         let mut mb = inbox.borrow_mut();
         for i in 0..messages {
-            mb.append_bytes(&ringmail::corpus::message(42, i), 0, 0, NOW).unwrap();
+            mb.append_bytes(&ringmail_kit::corpus::message(42, i), 0, 0, NOW).unwrap();
         }
         if let Some(m) = extra {
             mb.append_bytes(m, 0, 0, NOW).unwrap();

@@ -18,7 +18,7 @@ fn mailbox(dir: &Path, sync: SyncMode) -> Rc<RefCell<Mailbox>> {
 
 /// A typical message: 3.8 KiB of text (corpus seed 1, number 1).
 fn typical() -> Vec<u8> {
-    ringmail::corpus::message(1, 1)
+    ringmail_kit::corpus::message(1, 1)
 }
 
 fn appends(c: &mut Criterion) {

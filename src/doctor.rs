@@ -349,7 +349,7 @@ fn certificate(config: &Config) -> Check {
             check("TLS certificate", generated.display().to_string(), "a CA-signed certificate", Status::Warn, note)
         }
         (Some(c), Some(_)) => {
-            let t = crate::tls::Tls::load(config).map(|t| t.current().fingerprint.clone());
+            let t = crate::certs::Certs::load(config).map(|t| t.current().fingerprint.clone());
             match t {
                 Ok(fp) => check("TLS certificate", c.display().to_string(), "loads", Status::Ok, format!("SHA-256 {}", &fp[..23])),
                 Err(e) => check("TLS certificate", c.display().to_string(), "loads", Status::Fail, e),

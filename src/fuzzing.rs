@@ -135,7 +135,7 @@ pub fn session(data: &[u8]) {
     if let Ok(inbox) = user.mailbox("INBOX") {
         let mut mb = inbox.borrow_mut();
         for i in 0..3 {
-            let _ = mb.append_bytes(&crate::corpus::message(7, i), 0, 0, NOW);
+            let _ = mb.append_bytes(&ringmail_kit::corpus::message(7, i), 0, 0, NOW);
         }
         let _ = mb.commit();
     }

@@ -1,8 +1,8 @@
 //! ringmail: an IMAP4rev2/IMAP4rev1 mail server built for speed and durability.
 
 pub mod auth;
+pub mod certs;
 pub mod config;
-pub mod corpus;
 pub mod datadir;
 pub mod delivery;
 pub mod doctor;
@@ -16,4 +16,3 @@ pub mod sdnotify;
 pub mod session;
 pub mod signal;
 pub mod store;
-pub mod tls;

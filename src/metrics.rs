@@ -8,7 +8,7 @@
 //! (a thread-local set by the worker); elsewhere (tests, tools) they do
 //! nothing.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -68,14 +68,6 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    pub fn from_status(status: &str) -> Option<Outcome> {
-        match status {
-            "OK" => Some(Outcome::Ok),
-            "NO" => Some(Outcome::No),
-            "BAD" => Some(Outcome::Bad),
-            _ => None,
-        }
-    }
     const NAMES: [&'static str; 3] = ["ok", "no", "bad"];
 }
 
@@ -289,8 +281,6 @@ fn histogram(s: &mut String, name: &str, labels: &str, parts: &[&Histogram]) {
 
 thread_local! {
     static CURRENT: RefCell<Option<(Arc<Metrics>, usize)>> = const { RefCell::new(None) };
-    /// When the input being processed arrived (set by the network layer).
-    static INPUT_AT: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// Makes this thread worker `i` for the session's reports.
@@ -304,24 +294,6 @@ pub fn with_worker<R>(f: impl FnOnce(&WorkerMetrics) -> R) {
         if let Some((m, i)) = c.borrow().as_ref() {
             f(m.worker(*i));
         }
-    });
-}
-
-/// The network layer read input at `at`; commands completed by it start there.
-pub fn input_arrived(at: Instant) {
-    INPUT_AT.with(|c| c.set(Some(at)));
-}
-
-/// A command began: when its input arrived (None outside a worker).
-pub fn command_started() -> Option<Instant> {
-    INPUT_AT.with(|c| c.get())
-}
-
-/// A command got its tagged response.
-pub fn command_done(name: &str, outcome: Outcome, started: Option<Instant>) {
-    with_worker(|w| {
-        let latency = started.filter(|_| name != "IDLE").map(|t| t.elapsed().as_micros() as u64);
-        w.command(name, outcome, latency);
     });
 }
 
@@ -359,10 +331,9 @@ mod tests {
     #[test]
     fn reports_reach_the_thread_s_worker() {
         let m = Metrics::new(1, "Epoll");
-        command_done("NOOP", Outcome::Ok, None); // no worker: ignored
+        with_worker(|w| w.command("NOOP", Outcome::Ok, None)); // no worker: ignored
         attach_thread(m.clone(), 0);
-        input_arrived(Instant::now());
-        command_done("NOOP", Outcome::Ok, command_started());
+        with_worker(|w| w.command("NOOP", Outcome::Ok, Some(10)));
         assert!(m.render().contains("ringmail_imap_commands_total{command=\"NOOP\",result=\"ok\"} 1\n"));
     }
 }

@@ -454,7 +454,8 @@ fn stalled_data_waits_on_disk() {
 #[test]
 fn hostile_messages_by_every_path_are_stored_and_served() {
     let ts = server();
-    let hostile = [ringmail::corpus::nested_multipart(100_000), ringmail::corpus::nested_message(100_000), ringmail::corpus::many_addresses(100_000)];
+    let hostile =
+        [ringmail_kit::corpus::nested_multipart(100_000), ringmail_kit::corpus::nested_message(100_000), ringmail_kit::corpus::many_addresses(100_000)];
     let mut other = Client::connect(ts.addr);
     other.login("bob", "pw");
     for m in &hostile {

@@ -260,7 +260,7 @@ fn sighup_reloads_the_certificate_and_open_sessions_keep_theirs() {
         let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).unwrap();
         std::fs::write(&cert, c.cert.pem()).unwrap();
         std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
-        ringmail::tls::fingerprint(c.cert.der())
+        ringmail::certs::fingerprint(c.cert.der())
     };
     let first = write_cert("one.example");
     let config = dir.path().join("ringmail.toml");

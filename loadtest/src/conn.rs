@@ -10,7 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::reply::{self, LineReader, Status};
-use ringmail::net::tls::Input;
+use ringmail_kit::tls::Input;
 
 /// Why an operation failed, as counted in the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -126,7 +126,7 @@ impl Conn {
         // session (RFC 9051 6.2.1); drop it.
         self.buf.clear();
         self.pos = 0;
-        let hs = ringmail::net::tls::handshake(&mut self.stream, &mut t, &mut self.buf);
+        let hs = ringmail_kit::tls::handshake(&mut self.stream, &mut t, &mut self.buf);
         match monoio::time::timeout(self.timeout, hs).await {
             Ok(r) => r.map_err(io_err)?,
             Err(_) => return Err(Error::Timeout),
@@ -137,7 +137,7 @@ impl Conn {
 
     pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
         if let Some(t) = self.tls.as_mut() {
-            return match monoio::time::timeout(self.timeout, ringmail::net::tls::write_parts(&mut self.stream, t, std::iter::once(&bytes[..]))).await {
+            return match monoio::time::timeout(self.timeout, ringmail_kit::tls::write_parts(&mut self.stream, t, std::iter::once(&bytes[..]))).await {
                 Ok(r) => r.map_err(io_err),
                 Err(_) => Err(Error::Timeout),
             };
@@ -165,7 +165,7 @@ impl Conn {
             buf.clear();
             self.pos = 0;
             if let Some(t) = self.tls.as_mut() {
-                let r = match monoio::time::timeout(self.timeout, ringmail::net::tls::read(&mut self.stream, t, &mut buf)).await {
+                let r = match monoio::time::timeout(self.timeout, ringmail_kit::tls::read(&mut self.stream, t, &mut buf)).await {
                     Ok(r) => r,
                     Err(_) => return Err(Error::Timeout),
                 };

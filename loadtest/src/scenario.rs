@@ -305,7 +305,7 @@ impl Ctx {
     pub fn random_message(&self) -> Rc<[u8]> {
         let i = (self.rand() % u64::from(self.opts.corpus_size.max(1))) as usize;
         let mut c = self.corpus.borrow_mut();
-        c[i].get_or_insert_with(|| ringmail::corpus::message(self.opts.seed, i as u64).into()).clone()
+        c[i].get_or_insert_with(|| ringmail_kit::corpus::message(self.opts.seed, i as u64).into()).clone()
     }
 }
 
@@ -567,7 +567,7 @@ pub async fn populate(ctx: Rc<Ctx>) {
             let t = Instant::now();
             let have = timed!(ctx, "STATUS", t, imap.command(&format!("STATUS {mbox} (MESSAGES)")))?.messages.unwrap_or(0);
             for m in have..ctx.opts.messages {
-                let msg = ringmail::corpus::message(ctx.opts.seed ^ u64::from(i + ctx.opts.first_user), u64::from(m));
+                let msg = ringmail_kit::corpus::message(ctx.opts.seed ^ u64::from(i + ctx.opts.first_user), u64::from(m));
                 let t = Instant::now();
                 timed!(ctx, "APPEND", t, imap.append(&ctx.opts.mailbox, "", &msg))?;
                 ctx.global.appended.fetch_add(1, Ordering::Relaxed);

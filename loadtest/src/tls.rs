@@ -1,6 +1,6 @@
 //! TLS for the load tool (`--tls`, `--starttls`): rustls's buffered
 //! `ClientConnection`, driven over the monoio socket by the same helpers the
-//! server uses (`ringmail::net::tls`).
+//! server uses (`ringmail_kit::tls`).
 //!
 //! The server's certificate is not verified: the tool measures servers that
 //! often run on a self-signed certificate (ringmail's first start, a test

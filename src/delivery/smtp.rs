@@ -152,6 +152,14 @@ pub struct Session {
     tls_active: bool,
 }
 
+/// The greeting of a connection turned away at the door (over the
+/// connection limits; RFC 5321 3.1: a 421 greeting, then close).
+pub fn refusal(why: &str) -> Vec<u8> {
+    let mut out = Vec::new();
+    reply(&mut out, 421, &format!("4.7.0 {why}"));
+    out
+}
+
 fn reply(out: &mut Vec<u8>, code: u16, text: &str) {
     out.extend_from_slice(format!("{code} {text}\r\n").as_bytes());
 }
@@ -217,6 +225,18 @@ impl Session {
             Dialect::Smtp => "ESMTP",
         };
         reply(out, 220, &format!("{} {proto} ringmail ready", self.hostname));
+    }
+
+    /// The server is stopping (RFC 5321 3.8: 421, then close).
+    pub fn shutting_down(&mut self, out: &mut Vec<u8>) {
+        reply(out, 421, "4.3.2 Service shutting down");
+        self.mode = Mode::Closed;
+    }
+
+    /// The client was silent for too long (RFC 5321 4.5.3.2).
+    pub fn timed_out(&mut self, out: &mut Vec<u8>) {
+        reply(out, 421, "4.4.2 Timeout, closing connection");
+        self.mode = Mode::Closed;
     }
 
     /// Where the client connects from, for the Received line.

@@ -3,7 +3,7 @@
 //! time, and deep parts must have a defined answer.
 
 use super::*;
-use crate::corpus::{many_addresses, nested_message, nested_multipart};
+use ringmail_kit::corpus::{many_addresses, nested_message, nested_multipart};
 
 /// Runs `f` on a thread with a small stack, as a worker would meet it.
 fn on_small_stack<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {

@@ -6,21 +6,11 @@
 use std::rc::Rc;
 use std::sync::Arc;
 
+use super::context::{DeliveryJob, WorkerCtx, WorkerMsg};
 use super::spool::Body;
-use super::worker::{WorkerCtx, WorkerMsg};
 use crate::delivery::smtp::DeliveryError;
 use crate::delivery::store_copy;
 use crate::store::{Target, Ticket};
-
-/// One copy for a user on another worker.
-pub struct DeliveryJob {
-    pub user: String,
-    pub mailbox: Option<String>,
-    /// Trace headers for this recipient, written before `data`.
-    pub prefix: Vec<u8>,
-    pub data: Arc<Body>,
-    pub reply: flume::Sender<Result<(), DeliveryError>>,
-}
 
 /// A copy to deliver, with its own trace headers.
 pub struct Copy {
@@ -55,11 +45,9 @@ async fn deliver_unique(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>
         There(flume::Receiver<Result<(), DeliveryError>>),
     }
     let now = WorkerCtx::now();
-    let workers = ctx.shared.workers();
     let mut pending = Vec::with_capacity(copies.len());
     for c in copies {
-        let home = super::shard(&c.user, workers);
-        if home == ctx.id {
+        if ctx.is_home_of(&c.user) {
             // Written now; the commit runs as its own task so that copies to
             // several mailboxes here share one group commit.
             pending.push(match store_copy(&ctx.store, &c.user, c.mailbox.as_deref(), &[&c.prefix, (**data).as_ref()], now) {
@@ -69,9 +57,9 @@ async fn deliver_unique(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>
         } else {
             let (tx, rx) = flume::bounded(1);
             let job = DeliveryJob { user: c.user, mailbox: c.mailbox, prefix: c.prefix, data: data.clone(), reply: tx };
-            pending.push(match ctx.shared.inboxes[home].send(WorkerMsg::Deliver(Box::new(job))) {
-                Ok(()) => Pending::There(rx),
-                Err(_) => Pending::Done(Err(DeliveryError::Temporary("server shutting down".into()))),
+            pending.push(match ctx.server.send(ctx.server.home(&job.user), WorkerMsg::Deliver(Box::new(job))) {
+                true => Pending::There(rx),
+                false => Pending::Done(Err(DeliveryError::Temporary("server shutting down".into()))),
             });
         }
     }

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
-use super::worker::WorkerCtx;
+use super::context::WorkerCtx;
 
 /// A task that ends, instead of unwinding into the runtime, when it panics.
 struct Contained<F> {

@@ -51,6 +51,23 @@ impl std::fmt::Debug for Shared {
     }
 }
 
+/// How a command ended: its tagged status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Ok,
+    No,
+    Bad,
+}
+
+/// A command whose tagged response is in the output (what the network
+/// layer counts in its metrics when it sends it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Completion {
+    /// The command's name (`UID FETCH`); None for a line that was no command.
+    pub command: Option<&'static str>,
+    pub status: Status,
+}
+
 /// Response bytes for one connection: text in `buf`, with shared slices
 /// inserted at recorded positions.
 #[derive(Default, Debug)]
@@ -58,9 +75,10 @@ pub struct Out {
     pub buf: Vec<u8>,
     /// (position in `buf`, slice to send at that position), in order.
     pub splices: Vec<(usize, Shared)>,
-    /// The result of the last tagged response written (a command completed);
-    /// the session takes it for its metrics.
-    pub completed: Option<crate::metrics::Outcome>,
+    /// The command whose responses are being written (see [`Out::begin`]).
+    command: Option<&'static str>,
+    /// Commands completed by the output, in order; the sender drains them.
+    pub completions: Vec<Completion>,
 }
 
 impl Out {
@@ -72,9 +90,17 @@ impl Out {
         self.buf.is_empty() && self.splices.is_empty()
     }
 
+    /// The responses that follow belong to `command` (None: a line that was
+    /// no command); its tagged response records a [`Completion`].
+    pub fn begin(&mut self, command: Option<&'static str>) {
+        self.command = command;
+    }
+
+    /// Forgets the bytes and the completions (sent, or thrown away).
     pub fn clear(&mut self) {
         self.buf.clear();
         self.splices.clear();
+        self.completions.clear();
     }
 
     /// Total bytes to send.
@@ -204,8 +230,14 @@ impl Out {
 
     /// `tag OK|NO|BAD [code] text` CRLF.
     pub fn tagged(&mut self, tag: &str, status: &str, code: Option<&str>, text: &str) -> &mut Self {
-        if tag != "*" {
-            self.completed = crate::metrics::Outcome::from_status(status);
+        let status_of = match status {
+            "OK" => Some(Status::Ok),
+            "NO" => Some(Status::No),
+            "BAD" => Some(Status::Bad),
+            _ => None,
+        };
+        if let Some(status) = status_of.filter(|_| tag != "*") {
+            self.completions.push(Completion { command: self.command, status });
         }
         self.str(tag).sp().str(status).sp();
         if let Some(c) = code {

@@ -12,6 +12,6 @@ pub mod utf7;
 
 pub use command::*;
 pub use decoder::{Decoder, Event};
-pub use encode::{Out, Shared};
+pub use encode::{Completion, Out, Shared, Status};
 pub use limits::Limits;
 pub use seqset::{Ranges, SeqNum, SeqRange, SequenceSet};

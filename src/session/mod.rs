@@ -57,6 +57,17 @@ pub struct Enabled {
     pub condstore: bool,
 }
 
+/// The session's state as seen from outside (for the metrics' gauges).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    NotAuthenticated,
+    Authenticated,
+    Selected,
+    /// In IDLE (RFC 2177), authenticated or selected.
+    Idle,
+    Logout,
+}
+
 /// What the network layer must do before calling back in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
@@ -171,8 +182,6 @@ pub struct Session {
     pub(crate) wait: Wait,
     /// Fired by the selected mailbox when it changes (wakes IDLE).
     pub(crate) signal: Option<Rc<Signal>>,
-    /// The command in progress, for metrics: its name and when its input arrived.
-    metric: Option<(&'static str, Option<std::time::Instant>)>,
 }
 
 /// What an event asks of the decoder.
@@ -194,6 +203,14 @@ pub struct Snapshot {
     pub cfg: Arc<SessionConfig>,
     /// Input already read but not yet processed.
     pub pending_input: Vec<u8>,
+}
+
+/// The greeting of a connection turned away at the door (over the
+/// connection limits, RFC 9051 7.1.5: BYE instead of a greeting).
+pub fn refusal(why: &str) -> Vec<u8> {
+    let mut out = Out::new();
+    out.untagged_status("BYE", None, why);
+    out.buf
 }
 
 impl Connection {
@@ -301,14 +318,14 @@ impl Connection {
         matches!(self.session.wait, Wait::Idle { .. })
     }
 
-    /// The session state as the metrics count it.
-    pub fn metric_state(&self) -> crate::metrics::ConnState {
-        use crate::metrics::ConnState;
+    /// Where the session is (RFC 9051 3), IDLE counted apart.
+    pub fn phase(&self) -> Phase {
         match &self.session.state {
-            _ if self.is_idling() => ConnState::Idle,
-            State::Selected(..) => ConnState::Selected,
-            State::Authenticated(_) => ConnState::Authenticated,
-            _ => ConnState::NotAuthenticated,
+            _ if self.is_idling() => Phase::Idle,
+            State::Selected(..) => Phase::Selected,
+            State::Authenticated(_) => Phase::Authenticated,
+            State::NotAuthenticated => Phase::NotAuthenticated,
+            State::Logout => Phase::Logout,
         }
     }
 
@@ -341,7 +358,6 @@ impl Connection {
                 let ev = self.decoder.next();
                 self.session.on_event(ev, now, out)
             };
-            self.session.account(out);
             match directive {
                 Directive::Next => {}
                 Directive::ExpectAuthLine => self.decoder.expect_auth_line(),
@@ -368,7 +384,6 @@ impl Connection {
         if self.is_authenticated() {
             self.decoder.set_limits(self.session.cfg.limits.clone());
         }
-        self.session.account(out);
         step
     }
 
@@ -378,7 +393,6 @@ impl Connection {
         if let Directive::Return(Step::Close) = cmd::finish_durable(&mut self.session, out) {
             self.session.state = State::Logout;
         }
-        self.session.account(out);
     }
 
     /// The TLS handshake finished: the session is now encrypted.
@@ -408,6 +422,19 @@ impl Connection {
         self.session.state = State::Logout;
     }
 
+    /// The user's mail store cannot be opened: the session ends.
+    pub fn store_unavailable(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", Some("UNAVAILABLE"), "Mail store unavailable");
+        self.session.state = State::Logout;
+    }
+
+    /// The server cannot take the session further now (out of
+    /// descriptors moving it to its user's worker): the session ends.
+    pub fn busy(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", Some("UNAVAILABLE"), "Server busy, try again");
+        self.session.state = State::Logout;
+    }
+
     /// The server is stopping.
     pub fn shutdown(&mut self, out: &mut Out) {
         out.untagged_status("BYE", None, "Server shutting down");
@@ -417,15 +444,7 @@ impl Connection {
 
 impl Session {
     fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None, metric: None }
-    }
-
-    /// Reports a command that just got its tagged response to the metrics.
-    fn account(&mut self, out: &mut Out) {
-        if let Some(outcome) = out.completed.take() {
-            let (name, started) = self.metric.take().unwrap_or((crate::metrics::INVALID, None));
-            crate::metrics::command_done(name, outcome, started);
-        }
+        Session { cfg, state: State::NotAuthenticated, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None }
     }
 
     /// The CAPABILITY list for the current state (without the "CAPABILITY" word).
@@ -437,7 +456,7 @@ impl Session {
         match ev {
             Event::NeedMore => Directive::Return(Step::Read),
             Event::Command(c) => {
-                self.metric = Some((c.body.name(), crate::metrics::command_started()));
+                out.begin(Some(c.body.name()));
                 cmd::dispatch(self, c, now, out)
             }
             Event::Continue => {
@@ -445,6 +464,7 @@ impl Session {
                 Directive::Next
             }
             Event::Bad { tag, message } => {
+                out.begin(None);
                 out.tagged(tag.as_deref().unwrap_or("*"), "BAD", None, &message);
                 Directive::Next
             }
@@ -456,7 +476,7 @@ impl Session {
             Event::AuthLine(line) => cmd::authenticate::line(self, line, out),
             Event::IdleDone(ok) => cmd::idle::done(self, ok, out),
             Event::AppendStart(h) => {
-                self.metric = Some(("APPEND", crate::metrics::command_started()));
+                out.begin(Some("APPEND"));
                 cmd::append::start(self, h, now, out)
             }
             Event::AppendData(d) => cmd::append::data(self, d, out),

@@ -10,32 +10,34 @@ use std::time::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::context::WorkerCtx;
 use super::deliver::{deliver_all, Copy};
+use super::guard::{self, Live};
+use super::handshake;
 use super::spool::Spool;
-use super::tls::{self, Input};
-use super::worker::WorkerCtx;
 use crate::auth::limiter::ConnGuard;
 use crate::delivery::smtp::{Dialect, Session, Step};
 use crate::metrics;
 use crate::signal::Signal;
+use ringmail_kit::tls::{self, Input};
 use std::sync::atomic::Ordering::Relaxed;
 
 /// Read size: messages are mostly larger than a few KiB.
 const READ_CHUNK: usize = 64 << 10;
 
 pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
-    super::guard::spawn("lmtp/smtp connection", serve(ctx.clone(), stream, guard, dialect));
+    guard::spawn("lmtp/smtp connection", serve(ctx.clone(), stream, guard, dialect));
 }
 
 async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dialect: Dialect) {
-    let shared = ctx.shared.clone();
-    let mut s = Session::new(dialect, &shared.directory.hostname, shared.smtp_limits);
+    let server = ctx.server.clone();
+    let mut s = Session::new(dialect, &server.directory.hostname, server.smtp_limits);
     s.set_peer(&guard.ip().to_string());
     s.offer_tls();
     let mut tls: Option<Box<rustls::ServerConnection>> = None;
     let signal = Signal::new();
     let reg = ctx.register(&signal);
-    let _live = super::guard::Live::new(&ctx);
+    let _live = Live::new(&ctx);
     metrics::with_worker(|m| m.delivery_conn(1));
     let _gauge = DeliveryGauge;
     let mut out = Vec::with_capacity(512);
@@ -45,9 +47,9 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     let mut spool: Option<Spool> = None;
     let mut spool_failed = false;
     loop {
-        let step = s.step(&*shared.directory, &mut out);
+        let step = s.step(&*server.directory, &mut out);
         if !s.pending_data().is_empty() {
-            let sp = spool.get_or_insert_with(|| Spool::new(&shared.spool_dir, shared.spool_budget.clone()));
+            let sp = spool.get_or_insert_with(|| Spool::new(&server.spool_dir, server.spool_budget.clone()));
             if let Err(e) = sp.write(s.pending_data()) {
                 if !spool_failed {
                     tracing::error!(error = %e, "cannot spool message data");
@@ -68,8 +70,8 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
             Step::Close => break,
             Step::StartTls => {
                 let mut early = Vec::new();
-                let config = shared.tls.current().smtp.clone();
-                let Some(t) = tls::accept(&mut stream, config, shared.config.tls.handshake_timeout, &mut early, guard.ip()).await else { break };
+                let config = server.certs.current().smtp.clone();
+                let Some(t) = handshake::accept(&mut stream, config, server.config.tls.handshake_timeout, &mut early, guard.ip()).await else { break };
                 s.tls_started();
                 s.feed(&early);
                 tls = Some(t);
@@ -84,7 +86,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                 let body = match spool.take().map(|sp| sp.finish()) {
                     _ if std::mem::take(&mut spool_failed) => None,
                     Some(Ok(b)) => Some(b),
-                    None => Spool::new(&shared.spool_dir, shared.spool_budget.clone()).finish().ok(),
+                    None => Spool::new(&server.spool_dir, server.spool_budget.clone()).finish().ok(),
                     Some(Err(e)) => {
                         tracing::error!(error = %e, "cannot map spooled message");
                         None
@@ -107,16 +109,16 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                     buf = Vec::new();
                 }
                 // A stalled DATA holds at most the spool's memory share.
-                reg.arm(Instant::now() + shared.config.delivery.timeout);
+                reg.arm(Instant::now() + server.config.delivery.timeout);
                 let readable = monoio::select! {
                     r = stream.readable(false) => r.is_ok(),
                     _ = signal.wait() => false,
                 };
                 if !readable {
                     if ctx.stopping.get() {
-                        out.extend_from_slice(b"421 4.3.2 Service shutting down\r\n");
+                        s.shutting_down(&mut out);
                     } else if reg.take_expired() {
-                        out.extend_from_slice(b"421 4.4.2 Timeout, closing connection\r\n");
+                        s.timed_out(&mut out);
                     } else {
                         continue;
                     }
@@ -147,7 +149,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     if let Some(t) = tls.as_mut() {
         tls::close(&mut stream, t).await;
     }
-    super::guard::linger_close(&mut stream).await;
+    guard::linger_close(&mut stream).await;
     drop(guard);
 }
 
@@ -174,28 +176,8 @@ async fn send(stream: &mut TcpStream, tls: Option<&mut rustls::ServerConnection>
     r
 }
 
-/// The engine's limits from the configuration.
-pub fn limits(config: &crate::config::Config) -> crate::delivery::smtp::Limits {
-    crate::delivery::smtp::Limits {
-        max_message: config.limits.max_message_size,
-        max_recipients: config.delivery.max_recipients.max(1),
-        max_errors: config.delivery.max_errors.max(1),
-        ..Default::default()
-    }
-}
-
-/// The directory every worker shares.
-pub fn directory(config: &crate::config::Config, users: Arc<crate::auth::UserDb>) -> crate::delivery::LocalDirectory {
-    crate::delivery::LocalDirectory {
-        users,
-        domains: config.delivery.local_domains.iter().map(|d| d.to_ascii_lowercase()).collect(),
-        hostname: config.delivery.hostname.clone().unwrap_or_else(crate::delivery::system_hostname),
-    }
-}
-
 /// Turns away a connection over the limits (RFC 5321 3.1: 421 greeting).
 pub async fn refuse(mut stream: TcpStream, why: &'static str) {
-    let msg = format!("421 4.7.0 {why}\r\n").into_bytes();
-    let _ = stream.write_all(msg).await;
-    super::guard::linger_close(&mut stream).await;
+    let _ = stream.write_all(crate::delivery::smtp::refusal(why)).await;
+    guard::linger_close(&mut stream).await;
 }

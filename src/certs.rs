@@ -40,7 +40,7 @@ pub struct Contexts {
 }
 
 /// Where the certificate comes from; reloadable.
-pub struct Tls {
+pub struct Certs {
     cert: PathBuf,
     key: PathBuf,
     resumption: Resumption,
@@ -50,10 +50,10 @@ pub struct Tls {
 /// Sessions remembered for TLS 1.2 resumption by session ID.
 const SESSION_CACHE: usize = 16_384;
 
-impl Tls {
+impl Certs {
     /// Loads the configured certificate, or the generated one (creating it
     /// if need be).
-    pub fn load(config: &Config) -> Result<Tls, String> {
+    pub fn load(config: &Config) -> Result<Certs, String> {
         let (cert, key) = match (&config.tls.cert, &config.tls.key) {
             (Some(c), Some(k)) => (c.clone(), k.clone()),
             (None, None) => self_signed(&config.data_dir.join("tls"), &hostname(config))?,
@@ -62,7 +62,7 @@ impl Tls {
         let tickets = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(|e| format!("cannot create the TLS ticket key: {e}"))?;
         let resumption = Resumption { cache: ServerSessionMemoryCache::new(SESSION_CACHE), tickets };
         let contexts = build(&cert, &key, &resumption)?;
-        Ok(Tls { cert, key, resumption, current: RwLock::new(Arc::new(contexts)) })
+        Ok(Certs { cert, key, resumption, current: RwLock::new(Arc::new(contexts)) })
     }
 
     /// The configurations for a new connection.
@@ -154,8 +154,8 @@ mod tests {
     #[test]
     fn generates_once_and_reuses() {
         let dir = tempfile::tempdir().unwrap();
-        let a = Tls::load(&config(dir.path())).unwrap().current();
-        let b = Tls::load(&config(dir.path())).unwrap().current();
+        let a = Certs::load(&config(dir.path())).unwrap().current();
+        let b = Certs::load(&config(dir.path())).unwrap().current();
         assert_eq!(a.fingerprint, b.fingerprint, "the generated certificate is kept");
         assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
         assert_eq!(a.imap.alpn_protocols, vec![b"imap".to_vec()]);
@@ -167,7 +167,7 @@ mod tests {
     #[test]
     fn reload_picks_up_a_new_certificate_and_survives_a_broken_one() {
         let dir = tempfile::tempdir().unwrap();
-        let tls = Tls::load(&config(dir.path())).unwrap();
+        let tls = Certs::load(&config(dir.path())).unwrap();
         let before = tls.current().fingerprint.clone();
         std::fs::remove_file(dir.path().join("tls/cert.pem")).unwrap();
         std::fs::remove_file(dir.path().join("tls/key.pem")).unwrap();
@@ -183,7 +183,7 @@ mod tests {
     fn cert_without_key_is_an_error() {
         let mut c = config(Path::new("/nonexistent"));
         c.tls.cert = Some("/x.pem".into());
-        let Err(e) = Tls::load(&c) else { panic!("loaded a certificate without a key") };
+        let Err(e) = Certs::load(&c) else { panic!("loaded a certificate without a key") };
         assert!(e.contains("together"), "{e}");
     }
 }

@@ -1,7 +1,7 @@
-//! TLS on a connection: rustls's buffered connection API driven from here,
-//! over the same monoio socket the plaintext code uses. The helpers work for
-//! either side (`ConnectionCommon<D>`); the load generator drives its client
-//! connections with them too.
+//! TLS on a connection: rustls's buffered connection API driven over the
+//! same monoio socket the plaintext code uses. The helpers work for either
+//! side (`ConnectionCommon<D>`): the server drives its connections with
+//! them, the load generator its clients.
 //!
 //! Why not an async TLS stream wrapper (monoio-rustls): a wrapper owns its
 //! read and write buffers for the life of the stream, hides socket
@@ -18,13 +18,10 @@
 //! message in memory.
 
 use std::io::{self, Read, Write};
-use std::net::IpAddr;
-use std::sync::Arc;
-use std::time::Duration;
 
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use rustls::{ConnectionCommon, ServerConfig, ServerConnection};
+use rustls::ConnectionCommon;
 
 /// Plaintext handed to rustls per round: a few TLS records, so memory per
 /// connection stays bounded whatever the response size.
@@ -110,34 +107,6 @@ pub async fn handshake<D>(stream: &mut TcpStream, tls: &mut ConnectionCommon<D>,
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
-}
-
-/// The server side of a handshake with `config`, bounded by `limit` (a
-/// client that stalls halfway, or sends nothing, is cut off) and counted in
-/// the metrics. Plaintext the client sent right after it lands in `early`.
-/// None when it failed (logged at debug: clients give up all the time).
-pub async fn accept(stream: &mut TcpStream, config: Arc<ServerConfig>, limit: Duration, early: &mut Vec<u8>, peer: IpAddr) -> Option<Box<ServerConnection>> {
-    let mut t = Box::new(ServerConnection::new(config).ok()?);
-    let r = match monoio::time::timeout(limit, handshake(stream, &mut t, early)).await {
-        Ok(r) => r,
-        Err(_) => Err(io::ErrorKind::TimedOut.into()),
-    };
-    count(&r);
-    match r {
-        Ok(()) => Some(t),
-        Err(e) => {
-            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-            None
-        }
-    }
-}
-
-/// Counts a handshake's outcome in the metrics.
-fn count(r: &io::Result<()>) {
-    crate::metrics::with_worker(|m| {
-        let c = if r.is_ok() { &m.tls_handshakes } else { &m.tls_handshake_failures };
-        c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    });
 }
 
 /// Encrypts and sends `parts` in order. rustls takes plaintext until its

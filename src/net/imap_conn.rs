@@ -17,21 +17,22 @@ use std::time::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::context::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
+use super::guard::{self, Live};
+use super::handshake;
 use super::iovec::OutVec;
-use super::tls::{self, Input};
-use super::worker::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use crate::auth::limiter::ConnGuard;
 use crate::auth::AuthResult;
-use crate::metrics::{self, ConnState};
-use crate::proto::Out;
-use crate::session::{Connection, Step};
+use crate::metrics::{self, ConnState, Outcome};
+use crate::proto::{Out, Status};
+use crate::session::{Connection, Phase, Step};
 use crate::signal::Signal;
+use ringmail_kit::tls::{self, Input};
 
 /// Says BYE to a connection refused at the door (limits).
 pub async fn refuse(mut stream: TcpStream, why: &'static str) {
-    let msg = format!("* BYE {why}\r\n").into_bytes();
-    let _ = stream.write_all(msg).await;
-    super::guard::linger_close(&mut stream).await;
+    let _ = stream.write_all(crate::session::refusal(why)).await;
+    guard::linger_close(&mut stream).await;
 }
 
 /// Everything one connection holds, in one heap block.
@@ -48,7 +49,9 @@ struct Conn {
     guard: ConnGuard,
     /// The state this connection is counted under in the metrics.
     counted: Gauged,
-    _live: super::guard::Live,
+    /// When input last arrived: the start of the commands it completes.
+    input_at: Instant,
+    _live: Live,
 }
 
 /// The metrics' state gauge for one connection; leaves it when dropped
@@ -104,7 +107,20 @@ impl Conn {
             return Ok(());
         }
         let len = out.len() as u64;
-        metrics::with_worker(|m| m.bytes_out.fetch_add(len, Relaxed));
+        let input_at = self.input_at;
+        metrics::with_worker(|m| {
+            m.bytes_out.fetch_add(len, Relaxed);
+            for c in out.completions.drain(..) {
+                let outcome = match c.status {
+                    Status::Ok => Outcome::Ok,
+                    Status::No => Outcome::No,
+                    Status::Bad => Outcome::Bad,
+                };
+                // IDLE's time is the client's, not the server's.
+                let latency = (c.command != Some("IDLE")).then(|| input_at.elapsed().as_micros() as u64);
+                m.command(c.command.unwrap_or(metrics::INVALID), outcome, latency);
+            }
+        });
         if let Some(t) = self.tls.as_mut() {
             let r = tls::write_parts(&mut self.stream, t, out.parts()).await;
             out.clear();
@@ -161,6 +177,9 @@ impl Conn {
         if self.out.splices.capacity() > 0 {
             self.out.splices = Vec::new();
         }
+        if self.out.completions.capacity() > 0 {
+            self.out.completions = Vec::new();
+        }
     }
 
     /// Before waiting: send what is pending, let go of buffers, and arm the
@@ -170,8 +189,14 @@ impl Conn {
             return false;
         }
         self.release();
-        self.count_as(Some(self.conn.metric_state()));
-        let l = &self.ctx.shared.config.limits;
+        self.count_as(match self.conn.phase() {
+            Phase::NotAuthenticated => Some(ConnState::NotAuthenticated),
+            Phase::Authenticated => Some(ConnState::Authenticated),
+            Phase::Selected => Some(ConnState::Selected),
+            Phase::Idle => Some(ConnState::Idle),
+            Phase::Logout => None,
+        });
+        let l = &self.ctx.server.config.limits;
         let deadline = if idle {
             Instant::now() + l.idle_keepalive
         } else if self.conn.is_authenticated() {
@@ -216,7 +241,7 @@ impl Conn {
         if let Ok(Input::Data) = r {
             let got = self.conn.decoder().pending().len().saturating_sub(len) as u64;
             metrics::with_worker(|m| m.bytes_in.fetch_add(got, Relaxed));
-            metrics::input_arrived(Instant::now());
+            self.input_at = Instant::now();
         }
         r
     }
@@ -268,7 +293,7 @@ impl Conn {
     /// slow hash on the blocking pool so the worker keeps serving. A failure
     /// is answered only after the growing per-IP delay.
     async fn authenticate(&mut self, user: String, password: Vec<u8>) -> Step {
-        let auth = self.ctx.shared.auth.clone();
+        let auth = self.ctx.server.auth.clone();
         let name = crate::auth::passwd::normalize_user_name(&user);
         let result = loop {
             let stored = match auth.check_cached(&user, &password) {
@@ -293,7 +318,7 @@ impl Conn {
             _ => m.logins_failed.fetch_add(1, Relaxed),
         });
         if result == AuthResult::Failed {
-            let delay = self.ctx.shared.failures.failed(self.guard.ip(), Instant::now());
+            let delay = self.ctx.server.failures.failed(self.guard.ip(), Instant::now());
             monoio::time::sleep(delay).await;
         }
         self.conn.auth_done(result, &mut self.out)
@@ -302,8 +327,7 @@ impl Conn {
     /// A user logged in: serve them here if their mail lives on this worker;
     /// otherwise hand the connection to that worker (None).
     async fn logged_in(&mut self, user: String) -> Option<Result<Step, (usize, std::net::TcpStream)>> {
-        let home = super::shard(&user, self.ctx.shared.workers());
-        if home == self.ctx.id {
+        if self.ctx.is_home_of(&user) {
             return Some(Ok(match self.ctx.store.user(&user, WorkerCtx::now()) {
                 Ok(u) => {
                     self.conn.attach(u);
@@ -311,7 +335,7 @@ impl Conn {
                 }
                 Err(e) => {
                     tracing::error!(user, error = %e, "cannot open the user's mail store");
-                    self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Mail store unavailable");
+                    self.conn.store_unavailable(&mut self.out);
                     Step::Close
                 }
             }));
@@ -322,7 +346,7 @@ impl Conn {
         // running out is usually over within milliseconds: retry briefly.
         for _ in 0..50 {
             match detach(&self.stream) {
-                Ok(s) => return Some(Err((home, s))),
+                Ok(s) => return Some(Err((self.ctx.server.home(&user), s))),
                 Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
                     monoio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
@@ -330,7 +354,7 @@ impl Conn {
             }
         }
         tracing::warn!(user, "cannot move the connection to its worker: out of descriptors");
-        self.out.untagged_status("BYE", Some("UNAVAILABLE"), "Server busy, try again");
+        self.conn.busy(&mut self.out);
         Some(Ok(Step::Close))
     }
 
@@ -340,8 +364,8 @@ impl Conn {
     async fn start_tls(&mut self) -> Option<()> {
         self.conn.discard_input();
         let mut buf = self.conn.decoder().take_buffer();
-        let config = self.ctx.shared.tls.current().imap.clone();
-        let t = tls::accept(&mut self.stream, config, self.ctx.shared.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
+        let config = self.ctx.server.certs.current().imap.clone();
+        let t = handshake::accept(&mut self.stream, config, self.ctx.server.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
         self.conn.decoder().restore_buffer(buf);
         self.tls = Some(t?);
         Some(())
@@ -376,7 +400,7 @@ impl Conn {
                 if let Some(t) = self.tls.as_mut() {
                     tls::close(&mut self.stream, t).await;
                 }
-                super::guard::linger_close(&mut self.stream).await;
+                guard::linger_close(&mut self.stream).await;
                 return None;
             }
             Step::Read | Step::Idle | Step::LoggedIn(_) => unreachable!("handled by serve"),
@@ -388,8 +412,8 @@ impl Conn {
 /// then the greeting. The connection counts toward the limits throughout.
 pub async fn accept_tls(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, mut conn: Connection) {
     let mut early = Vec::new();
-    let config = ctx.shared.tls.current().imap.clone();
-    match tls::accept(&mut stream, config, ctx.shared.config.tls.handshake_timeout, &mut early, guard.ip()).await {
+    let config = ctx.server.certs.current().imap.clone();
+    match handshake::accept(&mut stream, config, ctx.server.config.tls.handshake_timeout, &mut early, guard.ip()).await {
         Some(t) => {
             conn.decoder().feed(&early);
             spawn(&ctx, stream, Some(t), guard, conn, true);
@@ -405,15 +429,16 @@ pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Ser
     let signal = Signal::new();
     conn.set_signal(signal.clone());
     let reg = ctx.register(&signal);
-    let _live = super::guard::Live::new(ctx);
-    let mut c = Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), _live });
+    let _live = Live::new(ctx);
+    let mut c =
+        Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), input_at: Instant::now(), _live });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
     }
     // The task gets only the box: an async fn keeps its arguments in its
     // state for its whole life, so they must be small.
-    super::guard::spawn("imap connection", serve(c));
+    guard::spawn("imap connection", serve(c));
 }
 
 /// Serves one connection until it ends or moves to another worker.
@@ -462,7 +487,7 @@ async fn serve(mut c: Box<Conn>) {
         // The snapshot carries any input already read past the login.
         if let Some(snapshot) = conn.snapshot() {
             let m = Migrant { stream: std_stream, tls, guard, snapshot };
-            if ctx.shared.inboxes[home].send(WorkerMsg::Adopt(Box::new(m))).is_err() {
+            if !ctx.server.send(home, WorkerMsg::Adopt(Box::new(m))) {
                 tracing::warn!("target worker is gone; connection dropped");
             }
         }
