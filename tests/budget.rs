@@ -137,3 +137,23 @@ fn a_long_search_yields_between_slices() {
     assert_eq!(text, "* SEARCH\r\ns OK Search completed.\r\n");
     assert!(slices.len() >= 2, "evaluated in slices: {slices:?}");
 }
+
+#[test]
+fn list_of_many_mailboxes_goes_out_in_slices() {
+    let mut b = mailbox(1, 1);
+    let user = b.store.user("u", NOW).unwrap();
+    let long = "x".repeat(200);
+    for i in 0..3000 {
+        user.create(&format!("Folders/{long}{i:04}"), NOW).unwrap();
+    }
+    let (Ran(text, slices), ended) = b.run(0, "l LIST \"\" \"*\" RETURN (STATUS (MESSAGES))\r\n");
+    assert_eq!(ended, Ended::Read);
+    assert_eq!(text.matches("* LIST (\\HasNoChildren) \"/\" Folders/").count(), 3000);
+    assert_eq!(text.matches("* STATUS Folders/").count(), 3000);
+    assert!(text.contains("* LIST (\\HasChildren) \"/\" Folders\r\n"), "the parent, found by its children");
+    assert!(text.ends_with("l OK List completed.\r\n"));
+    assert!(slices.len() >= 3, "{slices:?}");
+    assert!(slices.iter().all(|&n| n < BUDGET + 4096), "{slices:?}");
+    let (Ran(text, _), _) = b.run(0, "s LSUB \"\" \"*\"\r\n");
+    assert!(text.ends_with("s OK Lsub completed.\r\n") && !text.contains("Folders/"), "{text}");
+}

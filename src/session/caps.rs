@@ -1,7 +1,7 @@
 //! The CAPABILITY list: only what works, and only what the connection's
 //! state allows (no AUTH= mechanisms where cleartext passwords are refused).
 
-use super::ConnFacts;
+use super::config::ConnFacts;
 
 /// Capabilities of an authenticated session, besides IMAP4rev2/IMAP4rev1.
 const AUTHENTICATED: &[&str] = &[

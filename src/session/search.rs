@@ -5,7 +5,7 @@
 
 use std::cell::OnceCell;
 
-use super::Selected;
+use super::selected::Selected;
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{Date, Flag, SearchKey, SequenceSet};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};

@@ -2,13 +2,19 @@
 //! APPENDLIMIT RFC 7889). The message streams into the store as it arrives
 //! and is acknowledged (with APPENDUID) only once it is durable.
 
-use super::{bad, keyword_mask, mailbox_durable, no, not_durable, ok, open_mailbox, split_flags, store_error, when_durable, Directive, Session, Wait};
-use crate::proto::{AppendHeader, Out};
-use crate::store::{AppendHandle, MailboxRef, StoreError};
+use std::rc::Rc;
 
-pub struct Appending {
+use crate::proto::{AppendHeader, Out};
+use crate::session::flags::{keyword_mask, split_flags};
+use crate::session::reply::{bad, no, not_durable, ok, store_error, when_durable};
+use crate::session::state::{Directive, Session, Streaming, Wait};
+use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
+
+/// An APPEND receiving its message.
+struct Appending {
     tag: String,
     mbox: MailboxRef,
+    store: Rc<UserStore>,
     sink: Sink,
     flags: u8,
     keywords: u64,
@@ -26,20 +32,23 @@ enum Sink {
     Binary(Vec<u8>),
 }
 
+/// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
+/// EXPUNGE responses.
 pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Directive {
     let reject = |d: Directive| -> Directive {
         let _ = d;
         Directive::RejectAppend
     };
-    if s.state.authed().is_none() {
+    let Some(a) = s.authed() else {
         out.tagged(&h.tag, "BAD", None, "Command not valid before authentication");
         return Directive::RejectAppend;
-    }
-    let name = match s.mailbox_name(&h.mailbox) {
+    };
+    a.cx.expunge_ok = true;
+    let name = match a.cx.mailbox_name(&h.mailbox) {
         Ok(n) => n,
         Err(e) => return reject(no(out, &h.tag, Some("CANNOT"), e)),
     };
-    let mbox = match open_mailbox(s, &name) {
+    let mbox = match a.user.open_mailbox(&name) {
         Ok(m) => m,
         Err((Some("NONEXISTENT"), text)) => return reject(no(out, &h.tag, Some("TRYCREATE"), &text)),
         Err((code, text)) => return reject(no(out, &h.tag, code, &text)),
@@ -47,7 +56,7 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     if h.size == 0 {
         return reject(no(out, &h.tag, Some("CANNOT"), "Can't save a zero byte message."));
     }
-    if h.size > s.cfg.limits.message_max {
+    if h.size > a.cx.cfg.limits.message_max {
         return reject(no(out, &h.tag, Some("TOOBIG"), "Message is larger than APPENDLIMIT"));
     }
     let (flags, kws) = match split_flags(&h.flags) {
@@ -70,58 +79,57 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
         out.raw(b"+ Ready for literal data\r\n");
     }
     let date = h.date.map_or(now, |d| d.unix);
-    s.wait = Wait::Append(Box::new(Appending { tag: h.tag, mbox, sink, flags, keywords, date, failed: None }));
+    let store = a.user.store.clone();
+    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, sink, flags, keywords, date, failed: None }));
     Directive::AcceptAppend
 }
 
-pub fn data(s: &mut Session, d: &[u8], _out: &mut Out) -> Directive {
-    if let Wait::Append(a) = &mut s.wait {
-        if a.failed.is_none() {
-            match &mut a.sink {
-                Sink::Store(h) => {
-                    if let Err(e) = a.mbox.borrow_mut().append_chunk(h, d) {
-                        a.failed = Some(e);
-                    }
+impl Streaming for Appending {
+    fn data(&mut self, d: &[u8]) {
+        if self.failed.is_some() {
+            return;
+        }
+        match &mut self.sink {
+            Sink::Store(h) => {
+                if let Err(e) = self.mbox.borrow_mut().append_chunk(h, d) {
+                    self.failed = Some(e);
                 }
-                Sink::Binary(v) => v.extend_from_slice(d),
             }
+            Sink::Binary(v) => v.extend_from_slice(d),
         }
     }
-    Directive::Next
-}
 
-pub fn end(s: &mut Session, r: Result<(), String>, out: &mut Out) -> Directive {
-    let Wait::Append(a) = std::mem::replace(&mut s.wait, Wait::None) else { return Directive::Next };
-    let a = *a;
-    if let Err(msg) = r {
-        return bad(out, &a.tag, &msg);
-    }
-    if let Some(e) = a.failed {
-        return store_error(out, &a.tag, &e);
-    }
-    let r = match a.sink {
-        Sink::Store(h) => a.mbox.borrow_mut().finish_append(h, a.flags, a.keywords, a.date),
-        Sink::Binary(v) => {
-            let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
-            a.mbox.borrow_mut().append_bytes(&data, a.flags, a.keywords, a.date)
+    fn end(self: Box<Self>, r: Result<(), String>, out: &mut Out) -> Directive {
+        let a = *self;
+        if let Err(msg) = r {
+            return bad(out, &a.tag, &msg);
         }
-    };
-    match r {
-        Ok(uid) => {
-            let ticket = mailbox_durable(s, &a.mbox);
-            let (tag, mbox) = (a.tag, a.mbox);
-            when_durable(
-                s,
-                ticket,
-                Box::new(move |s, r, out| match r {
-                    Ok(()) => {
-                        let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
-                        ok(s, out, &tag, Some(&code), "Append completed.", true)
-                    }
-                    Err(e) => not_durable(out, &tag, &e),
-                }),
-            )
+        if let Some(e) = a.failed {
+            return store_error(out, &a.tag, &e);
         }
-        Err(e) => store_error(out, &a.tag, &e),
+        let r = match a.sink {
+            Sink::Store(h) => a.mbox.borrow_mut().finish_append(h, a.flags, a.keywords, a.date),
+            Sink::Binary(v) => {
+                let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
+                a.mbox.borrow_mut().append_bytes(&data, a.flags, a.keywords, a.date)
+            }
+        };
+        match r {
+            Ok(uid) => {
+                let ticket = a.store.durable(&a.mbox);
+                let (tag, mbox) = (a.tag, a.mbox);
+                when_durable(
+                    ticket,
+                    Box::new(move |r, out| match r {
+                        Ok(()) => {
+                            let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
+                            ok(&tag, Some(&code), "Append completed.")
+                        }
+                        Err(e) => not_durable(out, &tag, &e),
+                    }),
+                )
+            }
+            Err(e) => store_error(out, &a.tag, &e),
+        }
     }
 }

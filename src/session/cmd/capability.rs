@@ -1,9 +1,10 @@
 //! CAPABILITY (RFC 9051 6.1.1).
 
-use super::{ok, Directive, Session};
 use crate::proto::Out;
+use crate::session::reply::ok;
+use crate::session::state::{Directive, Session};
 
-pub fn run(s: &mut Session, tag: &str, out: &mut Out) -> Directive {
+pub fn run(s: &Session, tag: &str, out: &mut Out) -> Directive {
     out.raw(b"* ").str(&s.capabilities()).crlf();
-    ok(s, out, tag, None, "Capability completed.", true)
+    ok(tag, None, "Capability completed.")
 }

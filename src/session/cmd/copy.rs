@@ -3,40 +3,42 @@
 //! bytes each, so a large COPY never holds the worker); the answer waits
 //! until they are durable, and MOVE expunges the originals only after that.
 
-use super::{
-    bad, catch_up, keyword_mask, mailbox_durable, no, not_durable, ok, ok_when_durable, open_mailbox, run_cursor, store_error, uid_set, when_durable,
-    Directive, Session, State,
-};
+use std::rc::Rc;
+
 use crate::proto::{Mailbox, Out, SequenceSet};
-use crate::session::{Cursor, Progress, Selection};
-use crate::store::MailboxRef;
+use crate::session::flags::keyword_mask;
+use crate::session::reply::{bad, catch_up, no, not_durable, ok, ok_when_durable, store_error, uid_set, when_durable};
+use crate::session::selected::Selection;
+use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
+use crate::store::{MailboxRef, UserStore};
 
 /// Bytes and messages copied per slice.
 const BYTES_PER_SLICE: u64 = 16 << 20;
 const MESSAGES_PER_SLICE: usize = 1024;
 
-pub fn run(s: &mut Session, tag: String, set: &SequenceSet, mailbox: &Mailbox, uid: bool, moved: bool, out: &mut Out) -> Directive {
-    let name = match s.mailbox_name(mailbox) {
+pub fn run(m: InMailbox<'_>, tag: String, set: &SequenceSet, mailbox: &Mailbox, uid: bool, moved: bool, out: &mut Out) -> Directive {
+    let name = match m.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return no(out, &tag, Some("CANNOT"), e),
     };
-    let target = match open_mailbox(s, &name) {
+    let target = match m.user.open_mailbox(&name) {
         Ok(m) => m,
         Err((Some("NONEXISTENT"), text)) => return no(out, &tag, Some("TRYCREATE"), &text),
         Err((code, text)) => return no(out, &tag, code, &text),
     };
-    let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
-    if moved && sel.read_only {
+    if moved && m.sel.read_only {
         return no(out, &tag, Some("CANNOT"), "Mailbox is read-only");
     }
-    let c = Copy { tag, set: set.clone(), target, uid, moved, catching_up: uid, selection: None, src: Vec::new(), dst: Vec::new() };
-    run_cursor(s, Box::new(c), out)
+    let store = m.user.store.clone();
+    run_in_mailbox(Copy { tag, set: set.clone(), target, store, uid, moved, catching_up: uid, selection: None, src: Vec::new(), dst: Vec::new() })
 }
 
 struct Copy {
     tag: String,
     set: SequenceSet,
     target: MailboxRef,
+    /// The user's store, for the durability of both mailboxes.
+    store: Rc<UserStore>,
     uid: bool,
     moved: bool,
     catching_up: bool,
@@ -46,12 +48,12 @@ struct Copy {
     dst: Vec<u32>,
 }
 
-impl Cursor for Copy {
-    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+impl MailboxCursor for Copy {
+    fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
             return p;
         }
-        let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
+        let sel = m.sel;
         if self.selection.is_none() {
             let Some(list) = sel.select(&self.set, self.uid) else { return Progress::Done(bad(out, &self.tag, "Invalid messageset")) };
             // All or nothing: every original must still be there.
@@ -63,7 +65,7 @@ impl Cursor for Copy {
             if list.remaining() == 0 {
                 // Nothing matched (UID sets may name no message): nothing to do.
                 let text = if self.moved { "No messages moved." } else { "No messages copied." };
-                return Progress::Done(ok(s, out, &self.tag, None, text, true));
+                return Progress::Done(ok(&self.tag, None, text));
             }
             self.selection = Some(list);
         }
@@ -100,39 +102,34 @@ impl Cursor for Copy {
                 return Progress::More;
             }
         }
-        Progress::Done(self.finish(s))
+        Progress::Done(self.finish(sel.mbox.clone()))
     }
 }
 
 impl Copy {
     /// Every copy is written: answer once they are durable; MOVE then
-    /// expunges the originals and answers once that is durable too.
-    fn finish(&mut self, s: &mut Session) -> Directive {
-        let ticket = mailbox_durable(s, &self.target);
-        let (tag, target, moved) = (self.tag.clone(), self.target.clone(), self.moved);
+    /// expunges the originals (from `source`) and answers once that is
+    /// durable too.
+    fn finish(&mut self, source: MailboxRef) -> Directive {
+        let ticket = self.store.durable(&self.target);
+        let (tag, target, moved, store) = (self.tag.clone(), self.target.clone(), self.moved, self.store.clone());
         let (src, dst) = (std::mem::take(&mut self.src), std::mem::take(&mut self.dst));
         when_durable(
-            s,
             ticket,
-            Box::new(move |s, r, out| {
+            Box::new(move |r, out| {
                 if let Err(e) = r {
                     return not_durable(out, &tag, &e);
                 }
                 let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src), uid_set(&dst));
                 if !moved {
-                    return ok(s, out, &tag, Some(&code), "Copy completed.", true);
+                    return ok(&tag, Some(&code), "Copy completed.");
                 }
                 // RFC 6851 3.3: COPYUID in an untagged OK, then the EXPUNGEs.
                 out.untagged_status("OK", Some(&code), "Moved UIDs.");
-                let State::Selected(_, sel) = &s.state else { return ok(s, out, &tag, None, "Move completed.", true) };
-                let source = sel.mbox.clone();
                 let r = source.borrow_mut().expunge(&src);
                 match r {
-                    Ok(gone) if gone.is_empty() => ok(s, out, &tag, None, "Move completed.", true),
-                    Ok(_) => {
-                        let ticket = mailbox_durable(s, &source);
-                        ok_when_durable(s, ticket, &tag, None, "Move completed.", true)
-                    }
+                    Ok(gone) if gone.is_empty() => ok(&tag, None, "Move completed."),
+                    Ok(_) => ok_when_durable(store.durable(&source), &tag, None, "Move completed."),
                     Err(e) => store_error(out, &tag, &e),
                 }
             }),

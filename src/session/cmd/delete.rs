@@ -1,31 +1,28 @@
 //! DELETE (RFC 9051 6.3.5). A mailbox with children becomes a \Noselect
 //! placeholder; INBOX cannot be deleted.
 
-use super::create::mailbox_error;
-use super::{no, Directive, Session, State};
 use crate::proto::{Mailbox, Out};
+use crate::session::reply::{mailbox_error, no, ok_when_durable};
+use crate::session::state::{Authed, Directive, Session, State};
 
-pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Directive {
-    let name = match s.mailbox_name(mailbox) {
+/// Deleting our own selected mailbox: leave it first (RFC 9051 7.1: `OK
+/// [CLOSED]`).
+pub fn leave_if_selected(s: &mut Session, mailbox: &Mailbox, out: &mut Out) {
+    let Ok(name) = s.cx.mailbox_name(mailbox) else { return };
+    let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
+    if matches!(&s.state, State::Selected(_, sel) if sel.name == canonical && canonical != "INBOX") {
+        s.deselect();
+        out.untagged_status("OK", Some("CLOSED"), "Selected mailbox deleted.");
+    }
+}
+
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Directive {
+    let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return no(out, tag, Some("CANNOT"), e),
     };
-    let canonical = crate::store::manifest::canonical(&name).unwrap_or_else(|_| name.clone());
-    // Deleting our own selected mailbox: leave it first.
-    if let State::Selected(_, sel) = &s.state {
-        if sel.name == canonical && canonical != "INBOX" {
-            let State::Selected(a, sel) = std::mem::replace(&mut s.state, State::Logout) else { unreachable!() };
-            sel.close();
-            s.state = State::Authenticated(a);
-            out.untagged_status("OK", Some("CLOSED"), "Selected mailbox deleted.");
-        }
-    }
-    let r = s.state.authed().expect("authenticated").store().delete(&name);
-    match r {
-        Ok(()) => {
-            let ticket = super::manifest_durable(s);
-            super::ok_when_durable(s, ticket, tag, None, "Delete completed.", true)
-        }
+    match a.user.store.delete(&name) {
+        Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, None, "Delete completed."),
         Err(crate::store::MailboxError::NonExistent) => no(out, tag, Some("NONEXISTENT"), &format!("Mailbox doesn't exist: {name}")),
         Err(e) => mailbox_error(out, tag, e),
     }

@@ -1,18 +1,19 @@
 //! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2 and CONDSTORE.
 
-use super::{ok, Directive, Session};
 use crate::proto::Out;
+use crate::session::reply::ok;
+use crate::session::state::{Cx, Directive};
 
-pub fn run(s: &mut Session, tag: &str, caps: &[String], out: &mut Out) -> Directive {
+pub fn run(cx: &mut Cx, tag: &str, caps: &[String], out: &mut Out) -> Directive {
     let mut newly = Vec::new();
     for c in caps {
         match c.as_str() {
-            "IMAP4REV2" if !s.enabled.rev2 => {
-                s.enabled.rev2 = true;
+            "IMAP4REV2" if !cx.enabled.rev2 => {
+                cx.enabled.rev2 = true;
                 newly.push("IMAP4rev2");
             }
-            "CONDSTORE" if !s.enabled.condstore => {
-                s.enabled.condstore = true;
+            "CONDSTORE" if !cx.enabled.condstore => {
+                cx.enabled.condstore = true;
                 newly.push("CONDSTORE");
             }
             _ => {}
@@ -23,5 +24,5 @@ pub fn run(s: &mut Session, tag: &str, caps: &[String], out: &mut Out) -> Direct
         out.sp().str(n);
     }
     out.crlf();
-    ok(s, out, tag, None, "Enabled.", true)
+    ok(tag, None, "Enabled.")
 }

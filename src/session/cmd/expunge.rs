@@ -1,19 +1,20 @@
 //! EXPUNGE (RFC 9051 6.4.3) and UID EXPUNGE (RFC 4315 2.1). The untagged
 //! EXPUNGE responses come from the session's sync, highest number first.
 
-use super::{mailbox_durable, no, ok, ok_when_durable, store_error, Directive, Session, State};
 use crate::proto::{Out, SequenceSet};
+use crate::session::reply::{bad, no, ok, ok_when_durable, store_error};
+use crate::session::state::{Directive, InMailbox};
 use crate::store::format::F_DELETED;
 
-pub fn run(s: &mut Session, tag: &str, uids: Option<&SequenceSet>, out: &mut Out) -> Directive {
-    let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
+pub fn run(m: InMailbox<'_>, tag: &str, uids: Option<&SequenceSet>, out: &mut Out) -> Directive {
+    let sel = m.sel;
     if sel.read_only {
         return no(out, tag, Some("CANNOT"), "Mailbox is read-only");
     }
     // UID EXPUNGE: only the \Deleted messages among these UIDs (RFC 4315 2.1).
     let allowed = match uids {
-        Some(crate::proto::SequenceSet::Ranges(r)) => Some(r.clone()),
-        Some(crate::proto::SequenceSet::Saved) => return super::bad(out, tag, "$ is not a UID set here"),
+        Some(SequenceSet::Ranges(r)) => Some(r.clone()),
+        Some(SequenceSet::Saved) => return bad(out, tag, "$ is not a UID set here"),
         None => None,
     };
     let max_uid = sel.uids().last().copied().unwrap_or(0);
@@ -28,11 +29,7 @@ pub fn run(s: &mut Session, tag: &str, uids: Option<&SequenceSet>, out: &mut Out
     let r = sel.mbox.borrow_mut().expunge(&doomed);
     match r {
         Err(e) => store_error(out, tag, &e),
-        Ok(gone) if gone.is_empty() => ok(s, out, tag, None, "Expunge completed.", true),
-        Ok(_) => {
-            let mb = sel.mbox.clone();
-            let ticket = mailbox_durable(s, &mb);
-            ok_when_durable(s, ticket, tag, None, "Expunge completed.", true)
-        }
+        Ok(gone) if gone.is_empty() => ok(tag, None, "Expunge completed."),
+        Ok(_) => ok_when_durable(m.user.durable(&sel.mbox), tag, None, "Expunge completed."),
     }
 }

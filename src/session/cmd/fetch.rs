@@ -3,11 +3,12 @@
 //! delivery; message bytes are spliced into the output straight from the
 //! mapped segment, never copied.
 
-use super::{bad, mailbox_durable, no, ok, ok_when_durable, store_error, Directive, Session, State};
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
 use crate::session::flags::flags_item;
-use crate::session::{Cursor, Progress, Selected, Selection, OUTPUT_BUDGET};
+use crate::session::reply::{bad, catch_up, enable_condstore, no, ok, ok_when_durable, store_error};
+use crate::session::selected::{Selected, Selection};
+use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 use crate::store::format::F_SEEN;
 use crate::store::StoreError;
 use crate::store::{Mailbox, Msg};
@@ -164,7 +165,7 @@ fn sets_seen(item: &FetchItem) -> bool {
     matches!(item, FetchItem::BodySection { peek: false, .. } | FetchItem::Binary { peek: false, .. })
 }
 
-pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], uid: bool, mods: &FetchModifiers, out: &mut Out) -> Directive {
+pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchItem], uid: bool, mods: &FetchModifiers, out: &mut Out) -> Directive {
     let mut items = items.to_vec();
     if uid && !items.contains(&FetchItem::Uid) {
         items.insert(0, FetchItem::Uid);
@@ -174,7 +175,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
     }
     if items.contains(&FetchItem::ModSeq) {
         // RFC 7162 3.1: using MODSEQ turns CONDSTORE on.
-        super::enable_condstore(s, out);
+        enable_condstore(&mut m, out);
     }
     let c = Fetch {
         tag: tag.to_string(),
@@ -188,7 +189,7 @@ pub fn run(s: &mut Session, tag: &str, set: &SequenceSet, items: &[FetchItem], u
         unknown_cte: false,
         seen_set: false,
     };
-    super::run_cursor(s, Box::new(c), out)
+    run_in_mailbox(c)
 }
 
 /// Messages per slice at most, whatever their size.
@@ -209,15 +210,14 @@ struct Fetch {
     seen_set: bool,
 }
 
-impl Cursor for Fetch {
-    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
-        if let Some(p) = super::catch_up(s, out, &mut self.catching_up) {
+impl MailboxCursor for Fetch {
+    fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
             return p;
         }
-        let rev2 = s.enabled.rev2;
-        let condstore = s.enabled.condstore;
-        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-        sel.condstore |= condstore;
+        let rev2 = m.cx.enabled.rev2;
+        let sel = &mut *m.sel;
+        sel.condstore |= m.cx.enabled.condstore;
         if self.selection.is_none() {
             match sel.select(&self.set, self.uid) {
                 Some(list) => self.selection = Some(list),
@@ -238,7 +238,7 @@ impl Cursor for Fetch {
                 return Progress::More;
             }
         }
-        Progress::Done(self.finish(s, out))
+        Progress::Done(self.finish(&m, out))
     }
 }
 
@@ -358,7 +358,7 @@ impl Fetch {
         Ok(())
     }
 
-    fn finish(&self, s: &mut Session, out: &mut Out) -> Directive {
+    fn finish(&self, m: &InMailbox<'_>, out: &mut Out) -> Directive {
         if self.unknown_cte {
             return no(out, &self.tag, Some("UNKNOWN-CTE"), "A part has a content transfer encoding that cannot be decoded");
         }
@@ -368,11 +368,8 @@ impl Fetch {
         let code = self.expunged.then(|| "EXPUNGEISSUED".to_string());
         if self.seen_set {
             // \Seen was set: answered once that change is durable.
-            let State::Selected(_, sel) = &s.state else { unreachable!("still selected") };
-            let mb = sel.mbox.clone();
-            let ticket = mailbox_durable(s, &mb);
-            return ok_when_durable(s, ticket, &self.tag, code, "Fetch completed.", self.uid);
+            return ok_when_durable(m.user.durable(&m.sel.mbox), &self.tag, code, "Fetch completed.");
         }
-        ok(s, out, &self.tag, code.as_deref(), "Fetch completed.", self.uid)
+        ok(&self.tag, code.as_deref(), "Fetch completed.")
     }
 }

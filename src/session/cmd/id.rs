@@ -1,9 +1,10 @@
 //! ID (RFC 2971): the server says who it is; what the client says is ignored.
 
-use super::{ok, Directive, Session};
 use crate::proto::Out;
+use crate::session::reply::ok;
+use crate::session::state::Directive;
 
-pub fn run(s: &mut Session, tag: &str, out: &mut Out) -> Directive {
+pub fn run(tag: &str, out: &mut Out) -> Directive {
     out.raw(b"* ID (\"name\" \"ringmail\" \"version\" \"").str(env!("CARGO_PKG_VERSION")).raw(b"\")\r\n");
-    ok(s, out, tag, None, "ID completed.", true)
+    ok(tag, None, "ID completed.")
 }

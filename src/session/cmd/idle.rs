@@ -1,19 +1,20 @@
 //! IDLE (RFC 2177, RFC 9051 6.3.13): mailbox changes are pushed as they
 //! happen until the client sends DONE.
 
-use super::{ok, run_cursor, sync_step, Directive, Session, State, Step, Wait};
 use crate::proto::Out;
-use crate::session::{Cursor, Progress, Synced};
+use crate::session::reply::{ok, sync_step};
+use crate::session::selected::Synced;
+use crate::session::state::{Cursor, Directive, Progress, Session, Step, Wait};
 
-/// Whether mailbox changes wake this session (only while it idles).
-fn watch(s: &Session, on: bool) {
-    if let State::Selected(_, sel) = &s.state {
-        sel.watch(on);
-    }
+pub fn run(tag: String) -> Directive {
+    Directive::Run(Box::new(Start { tag: Some(tag) }))
 }
 
-pub fn run(s: &mut Session, tag: String, out: &mut Out) -> Directive {
-    run_cursor(s, Box::new(Start { tag: Some(tag) }), out)
+/// Whether mailbox changes wake this session (only while it idles).
+fn watch(s: &mut Session, on: bool) {
+    if let Some(m) = s.in_mailbox() {
+        m.sel.watch(on);
+    }
 }
 
 /// The updates pending when IDLE begins (in slices), then the continuation.
@@ -23,15 +24,21 @@ struct Start {
 
 impl Cursor for Start {
     fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
-        match sync_step(s, out, true) {
-            Synced::More => Progress::More,
-            Synced::Deleted => Progress::Done(Directive::Return(Step::Close)),
-            Synced::Done => {
-                out.raw(b"+ idling\r\n");
-                watch(s, true);
-                s.wait = Wait::Idle { tag: self.tag.take().expect("resumed once after done") };
+        if let Some(m) = s.in_mailbox() {
+            match sync_step(m.cx, m.sel, out, true) {
+                Synced::More => return Progress::More,
+                Synced::Deleted => return Progress::Done(Directive::Return(Step::Close)),
+                Synced::Done => {}
+            }
+        }
+        out.raw(b"+ idling\r\n");
+        watch(s, true);
+        match self.tag.take() {
+            Some(tag) => {
+                s.cx.wait = Wait::Idle { tag };
                 Progress::Done(Directive::ExpectIdleDone)
             }
+            None => Progress::Done(Directive::Next),
         }
     }
 }
@@ -39,12 +46,12 @@ impl Cursor for Start {
 /// The line after IDLE arrived: DONE ends it; anything else is an error
 /// that also ends it.
 pub fn done(s: &mut Session, is_done: bool, out: &mut Out) -> Directive {
-    let Wait::Idle { tag } = std::mem::replace(&mut s.wait, Wait::None) else {
+    let Wait::Idle { tag } = std::mem::replace(&mut s.cx.wait, Wait::None) else {
         return Directive::Next;
     };
     watch(s, false);
     if is_done {
-        ok(s, out, &tag, None, "Idle completed.", true)
+        ok(&tag, None, "Idle completed.")
     } else {
         out.tagged(&tag, "BAD", None, "Expected DONE.");
         Directive::Next

@@ -1,8 +1,8 @@
 //! NOOP (RFC 9051 6.1.2): does nothing but deliver pending mailbox updates.
 
-use super::{ok, Directive, Session};
-use crate::proto::Out;
+use crate::session::reply::ok;
+use crate::session::state::Directive;
 
-pub fn run(s: &mut Session, tag: &str, out: &mut Out) -> Directive {
-    ok(s, out, tag, None, "NOOP completed.", true)
+pub fn run(tag: &str) -> Directive {
+    ok(tag, None, "NOOP completed.")
 }

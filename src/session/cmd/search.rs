@@ -6,17 +6,18 @@
 //! so a SEARCH TEXT over a large mailbox never holds the worker; then a
 //! long `* SEARCH` line goes out in pieces under the output budget.
 
-use super::{catch_up, no, ok, run_cursor, uid_set, Directive, Session, State};
 use crate::proto::{Out, SearchKey, SearchReturn};
+use crate::session::reply::{catch_up, enable_condstore, no, ok, uid_set};
 use crate::session::search::{uses_modseq, Matcher};
-use crate::session::{Cursor, Progress, OUTPUT_BUDGET};
+use crate::session::selected::Selected;
+use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 
 /// Bytes of messages one slice may scan (a few milliseconds of memmem).
 const WORK_PER_SLICE: u64 = 8 << 20;
 /// Messages one slice may evaluate.
 const MESSAGES_PER_SLICE: usize = 16_384;
 
-pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Option<&str>, key: &SearchKey, uid: bool, out: &mut Out) -> Directive {
+pub fn run(mut m: InMailbox<'_>, tag: &str, ret: Option<&[SearchReturn]>, charset: Option<&str>, key: &SearchKey, uid: bool, out: &mut Out) -> Directive {
     if let Some(cs) = charset {
         if !matches!(cs, "UTF-8" | "US-ASCII") {
             return no(out, tag, Some("BADCHARSET (UTF-8 US-ASCII)"), "Unsupported charset");
@@ -24,7 +25,7 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
     }
     let with_modseq = uses_modseq(key);
     if with_modseq {
-        super::enable_condstore(s, out);
+        enable_condstore(&mut m, out);
     }
     let c = Search {
         tag: tag.to_string(),
@@ -39,7 +40,7 @@ pub fn run(s: &mut Session, tag: &str, ret: Option<&[SearchReturn]>, charset: Op
         expunged: false,
         emitted: None,
     };
-    run_cursor(s, Box::new(c), out)
+    run_in_mailbox(c)
 }
 
 struct Search {
@@ -59,15 +60,15 @@ struct Search {
     emitted: Option<usize>,
 }
 
-impl Cursor for Search {
-    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+impl MailboxCursor for Search {
+    fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
             return p;
         }
-        if self.emitted.is_none() && !self.evaluate(s) {
+        if self.emitted.is_none() && !self.evaluate(m.sel) {
             return Progress::More;
         }
-        self.emit(s, out)
+        self.emit(m.cx.enabled.rev2, m.sel, out)
     }
 }
 
@@ -75,11 +76,10 @@ impl Search {
     /// The MODSEQ of an ESEARCH answer (RFC 7162 3.1.5): the highest of the
     /// messages returned: all matches for ALL and COUNT, else only the MIN
     /// and MAX messages.
-    fn returned_modseq(&self, s: &Session, opts: &[SearchReturn]) -> u64 {
+    fn returned_modseq(&self, sel: &Selected, opts: &[SearchReturn]) -> u64 {
         if opts.iter().any(|o| matches!(o, SearchReturn::All | SearchReturn::Count)) {
             return self.max_modseq;
         }
-        let State::Selected(_, sel) = &s.state else { return self.max_modseq };
         let mb = sel.mbox.borrow();
         let modseq = |h: Option<&(u32, u32)>| h.and_then(|&(_, u)| mb.find(u)).map_or(0, |m| m.modseq);
         let mut best = 0;
@@ -93,8 +93,7 @@ impl Search {
     }
 
     /// One slice of evaluation; true when every message was looked at.
-    fn evaluate(&mut self, s: &mut Session) -> bool {
-        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
+    fn evaluate(&mut self, sel: &mut Selected) -> bool {
         let mb = sel.mbox.borrow();
         let matcher = Matcher::new(&mb, sel);
         let uids = sel.uids();
@@ -127,9 +126,9 @@ impl Search {
     }
 
     /// The answer (in slices for a long `* SEARCH` line), then the tagged OK.
-    fn emit(&mut self, s: &mut Session, out: &mut Out) -> Progress {
+    fn emit(&mut self, rev2: bool, sel: &Selected, out: &mut Out) -> Progress {
         let numbers = |hits: &[(u32, u32)], uid: bool| -> Vec<u32> { hits.iter().map(|&(seq, u)| if uid { u } else { seq }).collect() };
-        if self.ret.is_some() || s.enabled.rev2 {
+        if self.ret.is_some() || rev2 {
             let opts: Vec<SearchReturn> = match self.ret.as_deref() {
                 Some([]) | None => vec![SearchReturn::All],
                 Some(r) => r.to_vec(),
@@ -159,7 +158,7 @@ impl Search {
                     }
                 }
                 if self.with_modseq && !numbers.is_empty() {
-                    out.raw(b" MODSEQ ").num(self.returned_modseq(s, &opts));
+                    out.raw(b" MODSEQ ").num(self.returned_modseq(sel, &opts));
                 }
                 out.crlf();
             }
@@ -185,6 +184,6 @@ impl Search {
         // RFC 9051 7.1: the client learns that another session expunged
         // messages it still numbers, and may want to NOOP.
         let code = self.expunged.then_some("EXPUNGEISSUED");
-        Progress::Done(ok(s, out, &self.tag, code, "Search completed.", self.uid))
+        Progress::Done(ok(&self.tag, code, "Search completed."))
     }
 }

@@ -1,32 +1,30 @@
 //! SELECT and EXAMINE (RFC 9051 6.3.2, 6.3.3), with the CONDSTORE select
 //! parameter (RFC 7162 3.1.8).
 
-use super::{no, open_mailbox, Directive, Session, State};
 use crate::proto::{Mailbox, Out};
-use crate::session::Selected;
+use crate::session::reply::no;
+use crate::session::selected::Selected;
+use crate::session::state::{Authed, Directive};
 
-pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, read_only: bool, condstore: bool, out: &mut Out) -> Directive {
-    // Selecting closes the current mailbox first, whatever happens next.
-    if matches!(s.state, State::Selected(..)) {
-        let State::Selected(a, sel) = std::mem::replace(&mut s.state, State::Logout) else { unreachable!("just matched") };
-        sel.close();
-        s.state = State::Authenticated(a);
-        out.untagged_status("OK", Some("CLOSED"), "Previous mailbox closed.");
-    }
-    let name = match s.mailbox_name(mailbox) {
+/// Opens the mailbox and answers; the caller enters the Selected state
+/// with what this returns. (The previous mailbox, if any, was left first:
+/// selecting closes it whatever happens next.)
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, condstore: bool, out: &mut Out) -> (Directive, Option<Box<Selected>>) {
+    let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
-        Err(e) => return no(out, tag, Some("CANNOT"), e),
+        Err(e) => return (no(out, tag, Some("CANNOT"), e), None),
     };
-    let mbox = match open_mailbox(s, &name) {
+    let mbox = match a.user.open_mailbox(&name) {
         Ok(m) => m,
-        Err((code, text)) => return no(out, tag, code, &text),
+        Err((code, text)) => return (no(out, tag, code, &text), None),
     };
+    let cx = a.cx;
     if condstore {
-        s.enabled.condstore = true;
+        cx.enabled.condstore = true;
     }
     let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
-    let mut sel = Selected::open(mbox, canonical, read_only, s.signal.clone(), s.enabled.condstore);
-    let rev2 = s.enabled.rev2;
+    let mut sel = Selected::open(mbox, canonical, read_only, cx.signal.clone(), cx.enabled.condstore);
+    let rev2 = cx.enabled.rev2;
     sel.announce_flags(out, true);
     {
         let mb = sel.mbox.borrow();
@@ -39,16 +37,14 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, read_only: bool, conds
         }
         out.untagged_status("OK", Some(&format!("UIDVALIDITY {}", mb.uidvalidity())), "UIDs valid");
         out.untagged_status("OK", Some(&format!("UIDNEXT {}", mb.uidnext())), "Predicted next UID");
-        if s.enabled.condstore {
+        if cx.enabled.condstore {
             out.untagged_status("OK", Some(&format!("HIGHESTMODSEQ {}", mb.highest_modseq())), "Highest");
         }
         if rev2 {
             out.raw(b"* LIST () \"/\" ").mailbox(&sel.name, true).crlf();
         }
     }
-    let State::Authenticated(a) = std::mem::replace(&mut s.state, State::Logout) else { unreachable!("deselected above") };
-    s.state = State::Selected(a, Box::new(sel));
     let (code, text) = if read_only { ("READ-ONLY", "Examine completed.") } else { ("READ-WRITE", "Select completed.") };
     out.tagged(tag, "OK", Some(code), text);
-    Directive::Next
+    (Directive::Next, Some(Box::new(sel)))
 }

@@ -1,21 +1,22 @@
 //! STATUS (RFC 9051 6.3.11), also used for LIST-STATUS (RFC 5819).
 
-use super::{no, ok, open_mailbox, Directive, Session};
 use crate::proto::{Mailbox, Out, StatusItem};
+use crate::session::reply::{no, ok};
+use crate::session::state::{Authed, Directive};
 use crate::store::MailboxRef;
 
-pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, items: &[StatusItem], out: &mut Out) -> Directive {
-    let name = match s.mailbox_name(mailbox) {
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, items: &[StatusItem], out: &mut Out) -> Directive {
+    let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return no(out, tag, Some("CANNOT"), e),
     };
-    let mbox = match open_mailbox(s, &name) {
+    let mbox = match a.user.open_mailbox(&name) {
         Ok(m) => m,
         Err((code, text)) => return no(out, tag, code, &text),
     };
     let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
-    status_line(out, &canonical, &mbox, items, s.utf8_names());
-    ok(s, out, tag, None, "Status completed.", true)
+    status_line(out, &canonical, &mbox, items, a.cx.utf8_names());
+    ok(tag, None, "Status completed.")
 }
 
 /// `* STATUS name (ITEM value ...)`.

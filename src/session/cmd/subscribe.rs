@@ -1,15 +1,15 @@
 //! SUBSCRIBE and UNSUBSCRIBE (RFC 9051 6.3.7, 6.3.8).
 
-use super::create::mailbox_error;
-use super::{no, Directive, Session};
 use crate::proto::{Mailbox, Out};
+use crate::session::reply::{mailbox_error, no, ok_when_durable};
+use crate::session::state::{Authed, Directive};
 
-pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, subscribe: bool, out: &mut Out) -> Directive {
-    let name = match s.mailbox_name(mailbox) {
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, subscribe: bool, out: &mut Out) -> Directive {
+    let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return no(out, tag, Some("CANNOT"), e),
     };
-    let store = s.state.authed().expect("authenticated").store().clone();
+    let store = &a.user.store;
     let r = if subscribe {
         let canonical = crate::store::manifest::canonical(&name).unwrap_or_default();
         if !store.entries().iter().any(|e| e.name == canonical) {
@@ -24,10 +24,7 @@ pub fn run(s: &mut Session, tag: &str, mailbox: &Mailbox, subscribe: bool, out: 
         }
     };
     match r {
-        Ok(()) => {
-            let ticket = super::manifest_durable(s);
-            super::ok_when_durable(s, ticket, tag, None, if subscribe { "Subscribe completed." } else { "Unsubscribe completed." }, true)
-        }
+        Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, None, if subscribe { "Subscribe completed." } else { "Unsubscribe completed." }),
         Err(e) => mailbox_error(out, tag, e),
     }
 }

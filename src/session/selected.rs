@@ -5,9 +5,9 @@
 
 use std::rc::Rc;
 
-use super::Enabled;
+use super::config::Enabled;
+use super::flags::flags_item;
 use crate::proto::{Out, SequenceSet};
-use crate::session::flags::flags_item;
 use crate::signal::Signal;
 use crate::store::MailboxRef;
 
@@ -122,10 +122,6 @@ impl Selected {
         &self.uids
     }
 
-    pub fn seq_of(&self, uid: u32) -> Option<u32> {
-        self.uids.binary_search(&uid).ok().map(|i| i as u32 + 1)
-    }
-
     pub fn is_recent(&self, uid: u32) -> bool {
         self.recent.contains(uid)
     }
@@ -190,6 +186,7 @@ impl Selected {
     /// messages changed by others. All of it at once: for small updates and
     /// tests; commands use [`Selected::sync_step`]. False if the mailbox was
     /// deleted.
+    #[cfg(test)]
     pub fn sync(&mut self, out: &mut Out, enabled: Enabled, expunge_ok: bool) -> bool {
         loop {
             match self.sync_step(out, enabled, expunge_ok, usize::MAX) {

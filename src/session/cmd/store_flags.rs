@@ -3,17 +3,18 @@
 //! write, its FETCH responses follow, and the tagged OK comes once every
 //! change is durable.
 
-use super::{bad, catch_up, keyword_mask, mailbox_durable, no, ok, ok_when_durable, run_cursor, split_flags, store_error, uid_set, Directive, Session, State};
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
-use crate::session::flags::flags_item;
-use crate::session::{Cursor, Progress, Selection, OUTPUT_BUDGET};
+use crate::session::flags::{flags_item, keyword_mask, split_flags};
+use crate::session::reply::{bad, catch_up, enable_condstore, no, ok, ok_when_durable, store_error, uid_set};
+use crate::session::selected::Selection;
+use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 
 /// Messages changed per log write.
 const BATCH: usize = 1024;
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(
-    s: &mut Session,
+    mut m: InMailbox<'_>,
     tag: &str,
     set: &SequenceSet,
     op: StoreOp,
@@ -24,9 +25,9 @@ pub fn run(
     out: &mut Out,
 ) -> Directive {
     if unchanged_since.is_some() {
-        super::enable_condstore(s, out);
+        enable_condstore(&mut m, out);
     }
-    let State::Selected(_, sel) = &s.state else { unreachable!("state checked by dispatch") };
+    let sel = m.sel;
     if sel.read_only {
         return no(out, tag, Some("CANNOT"), "Mailbox is read-only");
     }
@@ -38,7 +39,6 @@ pub fn run(
         Ok(m) => m,
         Err(e) => return store_error(out, tag, &e),
     };
-    let State::Selected(_, sel) = &mut s.state else { unreachable!("checked above") };
     sel.announce_flags(out, false);
     let c = Store {
         tag: tag.to_string(),
@@ -55,7 +55,7 @@ pub fn run(
         expunged: false,
         changed: false,
     };
-    run_cursor(s, Box::new(c), out)
+    run_in_mailbox(c)
 }
 
 /// A STORE in progress.
@@ -76,15 +76,14 @@ struct Store {
     changed: bool,
 }
 
-impl Cursor for Store {
-    fn resume(&mut self, s: &mut Session, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(s, out, &mut self.catching_up) {
+impl MailboxCursor for Store {
+    fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
+        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
             return p;
         }
-        let rev2 = s.enabled.rev2;
-        let condstore = s.enabled.condstore;
-        let State::Selected(_, sel) = &mut s.state else { unreachable!("state checked by dispatch") };
-        sel.condstore |= condstore;
+        let rev2 = m.cx.enabled.rev2;
+        let sel = &mut *m.sel;
+        sel.condstore |= m.cx.enabled.condstore;
         if self.selection.is_none() {
             match sel.select(&self.set, self.uid) {
                 Some(list) => self.selection = Some(list),
@@ -164,10 +163,8 @@ impl Cursor for Store {
             (self.expunged.then(|| "EXPUNGEISSUED".to_string()), "Store completed.")
         };
         if self.changed {
-            let mb = sel.mbox.clone();
-            let ticket = mailbox_durable(s, &mb);
-            return Progress::Done(ok_when_durable(s, ticket, &self.tag, code, text, self.uid));
+            return Progress::Done(ok_when_durable(m.user.durable(&sel.mbox), &self.tag, code, text));
         }
-        Progress::Done(ok(s, out, &self.tag, code.as_deref(), text, self.uid))
+        Progress::Done(ok(&self.tag, code.as_deref(), text))
     }
 }
