@@ -90,7 +90,7 @@ fn store_directly(config: &Config, user: &str, mailbox: Option<&str>, from: &str
     // The message, and a new user's list of mailboxes, made durable.
     let ticket = store.durable(Target::Mailbox(mb.clone()));
     store.run_pending();
-    crate::store::commit::block_on(ticket).map_err(|e| LdaError::TempFail(format!("cannot sync the message: {e}")))?;
+    crate::store::exec::block_on(ticket).map_err(|e| LdaError::TempFail(format!("cannot sync the message: {e}")))?;
     // Leave the store tidy for the server that opens it next.
     let mut m = mb.borrow_mut();
     if m.needs_checkpoint() {

@@ -8,11 +8,12 @@
 //! bytes, bare LF and 8-bit headers included.
 
 pub mod address;
+pub mod content;
 pub mod header;
 pub mod scan;
 pub mod structure;
 
-pub use structure::{Kind, Part, Transfer};
+pub use content::{Kind, Part, Transfer};
 
 /// Version 2 added the text flag of parts; version 3 the address forms of
 /// the search text and the NUL flag. Older blobs are analysed again.

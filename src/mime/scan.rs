@@ -18,8 +18,8 @@
 //! plain text), and after [`MAX_PARTS`] parts no new part starts: the rest
 //! is the body of the last one.
 
+use super::content::{parse_type_value, transfer_of, Kind, Transfer};
 use super::header;
-use super::structure::{parse_type_value, transfer_of, Kind, Transfer};
 
 /// Nesting levels (multiparts and messages) before parts become opaque leaves.
 pub const MAX_DEPTH: usize = 100;

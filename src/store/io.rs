@@ -906,6 +906,6 @@ mod tests {
 
     /// Polls a future to completion on this thread (the sync threads wake it).
     fn futures_lite_block_on<F: Future>(f: F) -> F::Output {
-        crate::store::commit::block_on(f)
+        crate::store::exec::block_on(f)
     }
 }

@@ -12,6 +12,7 @@
 //! nothing here is shared between threads.
 
 pub mod commit;
+pub mod exec;
 pub mod format;
 pub mod index;
 pub mod io;
@@ -25,15 +26,16 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
-pub use self::commit::{Committer, Deferred, Spawner, Target, Ticket};
+pub use self::commit::{Committer, Target, Ticket};
+pub use self::exec::{Deferred, Spawner};
 pub use self::io::{Io, MemIo, RealIo};
-pub use mailbox::{AppendHandle, CheckpointJob, CommitBatch, Mailbox, Msg, Settings, StoreError};
+pub use mailbox::durability::{CheckpointJob, CommitBatch};
+pub use mailbox::write::AppendHandle;
+pub use mailbox::{Mailbox, MailboxRef, Msg, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 
 use self::io::read_optional;
 use manifest::{canonical, parents, Manifest};
-
-pub type MailboxRef = Rc<RefCell<Mailbox>>;
 
 /// The special-use mailboxes every new user gets (RFC 6154).
 pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
@@ -113,7 +115,7 @@ impl Store {
     pub fn block_on<F: Future>(&self, f: F) -> F::Output {
         match &self.deferred {
             Some(d) => d.block_on(f),
-            None => commit::block_on(f),
+            None => exec::block_on(f),
         }
     }
 
@@ -209,7 +211,7 @@ impl Store {
         let sync = self.settings.sync == crate::config::SyncMode::Always;
         for u in self.users.borrow().values() {
             if let Some((task, version)) = u.manifest.begin_commit(sync) {
-                let r = commit::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
+                let r = exec::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
                 u.manifest.end_commit(version, &r);
             }
         }

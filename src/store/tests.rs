@@ -12,7 +12,7 @@ fn store() -> (Rc<MemIo>, Store, Rc<UserStore>) {
 /// Waits for a ticket, running the store's commits.
 fn wait(s: &Store, t: Ticket) -> std::io::Result<()> {
     s.run_pending();
-    commit::block_on(t)
+    exec::block_on(t)
 }
 
 fn names(u: &UserStore) -> Vec<String> {

@@ -152,7 +152,7 @@ impl Mailbox {
     pub fn commit(&mut self) -> io::Result<()> {
         let mut batch = self.begin_commit(self.settings.sync == crate::config::SyncMode::Always);
         let tasks = batch.take_tasks();
-        let results = crate::store::commit::block_on(self.io.run(tasks));
+        let results = crate::store::exec::block_on(self.io.run(tasks));
         let r = match batch.failure() {
             Some(e) => Err(e),
             None => results.into_iter().find(|r| r.is_err()).unwrap_or(Ok(())),
@@ -318,7 +318,7 @@ impl Mailbox {
         let sync = self.settings.sync == crate::config::SyncMode::Always;
         let Some(job) = self.begin_checkpoint(sync) else { return Ok(()) };
         let (job, task) = job.into_task();
-        let r = crate::store::commit::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
+        let r = crate::store::exec::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
         let out = r.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
         self.end_checkpoint(job, r);
         // The new log's name and the old log's last records: made durable too.

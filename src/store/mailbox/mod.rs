@@ -11,10 +11,10 @@
 //! must be synced is handed out as jobs (`store::commit` runs them off the
 //! worker) and what became durable is published when they finish.
 
-mod durability;
+pub(crate) mod durability;
 mod reclaim;
 mod recovery;
-mod write;
+pub(crate) mod write;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -29,9 +29,6 @@ use super::manifest::ManifestCell;
 use crate::config::SyncMode;
 use crate::proto::Shared;
 use crate::signal::Signal;
-
-pub use durability::{CheckpointJob, CommitBatch};
-pub use write::AppendHandle;
 
 /// Settings every mailbox of a store shares.
 #[derive(Debug, Clone, Copy)]
@@ -211,8 +208,43 @@ pub struct Mailbox {
     size: u64,
     dead_bytes: u64,
     live_bytes: u64,
-    reclaim: reclaim::Reclaim,
+    reclaim: Reclaim,
     removed: bool,
+}
+
+pub type MailboxRef = Rc<RefCell<Mailbox>>;
+
+/// Giving space back: hole punching and compaction (see `reclaim.rs`).
+#[derive(Default)]
+struct Reclaim {
+    /// Appends streaming into reserved space.
+    inflight: Vec<Weak<Reservation>>,
+    /// Expunged records whose expunge is not yet durable: (log seq, extent).
+    pending: Vec<(u64, Extent)>,
+    /// Segments that may have dead space to give back.
+    candidates: BTreeSet<u32>,
+    /// The file system cannot punch holes; rely on compaction.
+    unsupported: bool,
+    /// Compaction in progress.
+    compaction: Option<Compaction>,
+    /// Segments whose messages compaction moved, deleted once an index
+    /// recording the move is durable. Never punched meanwhile: the durable
+    /// index still points into them.
+    protected: BTreeSet<u32>,
+    /// Of `protected`, those waiting for the next checkpoint to start.
+    compacted: Vec<u32>,
+    /// Something other than log growth wants a checkpoint (a rebuild).
+    checkpoint_wanted: bool,
+    /// Housekeeping rounds to skip compaction after it failed (a full disk).
+    pause: u32,
+}
+
+/// Progress of a compaction between slices.
+struct Compaction {
+    old: BTreeSet<u32>,
+    next_uid: u32,
+    /// Copies made so far: live, though no message points at them yet.
+    moved: Vec<(u32, Location)>,
 }
 
 fn seg_path(dir: &Path, n: u32) -> PathBuf {

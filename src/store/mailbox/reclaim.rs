@@ -24,45 +24,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::rc::{Rc, Weak};
 
-use super::{extents, seg_path, Extent, Mailbox, Reservation, StoreError, NEW};
+use super::{extents, seg_path, Compaction, Extent, Mailbox, Reclaim, Reservation, StoreError, NEW};
 use crate::store::format::{self, Location, RecordHeader};
 use crate::store::index::Rec;
 use crate::store::io::OpenMode;
 
 /// File-system blocks: only whole ones are freed.
 const BLOCK: u64 = 4096;
-
-#[derive(Default)]
-pub(super) struct Reclaim {
-    /// Appends streaming into reserved space.
-    inflight: Vec<Weak<Reservation>>,
-    /// Expunged records whose expunge is not yet durable: (log seq, extent).
-    pending: Vec<(u64, Extent)>,
-    /// Segments that may have dead space to give back.
-    candidates: BTreeSet<u32>,
-    /// The file system cannot punch holes; rely on compaction.
-    unsupported: bool,
-    /// Compaction in progress.
-    compaction: Option<Compaction>,
-    /// Segments whose messages compaction moved, deleted once an index
-    /// recording the move is durable. Never punched meanwhile: the durable
-    /// index still points into them.
-    protected: BTreeSet<u32>,
-    /// Of `protected`, those waiting for the next checkpoint to start.
-    compacted: Vec<u32>,
-    /// Something other than log growth wants a checkpoint (a rebuild).
-    checkpoint_wanted: bool,
-    /// Housekeeping rounds to skip compaction after it failed (a full disk).
-    pause: u32,
-}
-
-/// Progress of a compaction between slices.
-struct Compaction {
-    old: BTreeSet<u32>,
-    next_uid: u32,
-    /// Copies made so far: live, though no message points at them yet.
-    moved: Vec<(u32, Location)>,
-}
 
 impl Reclaim {
     pub(super) fn hold(&mut self, r: &Rc<Reservation>) {

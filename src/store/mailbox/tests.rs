@@ -188,7 +188,7 @@ fn compaction_finishes_while_appends_wait_for_their_commit() {
     }
     assert!(mb.begin_checkpoint(true).is_none(), "no checkpoint while a commit is in flight");
     // The in-flight batch ends: it covered only `first`.
-    for r in crate::store::commit::block_on(io.run(batch.take_tasks())) {
+    for r in crate::store::exec::block_on(io.run(batch.take_tasks())) {
         r.unwrap();
     }
     mb.end_commit(batch, &Ok(()));

@@ -1,0 +1,218 @@
+//! MIME header field values (RFC 2045, RFC 2231): Content-Type and
+//! Content-Disposition with their parameters, Content-Transfer-Encoding,
+//! and the kinds of part they make. Used by the part scanner and by the
+//! BODYSTRUCTURE renderer alike.
+
+/// How a part's body is encoded for transport (for BINARY).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transfer {
+    /// 7bit, 8bit, binary or absent: the bytes are the content.
+    Identity,
+    Base64,
+    QuotedPrintable,
+    /// An encoding we cannot undo (BINARY answers NO [UNKNOWN-CTE]).
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Leaf,
+    Multipart,
+    /// message/rfc822 (or message/global) with a parsed inner message.
+    Message,
+}
+
+/// One addressable part (RFC 9051 6.4.5 part numbers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part {
+    pub path: Vec<u32>,
+    /// Start of the part's MIME header.
+    pub header: u32,
+    /// Start of the part's body.
+    pub body: u32,
+    pub end: u32,
+    pub kind: Kind,
+    pub transfer: Transfer,
+    /// For `Kind::Message`: where the inner message's body starts.
+    pub inner_body: u32,
+    /// The part is text (`text/*`): what BODY and TEXT searches look in.
+    pub text: bool,
+}
+
+/// MIME parameters: (name, value), in order.
+pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A parsed Content-Type or Content-Disposition value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypeValue {
+    pub value: Vec<u8>,
+    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+fn skip_cfws(v: &[u8], mut i: usize) -> usize {
+    loop {
+        while i < v.len() && matches!(v[i], b' ' | b'\t' | b'\r' | b'\n') {
+            i += 1;
+        }
+        if v.get(i) == Some(&b'(') {
+            let mut depth = 0;
+            while i < v.len() {
+                match v[i] {
+                    b'(' => depth += 1,
+                    b')' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            i += 1;
+                            break;
+                        }
+                    }
+                    b'\\' => i += 1,
+                    _ => {}
+                }
+                i += 1;
+            }
+        } else {
+            return i;
+        }
+    }
+}
+
+fn token(v: &[u8], i: usize) -> (Vec<u8>, usize) {
+    let mut j = i;
+    while j < v.len()
+        && !matches!(
+            v[j],
+            b' ' | b'\t' | b'\r' | b'\n' | b'(' | b')' | b'<' | b'>' | b'@' | b',' | b';' | b':' | b'\\' | b'"' | b'/' | b'[' | b']' | b'?' | b'='
+        )
+    {
+        j += 1;
+    }
+    (v[i..j].to_vec(), j)
+}
+
+fn quoted(v: &[u8], mut i: usize) -> Option<(Vec<u8>, usize)> {
+    let mut s = Vec::new();
+    i += 1;
+    while i < v.len() {
+        match v[i] {
+            b'"' => return Some((s, i + 1)),
+            b'\\' if i + 1 < v.len() => {
+                s.push(v[i + 1]);
+                i += 2;
+            }
+            b'\r' | b'\n' => i += 1,
+            c => {
+                s.push(c);
+                i += 1;
+            }
+        }
+    }
+    None
+}
+
+/// Parses `value *(; name=value)`. `with_subtype` reads `type/subtype`.
+/// On a malformed parameter list the parameters are dropped (Dovecot does the same).
+pub fn parse_type_value(v: &[u8], with_subtype: bool) -> Option<(TypeValue, Option<Vec<u8>>)> {
+    let i = skip_cfws(v, 0);
+    let (t, mut i) = token(v, i);
+    if t.is_empty() {
+        return None;
+    }
+    let mut sub = None;
+    if with_subtype {
+        i = skip_cfws(v, i);
+        if v.get(i) != Some(&b'/') {
+            return None;
+        }
+        i = skip_cfws(v, i + 1);
+        let (s, j) = token(v, i);
+        if s.is_empty() {
+            return None;
+        }
+        sub = Some(s);
+        i = j;
+    }
+    let mut raw: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let ok = loop {
+        i = skip_cfws(v, i);
+        if i >= v.len() {
+            break true;
+        }
+        if v[i] != b';' {
+            break false;
+        }
+        i = skip_cfws(v, i + 1);
+        if i >= v.len() {
+            break true;
+        }
+        let (name, j) = token(v, i);
+        if name.is_empty() {
+            break false;
+        }
+        i = skip_cfws(v, j);
+        if v.get(i) != Some(&b'=') {
+            break false;
+        }
+        i = skip_cfws(v, i + 1);
+        let (val, j) = if v.get(i) == Some(&b'"') {
+            match quoted(v, i) {
+                Some(x) => x,
+                None => break false,
+            }
+        } else {
+            let mut j = i;
+            while j < v.len() && !matches!(v[j], b';' | b' ' | b'\t' | b'\r' | b'\n' | b'(' | b'"') {
+                j += 1;
+            }
+            (v[i..j].to_vec(), j)
+        };
+        raw.push((name, val));
+        i = j;
+    };
+    let params = if ok { merge_continuations(raw) } else { Vec::new() };
+    Some((TypeValue { value: t, params }, sub))
+}
+
+/// Joins RFC 2231 continuations (`name*0*`, `name*1`, ...) into one
+/// parameter, `name*` if any segment is extended, without decoding them.
+fn merge_continuations(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
+    for (name, value) in raw {
+        let s = String::from_utf8_lossy(&name).into_owned();
+        let parts: Vec<&str> = s.split('*').collect();
+        let seg = if parts.len() >= 2 { parts[1].parse::<u32>().ok() } else { None };
+        match seg {
+            Some(n) => {
+                let base = parts[0].as_bytes().to_vec();
+                let extended = parts.len() == 3 && parts[2].is_empty();
+                if let Some(e) = out.iter_mut().find(|(b, _, _)| b.eq_ignore_ascii_case(&base)).filter(|_| n > 0) {
+                    e.1.extend_from_slice(&value);
+                    e.2 |= extended;
+                } else {
+                    out.push((base, value, extended));
+                }
+            }
+            None => out.push((name, value, false)),
+        }
+    }
+    out.into_iter()
+        .map(|(mut n, v, ext)| {
+            if ext && !n.ends_with(b"*") {
+                n.push(b'*');
+            }
+            (n, v)
+        })
+        .collect()
+}
+
+pub fn transfer_of(enc: Option<&[u8]>) -> Transfer {
+    match enc.map(|e| e.to_ascii_lowercase()) {
+        None => Transfer::Identity,
+        Some(e) => match e.as_slice() {
+            b"7bit" | b"8bit" | b"binary" | b"" => Transfer::Identity,
+            b"base64" => Transfer::Base64,
+            b"quoted-printable" => Transfer::QuotedPrintable,
+            _ => Transfer::Unknown,
+        },
+    }
+}
