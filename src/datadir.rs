@@ -4,7 +4,6 @@
 
 use std::fs::File;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -23,8 +22,7 @@ const LMTP_KEY: &str = "lmtp=";
 /// users. Called first thing by every command. (The systemd unit sets
 /// `UMask=0077` too.)
 pub fn private_umask() {
-    // SAFETY: umask(2) only sets the process's file creation mask.
-    unsafe { libc::umask(0o077) };
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// Creates `dir` and its missing parents with mode 0700.
@@ -62,13 +60,8 @@ pub fn loose_permissions(dir: &Path, limit: usize) -> Vec<(std::path::PathBuf, u
 /// Free (for unprivileged users) and total bytes of the file system
 /// holding `dir`.
 pub fn disk_space(dir: &Path) -> Option<(u64, u64)> {
-    let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: statvfs reads a valid C string and fills the struct given.
-    let mut vfs: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut vfs) } != 0 {
-        return None;
-    }
-    Some((vfs.f_bavail as u64 * vfs.f_frsize as u64, vfs.f_blocks as u64 * vfs.f_frsize as u64))
+    let vfs = rustix::fs::statvfs(dir).ok()?;
+    Some((vfs.f_bavail * vfs.f_frsize, vfs.f_blocks * vfs.f_frsize))
 }
 
 impl DataDirLock {
@@ -87,13 +80,10 @@ impl DataDirLock {
             .map_err(|e| format!("cannot open {}: {e}", path.display()))?;
         let deadline = Instant::now() + wait;
         loop {
-            // SAFETY: flock on a descriptor we own; no memory is involved.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
-                return Ok(Some(DataDirLock { file: f }));
-            }
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-                return Err(format!("cannot lock {}: {err}", path.display()));
+            match rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+                Ok(()) => return Ok(Some(DataDirLock { file: f })),
+                Err(rustix::io::Errno::WOULDBLOCK) => {}
+                Err(e) => return Err(format!("cannot lock {}: {e}", path.display())),
             }
             if Instant::now() >= deadline {
                 return Ok(None);

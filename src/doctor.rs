@@ -186,15 +186,12 @@ fn probe_io_uring() -> Result<Vec<&'static str>, String> {
 fn open_files(config: &Config) -> Check {
     use crate::net::fdlimit::{connection_cap, RESERVED};
     let want = config.limits.max_connections as u64 + RESERVED;
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit writes into the struct.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return check("open files (RLIMIT_NOFILE)", "unknown", want.to_string(), Status::Warn, "getrlimit failed");
-    }
+    let lim = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    let shown = |v: Option<u64>| v.map_or("unlimited".to_string(), |n| n.to_string());
     // The server raises the soft limit to the hard one at start.
-    let usable = lim.rlim_max;
+    let usable = lim.maximum.unwrap_or(u64::MAX);
     let cap = connection_cap(config.limits.max_connections, usable);
-    let value = format!("soft {} / hard {}", lim.rlim_cur, lim.rlim_max);
+    let value = format!("soft {} / hard {}", shown(lim.current), shown(lim.maximum));
     if cap == 0 {
         check("open files (RLIMIT_NOFILE)", value, format!(">= {want}"), Status::Fail, format!("fewer than {RESERVED} descriptors: no room for connections"))
     } else if cap < config.limits.max_connections {
@@ -224,20 +221,14 @@ fn data_dir(dir: &Path) -> Vec<Check> {
     if !base.is_dir() {
         return vec![check("data directory", shown, "writable", Status::Fail, format!("{} is not a directory", base.display()))];
     }
-    let c = match std::ffi::CString::new(base.as_os_str().as_encoded_bytes()) {
-        Ok(c) => c,
-        Err(_) => return vec![check("data directory", shown, "writable", Status::Fail, "path contains NUL")],
-    };
-    // SAFETY: access(2) and statvfs/statfs read a valid C string and fill the structs given.
-    let writable = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
+    let writable = rustix::fs::access(&base, rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK).is_ok();
     let mut out = vec![if writable {
         let how = if base == dir || dir.exists() { "exists" } else { "will be created" };
         check("data directory", shown.clone(), "writable", Status::Ok, format!("{how}, writable"))
     } else {
         check("data directory", shown.clone(), "writable", Status::Fail, format!("{} is not writable by this user", base.display()))
     }];
-    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut fs) } == 0 {
+    if let Ok(fs) = rustix::fs::statfs(&base) {
         let (name, status, note) = match fs.f_type as u64 {
             0xEF53 => ("ext4/ext3", Status::Ok, "fdatasync and mmap behave as the store expects"),
             0x5846_5342 => ("xfs", Status::Ok, "fdatasync and mmap behave as the store expects"),

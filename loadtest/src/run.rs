@@ -263,8 +263,9 @@ async fn thread_main(ctx: std::rc::Rc<Ctx>, mine: Vec<u32>, tx: mpsc::Sender<Msg
 
 /// User plus system CPU time of this process (all threads).
 fn cpu_time() -> Duration {
-    // SAFETY: getrusage writes into the struct it is given.
+    // SAFETY: rusage is plain integers, for which all zeroes is valid.
     let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage only writes into the struct it is given.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
         return Duration::ZERO;
     }

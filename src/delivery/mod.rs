@@ -66,12 +66,8 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
 
 /// The system's host name, for greetings and trace headers.
 pub fn system_hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `len` bytes into our buffer.
-    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    match std::str::from_utf8(&buf[..end]) {
-        Ok(s) if r == 0 && !s.is_empty() => s.to_string(),
+    match rustix::system::uname().nodename().to_str() {
+        Ok(s) if !s.is_empty() => s.to_string(),
         _ => "localhost".to_string(),
     }
 }

@@ -14,19 +14,14 @@ pub const RESERVED: u64 = 512;
 
 /// Raises the soft RLIMIT_NOFILE to the hard limit; returns (soft, hard).
 pub fn raise_nofile() -> io::Result<(u64, u64)> {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read or write the struct passed in.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
-        return Err(io::Error::last_os_error());
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    // None is unlimited.
+    let (soft, hard) = (lim.current.unwrap_or(u64::MAX), lim.maximum.unwrap_or(u64::MAX));
+    if soft < hard && setrlimit(Resource::Nofile, Rlimit { current: lim.maximum, maximum: lim.maximum }).is_ok() {
+        return Ok((hard, hard));
     }
-    if lim.rlim_cur < lim.rlim_max {
-        let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
-        // SAFETY: as above.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
-            lim = raised;
-        }
-    }
-    Ok((lim.rlim_cur, lim.rlim_max))
+    Ok((soft, hard))
 }
 
 /// The most connections `soft` open files can serve.
@@ -45,6 +40,6 @@ mod tests {
         assert_eq!(connection_cap(100, 256), 0);
         let (soft, hard) = raise_nofile().unwrap();
         // An unlimited hard limit cannot be the soft one (fs.nr_open caps it).
-        assert!(soft == hard || hard == libc::RLIM_INFINITY, "the soft limit is raised to the hard one: {soft} < {hard}");
+        assert!(soft == hard || hard == u64::MAX, "the soft limit is raised to the hard one: {soft} < {hard}");
     }
 }

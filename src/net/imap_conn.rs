@@ -347,7 +347,7 @@ impl Conn {
         for _ in 0..50 {
             match detach(&self.stream) {
                 Ok(s) => return Some(Err((self.ctx.server.home(&user), s))),
-                Err(e) if e.raw_os_error() == Some(libc::EMFILE) || e.raw_os_error() == Some(libc::ENFILE) => {
+                Err(e) if matches!(rustix::io::Errno::from_io_error(&e), Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => {
                     monoio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
                 Err(_) => break,

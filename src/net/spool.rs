@@ -161,7 +161,7 @@ impl Drop for Inner {
 /// has none, a named one unlinked at once.
 fn anonymous_file(dir: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let tmpfile = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(libc::O_TMPFILE).open(dir);
+    let tmpfile = std::fs::OpenOptions::new().read(true).write(true).mode(0o600).custom_flags(rustix::fs::OFlags::TMPFILE.bits() as i32).open(dir);
     match tmpfile {
         Ok(f) => Ok(f),
         Err(_) => {

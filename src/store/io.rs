@@ -36,7 +36,21 @@ pub trait File {
     fn sync(&self) -> io::Result<()>;
     /// Maps the whole file. `live` mappings see later writes within their
     /// length; other mappings are snapshots and must be taken again.
-    fn map(&self) -> io::Result<(Mapping, bool)>;
+    ///
+    /// # Safety
+    ///
+    /// The mapping's bytes are read without copying, by anyone holding it
+    /// (responses being sent included). While it lives, the file must not
+    /// be truncated below its mapped length, nor any region of it that a
+    /// reader may hold rewritten: only never-referenced space may be
+    /// written, and a hole punched only where no reader looks. The store
+    /// keeps this by being the only writer (one server per data directory,
+    /// `ringmail.lock`), writing records once into reserved space, deleting
+    /// segments only once nothing refers to them (an unlinked file stays
+    /// mapped), and punching holes only into dead records no response holds
+    /// (docs/store-format.md, store/mailbox/reclaim.rs). In-memory files
+    /// copy, so the rule costs them nothing.
+    unsafe fn map(&self) -> io::Result<(Mapping, bool)>;
     /// A handle another thread can sync, when there is one (real files).
     fn sync_handle(&self) -> Option<Arc<std::fs::File>>;
     /// Gives the blocks under `off..off + len` back to the file system; the
@@ -302,18 +316,15 @@ impl File for RealFile {
         self.0.sync_data()
     }
 
-    fn map(&self) -> io::Result<(Mapping, bool)> {
+    unsafe fn map(&self) -> io::Result<(Mapping, bool)> {
         if self.len()? == 0 {
             return Ok((Rc::new(Vec::<u8>::new()), false));
         }
-        // SAFETY: the store is the only writer of its files (one server per
-        // data directory, enforced by ringmail.lock) and it never shrinks or
-        // rewrites a region of a mapped file that a reader may hold: records
-        // are written once into reserved space, segments are deleted only
-        // after no record refers to them (an unlinked file stays mapped), and
-        // holes are punched only into regions no record refers to and no
-        // response holds (see store/mailbox/reclaim.rs). Readers see either
-        // the zeros of an unwritten region (never referenced) or final bytes.
+        // SAFETY: the caller keeps the file's mapped regions unchanged while
+        // the mapping lives (this method's contract); another process could
+        // still change the file, which the data-directory lock rules out for
+        // other servers. Readers see either the zeros of an unwritten region
+        // (never referenced) or final bytes.
         let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
         Ok((Rc::new(MmapView(m)), true))
     }
@@ -569,7 +580,7 @@ impl File for MemFile {
         Ok(())
     }
 
-    fn map(&self) -> io::Result<(Mapping, bool)> {
+    unsafe fn map(&self) -> io::Result<(Mapping, bool)> {
         Ok((Rc::new(self.data.borrow().current.clone()), false))
     }
 

@@ -251,7 +251,11 @@ impl Mailbox {
             self.reclaim.compacted_again(job.compacted);
             return;
         }
-        let ix = match self.io.open(&self.dir.join("index"), OpenMode::Existing).and_then(|f| f.map()) {
+        let ix = match self.io.open(&self.dir.join("index"), OpenMode::Existing).and_then(|f| {
+            // SAFETY: the index was just written whole and renamed into
+            // place; no one writes it again.
+            unsafe { f.map() }
+        }) {
             Ok((map, _)) => IndexMap::open(map),
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot map the new index");

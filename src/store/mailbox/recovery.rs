@@ -88,7 +88,9 @@ impl Mailbox {
         let index_path = dir.join("index");
         if io.exists(&index_path) {
             let f = io.open(&index_path, OpenMode::Existing)?;
-            let (map, _) = f.map()?;
+            // SAFETY: an index is written whole under a new name and renamed
+            // into place, never changed after.
+            let (map, _) = unsafe { f.map() }?;
             match IndexMap::open(map) {
                 Some(ix) => generation = mb.load_index(ix),
                 None => {
