@@ -1,5 +1,5 @@
 //! TLS set-up: the certificate, and the rustls server configurations built
-//! from it. No sockets here; `net::tls` drives the handshakes.
+//! from it. No sockets here; `net::handshake` runs the handshakes.
 //!
 //! With no certificate configured, a self-signed one for the host name is
 //! generated into `<data-dir>/tls/` on first start and reused after, so
