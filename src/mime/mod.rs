@@ -53,13 +53,27 @@ pub fn decode_header_value(name: &str, value: &[u8]) -> String {
 /// and folding gone and the name decoded, so `<user (comment)@ (c)
 /// domain.org>` is found by `user@domain.org`.
 fn address_text(value: &[u8]) -> String {
-    let mut out = Vec::new();
+    let mut out = String::with_capacity(value.len());
     for a in address::parse_list(value) {
         let (Some(mb), Some(host)) = (&a.mailbox, &a.host) else { continue };
-        let name = a.name.as_deref().map(|n| decode_header_value("FROM", n)).unwrap_or_default();
-        out.push(format!("{name} <{}@{}>", String::from_utf8_lossy(mb), String::from_utf8_lossy(host)).trim_start().to_string());
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        if let Some(n) = a.name.as_deref() {
+            let name = decode_header_value("FROM", n);
+            let name = name.trim_start();
+            if !name.is_empty() {
+                out.push_str(name);
+                out.push(' ');
+            }
+        }
+        out.push('<');
+        out.push_str(&String::from_utf8_lossy(mb));
+        out.push('@');
+        out.push_str(&String::from_utf8_lossy(host));
+        out.push('>');
     }
-    out.join(", ")
+    out
 }
 
 /// The local calendar date of a Date: header, as days since the epoch.

@@ -69,13 +69,12 @@ fn render_addrs(o: &mut Out, list: &[Addr]) {
 /// ENVELOPE of the message whose header block is `h` (RFC 9051 7.5.2).
 pub fn envelope(h: &[u8], o: &mut Out) {
     let field = |n: &str| header::first(h, n);
-    let addrs = |n: &str| field(n).map(|v| address::parse_list(&v)).unwrap_or_default();
-    let from = addrs("From");
-    let mut sender = addrs("Sender");
+    // The unfolded values; the addresses borrow from them.
+    let values: [Option<Vec<u8>>; 6] = ["From", "Sender", "Reply-To", "To", "Cc", "Bcc"].map(field);
+    let [from, mut sender, mut reply_to, to, cc, bcc] = values.each_ref().map(|v| v.as_deref().map(address::parse_list).unwrap_or_default());
     if sender.is_empty() {
         sender = from.clone();
     }
-    let mut reply_to = addrs("Reply-To");
     if reply_to.is_empty() {
         reply_to = from.clone();
     }
@@ -83,7 +82,7 @@ pub fn envelope(h: &[u8], o: &mut Out) {
     nstring(o, field("Date").as_deref());
     o.sp();
     nstring(o, field("Subject").as_deref());
-    for list in [&from, &sender, &reply_to, &addrs("To"), &addrs("Cc"), &addrs("Bcc")] {
+    for list in [&from, &sender, &reply_to, &to, &cc, &bcc] {
         o.sp();
         render_addrs(o, list);
     }
