@@ -149,6 +149,47 @@ impl Conn {
         r.map(|_| ()).map_err(io_err)
     }
 
+    /// Reads and drops at most `max` bytes of whatever the server sends
+    /// (plaintext connections only): a client that reads slowly. The last
+    /// 64 bytes seen stay in `tail`, to find where an answer ends.
+    pub async fn discard_last(&mut self, max: usize, tail: &mut Vec<u8>) -> Result<usize, Error> {
+        if self.tls.is_some() {
+            return Err(Error::Protocol("raw reads are for plaintext connections".into()));
+        }
+        let keep = |tail: &mut Vec<u8>, bytes: &[u8]| {
+            tail.extend_from_slice(bytes);
+            let cut = tail.len().saturating_sub(64);
+            tail.drain(..cut);
+        };
+        if self.pos < self.buf.len() {
+            // Already read past the last reply: that comes first.
+            let n = (self.buf.len() - self.pos).min(max);
+            keep(tail, &self.buf[self.pos..self.pos + n]);
+            self.pos += n;
+            return Ok(n);
+        }
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.clear();
+        buf.reserve(max);
+        let (r, b) = match monoio::time::timeout(self.timeout, self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, 0..max))).await {
+            Ok((r, b)) => (r, b.into_inner()),
+            Err(_) => return Err(Error::Timeout),
+        };
+        self.buf = b;
+        let r = match r {
+            Ok(0) => Err(Error::Closed),
+            Ok(n) => {
+                self.bytes_in += n as u64;
+                keep(tail, &self.buf[..n]);
+                Ok(n)
+            }
+            Err(e) => Err(io_err(e)),
+        };
+        self.buf.clear();
+        self.pos = 0;
+        r
+    }
+
     /// Reads the next complete line; its head is in [`line`](Self::line)
     /// until the next call.
     pub async fn next_line(&mut self) -> Result<(), Error> {

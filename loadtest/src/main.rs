@@ -15,7 +15,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server) and LMTP")]
 struct Cli {
-    /// login | session | mix | idle | append | lmtp | populate
+    /// login | session | mix | idle | append | lmtp | populate | slow-reader
     scenario: Scenario,
     /// Server address (the LMTP address for `lmtp`).
     #[arg(long)]
@@ -66,6 +66,9 @@ struct Cli {
     /// lmtp: recipients per message.
     #[arg(long, default_value_t = 1)]
     recipients: u32,
+    /// slow-reader: bytes per second the slow connection reads.
+    #[arg(long, default_value_t = 1 << 20)]
+    read_rate: u64,
     /// Per-reply timeout.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     timeout: Duration,
@@ -193,6 +196,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         timeout: cli.timeout,
         sources: parse_sources(&cli.source)?,
         recipients: cli.recipients.max(1),
+        read_rate: cli.read_rate.max(1),
         tls: tls_mode,
         tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume)),
     };

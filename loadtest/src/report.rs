@@ -59,6 +59,9 @@ pub struct Report {
     pub client_cpu: Option<Duration>,
     /// populate: messages and bytes appended.
     pub populated: Option<(u64, u64)>,
+    /// slow-reader with --pid: the server's memory before the run and at
+    /// its peak (by anonymous memory: mapped mail is page cache).
+    pub peak_memory: Option<(Mem, Mem)>,
 }
 
 impl Report {
@@ -148,6 +151,17 @@ impl Report {
         if let Some((n, bytes)) = self.populated {
             let _ = writeln!(s, "populated: {n} messages, {:.1} MiB", bytes as f64 / (1 << 20) as f64);
         }
+        if let Some((before, peak)) = &self.peak_memory {
+            let _ = writeln!(
+                s,
+                "server memory: anonymous {} KiB before, {} KiB at peak (+{} KiB); RSS {} -> {} KiB (mapped mail included)",
+                before.anonymous / 1024,
+                peak.anonymous / 1024,
+                peak.anonymous.saturating_sub(before.anonymous) / 1024,
+                before.rss / 1024,
+                peak.rss / 1024
+            );
+        }
         if !self.rec.errors.is_empty() {
             let _ = writeln!(s, "errors:");
             for (k, v) in &self.rec.errors {
@@ -201,6 +215,9 @@ impl Report {
         }
         if let Some((n, bytes)) = self.populated {
             v["populated"] = json!({"messages": n, "bytes": bytes});
+        }
+        if let Some((before, peak)) = &self.peak_memory {
+            v["peak_memory"] = json!({"anonymous_before": before.anonymous, "anonymous_peak": peak.anonymous, "rss_before": before.rss, "rss_peak": peak.rss});
         }
         v
     }
@@ -311,6 +328,7 @@ mod tests {
             idle: None,
             client_cpu: Some(Duration::from_millis(500)),
             populated: None,
+            peak_memory: None,
         }
     }
 

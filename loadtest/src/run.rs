@@ -67,6 +67,15 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     } else {
         None
     };
+    // slow-reader: the server's memory now, and its peak while the slow
+    // reader holds a response open.
+    let mut peak_memory = if opts.scenario == Scenario::SlowReader && !plan.pids.is_empty() {
+        let m = procmem::measure(&plan.pids, plan.pid_tree).map_err(|e| format!("cannot read the server's memory: {e}"))?;
+        Some((m, m))
+    } else {
+        None
+    };
+    let mut next_sample = begin;
     let (tx, rx) = mpsc::channel::<Msg>();
     let mut handles = Vec::new();
     for t in 0..threads {
@@ -126,6 +135,14 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         }
         if cpu_end.is_none() && now >= deadline {
             cpu_end = Some(cpu_time());
+        }
+        if let Some((_, peak)) = peak_memory.as_mut().filter(|_| now >= next_sample) {
+            next_sample = now + Duration::from_millis(250);
+            if let Ok(m) = procmem::measure(&plan.pids, plan.pid_tree) {
+                if m.anonymous > peak.anonymous {
+                    *peak = m;
+                }
+            }
         }
         if now >= next_print {
             if plan.live {
@@ -205,6 +222,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         },
         populated: (opts.scenario == Scenario::Populate)
             .then(|| (u64::from(global.appended.load(Ordering::Relaxed)), global.bytes.load(Ordering::Relaxed) as u64)),
+        peak_memory,
     })
 }
 
@@ -239,6 +257,7 @@ async fn thread_main(ctx: std::rc::Rc<Ctx>, mine: Vec<u32>, tx: mpsc::Sender<Msg
             Scenario::Append => monoio::spawn(scenario::append(c, i)),
             Scenario::Lmtp => monoio::spawn(scenario::lmtp(c)),
             Scenario::Populate => monoio::spawn(scenario::populate(c)),
+            Scenario::SlowReader => monoio::spawn(scenario::slow_reader(c, i)),
         });
     }
     let running = std::rc::Rc::new(std::cell::Cell::new(true));

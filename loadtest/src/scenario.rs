@@ -21,6 +21,7 @@ pub enum Scenario {
     Append,
     Lmtp,
     Populate,
+    SlowReader,
 }
 
 impl std::str::FromStr for Scenario {
@@ -34,6 +35,7 @@ impl std::str::FromStr for Scenario {
             "append" => Scenario::Append,
             "lmtp" => Scenario::Lmtp,
             "populate" => Scenario::Populate,
+            "slow-reader" => Scenario::SlowReader,
             _ => return Err(format!("unknown scenario {s:?}")),
         })
     }
@@ -49,6 +51,7 @@ impl Scenario {
             Scenario::Append => "append",
             Scenario::Lmtp => "lmtp",
             Scenario::Populate => "populate",
+            Scenario::SlowReader => "slow-reader",
         }
     }
 
@@ -152,6 +155,8 @@ pub struct Options {
     pub sources: Vec<IpAddr>,
     /// lmtp: recipients per message.
     pub recipients: u32,
+    /// slow-reader: bytes per second the slow connection reads.
+    pub read_rate: u64,
     /// IMAP over TLS: implicit, or STARTTLS after the greeting.
     pub tls: crate::tls::Mode,
     /// The client configuration when `tls` is not Plain.
@@ -549,6 +554,70 @@ pub async fn idle(ctx: Rc<Ctx>, conn_index: u32) {
     if timed!(ctx, "DONE", t, imap.done(&tag)).is_ok() {
         let _ = logout(&ctx, &mut imap).await;
     }
+}
+
+/// `slow-reader`: connection 0 sends `FETCH 1:* BODY.PEEK[]` and reads
+/// the answer at `read_rate` bytes per second until the deadline; the other
+/// connections, logged in as the same user (so served by the same server
+/// thread), send NOOPs, timed. A server that builds whole responses, or
+/// lets one client's output hold its thread, shows up in the NOOP latency
+/// and (with `--pid`) in its memory.
+pub async fn slow_reader(ctx: Rc<Ctx>, conn_index: u32) {
+    let user = ctx.opts.user(0);
+    let setup = async {
+        let mut imap = connect_imap(&ctx).await?;
+        login(&ctx, &mut imap, &user).await?;
+        select(&ctx, &mut imap).await?;
+        Ok::<_, Error>(imap)
+    };
+    let Ok(mut imap) = setup.await else { return };
+    if conn_index == 0 {
+        // The answer is read raw, not parsed; its end is the tagged line,
+        // found by its unusual tag at a line start.
+        const TAG_LINE: &[u8] = b"\r\nzslowreader ";
+        // A slice of the rate every 10 ms.
+        let slice = (ctx.opts.read_rate / 100).max(1) as usize;
+        let mut tail: Vec<u8> = Vec::new();
+        let mut fetch_started = None;
+        while !ctx.past_deadline() {
+            if fetch_started.is_none() {
+                if let Err(e) = imap.conn.send(b"zslowreader FETCH 1:* BODY.PEEK[]\r\n".to_vec()).await {
+                    ctx.error("slow FETCH", &e);
+                    return;
+                }
+                fetch_started = Some(Instant::now());
+                tail = b"\r\n".to_vec();
+            }
+            let t = Instant::now();
+            let mut got = 0;
+            while got < slice && fetch_started.is_some() {
+                match imap.conn.discard_last(slice - got, &mut tail).await {
+                    Ok(n) => got += n,
+                    Err(e) => {
+                        ctx.error("slow FETCH", &e);
+                        return;
+                    }
+                }
+                if memchr::memmem::find(&tail, TAG_LINE).is_some() {
+                    // The whole answer arrived: again, until the deadline.
+                    if let Some(s) = fetch_started.take() {
+                        ctx.op("slow FETCH", s.elapsed());
+                    }
+                }
+            }
+            ctx.global.bytes.fetch_add(got, Ordering::Relaxed);
+            ctx.op("slow read", t.elapsed());
+            monoio::time::sleep(Duration::from_millis(10).saturating_sub(t.elapsed())).await;
+        }
+        // Dropped mid-response: the server sees the connection go.
+        return;
+    }
+    while let Some(start) = ctx.next_start().await {
+        if timed!(ctx, "NOOP", start, imap.command("NOOP")).is_err() {
+            return;
+        }
+    }
+    let _ = logout(&ctx, &mut imap).await;
 }
 
 /// `populate`: fills users' mailboxes with the first `messages` of the

@@ -99,6 +99,7 @@ fn plan(scenario: Scenario, target: SocketAddr, password: &str, connections: usi
             timeout: Duration::from_secs(5),
             sources: Vec::new(),
             recipients: 1,
+            read_rate: 4 << 20,
             tls: ringmail_load::tls::Mode::Plain,
             tls_config: None,
         },
@@ -189,9 +190,10 @@ fn every_scenario_runs_clean_against_ringmail() {
         (Scenario::Append, imap),
         (Scenario::Lmtp, lmtp),
         (Scenario::Idle, imap),
+        (Scenario::SlowReader, imap),
     ] {
         let mut p = plan(scenario, target, "pass", 4);
-        if scenario == Scenario::Idle {
+        if matches!(scenario, Scenario::Idle | Scenario::SlowReader) {
             p.pids = vec![std::process::id()];
         }
         let r = run(p).unwrap();
@@ -199,6 +201,10 @@ fn every_scenario_runs_clean_against_ringmail() {
         assert!(r.rec.op_count() > 0, "{scenario:?} did nothing");
         if scenario == Scenario::Populate {
             assert_eq!(r.populated.unwrap().0, 12, "4 users x 3 messages");
+        }
+        if scenario == Scenario::SlowReader {
+            assert!(count(&r, "NOOP") > 0 && count(&r, "slow read") > 0, "{:?}", r.rec.ops.keys().collect::<Vec<_>>());
+            assert!(r.peak_memory.is_some());
         }
     }
     server.shutdown();
