@@ -15,8 +15,10 @@ use crate::store::index::Rec;
 use crate::store::io::{File, OpenMode};
 
 /// Blocks reserved ahead of the log's end, so that expunging (which frees
-/// space) still works when the disk is full.
-const LOG_RESERVE: u64 = 1 << 20;
+/// space) still works when the disk is full: room for about 9,000 expunge
+/// records. Every mailbox pays it, so it is kept small: at 1 MiB it was
+/// most of the disk a small mailbox used.
+const LOG_RESERVE: u64 = 256 << 10;
 
 /// A message being streamed into a segment.
 pub struct AppendHandle {
