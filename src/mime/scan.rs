@@ -118,11 +118,16 @@ impl Scan<'_> {
             if n == keep {
                 return;
             }
+            // A part that begins right at the next boundary (no header, no
+            // body; the line break before the boundary is the boundary's)
+            // is empty where it starts.
+            let end = end.max(self.nodes[n].header as usize);
             if self.in_header == Some(n) {
                 // The header never ended: it runs to the boundary, the body is empty.
                 self.header_done(n, end, false);
             }
-            self.nodes[n].end = end as u32;
+            // Likewise a body whose blank line is the boundary's line break.
+            self.nodes[n].end = end.max(self.nodes[n].body as usize) as u32;
             self.open.pop();
         }
     }
