@@ -121,6 +121,8 @@ struct Entry {
     signal: Rc<Signal>,
     deadline: Cell<Option<Instant>>,
     expired: Cell<bool>,
+    /// A connection: counted in `WorkerCtx::connections` while registered.
+    connection: bool,
 }
 
 /// Keeps an entry registered while a task runs.
@@ -131,6 +133,10 @@ pub struct Registration {
 }
 
 impl Registration {
+    pub fn ctx(&self) -> &Rc<WorkerCtx> {
+        &self.ctx
+    }
+
     /// Fires the task's signal at `at` (within one sweep tick), unless re-armed.
     pub fn arm(&self, at: Instant) {
         self.entry.deadline.set(Some(at));
@@ -146,6 +152,9 @@ impl Registration {
 impl Drop for Registration {
     fn drop(&mut self) {
         self.ctx.entries.borrow_mut().remove(self.key);
+        if self.entry.connection {
+            self.ctx.connections.set(self.ctx.connections.get() - 1);
+        }
     }
 }
 
@@ -163,8 +172,21 @@ impl WorkerCtx {
         }
     }
 
+    /// Registers a task (an accept loop) for shutdown and deadlines.
     pub fn register(self: &Rc<Self>, s: &Rc<Signal>) -> Registration {
-        let entry = Rc::new(Entry { signal: s.clone(), deadline: Cell::new(None), expired: Cell::new(false) });
+        self.add(s, false)
+    }
+
+    /// Registers a connection: as a task, and counted in `connections`
+    /// until the registration drops (however the connection ends, a panic
+    /// included), so shutdown knows when every connection said goodbye.
+    pub fn register_connection(self: &Rc<Self>, s: &Rc<Signal>) -> Registration {
+        self.connections.set(self.connections.get() + 1);
+        self.add(s, true)
+    }
+
+    fn add(self: &Rc<Self>, s: &Rc<Signal>, connection: bool) -> Registration {
+        let entry = Rc::new(Entry { signal: s.clone(), deadline: Cell::new(None), expired: Cell::new(false), connection });
         let key = self.entries.borrow_mut().insert(entry.clone());
         Registration { ctx: self.clone(), key, entry }
     }

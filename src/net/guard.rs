@@ -8,10 +8,7 @@
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::pin::Pin;
-use std::rc::Rc;
 use std::task::{Context, Poll};
-
-use super::context::WorkerCtx;
 
 /// A task that ends, instead of unwinding into the runtime, when it panics.
 struct Contained<F> {
@@ -68,26 +65,11 @@ pub async fn linger_close(stream: &mut monoio::net::TcpStream) {
     let _ = monoio::time::timeout(LINGER, drain).await;
 }
 
-/// Counts a connection on its worker for as long as it lives, panics included.
-pub struct Live(Rc<WorkerCtx>);
-
-impl Live {
-    pub fn new(ctx: &Rc<WorkerCtx>) -> Live {
-        ctx.connections.set(ctx.connections.get() + 1);
-        Live(ctx.clone())
-    }
-}
-
-impl Drop for Live {
-    fn drop(&mut self) {
-        self.0.connections.set(self.0.connections.get() - 1);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::Cell;
+    use std::rc::Rc;
 
     #[test]
     fn a_panicking_task_ends_alone() {

@@ -18,7 +18,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use super::context::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
-use super::guard::{self, Live};
+use super::guard;
 use super::handshake;
 use super::iovec::OutVec;
 use crate::auth::limiter::ConnGuard;
@@ -37,7 +37,6 @@ pub async fn refuse(mut stream: TcpStream, why: &'static str) {
 
 /// Everything one connection holds, in one heap block.
 struct Conn {
-    ctx: Rc<WorkerCtx>,
     stream: TcpStream,
     /// The TLS state once the connection is encrypted (implicit TLS or
     /// after STARTTLS).
@@ -51,7 +50,6 @@ struct Conn {
     counted: Gauged,
     /// When input last arrived: the start of the commands it completes.
     input_at: Instant,
-    _live: Live,
 }
 
 /// The metrics' state gauge for one connection; leaves it when dropped
@@ -159,13 +157,13 @@ impl Conn {
     /// (which also keeps short-lived allocations away from long-lived ones).
     fn out_buffer(&mut self) {
         if self.out.buf.capacity() == 0 {
-            self.out.buf = self.ctx.pool.get();
+            self.out.buf = self.reg.ctx().pool.get();
         }
     }
 
     /// Gives the connection's buffers back to the pool while it waits.
     fn release(&mut self) {
-        let pool = &self.ctx.pool;
+        let pool = &self.reg.ctx().pool;
         if self.conn.is_quiet() {
             let d = self.conn.decoder();
             if d.is_empty() {
@@ -196,7 +194,7 @@ impl Conn {
             Phase::Idle => Some(ConnState::Idle),
             Phase::Logout => None,
         });
-        let l = &self.ctx.server.config.limits;
+        let l = &self.reg.ctx().server.config.limits;
         let deadline = if idle {
             Instant::now() + l.idle_keepalive
         } else if self.conn.is_authenticated() {
@@ -220,7 +218,7 @@ impl Conn {
         let d = self.conn.decoder();
         let mut buf = d.take_buffer();
         if buf.capacity() == 0 {
-            buf = self.ctx.pool.get();
+            buf = self.reg.ctx().pool.get();
         }
         if buf.capacity() - buf.len() < 4096 {
             buf.reserve(super::pool::BUF_SIZE);
@@ -258,7 +256,7 @@ impl Conn {
                 }
             },
             Ok(Woke::Signal) => {
-                if self.ctx.stopping.get() {
+                if self.reg.ctx().stopping.get() {
                     self.conn.shutdown(&mut self.out);
                     return Next::Step(Step::Close);
                 }
@@ -293,7 +291,7 @@ impl Conn {
     /// slow hash on the blocking pool so the worker keeps serving. A failure
     /// is answered only after the growing per-IP delay.
     async fn authenticate(&mut self, user: String, password: Vec<u8>) -> Step {
-        let auth = self.ctx.server.auth.clone();
+        let auth = self.reg.ctx().server.auth.clone();
         let name = crate::auth::passwd::normalize_user_name(&user);
         let result = loop {
             let stored = match auth.check_cached(&user, &password) {
@@ -304,12 +302,12 @@ impl Conn {
             // Many connections of one user logging in at once (a client
             // opening every folder, a reconnect storm after a restart) wait
             // for one hash on this worker instead of each queueing its own.
-            let waiting = self.ctx.verifying.borrow().get(&name).cloned();
+            let waiting = self.reg.ctx().verifying.borrow().get(&name).cloned();
             if let Some(done) = waiting {
                 let _ = done.recv_async().await;
                 continue;
             }
-            let _in_flight = InFlight::start(&self.ctx, &name);
+            let _in_flight = InFlight::start(self.reg.ctx(), &name);
             let (auth, user, password) = (auth.clone(), user.clone(), password.clone());
             break monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable);
         };
@@ -318,7 +316,7 @@ impl Conn {
             _ => m.logins_failed.fetch_add(1, Relaxed),
         });
         if result == AuthResult::Failed {
-            let delay = self.ctx.server.failures.failed(self.guard.ip(), Instant::now());
+            let delay = self.reg.ctx().server.failures.failed(self.guard.ip(), Instant::now());
             monoio::time::sleep(delay).await;
         }
         self.conn.auth_done(result, &mut self.out)
@@ -327,8 +325,8 @@ impl Conn {
     /// A user logged in: serve them here if their mail lives on this worker;
     /// otherwise hand the connection to that worker (None).
     async fn logged_in(&mut self, user: String) -> Option<Result<Step, (usize, std::net::TcpStream)>> {
-        if self.ctx.is_home_of(&user) {
-            return Some(Ok(match self.ctx.store.user(&user, WorkerCtx::now()) {
+        if self.reg.ctx().is_home_of(&user) {
+            return Some(Ok(match self.reg.ctx().store.user(&user, WorkerCtx::now()) {
                 Ok(u) => {
                     self.conn.attach(u);
                     self.conn.step(WorkerCtx::now(), &mut self.out)
@@ -346,7 +344,7 @@ impl Conn {
         // running out is usually over within milliseconds: retry briefly.
         for _ in 0..50 {
             match detach(&self.stream) {
-                Ok(s) => return Some(Err((self.ctx.server.home(&user), s))),
+                Ok(s) => return Some(Err((self.reg.ctx().server.home(&user), s))),
                 Err(e) if matches!(rustix::io::Errno::from_io_error(&e), Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)) => {
                     monoio::time::sleep(std::time::Duration::from_millis(10)).await;
                 }
@@ -364,8 +362,8 @@ impl Conn {
     async fn start_tls(&mut self) -> Option<()> {
         self.conn.discard_input();
         let mut buf = self.conn.decoder().take_buffer();
-        let config = self.ctx.server.certs.current().imap.clone();
-        let t = handshake::accept(&mut self.stream, config, self.ctx.server.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
+        let config = self.reg.ctx().server.certs.current().imap.clone();
+        let t = handshake::accept(&mut self.stream, config, self.reg.ctx().server.config.tls.handshake_timeout, &mut buf, self.guard.ip()).await;
         self.conn.decoder().restore_buffer(buf);
         self.tls = Some(t?);
         Some(())
@@ -428,10 +426,8 @@ pub async fn accept_tls(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGu
 pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::ServerConnection>>, guard: ConnGuard, mut conn: Connection, greet: bool) {
     let signal = Signal::new();
     conn.set_signal(signal.clone());
-    let reg = ctx.register(&signal);
-    let _live = Live::new(ctx);
-    let mut c =
-        Box::new(Conn { ctx: ctx.clone(), stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), input_at: Instant::now(), _live });
+    let reg = ctx.register_connection(&signal);
+    let mut c = Box::new(Conn { stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), input_at: Instant::now() });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
@@ -443,7 +439,7 @@ pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Ser
 
 /// Serves one connection until it ends or moves to another worker.
 async fn serve(mut c: Box<Conn>) {
-    let ctx = c.ctx.clone();
+    let ctx = c.reg.ctx().clone();
     let mut step = match c.conn.user().map(str::to_string) {
         // Resumed here, or preauthenticated: place it on the user's worker.
         Some(user) => Step::LoggedIn(user),

@@ -12,7 +12,7 @@ use monoio::net::TcpStream;
 
 use super::context::WorkerCtx;
 use super::deliver::{deliver_all, Copy};
-use super::guard::{self, Live};
+use super::guard;
 use super::handshake;
 use super::spool::Spool;
 use crate::auth::limiter::ConnGuard;
@@ -36,8 +36,7 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
     s.offer_tls();
     let mut tls: Option<Box<rustls::ServerConnection>> = None;
     let signal = Signal::new();
-    let reg = ctx.register(&signal);
-    let _live = Live::new(&ctx);
+    let reg = ctx.register_connection(&signal);
     metrics::with_worker(|m| m.delivery_conn(1));
     let _gauge = DeliveryGauge;
     let mut out = Vec::with_capacity(512);
