@@ -14,6 +14,19 @@ use super::header;
 use super::scan::{self, Node};
 use crate::proto::Out;
 
+/// The end of a non-multipart part in BODY (`b`) and BODYSTRUCTURE (`s`):
+/// its line count (text and message parts), then the extension data.
+fn close_part(b: &mut Out, s: &mut Out, h: &[u8], lines: Option<u64>) {
+    if let Some(n) = lines {
+        b.sp().num(n);
+        s.sp().num(n);
+    }
+    b.raw(b")");
+    s.sp();
+    extension(s, h, None);
+    s.raw(b")");
+}
+
 fn count_lf(b: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', b).count() as u64
 }
@@ -214,15 +227,7 @@ fn render(raw: &[u8], nodes: &[Node], b: &mut Out, s: &mut Out) {
                     stack.push(Visit::Open(n.children[0]));
                     continue;
                 }
-                if is_text {
-                    for o in [&mut *b, &mut *s] {
-                        o.sp().num(count_lf(body));
-                    }
-                }
-                b.raw(b")");
-                s.sp();
-                extension(s, h, None);
-                s.raw(b")");
+                close_part(b, s, h, is_text.then(|| count_lf(body)));
             }
             Visit::Close(i) => {
                 let n = &nodes[i];
@@ -236,13 +241,7 @@ fn render(raw: &[u8], nodes: &[Node], b: &mut Out, s: &mut Out) {
                 } else {
                     // A message part: its line count after the inner body.
                     let body = raw.get(n.body as usize..(n.end as usize).max(n.body as usize)).unwrap_or(&[]);
-                    for o in [&mut *b, &mut *s] {
-                        o.sp().num(count_lf(body));
-                    }
-                    b.raw(b")");
-                    s.sp();
-                    extension(s, h, None);
-                    s.raw(b")");
+                    close_part(b, s, h, Some(count_lf(body)));
                 }
             }
         }

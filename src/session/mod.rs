@@ -9,7 +9,8 @@
 //!
 //! Files, from the bottom up: `config`, `caps`, `sasl`, `flags` (leaves);
 //! `selected` (the selected mailbox as one session sees it) and `search`
-//! (search keys against messages); `state` (the session's state and the
+//! (search keys against messages); `walk` (a sequence set walked in
+//! slices); `state` (the session's state and the
 //! vocabulary of commands); `reply` (how commands answer); `cmd/` (one
 //! file per command, and the table that dispatches to them); `connection`
 //! (the decoder plus the session: the loop the network layer drives);
@@ -26,6 +27,7 @@ mod sasl;
 mod search;
 mod selected;
 mod state;
+mod walk;
 
 pub use config::{ConnFacts, Enabled, SessionConfig};
 pub use connection::{refusal, Connection, Snapshot};

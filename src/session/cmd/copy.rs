@@ -7,9 +7,9 @@ use std::rc::Rc;
 
 use crate::proto::{Mailbox, Out, SequenceSet};
 use crate::session::flags::keyword_mask;
-use crate::session::reply::{bad, catch_up, no, not_durable, ok, ok_when_durable, store_error, uid_set, when_durable};
-use crate::session::selected::Selection;
+use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, uid_set, when_durable};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
+use crate::session::walk::SetWalk;
 use crate::store::{MailboxRef, UserStore};
 
 /// Bytes and messages copied per slice.
@@ -30,19 +30,16 @@ pub fn run(m: InMailbox<'_>, tag: String, set: &SequenceSet, mailbox: &Mailbox, 
         return no(out, &tag, Some("CANNOT"), "Mailbox is read-only");
     }
     let store = m.user.store.clone();
-    run_in_mailbox(Copy { tag, set: set.clone(), target, store, uid, moved, catching_up: uid, selection: None, src: Vec::new(), dst: Vec::new() })
+    run_in_mailbox(Copy { tag, walk: SetWalk::new(set, uid), target, store, moved, src: Vec::new(), dst: Vec::new() })
 }
 
 struct Copy {
     tag: String,
-    set: SequenceSet,
+    walk: SetWalk,
     target: MailboxRef,
     /// The user's store, for the durability of both mailboxes.
     store: Rc<UserStore>,
-    uid: bool,
     moved: bool,
-    catching_up: bool,
-    selection: Option<Selection>,
     /// UIDs copied so far, and their copies' UIDs.
     src: Vec<u32>,
     dst: Vec<u32>,
@@ -50,28 +47,26 @@ struct Copy {
 
 impl MailboxCursor for Copy {
     fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
-            return p;
+        match self.walk.ready(&mut m, out, &self.tag) {
+            Err(p) => return p,
+            Ok(None) => {}
+            Ok(Some(list)) => {
+                // All or nothing: every original must still be there.
+                let src = m.sel.mbox.borrow();
+                if list.clone().any(|(_, u)| src.find(u).is_none()) {
+                    return Progress::Done(no(out, &self.tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist."));
+                }
+                if list.remaining() == 0 {
+                    // Nothing matched (UID sets may name no message): nothing to do.
+                    let text = if self.moved { "No messages moved." } else { "No messages copied." };
+                    return Progress::Done(ok(&self.tag, None, text));
+                }
+            }
         }
         let sel = m.sel;
-        if self.selection.is_none() {
-            let Some(list) = sel.select(&self.set, self.uid) else { return Progress::Done(bad(out, &self.tag, "Invalid messageset")) };
-            // All or nothing: every original must still be there.
-            let src = sel.mbox.borrow();
-            if list.clone().any(|(_, u)| src.find(u).is_none()) {
-                return Progress::Done(no(out, &self.tag, Some("EXPUNGEISSUED"), "Some of the requested messages no longer exist."));
-            }
-            drop(src);
-            if list.remaining() == 0 {
-                // Nothing matched (UID sets may name no message): nothing to do.
-                let text = if self.moved { "No messages moved." } else { "No messages copied." };
-                return Progress::Done(ok(&self.tag, None, text));
-            }
-            self.selection = Some(list);
-        }
         let mut bytes = 0u64;
         let mut count = 0;
-        while let Some((_, u)) = self.selection.as_mut().expect("set above").next() {
+        while let Some((_, u)) = self.walk.next() {
             // The original, read before the target is borrowed: they may be
             // the same mailbox.
             let item = {

@@ -6,9 +6,10 @@
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
 use crate::session::flags::flags_item;
-use crate::session::reply::{bad, catch_up, enable_condstore, no, ok, ok_when_durable, store_error};
-use crate::session::selected::{Selected, Selection};
+use crate::session::reply::{enable_condstore, no, ok, ok_when_durable, store_error};
+use crate::session::selected::Selected;
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
+use crate::session::walk::SetWalk;
 use crate::store::format::F_SEEN;
 use crate::store::StoreError;
 use crate::store::{Mailbox, Msg};
@@ -179,12 +180,9 @@ pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchIte
     }
     let c = Fetch {
         tag: tag.to_string(),
-        set: set.clone(),
+        walk: SetWalk::new(set, uid),
         items,
-        uid,
         changed_since: mods.changed_since,
-        catching_up: uid,
-        selection: None,
         expunged: false,
         unknown_cte: false,
         seen_set: false,
@@ -198,13 +196,9 @@ const MESSAGES_PER_SLICE: usize = 4096;
 /// A FETCH in progress: the messages left, walked lazily.
 struct Fetch {
     tag: String,
-    set: SequenceSet,
+    walk: SetWalk,
     items: Vec<FetchItem>,
-    uid: bool,
     changed_since: Option<u64>,
-    /// A UID FETCH first catches up with the mailbox (see `catch_up`).
-    catching_up: bool,
-    selection: Option<Selection>,
     expunged: bool,
     unknown_cte: bool,
     seen_set: bool,
@@ -212,24 +206,18 @@ struct Fetch {
 
 impl MailboxCursor for Fetch {
     fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
+        if let Err(p) = self.walk.ready(&mut m, out, &self.tag) {
             return p;
         }
         let rev2 = m.cx.enabled.rev2;
         let sel = &mut *m.sel;
         sel.condstore |= m.cx.enabled.condstore;
-        if self.selection.is_none() {
-            match sel.select(&self.set, self.uid) {
-                Some(list) => self.selection = Some(list),
-                None => return Progress::Done(bad(out, &self.tag, "Invalid messageset")),
-            }
-        }
         let mark_seen = !sel.read_only && self.items.iter().any(sets_seen);
         if self.items.contains(&FetchItem::Flags) || mark_seen {
             sel.announce_flags(out, false);
         }
         let mut done = 0;
-        while let Some((seq, u)) = self.selection.as_mut().expect("set above").next() {
+        while let Some((seq, u)) = self.walk.next() {
             if let Err(e) = self.one(sel, seq, u, mark_seen, rev2, out) {
                 return Progress::Done(store_error(out, &self.tag, &e));
             }

@@ -5,9 +5,9 @@
 
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
 use crate::session::flags::{flags_item, keyword_mask, split_flags};
-use crate::session::reply::{bad, catch_up, enable_condstore, no, ok, ok_when_durable, store_error, uid_set};
-use crate::session::selected::Selection;
+use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error, uid_set};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
+use crate::session::walk::SetWalk;
 
 /// Messages changed per log write.
 const BATCH: usize = 1024;
@@ -42,15 +42,13 @@ pub fn run(
     sel.announce_flags(out, false);
     let c = Store {
         tag: tag.to_string(),
-        set: set.clone(),
+        walk: SetWalk::new(set, uid),
         op,
         silent,
         bits,
         mask,
         uid,
         unchanged_since,
-        catching_up: uid,
-        selection: None,
         modified: Vec::new(),
         expunged: false,
         changed: false,
@@ -61,15 +59,13 @@ pub fn run(
 /// A STORE in progress.
 struct Store {
     tag: String,
-    set: SequenceSet,
+    walk: SetWalk,
     op: StoreOp,
     silent: bool,
     bits: u8,
     mask: u64,
     uid: bool,
     unchanged_since: Option<u64>,
-    catching_up: bool,
-    selection: Option<Selection>,
     /// UNCHANGEDSINCE failures (RFC 7162 3.1.3): sequence numbers or UIDs.
     modified: Vec<u32>,
     expunged: bool,
@@ -78,18 +74,12 @@ struct Store {
 
 impl MailboxCursor for Store {
     fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
-        if let Some(p) = catch_up(&mut m, out, &mut self.catching_up) {
+        if let Err(p) = self.walk.ready(&mut m, out, &self.tag) {
             return p;
         }
         let rev2 = m.cx.enabled.rev2;
         let sel = &mut *m.sel;
         sel.condstore |= m.cx.enabled.condstore;
-        if self.selection.is_none() {
-            match sel.select(&self.set, self.uid) {
-                Some(list) => self.selection = Some(list),
-                None => return Progress::Done(bad(out, &self.tag, "Invalid messageset")),
-            }
-        }
         loop {
             // The next batch: what changes, with one log write.
             let mut batch = Vec::with_capacity(BATCH);
@@ -97,7 +87,7 @@ impl MailboxCursor for Store {
             {
                 let mb = sel.mbox.borrow();
                 while batch.len() < BATCH {
-                    let Some((seq, u)) = self.selection.as_mut().expect("set above").next() else { break };
+                    let Some((seq, u)) = self.walk.next() else { break };
                     let Some(m) = mb.find(u).copied() else {
                         self.expunged = true;
                         continue;

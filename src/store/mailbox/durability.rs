@@ -18,8 +18,7 @@ use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
 
-use super::{log_path, seg_path, Log, Mailbox, OldLog, NEW};
-use crate::store::format;
+use super::{seg_path, Log, Mailbox, OldLog, NEW};
 use crate::store::index::{self, IndexData, IndexMap, Rec};
 use crate::store::io::{File, Job, OpenMode, Task};
 
@@ -206,19 +205,7 @@ impl Mailbox {
         // New records go to the next log from now on; the old one is synced
         // by the next commit if it has unsynced records, and deleted once the
         // index covering it is durable.
-        let old = std::mem::replace(
-            &mut self.log,
-            Log {
-                path: log_path(&self.dir, generation),
-                generation,
-                file: None,
-                created: false,
-                end: format::LOG_HEADER,
-                records: 0,
-                dirty: false,
-                reserved: 0,
-            },
-        );
+        let old = std::mem::replace(&mut self.log, Log::fresh(&self.dir, generation));
         let unsynced = if old.dirty { old.file.clone().or_else(|| self.io.open(&old.path, OpenMode::Existing).ok()) } else { None };
         if old.created {
             self.old_logs.push(OldLog { path: old.path, generation: old.generation, unsynced });

@@ -106,6 +106,13 @@ struct Log {
     reserved: u64,
 }
 
+impl Log {
+    /// The log of `generation` in `dir`, not yet created on disk.
+    fn fresh(dir: &Path, generation: u64) -> Log {
+        Log { path: log_path(dir, generation), generation, file: None, created: false, end: format::LOG_HEADER, records: 0, dirty: false, reserved: 0 }
+    }
+}
+
 /// A log of an earlier generation, kept until a checkpoint covers it.
 struct OldLog {
     path: PathBuf,

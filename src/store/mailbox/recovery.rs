@@ -17,7 +17,7 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
-use super::{extents, log_path, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settings, Writer, NEW};
+use super::{extents, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settings, Writer, NEW};
 use crate::store::format::{self, Location, LogRecord, RecordHeader};
 use crate::store::index::{IndexMap, Rec};
 use crate::store::io::{Io, OpenMode};
@@ -62,7 +62,7 @@ impl Mailbox {
             msgs: Vec::new(),
             segments: Default::default(),
             writer: None,
-            log: Log { path: log_path(dir, 0), generation: 0, file: None, created: false, end: format::LOG_HEADER, records: 0, dirty: false, reserved: 0 },
+            log: Log::fresh(dir, 0),
             old_logs: Vec::new(),
             dirty_segments: BTreeSet::new(),
             dirs: new_dirs,
@@ -245,16 +245,7 @@ impl Mailbox {
                 let created = !l.bytes.is_empty();
                 super::Log { path: l.path, generation: l.generation, file: None, created, end, records, dirty: torn, reserved: 0 }
             }
-            None => super::Log {
-                path: log_path(&self.dir, generation),
-                generation,
-                file: None,
-                created: false,
-                end: format::LOG_HEADER,
-                records: 0,
-                dirty: false,
-                reserved: 0,
-            },
+            None => super::Log::fresh(&self.dir, generation),
         };
         Ok(())
     }
