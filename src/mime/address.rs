@@ -20,6 +20,14 @@ pub struct Addr<'a> {
 
 pub type Bytes<'a> = Cow<'a, [u8]>;
 
+impl Addr<'_> {
+    /// The same address, owning its parts.
+    pub fn into_owned(self) -> Addr<'static> {
+        let own = |b: Option<Bytes<'_>>| b.map(|b| Cow::Owned(b.into_owned()));
+        Addr { name: own(self.name), adl: own(self.adl), mailbox: own(self.mailbox), host: own(self.host) }
+    }
+}
+
 impl<'a> Addr<'a> {
     fn group_start(name: Bytes<'a>) -> Addr<'a> {
         Addr { mailbox: Some(name), ..Default::default() }
@@ -65,9 +73,12 @@ fn unescaped(v: &[u8], start: usize, end: usize) -> Cow<'_, [u8]> {
     Cow::Owned(s)
 }
 
-fn tokenize(v: &[u8]) -> Vec<Tok<'_>> {
+/// The tokens of `v`; with `first_only`, only up to the first comma
+/// outside `<...>` (enough for the first address).
+fn tokenize(v: &[u8], first_only: bool) -> Vec<Tok<'_>> {
     let mut t = Vec::new();
     let mut i = 0;
+    let mut angle = 0usize;
     while i < v.len() {
         let b = v[i];
         match b {
@@ -118,6 +129,12 @@ fn tokenize(v: &[u8]) -> Vec<Tok<'_>> {
                 i = end;
             }
             b'<' | b'>' | b':' | b';' | b'@' | b',' => {
+                match b {
+                    b'<' => angle += 1,
+                    b'>' => angle = angle.saturating_sub(1),
+                    b',' if first_only && angle == 0 => return t,
+                    _ => {}
+                }
                 t.push(Tok::Special(b));
                 i += 1;
             }
@@ -266,7 +283,16 @@ fn split_commas<'t, 'a>(toks: &'t [Tok<'a>]) -> Vec<&'t [Tok<'a>]> {
 /// value: every token is looked at a bounded number of times (a header
 /// with 100,000 addresses once took 53 s).
 pub fn parse_list(value: &[u8]) -> Vec<Addr<'_>> {
-    let toks = tokenize(value);
+    parse_tokens(&tokenize(value, false))
+}
+
+/// The first address of a list (a group's start for a group), reading no
+/// further than it: SORT's keys need only that, whatever the list's size.
+pub fn first(value: &[u8]) -> Option<Addr<'_>> {
+    parse_tokens(&tokenize(value, true)).into_iter().next()
+}
+
+fn parse_tokens<'a>(toks: &[Tok<'a>]) -> Vec<Addr<'a>> {
     let mut out = Vec::new();
     let mut i = 0;
     while i < toks.len() {
@@ -353,6 +379,13 @@ mod tests {
         assert_eq!(parse_list(b"Joe Q. Public <john.q.public@example.com>"), vec![a(Some("Joe Q. Public"), Some("john.q.public"), Some("example.com"))]);
         assert_eq!(parse_list(b"<@route,@r2:x@y>")[0].adl.as_deref(), Some(&b"@route,@r2"[..]));
         assert_eq!(parse_list(b"a@b,"), vec![a(None, Some("a"), Some("b"))]);
+    }
+
+    #[test]
+    fn the_first_address_alone() {
+        for v in [&b"\"Smith, J\" <j@x.org>, b@y.org"[..], b"(a, comment) j@x.org, b@y", b"G: a@b, c@d;, e@f", b"<@r1,@r2:j@x.org>, k@y", b""] {
+            assert_eq!(first(v), parse_list(v).into_iter().next(), "{}", String::from_utf8_lossy(v));
+        }
     }
 
     /// 100,000 addresses: linear, not quadratic (hardening issue: 53 s).

@@ -8,16 +8,22 @@
 //! bytes, bare LF and 8-bit headers included.
 
 pub mod address;
+pub mod casemap;
 pub mod content;
 pub mod header;
+pub mod msgid;
 pub mod scan;
+pub mod sortkeys;
 pub mod structure;
+pub mod subject;
 
 pub use content::{Kind, Part, Transfer};
+use sortkeys::{SortKeys, SortKeysRef};
 
 /// Version 2 added the text flag of parts; version 3 the address forms of
-/// the search text and the NUL flag. Older blobs are analysed again.
-const VERSION: u8 = 3;
+/// the search text and the NUL flag; version 4 the sort and thread keys.
+/// Older blobs are analysed again.
+const VERSION: u8 = 4;
 
 /// Flag bits of a cache blob.
 const HAS_NUL: u8 = 1;
@@ -113,6 +119,7 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
         }
         put_bytes(&mut out, text.join("\n").as_bytes());
     }
+    SortKeys::of(h).encode(&mut out);
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
     for p in &a.parts {
         out.push(p.path.len().min(255) as u8);
@@ -149,6 +156,8 @@ pub struct Cache<'a> {
     pub body: &'a [u8],
     pub bodystructure: &'a [u8],
     search: [&'a [u8]; 5],
+    /// What SORT and THREAD compare (version 4 on; older caches have none).
+    pub sort: Option<SortKeysRef<'a>>,
     parts: &'a [u8],
     nparts: u32,
 }
@@ -181,8 +190,9 @@ impl<'a> Cache<'a> {
         let mut r = Reader { b, at: 0 };
         // Version 2 blobs (from before the NUL flag) are still read: their
         // NUL flag is unknown, so it is set (readers then look).
-        let flags = match r.u8()? {
-            VERSION => r.u8()?,
+        let version = r.u8()?;
+        let flags = match version {
+            3 | VERSION => r.u8()?,
             2 => HAS_NUL,
             _ => return None,
         };
@@ -195,6 +205,13 @@ impl<'a> Cache<'a> {
         for s in &mut search {
             *s = r.bytes()?;
         }
+        let sort = if version >= 4 {
+            let (keys, len) = SortKeysRef::decode(&b[r.at..])?;
+            r.at += len;
+            Some(keys)
+        } else {
+            None
+        };
         let nparts = r.u32()?;
         let parts = &b[r.at..];
         let c = Cache {
@@ -205,6 +222,7 @@ impl<'a> Cache<'a> {
             body,
             bodystructure,
             search,
+            sort,
             parts,
             nparts,
         };
