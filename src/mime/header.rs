@@ -1,6 +1,7 @@
 //! Raw header blocks: finding the end of a header, iterating fields with
 //! their exact bytes (for BODY[HEADER.FIELDS]), and unfolding values. Works
-//! on CRLF and bare-LF input alike and never changes a byte it returns.
+//! on CRLF and bare-LF input alike and never changes a byte it returns;
+//! `decode` gives a value's text with its encoded words decoded.
 
 /// Where the body starts: just after the first empty line, or the end of
 /// the input when there is none.
@@ -126,6 +127,24 @@ pub fn select(block: &[u8], names: &[String], not: bool) -> Vec<u8> {
     }
     out.extend_from_slice(b"\r\n");
     out
+}
+
+/// Decodes RFC 2047 encoded words in a header value (for SEARCH).
+pub fn decode(name: &str, value: &[u8]) -> String {
+    if !value.windows(2).any(|w| w == b"=?") && std::str::from_utf8(value).is_ok() {
+        return String::from_utf8_lossy(value).into_owned();
+    }
+    // mail-parser decodes encoded words in unstructured fields it knows, so
+    // the value is carried in a Comments field whatever its real name.
+    let _ = name;
+    let mut msg = Vec::with_capacity(value.len() + 32);
+    msg.extend_from_slice(b"Comments: ");
+    msg.extend_from_slice(value);
+    msg.extend_from_slice(b"\r\n\r\n");
+    mail_parser::MessageParser::default()
+        .parse_headers(&msg)
+        .and_then(|m| m.header("Comments").and_then(|h| h.as_text().map(str::to_string)))
+        .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned())
 }
 
 #[cfg(test)]

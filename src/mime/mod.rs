@@ -36,24 +36,6 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
-/// Decodes RFC 2047 encoded words in a header value (for SEARCH).
-pub fn decode_header_value(name: &str, value: &[u8]) -> String {
-    if !value.windows(2).any(|w| w == b"=?") && std::str::from_utf8(value).is_ok() {
-        return String::from_utf8_lossy(value).into_owned();
-    }
-    // mail-parser decodes encoded words in unstructured fields it knows, so
-    // the value is carried in a Comments field whatever its real name.
-    let _ = name;
-    let mut msg = Vec::with_capacity(value.len() + 32);
-    msg.extend_from_slice(b"Comments: ");
-    msg.extend_from_slice(value);
-    msg.extend_from_slice(b"\r\n\r\n");
-    mail_parser::MessageParser::default()
-        .parse_headers(&msg)
-        .and_then(|m| m.header("Comments").and_then(|h| h.as_text().map(str::to_string)))
-        .unwrap_or_else(|| String::from_utf8_lossy(value).into_owned())
-}
-
 /// An address field as SEARCH FROM/TO/CC/BCC sees it (RFC 9051 6.4.4,
 /// as Dovecot matches): every address as `name <local@domain>`, comments
 /// and folding gone and the name decoded, so `<user (comment)@ (c)
@@ -66,7 +48,7 @@ fn address_text(value: &[u8]) -> String {
             out.push_str(", ");
         }
         if let Some(n) = a.name.as_deref() {
-            let name = decode_header_value("FROM", n);
+            let name = header::decode("FROM", n);
             let name = name.trim_start();
             if !name.is_empty() {
                 out.push_str(name);
@@ -112,7 +94,7 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
         let mut text: Vec<String> = Vec::new();
         for f in header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())) {
             let value = header::unfold(f.value);
-            text.push(decode_header_value(name, &value));
+            text.push(header::decode(name, &value));
             if name != "SUBJECT" {
                 text.push(address_text(&value));
             }

@@ -54,7 +54,7 @@ impl SortKeys {
     /// The keys of the message whose header block is `h`.
     pub fn of(h: &[u8]) -> SortKeys {
         let value = |name: &str| header::first(h, name);
-        let subject = value("Subject").map(|v| super::decode_header_value("SUBJECT", &header::unfold(&v))).unwrap_or_default();
+        let subject = value("Subject").map(|v| header::decode("SUBJECT", &header::unfold(&v))).unwrap_or_default();
         let (base, reply) = base_subject(&subject);
         let from = value("From");
         let to = value("To");
@@ -156,7 +156,7 @@ impl<'a> SortKeysRef<'a> {
 fn display(a: &Option<Addr<'static>>) -> String {
     let Some(a) = a else { return String::new() };
     if let Some(n) = a.name.as_deref().filter(|n| !n.is_empty()) {
-        return casemap(super::decode_header_value("FROM", n).trim());
+        return casemap(header::decode("FROM", n).trim());
     }
     let mut spec = String::from_utf8_lossy(a.mailbox.as_deref().unwrap_or_default()).into_owned();
     if let Some(h) = a.host.as_deref() {

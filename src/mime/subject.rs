@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(base("RE:   Re: re[2]: hello"), "hello");
         assert_eq!(base("Fwd: hello"), "hello");
         assert_eq!(base("fw: hello (fwd)"), "hello");
-        assert_eq!(base_subject("hello (fwd) (FWD)  ").1, true);
+        assert!(base_subject("hello (fwd) (FWD)  ").1);
         assert_eq!(base("[PATCH] fix the thing"), "fix the thing");
         assert_eq!(base("Re: [list] [PATCH 2/3] Re: fix"), "fix");
         // A blob that would leave nothing is the subject.

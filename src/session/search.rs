@@ -157,7 +157,7 @@ impl<'a> Matcher<'a> {
         let h = &all[..header::header_len(all)];
         header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).any(|f| {
             let v = header::unfold(f.value);
-            contains_ci(&v, value) || contains_ci(crate::mime::decode_header_value(name, &v).as_bytes(), value)
+            contains_ci(&v, value) || contains_ci(crate::mime::header::decode(name, &v).as_bytes(), value)
         })
     }
 
