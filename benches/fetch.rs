@@ -4,54 +4,12 @@
 
 use std::io::{IoSlice, Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
-use std::rc::Rc;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use ringmail::config::SyncMode;
 use ringmail::proto::Out;
-use ringmail::session::driver::{self, Env};
-use ringmail::session::{ConnFacts, Connection, SessionConfig};
-use ringmail::store::{RealIo, Settings, Store};
 
-const NOW: i64 = 1_700_000_000;
-
-/// A preauthenticated session on a store with `messages` corpus messages.
-fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> (Connection, Store) {
-    let store = Store::new(Rc::new(RealIo::inline()), dir, Settings { sync: SyncMode::Never, ..Settings::default() });
-    let user = store.user("bench", NOW).unwrap();
-    {
-        let inbox = user.mailbox("INBOX").unwrap();
-        let mut mb = inbox.borrow_mut();
-        for i in 0..messages {
-            mb.append_bytes(&ringmail_kit::corpus::message(42, i), 0, 0, NOW).unwrap();
-        }
-        if let Some(m) = extra {
-            mb.append_bytes(m, 0, 0, NOW).unwrap();
-        }
-        mb.checkpoint().unwrap();
-    }
-    let cfg = Arc::new(SessionConfig::default());
-    let mut c = Connection::preauthenticated(cfg, ConnFacts { tls: false, cleartext_ok: true }, "bench".into());
-    c.attach(user);
-    let mut out = Out::new();
-    run(&mut c, &store, "s SELECT INBOX\r\n", &mut out, &mut |_| {});
-    (c, store)
-}
-
-/// Runs one command; whenever the session asks for a flush, `sink` gets
-/// the output so far, which is then cleared (as the network layer does).
-fn run(c: &mut Connection, store: &Store, cmd: &str, out: &mut Out, sink: &mut dyn FnMut(&Out)) {
-    c.decoder().feed(cmd.as_bytes());
-    let env = Env { store, auth: None, now: NOW };
-    driver::run(c, &env, out, &mut |o| {
-        sink(o);
-        o.clear();
-    });
-    sink(out);
-    out.clear();
-}
+mod common;
+use common::{run, session};
 
 fn fetch_structure(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();

@@ -21,9 +21,16 @@ pub use content::{Kind, Part, Transfer};
 use sortkeys::{SortKeys, SortKeysRef};
 
 /// Version 2 added the text flag of parts; version 3 the address forms of
-/// the search text and the NUL flag; version 4 the sort and thread keys.
-/// Older blobs are analysed again.
-const VERSION: u8 = 4;
+/// the search text and the NUL flag; version 4 the sort and thread keys
+/// (after the search text); version 5 moved them right after the fixed
+/// fields, so SORT and THREAD read one or two cache lines per message
+/// instead of skipping through the whole blob. Versions 2 to 4 are still
+/// read; older blobs are analysed again.
+const VERSION: u8 = 5;
+
+/// Where the sort keys begin in a version 5 blob: after the version, the
+/// flags, the sent day and the header length.
+const SORT_KEYS_AT: usize = 1 + 1 + 4 + 4;
 
 /// Flag bits of a cache blob.
 const HAS_NUL: u8 = 1;
@@ -87,6 +94,8 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
     out.push(if memchr::memchr(0, raw).is_some() { HAS_NUL } else { 0 });
     out.extend_from_slice(&sent_days(h).unwrap_or(i32::MIN).to_le_bytes());
     out.extend_from_slice(&a.header_len.to_le_bytes());
+    debug_assert_eq!(out.len(), SORT_KEYS_AT);
+    SortKeys::of(h).encode(&mut out);
     put_bytes(&mut out, &a.envelope);
     put_bytes(&mut out, &a.body);
     put_bytes(&mut out, &a.bodystructure);
@@ -101,7 +110,6 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
         }
         put_bytes(&mut out, text.join("\n").as_bytes());
     }
-    SortKeys::of(h).encode(&mut out);
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
     for p in &a.parts {
         out.push(p.path.len().min(255) as u8);
@@ -168,18 +176,35 @@ impl<'a> Reader<'a> {
 }
 
 impl<'a> Cache<'a> {
+    /// Only the sort keys of a cache blob (None before version 4, or
+    /// damaged), without reading the rest of it: SORT and THREAD pay for
+    /// nothing else.
+    pub fn sort_keys(b: &'a [u8]) -> Option<SortKeysRef<'a>> {
+        match *b.first()? {
+            VERSION => SortKeysRef::decode(b.get(SORT_KEYS_AT..)?).map(|(keys, _)| keys),
+            4 => Cache::parse(b)?.sort,
+            _ => None,
+        }
+    }
+
     pub fn parse(b: &'a [u8]) -> Option<Cache<'a>> {
         let mut r = Reader { b, at: 0 };
         // Version 2 blobs (from before the NUL flag) are still read: their
         // NUL flag is unknown, so it is set (readers then look).
         let version = r.u8()?;
         let flags = match version {
-            3 | VERSION => r.u8()?,
+            3..=VERSION => r.u8()?,
             2 => HAS_NUL,
             _ => return None,
         };
         let sd = r.u32()? as i32;
         let header_len = r.u32()?;
+        let mut sort = None;
+        if version == VERSION {
+            let (keys, len) = SortKeysRef::decode(&b[r.at..])?;
+            r.at += len;
+            sort = Some(keys);
+        }
         let envelope = r.bytes()?;
         let body = r.bytes()?;
         let bodystructure = r.bytes()?;
@@ -187,13 +212,11 @@ impl<'a> Cache<'a> {
         for s in &mut search {
             *s = r.bytes()?;
         }
-        let sort = if version >= 4 {
+        if version == 4 {
             let (keys, len) = SortKeysRef::decode(&b[r.at..])?;
             r.at += len;
-            Some(keys)
-        } else {
-            None
-        };
+            sort = Some(keys);
+        }
         let nparts = r.u32()?;
         let parts = &b[r.at..];
         let c = Cache {

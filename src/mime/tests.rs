@@ -57,3 +57,45 @@ fn too_many_parts_end_in_one_part() {
     let last = c.iter_parts().last().unwrap();
     assert!(last.end as usize > m.len() - 100, "the rest is the last part's body");
 }
+
+#[test]
+fn the_sort_keys_alone_are_what_the_whole_cache_holds() {
+    let m =
+        b"From: A <a@x.org>\r\nSubject: Re: hello\r\nReferences: <1@x> <2@x>\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n";
+    let blob = analyze(m);
+    let whole = Cache::parse(&blob).unwrap().sort.unwrap();
+    assert_eq!(Cache::sort_keys(&blob), Some(whole));
+    assert_eq!(whole.subject, b"HELLO");
+    assert_eq!(Cache::sort_keys(&blob[..SORT_KEYS_AT + 12]), None, "keys cut short are refused");
+    assert_eq!(Cache::parse(&blob[..blob.len() - 1]).map(|c| c.sort), None, "so is a cut blob");
+}
+
+/// The version 4 layout of a version 5 blob: the sort keys moved after the
+/// search text.
+fn as_version_4(v5: &[u8]) -> Vec<u8> {
+    let (_, keys_len) = SortKeysRef::decode(&v5[SORT_KEYS_AT..]).unwrap();
+    let keys = &v5[SORT_KEYS_AT..SORT_KEYS_AT + keys_len];
+    let mut at = SORT_KEYS_AT + keys_len;
+    for _ in 0..3 + SEARCH_FIELDS.len() {
+        at += 4 + u32::from_le_bytes(v5[at..at + 4].try_into().unwrap()) as usize;
+    }
+    let mut v4 = vec![4];
+    v4.extend_from_slice(&v5[1..SORT_KEYS_AT]);
+    v4.extend_from_slice(&v5[SORT_KEYS_AT + keys_len..at]);
+    v4.extend_from_slice(keys);
+    v4.extend_from_slice(&v5[at..]);
+    v4
+}
+
+#[test]
+fn a_version_4_cache_is_still_read_whole() {
+    let m = b"From: A <a@x.org>\r\nSubject: [x] Fwd: hi\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b--\r\n";
+    let v5 = analyze(m);
+    let v4 = as_version_4(&v5);
+    let (new, old) = (Cache::parse(&v5).unwrap(), Cache::parse(&v4).unwrap());
+    assert_eq!(old.sort, new.sort);
+    assert_eq!(Cache::sort_keys(&v4), new.sort);
+    assert_eq!((old.envelope, old.bodystructure, old.search_text("SUBJECT")), (new.envelope, new.bodystructure, new.search_text("SUBJECT")));
+    assert_eq!(old.iter_parts().map(|p| p.path).collect::<Vec<_>>(), new.iter_parts().map(|p| p.path).collect::<Vec<_>>());
+    assert_eq!(new.sort.unwrap().subject, b"HI");
+}

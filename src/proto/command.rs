@@ -94,6 +94,23 @@ pub enum CommandBody {
         key: SearchKey,
         uid: bool,
     },
+    /// SORT (RFC 5256), with ESORT's RETURN (RFC 5267).
+    Sort {
+        ret: Option<Vec<SearchReturn>>,
+        criteria: Vec<SortCriterion>,
+        charset: String,
+        key: SearchKey,
+        uid: bool,
+    },
+    /// THREAD (RFC 5256).
+    Thread {
+        algorithm: ThreadAlgorithm,
+        charset: String,
+        key: SearchKey,
+        uid: bool,
+    },
+    /// CANCELUPDATE (RFC 5267 4.4): the tags of the searches to stop updating.
+    CancelUpdate(Vec<String>),
 }
 
 impl CommandBody {
@@ -136,6 +153,11 @@ impl CommandBody {
             Store { uid: true, .. } => "UID STORE",
             Search { uid: false, .. } => "SEARCH",
             Search { uid: true, .. } => "UID SEARCH",
+            Sort { uid: false, .. } => "SORT",
+            Sort { uid: true, .. } => "UID SORT",
+            Thread { uid: false, .. } => "THREAD",
+            Thread { uid: true, .. } => "UID THREAD",
+            CancelUpdate(_) => "CANCELUPDATE",
         }
     }
 }
@@ -318,6 +340,42 @@ pub enum SearchReturn {
     All,
     Count,
     Save,
+    /// RFC 5267 4.4: the results at these positions (1-based, first <= last).
+    Partial(u32, u32),
+    /// RFC 5267 4.3: keep the result up to date (ESEARCH ADDTO/REMOVEFROM).
+    Update,
+    /// RFC 5267 4.2: a hint that the result will be used again.
+    Context,
+}
+
+/// One SORT criterion (RFC 5256; DISPLAYFROM/DISPLAYTO from RFC 5957).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortCriterion {
+    pub key: SortKey,
+    pub reverse: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Arrival,
+    Cc,
+    Date,
+    From,
+    Size,
+    Subject,
+    To,
+    DisplayFrom,
+    DisplayTo,
+}
+
+/// THREAD algorithms (RFC 5256; REFS as Dovecot offers it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ThreadAlgorithm {
+    OrderedSubject,
+    References,
+    /// REFERENCES without the subject merging, threads ordered by their
+    /// latest message.
+    Refs,
 }
 
 /// A search key (RFC 9051 6.4.4, plus the RFC 3501 keys).
@@ -346,6 +404,10 @@ pub enum SearchKey {
     SentSince(Date),
     Larger(u64),
     Smaller(u64),
+    /// WITHIN (RFC 5032): internal date more than / at most this many
+    /// seconds before now.
+    Older(u64),
+    Younger(u64),
     /// `HEADER name value`; FROM/TO/CC/BCC/SUBJECT map onto this.
     Header(String, Vec<u8>),
     Body(Vec<u8>),

@@ -429,12 +429,23 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 CommandBody::Id(self.id_params()?)
             }
-            "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" => self.selected_command(&name, false)?,
+            "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD" => self.selected_command(&name, false)?,
+            "CANCELUPDATE" => {
+                let mut tags = Vec::new();
+                loop {
+                    self.sp()?;
+                    tags.push(self.astring_utf8()?);
+                    if self.at_end() {
+                        break;
+                    }
+                }
+                CommandBody::CancelUpdate(tags)
+            }
             "UID" => {
                 self.sp()?;
                 let sub = self.atom_upper()?;
                 match sub.as_str() {
-                    "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" => self.selected_command(&sub, true)?,
+                    "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD" => self.selected_command(&sub, true)?,
                     "EXPUNGE" => {
                         self.sp()?;
                         CommandBody::Expunge { uids: Some(self.sequence_set()?) }
@@ -529,6 +540,8 @@ impl<'a> Parser<'a> {
                 };
                 CommandBody::Store { set, op, silent, flags, uid, unchanged_since }
             }
+            "SORT" => self.sort(uid)?,
+            "THREAD" => self.thread(uid)?,
             _ => self.search(uid)?,
         })
     }
@@ -780,28 +793,8 @@ impl<'a> Parser<'a> {
 
     fn search(&mut self, uid: bool) -> R<CommandBody> {
         self.sp()?;
-        let mut ret = None;
+        let ret = self.search_return()?;
         let mut charset = None;
-        if let Some(t) = self.peek() {
-            if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"RETURN") {
-                self.next()?;
-                self.sp()?;
-                let opts = self.atom_list()?;
-                let mut v = Vec::new();
-                for o in opts {
-                    v.push(match o.as_str() {
-                        "MIN" => SearchReturn::Min,
-                        "MAX" => SearchReturn::Max,
-                        "ALL" => SearchReturn::All,
-                        "COUNT" => SearchReturn::Count,
-                        "SAVE" => SearchReturn::Save,
-                        _ => return Err(format!("Unknown SEARCH return option {o}")),
-                    });
-                }
-                ret = Some(v);
-                self.sp()?;
-            }
-        }
         if let Some(t) = self.peek() {
             if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"CHARSET") {
                 self.next()?;
@@ -810,13 +803,116 @@ impl<'a> Parser<'a> {
                 self.sp()?;
             }
         }
+        let key = self.search_keys()?;
+        Ok(CommandBody::Search { ret, charset, key, uid })
+    }
+
+    /// `RETURN (...)` of SEARCH (RFC 4731, RFC 5267) and SORT (ESORT), with
+    /// the space after it.
+    fn search_return(&mut self) -> R<Option<Vec<SearchReturn>>> {
+        match self.peek() {
+            Some(t) if t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"RETURN") => {}
+            _ => return Ok(None),
+        }
+        self.next()?;
+        self.sp()?;
+        let opts = self.atom_list()?;
+        let mut v = Vec::new();
+        let mut it = opts.iter();
+        while let Some(o) = it.next() {
+            let opt = match o.as_str() {
+                "MIN" => SearchReturn::Min,
+                "MAX" => SearchReturn::Max,
+                "ALL" => SearchReturn::All,
+                "COUNT" => SearchReturn::Count,
+                "SAVE" => SearchReturn::Save,
+                "UPDATE" => SearchReturn::Update,
+                "CONTEXT" => SearchReturn::Context,
+                "PARTIAL" => {
+                    // partial-range = nz-number ":" nz-number, either order.
+                    let range = it.next().ok_or("PARTIAL range missing")?;
+                    let (a, b) = range.split_once(':').ok_or("PARTIAL range broken")?;
+                    let num = |s: &str| s.parse::<u32>().ok().filter(|&n| n > 0);
+                    let (Some(a), Some(b)) = (num(a), num(b)) else { return Err("PARTIAL range broken".into()) };
+                    if v.iter().any(|o| matches!(o, SearchReturn::Partial(..))) {
+                        return Err("PARTIAL can be used only once".into());
+                    }
+                    SearchReturn::Partial(a.min(b), a.max(b))
+                }
+                _ => return Err(format!("Unknown SEARCH return option {o}")),
+            };
+            if !v.contains(&opt) {
+                v.push(opt);
+            }
+        }
+        if v.contains(&SearchReturn::All) && v.iter().any(|o| matches!(o, SearchReturn::Partial(..))) {
+            return Err("PARTIAL conflicts with ALL".into());
+        }
+        self.sp()?;
+        Ok(Some(v))
+    }
+
+    /// One or more search keys to the end of the line, as one key.
+    fn search_keys(&mut self) -> R<SearchKey> {
         let mut keys = vec![self.search_key()?];
         while !self.at_end() {
             self.sp()?;
             keys.push(self.search_key()?);
         }
-        let key = if keys.len() == 1 { keys.pop().expect("one key") } else { SearchKey::And(keys) };
-        Ok(CommandBody::Search { ret, charset, key, uid })
+        Ok(if keys.len() == 1 { keys.pop().expect("one key") } else { SearchKey::And(keys) })
+    }
+
+    /// SORT (RFC 5256 section 5, RFC 5267 ESORT, RFC 5957 SORT=DISPLAY).
+    fn sort(&mut self, uid: bool) -> R<CommandBody> {
+        self.sp()?;
+        let ret = self.search_return()?;
+        let names = self.atom_list()?;
+        let mut criteria = Vec::new();
+        let mut reverse = false;
+        for n in names {
+            let key = match n.as_str() {
+                "REVERSE" if !reverse => {
+                    reverse = true;
+                    continue;
+                }
+                "ARRIVAL" => SortKey::Arrival,
+                "CC" => SortKey::Cc,
+                "DATE" => SortKey::Date,
+                "FROM" => SortKey::From,
+                "SIZE" => SortKey::Size,
+                "SUBJECT" => SortKey::Subject,
+                "TO" => SortKey::To,
+                "DISPLAYFROM" => SortKey::DisplayFrom,
+                "DISPLAYTO" => SortKey::DisplayTo,
+                _ => return Err(format!("Unknown sort criterion {n}")),
+            };
+            criteria.push(SortCriterion { key, reverse });
+            reverse = false;
+        }
+        if reverse || criteria.is_empty() {
+            return Err("Invalid sort criteria".into());
+        }
+        self.sp()?;
+        let charset = upper(&self.astring()?);
+        self.sp()?;
+        let key = self.search_keys()?;
+        Ok(CommandBody::Sort { ret, criteria, charset, key, uid })
+    }
+
+    /// THREAD (RFC 5256 section 5).
+    fn thread(&mut self, uid: bool) -> R<CommandBody> {
+        self.sp()?;
+        let algorithm = match self.atom_upper()?.as_str() {
+            "ORDEREDSUBJECT" => ThreadAlgorithm::OrderedSubject,
+            "REFERENCES" => ThreadAlgorithm::References,
+            "REFS" => ThreadAlgorithm::Refs,
+            a => return Err(format!("Unknown thread algorithm {a}")),
+        };
+        self.sp()?;
+        let charset = upper(&self.astring()?);
+        self.sp()?;
+        let key = self.search_keys()?;
+        Ok(CommandBody::Thread { algorithm, charset, key, uid })
     }
 
     fn search_key(&mut self) -> R<SearchKey> {
@@ -899,6 +995,14 @@ impl<'a> Parser<'a> {
             "LARGER" => {
                 self.sp()?;
                 SearchKey::Larger(self.number()?)
+            }
+            "OLDER" => {
+                self.sp()?;
+                SearchKey::Older(self.number()?)
+            }
+            "YOUNGER" => {
+                self.sp()?;
+                SearchKey::Younger(self.number()?)
             }
             "SMALLER" => {
                 self.sp()?;

@@ -156,9 +156,46 @@ impl fmt::Display for SequenceSet {
     }
 }
 
+/// A list of numbers as a set, in the order given, ascending runs written
+/// as ranges: `1,2,3,7` is `1:3,7` (COPYUID, MODIFIED, ESEARCH). A
+/// descending run stays a list (`7,6,5`): a sorted result keeps its order
+/// (RFC 5267 section 3.2), and `7:5` would read as the unordered range
+/// 5 to 7 to a client that parses it as an ordinary set, as Dovecot's
+/// output and imaptest's sort-partial expect.
+pub fn compact(numbers: &[u32]) -> String {
+    let mut s = String::new();
+    let mut i = 0;
+    while i < numbers.len() {
+        let start = numbers[i];
+        let mut j = i;
+        while numbers.get(j + 1).is_some_and(|&n| Some(n) == numbers[j].checked_add(1)) {
+            j += 1;
+        }
+        if !s.is_empty() {
+            s.push(',');
+        }
+        s.push_str(&start.to_string());
+        if j > i {
+            s.push(':');
+            s.push_str(&numbers[j].to_string());
+        }
+        i = j + 1;
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ascending_runs_only_keeping_the_order() {
+        assert_eq!(compact(&[1, 2, 3, 7, 6, 5, 9, 4]), "1:3,7,6,5,9,4");
+        assert_eq!(compact(&[5, 3, 4, 2, 1]), "5,3:4,2,1");
+        assert_eq!(compact(&[u32::MAX - 1, u32::MAX, 1]), "4294967294:4294967295,1");
+        assert_eq!(compact(&[]), "");
+        assert_eq!(compact(&[5]), "5");
+    }
 
     fn set(s: &str) -> Ranges {
         match crate::proto::parse::parse_sequence_set(s.as_bytes()).unwrap() {

@@ -23,6 +23,16 @@ const AUTHENTICATED: &[&str] = &[
     "BINARY",
     "CONDSTORE",
     "STATUS=SIZE",
+    "SORT",
+    "SORT=DISPLAY",
+    "ESORT",
+    "CONTEXT=SEARCH",
+    "CONTEXT=SORT",
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
+    "THREAD=REFS",
+    "WITHIN",
+    "I18NLEVEL=1",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

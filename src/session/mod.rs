@@ -20,13 +20,17 @@ pub mod caps;
 mod cmd;
 mod config;
 mod connection;
+mod contexts;
 pub mod driver;
 pub mod flags;
 mod reply;
+mod results;
 mod sasl;
 mod search;
 mod selected;
+mod sort;
 mod state;
+mod thread;
 mod walk;
 
 pub use config::{ConnFacts, Enabled, SessionConfig};

@@ -143,27 +143,3 @@ pub(crate) fn ok_when_durable(ticket: Ticket, tag: &str, code: Option<String>, t
         }),
     )
 }
-
-/// A compact UID set (`1:3,7`) for COPYUID, keeping the given order.
-pub(crate) fn uid_set(uids: &[u32]) -> String {
-    let mut s = String::new();
-    let mut i = 0;
-    while i < uids.len() {
-        let start = uids[i];
-        let mut end = start;
-        while i + 1 < uids.len() && uids[i + 1] == end + 1 {
-            end += 1;
-            i += 1;
-        }
-        if !s.is_empty() {
-            s.push(',');
-        }
-        if start == end {
-            s.push_str(&start.to_string());
-        } else {
-            s.push_str(&format!("{start}:{end}"));
-        }
-        i += 1;
-    }
-    s
-}

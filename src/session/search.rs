@@ -5,7 +5,7 @@
 
 use std::cell::OnceCell;
 
-use super::selected::Selected;
+use crate::mime::casemap::casemap;
 use crate::mime::{header, Cache, Kind, Transfer};
 use crate::proto::{Date, Flag, SearchKey, SequenceSet};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
@@ -22,16 +22,27 @@ pub fn uses_modseq(k: &SearchKey) -> bool {
     }
 }
 
-/// Case-insensitive substring search (RFC 9051 6.4.4). ASCII needles take
-/// the fast path; a needle with non-ASCII letters is compared after Unicode
-/// lower-casing both sides.
+/// Substring search under `i;unicode-casemap` (RFC 5051), for header text:
+/// both sides titlecased and decomposed, so `e` finds `É` and `ﬁ` finds
+/// `FI`. ASCII on both sides takes the fast path (the same answer).
+pub fn contains_casemap(hay: &[u8], needle: &[u8]) -> bool {
+    if needle.is_ascii() && hay.is_ascii() {
+        return contains_ascii_ci(hay, needle);
+    }
+    let n = casemap(&String::from_utf8_lossy(needle));
+    let h = casemap(&String::from_utf8_lossy(hay));
+    memchr::memmem::find(h.as_bytes(), n.as_bytes()).is_some()
+}
+
+/// Substring search in message bodies (RFC 9051 6.4.4): an ASCII needle
+/// is matched ASCII-case-insensitively (bodies are large; accented letters
+/// in them are found only by a needle that has them), any other under
+/// `i;unicode-casemap`.
 pub fn contains_ci(hay: &[u8], needle: &[u8]) -> bool {
     if needle.is_ascii() {
         return contains_ascii_ci(hay, needle);
     }
-    let n = String::from_utf8_lossy(needle).to_lowercase();
-    let h = String::from_utf8_lossy(hay).to_lowercase();
-    memchr::memmem::find(h.as_bytes(), n.as_bytes()).is_some()
+    contains_casemap(hay, needle)
 }
 
 /// ASCII-case-insensitive substring search. Candidates are found with
@@ -62,9 +73,21 @@ fn day_of(unix: i64) -> i64 {
     unix.div_euclid(86_400)
 }
 
+/// What a search needs of the session besides the mailbox: its numbering,
+/// its \Recent messages and its saved result (RFC 5182).
+pub trait Numbering {
+    /// UIDs by sequence number (index + 1).
+    fn uids(&self) -> &[u32];
+    fn is_recent(&self, uid: u32) -> bool;
+    /// `$`: the saved result, as UIDs.
+    fn saved(&self) -> &[u32];
+}
+
 pub struct Matcher<'a> {
     mb: &'a Mailbox,
-    sel: &'a Selected,
+    sel: &'a dyn Numbering,
+    /// Seconds since the epoch, for WITHIN (RFC 5032).
+    now: i64,
     max_seq: u32,
     max_uid: u32,
     /// Message bytes loaded so far: what a search slice is budgeted by.
@@ -79,8 +102,8 @@ struct Loaded<'a> {
 }
 
 impl<'a> Matcher<'a> {
-    pub fn new(mb: &'a Mailbox, sel: &'a Selected) -> Self {
-        Matcher { mb, sel, max_seq: sel.exists(), max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default() }
+    pub fn new(mb: &'a Mailbox, sel: &'a dyn Numbering, now: i64) -> Self {
+        Matcher { mb, sel, now, max_seq: sel.uids().len() as u32, max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default() }
     }
 
     /// Bytes of messages looked at (headers and bodies) so far.
@@ -134,7 +157,7 @@ impl<'a> Matcher<'a> {
 
     fn in_set(&self, set: &SequenceSet, n: u32, max: u32, uid: bool) -> bool {
         match set {
-            SequenceSet::Saved => self.sel.saved.binary_search(&(if uid { n } else { self.sel.uids()[n as usize - 1] })).is_ok(),
+            SequenceSet::Saved => self.sel.saved().binary_search(&(if uid { n } else { self.sel.uids()[n as usize - 1] })).is_ok(),
             SequenceSet::Ranges(r) => r.contains(n, max),
         }
     }
@@ -149,7 +172,7 @@ impl<'a> Matcher<'a> {
             return self.has_field(name, m, l);
         }
         // The cache holds decoded text of the address and subject fields.
-        if let Some(hit) = self.with_cache(m, l, |c| c.search_text(name).map(|t| contains_ci(t, value))).flatten() {
+        if let Some(hit) = self.with_cache(m, l, |c| c.search_text(name).map(|t| contains_casemap(t, value))).flatten() {
             return hit;
         }
         let Some(msg) = self.bytes(m, l) else { return false };
@@ -157,7 +180,7 @@ impl<'a> Matcher<'a> {
         let h = &all[..header::header_len(all)];
         header::fields(h).filter(|f| f.name.eq_ignore_ascii_case(name.as_bytes())).any(|f| {
             let v = header::unfold(f.value);
-            contains_ci(&v, value) || contains_ci(crate::mime::header::decode(name, &v).as_bytes(), value)
+            contains_casemap(&v, value) || contains_casemap(crate::mime::header::decode(name, &v).as_bytes(), value)
         })
     }
 
@@ -212,6 +235,9 @@ impl<'a> Matcher<'a> {
             SearchKey::SentOn(d) => date_cmp(d, self.sent_day(m, l)).is_eq(),
             SearchKey::SentSince(d) => date_cmp(d, self.sent_day(m, l)).is_ge(),
             SearchKey::Larger(n) => self.mb.location(m).length > *n,
+            // RFC 5032: OLDER n is at least n seconds old (as Dovecot reads it).
+            SearchKey::Older(s) => self.mb.location(m).internal_date <= self.now.saturating_sub_unsigned(*s),
+            SearchKey::Younger(s) => self.mb.location(m).internal_date >= self.now.saturating_sub_unsigned(*s),
             SearchKey::Smaller(n) => self.mb.location(m).length < *n,
             SearchKey::Header(name, value) => self.header_matches(name, value, m, l),
             SearchKey::Body(v) => self.body_matches(v, m, l),

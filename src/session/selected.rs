@@ -6,6 +6,7 @@
 use std::rc::Rc;
 
 use super::config::Enabled;
+use super::contexts::{self, Context};
 use super::flags::flags_item;
 use crate::proto::{Out, SequenceSet};
 use crate::signal::Signal;
@@ -33,6 +34,8 @@ pub struct Selected {
     pub saved: Vec<u32>,
     /// CONDSTORE is active: FETCH responses carry MODSEQ.
     pub condstore: bool,
+    /// Results kept up to date (RFC 5267 4.3), told of in every sync.
+    pub contexts: Vec<Context>,
     signal: Option<Rc<Signal>>,
 }
 
@@ -63,6 +66,7 @@ impl Selected {
             announced: 0,
             saved: Vec::new(),
             condstore,
+            contexts: Vec::new(),
             signal,
         }
     }
@@ -212,6 +216,8 @@ impl Selected {
         }
         let mb = self.mbox.borrow();
         let p = self.pending.as_mut().expect("planned above");
+        // RFC 5267 4.3: REMOVEFROM for expunged messages before their EXPUNGE.
+        out.raw(&std::mem::take(&mut p.results_before));
         while let Some(&seq) = p.expunged.get(p.at) {
             if out.len() >= budget {
                 return Synced::More;
@@ -243,6 +249,7 @@ impl Selected {
             }
             out.raw(b")\r\n");
         }
+        out.raw(&std::mem::take(&mut p.results_after));
         drop(mb);
         self.pending = None;
         self.own.clear();
@@ -284,6 +291,16 @@ impl Selected {
         gone.sort_unstable();
         gone.dedup();
         let expunged_pending = !gone.is_empty() && !expunge_ok;
+        // Kept results lose the expunged messages, told in the numbering
+        // the client has until the EXPUNGE responses that follow.
+        let mut results_before = Out::new();
+        if !expunged_pending && !self.contexts.is_empty() {
+            let gone_uids: Vec<u32> = gone.iter().map(|&i| self.uids[i]).collect();
+            let changes = contexts::expunged(&mut self.contexts, &gone_uids);
+            let old = self.uids.clone();
+            let seq_of = move |u: u32| old.binary_search(&u).ok().map(|i| i as u32 + 1);
+            contexts::write(&mut results_before, &self.contexts, &changes, &seq_of);
+        }
         // Highest number first (RFC 9051 7.5.1: each EXPUNGE renumbers the rest).
         let expunged: Vec<u32> = if expunged_pending { Vec::new() } else { gone.iter().rev().map(|&i| i as u32 + 1).collect() };
         // New messages: the mailbox's UIDs above the last one we know.
@@ -324,13 +341,34 @@ impl Selected {
                 None => mb.msgs().iter().filter(|m| m.modseq > self.modseq && m.uid <= last).map(|m| m.uid).collect(),
             }
         };
-        let plan = SyncPlan { expunged, at: 0, exists, recent, flags, at_flags: 0, since_modseq: self.modseq, last_known: last };
+        let since_modseq = self.modseq;
         self.modseq = mb.highest_modseq();
         if !expunged_pending {
             // Keep the old version while expunges wait, to find them again.
             self.version = mb.version();
         }
         self.uids = uids;
+        // Kept results take in what changed and what arrived.
+        let mut results_after = Out::new();
+        if !self.contexts.is_empty() {
+            let mut ctxs = std::mem::take(&mut self.contexts);
+            let changes = contexts::reevaluated(&mut ctxs, &mb, &*self, &flags, added);
+            let seq_of = |u: u32| self.uids.binary_search(&u).ok().map(|i| i as u32 + 1);
+            contexts::write(&mut results_after, &ctxs, &changes, &seq_of);
+            self.contexts = ctxs;
+        }
+        let plan = SyncPlan {
+            expunged,
+            at: 0,
+            exists,
+            recent,
+            flags,
+            at_flags: 0,
+            since_modseq,
+            last_known: last,
+            results_before: results_before.buf,
+            results_after: results_after.buf,
+        };
         Some(Some(Box::new(plan)))
     }
 }
@@ -349,6 +387,24 @@ struct SyncPlan {
     since_modseq: u64,
     /// The highest UID the session knew before (newer ones are new, not changed).
     last_known: u32,
+    /// `* ESEARCH` updates of kept results (RFC 5267 4.3): before the
+    /// EXPUNGE responses, and after the rest.
+    results_before: Vec<u8>,
+    results_after: Vec<u8>,
+}
+
+impl super::search::Numbering for Selected {
+    fn uids(&self) -> &[u32] {
+        &self.uids
+    }
+
+    fn is_recent(&self, uid: u32) -> bool {
+        self.recent.contains(uid)
+    }
+
+    fn saved(&self) -> &[u32] {
+        &self.saved
+    }
 }
 
 /// How far a [`Selected::sync_step`] got.

@@ -31,7 +31,7 @@ pub use self::exec::{Deferred, Spawner};
 pub use self::io::{Io, MemIo, RealIo};
 pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::write::AppendHandle;
-pub use mailbox::{Mailbox, MailboxRef, Msg, Settings, StoreError};
+pub use mailbox::{Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 
 use self::io::read_optional;

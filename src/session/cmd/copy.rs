@@ -5,9 +5,10 @@
 
 use std::rc::Rc;
 
+use crate::proto::seqset::compact;
 use crate::proto::{Mailbox, Out, SequenceSet};
 use crate::session::flags::keyword_mask;
-use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, uid_set, when_durable};
+use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
 use crate::session::walk::SetWalk;
 use crate::store::{MailboxRef, UserStore};
@@ -115,7 +116,7 @@ impl Copy {
                 if let Err(e) = r {
                     return not_durable(out, &tag, &e);
                 }
-                let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), uid_set(&src), uid_set(&dst));
+                let code = format!("COPYUID {} {} {}", target.borrow().uidvalidity(), compact(&src), compact(&dst));
                 if !moved {
                     return ok(&tag, Some(&code), "Copy completed.");
                 }

@@ -5,6 +5,7 @@
 
 pub mod append;
 pub mod authenticate;
+mod cancelupdate;
 mod capability;
 mod check;
 mod close;
@@ -24,10 +25,12 @@ mod noop;
 mod rename;
 mod search;
 mod select;
+mod sort;
 mod starttls;
 mod status;
 mod store_flags;
 mod subscribe;
+mod thread;
 
 use super::state::{Directive, Session, State, Step};
 use crate::proto::{Command, CommandBody, Out};
@@ -56,10 +59,21 @@ fn spec(body: &CommandBody) -> Spec {
         Select { .. } | Create(_) | Delete(_) | Rename { .. } | Subscribe(_) | Unsubscribe(_) | List(_) | Lsub { .. } | Namespace | Status { .. } | Idle => {
             AUTH | SELECTED
         }
-        Check | Close | Unselect | Expunge { .. } | Copy { .. } | Move { .. } | Fetch { .. } | Store { .. } | Search { .. } => SELECTED,
+        Check
+        | Close
+        | Unselect
+        | Expunge { .. }
+        | Copy { .. }
+        | Move { .. }
+        | Fetch { .. }
+        | Store { .. }
+        | Search { .. }
+        | Sort { .. }
+        | Thread { .. }
+        | CancelUpdate(_) => SELECTED,
     };
     let expunge = match body {
-        Fetch { uid, .. } | Store { uid, .. } | Search { uid, .. } => *uid,
+        Fetch { uid, .. } | Store { uid, .. } | Search { uid, .. } | Sort { uid, .. } | Thread { uid, .. } => *uid,
         _ => true,
     };
     Spec { states, expunge }
@@ -155,6 +169,9 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         Move { set, mailbox, uid } => copy::run(in_mailbox!(), tag, &set, &mailbox, uid, true, out),
         Fetch { set, items, uid, modifiers } => fetch::run(in_mailbox!(), &tag, &set, &items, uid, &modifiers, out),
         Store { set, op, silent, flags, uid, unchanged_since } => store_flags::run(in_mailbox!(), &tag, &set, op, silent, &flags, uid, unchanged_since, out),
-        Search { ret, charset, key, uid } => search::run(in_mailbox!(), &tag, ret.as_deref(), charset.as_deref(), &key, uid, out),
+        Search { ret, charset, key, uid } => search::run(in_mailbox!(), &tag, ret.as_deref(), charset.as_deref(), &key, uid, now, out),
+        Sort { ret, criteria, charset, key, uid } => sort::run(in_mailbox!(), &tag, ret.as_deref(), &criteria, &charset, &key, uid, now, out),
+        Thread { algorithm, charset, key, uid } => thread::run(in_mailbox!(), &tag, algorithm, &charset, &key, uid, now, out),
+        CancelUpdate(tags) => cancelupdate::run(in_mailbox!(), &tag, &tags, out),
     }
 }

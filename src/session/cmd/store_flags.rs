@@ -3,9 +3,10 @@
 //! write, its FETCH responses follow, and the tagged OK comes once every
 //! change is durable.
 
+use crate::proto::seqset::compact;
 use crate::proto::{Flag, Out, SequenceSet, StoreOp};
 use crate::session::flags::{flags_item, keyword_mask, split_flags};
-use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error, uid_set};
+use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 use crate::session::walk::SetWalk;
 
@@ -145,7 +146,7 @@ impl MailboxCursor for Store {
             }
         }
         let (code, text) = if !self.modified.is_empty() {
-            (Some(format!("MODIFIED {}", uid_set(&self.modified))), "Conditional STORE failed")
+            (Some(format!("MODIFIED {}", compact(&self.modified))), "Conditional STORE failed")
         } else {
             // Messages another session expunged are skipped; the command succeeds
             // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180

@@ -1,0 +1,91 @@
+//! SORT and THREAD over a 100k-message INBOX through the protocol core,
+//! as a webmail page view asks for them, and the memory one command takes:
+//! a counting allocator records the peak above what was allocated before
+//! the command, reported per message of the mailbox.
+
+use std::alloc::{GlobalAlloc, Layout};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use ringmail::proto::Out;
+
+mod common;
+use common::{run, session};
+
+const MESSAGES: u64 = 100_000;
+
+/// mimalloc, counting the bytes allocated now and the highest since reset.
+struct Counting;
+
+static NOW_BYTES: AtomicUsize = AtomicUsize::new(0);
+static PEAK_BYTES: AtomicUsize = AtomicUsize::new(0);
+
+// SAFETY: every call is forwarded unchanged to mimalloc, which upholds the
+// GlobalAlloc contract; the counters only observe sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        let now = NOW_BYTES.fetch_add(l.size(), Relaxed) + l.size();
+        PEAK_BYTES.fetch_max(now, Relaxed);
+        // SAFETY: the caller's layout is passed through as given.
+        unsafe { mimalloc::MiMalloc.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        NOW_BYTES.fetch_sub(l.size(), Relaxed);
+        // SAFETY: `p` came from `alloc` above with this layout.
+        unsafe { mimalloc::MiMalloc.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        if new > l.size() {
+            let now = NOW_BYTES.fetch_add(new - l.size(), Relaxed) + new - l.size();
+            PEAK_BYTES.fetch_max(now, Relaxed);
+        } else {
+            NOW_BYTES.fetch_sub(l.size() - new, Relaxed);
+        }
+        // SAFETY: `p` came from this allocator with layout `l`.
+        unsafe { mimalloc::MiMalloc.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+const COMMANDS: &[(&str, &str)] = &[
+    ("SORT (SUBJECT)", "s SORT (SUBJECT) UTF-8 ALL\r\n"),
+    ("SORT (REVERSE DATE)", "s SORT (REVERSE DATE) UTF-8 ALL\r\n"),
+    ("SORT (DISPLAYFROM)", "s SORT (DISPLAYFROM) UTF-8 ALL\r\n"),
+    ("SORT (SIZE)", "s SORT (SIZE) UTF-8 ALL\r\n"),
+    ("SORT RETURN (PARTIAL 1:50) (REVERSE ARRIVAL)", "s SORT RETURN (PARTIAL 1:50) (REVERSE ARRIVAL) UTF-8 ALL\r\n"),
+    ("THREAD ORDEREDSUBJECT", "t THREAD ORDEREDSUBJECT UTF-8 ALL\r\n"),
+    ("THREAD REFERENCES", "t THREAD REFERENCES UTF-8 ALL\r\n"),
+    ("THREAD REFS", "t THREAD REFS UTF-8 ALL\r\n"),
+];
+
+fn sort_and_thread(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut conn, store) = session(dir.path(), MESSAGES, None);
+    let mut out = Out::new();
+    for (name, cmd) in COMMANDS {
+        let before = NOW_BYTES.load(Relaxed);
+        PEAK_BYTES.store(before, Relaxed);
+        let mut bytes = 0;
+        run(&mut conn, &store, cmd, &mut out, &mut |o| bytes += o.len());
+        let peak = PEAK_BYTES.load(Relaxed) - before;
+        println!("{name}: {bytes} bytes of response, peak memory {peak} B above the session's ({:.1} B per message)", peak as f64 / MESSAGES as f64);
+    }
+    let mut g = c.benchmark_group("100k messages");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(MESSAGES));
+    for (name, cmd) in COMMANDS {
+        g.bench_function(*name, |b| {
+            b.iter(|| {
+                let mut bytes = 0;
+                run(&mut conn, &store, cmd, &mut out, &mut |o| bytes += o.len());
+                bytes
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, sort_and_thread);
+criterion_main!(benches);

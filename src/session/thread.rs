@@ -1,0 +1,451 @@
+//! THREAD (RFC 5256 section 3): ORDEREDSUBJECT, REFERENCES, and REFS (as
+//! Dovecot offers it: REFERENCES without merging threads by subject, the
+//! threads ordered by their latest message), over keys computed at
+//! delivery (`mime::sortkeys`).
+//!
+//! Threads live in an arena of nodes and every walk is iterative: a reply
+//! chain of a hundred thousand messages is a tree that deep.
+
+use std::cmp::Ordering;
+
+use rustc_hash::FxHashMap as HashMap;
+
+use super::sort::each_with_keys;
+use crate::proto::ThreadAlgorithm;
+use crate::store::Mailbox;
+
+/// One message to thread.
+struct Item {
+    seq: u32,
+    /// Sent date (RFC 5256 2.2, the internal date where there is none).
+    date: i64,
+    subject: Text,
+    reply: bool,
+    message_id: Option<Text>,
+    /// A range of `Items::refs`.
+    references: (u32, u32),
+}
+
+/// A range of `Items::arena`.
+#[derive(Clone, Copy)]
+struct Text(u32, u32);
+
+/// The messages to thread, their texts copied into one arena (a few
+/// allocations for the whole mailbox, not several per message).
+struct Items {
+    list: Vec<Item>,
+    arena: Vec<u8>,
+    refs: Vec<Text>,
+}
+
+impl std::ops::Index<u32> for Items {
+    type Output = Item;
+    fn index(&self, i: u32) -> &Item {
+        &self.list[i as usize]
+    }
+}
+
+impl Items {
+    fn len(&self) -> usize {
+        self.list.len()
+    }
+    fn text(&self, t: Text) -> &[u8] {
+        &self.arena[t.0 as usize..(t.0 + t.1) as usize]
+    }
+    fn keep(&mut self, b: &[u8]) -> Text {
+        let t = Text(self.arena.len() as u32, b.len() as u32);
+        self.arena.extend_from_slice(b);
+        t
+    }
+    fn subject(&self, i: u32) -> &[u8] {
+        self.text(self[i].subject)
+    }
+    fn message_id(&self, i: u32) -> Option<&[u8]> {
+        self[i].message_id.map(|t| self.text(t))
+    }
+    fn references(&self, i: u32) -> impl Iterator<Item = &[u8]> {
+        let (from, to) = self[i].references;
+        self.refs[from as usize..to as usize].iter().map(|&t| self.text(t))
+    }
+}
+
+struct Node {
+    /// Index of the message (None: a dummy, at the top only).
+    msg: Option<u32>,
+    children: Vec<u32>,
+}
+
+/// Threads: the top-level nodes and the arena they point into.
+pub(crate) struct Forest {
+    nodes: Vec<Node>,
+    pub roots: Vec<u32>,
+}
+
+impl Forest {
+    fn node(&mut self, msg: Option<u32>, children: Vec<u32>) -> u32 {
+        self.nodes.push(Node { msg, children });
+        (self.nodes.len() - 1) as u32
+    }
+
+    /// The message that dates a node: itself, or a dummy's first child.
+    fn first_msg(&self, mut n: u32) -> Option<u32> {
+        loop {
+            let node = &self.nodes[n as usize];
+            if node.msg.is_some() {
+                return node.msg;
+            }
+            n = *node.children.first()?;
+        }
+    }
+
+    /// Orders `list` by the sent date of each node's first message.
+    fn sort_by_date(&self, items: &Items, list: &mut [u32]) {
+        list.sort_by(|&a, &b| match (self.first_msg(a), self.first_msg(b)) {
+            (Some(x), Some(y)) => by_date(items, x, y),
+            (x, y) => x.is_some().cmp(&y.is_some()),
+        });
+    }
+
+    /// Sorts the children of `n` by date.
+    fn sort_children_of(&mut self, items: &Items, n: u32) {
+        let mut kids = std::mem::take(&mut self.nodes[n as usize].children);
+        self.sort_by_date(items, &mut kids);
+        self.nodes[n as usize].children = kids;
+    }
+}
+
+/// The threads of the messages `hits` ((sequence number, UID), in mailbox
+/// order), and the (sequence number, UID) of each message they index.
+pub(crate) fn thread(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAlgorithm) -> (Forest, Vec<(u32, u32)>) {
+    let mut items = Items { list: Vec::with_capacity(hits.len()), arena: Vec::new(), refs: Vec::new() };
+    let mut ids = Vec::with_capacity(hits.len());
+    each_with_keys(mb, hits, |(seq, uid), m, keys| {
+        let internal = mb.location(m).internal_date;
+        let item = match keys {
+            Some(k) => {
+                let from = items.refs.len() as u32;
+                for r in k.references() {
+                    let t = items.keep(r);
+                    items.refs.push(t);
+                }
+                Item {
+                    seq,
+                    date: k.sent.unwrap_or(internal),
+                    subject: items.keep(k.subject),
+                    reply: k.reply,
+                    message_id: k.message_id.map(|id| items.keep(id)),
+                    references: (from, items.refs.len() as u32),
+                }
+            }
+            None => Item { seq, date: internal, subject: Text(0, 0), reply: false, message_id: None, references: (0, 0) },
+        };
+        items.list.push(item);
+        ids.push((seq, uid));
+    });
+    let forest = match algorithm {
+        ThreadAlgorithm::OrderedSubject => ordered_subject(&items),
+        ThreadAlgorithm::References => references(&items, true),
+        ThreadAlgorithm::Refs => references(&items, false),
+    };
+    (forest, ids)
+}
+
+/// Sent-date order, the sequence number breaking ties (RFC 5256 2.2).
+fn by_date(items: &Items, a: u32, b: u32) -> Ordering {
+    let (a, b) = (&items[a], &items[b]);
+    a.date.cmp(&b.date).then(a.seq.cmp(&b.seq))
+}
+
+/// ORDEREDSUBJECT: by base subject, then sent date; each subject one
+/// thread whose first message is the parent of all the others; threads in
+/// order of their first message's sent date.
+fn ordered_subject(items: &Items) -> Forest {
+    let mut idx: Vec<u32> = (0..items.len() as u32).collect();
+    idx.sort_by(|&a, &b| items.subject(a).cmp(items.subject(b)).then_with(|| by_date(items, a, b)));
+    let mut f = Forest { nodes: Vec::with_capacity(items.len()), roots: Vec::new() };
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i + 1;
+        while j < idx.len() && items.subject(idx[j]) == items.subject(idx[i]) {
+            j += 1;
+        }
+        let children = idx[i + 1..j].iter().map(|&c| f.node(Some(c), Vec::new())).collect();
+        let root = f.node(Some(idx[i]), children);
+        f.roots.push(root);
+        i = j;
+    }
+    let mut roots = std::mem::take(&mut f.roots);
+    f.sort_by_date(items, &mut roots);
+    f.roots = roots;
+    f
+}
+
+/// The containers of the REFERENCES algorithm: one per message ID seen.
+struct Containers {
+    /// The message in each container (None: a dummy).
+    msg: Vec<Option<u32>>,
+    parent: Vec<Option<u32>>,
+    children: Vec<Vec<u32>>,
+}
+
+impl Containers {
+    fn add(&mut self, msg: Option<u32>) -> u32 {
+        self.msg.push(msg);
+        self.parent.push(None);
+        self.children.push(Vec::new());
+        (self.msg.len() - 1) as u32
+    }
+
+    /// Whether `a` is `b` or below it. A container without children has
+    /// nothing below it: checked first, it keeps the common case (a new
+    /// message) constant time however deep the chain above it.
+    fn is_under(&self, mut a: u32, b: u32) -> bool {
+        if a != b && self.children[b as usize].is_empty() {
+            return false;
+        }
+        loop {
+            if a == b {
+                return true;
+            }
+            match self.parent[a as usize] {
+                Some(p) => a = p,
+                None => return false,
+            }
+        }
+    }
+
+    fn unlink(&mut self, c: u32) {
+        if let Some(p) = self.parent[c as usize].take() {
+            self.children[p as usize].retain(|&x| x != c);
+        }
+    }
+
+    /// Makes `p` the parent of `c`, unless that would make a loop.
+    fn link(&mut self, p: u32, c: u32) {
+        if self.is_under(p, c) {
+            return;
+        }
+        self.unlink(c);
+        self.parent[c as usize] = Some(p);
+        self.children[p as usize].push(c);
+    }
+}
+
+/// REFERENCES (RFC 5256 steps 1 to 6); without `by_subject`, REFS.
+fn references(items: &Items, by_subject: bool) -> Forest {
+    let mut t = Containers { msg: Vec::new(), parent: Vec::new(), children: Vec::new() };
+    let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity_and_hasher(items.len() + items.refs.len() / 2, Default::default());
+    for i in 0..items.len() as u32 {
+        // (1) A container under the message's ID; a missing ID, or one an
+        // earlier message has, gets a container of its own.
+        let c = match items.message_id(i) {
+            Some(id) => match ids.get(id) {
+                Some(&c) if t.msg[c as usize].is_none() => {
+                    t.msg[c as usize] = Some(i);
+                    c
+                }
+                Some(_) => t.add(Some(i)),
+                None => {
+                    let c = t.add(Some(i));
+                    ids.insert(id, c);
+                    c
+                }
+            },
+            None => t.add(Some(i)),
+        };
+        // (1.A) Each reference the parent of the next, keeping links
+        // already made (a References line may have been cut short).
+        let mut prev: Option<u32> = None;
+        for r in items.references(i) {
+            let rc = match ids.get(r) {
+                Some(&rc) => rc,
+                None => {
+                    let rc = t.add(None);
+                    ids.insert(r, rc);
+                    rc
+                }
+            };
+            if let Some(p) = prev {
+                if t.parent[rc as usize].is_none() && p != rc {
+                    t.link(p, rc);
+                }
+            }
+            prev = Some(rc);
+        }
+        // (1.B) The last reference is the message's parent: any parent it
+        // has goes first, then the new link is made unless it would loop.
+        t.unlink(c);
+        if let Some(p) = prev.filter(|&p| p != c) {
+            t.link(p, c);
+        }
+    }
+    let mut f = prune(&t, items);
+    if !by_subject {
+        // REFS: threads ordered by their latest message.
+        let mut latest: Vec<(i64, u32)> = Vec::with_capacity(f.roots.len());
+        for &r in &f.roots {
+            let mut best = (i64::MIN, 0);
+            let mut stack = vec![r];
+            while let Some(n) = stack.pop() {
+                let node = &f.nodes[n as usize];
+                if let Some(i) = node.msg {
+                    best = best.max((items[i].date, items[i].seq));
+                }
+                stack.extend(node.children.iter());
+            }
+            latest.push(best);
+        }
+        let mut order: Vec<usize> = (0..f.roots.len()).collect();
+        order.sort_by_key(|&i| latest[i]);
+        f.roots = order.into_iter().map(|i| f.roots[i]).collect();
+        return f;
+    }
+    // (4) Roots by sent date (a dummy's children were sorted in `prune`).
+    let mut roots = std::mem::take(&mut f.roots);
+    f.sort_by_date(items, &mut roots);
+    f.roots = roots;
+    // (5) Threads with the same base subject gathered together.
+    merge_by_subject(&mut f, items);
+    // (6) Siblings by date: deeper levels were sorted in `prune`; merging
+    // only changed the top two.
+    let roots = f.roots.clone();
+    for r in roots {
+        f.sort_children_of(items, r);
+    }
+    let mut roots = std::mem::take(&mut f.roots);
+    f.sort_by_date(items, &mut roots);
+    f.roots = roots;
+    f
+}
+
+/// (2) and (3): the containers without a parent are the threads; a dummy
+/// without children goes, a dummy with children gives them up to its
+/// parent (at the top only when it has just one). Every set of children is
+/// sorted by date on the way (step 6 below the top).
+fn prune(t: &Containers, items: &Items) -> Forest {
+    let n = t.msg.len();
+    let mut f = Forest { nodes: Vec::with_capacity(n), roots: Vec::new() };
+    // What each container became: nodes to put where it was.
+    let mut became: Vec<Vec<u32>> = vec![Vec::new(); n];
+    for root in (0..n as u32).filter(|&c| t.parent[c as usize].is_none()) {
+        // Post-order without recursion: children before their parent.
+        let mut stack = vec![(root, false)];
+        while let Some((c, done)) = stack.pop() {
+            if !done {
+                stack.push((c, true));
+                stack.extend(t.children[c as usize].iter().map(|&k| (k, false)));
+                continue;
+            }
+            let mut kids: Vec<u32> = Vec::new();
+            for &k in &t.children[c as usize] {
+                kids.append(&mut became[k as usize]);
+            }
+            f.sort_by_date(items, &mut kids);
+            let top = t.parent[c as usize].is_none();
+            became[c as usize] = match t.msg[c as usize] {
+                Some(m) => vec![f.node(Some(m), kids)],
+                None if kids.is_empty() => Vec::new(),
+                None if !top || kids.len() == 1 => kids,
+                None => vec![f.node(None, kids)],
+            };
+        }
+        let r = std::mem::take(&mut became[root as usize]);
+        f.roots.extend(r);
+    }
+    f
+}
+
+/// (5) Gathers the top-level threads that share a base subject.
+fn merge_by_subject(f: &mut Forest, items: &Items) {
+    let subject = |f: &Forest, n: u32| f.first_msg(n).map(|i| items.subject(i)).unwrap_or_default();
+    let is_dummy = |f: &Forest, n: u32| f.nodes[n as usize].msg.is_none();
+    let is_reply = |f: &Forest, n: u32| f.nodes[n as usize].msg.is_some_and(|i| items[i].reply);
+    // (5.B) One thread per subject: a dummy if there is one, else one that
+    // is not a reply if there is one, else the first. The table holds
+    // positions in `slots`.
+    let mut slots: Vec<Option<u32>> = f.roots.drain(..).map(Some).collect();
+    let mut table: HashMap<&[u8], usize> = HashMap::with_capacity_and_hasher(slots.len(), Default::default());
+    for (pos, n) in slots.iter().enumerate() {
+        let n = n.expect("all present");
+        let s = subject(f, n);
+        if s.is_empty() {
+            continue;
+        }
+        match table.get(&s) {
+            None => {
+                table.insert(s, pos);
+            }
+            Some(&p) => {
+                let j = slots[p].expect("all present");
+                if !is_dummy(f, j) && (is_dummy(f, n) || (is_reply(f, j) && !is_reply(f, n))) {
+                    table.insert(s, pos);
+                }
+            }
+        }
+    }
+    // (5.C) The others merge into the one in the table.
+    for pos in 0..slots.len() {
+        let Some(n) = slots[pos] else { continue };
+        let s = subject(f, n);
+        let Some(&p) = table.get(&s).filter(|_| !s.is_empty()) else { continue };
+        if p == pos {
+            continue;
+        }
+        let Some(j) = slots[p] else { continue };
+        slots[pos] = None;
+        match (is_dummy(f, j), is_dummy(f, n)) {
+            (true, true) => {
+                let mut kids = std::mem::take(&mut f.nodes[n as usize].children);
+                f.nodes[j as usize].children.append(&mut kids);
+            }
+            (true, false) => f.nodes[j as usize].children.push(n),
+            _ if is_reply(f, n) && !is_reply(f, j) => f.nodes[j as usize].children.push(n),
+            // Neither is the other's reply: a new dummy holds both.
+            _ => slots[p] = Some(f.node(None, vec![j, n])),
+        }
+    }
+    f.roots = slots.into_iter().flatten().collect();
+}
+
+/// `THREAD` data (RFC 5256 section 5: a thread with one child continues
+/// in line, several children are each in parentheses). `numbers` are the
+/// numbers to show per message index.
+pub(crate) fn render(f: &Forest, numbers: &[u32], out: &mut Vec<u8>) {
+    enum Step {
+        Node(u32),
+        Open,
+        Close,
+    }
+    let mut stack: Vec<Step> = Vec::new();
+    for &r in f.roots.iter().rev() {
+        stack.push(Step::Close);
+        stack.push(Step::Node(r));
+        stack.push(Step::Open);
+    }
+    while let Some(s) = stack.pop() {
+        match s {
+            Step::Open => out.push(b'('),
+            Step::Close => out.push(b')'),
+            Step::Node(n) => {
+                let node = &f.nodes[n as usize];
+                if let Some(i) = node.msg {
+                    out.extend_from_slice(numbers[i as usize].to_string().as_bytes());
+                    match node.children.len() {
+                        0 => continue,
+                        1 => {
+                            out.push(b' ');
+                            stack.push(Step::Node(node.children[0]));
+                            continue;
+                        }
+                        _ => out.push(b' '),
+                    }
+                }
+                for &c in node.children.iter().rev() {
+                    stack.push(Step::Close);
+                    stack.push(Step::Node(c));
+                    stack.push(Step::Open);
+                }
+            }
+        }
+    }
+}
