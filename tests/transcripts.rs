@@ -265,5 +265,6 @@ transcripts!(
     copy_move_expunge,
     two_devices,
     idle,
-    imaptest_fixes
+    imaptest_fixes,
+    sort_thread
 );
