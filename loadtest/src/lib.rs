@@ -3,6 +3,7 @@
 //! replies parsed without copying message bodies, latencies in
 //! hdrhistogram, open-loop schedules free of coordinated omission.
 
+pub mod commands;
 pub mod conn;
 pub mod procmem;
 pub mod reply;

@@ -16,6 +16,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server) and LMTP")]
 struct Cli {
     /// login | session | mix | idle | append | lmtp | populate | slow-reader
+    /// (and `commands`: single commands timed on one connection; see --help there)
     scenario: Scenario,
     /// Server address (the LMTP address for `lmtp`).
     #[arg(long)]
@@ -149,7 +150,46 @@ fn default_connections(s: Scenario, rate: Option<f64>) -> usize {
     }
 }
 
+/// `ringmail-load commands`: single commands timed on one connection.
+#[derive(Parser)]
+#[command(name = "ringmail-load commands")]
+struct CommandsCli {
+    #[arg(long)]
+    target: String,
+    #[arg(long, default_value = "user0")]
+    user: String,
+    #[arg(long, default_value = "pass")]
+    password: String,
+    #[arg(long, default_value = "INBOX")]
+    mailbox: String,
+    /// A command to time (repeatable); default: the SORT and THREAD forms
+    /// webmail sends.
+    #[arg(long = "command")]
+    commands: Vec<String>,
+    /// Runs per command: the first is reported apart, then the median.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
+    #[arg(long, default_value = "120s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+fn commands_main(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
+    let cli = CommandsCli::parse_from(args);
+    let target: SocketAddr =
+        cli.target.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", cli.target))?.next().ok_or("no address for --target")?;
+    let commands: Vec<String> = if cli.commands.is_empty() { ringmail_load::commands::WEBMAIL.iter().map(|c| c.to_string()).collect() } else { cli.commands };
+    let timings = ringmail_load::commands::time(target, &cli.user, &cli.password, &cli.mailbox, &commands, cli.repeat, cli.timeout)?;
+    print!("{}", ringmail_load::commands::table(&timings));
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("commands") {
+        return commands_main(std::env::args().skip(1)).unwrap_or_else(|e| {
+            eprintln!("ringmail-load: {e}");
+            ExitCode::from(2)
+        });
+    }
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
