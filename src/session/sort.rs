@@ -5,12 +5,41 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
+use std::rc::Rc;
 
 use crate::mime::header;
 use crate::mime::sortkeys::{SortKeys, SortKeysRef};
 use crate::mime::Cache;
 use crate::proto::{Shared, SortCriterion, SortKey};
 use crate::store::{Mailbox, Msg};
+
+/// Mailboxes from this size on keep their sort orders (`sorted`); smaller
+/// ones sort in well under a millisecond. Lower in tests, which build the
+/// mailbox message by message.
+const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
+
+/// `hits` ((sequence number, UID), in UID order) in sort order. When they
+/// are most of a mailbox of some size, the whole mailbox is sorted once and
+/// the order kept with it until a message comes or goes
+/// (`Mailbox::remember_order`); later sorts by the same criteria, from any
+/// session, filter that order (a webmail page view after the first).
+pub(crate) fn sorted(mb: &Mailbox, hits: &[(u32, u32)], criteria: &[SortCriterion]) -> Vec<(u32, u32)> {
+    let key = format!("SORT {criteria:?}");
+    let n = mb.msgs().len();
+    let order = match mb.remembered_order(key.as_bytes()) {
+        Some(o) => o,
+        None if n >= REMEMBER_FROM && hits.len() * 2 >= n => {
+            // Sequence numbers of the mailbox as it is: in UID order, as the
+            // session's are, so ties break the same way.
+            let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, seq)| (seq, m.uid)).collect();
+            let o: Rc<[u32]> = SortTable::build(mb, &all, criteria).order().into_iter().map(|(_, uid)| uid).collect();
+            mb.remember_order(key.as_bytes(), o.clone());
+            o
+        }
+        None => return SortTable::build(mb, hits, criteria).order(),
+    };
+    order.iter().filter_map(|&uid| hits.binary_search_by_key(&uid, |h| h.1).ok().map(|i| hits[i])).collect()
+}
 
 /// How many messages ahead `each_with_keys` asks for a cache.
 const READ_AHEAD: usize = 16;
@@ -191,5 +220,52 @@ impl SortTable {
         let mut idx: Vec<(u64, u32)> = self.prefix.iter().copied().zip(0..).collect();
         idx.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.compare(a.1 as usize, b.1 as usize)));
         idx.into_iter().map(|(_, i)| self.rows[i as usize]).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Io, MemIo, Settings};
+    use std::cell::RefCell;
+
+    fn by(key: SortKey, reverse: bool) -> Vec<SortCriterion> {
+        vec![SortCriterion { key, reverse }]
+    }
+
+    /// A remembered order answers what sorting afresh answers, for the whole
+    /// mailbox and for part of it, and is forgotten when messages come or go.
+    #[test]
+    fn a_remembered_order_is_the_fresh_order_until_the_mailbox_changes() {
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/s"), 7, Settings::default()).unwrap()));
+        let subject = |i: u32| format!("Subject: {}topic {}\r\nFrom: u{}@x\r\n\r\nbody\r\n", if i.is_multiple_of(3) { "Re: " } else { "" }, (i * 7919) % 97, i % 13);
+        for i in 0..(REMEMBER_FROM as u32 + 30) {
+            mb.borrow_mut().append_bytes(subject(i).as_bytes(), 0, 0, 1_000 + i64::from(i % 50)).unwrap();
+        }
+        mb.borrow_mut().commit().unwrap();
+        let hits = |mb: &Mailbox, keep: &dyn Fn(u32) -> bool| -> Vec<(u32, u32)> {
+            mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).filter(|h| keep(h.1)).collect()
+        };
+        for criteria in [by(SortKey::Subject, false), by(SortKey::Arrival, true), vec![by(SortKey::From, true)[0], by(SortKey::Size, false)[0]]] {
+            let m = mb.borrow();
+            let all = hits(&m, &|_| true);
+            assert_eq!(sorted(&m, &all, &criteria), SortTable::build(&m, &all, &criteria).order());
+            assert!(m.remembered_order(format!("SORT {criteria:?}").as_bytes()).is_some(), "a whole-mailbox sort is kept");
+            let some = hits(&m, &|u| u % 4 != 1);
+            assert_eq!(sorted(&m, &some, &criteria), SortTable::build(&m, &some, &criteria).order(), "filtered from the kept order");
+        }
+        let key = format!("SORT {:?}", by(SortKey::Subject, false));
+        mb.borrow_mut().append_bytes(b"Subject: aaa first\r\n\r\nx\r\n", 0, 0, 5).unwrap();
+        mb.borrow_mut().commit().unwrap();
+        assert!(mb.borrow().remembered_order(key.as_bytes()).is_none(), "a new message forgets it");
+        let m = mb.borrow();
+        let all = hits(&m, &|_| true);
+        let order = sorted(&m, &all, &by(SortKey::Subject, false));
+        assert_eq!(order[0].1, m.uidnext() - 1, "the new message sorts first");
+        drop(m);
+        mb.borrow_mut().expunge(&[5]).unwrap();
+        mb.borrow_mut().commit().unwrap();
+        assert!(mb.borrow().remembered_order(key.as_bytes()).is_none(), "an expunge forgets it");
     }
 }

@@ -8,7 +8,7 @@ use crate::proto::{Out, SearchKey, SearchReturn, SortCriterion};
 use crate::session::contexts::{self, Context};
 use crate::session::reply::{catch_up, ok};
 use crate::session::results::{write_esearch, Evaluation};
-use crate::session::sort::SortTable;
+use crate::session::sort;
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 
 #[allow(clippy::too_many_arguments)]
@@ -62,7 +62,7 @@ impl MailboxCursor for Sort {
                 return Progress::More;
             }
             let mb = m.sel.mbox.borrow();
-            let order = SortTable::build(&mb, &self.eval.hits, &self.criteria).order();
+            let order = sort::sorted(&mb, &self.eval.hits, &self.criteria);
             drop(mb);
             let uid = self.uid;
             self.sorted = Some(order.iter().map(|&(seq, u)| if uid { u } else { seq }).collect());

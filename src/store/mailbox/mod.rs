@@ -48,6 +48,12 @@ impl Default for Settings {
     }
 }
 
+/// An upper layer's key and the UIDs of the whole mailbox in its order.
+type RememberedOrder = (Box<[u8]>, Rc<[u32]>);
+
+/// Whole-mailbox orders kept per mailbox (4 bytes per message each).
+const ORDERS_KEPT: usize = 3;
+
 /// At most this many keywords per mailbox (one bit each in a u64).
 pub const MAX_KEYWORDS: usize = 64;
 
@@ -236,6 +242,10 @@ pub struct Mailbox {
     /// Recent expunges and flag changes, for sessions catching up.
     journal: super::journal::Journal,
     uids: RefCell<Option<Rc<[u32]>>>,
+    /// Orders of the whole mailbox an upper layer computed (SORT), by an
+    /// opaque key, kept until the set of messages changes: the keys they
+    /// were sorted by never change, so a repeated SORT costs a filter.
+    orders: RefCell<Vec<RememberedOrder>>,
     watchers: RefCell<Vec<Weak<Signal>>>,
     /// Messages with uid >= this are \Recent for the next session to claim them.
     recent_floor: Cell<u32>,
@@ -412,6 +422,22 @@ impl Mailbox {
         c.get_or_insert_with(|| self.msgs.iter().map(|m| m.uid).collect()).clone()
     }
 
+    /// An order of the whole mailbox remembered under `key` (see `orders`).
+    pub fn remembered_order(&self, key: &[u8]) -> Option<Rc<[u32]>> {
+        self.orders.borrow().iter().find(|(k, _)| **k == *key).map(|(_, o)| o.clone())
+    }
+
+    /// Remembers an order of every message of the mailbox as it is now;
+    /// the oldest of more than `ORDERS_KEPT` is forgotten.
+    pub fn remember_order(&self, key: &[u8], uids: Rc<[u32]>) {
+        let mut o = self.orders.borrow_mut();
+        o.retain(|(k, _)| **k != *key);
+        if o.len() >= ORDERS_KEPT {
+            o.remove(0);
+        }
+        o.push((key.into(), uids));
+    }
+
     pub fn find(&self, uid: u32) -> Option<&Msg> {
         self.msgs.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| &self.msgs[i])
     }
@@ -538,6 +564,7 @@ impl Mailbox {
     fn changed(&mut self) {
         self.version += 1;
         *self.uids.borrow_mut() = None;
+        self.orders.borrow_mut().clear();
         self.notify();
     }
 
