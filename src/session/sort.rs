@@ -239,7 +239,8 @@ mod tests {
     fn a_remembered_order_is_the_fresh_order_until_the_mailbox_changes() {
         let io: Rc<dyn Io> = Rc::new(MemIo::new());
         let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/s"), 7, Settings::default()).unwrap()));
-        let subject = |i: u32| format!("Subject: {}topic {}\r\nFrom: u{}@x\r\n\r\nbody\r\n", if i.is_multiple_of(3) { "Re: " } else { "" }, (i * 7919) % 97, i % 13);
+        let subject =
+            |i: u32| format!("Subject: {}topic {}\r\nFrom: u{}@x\r\n\r\nbody\r\n", if i.is_multiple_of(3) { "Re: " } else { "" }, (i * 7919) % 97, i % 13);
         for i in 0..(REMEMBER_FROM as u32 + 30) {
             mb.borrow_mut().append_bytes(subject(i).as_bytes(), 0, 0, 1_000 + i64::from(i % 50)).unwrap();
         }
