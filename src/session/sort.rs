@@ -16,7 +16,7 @@ use crate::store::{Mailbox, Msg};
 /// Mailboxes from this size on keep their sort orders (`sorted`); smaller
 /// ones sort in well under a millisecond. Lower in tests, which build the
 /// mailbox message by message.
-const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
+pub(crate) const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
 
 /// `hits` ((sequence number, UID), in UID order) in sort order. When they
 /// are most of a mailbox of some size, the whole mailbox is sorted once and

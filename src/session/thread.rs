@@ -10,7 +10,7 @@ use std::cmp::Ordering;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::sort::each_with_keys;
+use super::sort::{each_with_keys, REMEMBER_FROM};
 use crate::proto::ThreadAlgorithm;
 use crate::store::Mailbox;
 
@@ -106,12 +106,84 @@ impl Forest {
         });
     }
 
+    /// The forest as a flat list: the number of roots, then each node in
+    /// preorder as its UID (0: a dummy) and its number of children.
+    fn encode(&self, ids: &[(u32, u32)]) -> Vec<u32> {
+        let mut out = Vec::with_capacity(1 + 2 * self.nodes.len());
+        out.push(self.roots.len() as u32);
+        let mut stack: Vec<u32> = self.roots.iter().rev().copied().collect();
+        while let Some(n) = stack.pop() {
+            let node = &self.nodes[n as usize];
+            out.push(node.msg.map_or(0, |i| ids[i as usize].1));
+            out.push(node.children.len() as u32);
+            stack.extend(node.children.iter().rev());
+        }
+        out
+    }
+
+    /// The forest `encode` wrote, indexing `ids` (in UID order); None if
+    /// the list does not add up or names a UID not in `ids`.
+    fn decode(t: &[u32], ids: &[(u32, u32)]) -> Option<Forest> {
+        let mut f = Forest { nodes: Vec::with_capacity(t.len() / 2), roots: Vec::new() };
+        let mut it = t.iter().copied();
+        let mut roots_left = it.next()?;
+        // Nodes whose children are still to come, with how many.
+        let mut open: Vec<(u32, u32)> = Vec::new();
+        loop {
+            while open.last().is_some_and(|&(_, left)| left == 0) {
+                open.pop();
+            }
+            if open.is_empty() && roots_left == 0 {
+                break;
+            }
+            let (uid, kids) = (it.next()?, it.next()?);
+            let msg = match uid {
+                0 => None,
+                u => Some(ids.binary_search_by_key(&u, |h| h.1).ok()? as u32),
+            };
+            let n = f.node(msg, Vec::with_capacity(kids.min(1 << 16) as usize));
+            match open.last_mut() {
+                Some((p, left)) => {
+                    f.nodes[*p as usize].children.push(n);
+                    *left -= 1;
+                }
+                None => {
+                    f.roots.push(n);
+                    roots_left -= 1;
+                }
+            }
+            if kids > 0 {
+                open.push((n, kids));
+            }
+        }
+        it.next().is_none().then_some(f)
+    }
+
     /// Sorts the children of `n` by date.
     fn sort_children_of(&mut self, items: &Items, n: u32) {
         let mut kids = std::mem::take(&mut self.nodes[n as usize].children);
         self.sort_by_date(items, &mut kids);
         self.nodes[n as usize].children = kids;
     }
+}
+
+/// `thread`, kept with the mailbox when `hits` are all of it (a webmail's
+/// threaded list) until a message comes or goes, as SORT's orders are
+/// (`Mailbox::remember_order`): a repeated THREAD costs rebuilding the tree
+/// from a flat list instead of threading.
+pub(crate) fn thread_kept(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAlgorithm) -> (Forest, Vec<(u32, u32)>) {
+    let msgs = mb.msgs();
+    let whole = hits.len() >= REMEMBER_FROM && hits.len() == msgs.len() && hits.iter().zip(msgs).all(|(h, m)| h.1 == m.uid);
+    if !whole {
+        return thread(mb, hits, algorithm);
+    }
+    let key = format!("THREAD {algorithm:?}");
+    if let Some(f) = mb.remembered_order(key.as_bytes()).and_then(|t| Forest::decode(&t, hits)) {
+        return (f, hits.to_vec());
+    }
+    let (f, ids) = thread(mb, hits, algorithm);
+    mb.remember_order(key.as_bytes(), f.encode(&ids).into());
+    (f, ids)
 }
 
 /// The threads of the messages `hits` ((sequence number, UID), in mailbox
@@ -447,5 +519,66 @@ pub(crate) fn render(f: &Forest, numbers: &[u32], out: &mut Vec<u8>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{Io, MemIo, Settings};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    fn rendered(f: &Forest, ids: &[(u32, u32)]) -> String {
+        let numbers: Vec<u32> = ids.iter().map(|h| h.1).collect();
+        let mut out = Vec::new();
+        render(f, &numbers, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    /// A kept thread renders as threading afresh does, and is forgotten
+    /// when a message arrives.
+    #[test]
+    fn a_kept_thread_is_the_fresh_thread_until_the_mailbox_changes() {
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/t"), 7, Settings::default()).unwrap()));
+        for i in 0..(REMEMBER_FROM as u32 + 20) {
+            // Replies to earlier messages, some to missing ones (dummies), some by subject only.
+            let refs = match i % 4 {
+                0 => String::new(),
+                1 => format!("References: <m{}@x>\r\n", i / 2),
+                2 => format!("References: <gone{}@x> <m{}@x>\r\n", i % 3, i - 1),
+                _ => format!("In-Reply-To: <gone{}@x>\r\n", i % 5),
+            };
+            let m = format!(
+                "Subject: {}topic {}\r\nMessage-ID: <m{i}@x>\r\n{refs}Date: {} Jan 2024 10:00 +0000\r\n\r\nx\r\n",
+                if i % 3 == 0 { "Re: " } else { "" },
+                i % 7,
+                1 + i % 28
+            );
+            mb.borrow_mut().append_bytes(m.as_bytes(), 0, 0, 1_000).unwrap();
+        }
+        mb.borrow_mut().commit().unwrap();
+        let all = |mb: &Mailbox| -> Vec<(u32, u32)> { mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect() };
+        for alg in [ThreadAlgorithm::OrderedSubject, ThreadAlgorithm::References, ThreadAlgorithm::Refs] {
+            let m = mb.borrow();
+            let hits = all(&m);
+            let (f, ids) = thread(&m, &hits, alg);
+            let fresh = rendered(&f, &ids);
+            assert!(fresh.contains(" (") || fresh.contains("(("), "{alg:?}: nested threads: {fresh}");
+            for round in 0..2 {
+                let (f, ids) = thread_kept(&m, &hits, alg);
+                assert_eq!(rendered(&f, &ids), fresh, "{alg:?}, round {round}");
+            }
+            assert!(m.remembered_order(format!("THREAD {alg:?}").as_bytes()).is_some());
+            let part: Vec<(u32, u32)> = hits.iter().copied().filter(|h| h.1 % 2 == 0).collect();
+            let (f, ids) = thread_kept(&m, &part, alg);
+            let (g, jds) = thread(&m, &part, alg);
+            assert_eq!(rendered(&f, &ids), rendered(&g, &jds), "part of the mailbox is threaded afresh");
+        }
+        mb.borrow_mut().append_bytes(b"Subject: new\r\n\r\nx\r\n", 0, 0, 5).unwrap();
+        mb.borrow_mut().commit().unwrap();
+        assert!(mb.borrow().remembered_order(b"THREAD Refs").is_none(), "a new message forgets it");
+        assert_eq!(Forest::decode(&[1, 3, 0], &[]).map(|f| f.roots.len()), None, "a cut list is refused");
     }
 }

@@ -40,7 +40,7 @@ impl MailboxCursor for Thread {
                 return Progress::More;
             }
             let mb = m.sel.mbox.borrow();
-            let (forest, ids) = thread::thread(&mb, &self.eval.hits, self.algorithm);
+            let (forest, ids) = thread::thread_kept(&mb, &self.eval.hits, self.algorithm);
             let numbers: Vec<u32> = ids.iter().map(|&(seq, u)| if self.uid { u } else { seq }).collect();
             let mut text = b"* THREAD".to_vec();
             if !forest.roots.is_empty() {

@@ -51,8 +51,9 @@ impl Default for Settings {
 /// An upper layer's key and the UIDs of the whole mailbox in its order.
 type RememberedOrder = (Box<[u8]>, Rc<[u32]>);
 
-/// Whole-mailbox orders kept per mailbox (4 bytes per message each).
-const ORDERS_KEPT: usize = 3;
+/// Whole-mailbox orders kept per mailbox (4 bytes per message each for a
+/// SORT, 8 for a THREAD).
+const ORDERS_KEPT: usize = 4;
 
 /// At most this many keywords per mailbox (one bit each in a u64).
 pub const MAX_KEYWORDS: usize = 64;
