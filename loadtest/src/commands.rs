@@ -4,9 +4,11 @@
 //! THREAD, pay for it there). Plain blocking I/O: one connection, one
 //! command at a time, nothing for an event loop to do.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
+
+use crate::reply::{self, LineReader, Status};
 
 /// What SORT and THREAD cost a webmail page view (issue 14's forms).
 pub const WEBMAIL: &[&str] = &[
@@ -34,41 +36,51 @@ pub struct Timing {
 }
 
 struct Session {
-    r: BufReader<TcpStream>,
+    stream: TcpStream,
+    lines: LineReader,
+    /// Read but not yet fed to `lines`.
+    buf: Vec<u8>,
+    start: usize,
     tag: u32,
 }
 
 impl Session {
-    fn line(&mut self, buf: &mut Vec<u8>) -> Result<(), String> {
-        buf.clear();
-        let n = self.r.read_until(b'\n', buf).map_err(|e| format!("read: {e}"))?;
-        if n == 0 {
-            return Err("connection closed".into());
+    /// The next complete logical line (literals skipped by `LineReader`);
+    /// read it from `self.lines`.
+    fn line(&mut self) -> Result<(), String> {
+        self.lines.next();
+        loop {
+            let (used, complete) = self.lines.feed(&self.buf[self.start..]).map_err(|e| format!("{e:?}"))?;
+            self.start += used;
+            if complete {
+                return Ok(());
+            }
+            self.buf.resize(64 << 10, 0);
+            let n = self.stream.read(&mut self.buf).map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("connection closed".into());
+            }
+            self.buf.truncate(n);
+            self.start = 0;
         }
-        Ok(())
     }
 
-    /// Sends one command and reads to its tagged reply (literals skipped
-    /// by their length); the reply's byte count, or the NO/BAD line.
+    /// Sends one command and reads to its tagged reply; the reply's byte
+    /// count, or the NO/BAD line.
     fn run(&mut self, command: &str) -> Result<usize, String> {
         self.tag += 1;
         let tag = format!("c{}", self.tag);
-        self.r.get_mut().write_all(format!("{tag} {command}\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+        self.stream.write_all(format!("{tag} {command}\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
         let mut bytes = 0;
-        let mut buf = Vec::new();
         loop {
-            self.line(&mut buf)?;
-            bytes += buf.len();
-            // A line ending in {n} is followed by n bytes of literal.
-            let body = buf.strip_suffix(b"\r\n").unwrap_or(&buf);
-            if let Some(open) = body.strip_suffix(b"}").and_then(|b| b.iter().rposition(|&c| c == b'{').map(|i| &b[i + 1..])) {
-                if let Some(n) = std::str::from_utf8(open).ok().and_then(|s| s.trim_end_matches('+').parse::<u64>().ok()) {
-                    bytes += std::io::copy(&mut (&mut self.r).take(n), &mut std::io::sink()).map_err(|e| format!("read: {e}"))? as usize;
-                    continue;
-                }
-            }
-            if let Some(rest) = buf.strip_prefix(tag.as_bytes()).and_then(|r| r.strip_prefix(b" ")) {
-                return if rest.starts_with(b"OK") { Ok(bytes) } else { Err(format!("{command}: {}", String::from_utf8_lossy(&buf).trim_end())) };
+            self.line()?;
+            bytes += self.lines.wire_len() as usize;
+            let p = reply::parts(self.lines.head());
+            if p.first == tag.as_bytes() {
+                return match reply::status_of(p.second) {
+                    Status::Ok => Ok(bytes),
+                    _ => Err(format!("{command}: {}", String::from_utf8_lossy(self.lines.head()))),
+                };
             }
         }
     }
@@ -87,9 +99,8 @@ pub fn time(
     let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect {target}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut s = Session { r: BufReader::new(stream), tag: 0 };
-    let mut greeting = Vec::new();
-    s.line(&mut greeting)?;
+    let mut s = Session { stream, lines: LineReader::default(), buf: Vec::new(), start: 0, tag: 0 };
+    s.line()?;
     s.run(&format!("LOGIN {} {}", crate::conn::quote(user), crate::conn::quote(password)))?;
     s.run(&format!("SELECT {}", crate::conn::quote(mailbox)))?;
     let mut out = Vec::new();
