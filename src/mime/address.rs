@@ -8,6 +8,29 @@
 
 use std::borrow::Cow;
 
+/// The comment opening at `v[open]` (a `(`), with the comments nested in it
+/// and its quoted pairs: where its text ends (its closing parenthesis, or
+/// the end of `v` when it is never closed) and where what follows begins.
+pub(crate) fn comment_end(v: &[u8], open: usize) -> (usize, usize) {
+    let mut depth = 0;
+    let mut i = open;
+    while i < v.len() {
+        match v[i] {
+            b'(' => depth += 1,
+            b')' => {
+                depth -= 1;
+                if depth == 0 {
+                    return (i, i + 1);
+                }
+            }
+            b'\\' if i + 1 < v.len() => i += 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    (v.len(), v.len())
+}
+
 /// One address; its parts borrowed from the header value where they
 /// appear in it whole (most do).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -102,25 +125,9 @@ fn tokenize(v: &[u8], first_only: bool) -> Vec<Tok<'_>> {
             }
             b'(' => {
                 // Nested comments are kept inside the outer one's text.
-                let mut depth = 0;
                 let start = i + 1;
-                let mut end = v.len();
-                while i < v.len() {
-                    match v[i] {
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                end = i;
-                                i += 1;
-                                break;
-                            }
-                        }
-                        b'\\' if i + 1 < v.len() => i += 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
+                let (end, next) = comment_end(v, i);
+                i = next;
                 t.push(Tok::Comment(unescaped(v, start.min(end), end)));
             }
             b'[' => {

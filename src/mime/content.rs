@@ -3,6 +3,8 @@
 //! and the kinds of part they make. Used by the part scanner and by the
 //! BODYSTRUCTURE renderer alike.
 
+use super::address::comment_end;
+
 /// How a part's body is encoded for transport (for BINARY).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transfer {
@@ -46,7 +48,7 @@ pub type Params = Vec<(Vec<u8>, Vec<u8>)>;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TypeValue {
     pub value: Vec<u8>,
-    pub params: Vec<(Vec<u8>, Vec<u8>)>,
+    pub params: Params,
 }
 
 fn skip_cfws(v: &[u8], mut i: usize) -> usize {
@@ -55,22 +57,7 @@ fn skip_cfws(v: &[u8], mut i: usize) -> usize {
             i += 1;
         }
         if v.get(i) == Some(&b'(') {
-            let mut depth = 0;
-            while i < v.len() {
-                match v[i] {
-                    b'(' => depth += 1,
-                    b')' => {
-                        depth -= 1;
-                        if depth == 0 {
-                            i += 1;
-                            break;
-                        }
-                    }
-                    b'\\' => i += 1,
-                    _ => {}
-                }
-                i += 1;
-            }
+            i = comment_end(v, i).1;
         } else {
             return i;
         }
@@ -175,7 +162,7 @@ pub fn parse_type_value(v: &[u8], with_subtype: bool) -> Option<(TypeValue, Opti
 
 /// Joins RFC 2231 continuations (`name*0*`, `name*1`, ...) into one
 /// parameter, `name*` if any segment is extended, without decoding them.
-fn merge_continuations(raw: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn merge_continuations(raw: Params) -> Params {
     let mut out: Vec<(Vec<u8>, Vec<u8>, bool)> = Vec::new();
     for (name, value) in raw {
         let s = String::from_utf8_lossy(&name).into_owned();
