@@ -992,21 +992,15 @@ impl<'a> Parser<'a> {
                     _ => SearchKey::SentSince(d),
                 }
             }
-            "LARGER" => {
+            "LARGER" | "SMALLER" | "OLDER" | "YOUNGER" => {
                 self.sp()?;
-                SearchKey::Larger(self.number()?)
-            }
-            "OLDER" => {
-                self.sp()?;
-                SearchKey::Older(self.number()?)
-            }
-            "YOUNGER" => {
-                self.sp()?;
-                SearchKey::Younger(self.number()?)
-            }
-            "SMALLER" => {
-                self.sp()?;
-                SearchKey::Smaller(self.number()?)
+                let n = self.number()?;
+                match k.as_str() {
+                    "LARGER" => SearchKey::Larger(n),
+                    "SMALLER" => SearchKey::Smaller(n),
+                    "OLDER" => SearchKey::Older(n),
+                    _ => SearchKey::Younger(n),
+                }
             }
             "UID" => {
                 self.sp()?;
