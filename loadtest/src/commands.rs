@@ -1,8 +1,11 @@
 //! `ringmail-load commands`: the latency of single commands on one
 //! connection, each run a number of times, the first run reported apart
 //! (servers that build an index on first use, as Dovecot does for SORT and
-//! THREAD, pay for it there). Plain blocking I/O: one connection, one
-//! command at a time, nothing for an event loop to do.
+//! THREAD, pay for it there). With arrivals, each command is also timed
+//! right after a new message was appended to the mailbox (what a server
+//! kept for the command must then be brought up to date, or computed
+//! again). Plain blocking I/O: one connection, one command at a time,
+//! nothing for an event loop to do.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -31,6 +34,8 @@ pub struct Timing {
     pub first: Duration,
     /// Median of the runs after the first.
     pub repeated: Duration,
+    /// Median of the runs right after an arrival (None: not asked for).
+    pub after_arrival: Option<Duration>,
     /// Bytes of the last run's response.
     pub bytes: usize,
 }
@@ -71,6 +76,18 @@ impl Session {
         self.tag += 1;
         let tag = format!("c{}", self.tag);
         self.stream.write_all(format!("{tag} {command}\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+        self.reply(&tag, command)
+    }
+
+    /// Sends the literal of a command already begun under `tag`, then CRLF,
+    /// and reads to its tagged reply.
+    fn run_with_literal(&mut self, literal: &[u8], tag: &str) -> Result<usize, String> {
+        self.stream.write_all(literal).and_then(|()| self.stream.write_all(b"\r\n")).map_err(|e| format!("write: {e}"))?;
+        self.reply(tag, "APPEND")
+    }
+
+    /// Reads to the tagged reply of `command`.
+    fn reply(&mut self, tag: &str, command: &str) -> Result<usize, String> {
         let mut bytes = 0;
         loop {
             self.line()?;
@@ -86,37 +103,58 @@ impl Session {
     }
 }
 
-/// Logs in, selects `mailbox`, and times each of `commands` `repeat` times.
-pub fn time(
-    target: SocketAddr,
-    user: &str,
-    password: &str,
-    mailbox: &str,
-    commands: &[String],
-    repeat: usize,
-    timeout: Duration,
-) -> Result<Vec<Timing>, String> {
+/// What to run: the commands, the mailbox, and how often.
+pub struct Plan<'a> {
+    pub mailbox: &'a str,
+    pub commands: &'a [String],
+    pub repeat: usize,
+    /// Also time each command `repeat - 1` times, each right after
+    /// appending one corpus message (drawn with this seed) to the mailbox.
+    pub arrivals: Option<u64>,
+}
+
+/// The median of `runs` (sorted here).
+fn median(runs: &mut [Duration]) -> Option<Duration> {
+    runs.sort_unstable();
+    runs.get(runs.len() / 2).copied()
+}
+
+/// Logs in, selects the plan's mailbox, and times each of its commands.
+pub fn time(target: SocketAddr, user: &str, password: &str, plan: &Plan<'_>, timeout: Duration) -> Result<Vec<Timing>, String> {
     let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect {target}: {e}"))?;
     stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut s = Session { stream, lines: LineReader::default(), buf: Vec::new(), start: 0, tag: 0 };
     s.line()?;
     s.run(&format!("LOGIN {} {}", crate::conn::quote(user), crate::conn::quote(password)))?;
-    s.run(&format!("SELECT {}", crate::conn::quote(mailbox)))?;
+    let mailbox = crate::conn::quote(plan.mailbox);
+    s.run(&format!("SELECT {mailbox}"))?;
     let mut out = Vec::new();
-    for c in commands {
-        let mut runs = Vec::with_capacity(repeat.max(1));
+    let mut appended = 0u64;
+    for c in plan.commands {
+        let mut runs = Vec::with_capacity(plan.repeat.max(1));
         let mut bytes = 0;
-        for _ in 0..repeat.max(1) {
+        for _ in 0..plan.repeat.max(1) {
             let t = Instant::now();
             bytes = s.run(c)?;
             runs.push(t.elapsed());
         }
         let first = runs[0];
-        let mut rest = runs.split_off(1);
-        rest.sort_unstable();
-        let repeated = rest.get(rest.len() / 2).copied().unwrap_or(first);
-        out.push(Timing { command: c.clone(), first, repeated, bytes });
+        let repeated = median(&mut runs[1..]).unwrap_or(first);
+        let mut after = Vec::new();
+        if let Some(seed) = plan.arrivals {
+            for _ in 1..plan.repeat.max(2) {
+                appended += 1;
+                let m = ringmail_kit::corpus::message(seed, appended);
+                // LITERAL+ (RFC 7888): Dovecot and ringmail both offer it.
+                s.stream.write_all(format!("a{appended} APPEND {mailbox} {{{}+}}\r\n", m.len()).as_bytes()).map_err(|e| e.to_string())?;
+                s.run_with_literal(&m, &format!("a{appended}"))?;
+                let t = Instant::now();
+                s.run(c)?;
+                after.push(t.elapsed());
+            }
+        }
+        out.push(Timing { command: c.clone(), first, repeated, after_arrival: median(&mut after), bytes });
     }
     let _ = s.run("LOGOUT");
     Ok(out)
@@ -124,10 +162,19 @@ pub fn time(
 
 /// The timings as a table.
 pub fn table(timings: &[Timing]) -> String {
-    let mut s = format!("{:<52} {:>10} {:>10} {:>10}\n", "command", "first ms", "again ms", "bytes");
+    let arrivals = timings.iter().any(|t| t.after_arrival.is_some());
+    let mut s = format!("{:<52} {:>10} {:>10}", "command", "first ms", "again ms");
+    if arrivals {
+        s.push_str(&format!(" {:>13}", "arrival ms"));
+    }
+    s.push_str(&format!(" {:>10}\n", "bytes"));
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
     for t in timings {
-        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-        s.push_str(&format!("{:<52} {:>10.2} {:>10.2} {:>10}\n", t.command, ms(t.first), ms(t.repeated), t.bytes));
+        s.push_str(&format!("{:<52} {:>10.2} {:>10.2}", t.command, ms(t.first), ms(t.repeated)));
+        if arrivals {
+            s.push_str(&format!(" {:>13}", t.after_arrival.map_or("-".to_string(), |d| format!("{:.2}", ms(d)))));
+        }
+        s.push_str(&format!(" {:>10}\n", t.bytes));
     }
     s
 }

@@ -169,6 +169,12 @@ struct CommandsCli {
     /// Runs per command: the first is reported apart, then the median.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Also time each command right after appending a corpus message to the
+    /// mailbox (`--repeat` - 1 times; the mailbox keeps the messages).
+    #[arg(long)]
+    arrivals: bool,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
     #[arg(long, default_value = "120s", value_parser = parse_duration)]
     timeout: Duration,
 }
@@ -178,7 +184,8 @@ fn commands_main(args: impl Iterator<Item = String>) -> Result<ExitCode, String>
     let target: SocketAddr =
         cli.target.to_socket_addrs().map_err(|e| format!("cannot resolve {}: {e}", cli.target))?.next().ok_or("no address for --target")?;
     let commands: Vec<String> = if cli.commands.is_empty() { ringmail_load::commands::WEBMAIL.iter().map(|c| c.to_string()).collect() } else { cli.commands };
-    let timings = ringmail_load::commands::time(target, &cli.user, &cli.password, &cli.mailbox, &commands, cli.repeat, cli.timeout)?;
+    let plan = ringmail_load::commands::Plan { mailbox: &cli.mailbox, commands: &commands, repeat: cli.repeat, arrivals: cli.arrivals.then_some(cli.seed) };
+    let timings = ringmail_load::commands::time(target, &cli.user, &cli.password, &plan, cli.timeout)?;
     print!("{}", ringmail_load::commands::table(&timings));
     Ok(ExitCode::SUCCESS)
 }

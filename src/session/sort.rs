@@ -3,6 +3,7 @@
 //! `mime::sortkeys`), copied into one arena, and the messages ordered by
 //! them with the sequence number as the implicit last criterion.
 
+use std::any::Any;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -11,7 +12,7 @@ use crate::mime::header;
 use crate::mime::sortkeys::{SortKeys, SortKeysRef};
 use crate::mime::Cache;
 use crate::proto::{Shared, SortCriterion, SortKey};
-use crate::store::{Mailbox, Msg};
+use crate::store::{Derived, Mailbox, Msg, Uids};
 
 /// Mailboxes from this size on keep their sort orders (`sorted`); smaller
 /// ones sort in well under a millisecond. Lower in tests, which build the
@@ -20,25 +21,141 @@ pub(crate) const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
 
 /// `hits` ((sequence number, UID), in UID order) in sort order. When they
 /// are most of a mailbox of some size, the whole mailbox is sorted once and
-/// the order kept with it until a message comes or goes
-/// (`Mailbox::remember_order`); later sorts by the same criteria, from any
-/// session, filter that order (a webmail page view after the first).
+/// the order kept with it; later sorts by the same criteria, from any
+/// session, filter that order (a webmail page view after the first). The
+/// keys never change, so a kept order outlives arrivals and expunges: the
+/// expunged are dropped from it and the new inserted (`brought_up_to_date`).
 pub(crate) fn sorted(mb: &Mailbox, hits: &[(u32, u32)], criteria: &[SortCriterion]) -> Vec<(u32, u32)> {
     let key = format!("SORT {criteria:?}");
     let n = mb.msgs().len();
-    let order = match mb.remembered_order(key.as_bytes()) {
-        Some(o) => o,
-        None if n >= REMEMBER_FROM && hits.len() * 2 >= n => {
-            // Sequence numbers of the mailbox as it is: in UID order, as the
-            // session's are, so ties break the same way.
-            let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, seq)| (seq, m.uid)).collect();
-            let o: Rc<[u32]> = SortTable::build(mb, &all, criteria).order().into_iter().map(|(_, uid)| uid).collect();
-            mb.remember_order(key.as_bytes(), o.clone());
+    let kept = mb.derived(key.as_bytes());
+    let order: Rc<dyn Any> = match kept {
+        Some(d) if mb.is_current(&d) => d.value,
+        Some(d) => {
+            let old = d.value.downcast_ref::<Uids>().map_or(&[][..], |o| &o.0);
+            let o = Rc::new(brought_up_to_date(mb, old, &d, criteria).unwrap_or_else(|| whole_order(mb, criteria)));
+            mb.keep_derived(key.as_bytes(), o.clone());
             o
         }
-        None => return SortTable::build(mb, hits, criteria).order(),
+        _ if n >= REMEMBER_FROM && hits.len() * 2 >= n => {
+            let o = Rc::new(whole_order(mb, criteria));
+            mb.keep_derived(key.as_bytes(), o.clone());
+            o
+        }
+        _ => return SortTable::build(mb, hits, criteria).order(),
     };
-    order.iter().filter_map(|&uid| hits.binary_search_by_key(&uid, |h| h.1).ok().map(|i| hits[i])).collect()
+    let Some(Uids(order)) = order.downcast_ref::<Uids>() else { return SortTable::build(mb, hits, criteria).order() };
+    let index = HitIndex::new(hits);
+    order.iter().filter_map(|&uid| index.get(uid).map(|i| hits[i])).collect()
+}
+
+/// Where each UID is in a list of hits ((sequence number, UID), in UID
+/// order), for walking a kept order over them: a table indexed by UID when
+/// the UIDs are dense (the usual mailbox), a binary search when they are
+/// not. The binary search was three quarters of a repeated SORT.
+pub(crate) enum HitIndex<'a> {
+    /// Position + 1 of each UID from `first` (0: not a hit).
+    Dense {
+        first: u32,
+        at: Vec<u32>,
+    },
+    Sparse(&'a [(u32, u32)]),
+}
+
+impl<'a> HitIndex<'a> {
+    pub fn new(hits: &'a [(u32, u32)]) -> HitIndex<'a> {
+        let (Some(first), Some(last)) = (hits.first(), hits.last()) else { return HitIndex::Sparse(hits) };
+        let span = (last.1 - first.1) as usize + 1;
+        if span > 4 * hits.len() + 64 {
+            return HitIndex::Sparse(hits);
+        }
+        let mut at = vec![0u32; span];
+        for (&(_, uid), pos) in hits.iter().zip(1..) {
+            at[(uid - first.1) as usize] = pos;
+        }
+        HitIndex::Dense { first: first.1, at }
+    }
+
+    /// The position of `uid` in the hits.
+    pub fn get(&self, uid: u32) -> Option<usize> {
+        match self {
+            HitIndex::Dense { first, at } => {
+                let pos = *at.get(uid.checked_sub(*first)? as usize)?;
+                (pos != 0).then(|| pos as usize - 1)
+            }
+            HitIndex::Sparse(hits) => hits.binary_search_by_key(&uid, |h| h.1).ok(),
+        }
+    }
+}
+
+/// Every message of the mailbox sorted afresh.
+fn whole_order(mb: &Mailbox, criteria: &[SortCriterion]) -> Uids {
+    // Sequence numbers of the mailbox as it is: in UID order, as the
+    // session's are, so ties break the same way.
+    let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, seq)| (seq, m.uid)).collect();
+    Uids(SortTable::build(mb, &all, criteria).order().into_iter().map(|(_, uid)| uid).collect())
+}
+
+/// `old`, the order of the mailbox as `then` describes it, made the order
+/// of the mailbox now: the expunged dropped, the new sorted among
+/// themselves and each placed by a binary search over the old (its keys
+/// against those of about log2(n) old messages). None when so much is new
+/// that sorting afresh costs less.
+fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[SortCriterion]) -> Option<Uids> {
+    let msgs = mb.msgs();
+    let split = msgs.partition_point(|m| m.uid <= then.last_uid);
+    let (before, new) = msgs.split_at(split);
+    if old.len() != then.count || new.len() * 4 > msgs.len() {
+        return None;
+    }
+    let mut order: Vec<u32> = if before.len() == old.len() {
+        old.to_vec()
+    } else {
+        // Expunges: the UIDs of `old` not in `before` (both as sets).
+        let mut asc = old.to_vec();
+        asc.sort_unstable();
+        let mut gone = rustc_hash::FxHashSet::default();
+        let mut still = before.iter().map(|m| m.uid).peekable();
+        for uid in asc {
+            while still.next_if(|&u| u < uid).is_some() {}
+            if still.next_if_eq(&uid).is_none() {
+                gone.insert(uid);
+            }
+        }
+        old.iter().copied().filter(|u| !gone.contains(u)).collect()
+    };
+    if new.is_empty() {
+        return Some(Uids(order));
+    }
+    // The UID stands for the sequence number in ties: both ascend together.
+    let fresh: Vec<(u32, u32)> = new.iter().map(|m| (m.uid, m.uid)).collect();
+    let mut t = SortTable::build(mb, &fresh, criteria);
+    let mut at = Vec::with_capacity(t.rows.len());
+    let mut lo = 0;
+    for row in t.order_of_rows() {
+        let mut hi = order.len();
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            let below = t.with_row(mb, (order[mid], order[mid]), |t, probe| t.compare(probe, row as usize) == Ordering::Less)?;
+            if below {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        at.push((lo, t.rows[row as usize].1));
+    }
+    // One pass merges them in: `at` ascends.
+    let mut merged = Vec::with_capacity(order.len() + at.len());
+    let mut from = 0;
+    for (pos, uid) in at {
+        merged.extend_from_slice(&order[from..pos]);
+        merged.push(uid);
+        from = pos;
+    }
+    merged.extend_from_slice(&order[from..]);
+    order = merged;
+    Some(Uids(order))
 }
 
 /// How many messages ahead `each_with_keys` asks for a cache.
@@ -134,42 +251,57 @@ impl SortTable {
             rows: Vec::with_capacity(hits.len()),
             criteria: criteria.to_vec(),
         };
-        let add = |t: &mut SortTable, hit: (u32, u32), m: &Msg, keys: Option<SortKeysRef<'_>>| {
-            let loc = mb.location(m);
-            for c in criteria {
-                let v = match (c.key, keys) {
-                    (SortKey::Arrival, _) => Value::Num(loc.internal_date),
-                    (SortKey::Size, _) => Value::Num(loc.length as i64),
-                    (SortKey::Date, k) => Value::Num(k.and_then(|k| k.sent).unwrap_or(loc.internal_date)),
-                    // No keys (an unreadable message): empty texts.
-                    (_, None) => Value::Text(0, 0),
-                    (SortKey::Subject, Some(k)) => t.text(k.subject),
-                    (SortKey::From, Some(k)) => t.text(k.from),
-                    (SortKey::To, Some(k)) => t.text(k.to),
-                    (SortKey::Cc, Some(k)) => t.text(k.cc),
-                    (SortKey::DisplayFrom, Some(k)) => t.text(k.display_from),
-                    (SortKey::DisplayTo, Some(k)) => t.text(k.display_to),
-                };
-                t.values.push(v);
-            }
-            let first = t.values.len() - criteria.len();
-            if let (Some(c), Some(&v)) = (criteria.first(), t.values.get(first)) {
-                let p = t.prefix_of(v);
-                t.prefix.push(if c.reverse { !p } else { p });
-            }
-            t.rows.push(hit);
-        };
         if criteria.iter().all(|c| matches!(c.key, SortKey::Arrival | SortKey::Size)) {
             let mut finder = mb.finder();
             for &hit in hits {
                 if let Some(m) = finder.find(hit.1) {
-                    add(&mut t, hit, m, None);
+                    t.add(mb, hit, m, None);
                 }
             }
         } else {
-            each_with_keys(mb, hits, |hit, m, keys| add(&mut t, hit, m, keys));
+            each_with_keys(mb, hits, |hit, m, keys| t.add(mb, hit, m, keys));
         }
         t
+    }
+
+    /// A row for `hit`, of message `m` with sort keys `keys`.
+    fn add(&mut self, mb: &Mailbox, hit: (u32, u32), m: &Msg, keys: Option<SortKeysRef<'_>>) {
+        let loc = mb.location(m);
+        for i in 0..self.criteria.len() {
+            let v = match (self.criteria[i].key, keys) {
+                (SortKey::Arrival, _) => Value::Num(loc.internal_date),
+                (SortKey::Size, _) => Value::Num(loc.length as i64),
+                (SortKey::Date, k) => Value::Num(k.and_then(|k| k.sent).unwrap_or(loc.internal_date)),
+                // No keys (an unreadable message): empty texts.
+                (_, None) => Value::Text(0, 0),
+                (SortKey::Subject, Some(k)) => self.text(k.subject),
+                (SortKey::From, Some(k)) => self.text(k.from),
+                (SortKey::To, Some(k)) => self.text(k.to),
+                (SortKey::Cc, Some(k)) => self.text(k.cc),
+                (SortKey::DisplayFrom, Some(k)) => self.text(k.display_from),
+                (SortKey::DisplayTo, Some(k)) => self.text(k.display_to),
+            };
+            self.values.push(v);
+        }
+        let first = self.values.len() - self.criteria.len();
+        if let (Some(c), Some(&v)) = (self.criteria.first(), self.values.get(first)) {
+            let p = self.prefix_of(v);
+            self.prefix.push(if c.reverse { !p } else { p });
+        }
+        self.rows.push(hit);
+    }
+
+    /// `f` of this table with a row for `hit` added, and its index; the row
+    /// is gone afterwards. None if `hit` is not in the mailbox.
+    fn with_row<R>(&mut self, mb: &Mailbox, hit: (u32, u32), f: impl FnOnce(&Self, usize) -> R) -> Option<R> {
+        let (rows, arena) = (self.rows.len(), self.arena.len());
+        each_with_keys(mb, &[hit], |hit, m, keys| self.add(mb, hit, m, keys));
+        let r = (self.rows.len() > rows).then(|| f(self, rows));
+        self.rows.truncate(rows);
+        self.prefix.truncate(rows);
+        self.values.truncate(rows * self.criteria.len());
+        self.arena.truncate(arena);
+        r
     }
 
     fn text(&mut self, b: &[u8]) -> Value {
@@ -217,9 +349,14 @@ impl SortTable {
 
     /// The rows in sort order.
     pub fn order(&self) -> Vec<(u32, u32)> {
+        self.order_of_rows().into_iter().map(|i| self.rows[i as usize]).collect()
+    }
+
+    /// The indices of the rows in sort order.
+    fn order_of_rows(&self) -> Vec<u32> {
         let mut idx: Vec<(u64, u32)> = self.prefix.iter().copied().zip(0..).collect();
         idx.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.compare(a.1 as usize, b.1 as usize)));
-        idx.into_iter().map(|(_, i)| self.rows[i as usize]).collect()
+        idx.into_iter().map(|(_, i)| i).collect()
     }
 }
 
@@ -233,10 +370,58 @@ mod tests {
         vec![SortCriterion { key, reverse }]
     }
 
-    /// A remembered order answers what sorting afresh answers, for the whole
-    /// mailbox and for part of it, and is forgotten when messages come or go.
+    /// An order saved at close comes back after reopening, is brought up
+    /// to date with what changed since, and answers as sorting afresh does.
     #[test]
-    fn a_remembered_order_is_the_fresh_order_until_the_mailbox_changes() {
+    fn a_saved_order_is_read_back_and_brought_up_to_date() {
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let dir = std::path::Path::new("/saved");
+        let message = |i: u32| format!("Subject: topic {}\r\nFrom: u{}@x\r\n\r\nbody\r\n", (i * 7919) % 89, i % 11);
+        let criteria = by(SortKey::Subject, true);
+        let key = format!("SORT {criteria:?}");
+        let all = |mb: &Mailbox| -> Vec<(u32, u32)> { mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect() };
+        {
+            let mut mb = Mailbox::create(io.clone(), dir, 9, Settings::default()).unwrap();
+            for i in 0..(REMEMBER_FROM as u32 + 10) {
+                mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
+            }
+            mb.commit().unwrap();
+            sorted(&mb, &all(&mb), &criteria);
+            mb.checkpoint().unwrap();
+            mb.save_derived().unwrap();
+        }
+        let mut mb = Mailbox::open(io.clone(), dir, 9, Settings::default()).unwrap();
+        let saved = mb.derived(key.as_bytes()).expect("read back");
+        assert!(mb.is_current(&saved));
+        let gone: Vec<u32> = mb.msgs().iter().map(|m| m.uid).filter(|u| u % 5 == 0).collect();
+        mb.expunge(&gone).unwrap();
+        for i in 0..7 {
+            mb.append_bytes(message(1_000 + i).as_bytes(), 0, 0, 1_000).unwrap();
+        }
+        mb.commit().unwrap();
+        let hits = all(&mb);
+        assert_eq!(sorted(&mb, &hits, &criteria), SortTable::build(&mb, &hits, &criteria).order());
+    }
+
+    /// Both forms of the index find what a binary search finds.
+    #[test]
+    fn a_hit_index_finds_each_hit_and_nothing_else() {
+        let dense: Vec<(u32, u32)> = (1..=500u32).filter(|u| u % 7 != 3).zip(1..).map(|(u, s)| (s, u + 40)).collect();
+        let sparse: Vec<(u32, u32)> = [3u32, 90, 1_000_000, u32::MAX - 1].iter().zip(1..).map(|(&u, s)| (s, u)).collect();
+        for (hits, dense_form) in [(&dense, true), (&sparse, false), (&Vec::new(), false)] {
+            let index = HitIndex::new(hits);
+            assert_eq!(matches!(index, HitIndex::Dense { .. }), dense_form);
+            for uid in (0..700).chain([999_999, 1_000_000, u32::MAX - 1, u32::MAX]) {
+                assert_eq!(index.get(uid), hits.binary_search_by_key(&uid, |h| h.1).ok(), "uid {uid}");
+            }
+        }
+    }
+
+    /// A kept order answers what sorting afresh answers, for the whole
+    /// mailbox and for part of it, and still does after messages come and
+    /// go (brought up to date, not sorted again).
+    #[test]
+    fn a_kept_order_is_the_fresh_order_as_the_mailbox_changes() {
         let io: Rc<dyn Io> = Rc::new(MemIo::new());
         let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/s"), 7, Settings::default()).unwrap()));
         let subject =
@@ -252,21 +437,35 @@ mod tests {
             let m = mb.borrow();
             let all = hits(&m, &|_| true);
             assert_eq!(sorted(&m, &all, &criteria), SortTable::build(&m, &all, &criteria).order());
-            assert!(m.remembered_order(format!("SORT {criteria:?}").as_bytes()).is_some(), "a whole-mailbox sort is kept");
+            assert!(m.derived(format!("SORT {criteria:?}").as_bytes()).is_some(), "a whole-mailbox sort is kept");
             let some = hits(&m, &|u| u % 4 != 1);
             assert_eq!(sorted(&m, &some, &criteria), SortTable::build(&m, &some, &criteria).order(), "filtered from the kept order");
         }
         let key = format!("SORT {:?}", by(SortKey::Subject, false));
         mb.borrow_mut().append_bytes(b"Subject: aaa first\r\n\r\nx\r\n", 0, 0, 5).unwrap();
         mb.borrow_mut().commit().unwrap();
-        assert!(mb.borrow().remembered_order(key.as_bytes()).is_none(), "a new message forgets it");
+        let stale = mb.borrow().derived(key.as_bytes()).unwrap();
+        assert!(!mb.borrow().is_current(&stale), "a new message makes it stale");
         let m = mb.borrow();
         let all = hits(&m, &|_| true);
         let order = sorted(&m, &all, &by(SortKey::Subject, false));
         assert_eq!(order[0].1, m.uidnext() - 1, "the new message sorts first");
         drop(m);
-        mb.borrow_mut().expunge(&[5]).unwrap();
-        mb.borrow_mut().commit().unwrap();
-        assert!(mb.borrow().remembered_order(key.as_bytes()).is_none(), "an expunge forgets it");
+        // Rounds of expunges and arrivals (ties among them: the subjects
+        // repeat), each checked against sorting afresh.
+        for round in 0..6u32 {
+            let gone: Vec<u32> = mb.borrow().msgs().iter().map(|m| m.uid).filter(|u| (u + round) % 9 == 0).take(5).collect();
+            mb.borrow_mut().expunge(&gone).unwrap();
+            for i in 0..round * 3 {
+                mb.borrow_mut().append_bytes(subject(i * 31 + round).as_bytes(), 0, 0, 1_000 + i64::from(i % 7)).unwrap();
+            }
+            mb.borrow_mut().commit().unwrap();
+            let m = mb.borrow();
+            for criteria in [by(SortKey::Subject, false), by(SortKey::Arrival, true), vec![by(SortKey::From, true)[0], by(SortKey::Size, false)[0]]] {
+                let all = hits(&m, &|_| true);
+                assert_eq!(sorted(&m, &all, &criteria), SortTable::build(&m, &all, &criteria).order(), "round {round}, {criteria:?}");
+                assert!(m.is_current(&m.derived(format!("SORT {criteria:?}").as_bytes()).unwrap()));
+            }
+        }
     }
 }

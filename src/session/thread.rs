@@ -6,66 +6,190 @@
 //! Threads live in an arena of nodes and every walk is iterative: a reply
 //! chain of a hundred thousand messages is a tree that deep.
 
+use std::cell::RefCell;
 use std::cmp::Ordering;
+use std::hash::BuildHasher;
+use std::rc::Rc;
 
 use rustc_hash::FxHashMap as HashMap;
 
-use super::sort::{each_with_keys, REMEMBER_FROM};
+use super::sort::{each_with_keys, HitIndex, REMEMBER_FROM};
 use crate::proto::ThreadAlgorithm;
-use crate::store::Mailbox;
+use crate::store::{Derived, Mailbox, Uids};
+
+/// "No ID" among interned IDs.
+const NONE: u32 = u32::MAX;
+/// The interned empty base subject.
+const EMPTY: u32 = 0;
+
+/// Texts turned into small numbers, equal texts into equal numbers, so
+/// threading compares and indexes integers. A text is known by a 64-bit
+/// hash seeded at random per process (foldhash's quality variant, several
+/// times faster than the standard SipHash on short IDs), so a sender
+/// cannot aim two IDs at one number; by chance two of a million texts
+/// share one with odds below 1 in 10^7.
+#[derive(Default)]
+struct Interner {
+    hasher: foldhash::quality::RandomState,
+    ids: HashMap<u64, u32>,
+}
+
+impl Interner {
+    fn id(&mut self, text: &[u8]) -> u32 {
+        let n = self.ids.len() as u32;
+        *self.ids.entry(self.hasher.hash_one(text)).or_insert(n)
+    }
+    fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// What threading reads of one message.
+#[derive(Clone, Copy)]
+struct Row {
+    uid: u32,
+    /// Sent date (RFC 5256 2.2, the internal date where there is none).
+    date: i64,
+    /// Base subject, interned (`EMPTY` for none).
+    subject: u32,
+    reply: bool,
+    /// Message-ID, interned (`NONE`).
+    message_id: u32,
+    /// A range of `ThreadKeys::refs`.
+    refs: (u32, u32),
+}
+
+/// The threading keys of messages, in UID order, read once from their
+/// caches. Those of a whole mailbox are kept with it (`Mailbox::keep_derived`)
+/// and brought up to date as messages come and go (`ThreadKeys::update`),
+/// so threading again after an arrival reads one cache, not all of them.
+/// About 32 bytes per message, 4 per reference, and the interners' tables.
+struct ThreadKeys {
+    rows: Vec<Row>,
+    refs: Vec<u32>,
+    ids: Interner,
+    subjects: Interner,
+}
+
+impl ThreadKeys {
+    fn new() -> ThreadKeys {
+        let mut subjects = Interner::default();
+        subjects.id(b"");
+        ThreadKeys { rows: Vec::new(), refs: Vec::new(), ids: Interner::default(), subjects }
+    }
+
+    /// The keys of `uids` (ascending).
+    fn of(mb: &Mailbox, uids: impl Iterator<Item = u32>) -> ThreadKeys {
+        let mut k = ThreadKeys::new();
+        k.add(mb, uids);
+        k
+    }
+
+    fn add(&mut self, mb: &Mailbox, uids: impl Iterator<Item = u32>) {
+        let hits: Vec<(u32, u32)> = uids.map(|u| (u, u)).collect();
+        self.rows.reserve(hits.len());
+        // An ID per message and about one more per message referred to.
+        self.ids.ids.reserve(2 * hits.len());
+        self.refs.reserve(2 * hits.len());
+        each_with_keys(mb, &hits, |(_, uid), m, keys| {
+            let internal = mb.location(m).internal_date;
+            let from = self.refs.len() as u32;
+            let row = match keys {
+                Some(k) => {
+                    for r in k.references() {
+                        let id = self.ids.id(r);
+                        self.refs.push(id);
+                    }
+                    Row {
+                        uid,
+                        date: k.sent.unwrap_or(internal),
+                        subject: self.subjects.id(k.subject),
+                        reply: k.reply,
+                        message_id: k.message_id.map_or(NONE, |id| self.ids.id(id)),
+                        refs: (from, self.refs.len() as u32),
+                    }
+                }
+                None => Row { uid, date: internal, subject: EMPTY, reply: false, message_id: NONE, refs: (from, from) },
+            };
+            self.rows.push(row);
+        });
+    }
+
+    /// Made the keys of the mailbox now, from those of the mailbox `then`
+    /// describes: rows of expunged messages dropped, the new read. False
+    /// when starting over costs less (the interners hold mostly IDs of
+    /// messages gone).
+    fn update(&mut self, mb: &Mailbox, then: &Derived) -> bool {
+        let msgs = mb.msgs();
+        let split = msgs.partition_point(|m| m.uid <= then.last_uid);
+        if split < self.rows.len() {
+            let mut still = msgs[..split].iter().map(|m| m.uid).peekable();
+            self.rows.retain(|r| {
+                while still.next_if(|&u| u < r.uid).is_some() {}
+                still.next_if_eq(&r.uid).is_some()
+            });
+        }
+        if self.ids.len() > 4 * (self.rows.len() + self.refs.len()) + 1024 {
+            return false;
+        }
+        self.add(mb, msgs[split..].iter().map(|m| m.uid));
+        true
+    }
+
+    /// The keys of the whole mailbox, kept with it from `REMEMBER_FROM`
+    /// messages on; None for a smaller mailbox with nothing kept.
+    fn of_mailbox(mb: &Mailbox) -> Option<Rc<RefCell<ThreadKeys>>> {
+        const KEY: &[u8] = b"THREAD keys";
+        let kept = mb.derived(KEY);
+        let keys = match kept {
+            Some(d) if mb.is_current(&d) => return d.value.downcast::<RefCell<ThreadKeys>>().ok(),
+            Some(d) => match d.value.clone().downcast::<RefCell<ThreadKeys>>() {
+                Ok(k) if k.borrow_mut().update(mb, &d) => k,
+                _ => Rc::new(RefCell::new(ThreadKeys::of(mb, mb.msgs().iter().map(|m| m.uid)))),
+            },
+            None if mb.msgs().len() >= REMEMBER_FROM => Rc::new(RefCell::new(ThreadKeys::of(mb, mb.msgs().iter().map(|m| m.uid)))),
+            None => return None,
+        };
+        mb.keep_derived(KEY, keys.clone());
+        Some(keys)
+    }
+}
 
 /// One message to thread.
 struct Item {
     seq: u32,
-    /// Sent date (RFC 5256 2.2, the internal date where there is none).
-    date: i64,
-    subject: Text,
-    reply: bool,
-    message_id: Option<Text>,
-    /// A range of `Items::refs`.
-    references: (u32, u32),
+    row: Row,
 }
 
-/// A range of `Items::arena`.
-#[derive(Clone, Copy)]
-struct Text(u32, u32);
-
-/// The messages to thread, their texts copied into one arena (a few
-/// allocations for the whole mailbox, not several per message).
-struct Items {
+/// The messages to thread, with the keys they index.
+struct Items<'k> {
     list: Vec<Item>,
-    arena: Vec<u8>,
-    refs: Vec<Text>,
+    keys: &'k ThreadKeys,
 }
 
-impl std::ops::Index<u32> for Items {
-    type Output = Item;
-    fn index(&self, i: u32) -> &Item {
-        &self.list[i as usize]
+impl std::ops::Index<u32> for Items<'_> {
+    type Output = Row;
+    fn index(&self, i: u32) -> &Row {
+        &self.list[i as usize].row
     }
 }
 
-impl Items {
+impl Items<'_> {
     fn len(&self) -> usize {
         self.list.len()
     }
-    fn text(&self, t: Text) -> &[u8] {
-        &self.arena[t.0 as usize..(t.0 + t.1) as usize]
+    fn seq(&self, i: u32) -> u32 {
+        self.list[i as usize].seq
     }
-    fn keep(&mut self, b: &[u8]) -> Text {
-        let t = Text(self.arena.len() as u32, b.len() as u32);
-        self.arena.extend_from_slice(b);
-        t
+    fn subject(&self, i: u32) -> u32 {
+        self[i].subject
     }
-    fn subject(&self, i: u32) -> &[u8] {
-        self.text(self[i].subject)
+    fn message_id(&self, i: u32) -> Option<u32> {
+        Some(self[i].message_id).filter(|&id| id != NONE)
     }
-    fn message_id(&self, i: u32) -> Option<&[u8]> {
-        self[i].message_id.map(|t| self.text(t))
-    }
-    fn references(&self, i: u32) -> impl Iterator<Item = &[u8]> {
-        let (from, to) = self[i].references;
-        self.refs[from as usize..to as usize].iter().map(|&t| self.text(t))
+    fn references(&self, i: u32) -> &[u32] {
+        let (from, to) = self[i].refs;
+        &self.keys.refs[from as usize..to as usize]
     }
 }
 
@@ -100,10 +224,23 @@ impl Forest {
 
     /// Orders `list` by the sent date of each node's first message.
     fn sort_by_date(&self, items: &Items, list: &mut [u32]) {
-        list.sort_by(|&a, &b| match (self.first_msg(a), self.first_msg(b)) {
-            (Some(x), Some(y)) => by_date(items, x, y),
-            (x, y) => x.is_some().cmp(&y.is_some()),
-        });
+        if list.len() < 2 {
+            return;
+        }
+        // Each node's key looked up once; a node without a message first,
+        // ties kept in place: every key differs, so an unstable sort does.
+        let mut keyed: Vec<((bool, i64, u32, u32), u32)> = list
+            .iter()
+            .zip(0..)
+            .map(|(&n, pos)| match self.first_msg(n) {
+                Some(i) => ((true, items[i].date, items.seq(i), pos), n),
+                None => ((false, 0, 0, pos), n),
+            })
+            .collect();
+        keyed.sort_unstable_by_key(|k| k.0);
+        for (slot, (_, n)) in list.iter_mut().zip(keyed) {
+            *slot = n;
+        }
     }
 
     /// The forest as a flat list: the number of roots, then each node in
@@ -126,6 +263,7 @@ impl Forest {
     fn decode(t: &[u32], ids: &[(u32, u32)]) -> Option<Forest> {
         let mut f = Forest { nodes: Vec::with_capacity(t.len() / 2), roots: Vec::new() };
         let mut it = t.iter().copied();
+        let index = HitIndex::new(ids);
         let mut roots_left = it.next()?;
         // Nodes whose children are still to come, with how many.
         let mut open: Vec<(u32, u32)> = Vec::new();
@@ -139,7 +277,7 @@ impl Forest {
             let (uid, kids) = (it.next()?, it.next()?);
             let msg = match uid {
                 0 => None,
-                u => Some(ids.binary_search_by_key(&u, |h| h.1).ok()? as u32),
+                u => Some(index.get(u)? as u32),
             };
             let n = f.node(msg, Vec::with_capacity(kids.min(1 << 16) as usize));
             match open.last_mut() {
@@ -168,9 +306,8 @@ impl Forest {
 }
 
 /// `thread`, kept with the mailbox when `hits` are all of it (a webmail's
-/// threaded list) until a message comes or goes, as SORT's orders are
-/// (`Mailbox::remember_order`): a repeated THREAD costs rebuilding the tree
-/// from a flat list instead of threading.
+/// threaded list) until a message comes or goes: a repeated THREAD costs
+/// rebuilding the tree from a flat list instead of threading.
 pub(crate) fn thread_kept(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAlgorithm) -> (Forest, Vec<(u32, u32)>) {
     let msgs = mb.msgs();
     let whole = hits.len() >= REMEMBER_FROM && hits.len() == msgs.len() && hits.iter().zip(msgs).all(|(h, m)| h.1 == m.uid);
@@ -178,42 +315,45 @@ pub(crate) fn thread_kept(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAl
         return thread(mb, hits, algorithm);
     }
     let key = format!("THREAD {algorithm:?}");
-    if let Some(f) = mb.remembered_order(key.as_bytes()).and_then(|t| Forest::decode(&t, hits)) {
+    let kept = mb.derived(key.as_bytes()).filter(|d| mb.is_current(d));
+    if let Some(f) = kept.as_ref().and_then(|d| d.value.downcast_ref::<Uids>()).and_then(|t| Forest::decode(&t.0, hits)) {
         return (f, hits.to_vec());
     }
     let (f, ids) = thread(mb, hits, algorithm);
-    mb.remember_order(key.as_bytes(), f.encode(&ids).into());
+    mb.keep_derived(key.as_bytes(), Rc::new(Uids(f.encode(&ids))));
     (f, ids)
 }
 
 /// The threads of the messages `hits` ((sequence number, UID), in mailbox
-/// order), and the (sequence number, UID) of each message they index.
+/// order), and the (sequence number, UID) of each message they index. The
+/// keys come from those kept with a mailbox of some size (all its messages
+/// threaded before, or most of them asked for now), else from the caches
+/// of `hits`.
 pub(crate) fn thread(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAlgorithm) -> (Forest, Vec<(u32, u32)>) {
-    let mut items = Items { list: Vec::with_capacity(hits.len()), arena: Vec::new(), refs: Vec::new() };
+    let kept = if mb.derived(b"THREAD keys").is_some() || hits.len() * 2 >= mb.msgs().len() { ThreadKeys::of_mailbox(mb) } else { None };
+    let own;
+    let keys = match &kept {
+        Some(k) => k.borrow(),
+        None => {
+            own = RefCell::new(ThreadKeys::of(mb, hits.iter().map(|h| h.1)));
+            own.borrow()
+        }
+    };
+    thread_over(&keys, hits, algorithm)
+}
+
+/// The threads of `hits` whose keys are among `keys`.
+fn thread_over(keys: &ThreadKeys, hits: &[(u32, u32)], algorithm: ThreadAlgorithm) -> (Forest, Vec<(u32, u32)>) {
+    let mut items = Items { list: Vec::with_capacity(hits.len()), keys };
     let mut ids = Vec::with_capacity(hits.len());
-    each_with_keys(mb, hits, |(seq, uid), m, keys| {
-        let internal = mb.location(m).internal_date;
-        let item = match keys {
-            Some(k) => {
-                let from = items.refs.len() as u32;
-                for r in k.references() {
-                    let t = items.keep(r);
-                    items.refs.push(t);
-                }
-                Item {
-                    seq,
-                    date: k.sent.unwrap_or(internal),
-                    subject: items.keep(k.subject),
-                    reply: k.reply,
-                    message_id: k.message_id.map(|id| items.keep(id)),
-                    references: (from, items.refs.len() as u32),
-                }
-            }
-            None => Item { seq, date: internal, subject: Text(0, 0), reply: false, message_id: None, references: (0, 0) },
-        };
-        items.list.push(item);
-        ids.push((seq, uid));
-    });
+    let mut rows = keys.rows.iter().peekable();
+    for &(seq, uid) in hits {
+        while rows.next_if(|r| r.uid < uid).is_some() {}
+        if let Some(&&row) = rows.peek().filter(|r| r.uid == uid) {
+            items.list.push(Item { seq, row });
+            ids.push((seq, uid));
+        }
+    }
     let forest = match algorithm {
         ThreadAlgorithm::OrderedSubject => ordered_subject(&items),
         ThreadAlgorithm::References => references(&items, true),
@@ -224,8 +364,7 @@ pub(crate) fn thread(mb: &Mailbox, hits: &[(u32, u32)], algorithm: ThreadAlgorit
 
 /// Sent-date order, the sequence number breaking ties (RFC 5256 2.2).
 fn by_date(items: &Items, a: u32, b: u32) -> Ordering {
-    let (a, b) = (&items[a], &items[b]);
-    a.date.cmp(&b.date).then(a.seq.cmp(&b.seq))
+    items[a].date.cmp(&items[b].date).then(items.seq(a).cmp(&items.seq(b)))
 }
 
 /// ORDEREDSUBJECT: by base subject, then sent date; each subject one
@@ -233,7 +372,7 @@ fn by_date(items: &Items, a: u32, b: u32) -> Ordering {
 /// order of their first message's sent date.
 fn ordered_subject(items: &Items) -> Forest {
     let mut idx: Vec<u32> = (0..items.len() as u32).collect();
-    idx.sort_by(|&a, &b| items.subject(a).cmp(items.subject(b)).then_with(|| by_date(items, a, b)));
+    idx.sort_by(|&a, &b| items.subject(a).cmp(&items.subject(b)).then_with(|| by_date(items, a, b)));
     let mut f = Forest { nodes: Vec::with_capacity(items.len()), roots: Vec::new() };
     let mut i = 0;
     while i < idx.len() {
@@ -306,36 +445,37 @@ impl Containers {
 /// REFERENCES (RFC 5256 steps 1 to 6); without `by_subject`, REFS.
 fn references(items: &Items, by_subject: bool) -> Forest {
     let mut t = Containers { msg: Vec::new(), parent: Vec::new(), children: Vec::new() };
-    let mut ids: HashMap<&[u8], u32> = HashMap::with_capacity_and_hasher(items.len() + items.refs.len() / 2, Default::default());
+    // The container of each interned ID (NONE: none yet).
+    let mut ids: Vec<u32> = vec![NONE; items.keys.ids.len()];
     for i in 0..items.len() as u32 {
         // (1) A container under the message's ID; a missing ID, or one an
         // earlier message has, gets a container of its own.
         let c = match items.message_id(i) {
-            Some(id) => match ids.get(id) {
-                Some(&c) if t.msg[c as usize].is_none() => {
+            Some(id) => match ids[id as usize] {
+                NONE => {
+                    let c = t.add(Some(i));
+                    ids[id as usize] = c;
+                    c
+                }
+                c if t.msg[c as usize].is_none() => {
                     t.msg[c as usize] = Some(i);
                     c
                 }
-                Some(_) => t.add(Some(i)),
-                None => {
-                    let c = t.add(Some(i));
-                    ids.insert(id, c);
-                    c
-                }
+                _ => t.add(Some(i)),
             },
             None => t.add(Some(i)),
         };
         // (1.A) Each reference the parent of the next, keeping links
         // already made (a References line may have been cut short).
         let mut prev: Option<u32> = None;
-        for r in items.references(i) {
-            let rc = match ids.get(r) {
-                Some(&rc) => rc,
-                None => {
+        for &r in items.references(i) {
+            let rc = match ids[r as usize] {
+                NONE => {
                     let rc = t.add(None);
-                    ids.insert(r, rc);
+                    ids[r as usize] = rc;
                     rc
                 }
+                rc => rc,
             };
             if let Some(p) = prev {
                 if t.parent[rc as usize].is_none() && p != rc {
@@ -361,7 +501,7 @@ fn references(items: &Items, by_subject: bool) -> Forest {
             while let Some(n) = stack.pop() {
                 let node = &f.nodes[n as usize];
                 if let Some(i) = node.msg {
-                    best = best.max((items[i].date, items[i].seq));
+                    best = best.max((items[i].date, items.seq(i)));
                 }
                 stack.extend(node.children.iter());
             }
@@ -429,18 +569,18 @@ fn prune(t: &Containers, items: &Items) -> Forest {
 
 /// (5) Gathers the top-level threads that share a base subject.
 fn merge_by_subject(f: &mut Forest, items: &Items) {
-    let subject = |f: &Forest, n: u32| f.first_msg(n).map(|i| items.subject(i)).unwrap_or_default();
+    let subject = |f: &Forest, n: u32| f.first_msg(n).map_or(EMPTY, |i| items.subject(i));
     let is_dummy = |f: &Forest, n: u32| f.nodes[n as usize].msg.is_none();
     let is_reply = |f: &Forest, n: u32| f.nodes[n as usize].msg.is_some_and(|i| items[i].reply);
     // (5.B) One thread per subject: a dummy if there is one, else one that
     // is not a reply if there is one, else the first. The table holds
     // positions in `slots`.
     let mut slots: Vec<Option<u32>> = f.roots.drain(..).map(Some).collect();
-    let mut table: HashMap<&[u8], usize> = HashMap::with_capacity_and_hasher(slots.len(), Default::default());
+    let mut table: HashMap<u32, usize> = HashMap::with_capacity_and_hasher(slots.len(), Default::default());
     for (pos, n) in slots.iter().enumerate() {
         let n = n.expect("all present");
         let s = subject(f, n);
-        if s.is_empty() {
+        if s == EMPTY {
             continue;
         }
         match table.get(&s) {
@@ -459,7 +599,7 @@ fn merge_by_subject(f: &mut Forest, items: &Items) {
     for pos in 0..slots.len() {
         let Some(n) = slots[pos] else { continue };
         let s = subject(f, n);
-        let Some(&p) = table.get(&s).filter(|_| !s.is_empty()) else { continue };
+        let Some(&p) = table.get(&s).filter(|_| s != EMPTY) else { continue };
         if p == pos {
             continue;
         }
@@ -536,13 +676,14 @@ mod tests {
         String::from_utf8(out).unwrap()
     }
 
-    /// A kept thread renders as threading afresh does, and is forgotten
-    /// when a message arrives.
+    /// A kept thread renders as threading afresh does; after messages come
+    /// and go, threading over the kept keys (brought up to date) renders as
+    /// threading over keys read afresh.
     #[test]
-    fn a_kept_thread_is_the_fresh_thread_until_the_mailbox_changes() {
+    fn kept_threads_and_keys_thread_as_afresh_as_the_mailbox_changes() {
         let io: Rc<dyn Io> = Rc::new(MemIo::new());
         let mb = Rc::new(RefCell::new(Mailbox::create(io, std::path::Path::new("/t"), 7, Settings::default()).unwrap()));
-        for i in 0..(REMEMBER_FROM as u32 + 20) {
+        let message = |i: u32| {
             // Replies to earlier messages, some to missing ones (dummies), some by subject only.
             let refs = match i % 4 {
                 0 => String::new(),
@@ -550,13 +691,15 @@ mod tests {
                 2 => format!("References: <gone{}@x> <m{}@x>\r\n", i % 3, i - 1),
                 _ => format!("In-Reply-To: <gone{}@x>\r\n", i % 5),
             };
-            let m = format!(
+            format!(
                 "Subject: {}topic {}\r\nMessage-ID: <m{i}@x>\r\n{refs}Date: {} Jan 2024 10:00 +0000\r\n\r\nx\r\n",
-                if i % 3 == 0 { "Re: " } else { "" },
+                if i.is_multiple_of(3) { "Re: " } else { "" },
                 i % 7,
                 1 + i % 28
-            );
-            mb.borrow_mut().append_bytes(m.as_bytes(), 0, 0, 1_000).unwrap();
+            )
+        };
+        for i in 0..(REMEMBER_FROM as u32 + 20) {
+            mb.borrow_mut().append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
         }
         mb.borrow_mut().commit().unwrap();
         let all = |mb: &Mailbox| -> Vec<(u32, u32)> { mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect() };
@@ -570,15 +713,36 @@ mod tests {
                 let (f, ids) = thread_kept(&m, &hits, alg);
                 assert_eq!(rendered(&f, &ids), fresh, "{alg:?}, round {round}");
             }
-            assert!(m.remembered_order(format!("THREAD {alg:?}").as_bytes()).is_some());
+            assert!(m.derived(format!("THREAD {alg:?}").as_bytes()).is_some());
             let part: Vec<(u32, u32)> = hits.iter().copied().filter(|h| h.1 % 2 == 0).collect();
             let (f, ids) = thread_kept(&m, &part, alg);
             let (g, jds) = thread(&m, &part, alg);
             assert_eq!(rendered(&f, &ids), rendered(&g, &jds), "part of the mailbox is threaded afresh");
         }
-        mb.borrow_mut().append_bytes(b"Subject: new\r\n\r\nx\r\n", 0, 0, 5).unwrap();
-        mb.borrow_mut().commit().unwrap();
-        assert!(mb.borrow().remembered_order(b"THREAD Refs").is_none(), "a new message forgets it");
+        let afresh = |m: &Mailbox, hits: &[(u32, u32)], alg| {
+            let (f, ids) = thread_over(&ThreadKeys::of(m, hits.iter().map(|h| h.1)), hits, alg);
+            rendered(&f, &ids)
+        };
+        for round in 0..5u32 {
+            let gone: Vec<u32> = mb.borrow().msgs().iter().map(|m| m.uid).filter(|u| (u + round) % 7 == 0).take(4).collect();
+            mb.borrow_mut().expunge(&gone).unwrap();
+            for i in 0..round * 4 {
+                // New replies to old and new messages, and repeated IDs.
+                mb.borrow_mut().append_bytes(message(REMEMBER_FROM as u32 + round * 10 + i % 9).as_bytes(), 0, 0, 1_000).unwrap();
+            }
+            mb.borrow_mut().commit().unwrap();
+            let m = mb.borrow();
+            let hits = all(&m);
+            for alg in [ThreadAlgorithm::OrderedSubject, ThreadAlgorithm::References, ThreadAlgorithm::Refs] {
+                assert!(!m.is_current(&m.derived(format!("THREAD {alg:?}").as_bytes()).unwrap()) || round == 0);
+                let (f, ids) = thread_kept(&m, &hits, alg);
+                assert_eq!(rendered(&f, &ids), afresh(&m, &hits, alg), "round {round}, {alg:?}");
+                let part: Vec<(u32, u32)> = hits.iter().copied().filter(|h| h.1 % 3 != 0).collect();
+                let (f, ids) = thread(&m, &part, alg);
+                assert_eq!(rendered(&f, &ids), afresh(&m, &part, alg), "round {round}, {alg:?}, part");
+            }
+            assert!(m.is_current(&m.derived(b"THREAD keys").unwrap()), "the keys were brought up to date");
+        }
         assert_eq!(Forest::decode(&[1, 3, 0], &[]).map(|f| f.roots.len()), None, "a cut list is refused");
     }
 }

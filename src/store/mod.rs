@@ -29,9 +29,10 @@ use std::rc::Rc;
 pub use self::commit::{Committer, Target, Ticket};
 pub use self::exec::{Deferred, Spawner};
 pub use self::io::{Io, MemIo, RealIo};
+pub use mailbox::derived::Uids;
 pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::write::AppendHandle;
-pub use mailbox::{Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
+pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 
 use self::io::read_optional;
@@ -222,6 +223,10 @@ impl Store {
             }
             if let Err(e) = m.checkpoint() {
                 tracing::error!(error = %e, "final checkpoint failed");
+                continue;
+            }
+            if let Err(e) = m.save_derived() {
+                tracing::warn!(error = %e, "saving SORT orders failed; they will be computed again");
             }
         }
     }

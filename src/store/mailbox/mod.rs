@@ -11,6 +11,7 @@
 //! must be synced is handed out as jobs (`store::commit` runs them off the
 //! worker) and what became durable is published when they finish.
 
+pub(crate) mod derived;
 pub(crate) mod durability;
 mod reclaim;
 mod recovery;
@@ -48,12 +49,25 @@ impl Default for Settings {
     }
 }
 
-/// An upper layer's key and the UIDs of the whole mailbox in its order.
-type RememberedOrder = (Box<[u8]>, Rc<[u32]>);
+/// A value an upper layer derived from every message of a mailbox (a SORT
+/// order, THREAD's keys), kept with it (derived.rs).
+#[derive(Clone)]
+pub struct Derived {
+    pub value: Rc<dyn std::any::Any>,
+    /// The highest UID the mailbox had then (0: none): later ones came
+    /// after.
+    pub last_uid: u32,
+    /// How many messages it had then: fewer of those now are expunges.
+    pub count: usize,
+}
 
-/// Whole-mailbox orders kept per mailbox (4 bytes per message each for a
-/// SORT, 8 for a THREAD).
-const ORDERS_KEPT: usize = 4;
+/// The derived values of a mailbox, oldest first, and whether the saved
+/// ones were read yet.
+#[derive(Default)]
+struct DerivedSet {
+    entries: Vec<(Box<[u8]>, Derived)>,
+    loaded: bool,
+}
 
 /// At most this many keywords per mailbox (one bit each in a u64).
 pub const MAX_KEYWORDS: usize = 64;
@@ -243,10 +257,8 @@ pub struct Mailbox {
     /// Recent expunges and flag changes, for sessions catching up.
     journal: super::journal::Journal,
     uids: RefCell<Option<Rc<[u32]>>>,
-    /// Orders of the whole mailbox an upper layer computed (SORT), by an
-    /// opaque key, kept until the set of messages changes: the keys they
-    /// were sorted by never change, so a repeated SORT costs a filter.
-    orders: RefCell<Vec<RememberedOrder>>,
+    /// What upper layers derived from the whole mailbox (derived.rs).
+    derived: RefCell<DerivedSet>,
     watchers: RefCell<Vec<Weak<Signal>>>,
     /// Messages with uid >= this are \Recent for the next session to claim them.
     recent_floor: Cell<u32>,
@@ -423,22 +435,6 @@ impl Mailbox {
         c.get_or_insert_with(|| self.msgs.iter().map(|m| m.uid).collect()).clone()
     }
 
-    /// An order of the whole mailbox remembered under `key` (see `orders`).
-    pub fn remembered_order(&self, key: &[u8]) -> Option<Rc<[u32]>> {
-        self.orders.borrow().iter().find(|(k, _)| **k == *key).map(|(_, o)| o.clone())
-    }
-
-    /// Remembers an order of every message of the mailbox as it is now;
-    /// the oldest of more than `ORDERS_KEPT` is forgotten.
-    pub fn remember_order(&self, key: &[u8], uids: Rc<[u32]>) {
-        let mut o = self.orders.borrow_mut();
-        o.retain(|(k, _)| **k != *key);
-        if o.len() >= ORDERS_KEPT {
-            o.remove(0);
-        }
-        o.push((key.into(), uids));
-    }
-
     pub fn find(&self, uid: u32) -> Option<&Msg> {
         self.msgs.binary_search_by_key(&uid, |m| m.uid).ok().map(|i| &self.msgs[i])
     }
@@ -565,7 +561,6 @@ impl Mailbox {
     fn changed(&mut self) {
         self.version += 1;
         *self.uids.borrow_mut() = None;
-        self.orders.borrow_mut().clear();
         self.notify();
     }
 

@@ -74,7 +74,7 @@ impl Mailbox {
             version: 0,
             journal: Default::default(),
             uids: Default::default(),
-            orders: Default::default(),
+            derived: Default::default(),
             watchers: Default::default(),
             recent_floor: std::cell::Cell::new(1),
             unseen: 0,
