@@ -29,10 +29,11 @@ use crate::store::io::{read_optional, write_atomic};
 /// saved with the mailbox.
 pub struct Uids(pub Vec<u32>);
 
-/// Values kept per mailbox: 4 bytes per message for a SORT order, 8 for
-/// encoded threads, about 40 for THREAD's keys (a webmail's threaded list
-/// takes two: the keys and the threads of one algorithm).
-const KEPT: usize = 6;
+/// Values kept per mailbox, the least recently computed forgotten first:
+/// 4 bytes per message for a SORT order, 8 for encoded threads, about 40
+/// for THREAD's keys (a webmail's threaded list takes two: the keys and the
+/// threads of one algorithm).
+const KEPT: usize = 8;
 
 /// File name in the mailbox directory.
 const FILE: &str = "derived";
