@@ -88,6 +88,18 @@ impl<'a> HitIndex<'a> {
     }
 }
 
+/// A sum over a set of UIDs, each mixed first (SplitMix64's finalizer), so
+/// that two different sets of one size almost never give the same sum.
+fn uid_set_sum(uids: impl Iterator<Item = u32>) -> u64 {
+    uids.map(|u| {
+        let mut z = u64::from(u).wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    })
+    .fold(0u64, u64::wrapping_add)
+}
+
 /// Every message of the mailbox sorted afresh.
 fn whole_order(mb: &Mailbox, criteria: &[SortCriterion]) -> Uids {
     // Sequence numbers of the mailbox as it is: in UID order, as the
@@ -124,6 +136,13 @@ fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[Sor
         }
         old.iter().copied().filter(|u| !gone.contains(u)).collect()
     };
+    // What is left must be exactly the messages up to the highest UID
+    // then. It is unless the order and the mailbox disagree (a saved order
+    // beside a mailbox restored from an older backup): checked with a sum
+    // of mixed UIDs over both, two linear passes.
+    if order.len() != before.len() || uid_set_sum(order.iter().copied()) != uid_set_sum(before.iter().map(|m| m.uid)) {
+        return None;
+    }
     if new.is_empty() {
         return Some(Uids(order));
     }
@@ -401,6 +420,29 @@ mod tests {
         mb.commit().unwrap();
         let hits = all(&mb);
         assert_eq!(sorted(&mb, &hits, &criteria), SortTable::build(&mb, &hits, &criteria).order());
+    }
+
+    /// An order that does not hold the mailbox's messages (a saved order
+    /// beside a mailbox restored from an older backup) is sorted afresh,
+    /// not trusted.
+    #[test]
+    fn an_order_of_other_messages_is_not_brought_up_to_date() {
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let mut mb = Mailbox::create(io, std::path::Path::new("/other"), 3, Settings::default()).unwrap();
+        for i in 0..20u32 {
+            mb.append_bytes(format!("Subject: s{}\r\n\r\nx\r\n", i % 7).as_bytes(), 0, 0, 1_000).unwrap();
+        }
+        mb.commit().unwrap();
+        let criteria = by(SortKey::Subject, false);
+        let good = whole_order(&mb, &criteria).0;
+        let then = |n: usize| Derived { value: Rc::new(()), last_uid: 20, count: n };
+        assert_eq!(brought_up_to_date(&mb, &good, &then(20), &criteria).map(|u| u.0), Some(good.clone()));
+        let mut swapped = good.clone();
+        let i = swapped.iter().position(|&u| u == 7).unwrap();
+        swapped[i] = 99;
+        assert!(brought_up_to_date(&mb, &swapped, &then(20), &criteria).is_none(), "one UID not in the mailbox");
+        let short: Vec<u32> = good.iter().copied().filter(|&u| u != 7).collect();
+        assert!(brought_up_to_date(&mb, &short, &then(19), &criteria).is_none(), "a message the order lacks");
     }
 
     /// Both forms of the index find what a binary search finds.

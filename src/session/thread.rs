@@ -264,6 +264,7 @@ impl Forest {
         let mut f = Forest { nodes: Vec::with_capacity(t.len() / 2), roots: Vec::new() };
         let mut it = t.iter().copied();
         let index = HitIndex::new(ids);
+        let mut seen = vec![false; ids.len()];
         let mut roots_left = it.next()?;
         // Nodes whose children are still to come, with how many.
         let mut open: Vec<(u32, u32)> = Vec::new();
@@ -277,7 +278,15 @@ impl Forest {
             let (uid, kids) = (it.next()?, it.next()?);
             let msg = match uid {
                 0 => None,
-                u => Some(index.get(u)? as u32),
+                u => {
+                    // Each message once: a list naming one twice (and so
+                    // missing another) is not these messages' threads.
+                    let i = index.get(u)?;
+                    if std::mem::replace(seen.get_mut(i)?, true) {
+                        return None;
+                    }
+                    Some(i as u32)
+                }
             };
             let n = f.node(msg, Vec::with_capacity(kids.min(1 << 16) as usize));
             match open.last_mut() {
@@ -294,7 +303,7 @@ impl Forest {
                 open.push((n, kids));
             }
         }
-        it.next().is_none().then_some(f)
+        (it.next().is_none() && seen.iter().all(|&s| s)).then_some(f)
     }
 
     /// Sorts the children of `n` by date.
@@ -744,5 +753,9 @@ mod tests {
             assert!(m.is_current(&m.derived(b"THREAD keys").unwrap()), "the keys were brought up to date");
         }
         assert_eq!(Forest::decode(&[1, 3, 0], &[]).map(|f| f.roots.len()), None, "a cut list is refused");
+        let ids = [(1, 10), (2, 11)];
+        assert_eq!(Forest::decode(&[2, 10, 0, 11, 0], &ids).map(|f| f.roots.len()), Some(2));
+        assert!(Forest::decode(&[2, 10, 0, 10, 0], &ids).is_none(), "a message twice, another missing");
+        assert!(Forest::decode(&[1, 10, 0], &ids).is_none(), "a message missing");
     }
 }
