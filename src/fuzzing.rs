@@ -27,7 +27,7 @@ pub fn decoder(data: &[u8]) {
                 match d.next() {
                     Event::NeedMore => break,
                     Event::Command(c) => out.push(format!("{} {:?}", c.tag, c.body)),
-                    Event::AppendStart(_) => d.accept_append(),
+                    Event::AppendStart(_) | Event::AppendNext(_) => d.accept_append(),
                     Event::Bad { tag, .. } => out.push(format!("bad {tag:?}")),
                     Event::Fatal(m) => {
                         out.push(m.to_string());

@@ -36,6 +36,11 @@ fn events(chunks: &[&[u8]]) -> Vec<String> {
                         _ => format!("data {hex}"),
                     }
                 }
+                Event::AppendNext(m) => {
+                    let s = format!("append next {m:?}");
+                    d.accept_append();
+                    s
+                }
                 Event::AppendEnd(r) => format!("append end {r:?}"),
                 Event::AuthLine(l) => format!("auth {l:?}"),
                 Event::IdleDone(ok) => format!("idle done {ok}"),
@@ -67,6 +72,8 @@ fn imapish() -> impl Strategy<Value = Vec<u8>> {
         Just(b"SEARCH OR SEEN (FROM \"x\" LARGER 5) ".to_vec()),
         Just(b"APPEND INBOX (\\Seen) {5}\r\nhello".to_vec()),
         Just(b"{3+}\r\nabc".to_vec()),
+        Just(b" (\\Flagged) \" 7-Feb-1994 22:43:04 -0800\" {2+}\r\nhi".to_vec()),
+        Just(b" {4}\r\nnext".to_vec()),
         Just(b"\"quo\\\"ted\" ".to_vec()),
         Just(b"STORE 2 +FLAGS.SILENT (\\Deleted) ".to_vec()),
         Just(b"SELECT \"INBOX\" (CONDSTORE) ".to_vec()),

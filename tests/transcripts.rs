@@ -260,6 +260,7 @@ transcripts!(
     list,
     select_and_status,
     append,
+    multiappend,
     fetch,
     store_and_search,
     copy_move_expunge,

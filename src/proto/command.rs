@@ -464,6 +464,17 @@ pub struct DateTime {
     pub offset_minutes: i16,
 }
 
+/// The next message of a MULTIAPPEND (RFC 3502): what follows the previous
+/// message's literal on the same command line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendMore {
+    pub flags: Vec<Flag>,
+    pub date: Option<DateTime>,
+    pub size: u64,
+    pub binary: bool,
+    pub nonsync: bool,
+}
+
 /// The arguments of APPEND that come before the message literal.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AppendHeader {

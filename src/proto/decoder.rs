@@ -7,11 +7,11 @@
 //! arrive, or an error to answer. It reads no socket and no clock, and
 //! holds at most what [`Limits`] allows.
 
-use super::command::{AppendHeader, Command};
+use super::command::{AppendHeader, AppendMore, Command};
 use std::sync::Arc;
 
 use super::limits::Limits;
-use super::parse::{parse_append_prefix, parse_command, parse_tag};
+use super::parse::{parse_append_more, parse_append_prefix, parse_command, parse_tag};
 use super::scan::{Announce, Kind, ScanErrorKind, Scanner, Token};
 
 /// What the decoder found.
@@ -32,6 +32,10 @@ pub enum Event<'a> {
     /// The APPEND message is complete; `Err` when what followed it was not
     /// the end of the command (nothing may be stored then).
     AppendEnd(Result<(), String>),
+    /// MULTIAPPEND (RFC 3502): the message literal ended and another one is
+    /// announced; answer with [`Decoder::accept_append`] or
+    /// [`Decoder::reject_append`] as for [`Event::AppendStart`].
+    AppendNext(AppendMore),
     /// A line answering an AUTHENTICATE challenge (after [`Decoder::expect_auth_line`]).
     AuthLine(&'a [u8]),
     /// The line ending IDLE; `false` when it was not `DONE`.
@@ -310,24 +314,33 @@ impl Decoder {
                     };
                     let rest = &self.buf[self.pos..lf];
                     let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
-                    let ok = rest.is_empty();
-                    let nonsync_more = (!ok).then(|| trailing_announce(rest)).flatten();
+                    if rest.is_empty() {
+                        self.pos = lf + 1;
+                        self.consume();
+                        self.state = State::Line;
+                        return Event::AppendEnd(Ok(()));
+                    }
+                    let more = next_append_message(rest);
+                    let announced = trailing_announce(rest);
                     self.pos = lf + 1;
                     self.consume();
                     self.state = State::Line;
-                    if ok {
-                        return Event::AppendEnd(Ok(()));
-                    }
-                    if let Some(a) = nonsync_more {
-                        // MULTIAPPEND (RFC 3502) is not offered; skip the data the client sends anyway.
-                        if a.nonsync {
-                            if a.len > self.limits.discard_max as u64 {
-                                return Event::Fatal("Literal too large");
-                            }
-                            self.state = State::Skip { remaining: a.len, report: None };
+                    let message = match more {
+                        Ok(m) => {
+                            // MULTIAPPEND (RFC 3502): another message follows.
+                            self.state = State::AppendVerdict { len: m.size, nonsync: m.nonsync };
+                            return Event::AppendNext(m);
                         }
+                        Err(message) => message,
+                    };
+                    if let Some(a) = announced.filter(|a| a.nonsync) {
+                        // Skip the data the client sends anyway.
+                        if a.len > self.limits.discard_max as u64 {
+                            return Event::Fatal("Literal too large");
+                        }
+                        self.state = State::Skip { remaining: a.len, report: None };
                     }
-                    return Event::AppendEnd(Err("Expected end of command after the message literal".into()));
+                    return Event::AppendEnd(Err(message));
                 }
                 State::Skip { remaining, mut report } => {
                     let avail = (self.buf.len() - self.pos) as u64;
@@ -468,6 +481,22 @@ impl Decoder {
 /// Longest literal announcement: `{`, 20 digits, `+`, `}`, and a CR.
 const ANNOUNCE_MAX: usize = 24;
 
+/// The next MULTIAPPEND message announced by the rest of the line after a
+/// message literal (` [flags] [date-time] {n}`), or why it is not one.
+fn next_append_message(rest: &[u8]) -> Result<AppendMore, String> {
+    const EXPECTED: &str = "Expected end of command after the message literal";
+    if rest.len() > super::scan::MAX_TOKEN_LEN {
+        return Err(EXPECTED.into());
+    }
+    let mut toks = Vec::new();
+    let a = match super::scan::tokenize_reference(rest, 0, &mut toks) {
+        Ok(Some(a)) => a,
+        _ => return Err(EXPECTED.into()),
+    };
+    let (flags, date) = parse_append_more(rest, &toks, a.gap)?;
+    Ok(AppendMore { flags, date, size: a.len, binary: a.binary, nonsync: a.nonsync })
+}
+
 fn trailing_announce(line: &[u8]) -> Option<Announce> {
     if line.last() != Some(&b'}') {
         return None;
@@ -491,7 +520,7 @@ mod tests {
             let s = format!("{ev:?}");
             match ev {
                 Event::NeedMore => break,
-                Event::AppendStart(_) => {
+                Event::AppendStart(_) | Event::AppendNext(_) => {
                     out.push(s);
                     d.accept_append();
                     continue;
@@ -518,6 +547,29 @@ mod tests {
         assert_eq!(e[1], "AppendData([104, 101, 108, 108, 111])");
         assert_eq!(e[2], "AppendEnd(Ok(()))");
         assert!(e[3].contains("Noop"));
+    }
+
+    /// RFC 3502: after a message literal, flags, a date and another literal
+    /// announce the next message; refusing it skips the rest of the line.
+    #[test]
+    fn multiappend_streams_each_message() {
+        let e = events(b"a APPEND INBOX {2+}\r\nhi (\\Seen) \" 7-Feb-1994 22:43:04 -0800\" {3+}\r\nabc {1+}\r\nz\r\nb NOOP\r\n");
+        assert!(e[0].starts_with("AppendStart"));
+        assert_eq!(e[1], "AppendData([104, 105])");
+        assert!(e[2].starts_with("AppendNext(AppendMore { flags: [Seen], date: Some(") && e[2].contains("size: 3"), "{}", e[2]);
+        assert_eq!(e[3], "AppendData([97, 98, 99])");
+        assert!(e[4].starts_with("AppendNext(AppendMore { flags: [], date: None, size: 1"), "{}", e[4]);
+        assert_eq!(e[5], "AppendData([122])");
+        assert_eq!(e[6], "AppendEnd(Ok(()))");
+        assert!(e[7].contains("Noop"));
+        let mut d = Decoder::new(Arc::new(Limits::DEFAULT));
+        d.feed(b"a APPEND INBOX {2+}\r\nhi {3+}\r\nabc {1+}\r\nz\r\nb NOOP\r\n");
+        assert!(matches!(d.next(), Event::AppendStart(_)));
+        d.accept_append();
+        assert!(matches!(d.next(), Event::AppendData(b"hi")));
+        assert!(matches!(d.next(), Event::AppendNext(_)));
+        assert!(d.reject_append());
+        assert!(matches!(d.next(), Event::Command(c) if c.tag == "b"), "the refused message and the rest of its line are skipped");
     }
 
     #[test]

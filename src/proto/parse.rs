@@ -56,22 +56,7 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
     let r = (|| -> R<AppendHeader> {
         p.sp()?;
         let mailbox = p.mailbox()?;
-        let mut flags = Vec::new();
-        if p.peek_kind() == Some(Kind::LParen) {
-            p.sp()?;
-            flags = p.flag_list()?;
-        }
-        let mut date = None;
-        if matches!(p.peek_kind(), Some(Kind::Quoted)) {
-            p.sp()?;
-            date = Some(p.date_time()?);
-        }
-        if !p.at_end() {
-            return Err("APPEND arguments must be followed by the message literal".into());
-        }
-        if literal_gap != 1 {
-            return Err("Expected a single space before the message literal".into());
-        }
+        let (flags, date) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
         Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false })
     })();
     Some(match r {
@@ -81,6 +66,14 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
         }
         Err(message) => Err(ParseError { tag: Some(tag), message }),
     })
+}
+
+/// The flags and date of a further MULTIAPPEND message (RFC 3502): the
+/// rest of the line after a message literal, ` [flags] [date-time]`, up to
+/// the next literal (tokenized without it; `literal_gap` is the spaces
+/// before it).
+pub fn parse_append_more(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Result<(Vec<Flag>, Option<DateTime>), String> {
+    Parser::new(buf, tokens, 4).append_message(literal_gap, "Expected flags, a date or the next message literal")
 }
 
 struct Parser<'a> {
@@ -100,6 +93,28 @@ fn upper(b: &[u8]) -> String {
 }
 
 impl<'a> Parser<'a> {
+    /// ` [flag-list] [date-time]` before an APPEND message's literal, which
+    /// must follow after one space (else `not_last`).
+    fn append_message(&mut self, literal_gap: u8, not_last: &str) -> R<(Vec<Flag>, Option<DateTime>)> {
+        let mut flags = Vec::new();
+        if self.peek_kind() == Some(Kind::LParen) {
+            self.sp()?;
+            flags = self.flag_list()?;
+        }
+        let mut date = None;
+        if matches!(self.peek_kind(), Some(Kind::Quoted)) {
+            self.sp()?;
+            date = Some(self.date_time()?);
+        }
+        if !self.at_end() {
+            return Err(not_last.into());
+        }
+        if literal_gap != 1 {
+            return Err("Expected a single space before the message literal".into());
+        }
+        Ok((flags, date))
+    }
+
     fn new(buf: &'a [u8], toks: &'a [Token], nesting_max: usize) -> Self {
         let (toks, trailing) = match toks.split_last() {
             Some((last, rest)) if last.kind == Kind::Eol => (rest, last.gap),

@@ -13,6 +13,7 @@ const AUTHENTICATED: &[&str] = &[
     "NAMESPACE",
     "UNSELECT",
     "UIDPLUS",
+    "MULTIAPPEND",
     "MOVE",
     "CHILDREN",
     "SPECIAL-USE",

@@ -320,6 +320,20 @@ fn on_event(s: &mut Session, ev: Event<'_>, now: i64, out: &mut Out) -> Directiv
             }
             Directive::Next
         }
+        Event::AppendNext(m) => match std::mem::replace(&mut s.cx.wait, Wait::None) {
+            Wait::Streaming(mut a) => match a.more(m, out) {
+                Ok(()) => {
+                    s.cx.wait = Wait::Streaming(a);
+                    Directive::AcceptAppend
+                }
+                // What was received so far is dropped with `a`.
+                Err(_) => Directive::RejectAppend,
+            },
+            other => {
+                s.cx.wait = other;
+                Directive::RejectAppend
+            }
+        },
         Event::AppendEnd(r) => match std::mem::replace(&mut s.cx.wait, Wait::None) {
             Wait::Streaming(a) => a.end(r, out),
             other => {

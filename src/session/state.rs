@@ -291,6 +291,9 @@ pub(crate) enum Progress {
 /// A command receiving a literal as it streams in.
 pub(crate) trait Streaming {
     fn data(&mut self, d: &[u8]);
+    /// The literal ended and another message follows (MULTIAPPEND); Err:
+    /// it is refused, the answer (written) ends the command.
+    fn more(&mut self, m: crate::proto::AppendMore, out: &mut Out) -> Result<(), Directive>;
     /// The literal ended (Err: it was malformed, with the reason).
     fn end(self: Box<Self>, r: Result<(), String>, out: &mut Out) -> Directive;
 }

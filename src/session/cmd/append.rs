@@ -1,26 +1,51 @@
 //! APPEND (RFC 9051 6.3.12, UIDPLUS RFC 4315, LITERAL+ RFC 7888,
-//! APPENDLIMIT RFC 7889). The message streams into the store as it arrives
-//! and is acknowledged (with APPENDUID) only once it is durable.
+//! APPENDLIMIT RFC 7889, MULTIAPPEND RFC 3502). Each message streams into
+//! the store as it arrives; when the command line ends, all of them are
+//! stored in one log write (none if any was refused or failed) and
+//! acknowledged (with APPENDUID) only once durable.
 
 use std::rc::Rc;
 
-use crate::proto::{AppendHeader, Out};
+use crate::proto::{AppendHeader, AppendMore, DateTime, Flag, Out};
 use crate::session::flags::{keyword_mask, split_flags};
 use crate::session::reply::{bad, no, not_durable, ok, store_error, when_durable};
 use crate::session::state::{Directive, Session, Streaming, Wait};
 use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
 
-/// An APPEND receiving its message.
+/// Messages one MULTIAPPEND may carry; more is refused with `[LIMIT]`
+/// (each is on disk until the command ends, and a log write holds all).
+const MESSAGES_MAX: usize = 10_000;
+
+/// An APPEND receiving its messages.
 struct Appending {
     tag: String,
     mbox: MailboxRef,
     store: Rc<UserStore>,
+    /// APPENDLIMIT of the session.
+    message_max: u64,
+    now: i64,
+    /// Messages received whole, to be stored when the command ends.
+    received: Vec<Received>,
+    /// The message arriving now.
+    current: Incoming,
+    /// A write failed; the rest of the literal is read and dropped.
+    failed: Option<StoreError>,
+}
+
+/// A message received whole, with what it is stored with.
+struct Received {
+    handle: AppendHandle,
+    flags: u8,
+    keywords: u64,
+    date: i64,
+}
+
+/// The message arriving now and what it will be stored with.
+struct Incoming {
     sink: Sink,
     flags: u8,
     keywords: u64,
     date: i64,
-    /// A write failed; the rest of the literal is read and dropped.
-    failed: Option<StoreError>,
 }
 
 /// Where the message goes as it arrives.
@@ -32,13 +57,32 @@ enum Sink {
     Binary(Vec<u8>),
 }
 
+/// What one message of an APPEND announces before its literal.
+struct Announced<'a> {
+    flags: &'a [Flag],
+    date: Option<DateTime>,
+    size: u64,
+    binary: bool,
+}
+
+/// Checks a message's announcement and makes room for it; Err: the
+/// answer (already written) that ends the command.
+fn incoming(out: &mut Out, tag: &str, mbox: &MailboxRef, message_max: u64, now: i64, m: Announced<'_>) -> Result<Incoming, Directive> {
+    if m.size == 0 {
+        return Err(no(out, tag, Some("CANNOT"), "Can't save a zero byte message."));
+    }
+    if m.size > message_max {
+        return Err(no(out, tag, Some("TOOBIG"), "Message is larger than APPENDLIMIT"));
+    }
+    let (flags, kws) = split_flags(m.flags).map_err(|f| bad(out, tag, &format!("Invalid system flag {f}")))?;
+    let keywords = keyword_mask(mbox, &kws).map_err(|e| store_error(out, tag, &e))?;
+    let sink = if m.binary { Sink::Binary(Vec::new()) } else { Sink::Store(mbox.borrow_mut().begin_append(m.size).map_err(|e| store_error(out, tag, &e))?) };
+    Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix) })
+}
+
 /// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
 /// EXPUNGE responses.
 pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Directive {
-    let reject = |d: Directive| -> Directive {
-        let _ = d;
-        Directive::RejectAppend
-    };
     let Some(a) = s.authed() else {
         out.tagged(&h.tag, "BAD", None, "Command not valid before authentication");
         return Directive::RejectAppend;
@@ -46,42 +90,57 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     a.cx.expunge_ok = true;
     let name = match a.cx.mailbox_name(&h.mailbox) {
         Ok(n) => n,
-        Err(e) => return reject(no(out, &h.tag, Some("CANNOT"), e)),
+        Err(e) => {
+            no(out, &h.tag, Some("CANNOT"), e);
+            return Directive::RejectAppend;
+        }
     };
     let mbox = match a.user.open_mailbox(&name) {
         Ok(m) => m,
-        Err((Some("NONEXISTENT"), text)) => return reject(no(out, &h.tag, Some("TRYCREATE"), &text)),
-        Err((code, text)) => return reject(no(out, &h.tag, code, &text)),
-    };
-    if h.size == 0 {
-        return reject(no(out, &h.tag, Some("CANNOT"), "Can't save a zero byte message."));
-    }
-    if h.size > a.cx.cfg.limits.message_max {
-        return reject(no(out, &h.tag, Some("TOOBIG"), "Message is larger than APPENDLIMIT"));
-    }
-    let (flags, kws) = match split_flags(&h.flags) {
-        Ok(x) => x,
-        Err(f) => return reject(bad(out, &h.tag, &format!("Invalid system flag {f}"))),
-    };
-    let keywords = match keyword_mask(&mbox, &kws) {
-        Ok(k) => k,
-        Err(e) => return reject(store_error(out, &h.tag, &e)),
-    };
-    let sink = if h.binary {
-        Sink::Binary(Vec::new())
-    } else {
-        match mbox.borrow_mut().begin_append(h.size) {
-            Ok(x) => Sink::Store(x),
-            Err(e) => return reject(store_error(out, &h.tag, &e)),
+        Err((code, text)) => {
+            let code = if code == Some("NONEXISTENT") { Some("TRYCREATE") } else { code };
+            no(out, &h.tag, code, &text);
+            return Directive::RejectAppend;
         }
+    };
+    let message_max = a.cx.cfg.limits.message_max;
+    let announced = Announced { flags: &h.flags, date: h.date, size: h.size, binary: h.binary };
+    let current = match incoming(out, &h.tag, &mbox, message_max, now, announced) {
+        Ok(c) => c,
+        Err(_) => return Directive::RejectAppend,
     };
     if !h.nonsync {
         out.raw(b"+ Ready for literal data\r\n");
     }
-    let date = h.date.map_or(now, |d| d.unix);
     let store = a.user.store.clone();
-    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, sink, flags, keywords, date, failed: None }));
+    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None }));
     Directive::AcceptAppend
+}
+
+impl Appending {
+    /// The message that just arrived whole, ready to be stored.
+    fn received(&mut self) -> Result<(), StoreError> {
+        let Incoming { sink, flags, keywords, date } = std::mem::replace(&mut self.current, Incoming::none());
+        let handle = match sink {
+            Sink::Store(h) => h,
+            Sink::Binary(v) => {
+                let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
+                let mut mb = self.mbox.borrow_mut();
+                let mut h = mb.begin_append(data.len() as u64)?;
+                mb.append_chunk(&mut h, &data)?;
+                h
+            }
+        };
+        self.received.push(Received { handle, flags, keywords, date });
+        Ok(())
+    }
+}
+
+impl Incoming {
+    /// A placeholder between two messages.
+    fn none() -> Incoming {
+        Incoming { sink: Sink::Binary(Vec::new()), flags: 0, keywords: 0, date: 0 }
+    }
 }
 
 impl Streaming for Appending {
@@ -89,7 +148,7 @@ impl Streaming for Appending {
         if self.failed.is_some() {
             return;
         }
-        match &mut self.sink {
+        match &mut self.current.sink {
             Sink::Store(h) => {
                 if let Err(e) = self.mbox.borrow_mut().append_chunk(h, d) {
                     self.failed = Some(e);
@@ -99,30 +158,50 @@ impl Streaming for Appending {
         }
     }
 
+    fn more(&mut self, m: AppendMore, out: &mut Out) -> Result<(), Directive> {
+        if let Some(e) = self.failed.take() {
+            return Err(store_error(out, &self.tag, &e));
+        }
+        self.received().map_err(|e| store_error(out, &self.tag, &e))?;
+        if self.received.len() >= MESSAGES_MAX {
+            return Err(no(out, &self.tag, Some("LIMIT"), "Too many messages in one APPEND"));
+        }
+        let announced = Announced { flags: &m.flags, date: m.date, size: m.size, binary: m.binary };
+        self.current = incoming(out, &self.tag, &self.mbox, self.message_max, self.now, announced)?;
+        if !m.nonsync {
+            out.raw(b"+ Ready for literal data\r\n");
+        }
+        Ok(())
+    }
+
     fn end(self: Box<Self>, r: Result<(), String>, out: &mut Out) -> Directive {
-        let a = *self;
+        let mut a = *self;
         if let Err(msg) = r {
             return bad(out, &a.tag, &msg);
         }
-        if let Some(e) = a.failed {
+        if let Some(e) = a.failed.take() {
             return store_error(out, &a.tag, &e);
         }
-        let r = match a.sink {
-            Sink::Store(h) => a.mbox.borrow_mut().finish_append(h, a.flags, a.keywords, a.date),
-            Sink::Binary(v) => {
-                let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
-                a.mbox.borrow_mut().append_bytes(&data, a.flags, a.keywords, a.date)
-            }
-        };
+        if let Err(e) = a.received() {
+            return store_error(out, &a.tag, &e);
+        }
+        let batch = a.received.into_iter().map(|r| (r.handle, r.flags, r.keywords, r.date)).collect();
+        let r = a.mbox.borrow_mut().finish_appends(batch);
         match r {
-            Ok(uid) => {
+            Ok(uids) => {
                 let ticket = a.store.durable(&a.mbox);
                 let (tag, mbox) = (a.tag, a.mbox);
                 when_durable(
                     ticket,
                     Box::new(move |r, out| match r {
                         Ok(()) => {
-                            let code = format!("APPENDUID {} {}", mbox.borrow().uidvalidity(), uid);
+                            // RFC 4315 3: one UID, or the range of a MULTIAPPEND's.
+                            let set = match (uids.first(), uids.last()) {
+                                (Some(f), Some(l)) if f != l => format!("{f}:{l}"),
+                                (Some(f), _) => f.to_string(),
+                                _ => String::new(),
+                            };
+                            let code = format!("APPENDUID {} {set}", mbox.borrow().uidvalidity());
                             ok(&tag, Some(&code), "Append completed.")
                         }
                         Err(e) => not_durable(out, &tag, &e),

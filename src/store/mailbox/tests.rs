@@ -375,3 +375,50 @@ proptest::proptest! {
         }
     }
 }
+
+/// A MULTIAPPEND's messages are stored together: consecutive UIDs, and a
+/// write failing on any of them (a record header, a cache record, the one
+/// log write) stores none, before or after a crash (RFC 3502 6).
+#[test]
+fn appended_together_or_not_at_all() {
+    let path = std::path::Path::new("/multi");
+    let batch = |mb: &mut Mailbox, n: usize| -> Vec<(crate::store::AppendHandle, u8, u64, i64)> {
+        (0..n)
+            .map(|i| {
+                let data = msg(i, 300 + 100 * i);
+                let mut h = mb.begin_append(data.len() as u64).unwrap();
+                mb.append_chunk(&mut h, &data).unwrap();
+                (h, if i == 0 { format::F_SEEN } else { 0 }, 0, 1_000 + i as i64)
+            })
+            .collect()
+    };
+    for fail in 1.. {
+        let io = Rc::new(MemIo::new());
+        let mut mb = Mailbox::create(io.clone(), path, 5, settings()).unwrap();
+        let b = batch(&mut mb, 3);
+        assert_eq!(mb.finish_appends(b).unwrap(), vec![1, 2, 3]);
+        mb.commit().unwrap();
+        let b = batch(&mut mb, 3);
+        // The n-th write finishing the second batch fails, and all after it.
+        io.fail_write_at(fail);
+        let done = mb.finish_appends(b);
+        if let Ok(uids) = done {
+            assert_eq!(uids, vec![4, 5, 6], "no write failed");
+            break;
+        }
+        assert_eq!(mb.exists(), 3, "fault at write {fail}: none of the batch");
+        drop(mb);
+        for mode in [CrashMode::KeepUnsynced, CrashMode::DropUnsynced] {
+            let crashed: Rc<dyn Io> = Rc::new(io.crash(mode));
+            let mut mb = Mailbox::open(crashed, path, 5, settings()).unwrap();
+            assert_eq!(mb.exists(), 3, "fault at write {fail}, {mode:?}: none of the batch after a crash");
+            assert_eq!(mb.msgs()[0].flags, format::F_SEEN);
+            let b = batch(&mut mb, 2);
+            let uids = mb.finish_appends(b).unwrap();
+            assert!(uids[0] >= 4 && uids[1] == uids[0] + 1, "{uids:?}");
+            mb.commit().unwrap();
+            assert_eq!(mb.exists(), 5);
+        }
+        assert!(fail < 100, "the batch should have succeeded by now");
+    }
+}

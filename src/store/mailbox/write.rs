@@ -121,11 +121,44 @@ impl Mailbox {
     /// Completes a streamed message: header, MIME cache, log record. The
     /// message gets its UID now but stays invisible until the next commit.
     pub fn finish_append(&mut self, h: AppendHandle, flags: u8, keywords: u64, internal_date: i64) -> Result<u32, StoreError> {
+        let uids = self.finish_appends(vec![(h, flags, keywords, internal_date)])?;
+        Ok(uids[0])
+    }
+
+    /// Completes streamed messages (a MULTIAPPEND's) together: each gets
+    /// its header and MIME cache, then one log write records them all, so
+    /// a failure before it stores none of them. Consecutive UIDs, each its
+    /// own modseq.
+    pub fn finish_appends(&mut self, batch: Vec<(AppendHandle, u8, u64, i64)>) -> Result<Vec<u32>, StoreError> {
         self.check_writable()?;
-        if h.written != h.len {
+        if batch.iter().any(|(h, ..)| h.written != h.len) {
             return Err(io_err("message shorter than announced").into());
         }
-        let uid = self.uidnext;
+        let mut recs = Vec::with_capacity(batch.len());
+        for (i, (h, flags, keywords, internal_date)) in batch.into_iter().enumerate() {
+            let (uid, modseq) = (self.uidnext + i as u32, self.highest_modseq + 1 + i as u64);
+            recs.push(self.written_message(h, uid, internal_date, (flags, keywords, modseq))?);
+        }
+        self.log_write(&recs)?;
+        let mut uids = Vec::with_capacity(recs.len());
+        for r in recs {
+            let LogRecord::Append { uid, loc, flags, keywords, modseq } = r else { continue };
+            self.highest_modseq = modseq;
+            self.uidnext = uid + 1;
+            let rec = Rec::new(uid, loc, flags, keywords, modseq);
+            self.staged.push(Staged { msg: Msg { uid, flags, keywords, modseq, loc: 0 }, rec, seq: self.seq });
+            uids.push(uid);
+        }
+        if self.settings.sync == SyncMode::Never {
+            let n = self.staged.len();
+            self.publish(n);
+        }
+        Ok(uids)
+    }
+
+    /// Writes the record header and the MIME cache of a streamed message;
+    /// the log record that will make it part of the mailbox.
+    fn written_message(&mut self, h: AppendHandle, uid: u32, internal_date: i64, (flags, keywords, modseq): (u8, u64, u64)) -> Result<LogRecord, StoreError> {
         let header = RecordHeader { kind: format::KIND_MESSAGE, uid, payload_crc: h.crc, len: h.len, internal_date };
         h.file.write_at(&header.encode(), h.offset)?;
         self.wrote(h.segment);
@@ -148,17 +181,7 @@ impl Mailbox {
             cache_length: blob.len() as u32,
             crc: h.crc,
         };
-        let modseq = self.highest_modseq + 1;
-        self.log_write(&[LogRecord::Append { uid, loc, flags, keywords, modseq }])?;
-        self.highest_modseq = modseq;
-        self.uidnext = uid + 1;
-        let rec = Rec::new(uid, loc, flags, keywords, modseq);
-        self.staged.push(Staged { msg: Msg { uid, flags, keywords, modseq, loc: 0 }, rec, seq: self.seq });
-        if self.settings.sync == SyncMode::Never {
-            let n = self.staged.len();
-            self.publish(n);
-        }
-        Ok(uid)
+        Ok(LogRecord::Append { uid, loc, flags, keywords, modseq })
     }
 
     /// Stores a whole message at once (COPY, delivery, tests).
