@@ -261,6 +261,7 @@ transcripts!(
     select_and_status,
     append,
     multiappend,
+    catenate,
     fetch,
     store_and_search,
     copy_move_expunge,

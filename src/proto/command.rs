@@ -50,6 +50,12 @@ pub enum CommandBody {
         pattern: Vec<u8>,
     },
     Namespace,
+    /// APPEND with CATENATE (RFC 4469), MULTIAPPEND included: parsed with
+    /// its literals, not streamed (those without CATENATE are).
+    AppendWhole {
+        mailbox: Mailbox,
+        messages: Vec<AppendWhole>,
+    },
     Status {
         mailbox: Mailbox,
         items: Vec<StatusItem>,
@@ -124,6 +130,7 @@ impl CommandBody {
             StartTls => "STARTTLS",
             Authenticate { .. } => "AUTHENTICATE",
             Login { .. } => "LOGIN",
+            AppendWhole { .. } => "APPEND",
             Enable(_) => "ENABLE",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
@@ -462,6 +469,23 @@ pub struct DateTime {
     pub unix: i64,
     /// The zone offset in minutes east of UTC, kept for display.
     pub offset_minutes: i16,
+}
+
+/// One part of a CATENATE message (RFC 4469 5): text sent with the
+/// command, or an IMAP URL of (a part of) a message on this server.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CatPart {
+    Text(Vec<u8>),
+    Url(String),
+}
+
+/// A message of an APPEND read whole with its command (one that uses
+/// CATENATE, RFC 4469): its parts, or its one literal.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendWhole {
+    pub flags: Vec<Flag>,
+    pub date: Option<DateTime>,
+    pub parts: Vec<CatPart>,
 }
 
 /// The next message of a MULTIAPPEND (RFC 3502): what follows the previous

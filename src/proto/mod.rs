@@ -4,8 +4,10 @@
 pub mod command;
 pub mod decoder;
 pub mod encode;
+pub mod imapurl;
 pub mod limits;
 pub mod parse;
+pub mod percent;
 pub mod scan;
 pub mod seqset;
 pub mod utf7;

@@ -53,19 +53,24 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
     if name != "APPEND" {
         return None;
     }
-    let r = (|| -> R<AppendHeader> {
+    let r = (|| -> R<Option<AppendHeader>> {
         p.sp()?;
         let mailbox = p.mailbox()?;
-        let (flags, date) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
-        Ok(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false })
-    })();
-    Some(match r {
-        Ok(mut h) => {
-            h.tag = tag;
-            Ok(h)
+        if p.catenate_ahead() {
+            // Read whole with its literals, as any command (`append_whole`).
+            return Ok(None);
         }
-        Err(message) => Err(ParseError { tag: Some(tag), message }),
-    })
+        let (flags, date) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
+        Ok(Some(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false }))
+    })();
+    match r {
+        Ok(Some(mut h)) => {
+            h.tag = tag;
+            Some(Ok(h))
+        }
+        Ok(None) => None,
+        Err(message) => Some(Err(ParseError { tag: Some(tag), message })),
+    }
 }
 
 /// The flags and date of a further MULTIAPPEND message (RFC 3502): the
@@ -93,9 +98,8 @@ fn upper(b: &[u8]) -> String {
 }
 
 impl<'a> Parser<'a> {
-    /// ` [flag-list] [date-time]` before an APPEND message's literal, which
-    /// must follow after one space (else `not_last`).
-    fn append_message(&mut self, literal_gap: u8, not_last: &str) -> R<(Vec<Flag>, Option<DateTime>)> {
+    /// ` [flag-list] [date-time]`, each optional (RFC 9051 `append-opts`).
+    fn append_opts(&mut self) -> R<(Vec<Flag>, Option<DateTime>)> {
         let mut flags = Vec::new();
         if self.peek_kind() == Some(Kind::LParen) {
             self.sp()?;
@@ -106,6 +110,62 @@ impl<'a> Parser<'a> {
             self.sp()?;
             date = Some(self.date_time()?);
         }
+        Ok((flags, date))
+    }
+
+    /// Whether CATENATE (RFC 4469) comes among the tokens left.
+    fn catenate_ahead(&self) -> bool {
+        self.toks[self.i..].iter().any(|&t| t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"CATENATE"))
+    }
+
+    /// `APPEND mailbox 1*append-message` read whole (RFC 4469 5, with
+    /// MULTIAPPEND's RFC 3502): each message's flags and date, then its
+    /// literal or `CATENATE (` its TEXT literals and URLs `)`.
+    fn append_whole(&mut self) -> R<CommandBody> {
+        self.sp()?;
+        let mailbox = self.mailbox()?;
+        let mut messages = Vec::new();
+        while !self.at_end() {
+            let (flags, date) = self.append_opts()?;
+            self.sp()?;
+            let parts = if self.peek_kind() == Some(Kind::Literal) {
+                vec![CatPart::Text(self.string()?)]
+            } else {
+                if self.atom_upper()? != "CATENATE" {
+                    return Err("Expected a message literal or CATENATE".into());
+                }
+                self.sp()?;
+                self.lparen()?;
+                let mut parts = Vec::new();
+                loop {
+                    let kind = self.atom_upper()?;
+                    self.sp()?;
+                    parts.push(match kind.as_str() {
+                        "TEXT" if self.peek_kind() == Some(Kind::Literal) => CatPart::Text(self.string()?),
+                        "TEXT" => return Err("TEXT needs a literal".into()),
+                        "URL" => CatPart::Url(self.astring_utf8()?),
+                        _ => return Err(format!("Unknown CATENATE part {kind}")),
+                    });
+                    if self.peek_kind() == Some(Kind::RParen) {
+                        break;
+                    }
+                    self.sp()?;
+                }
+                self.rparen()?;
+                parts
+            };
+            messages.push(AppendWhole { flags, date, parts });
+        }
+        if messages.is_empty() {
+            return Err("APPEND needs a message".into());
+        }
+        Ok(CommandBody::AppendWhole { mailbox, messages })
+    }
+
+    /// ` [flag-list] [date-time]` before an APPEND message's literal, which
+    /// must follow after one space (else `not_last`).
+    fn append_message(&mut self, literal_gap: u8, not_last: &str) -> R<(Vec<Flag>, Option<DateTime>)> {
+        let (flags, date) = self.append_opts()?;
         if !self.at_end() {
             return Err(not_last.into());
         }
@@ -468,7 +528,7 @@ impl<'a> Parser<'a> {
                     _ => return Err(format!("Unknown UID command {sub}")),
                 }
             }
-            "APPEND" => return Err("APPEND needs a message literal".into()),
+            "APPEND" => self.append_whole()?,
             _ => return Err("Unknown command".into()),
         };
         self.end()?;
@@ -1103,6 +1163,12 @@ fn parse_part_path(s: &str) -> Option<Vec<u32>> {
 }
 
 /// `section-spec` inside the brackets. `fields` are given for HEADER.FIELDS.
+/// The section of an IMAP URL (RFC 5092 `;SECTION=`), as `BODY[...]`
+/// takes it without a header list: a part path, HEADER, TEXT, MIME.
+pub fn parse_url_section(spec: &str) -> Option<Section> {
+    parse_section_spec(spec, None).ok()
+}
+
 fn parse_section_spec(spec: &str, fields: Option<Vec<String>>) -> R<Section> {
     let mut part = Vec::new();
     let mut rest = spec;

@@ -14,6 +14,7 @@ const AUTHENTICATED: &[&str] = &[
     "UNSELECT",
     "UIDPLUS",
     "MULTIAPPEND",
+    "CATENATE",
     "MOVE",
     "CHILDREN",
     "SPECIAL-USE",

@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use super::format::crc;
 use super::io::{Io, Job, Task};
+use crate::proto::percent::decode as unescape;
 
 /// The hierarchy delimiter (RFC 9051 5.1.1).
 pub const DELIMITER: char = '/';
@@ -86,23 +87,6 @@ fn escape(name: &str) -> String {
         }
     }
     s
-}
-
-fn unescape(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 impl Manifest {

@@ -6,10 +6,12 @@
 
 use std::rc::Rc;
 
-use crate::proto::{AppendHeader, AppendMore, DateTime, Flag, Out};
+use crate::proto::imapurl;
+use crate::proto::parse::parse_url_section;
+use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Flag, Mailbox, Out, Section};
 use crate::session::flags::{keyword_mask, split_flags};
 use crate::session::reply::{bad, no, not_durable, ok, store_error, when_durable};
-use crate::session::state::{Directive, Session, Streaming, Wait};
+use crate::session::state::{Authed, Directive, Session, Streaming, User, Wait};
 use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
 
 /// Messages one MULTIAPPEND may carry; more is refused with `[LIMIT]`
@@ -117,6 +119,113 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     Directive::AcceptAppend
 }
 
+/// APPEND read whole with its command: one or more messages, each a
+/// literal or CATENATE parts (RFC 4469), TEXT as sent and URLs resolved to
+/// (parts of) messages in the user's mailboxes. All are stored together,
+/// or none ([BADURL] for a URL that does not resolve, RFC 4469 4).
+pub fn run_whole(a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<AppendWhole>, now: i64, out: &mut Out) -> Directive {
+    a.cx.expunge_ok = true;
+    let name = match a.cx.mailbox_name(mailbox) {
+        Ok(n) => n,
+        Err(e) => return no(out, tag, Some("CANNOT"), e),
+    };
+    let mbox = match a.user.open_mailbox(&name) {
+        Ok(m) => m,
+        Err((code, text)) => return no(out, tag, if code == Some("NONEXISTENT") { Some("TRYCREATE") } else { code }, &text),
+    };
+    let message_max = a.cx.cfg.limits.message_max;
+    if messages.len() > MESSAGES_MAX {
+        return no(out, tag, Some("LIMIT"), "Too many messages in one APPEND");
+    }
+    let mut received = Vec::with_capacity(messages.len());
+    for m in messages {
+        let mut data = Vec::new();
+        for part in &m.parts {
+            match part {
+                CatPart::Text(t) => data.extend_from_slice(t),
+                CatPart::Url(u) => match url_bytes(a.user, u) {
+                    Some(b) => data.extend_from_slice(&b),
+                    // url-resp-text (RFC 4469 6): the URL without `]` or line ends.
+                    None => {
+                        let shown: String = u.chars().filter(|&c| c != ']' && c != '\r' && c != '\n' && c != '\0').collect();
+                        return no(out, tag, Some(&format!("BADURL {shown}")), "Invalid URL");
+                    }
+                },
+            }
+            if data.len() as u64 > message_max {
+                return no(out, tag, Some("TOOBIG"), "Message is larger than APPENDLIMIT");
+            }
+        }
+        let announced = Announced { flags: &m.flags, date: m.date, size: data.len() as u64, binary: false };
+        let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date }) = incoming(out, tag, &mbox, message_max, now, announced) else {
+            return Directive::Next;
+        };
+        if let Err(e) = mbox.borrow_mut().append_chunk(&mut handle, &data) {
+            return store_error(out, tag, &e);
+        }
+        received.push(Received { handle, flags, keywords, date });
+    }
+    let store = a.user.store.clone();
+    stored(tag.to_string(), mbox, store, received, out)
+}
+
+/// The bytes an IMAP URL names in the user's mailboxes (RFC 4469 5: the
+/// message, or the section as `BODY.PEEK[section]<partial>` gives it).
+fn url_bytes(user: &User, url: &str) -> Option<Vec<u8>> {
+    let u = imapurl::parse(url)?;
+    if u.user.as_deref().is_some_and(|x| x != user.name) {
+        return None;
+    }
+    let mbox = user.open_mailbox(&u.mailbox).ok()?;
+    let mb = mbox.borrow();
+    if u.uidvalidity.is_some_and(|v| v != mb.uidvalidity()) {
+        return None;
+    }
+    let m = *mb.find(u.uid)?;
+    let section = match &u.section {
+        Some(s) => parse_url_section(s)?,
+        None => Section { part: Vec::new(), text: None },
+    };
+    let data = super::fetch::section(&mb, &m, &section).ok()?;
+    let all = data.bytes();
+    Some(match u.partial {
+        None => all.to_vec(),
+        Some((origin, len)) => {
+            let start = (origin as usize).min(all.len());
+            let end = len.map_or(all.len(), |l| start.saturating_add(l as usize).min(all.len()));
+            all[start..end].to_vec()
+        }
+    })
+}
+
+/// Stores `received` together and answers once durable, with APPENDUID.
+fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Received>, out: &mut Out) -> Directive {
+    let batch = received.into_iter().map(|r| (r.handle, r.flags, r.keywords, r.date)).collect();
+    let r = mbox.borrow_mut().finish_appends(batch);
+    match r {
+        Ok(uids) => {
+            let ticket = store.durable(&mbox);
+            when_durable(
+                ticket,
+                Box::new(move |r, out| match r {
+                    Ok(()) => {
+                        // RFC 4315 3: one UID, or the range of a MULTIAPPEND's.
+                        let set = match (uids.first(), uids.last()) {
+                            (Some(f), Some(l)) if f != l => format!("{f}:{l}"),
+                            (Some(f), _) => f.to_string(),
+                            _ => String::new(),
+                        };
+                        let code = format!("APPENDUID {} {set}", mbox.borrow().uidvalidity());
+                        ok(&tag, Some(&code), "Append completed.")
+                    }
+                    Err(e) => not_durable(out, &tag, &e),
+                }),
+            )
+        }
+        Err(e) => store_error(out, &tag, &e),
+    }
+}
+
 impl Appending {
     /// The message that just arrived whole, ready to be stored.
     fn received(&mut self) -> Result<(), StoreError> {
@@ -185,30 +294,6 @@ impl Streaming for Appending {
         if let Err(e) = a.received() {
             return store_error(out, &a.tag, &e);
         }
-        let batch = a.received.into_iter().map(|r| (r.handle, r.flags, r.keywords, r.date)).collect();
-        let r = a.mbox.borrow_mut().finish_appends(batch);
-        match r {
-            Ok(uids) => {
-                let ticket = a.store.durable(&a.mbox);
-                let (tag, mbox) = (a.tag, a.mbox);
-                when_durable(
-                    ticket,
-                    Box::new(move |r, out| match r {
-                        Ok(()) => {
-                            // RFC 4315 3: one UID, or the range of a MULTIAPPEND's.
-                            let set = match (uids.first(), uids.last()) {
-                                (Some(f), Some(l)) if f != l => format!("{f}:{l}"),
-                                (Some(f), _) => f.to_string(),
-                                _ => String::new(),
-                            };
-                            let code = format!("APPENDUID {} {set}", mbox.borrow().uidvalidity());
-                            ok(&tag, Some(&code), "Append completed.")
-                        }
-                        Err(e) => not_durable(out, &tag, &e),
-                    }),
-                )
-            }
-            Err(e) => store_error(out, &a.tag, &e),
-        }
+        stored(a.tag, a.mbox, a.store, a.received, out)
     }
 }

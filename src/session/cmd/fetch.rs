@@ -21,7 +21,7 @@ pub(crate) enum Data {
 }
 
 impl Data {
-    fn bytes(&self) -> &[u8] {
+    pub(crate) fn bytes(&self) -> &[u8] {
         match self {
             Data::Shared(s) => s.bytes(),
             Data::Owned(v) => v,

@@ -56,9 +56,18 @@ fn spec(body: &CommandBody) -> Spec {
         Capability | Noop | Logout | Id(_) => ANY,
         StartTls | Authenticate { .. } | Login { .. } => NOT_AUTH,
         Enable(_) => AUTH,
-        Select { .. } | Create(_) | Delete(_) | Rename { .. } | Subscribe(_) | Unsubscribe(_) | List(_) | Lsub { .. } | Namespace | Status { .. } | Idle => {
-            AUTH | SELECTED
-        }
+        Select { .. }
+        | Create(_)
+        | Delete(_)
+        | Rename { .. }
+        | Subscribe(_)
+        | Unsubscribe(_)
+        | List(_)
+        | Lsub { .. }
+        | Namespace
+        | Status { .. }
+        | Idle
+        | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
         | Unselect
@@ -158,6 +167,7 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         Lsub { reference, pattern } => list::lsub(authed!(), &tag, &reference, &pattern, out),
         Namespace => namespace::run(&tag, out),
         Status { mailbox, items } => status::run(authed!(), &tag, &mailbox, &items, out),
+        AppendWhole { mailbox, messages } => append::run_whole(authed!(), &tag, &mailbox, messages, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),
         Close | Unselect => {
