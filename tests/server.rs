@@ -243,7 +243,58 @@ fn idle_hears_append_within_100ms(driver: Driver) {
     assert_eq!(r.last().unwrap(), "i OK Idle completed.\r\n");
 }
 
+/// SORT orders kept with a mailbox are saved at shutdown and, after a
+/// restart, brought up to date with what arrives: the answers are those of
+/// sorting afresh (subjects are unique, so the order is known).
+fn sort_orders_survive_a_restart(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let mut c = t.client();
+    c.login("joe", "secret");
+    // More messages than a mailbox needs to keep its orders, in one
+    // MULTIAPPEND (one sync).
+    let subject = |i: u32| format!("s{:05}", (i * 7919) % 100_000);
+    let message = |i: u32| format!("Subject: {}\r\n\r\nx\r\n", subject(i));
+    let n = 1_100u32;
+    let mut cmd = String::from("APPEND INBOX");
+    for i in 0..n {
+        let m = message(i);
+        cmd.push_str(&format!(" {{{}+}}\r\n{m}", m.len()));
+    }
+    let r = c.cmd("a", &cmd);
+    assert!(r.last().unwrap().contains("APPENDUID"), "{r:?}");
+    let expected = |count: u32| -> String {
+        let mut order: Vec<u32> = (1..=count).collect();
+        order.sort_by_key(|&seq| subject(seq - 1));
+        let nums: Vec<String> = order.iter().map(u32::to_string).collect();
+        format!("* SORT {}\r\n", nums.join(" "))
+    };
+    c.cmd("s", "SELECT INBOX");
+    assert_eq!(c.cmd("o", "SORT (SUBJECT) UTF-8 ALL")[0], expected(n));
+    drop(c);
+    let t = t.restart(driver);
+    let saved = std::fs::read_dir(t.data_dir().join("mail/joe/boxes")).unwrap().filter_map(|e| e.ok()).any(|e| e.path().join("derived").exists());
+    assert!(saved, "the order was saved at shutdown");
+    let mut c = t.client();
+    c.login("joe", "secret");
+    for i in n..n + 3 {
+        let m = message(i);
+        c.cmd("b", &format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+    }
+    c.cmd("s", "SELECT INBOX");
+    c.cmd("e", "STORE 5,700 +FLAGS.SILENT (\\Deleted)");
+    c.cmd("x", "EXPUNGE");
+    let got = c.cmd("o", "SORT (SUBJECT) UTF-8 ALL");
+    // The expunged were sequence numbers 5 and 700 (UIDs 5 and 700): the
+    // order of the other UIDs, renumbered.
+    let mut uids: Vec<u32> = (1..=n + 3).filter(|&u| u != 5 && u != 700).collect();
+    uids.sort_by_key(|&u| subject(u - 1));
+    let seq_of = |u: u32| u - u32::from(u > 5) - u32::from(u > 700);
+    let nums: Vec<String> = uids.iter().map(|&u| seq_of(u).to_string()).collect();
+    assert_eq!(got[0], format!("* SORT {}\r\n", nums.join(" ")));
+}
+
 both_drivers! {
+    sort_orders_after_restart => sort_orders_survive_a_restart;
     imaplib_logs_in_and_out => python_imaplib;
     fifty_concurrent => fifty_concurrent_clients;
     user_sessions_share_a_worker => sessions_of_a_user_share_its_worker;

@@ -23,6 +23,20 @@ impl TestServer {
     pub fn start(driver: Driver, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\nann:{PLAIN}pw\nbob:{PLAIN}pw\n").unwrap();
+        Self::start_in(dir, driver, tweak)
+    }
+
+    /// Shuts the server down (as SIGTERM does) and starts a new one on the
+    /// same data directory, with the default settings of `start`.
+    pub fn restart(mut self, driver: Driver) -> TestServer {
+        if let Some(s) = self.server.take() {
+            s.shutdown();
+        }
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+        Self::start_in(dir, driver, |_| {})
+    }
+
+    fn start_in(dir: tempfile::TempDir, driver: Driver, tweak: impl FnOnce(&mut Config)) -> TestServer {
         let mut c = Config { data_dir: dir.path().to_path_buf(), workers: 2, driver, ..Config::default() };
         c.imap.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.imap.imaps = vec![];
