@@ -321,7 +321,8 @@ impl Decoder {
                         return Event::AppendEnd(Ok(()));
                     }
                     let more = next_append_message(rest);
-                    let announced = trailing_announce(rest);
+                    // What to skip when it is not (read before `consume`).
+                    let announced = more.is_err().then(|| trailing_announce(rest)).flatten();
                     self.pos = lf + 1;
                     self.consume();
                     self.state = State::Line;

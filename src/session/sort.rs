@@ -123,18 +123,10 @@ fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[Sor
     let mut order: Vec<u32> = if before.len() == old.len() {
         old.to_vec()
     } else {
-        // Expunges: the UIDs of `old` not in `before` (both as sets).
-        let mut asc = old.to_vec();
-        asc.sort_unstable();
-        let mut gone = rustc_hash::FxHashSet::default();
-        let mut still = before.iter().map(|m| m.uid).peekable();
-        for uid in asc {
-            while still.next_if(|&u| u < uid).is_some() {}
-            if still.next_if_eq(&uid).is_none() {
-                gone.insert(uid);
-            }
-        }
-        old.iter().copied().filter(|u| !gone.contains(u)).collect()
+        // Expunges: keep the UIDs of `old` still among `before`.
+        let still: Vec<(u32, u32)> = before.iter().map(|m| (0, m.uid)).collect();
+        let index = HitIndex::new(&still);
+        old.iter().copied().filter(|&u| index.get(u).is_some()).collect()
     };
     // What is left must be exactly the messages up to the highest UID
     // then. It is unless the order and the mailbox disagree (a saved order

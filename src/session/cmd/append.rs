@@ -85,26 +85,11 @@ fn incoming(out: &mut Out, tag: &str, mbox: &MailboxRef, message_max: u64, now: 
 /// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
 /// EXPUNGE responses.
 pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Directive {
-    let Some(a) = s.authed() else {
+    let Some(mut a) = s.authed() else {
         out.tagged(&h.tag, "BAD", None, "Command not valid before authentication");
         return Directive::RejectAppend;
     };
-    a.cx.expunge_ok = true;
-    let name = match a.cx.mailbox_name(&h.mailbox) {
-        Ok(n) => n,
-        Err(e) => {
-            no(out, &h.tag, Some("CANNOT"), e);
-            return Directive::RejectAppend;
-        }
-    };
-    let mbox = match a.user.open_mailbox(&name) {
-        Ok(m) => m,
-        Err((code, text)) => {
-            let code = if code == Some("NONEXISTENT") { Some("TRYCREATE") } else { code };
-            no(out, &h.tag, code, &text);
-            return Directive::RejectAppend;
-        }
-    };
+    let Ok(mbox) = target(&mut a, &h.tag, &h.mailbox, out) else { return Directive::RejectAppend };
     let message_max = a.cx.cfg.limits.message_max;
     let announced = Announced { flags: &h.flags, date: h.date, size: h.size, binary: h.binary };
     let current = match incoming(out, &h.tag, &mbox, message_max, now, announced) {
@@ -119,20 +104,25 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     Directive::AcceptAppend
 }
 
+/// The mailbox an APPEND stores into (its answer may carry EXPUNGE
+/// responses); Err: the NO is written (TRYCREATE for one that does not
+/// exist, RFC 9051 6.3.12).
+fn target(a: &mut Authed<'_>, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Result<MailboxRef, ()> {
+    a.cx.expunge_ok = true;
+    let name = a.cx.mailbox_name(mailbox).map_err(|e| {
+        no(out, tag, Some("CANNOT"), e);
+    })?;
+    a.user.open_mailbox(&name).map_err(|(code, text)| {
+        no(out, tag, if code == Some("NONEXISTENT") { Some("TRYCREATE") } else { code }, &text);
+    })
+}
+
 /// APPEND read whole with its command: one or more messages, each a
 /// literal or CATENATE parts (RFC 4469), TEXT as sent and URLs resolved to
 /// (parts of) messages in the user's mailboxes. All are stored together,
 /// or none ([BADURL] for a URL that does not resolve, RFC 4469 4).
-pub fn run_whole(a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<AppendWhole>, now: i64, out: &mut Out) -> Directive {
-    a.cx.expunge_ok = true;
-    let name = match a.cx.mailbox_name(mailbox) {
-        Ok(n) => n,
-        Err(e) => return no(out, tag, Some("CANNOT"), e),
-    };
-    let mbox = match a.user.open_mailbox(&name) {
-        Ok(m) => m,
-        Err((code, text)) => return no(out, tag, if code == Some("NONEXISTENT") { Some("TRYCREATE") } else { code }, &text),
-    };
+pub fn run_whole(mut a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<AppendWhole>, now: i64, out: &mut Out) -> Directive {
+    let Ok(mbox) = target(&mut a, tag, mailbox, out) else { return Directive::Next };
     let message_max = a.cx.cfg.limits.message_max;
     if messages.len() > MESSAGES_MAX {
         return no(out, tag, Some("LIMIT"), "Too many messages in one APPEND");
@@ -187,15 +177,8 @@ fn url_bytes(user: &User, url: &str) -> Option<Vec<u8>> {
         None => Section { part: Vec::new(), text: None },
     };
     let data = super::fetch::section(&mb, &m, &section).ok()?;
-    let all = data.bytes();
-    Some(match u.partial {
-        None => all.to_vec(),
-        Some((origin, len)) => {
-            let start = (origin as usize).min(all.len());
-            let end = len.map_or(all.len(), |l| start.saturating_add(l as usize).min(all.len()));
-            all[start..end].to_vec()
-        }
-    })
+    // PARTIAL without a length runs to the end.
+    Some(data.window(u.partial.map(|(origin, len)| (origin, len.unwrap_or(u64::MAX)))).bytes().to_vec())
 }
 
 /// Stores `received` together and answers once durable, with APPENDUID.

@@ -28,7 +28,7 @@ impl Data {
         }
     }
 
-    fn window(self, partial: Option<(u64, u64)>) -> Data {
+    pub(crate) fn window(self, partial: Option<(u64, u64)>) -> Data {
         let Some((origin, count)) = partial else { return self };
         let len = self.bytes().len() as u64;
         let start = origin.min(len);

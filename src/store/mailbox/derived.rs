@@ -171,12 +171,11 @@ impl Mailbox {
                 Vec::new()
             }
         };
+        // Nothing is kept before this: keeping loads first.
         let mut k = self.derived.borrow_mut();
         k.loaded = true;
         for (key, d) in saved {
-            if k.entries.iter().all(|(x, _)| *x != key) {
-                k.put(&key, d);
-            }
+            k.put(&key, d);
         }
     }
 }
