@@ -139,7 +139,8 @@ pub fn session(data: &[u8]) {
         }
         let _ = mb.commit();
     }
-    let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "fuzz".into());
+    let mut c =
+        Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "fuzz".into());
     c.attach(user);
     let env = Env { store: &store, auth: None, now: NOW };
     let mut out = Out::new();
@@ -164,7 +165,7 @@ pub fn message(data: &[u8]) {
             let Ok(mb) = crate::delivery::store_copy(&store, "fuzz", None, &[&data], NOW) else { return };
             let _ = store.block_on(store.durable(crate::store::Target::Mailbox(mb)));
             let Ok(user) = store.user("fuzz", NOW) else { return };
-            let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "fuzz".into());
+            let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "fuzz".into());
             c.attach(user);
             let env = Env { store: &store, auth: None, now: NOW };
             driver::exchange(

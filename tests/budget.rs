@@ -39,7 +39,8 @@ fn mailbox(n: u32, sessions: usize) -> Box1 {
     }
     let mut conns = Vec::new();
     for _ in 0..sessions {
-        let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "u".into());
+        let mut c =
+            Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "u".into());
         c.attach(user.clone());
         conns.push(c);
     }

@@ -94,7 +94,7 @@ fn session(messages: &[Vec<u8>]) -> (Connection, Store) {
         }
         mb.commit().unwrap();
     }
-    let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true }, "u".into());
+    let mut c = Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "u".into());
     c.attach(user);
     driver::exchange(&mut c, &Env { store: &store, auth: None, now: 1 }, b"s EXAMINE INBOX\r\n");
     (c, store)

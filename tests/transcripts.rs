@@ -53,7 +53,7 @@ impl World {
         let cfg = self.cfg.clone();
         self.sessions.entry(n).or_insert_with(|| {
             // Session 9 is on a connection where cleartext passwords are refused.
-            let facts = ConnFacts { tls: false, cleartext_ok: n != 9 };
+            let facts = ConnFacts { tls: false, cleartext_ok: n != 9, compressed: false };
             let mut conn = Connection::new(cfg, facts);
             let signal = Signal::new();
             conn.set_signal(signal.clone());
@@ -262,6 +262,7 @@ transcripts!(
     append,
     multiappend,
     catenate,
+    compress,
     fetch,
     store_and_search,
     copy_move_expunge,

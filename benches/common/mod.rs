@@ -31,7 +31,7 @@ pub fn session(dir: &Path, messages: u64, extra: Option<&[u8]>) -> (Connection, 
         mb.checkpoint().unwrap();
     }
     let cfg = Arc::new(SessionConfig::default());
-    let mut c = Connection::preauthenticated(cfg, ConnFacts { tls: false, cleartext_ok: true }, "bench".into());
+    let mut c = Connection::preauthenticated(cfg, ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "bench".into());
     c.attach(user);
     let mut out = Out::new();
     run(&mut c, &store, "s SELECT INBOX\r\n", &mut out, &mut |_| {});

@@ -10,6 +10,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::reply::{self, LineReader, Status};
+use ringmail_kit::deflate::{Deflater, Inflater};
 use ringmail_kit::tls::Input;
 
 /// Why an operation failed, as counted in the report.
@@ -103,6 +104,8 @@ pub async fn connect(target: SocketAddr, source: Option<std::net::IpAddr>) -> Re
 pub struct Conn {
     stream: TcpStream,
     tls: Option<Box<rustls::ClientConnection>>,
+    /// COMPRESS=DEFLATE (RFC 4978): the server's stream, once turned on.
+    inflater: Option<Box<Inflater>>,
     buf: Vec<u8>,
     pos: usize,
     reader: LineReader,
@@ -113,9 +116,35 @@ pub struct Conn {
 
 const READ_SIZE: usize = 16 << 10;
 
+thread_local! {
+    /// One compressor per load thread, reset after each command: every
+    /// command goes out flushed, so a reset compressor continues any
+    /// connection's stream (as the server does with its responses), and
+    /// thousands of idle compressed connections do not each hold 330 KiB.
+    static DEFLATER: std::cell::RefCell<Deflater> = std::cell::RefCell::new(Deflater::new());
+}
+
+/// `bytes` compressed as one flushed burst.
+fn compress(bytes: &[u8]) -> Vec<u8> {
+    DEFLATER.with_borrow_mut(|d| {
+        let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
+        let mut rest = bytes;
+        loop {
+            out.reserve(4096);
+            let (taken, done) = d.compress(rest, &mut out, true);
+            rest = &rest[taken..];
+            if done {
+                break;
+            }
+        }
+        d.reset();
+        out
+    })
+}
+
 impl Conn {
     pub fn new(stream: TcpStream, timeout: Duration) -> Conn {
-        Conn { stream, tls: None, buf: Vec::new(), pos: 0, reader: LineReader::default(), timeout, bytes_in: 0 }
+        Conn { stream, tls: None, inflater: None, buf: Vec::new(), pos: 0, reader: LineReader::default(), timeout, bytes_in: 0 }
     }
 
     /// Runs a TLS handshake on the connection (right after connecting, or
@@ -135,7 +164,17 @@ impl Conn {
         Ok(())
     }
 
+    /// Compresses both ways from here on (after COMPRESS's OK).
+    pub fn start_compression(&mut self) -> Result<(), Error> {
+        if self.pos < self.buf.len() {
+            return Err(Error::Protocol("data after COMPRESS's OK before compression began".into()));
+        }
+        self.inflater = Some(Box::new(Inflater::new()));
+        Ok(())
+    }
+
     pub async fn send(&mut self, bytes: Vec<u8>) -> Result<(), Error> {
+        let bytes = if self.inflater.is_some() { compress(&bytes) } else { bytes };
         if let Some(t) = self.tls.as_mut() {
             return match monoio::time::timeout(self.timeout, ringmail_kit::tls::write_parts(&mut self.stream, t, std::iter::once(&bytes[..]))).await {
                 Ok(r) => r.map_err(io_err),
@@ -153,7 +192,7 @@ impl Conn {
     /// (plaintext connections only): a client that reads slowly. The last
     /// 64 bytes seen stay in `tail`, to find where an answer ends.
     pub async fn discard_last(&mut self, max: usize, tail: &mut Vec<u8>) -> Result<usize, Error> {
-        if self.tls.is_some() {
+        if self.tls.is_some() || self.inflater.is_some() {
             return Err(Error::Protocol("raw reads are for plaintext connections".into()));
         }
         let keep = |tail: &mut Vec<u8>, bytes: &[u8]| {
@@ -205,33 +244,51 @@ impl Conn {
             let mut buf = std::mem::take(&mut self.buf);
             buf.clear();
             self.pos = 0;
-            if let Some(t) = self.tls.as_mut() {
-                let r = match monoio::time::timeout(self.timeout, ringmail_kit::tls::read(&mut self.stream, t, &mut buf)).await {
-                    Ok(r) => r,
-                    Err(_) => return Err(Error::Timeout),
-                };
-                self.bytes_in += buf.len() as u64;
-                self.buf = buf;
-                match r {
-                    Ok(Input::Data | Input::Nothing) => continue,
-                    Ok(Input::Eof) if !self.buf.is_empty() => continue,
-                    Ok(Input::Eof) => return Err(Error::Closed),
-                    Err(e) => return Err(io_err(e)),
+            let raw = self.read_some(buf).await?;
+            self.bytes_in += raw.len() as u64;
+            self.buf = match self.inflater.as_mut() {
+                None => raw,
+                Some(z) => {
+                    let mut plain = Vec::with_capacity(raw.len() * 4);
+                    let mut rest = &raw[..];
+                    loop {
+                        let d = z.inflate(rest, &mut plain, READ_SIZE).map_err(|e| Error::Protocol(e.to_string()))?;
+                        rest = &rest[d.consumed..];
+                        if rest.is_empty() && d.produced < READ_SIZE {
+                            break plain;
+                        }
+                    }
                 }
-            }
-            if buf.capacity() < READ_SIZE {
-                buf.reserve(READ_SIZE);
-            }
-            let (r, b) = match monoio::time::timeout(self.timeout, self.stream.read(buf)).await {
-                Ok(x) => x,
+            };
+        }
+    }
+
+    /// Reads what arrives next off the wire (decrypted under TLS) into
+    /// `buf`; it may come back empty (TLS housekeeping only).
+    async fn read_some(&mut self, mut buf: Vec<u8>) -> Result<Vec<u8>, Error> {
+        if let Some(t) = self.tls.as_mut() {
+            let r = match monoio::time::timeout(self.timeout, ringmail_kit::tls::read(&mut self.stream, t, &mut buf)).await {
+                Ok(r) => r,
                 Err(_) => return Err(Error::Timeout),
             };
-            self.buf = b;
-            match r {
-                Ok(0) => return Err(Error::Closed),
-                Ok(n) => self.bytes_in += n as u64,
-                Err(e) => return Err(io_err(e)),
-            }
+            return match r {
+                Ok(Input::Data | Input::Nothing) => Ok(buf),
+                Ok(Input::Eof) if !buf.is_empty() => Ok(buf),
+                Ok(Input::Eof) => Err(Error::Closed),
+                Err(e) => Err(io_err(e)),
+            };
+        }
+        if buf.capacity() < READ_SIZE {
+            buf.reserve(READ_SIZE);
+        }
+        let (r, b) = match monoio::time::timeout(self.timeout, self.stream.read(buf)).await {
+            Ok(x) => x,
+            Err(_) => return Err(Error::Timeout),
+        };
+        match r {
+            Ok(0) => Err(Error::Closed),
+            Ok(_) => Ok(b),
+            Err(e) => Err(io_err(e)),
         }
     }
 
@@ -359,6 +416,12 @@ impl Imap {
         self.command("STARTTLS").await?;
         self.conn.start_tls(config, server).await?;
         self.command("CAPABILITY").await.map(|_| ())
+    }
+
+    /// COMPRESS DEFLATE (RFC 4978); both directions compressed after its OK.
+    pub async fn compress(&mut self) -> Result<(), Error> {
+        self.command("COMPRESS DEFLATE").await?;
+        self.conn.start_compression()
     }
 
     pub async fn login(&mut self, user: &str, password: &str) -> Result<Done, Error> {

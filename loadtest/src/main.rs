@@ -79,6 +79,10 @@ struct Cli {
     /// STARTTLS after the greeting, then CAPABILITY; timed as "STARTTLS".
     #[arg(long)]
     starttls: bool,
+    /// IMAP scenarios: COMPRESS=DEFLATE (RFC 4978) after LOGIN; bytes_in
+    /// then counts compressed bytes.
+    #[arg(long)]
+    compress: bool,
     /// With --tls/--starttls: resume TLS sessions (as returning clients do)
     /// instead of a full handshake per connection.
     #[arg(long)]
@@ -246,6 +250,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         read_rate: cli.read_rate.max(1),
         tls: tls_mode,
         tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume)),
+        compress: cli.compress,
     };
     let plan = Plan {
         connections: cli.connections.unwrap_or_else(|| default_connections(cli.scenario, cli.rate)).max(1),

@@ -161,6 +161,8 @@ pub struct Options {
     pub tls: crate::tls::Mode,
     /// The client configuration when `tls` is not Plain.
     pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// COMPRESS=DEFLATE right after LOGIN (timed as "COMPRESS").
+    pub compress: bool,
 }
 
 impl Options {
@@ -350,7 +352,12 @@ async fn connect_imap(ctx: &Ctx) -> Result<Imap, Error> {
 
 async fn login(ctx: &Ctx, imap: &mut Imap, user: &str) -> Result<Done, Error> {
     let t = Instant::now();
-    timed!(ctx, "LOGIN", t, imap.login(user, &ctx.opts.password))
+    let done = timed!(ctx, "LOGIN", t, imap.login(user, &ctx.opts.password))?;
+    if ctx.opts.compress {
+        let t = Instant::now();
+        timed!(ctx, "COMPRESS", t, imap.compress())?;
+    }
+    Ok(done)
 }
 
 async fn select(ctx: &Ctx, imap: &mut Imap) -> Result<u32, Error> {

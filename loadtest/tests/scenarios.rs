@@ -102,6 +102,7 @@ fn plan(scenario: Scenario, target: SocketAddr, password: &str, connections: usi
             read_rate: 4 << 20,
             tls: ringmail_load::tls::Mode::Plain,
             tls_config: None,
+            compress: false,
         },
         connections,
         rate: None,
@@ -206,6 +207,17 @@ fn every_scenario_runs_clean_against_ringmail() {
             assert!(count(&r, "NOOP") > 0 && count(&r, "slow read") > 0, "{:?}", r.rec.ops.keys().collect::<Vec<_>>());
             assert!(r.peak_memory.is_some());
         }
+    }
+    // COMPRESS=DEFLATE (--compress) through the scenarios that read replies.
+    for scenario in [Scenario::Session, Scenario::Mix, Scenario::Append, Scenario::Idle] {
+        let mut p = plan(scenario, imap, "pass", 4);
+        p.opts.compress = true;
+        if scenario == Scenario::Idle {
+            p.pids = vec![std::process::id()];
+        }
+        let r = run(p).unwrap();
+        assert_eq!(r.rec.error_count(), 0, "{scenario:?} compressed: {:?}", r.rec.errors);
+        assert!(count(&r, "COMPRESS") > 0, "{scenario:?}: {:?}", r.rec.ops.keys().collect::<Vec<_>>());
     }
     server.shutdown();
 }

@@ -17,6 +17,7 @@ use std::time::Instant;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
+use super::compress::Compression;
 use super::context::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use super::guard;
 use super::handshake;
@@ -41,6 +42,8 @@ struct Conn {
     /// The TLS state once the connection is encrypted (implicit TLS or
     /// after STARTTLS).
     tls: Option<Box<rustls::ServerConnection>>,
+    /// COMPRESS=DEFLATE, once the client turned it on (beneath TLS).
+    zip: Option<Box<Compression>>,
     conn: Connection,
     out: Out,
     reg: Registration,
@@ -119,6 +122,11 @@ impl Conn {
                 m.command(c.command.unwrap_or(metrics::INVALID), outcome, latency);
             }
         });
+        if let Some(z) = self.zip.as_mut() {
+            let r = z.write(&mut self.stream, self.tls.as_deref_mut(), &self.reg.ctx().pool, out.parts()).await;
+            out.clear();
+            return r;
+        }
         if let Some(t) = self.tls.as_mut() {
             let r = tls::write_parts(&mut self.stream, t, out.parts()).await;
             out.clear();
@@ -172,6 +180,9 @@ impl Conn {
             }
         }
         pool.put(std::mem::take(&mut self.out.buf));
+        if let Some(z) = self.zip.as_mut() {
+            z.release(pool);
+        }
         if self.out.splices.capacity() > 0 {
             self.out.splices = Vec::new();
         }
@@ -224,13 +235,18 @@ impl Conn {
             buf.reserve(super::pool::BUF_SIZE);
         }
         let len = buf.len();
-        let r = match self.tls.as_mut() {
-            Some(t) => {
+        let r = match (self.zip.as_mut(), self.tls.as_mut()) {
+            (Some(z), tls) => {
+                let r = z.read(&mut self.stream, tls.map(|t| &mut **t), &self.reg.ctx().pool, &mut buf).await;
+                self.conn.decoder().restore_buffer(buf);
+                r
+            }
+            (None, Some(t)) => {
                 let r = tls::read(&mut self.stream, t, &mut buf).await;
                 self.conn.decoder().restore_buffer(buf);
                 r
             }
-            None => {
+            (None, None) => {
                 let (r, slice) = self.stream.read(monoio::buf::IoBufMut::slice_mut(buf, len..)).await;
                 self.conn.decoder().restore_buffer(slice.into_inner());
                 r.map(|n| if n == 0 { Input::Eof } else { Input::Data })
@@ -248,6 +264,11 @@ impl Conn {
         match woke {
             Err(_) => Next::End,
             Ok(Woke::Input) => match self.read().await {
+                Err(e) if ringmail_kit::deflate::is_invalid_stream(&e) => {
+                    self.out_buffer();
+                    self.conn.bad_compression(&mut self.out);
+                    Next::Step(Step::Close)
+                }
                 Ok(Input::Eof) | Err(_) => Next::End,
                 Ok(Input::Nothing) => Next::Wait,
                 Ok(Input::Data) => {
@@ -393,6 +414,12 @@ impl Conn {
                 self.conn.tls_started();
                 self.conn.step(WorkerCtx::now(), &mut self.out)
             }
+            Step::Compress => {
+                self.flush().await.ok()?;
+                self.zip = Some(Compression::new());
+                self.conn.compression_started();
+                self.conn.step(WorkerCtx::now(), &mut self.out)
+            }
             Step::Close => {
                 let _ = self.flush().await;
                 if let Some(t) = self.tls.as_mut() {
@@ -427,7 +454,7 @@ pub fn spawn(ctx: &Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Ser
     let signal = Signal::new();
     conn.set_signal(signal.clone());
     let reg = ctx.register_connection(&signal);
-    let mut c = Box::new(Conn { stream, tls, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), input_at: Instant::now() });
+    let mut c = Box::new(Conn { stream, tls, zip: None, conn, out: Out::new(), reg, signal, guard, counted: Gauged(None), input_at: Instant::now() });
     if greet {
         c.out_buffer();
         c.conn.greeting(&mut c.out);
@@ -454,7 +481,11 @@ async fn serve(mut c: Box<Conn>) {
                     break;
                 }
                 loop {
-                    let woke = wait(&c.stream, &c.signal).await;
+                    // Inflated input may be waiting that no readiness announces.
+                    let woke = match c.zip.as_ref().is_some_and(|z| z.has_input()) {
+                        true => Ok(Woke::Input),
+                        false => wait(&c.stream, &c.signal).await,
+                    };
                     match Box::pin(c.after_wake(woke, idle)).await {
                         Next::Wait => continue,
                         Next::Step(s) => break s,

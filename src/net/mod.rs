@@ -9,10 +9,11 @@
 //! sessions and deliveries share one thread and the store needs no locks.
 //!
 //! Files, from the bottom up: `context` (what tasks share), `guard`,
-//! `pool`, `spool`, `iovec`, `handshake` (leaves); `deliver`, `imap_conn`,
+//! `pool`, `spool`, `iovec`, `handshake`, `compress` (leaves); `deliver`, `imap_conn`,
 //! `smtp_conn` (one task per connection or delivery); `worker` (the
 //! runtime of one core); `server` (start, signals, stop).
 
+mod compress;
 mod context;
 mod deliver;
 pub mod fdlimit;

@@ -1,18 +1,25 @@
-//! Per-worker pool of I/O buffers. A connection holds a read or write
-//! buffer only while it has bytes in flight; waiting connections hold none,
-//! which is what keeps an idle connection at a few hundred bytes.
+//! Per-worker pool of I/O buffers (and compressors). A connection holds a
+//! read or write buffer only while it has bytes in flight; waiting
+//! connections hold none, which is what keeps an idle connection at a few
+//! hundred bytes.
 
 use std::cell::RefCell;
+
+use ringmail_kit::deflate::Deflater;
 
 /// Size of a pooled buffer: one read usually brings a whole command.
 pub const BUF_SIZE: usize = 16 * 1024;
 /// Buffers kept for reuse; more are freed. Enough for the connections
 /// that have bytes in flight at one moment, not for all of them.
 const KEEP: usize = 64;
+/// Compressors kept for reuse (about 330 KiB each): enough for the
+/// compressed connections writing at one moment.
+const KEEP_DEFLATERS: usize = 4;
 
 #[derive(Default)]
 pub struct Pool {
     free: RefCell<Vec<Vec<u8>>>,
+    deflaters: RefCell<Vec<Deflater>>,
 }
 
 impl Pool {
@@ -30,6 +37,21 @@ impl Pool {
         let mut free = self.free.borrow_mut();
         if free.len() < KEEP {
             free.push(b);
+        }
+    }
+
+    /// A compressor with no history (COMPRESS=DEFLATE).
+    pub fn get_deflater(&self) -> Deflater {
+        self.deflaters.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Takes a compressor back, reset, so nothing of what it compressed
+    /// reaches the next connection that borrows it.
+    pub fn put_deflater(&self, mut d: Deflater) {
+        let mut free = self.deflaters.borrow_mut();
+        if free.len() < KEEP_DEFLATERS {
+            d.reset();
+            free.push(d);
         }
     }
 }

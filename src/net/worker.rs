@@ -130,11 +130,11 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, kind: ListenerKi
         let _ = stream.set_nodelay(true);
         match ctx.server.limiter.try_acquire(peer.ip()) {
             Ok(guard) => {
-                let facts = ConnFacts { tls: false, cleartext_ok: ctx.server.config.cleartext_allowed(peer.ip()) };
+                let facts = ConnFacts { tls: false, cleartext_ok: ctx.server.config.cleartext_allowed(peer.ip()), compressed: false };
                 let conn = match &kind {
                     ListenerKind::Imap => Connection::new(ctx.server.session_cfg.clone(), facts),
                     ListenerKind::Imaps => {
-                        let facts = ConnFacts { tls: true, cleartext_ok: true };
+                        let facts = ConnFacts { tls: true, cleartext_ok: true, compressed: false };
                         guard::spawn(
                             "tls handshake",
                             imap_conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.server.session_cfg.clone(), facts)),

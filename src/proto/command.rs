@@ -30,6 +30,8 @@ pub enum CommandBody {
     },
     // Authenticated (6.3).
     Enable(Vec<String>),
+    /// COMPRESS (RFC 4978) with its mechanism, upper-cased.
+    Compress(String),
     Select {
         mailbox: Mailbox,
         read_only: bool,
@@ -132,6 +134,7 @@ impl CommandBody {
             Login { .. } => "LOGIN",
             AppendWhole { .. } => "APPEND",
             Enable(_) => "ENABLE",
+            Compress(_) => "COMPRESS",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
             Create(_) => "CREATE",

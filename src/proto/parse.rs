@@ -417,6 +417,10 @@ impl<'a> Parser<'a> {
             "CHECK" => CommandBody::Check,
             "CLOSE" => CommandBody::Close,
             "UNSELECT" => CommandBody::Unselect,
+            "COMPRESS" => {
+                self.sp()?;
+                CommandBody::Compress(self.atom_upper()?)
+            }
             "EXPUNGE" => CommandBody::Expunge { uids: None },
             "NAMESPACE" => CommandBody::Namespace,
             "IDLE" => CommandBody::Idle,

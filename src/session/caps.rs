@@ -35,6 +35,7 @@ const AUTHENTICATED: &[&str] = &[
     "THREAD=REFS",
     "WITHIN",
     "I18NLEVEL=1",
+    "COMPRESS=DEFLATE",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

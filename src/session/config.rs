@@ -29,6 +29,8 @@ pub struct ConnFacts {
     pub tls: bool,
     /// A password may be sent on it in the clear (loopback or a trusted network).
     pub cleartext_ok: bool,
+    /// COMPRESS=DEFLATE is on (RFC 4978).
+    pub compressed: bool,
 }
 
 /// Extensions the client turned on with ENABLE (RFC 5161).

@@ -158,6 +158,7 @@ impl Connection {
             match &self.session.cx.wait {
                 Wait::Auth { .. } => return Step::Read,
                 Wait::StartTls => return Step::StartTls,
+                Wait::Compress => return Step::Compress,
                 Wait::Durable(_) => return Step::AwaitDurable,
                 _ => {}
             }
@@ -241,6 +242,16 @@ impl Connection {
         cx.wait = Wait::None;
     }
 
+    /// Compression is on both ways (RFC 4978): input the client sent before
+    /// it saw the OK cannot be part of the compressed stream, so it is
+    /// dropped, as after STARTTLS.
+    pub fn compression_started(&mut self) {
+        self.discard_input();
+        let cx = &mut self.session.cx;
+        cx.facts.compressed = true;
+        cx.wait = Wait::None;
+    }
+
     /// Mailbox changes while idling: sends the untagged updates (RFC 2177),
     /// a budget's worth at a time. True: more follow (flush, call again).
     pub fn notify(&mut self, out: &mut Out) -> bool {
@@ -271,6 +282,13 @@ impl Connection {
     /// descriptors moving it to its user's worker): the session ends.
     pub fn busy(&mut self, out: &mut Out) {
         out.untagged_status("BYE", Some("UNAVAILABLE"), "Server busy, try again");
+        self.end();
+    }
+
+    /// The client's compressed stream is not valid DEFLATE (RFC 4978): no
+    /// later command can be read, so the session ends.
+    pub fn bad_compression(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", None, "Invalid compressed data");
         self.end();
     }
 

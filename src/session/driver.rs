@@ -61,6 +61,12 @@ pub fn run(c: &mut Connection, env: &Env<'_>, out: &mut Out, flushed: &mut dyn F
                 c.tls_started();
                 c.step(env.now, out)
             }
+            // In memory, the transcript stays readable: the session is told
+            // compression is on, and the bytes are not compressed.
+            Step::Compress => {
+                c.compression_started();
+                c.step(env.now, out)
+            }
         };
     }
 }

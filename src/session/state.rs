@@ -41,6 +41,9 @@ pub enum Step {
     LoggedIn(String),
     /// Send the output, then run the TLS handshake, then call `step` again.
     StartTls,
+    /// Send the output, then compress everything after it both ways
+    /// (RFC 4978), then call `Connection::compression_started`.
+    Compress,
     /// Wait until the store has synced, then call `Connection::durable_done`.
     AwaitDurable,
     /// In IDLE: wait for input (then `step`) or a change of the selected
@@ -237,6 +240,8 @@ pub(crate) enum Wait {
     },
     /// STARTTLS answered OK; the handshake comes next.
     StartTls,
+    /// COMPRESS answered OK; compression starts right after that line.
+    Compress,
     /// IDLE is running.
     Idle {
         tag: String,

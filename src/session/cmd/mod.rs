@@ -9,6 +9,7 @@ mod cancelupdate;
 mod capability;
 mod check;
 mod close;
+mod compress;
 mod copy;
 mod create;
 mod delete;
@@ -67,6 +68,7 @@ fn spec(body: &CommandBody) -> Spec {
         | Namespace
         | Status { .. }
         | Idle
+        | Compress(_)
         | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
@@ -142,6 +144,7 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         Logout => logout::run(&tag, out),
         Id(_) => id::run(&tag, out),
         StartTls => starttls::run(&mut s.cx, &tag, out),
+        Compress(mechanism) => compress::run(&mut s.cx, &tag, &mechanism, out),
         Login { user, password } => login::run(&mut s.cx, tag, user, password, out),
         Authenticate { mechanism, initial } => authenticate::run(&mut s.cx, tag, &mechanism, initial, out),
         Enable(caps) => enable::run(&mut s.cx, &tag, &caps, out),
