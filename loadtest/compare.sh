@@ -14,7 +14,8 @@
 #
 # Scenarios: login, session, mix, idle (the table), tls-login and tls-session
 # (the same over implicit TLS: a full handshake per connection, certificates
-# self-signed on both sides), and also append and lmtp
+# self-signed on both sides), zip-SCENARIO and zip-tls-SCENARIO (the same
+# with COMPRESS=DEFLATE after LOGIN, e.g. zip-idle), and also append and lmtp
 # (delivery), and `yardstick`: ringmail-load's login rate against Dovecot
 # next to a plain Python imaplib loop's (imaplib_baseline.py), which shows
 # the tool measures the server, not itself.
@@ -109,6 +110,9 @@ run() { # server scenario extra-args...
     [ "$scenario" = lmtp ] && { port=$dv_lmtp; [ $server = ringmail ] && port=$rm_lmtp; }
     local name=$scenario
     echo "== $name against $server" >&2
+    case $scenario in zip-*)
+        scenario=${scenario#zip-}; set -- --compress "$@" ;;
+    esac
     case $scenario in tls-*)
         scenario=${scenario#tls-}; set -- --tls "$@"
         port=$dv_imaps; [ $server = ringmail ] && port=$rm_imaps ;;
@@ -146,9 +150,9 @@ for s in $scenarios; do
     if [ "$s" = yardstick ]; then yardstick; continue; fi
     for server in dovecot ringmail; do
         case $s in
-            login|session|tls-login|tls-session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
-            mix) run $server mix --connections 100 --duration "$duration" --warmup "$warmup" ;;
-            idle) run $server idle --connections "$idle_conns" --duration 5s ;;
+            login|session|tls-login|tls-session|zip-session|zip-tls-session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
+            mix|zip-mix|zip-tls-mix) run $server $s --connections 100 --duration "$duration" --warmup "$warmup" ;;
+            idle|tls-idle|zip-idle|zip-tls-idle) run $server $s --connections "$idle_conns" --duration 5s ;;
             *) run $server "$s" --duration "$duration" --warmup "$warmup" ;;
         esac
     done
@@ -168,10 +172,10 @@ for s in scen:
     if not dv or not rm:
         rows.append((s, "missing result", "-", "-", "-")); continue
     p99 = lambda r, k: r["latency_ms"].get(k, {}).get("p99", "-")
-    if s in ("login", "session", "tls-login", "tls-session"):
+    if s.removeprefix("zip-").removeprefix("tls-") in ("login", "session"):
         rows.append((s, "sessions/s", dv["sessions_per_sec"] or 0.0, rm["sessions_per_sec"] or 0.0, None))
         rows.append((s, "session p99 ms", p99(dv, "session"), p99(rm, "session"), None))
-    elif s == "idle":
+    elif s.endswith("idle"):
         if "memory" in dv and "memory" in rm:
             rows.append((s, "private B/conn", dv["memory"]["private_per_connection"], rm["memory"]["private_per_connection"], None))
             rows.append((s, "anonymous B/conn", dv["memory"]["anonymous_per_connection"], rm["memory"]["anonymous_per_connection"], None))
