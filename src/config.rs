@@ -134,9 +134,14 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("invalid size unit in {s:?} (KiB, MiB, GiB)")),
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("invalid size unit in {s:?} (KiB, MiB, GiB, TiB)")),
     };
     n.checked_mul(mul).ok_or_else(|| format!("size too large: {s:?}"))
+}
+
+fn de_opt_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    de_size(d).map(Some)
 }
 
 fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -290,6 +295,47 @@ impl Default for DeliveryConfig {
     }
 }
 
+/// A user's quota (RFC 9208): what their mailboxes together may hold.
+/// `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QuotaLimits {
+    /// Bytes of mail (the sum of the messages' RFC822.SIZE).
+    pub storage: Option<u64>,
+    pub messages: Option<u64>,
+}
+
+impl QuotaLimits {
+    pub fn is_unlimited(&self) -> bool {
+        self.storage.is_none() && self.messages.is_none()
+    }
+
+    /// `self`, with what it leaves unset taken from `default`.
+    pub fn or(self, default: QuotaLimits) -> QuotaLimits {
+        QuotaLimits { storage: self.storage.or(default.storage), messages: self.messages.or(default.messages) }
+    }
+}
+
+/// `[quota]`: the limits of users whose passwd-file line sets none (see
+/// `auth::quota_rule` for the per-user form), and how delivery refuses
+/// mail for a full mailbox.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QuotaConfig {
+    /// e.g. `"1GiB"`.
+    #[serde(deserialize_with = "de_opt_size")]
+    pub storage: Option<u64>,
+    pub messages: Option<u64>,
+    /// Over-quota deliveries get `452 4.2.2` (the sender retries) instead
+    /// of `552 5.2.2` (bounced at once).
+    pub temporary: bool,
+}
+
+impl QuotaConfig {
+    pub fn limits(&self) -> QuotaLimits {
+        QuotaLimits { storage: self.storage, messages: self.messages }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -340,6 +386,7 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     pub smtp: SmtpConfig,
     pub delivery: DeliveryConfig,
+    pub quota: QuotaConfig,
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -357,6 +404,7 @@ impl Default for Config {
             lmtp: LmtpConfig::default(),
             smtp: SmtpConfig::default(),
             delivery: DeliveryConfig::default(),
+            quota: QuotaConfig::default(),
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
@@ -421,6 +469,9 @@ mod tests {
             [limits]
             login_timeout = "45s"
             max_message_size = "25MiB"
+            [quota]
+            storage = "1GiB"
+            messages = 100000
             [store]
             sync = "never"
             "#,
@@ -430,6 +481,8 @@ mod tests {
         assert_eq!(c.driver, Driver::Epoll);
         assert_eq!(c.limits.login_timeout, Duration::from_secs(45));
         assert_eq!(c.limits.max_message_size, 25 << 20);
+        assert_eq!(c.quota.limits(), QuotaLimits { storage: Some(1 << 30), messages: Some(100_000) });
+        assert!(!c.quota.temporary);
         assert!(c.cleartext_allowed("10.1.2.3".parse().unwrap()));
         assert!(!c.cleartext_allowed("11.1.2.3".parse().unwrap()));
         assert!(c.cleartext_allowed("::ffff:127.0.0.1".parse().unwrap()));

@@ -4,6 +4,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -121,6 +122,9 @@ enum UserCmd {
     Del { name: String },
     /// List users.
     List,
+    /// Show a user's quota: usage and limits (RFC 9208's STORAGE in KiB,
+    /// MESSAGE in messages), read from the files even while a server runs.
+    Quota { name: String },
 }
 
 fn load_config(common: &Common) -> Result<Config, String> {
@@ -209,6 +213,7 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
             })?;
             println!("user {name} removed; their mail remains in {}", config.data_dir.join("mail").join(&name).display());
         }
+        UserCmd::Quota { name } => print!("{}", quota_report(&config, &normalize_user_name(&name))?),
         UserCmd::List => {
             let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
             for n in db.names() {
@@ -217,6 +222,36 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// `ringmail user quota`: a table like `doveadm quota get`'s.
+fn quota_report(config: &Config, name: &str) -> Result<String, String> {
+    use ringmail::store::{Io, ReadOnlyIo, RealIo, Settings, Store};
+    let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
+    if db.lookup(name).is_none() {
+        return Err(format!("no user {name}"));
+    }
+    let limits = db.quota(name, config.quota.limits());
+    // Without a server, under the lock like `deliver`; beside a running
+    // one, a read-only look at what it has written.
+    let lock = DataDirLock::acquire(&config.data_dir, std::time::Duration::ZERO)?;
+    let io: Rc<dyn Io> = if lock.is_some() { Rc::new(RealIo::inline()) } else { Rc::new(ReadOnlyIo) };
+    let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
+    let store = Store::new(io, &config.data_dir.join("mail"), settings);
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+    let usage = store.user_usage(name, now).map_err(|e| format!("cannot read the mail of {name}: {e}"))?;
+    let kib = |b: u64| b.div_ceil(1024);
+    let row = |kind: &str, value: u64, limit: Option<u64>| {
+        let (limit, pct) = match limit {
+            Some(l) => (l.to_string(), (value * 100).checked_div(l).map_or("100".to_string(), |p| p.to_string())),
+            None => ("-".to_string(), "0".to_string()),
+        };
+        format!("{:<12} {:<8} {:>12} {:>12} {:>4}\n", "User quota", kind, value, limit, pct)
+    };
+    let mut s = format!("{:<12} {:<8} {:>12} {:>12} {:>4}\n", "Quota name", "Type", "Value", "Limit", "%");
+    s.push_str(&row("STORAGE", kib(usage.bytes), limits.storage.map(kib)));
+    s.push_str(&row("MESSAGE", usage.messages, limits.messages));
+    Ok(s)
 }
 
 fn init_logging(format: LogFormat, level: Option<&str>) {
@@ -328,6 +363,7 @@ fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> Ex
     match lda::deliver(&config, user, mailbox, from, &message) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ lda::LdaError::NoUser) => fail(e.exit_code(), format!("no such user: {user}")),
+        Err(e @ lda::LdaError::OverQuota) => fail(e.exit_code(), format!("mailbox of {user} is full (quota exceeded)")),
         Err(lda::LdaError::TempFail(why)) => fail(75, why),
     }
 }

@@ -41,9 +41,12 @@ impl World {
     fn new() -> World {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("users");
-        std::fs::write(&p, "joe:{PLAIN}secret\nann:{PLAIN}pw\n").unwrap();
-        let auth = Authenticator::new(Arc::new(UserDb::open(&p).unwrap()), Duration::from_secs(60));
-        let store = Store::new(Rc::new(MemIo::new()), Path::new("/mail"), Settings::default());
+        // quo has a quota in Dovecot's form (quota.txt).
+        std::fs::write(&p, "joe:{PLAIN}secret\nann:{PLAIN}pw\nquo:{PLAIN}pw::::::userdb_quota_rule=*:storage=1k userdb_quota_rule2=*:messages=4\n").unwrap();
+        let db = Arc::new(UserDb::open(&p).unwrap());
+        let auth = Authenticator::new(db.clone(), Duration::from_secs(60));
+        let mut store = Store::new(Rc::new(MemIo::new()), Path::new("/mail"), Settings::default());
+        store.set_quota_source(ringmail::delivery::quota_source(db, &Default::default()));
         let limits = Limits { message_max: 1 << 20, ..Limits::DEFAULT };
         let cfg = Arc::new(SessionConfig { limits: Arc::new(limits), max_auth_failures: 3, starttls: false, ..SessionConfig::default() });
         World { store, auth, _dir: dir, sessions: BTreeMap::new(), cfg }
@@ -263,6 +266,7 @@ transcripts!(
     multiappend,
     catenate,
     compress,
+    quota,
     fetch,
     store_and_search,
     copy_move_expunge,

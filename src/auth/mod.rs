@@ -7,6 +7,7 @@
 
 pub mod limiter;
 pub mod passwd;
+pub mod quota_rule;
 pub mod scheme;
 
 use sha2::{Digest, Sha256};

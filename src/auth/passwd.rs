@@ -1,6 +1,7 @@
 //! The user database: a passwd-file in Dovecot's format, one user per line,
-//! `name:{SCHEME}hash[:uid:gid:gecos:home:shell:extra]`. Only the first two
-//! fields mean anything to ringmail; the rest is kept when rewriting.
+//! `name:{SCHEME}hash[:uid:gid:gecos:home:shell:extra]`. Of the rest, only
+//! quota rules in the extra fields mean anything to ringmail (see
+//! [`super::quota_rule`]); all of it is kept when rewriting.
 //!
 //! The file is re-read when it changes on disk, so `ringmail user add` takes
 //! effect in a running server without a restart.
@@ -10,6 +11,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
+
+use super::quota_rule::UserQuota;
+use crate::config::QuotaLimits;
 
 /// Rules for user names: they name directories, so they are restricted.
 pub fn valid_user_name(name: &str) -> bool {
@@ -77,6 +81,8 @@ type Stamp = (u64, SystemTime, u64);
 #[derive(Default)]
 struct Snapshot {
     users: HashMap<String, Arc<str>>,
+    /// Users whose line sets quota limits.
+    quotas: HashMap<String, UserQuota>,
     stamp: Option<Stamp>,
 }
 
@@ -119,8 +125,18 @@ impl UserDb {
         if !bad.is_empty() {
             tracing::warn!(path = %self.path.display(), lines = ?bad, "skipping malformed passwd-file lines");
         }
+        let mut quotas = HashMap::new();
+        for e in &entries {
+            let q = super::quota_rule::parse(&e.rest);
+            if !q.ignored.is_empty() {
+                tracing::warn!(user = e.name, rules = ?q.ignored, "ignoring quota rules: ringmail applies only whole-account (*) rules of storage, bytes and messages");
+            }
+            if !q.is_empty() {
+                quotas.insert(e.name.clone(), q);
+            }
+        }
         let users = entries.into_iter().map(|e| (e.name, e.hash)).collect();
-        *self.snapshot.write().expect("userdb lock") = Snapshot { users, stamp };
+        *self.snapshot.write().expect("userdb lock") = Snapshot { users, quotas, stamp };
         Ok(())
     }
 
@@ -141,6 +157,12 @@ impl UserDb {
     pub fn lookup(&self, name: &str) -> Option<Arc<str>> {
         self.refresh();
         self.snapshot.read().expect("userdb lock").users.get(&normalize_user_name(name)).cloned()
+    }
+
+    /// A user's quota limits: what their line sets, the rest from `default`.
+    pub fn quota(&self, name: &str, default: QuotaLimits) -> QuotaLimits {
+        self.refresh();
+        self.snapshot.read().expect("userdb lock").quotas.get(&normalize_user_name(name)).map_or(default, |q| q.limits(default))
     }
 
     pub fn is_empty(&self) -> bool {

@@ -12,6 +12,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::smtp::DeliveryError;
@@ -26,6 +27,9 @@ use crate::store::{RealIo, Settings, Store, Target};
 pub enum LdaError {
     /// EX_NOUSER (67): bounce.
     NoUser,
+    /// EX_CANTCREAT (73): the mailbox is full (quota); bounce. With
+    /// `[quota] temporary` a full mailbox is a TempFail instead.
+    OverQuota,
     /// EX_TEMPFAIL (75): the MTA retries later.
     TempFail(String),
 }
@@ -34,6 +38,7 @@ impl LdaError {
     pub fn exit_code(&self) -> u8 {
         match self {
             LdaError::NoUser => 67,
+            LdaError::OverQuota => 73,
             LdaError::TempFail(_) => 75,
         }
     }
@@ -72,20 +77,23 @@ pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, m
         return Err(LdaError::NoUser);
     }
     match DataDirLock::acquire(&config.data_dir, Duration::ZERO).map_err(LdaError::TempFail)? {
-        Some(_lock) => store_directly(config, &user, mailbox, from, message),
+        Some(_lock) => store_directly(config, Arc::new(db), &user, mailbox, from, message),
         None => hand_to_server(config, &user, mailbox, from, message),
     }
 }
 
-fn store_directly(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
+fn store_directly(config: &Config, db: Arc<UserDb>, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
     let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
-    let store = Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings);
+    let mut store = Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings);
+    store.set_quota_source(super::quota_source(db, &config.quota));
     let prefix = format!("Return-Path: <{from}>\r\nDelivered-To: {user}\r\n");
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let mb = super::store_copy(&store, user, mailbox, &[prefix.as_bytes(), message], now).map_err(|e| match e {
         DeliveryError::NoSuchUser => LdaError::NoUser,
         DeliveryError::Temporary(why) => LdaError::TempFail(why),
         DeliveryError::Full => LdaError::TempFail("not enough disk space".into()),
+        DeliveryError::OverQuota if config.quota.temporary => LdaError::TempFail("mailbox is full (quota exceeded)".into()),
+        DeliveryError::OverQuota => LdaError::OverQuota,
     })?;
     // The message, and a new user's list of mailboxes, made durable.
     let ticket = store.durable(Target::Mailbox(mb.clone()));
@@ -151,6 +159,7 @@ fn hand_to_server(config: &Config, user: &str, mailbox: Option<&str>, from: &str
             return match line.chars().next() {
                 Some(c) if c == want => Ok(()),
                 Some('5') if line.starts_with("550 5.1.1") => Err(LdaError::NoUser),
+                Some('5') if line.starts_with("552 5.2.2") => Err(LdaError::OverQuota),
                 _ => Err(LdaError::TempFail(format!("LMTP {addr}: {}", line.trim_end()))),
             };
         }

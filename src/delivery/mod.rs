@@ -6,10 +6,12 @@
 pub mod lda;
 pub mod smtp;
 
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::auth::UserDb;
-use crate::store::{MailboxRef, Store, StoreError};
+use crate::config::QuotaConfig;
+use crate::store::{MailboxRef, QuotaSource, Store, StoreError};
 use smtp::{DeliveryError, Dialect, Directory};
 
 /// Users from the passwd-file; domains from the configuration.
@@ -45,6 +47,7 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
     };
     let store_err = |e: StoreError| match e {
         StoreError::Full => DeliveryError::Full,
+        StoreError::OverQuota => DeliveryError::OverQuota,
         e => temp("cannot store the message", &e),
     };
     let u = store.user(user, now).map_err(|e| temp("cannot open the mail store", &e))?;
@@ -53,6 +56,8 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
         _ => u.mailbox("INBOX").map_err(|e| temp("cannot open INBOX", &format_args!("{e:?}")))?,
     };
     let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+    // Room in the user's quota until the copy is staged (it counts then).
+    let _claim = u.claim(1, len).map_err(store_err)?;
     {
         let mut m = mb.borrow_mut();
         let mut h = m.begin_append(len).map_err(store_err)?;
@@ -62,6 +67,13 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
         m.finish_append(h, 0, 0, now).map_err(store_err)?;
     }
     Ok(mb)
+}
+
+/// Users' quota limits: their passwd-file line's rules, the rest from
+/// `[quota]` (for [`Store::set_quota_source`]).
+pub fn quota_source(users: Arc<UserDb>, config: &QuotaConfig) -> QuotaSource {
+    let default = config.limits();
+    Rc::new(move |name: &str| users.quota(name, default))
 }
 
 /// The system's host name, for greetings and trace headers.

@@ -70,6 +70,9 @@ pub enum DeliveryError {
     Temporary(String),
     /// The disk is full (452 4.3.1, RFC 3463: mail system full).
     Full,
+    /// The recipient's quota has no room (RFC 3463 X.2.2, mailbox full):
+    /// 552, or 452 when configured as temporary.
+    OverQuota,
     /// Permanent (5xx): the user vanished between RCPT and DATA.
     NoSuchUser,
 }
@@ -97,11 +100,14 @@ pub struct Limits {
     pub line_max: usize,
     /// Bad commands before the connection is closed.
     pub max_errors: u32,
+    /// A full mailbox is a temporary failure (452 4.2.2) rather than a
+    /// permanent one (552 5.2.2).
+    pub over_quota_temporary: bool,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { max_message: 64 << 20, max_recipients: 100, line_max: 4096, max_errors: 10 }
+        Limits { max_message: 64 << 20, max_recipients: 100, line_max: 4096, max_errors: 10, over_quota_temporary: false }
     }
 }
 
@@ -604,11 +610,14 @@ impl Session {
     /// Reports what happened to each copy, in recipient order, and answers:
     /// LMTP one reply per recipient (RFC 2033 4.2), SMTP one in all.
     pub fn delivered(&mut self, results: &[Result<(), DeliveryError>], out: &mut Vec<u8>) {
+        let over_quota_temporary = self.limits.over_quota_temporary;
         let line = |r: &Result<(), DeliveryError>| match r {
             Ok(()) => (250, "2.0.0 Ok: delivered".to_string()),
             Err(DeliveryError::NoSuchUser) => (550, "5.1.1 User unknown".to_string()),
             Err(DeliveryError::Temporary(why)) => (451, format!("4.3.0 Temporary failure: {why}")),
             Err(DeliveryError::Full) => (452, "4.3.1 Insufficient system storage".to_string()),
+            Err(DeliveryError::OverQuota) if over_quota_temporary => (452, "4.2.2 Mailbox is full (quota exceeded)".to_string()),
+            Err(DeliveryError::OverQuota) => (552, "5.2.2 Mailbox is full (quota exceeded)".to_string()),
         };
         match self.dialect {
             Dialect::Lmtp => {

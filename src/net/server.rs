@@ -205,6 +205,7 @@ fn smtp_limits(config: &Config) -> crate::delivery::smtp::Limits {
         max_message: config.limits.max_message_size,
         max_recipients: config.delivery.max_recipients.max(1),
         max_errors: config.delivery.max_errors.max(1),
+        over_quota_temporary: config.quota.temporary,
         ..Default::default()
     }
 }

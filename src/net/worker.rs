@@ -36,7 +36,8 @@ pub fn run(id: usize, server: Arc<ServerCtx>, listeners: Vec<(ListenerKind, std:
         let spawn: crate::store::Spawner = Box::new(|f| {
             monoio::spawn(f);
         });
-        let store = Store::with_spawner(io, &server.config.data_dir.join("mail"), settings, spawn);
+        let mut store = Store::with_spawner(io, &server.config.data_dir.join("mail"), settings, spawn);
+        store.set_quota_source(crate::delivery::quota_source(server.auth.db().clone(), &server.config.quota));
         store.committer().set_observer(Box::new(|us, ok| crate::metrics::with_worker(|m| m.sync(us, ok))));
         let ctx = Rc::new(WorkerCtx::new(id, server, store));
         worker_main(ctx, listeners, inbox).await;

@@ -32,6 +32,14 @@ pub enum CommandBody {
     Enable(Vec<String>),
     /// COMPRESS (RFC 4978) with its mechanism, upper-cased.
     Compress(String),
+    /// QUOTA (RFC 9208): GETQUOTA root, GETQUOTAROOT mailbox, SETQUOTA
+    /// root (resource limit ...).
+    GetQuota(Vec<u8>),
+    GetQuotaRoot(Mailbox),
+    SetQuota {
+        root: Vec<u8>,
+        limits: Vec<(String, u64)>,
+    },
     Select {
         mailbox: Mailbox,
         read_only: bool,
@@ -135,6 +143,9 @@ impl CommandBody {
             AppendWhole { .. } => "APPEND",
             Enable(_) => "ENABLE",
             Compress(_) => "COMPRESS",
+            GetQuota(_) => "GETQUOTA",
+            GetQuotaRoot(_) => "GETQUOTAROOT",
+            SetQuota { .. } => "SETQUOTA",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
             Create(_) => "CREATE",
@@ -214,6 +225,8 @@ pub enum StatusItem {
     Size,
     Recent,
     HighestModSeq,
+    /// RFC 9208 4.1.4.
+    DeletedStorage,
 }
 
 impl StatusItem {
@@ -227,6 +240,7 @@ impl StatusItem {
             StatusItem::Size => "SIZE",
             StatusItem::Recent => "RECENT",
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
+            StatusItem::DeletedStorage => "DELETED-STORAGE",
         }
     }
 }

@@ -421,6 +421,20 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 CommandBody::Compress(self.atom_upper()?)
             }
+            "GETQUOTA" => {
+                self.sp()?;
+                CommandBody::GetQuota(self.astring()?)
+            }
+            "GETQUOTAROOT" => {
+                self.sp()?;
+                CommandBody::GetQuotaRoot(self.mailbox()?)
+            }
+            "SETQUOTA" => {
+                self.sp()?;
+                let root = self.astring()?;
+                self.sp()?;
+                CommandBody::SetQuota { root, limits: self.quota_limits()? }
+            }
             "EXPUNGE" => CommandBody::Expunge { uids: None },
             "NAMESPACE" => CommandBody::Namespace,
             "IDLE" => CommandBody::Idle,
@@ -701,6 +715,22 @@ impl<'a> Parser<'a> {
         Ok(CommandBody::List(args))
     }
 
+    /// `(resource limit ...)` of SETQUOTA (RFC 9208 7: setquota-list).
+    fn quota_limits(&mut self) -> R<Vec<(String, u64)>> {
+        self.lparen()?;
+        let mut v = Vec::new();
+        while self.peek_kind() != Some(Kind::RParen) {
+            if !v.is_empty() {
+                self.sp()?;
+            }
+            let resource = self.atom_upper()?;
+            self.sp()?;
+            v.push((resource, self.number()?));
+        }
+        self.rparen()?;
+        Ok(v)
+    }
+
     fn status_items(&mut self) -> R<Vec<StatusItem>> {
         let names = self.atom_list()?;
         if names.is_empty() {
@@ -718,6 +748,7 @@ impl<'a> Parser<'a> {
                     "SIZE" => StatusItem::Size,
                     "RECENT" => StatusItem::Recent,
                     "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
+                    "DELETED-STORAGE" => StatusItem::DeletedStorage,
                     _ => return Err(format!("Unknown STATUS item {n}")),
                 })
             })

@@ -36,6 +36,9 @@ const AUTHENTICATED: &[&str] = &[
     "WITHIN",
     "I18NLEVEL=1",
     "COMPRESS=DEFLATE",
+    "QUOTA",
+    "QUOTA=RES-STORAGE",
+    "QUOTA=RES-MESSAGE",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

@@ -93,6 +93,8 @@ pub(crate) fn store_error(out: &mut Out, tag: &str, e: &StoreError) -> Directive
         StoreError::TooManyKeywords => no(out, tag, Some("LIMIT"), "Too many keywords in this mailbox"),
         // RFC 5530 OVERQUOTA, with Dovecot's text for a full disk.
         StoreError::Full => no(out, tag, Some("OVERQUOTA"), "Not enough disk space"),
+        // RFC 9208 4.3.1, with Dovecot's text.
+        StoreError::OverQuota => no(out, tag, Some("OVERQUOTA"), "Quota exceeded (mailbox for user is full)"),
         StoreError::Poisoned => no(out, tag, Some("UNAVAILABLE"), "Mailbox is temporarily read-only after a storage error"),
         StoreError::Io(err) => {
             tracing::error!(error = %err, "storage error");

@@ -444,6 +444,105 @@ impl Io for RealIo {
 
 // ---------------------------------------------------------------------------
 
+/// A look at a data directory that a running server owns (`ringmail user
+/// quota`): files open read-only, and whatever opening a mailbox would
+/// tidy (cut a log tail that is still being written, remove a file) is
+/// left to the server. What it reads is what was written so far.
+pub struct ReadOnlyIo;
+
+fn read_only() -> io::Error {
+    io::Error::new(io::ErrorKind::PermissionDenied, "read-only look at the store")
+}
+
+struct ReadOnlyFile(RealFile);
+
+impl File for ReadOnlyFile {
+    fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize> {
+        self.0.read_at(buf, off)
+    }
+
+    fn write_at(&self, _: &[u8], _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn len(&self) -> io::Result<u64> {
+        self.0.len()
+    }
+
+    /// Recovery cuts a torn log tail; here the tail belongs to the writer.
+    fn set_len(&self, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn sync(&self) -> io::Result<()> {
+        Ok(())
+    }
+
+    unsafe fn map(&self) -> io::Result<(Mapping, bool)> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.map() }
+    }
+
+    fn sync_handle(&self) -> Option<Arc<std::fs::File>> {
+        None
+    }
+
+    fn punch_hole(&self, _: u64, _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn preallocate(&self, _: u64, _: u64) -> io::Result<()> {
+        Err(read_only())
+    }
+}
+
+impl Io for ReadOnlyIo {
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {
+        match mode {
+            OpenMode::Existing => Ok(Rc::new(ReadOnlyFile(RealFile(Arc::new(std::fs::File::open(path)?))))),
+            OpenMode::Create | OpenMode::Truncate => Err(read_only()),
+        }
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        if path.is_dir() {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::NotFound, "no such directory (read-only look)"))
+        }
+    }
+
+    fn remove_file(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn remove_dir_all(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn rename(&self, _: &Path, _: &Path) -> io::Result<()> {
+        Err(read_only())
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        RealIo::inline().read_dir(path)
+    }
+
+    fn sync_dir(&self, _: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn run(&self, tasks: Vec<Task>) -> Running {
+        Box::pin(std::future::ready(tasks.iter().map(|_| Err(read_only())).collect()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+
 /// One in-memory file: its current bytes, its synced bytes, and the writes
 /// since the last sync (for simulating partial write-back at a crash).
 struct MemData {

@@ -19,6 +19,7 @@ pub mod io;
 pub mod journal;
 pub mod mailbox;
 pub mod manifest;
+pub mod quota;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -28,12 +29,13 @@ use std::rc::Rc;
 
 pub use self::commit::{Committer, Target, Ticket};
 pub use self::exec::{Deferred, Spawner};
-pub use self::io::{Io, MemIo, RealIo};
+pub use self::io::{Io, MemIo, ReadOnlyIo, RealIo};
 pub use mailbox::derived::Uids;
 pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::write::AppendHandle;
 pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
+pub use quota::{Claim, Usage};
 
 use self::io::read_optional;
 use manifest::{canonical, parents, Manifest};
@@ -79,9 +81,14 @@ pub struct Store {
     settings: Settings,
     users: RefCell<HashMap<String, Rc<UserStore>>>,
     committer: Rc<Committer>,
+    /// Each user's quota limits (unlimited without one).
+    quota_limits: Option<QuotaSource>,
     /// Tasks spawned by the committer when no runtime was given.
     deferred: Option<Deferred>,
 }
+
+/// A user's quota limits by name.
+pub type QuotaSource = Rc<dyn Fn(&str) -> crate::config::QuotaLimits>;
 
 /// Users kept open without sessions before idle ones are dropped.
 const USERS_CACHED: usize = 20_000;
@@ -91,7 +98,7 @@ impl Store {
     /// the caller's runtime through `spawn`.
     pub fn with_spawner(io: Rc<dyn Io>, root: &Path, settings: Settings, spawn: Spawner) -> Store {
         let committer = Committer::new(io.clone(), settings.sync == crate::config::SyncMode::Always, spawn);
-        Store { io, root: root.to_path_buf(), settings, users: RefCell::new(HashMap::new()), committer, deferred: None }
+        Store { io, root: root.to_path_buf(), settings, users: RefCell::new(HashMap::new()), committer, quota_limits: None, deferred: None }
     }
 
     /// A store without a runtime (tests, command-line tools): background
@@ -133,17 +140,40 @@ impl Store {
         self.committer.durable(target)
     }
 
+    /// Where users' quota limits come from (looked up at every
+    /// [`Store::user`], so a changed passwd-file counts at the next login
+    /// or delivery).
+    pub fn set_quota_source(&mut self, source: QuotaSource) {
+        self.quota_limits = Some(source);
+    }
+
+    /// What a user's mail counts against their quota, without creating
+    /// anything for a user who has no mail yet.
+    pub fn user_usage(&self, name: &str, now: i64) -> std::io::Result<quota::Usage> {
+        if !self.io.exists(&self.root.join(user_dir_name(name))) {
+            return Ok(quota::Usage::default());
+        }
+        self.user(name, now)?.quota_usage()
+    }
+
     /// Opens (creating on first use) a user's store.
     pub fn user(&self, name: &str, now: i64) -> std::io::Result<Rc<UserStore>> {
-        if let Some(u) = self.users.borrow().get(name) {
-            return Ok(u.clone());
+        let cached = self.users.borrow().get(name).cloned();
+        let u = match cached {
+            Some(u) => u,
+            None => {
+                let u = Rc::new(UserStore::open(self.io.clone(), &self.root, &user_dir_name(name), name, self.settings, now, self.committer.clone())?);
+                let mut users = self.users.borrow_mut();
+                if users.len() >= USERS_CACHED {
+                    users.retain(|_, u| Rc::strong_count(u) > 1 || u.manifest.is_dirty());
+                }
+                users.insert(name.to_string(), u.clone());
+                u
+            }
+        };
+        if let Some(source) = &self.quota_limits {
+            u.set_quota_limits(source(name));
         }
-        let u = Rc::new(UserStore::open(self.io.clone(), &self.root, &user_dir_name(name), name, self.settings, now, self.committer.clone())?);
-        let mut users = self.users.borrow_mut();
-        if users.len() >= USERS_CACHED {
-            users.retain(|_, u| Rc::strong_count(u) > 1 || u.manifest.is_dirty());
-        }
-        users.insert(name.to_string(), u.clone());
         Ok(u)
     }
 
@@ -241,6 +271,7 @@ pub struct UserStore {
     manifest: Rc<ManifestCell>,
     open: RefCell<HashMap<u32, MailboxRef>>,
     committer: Rc<Committer>,
+    ledger: quota::Ledger,
 }
 
 impl UserStore {
@@ -274,7 +305,7 @@ impl UserStore {
                 ManifestCell::unsaved(io.clone(), &path, m, new_dirs)
             }
         };
-        let u = UserStore { io, dir, name: name.to_string(), settings, manifest, open: RefCell::new(HashMap::new()), committer };
+        let u = UserStore { io, dir, name: name.to_string(), settings, manifest, open: RefCell::new(HashMap::new()), committer, ledger: Default::default() };
         u.remove_orphans();
         Ok(u)
     }
@@ -350,6 +381,7 @@ impl UserStore {
         mb.set_owner(self.manifest.clone());
         let mb = Rc::new(RefCell::new(mb));
         self.open.borrow_mut().insert(id, mb.clone());
+        self.ledger.opened(id);
         Ok(mb)
     }
 

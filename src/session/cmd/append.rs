@@ -12,6 +12,7 @@ use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Fla
 use crate::session::flags::{keyword_mask, split_flags};
 use crate::session::reply::{bad, no, not_durable, ok, store_error, when_durable};
 use crate::session::state::{Authed, Directive, Session, Streaming, User, Wait};
+use crate::store::quota::Claim;
 use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
 
 /// Messages one MULTIAPPEND may carry; more is refused with `[LIMIT]`
@@ -40,6 +41,8 @@ struct Received {
     flags: u8,
     keywords: u64,
     date: i64,
+    /// Its room in the user's quota, until it is stored.
+    _claim: Claim,
 }
 
 /// The message arriving now and what it will be stored with.
@@ -48,6 +51,7 @@ struct Incoming {
     flags: u8,
     keywords: u64,
     date: i64,
+    claim: Claim,
 }
 
 /// Where the message goes as it arrives.
@@ -67,9 +71,10 @@ struct Announced<'a> {
     binary: bool,
 }
 
-/// Checks a message's announcement and makes room for it; Err: the
-/// answer (already written) that ends the command.
-fn incoming(out: &mut Out, tag: &str, mbox: &MailboxRef, message_max: u64, now: i64, m: Announced<'_>) -> Result<Incoming, Directive> {
+/// Checks a message's announcement and makes room for it (on disk and in
+/// the user's quota, RFC 9208 4.3.1); Err: the answer (already written)
+/// that ends the command.
+fn incoming(out: &mut Out, tag: &str, (store, mbox): (&UserStore, &MailboxRef), message_max: u64, now: i64, m: Announced<'_>) -> Result<Incoming, Directive> {
     if m.size == 0 {
         return Err(no(out, tag, Some("CANNOT"), "Can't save a zero byte message."));
     }
@@ -78,8 +83,9 @@ fn incoming(out: &mut Out, tag: &str, mbox: &MailboxRef, message_max: u64, now: 
     }
     let (flags, kws) = split_flags(m.flags).map_err(|f| bad(out, tag, &format!("Invalid system flag {f}")))?;
     let keywords = keyword_mask(mbox, &kws).map_err(|e| store_error(out, tag, &e))?;
+    let claim = store.claim(1, m.size).map_err(|e| store_error(out, tag, &e))?;
     let sink = if m.binary { Sink::Binary(Vec::new()) } else { Sink::Store(mbox.borrow_mut().begin_append(m.size).map_err(|e| store_error(out, tag, &e))?) };
-    Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix) })
+    Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix), claim })
 }
 
 /// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
@@ -92,14 +98,14 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     let Ok(mbox) = target(&mut a, &h.tag, &h.mailbox, out) else { return Directive::RejectAppend };
     let message_max = a.cx.cfg.limits.message_max;
     let announced = Announced { flags: &h.flags, date: h.date, size: h.size, binary: h.binary };
-    let current = match incoming(out, &h.tag, &mbox, message_max, now, announced) {
+    let store = a.user.store.clone();
+    let current = match incoming(out, &h.tag, (&store, &mbox), message_max, now, announced) {
         Ok(c) => c,
         Err(_) => return Directive::RejectAppend,
     };
     if !h.nonsync {
         out.raw(b"+ Ready for literal data\r\n");
     }
-    let store = a.user.store.clone();
     a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None }));
     Directive::AcceptAppend
 }
@@ -147,13 +153,15 @@ pub fn run_whole(mut a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<
             }
         }
         let announced = Announced { flags: &m.flags, date: m.date, size: data.len() as u64, binary: false };
-        let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date }) = incoming(out, tag, &mbox, message_max, now, announced) else {
+        let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date, claim }) =
+            incoming(out, tag, (&a.user.store, &mbox), message_max, now, announced)
+        else {
             return Directive::Next;
         };
         if let Err(e) = mbox.borrow_mut().append_chunk(&mut handle, &data) {
             return store_error(out, tag, &e);
         }
-        received.push(Received { handle, flags, keywords, date });
+        received.push(Received { handle, flags, keywords, date, _claim: claim });
     }
     let store = a.user.store.clone();
     stored(tag.to_string(), mbox, store, received, out)
@@ -212,18 +220,21 @@ fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Rec
 impl Appending {
     /// The message that just arrived whole, ready to be stored.
     fn received(&mut self) -> Result<(), StoreError> {
-        let Incoming { sink, flags, keywords, date } = std::mem::replace(&mut self.current, Incoming::none());
-        let handle = match sink {
-            Sink::Store(h) => h,
-            Sink::Binary(v) => {
+        let Incoming { sink, flags, keywords, date, claim } = std::mem::replace(&mut self.current, Incoming::none());
+        let (handle, claim) = match (sink, claim) {
+            (Sink::Store(h), claim) => (h, claim),
+            (Sink::Binary(v), announced) => {
                 let data = crate::mime::base64_binary_parts(&v).unwrap_or(v);
+                // Re-encoded, the message is larger than announced: claim what it is.
+                drop(announced);
+                let claim = self.store.claim(1, data.len() as u64)?;
                 let mut mb = self.mbox.borrow_mut();
                 let mut h = mb.begin_append(data.len() as u64)?;
                 mb.append_chunk(&mut h, &data)?;
-                h
+                (h, claim)
             }
         };
-        self.received.push(Received { handle, flags, keywords, date });
+        self.received.push(Received { handle, flags, keywords, date, _claim: claim });
         Ok(())
     }
 }
@@ -231,7 +242,7 @@ impl Appending {
 impl Incoming {
     /// A placeholder between two messages.
     fn none() -> Incoming {
-        Incoming { sink: Sink::Binary(Vec::new()), flags: 0, keywords: 0, date: 0 }
+        Incoming { sink: Sink::Binary(Vec::new()), flags: 0, keywords: 0, date: 0, claim: Claim::nothing() }
     }
 }
 
@@ -259,7 +270,7 @@ impl Streaming for Appending {
             return Err(no(out, &self.tag, Some("LIMIT"), "Too many messages in one APPEND"));
         }
         let announced = Announced { flags: &m.flags, date: m.date, size: m.size, binary: m.binary };
-        self.current = incoming(out, &self.tag, &self.mbox, self.message_max, self.now, announced)?;
+        self.current = incoming(out, &self.tag, (&self.store, &self.mbox), self.message_max, self.now, announced)?;
         if !m.nonsync {
             out.raw(b"+ Ready for literal data\r\n");
         }

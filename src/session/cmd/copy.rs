@@ -11,6 +11,7 @@ use crate::session::flags::keyword_mask;
 use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
 use crate::session::walk::SetWalk;
+use crate::store::quota::Claim;
 use crate::store::{MailboxRef, UserStore};
 
 /// Bytes and messages copied per slice.
@@ -31,7 +32,7 @@ pub fn run(m: InMailbox<'_>, tag: String, set: &SequenceSet, mailbox: &Mailbox, 
         return no(out, &tag, Some("CANNOT"), "Mailbox is read-only");
     }
     let store = m.user.store.clone();
-    run_in_mailbox(Copy { tag, walk: SetWalk::new(set, uid), target, store, moved, src: Vec::new(), dst: Vec::new() })
+    run_in_mailbox(Copy { tag, walk: SetWalk::new(set, uid), target, store, moved, src: Vec::new(), dst: Vec::new(), claim: Claim::nothing() })
 }
 
 struct Copy {
@@ -44,6 +45,8 @@ struct Copy {
     /// UIDs copied so far, and their copies' UIDs.
     src: Vec<u32>,
     dst: Vec<u32>,
+    /// Room in the user's quota for copies not yet written.
+    claim: Claim,
 }
 
 impl MailboxCursor for Copy {
@@ -61,6 +64,16 @@ impl MailboxCursor for Copy {
                     // Nothing matched (UID sets may name no message): nothing to do.
                     let text = if self.moved { "No messages moved." } else { "No messages copied." };
                     return Progress::Done(ok(&self.tag, None, text));
+                }
+                // The copies' room in the user's quota, all of it before the
+                // first is written (RFC 9208 4.3.1). A MOVE stays within the
+                // user's one quota root: it adds nothing.
+                if !self.moved {
+                    let bytes = list.clone().filter_map(|(_, u)| src.find(u).map(|m| src.location(m).length)).sum();
+                    match self.store.claim(list.remaining() as u64, bytes) {
+                        Ok(c) => self.claim = c,
+                        Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
+                    }
                 }
             }
         }
@@ -107,6 +120,8 @@ impl Copy {
     /// expunges the originals (from `source`) and answers once that is
     /// durable too.
     fn finish(&mut self, source: MailboxRef) -> Directive {
+        // Written: the copies count in the target's totals now.
+        self.claim = Claim::nothing();
         let ticket = self.store.durable(&self.target);
         let (tag, target, moved, store) = (self.tag.clone(), self.target.clone(), self.moved, self.store.clone());
         let (src, dst) = (std::mem::take(&mut self.src), std::mem::take(&mut self.dst));

@@ -23,6 +23,7 @@ pub mod login;
 mod logout;
 mod namespace;
 mod noop;
+mod quota;
 mod rename;
 mod search;
 mod select;
@@ -69,6 +70,9 @@ fn spec(body: &CommandBody) -> Spec {
         | Status { .. }
         | Idle
         | Compress(_)
+        | GetQuota(_)
+        | GetQuotaRoot(_)
+        | SetQuota { .. }
         | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
@@ -170,6 +174,9 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         Lsub { reference, pattern } => list::lsub(authed!(), &tag, &reference, &pattern, out),
         Namespace => namespace::run(&tag, out),
         Status { mailbox, items } => status::run(authed!(), &tag, &mailbox, &items, out),
+        GetQuota(root) => quota::get(authed!(), &tag, &root, out),
+        GetQuotaRoot(mailbox) => quota::get_root(authed!(), &tag, &mailbox, out),
+        SetQuota { .. } => quota::set(&tag, out),
         AppendWhole { mailbox, messages } => append::run_whole(authed!(), &tag, &mailbox, messages, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),

@@ -198,6 +198,8 @@ pub enum StoreError {
     TooManyKeywords,
     /// A sync failed earlier, or the mailbox was deleted; it refuses writes.
     Poisoned,
+    /// The user's quota (RFC 9208) has no room for it: NO [OVERQUOTA].
+    OverQuota,
 }
 
 impl From<io::Error> for StoreError {
@@ -217,6 +219,7 @@ impl std::fmt::Display for StoreError {
             StoreError::Full => f.write_str("no space left on the disk"),
             StoreError::TooManyKeywords => f.write_str("too many keywords in this mailbox"),
             StoreError::Poisoned => f.write_str("an earlier sync failed; mailbox is read-only until reopened"),
+            StoreError::OverQuota => f.write_str("quota exceeded"),
         }
     }
 }
@@ -265,6 +268,8 @@ pub struct Mailbox {
     unseen: u32,
     deleted: u32,
     size: u64,
+    /// Bytes of the messages flagged \Deleted (STATUS DELETED-STORAGE).
+    deleted_size: u64,
     dead_bytes: u64,
     live_bytes: u64,
     reclaim: Reclaim,
@@ -348,6 +353,7 @@ impl Mailbox {
         self.unseen = 0;
         self.deleted = 0;
         self.size = 0;
+        self.deleted_size = 0;
         self.live_bytes = 0;
         for i in 0..self.msgs.len() {
             let m = self.msgs[i];
@@ -365,11 +371,14 @@ impl Mailbox {
         add(&mut self.unseen, m.flags & format::F_SEEN == 0);
         add(&mut self.deleted, m.flags & format::F_DELETED != 0);
         let span = RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));
+        let deleted = if m.flags & format::F_DELETED != 0 { l.length } else { 0 };
         if sign > 0 {
             self.size += l.length;
+            self.deleted_size += deleted;
             self.live_bytes += span;
         } else {
             self.size -= l.length;
+            self.deleted_size -= deleted;
             self.live_bytes -= span;
         }
     }
@@ -403,6 +412,16 @@ impl Mailbox {
 
     pub fn size(&self) -> u64 {
         self.size
+    }
+
+    /// Bytes an EXPUNGE would remove (RFC 9208 4.1.4, DELETED-STORAGE).
+    pub fn deleted_size(&self) -> u64 {
+        self.deleted_size
+    }
+
+    /// Messages appended but not yet committed, and their bytes.
+    pub(crate) fn staged_totals(&self) -> (u64, u64) {
+        (self.staged.len() as u64, self.staged.iter().map(|s| s.rec.location().length).sum())
     }
 
     /// Bumped by every change sessions can see.

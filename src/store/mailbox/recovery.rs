@@ -80,6 +80,7 @@ impl Mailbox {
             unseen: 0,
             deleted: 0,
             size: 0,
+            deleted_size: 0,
             dead_bytes: 0,
             live_bytes: 0,
             reclaim: Default::default(),
