@@ -478,3 +478,70 @@ fn hostile_messages_by_every_path_are_stored_and_served() {
     let r = c.cmd("g", "SEARCH TO user99999@example.com");
     assert!(r[0].starts_with("* SEARCH 7 8 9"), "{:?}", r[0]);
 }
+
+/// Quota (RFC 9208) on every delivery path: `ringmail deliver` storing
+/// itself (exit 73) and handing over to a running server, LMTP with a
+/// reply per recipient (552 5.2.2, RFC 3463 X.2.2), `[quota] temporary`
+/// (452 4.2.2), and `ringmail user quota` with and without a server.
+#[test]
+fn quota_refuses_delivery_by_every_path() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret::::::userdb_quota_rule=*:messages=2\nann:{PLAIN}pw\n").unwrap();
+    let ringmail = |args: &[&str], input: &[u8]| -> (i32, String, String) {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(input).unwrap();
+        let out = child.wait_with_output().unwrap();
+        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let deliver = |user: &str| ringmail(&["deliver", "--user", user], b"Subject: q\n\nbody\n");
+    assert_eq!(deliver("joe").0, 0);
+    assert_eq!(deliver("joe").0, 0);
+    let (code, _, err) = deliver("joe");
+    assert_eq!(code, 73, "EX_CANTCREAT: {err}");
+    assert!(err.contains("quota"), "{err}");
+    let (code, table, _) = ringmail(&["user", "quota", "joe"], b"");
+    assert_eq!(code, 0);
+    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["User", "quota", "MESSAGE", "2", "2", "100"]), "{table}");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(dir.path())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let lmtp: SocketAddr = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
+        if let Some(rest) = line.split("LMTP: [").nth(1) {
+            break rest.split(']').next().unwrap().parse().unwrap();
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let r = transaction(lmtp, true, &["joe@example.org", "ann@example.org"], b"Subject: two\r\n\r\nx\r\n");
+    assert!(r[0].starts_with("552 5.2.2 ") && r[0].contains("<joe@example.org>"), "{r:?}");
+    assert!(r[1].starts_with("250 "), "{r:?}");
+    // Handed over to the server, refused by it: still a bounce.
+    assert_eq!(deliver("joe").0, 73);
+    // A read-only look beside the running server.
+    let (_, table, _) = ringmail(&["user", "quota", "ann"], b"");
+    assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["User", "quota", "MESSAGE", "1", "-", "0"]), "{table}");
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
+
+    // Configured as temporary: 452 4.2.2, so the sender retries.
+    let ts = TestServer::start(Driver::Auto, |c| c.quota.temporary = true);
+    std::fs::write(ts.data_dir().join("users"), "joe:{PLAIN}secret::::::quota_rule=*:storage=1k\n").unwrap();
+    let big = format!("Subject: big\r\n\r\n{}\r\n", "y".repeat(2000));
+    let r = transaction(ts.lmtp.unwrap(), true, &["joe@example.org"], big.as_bytes());
+    assert!(r[0].starts_with("452 4.2.2 "), "{r:?}");
+}

@@ -267,6 +267,7 @@ transcripts!(
     catenate,
     compress,
     quota,
+    replace,
     fetch,
     store_and_search,
     copy_move_expunge,

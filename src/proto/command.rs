@@ -61,10 +61,12 @@ pub enum CommandBody {
     },
     Namespace,
     /// APPEND with CATENATE (RFC 4469), MULTIAPPEND included: parsed with
-    /// its literals, not streamed (those without CATENATE are).
+    /// its literals, not streamed (those without CATENATE are). A REPLACE
+    /// (RFC 8508) when `replace` is set.
     AppendWhole {
         mailbox: Mailbox,
         messages: Vec<AppendWhole>,
+        replace: Option<Replace>,
     },
     Status {
         mailbox: Mailbox,
@@ -140,7 +142,8 @@ impl CommandBody {
             StartTls => "STARTTLS",
             Authenticate { .. } => "AUTHENTICATE",
             Login { .. } => "LOGIN",
-            AppendWhole { .. } => "APPEND",
+            AppendWhole { replace: None, .. } => "APPEND",
+            AppendWhole { replace: Some(_), .. } => "REPLACE",
             Enable(_) => "ENABLE",
             Compress(_) => "COMPRESS",
             GetQuota(_) => "GETQUOTA",
@@ -527,4 +530,14 @@ pub struct AppendHeader {
     pub binary: bool,
     /// `{n+}`: the data follows without a continuation request.
     pub nonsync: bool,
+    /// REPLACE (RFC 8508): the message the new one replaces.
+    pub replace: Option<Replace>,
+}
+
+/// The message a REPLACE or UID REPLACE (RFC 8508 3) replaces in the
+/// selected mailbox: one sequence number (or `*`), or one UID.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replace {
+    pub message: SequenceSet,
+    pub uid: bool,
 }

@@ -49,11 +49,14 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
     let mut p = Parser::new(buf, tokens, 4);
     let tag = p.tag().ok()?;
     p.sp().ok()?;
-    let name = p.atom_upper().ok()?;
-    if name != "APPEND" {
-        return None;
-    }
+    let uid = match p.atom_upper().ok()?.as_str() {
+        "APPEND" => None,
+        "REPLACE" => Some(false),
+        "UID" if p.sp().is_ok() && p.atom_upper().ok()? == "REPLACE" => Some(true),
+        _ => return None,
+    };
     let r = (|| -> R<Option<AppendHeader>> {
+        let replace = uid.map(|uid| p.replace_target(uid)).transpose()?;
         p.sp()?;
         let mailbox = p.mailbox()?;
         if p.catenate_ahead() {
@@ -61,7 +64,7 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
             return Ok(None);
         }
         let (flags, date) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
-        Ok(Some(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false }))
+        Ok(Some(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false, replace }))
     })();
     match r {
         Ok(Some(mut h)) => {
@@ -121,7 +124,7 @@ impl<'a> Parser<'a> {
     /// `APPEND mailbox 1*append-message` read whole (RFC 4469 5, with
     /// MULTIAPPEND's RFC 3502): each message's flags and date, then its
     /// literal or `CATENATE (` its TEXT literals and URLs `)`.
-    fn append_whole(&mut self) -> R<CommandBody> {
+    fn append_whole(&mut self, replace: Option<Replace>) -> R<CommandBody> {
         self.sp()?;
         let mailbox = self.mailbox()?;
         let mut messages = Vec::new();
@@ -159,7 +162,23 @@ impl<'a> Parser<'a> {
         if messages.is_empty() {
             return Err("APPEND needs a message".into());
         }
-        Ok(CommandBody::AppendWhole { mailbox, messages })
+        if replace.is_some() && messages.len() > 1 {
+            return Err("REPLACE takes one message".into());
+        }
+        Ok(CommandBody::AppendWhole { mailbox, messages, replace })
+    }
+
+    /// ` seq-number` or ` uid` of REPLACE / UID REPLACE (RFC 8508 5): one
+    /// number, or `*`.
+    fn replace_target(&mut self, uid: bool) -> R<Replace> {
+        self.sp()?;
+        let a = self.atom()?;
+        let message = match a {
+            b"*" => parse_sequence_set(a),
+            _ => parse_number(a).and_then(|n| u32::try_from(n).ok()).filter(|&n| n > 0).map(SequenceSet::single),
+        }
+        .ok_or_else(|| "Expected a message number".to_string())?;
+        Ok(Replace { message, uid })
     }
 
     /// ` [flag-list] [date-time]` before an APPEND message's literal, which
@@ -543,10 +562,18 @@ impl<'a> Parser<'a> {
                         self.sp()?;
                         CommandBody::Expunge { uids: Some(self.sequence_set()?) }
                     }
+                    "REPLACE" => {
+                        let r = self.replace_target(true)?;
+                        self.append_whole(Some(r))?
+                    }
                     _ => return Err(format!("Unknown UID command {sub}")),
                 }
             }
-            "APPEND" => self.append_whole()?,
+            "APPEND" => self.append_whole(None)?,
+            "REPLACE" => {
+                let r = self.replace_target(false)?;
+                self.append_whole(Some(r))?
+            }
             _ => return Err("Unknown command".into()),
         };
         self.end()?;

@@ -15,6 +15,7 @@ const AUTHENTICATED: &[&str] = &[
     "UIDPLUS",
     "MULTIAPPEND",
     "CATENATE",
+    "REPLACE",
     "MOVE",
     "CHILDREN",
     "SPECIAL-USE",

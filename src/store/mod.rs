@@ -335,6 +335,39 @@ impl UserStore {
         self.dir.join("boxes").join(id.to_string())
     }
 
+    pub fn quota_limits(&self) -> crate::config::QuotaLimits {
+        self.ledger.limits()
+    }
+
+    /// Sets the user's limits (from the user database, on every open).
+    pub fn set_quota_limits(&self, limits: crate::config::QuotaLimits) {
+        self.ledger.set_limits(limits);
+    }
+
+    /// What the user's mailboxes hold now (see `quota.rs`).
+    pub fn quota_usage(&self) -> std::io::Result<quota::Usage> {
+        let boxes: Vec<(u32, u32)> = self.manifest.get().entries.iter().filter(|e| !e.noselect).map(|e| (e.id, e.uidvalidity)).collect();
+        let uidvalidity = |id: u32| boxes.iter().find(|b| b.0 == id).map_or(0, |b| b.1);
+        self.ledger.usage(
+            boxes.iter().map(|b| b.0),
+            |id| self.open.borrow().get(&id).map(|mb| mb.borrow().quota_usage()),
+            |id| {
+                let dir = self.box_dir(id);
+                if !self.io.exists(&dir) {
+                    return Ok(quota::Usage::default());
+                }
+                Ok(Mailbox::open(self.io.clone(), &dir, uidvalidity(id), self.settings)?.quota_usage())
+            },
+        )
+    }
+
+    /// Claims room for `messages` more messages of `bytes` in all, or
+    /// refuses with [`StoreError::OverQuota`] if they would not fit beside
+    /// what is stored and claimed. Nothing is read for a user without limits.
+    pub fn claim(&self, messages: u64, bytes: u64) -> Result<quota::Claim, StoreError> {
+        self.ledger.claim(quota::Usage { messages, bytes }, || self.quota_usage())
+    }
+
     /// A ticket for the user's list of mailboxes (after CREATE, DELETE,
     /// RENAME, SUBSCRIBE, UNSUBSCRIBE).
     pub fn manifest_durable(&self) -> Ticket {

@@ -14,14 +14,13 @@
 //!
 //! Atomic on one worker: all of a user's sessions and deliveries run on
 //! one thread, and an append claims its size before streaming it (see
-//! [`UserStore::claim`]), so two appends cannot both fit into room for one.
+//! `UserStore::claim`), so two appends cannot both fit into room for one.
 
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
 use super::mailbox::{Mailbox, StoreError};
-use super::UserStore;
 use crate::config::QuotaLimits;
 
 /// What counts against a quota.
@@ -94,51 +93,54 @@ impl Mailbox {
     }
 }
 
-impl UserStore {
-    pub fn quota_limits(&self) -> QuotaLimits {
-        self.ledger.limits.get()
+impl Ledger {
+    pub(super) fn limits(&self) -> QuotaLimits {
+        self.limits.get()
     }
 
-    /// Sets the user's limits (from the user database, on every open).
-    pub fn set_quota_limits(&self, limits: QuotaLimits) {
-        self.ledger.limits.set(limits);
+    pub(super) fn set_limits(&self, limits: QuotaLimits) {
+        self.limits.set(limits);
     }
 
-    /// What the user's mailboxes hold now.
-    pub fn quota_usage(&self) -> std::io::Result<Usage> {
-        let entries: Vec<(u32, u32)> = self.manifest.get().entries.iter().filter(|e| !e.noselect).map(|e| (e.id, e.uidvalidity)).collect();
+    /// The sum over the user's mailboxes (by id): `live` totals of an open
+    /// one, else its remembered totals, else what `read_closed` finds
+    /// (then remembered).
+    pub(super) fn usage(
+        &self,
+        ids: impl Iterator<Item = u32>,
+        live: impl Fn(u32) -> Option<Usage>,
+        read_closed: impl Fn(u32) -> std::io::Result<Usage>,
+    ) -> std::io::Result<Usage> {
         let mut total = Usage::default();
-        for (id, uidvalidity) in entries {
-            if let Some(mb) = self.open.borrow().get(&id) {
-                total = total.plus(mb.borrow().quota_usage());
-                continue;
-            }
-            if let Some(u) = self.ledger.closed.borrow().get(&id) {
-                total = total.plus(*u);
-                continue;
-            }
-            let dir = self.box_dir(id);
-            let u = if self.io.exists(&dir) { Mailbox::open(self.io.clone(), &dir, uidvalidity, self.settings)?.quota_usage() } else { Usage::default() };
-            self.ledger.closed.borrow_mut().insert(id, u);
+        for id in ids {
+            let u = match live(id) {
+                Some(u) => u,
+                None => {
+                    let known = self.closed.borrow().get(&id).copied();
+                    match known {
+                        Some(u) => u,
+                        None => {
+                            let u = read_closed(id)?;
+                            self.closed.borrow_mut().insert(id, u);
+                            u
+                        }
+                    }
+                }
+            };
             total = total.plus(u);
         }
         Ok(total)
     }
 
-    /// Claims room for `messages` more messages of `bytes` in all, or
-    /// refuses with [`StoreError::OverQuota`] if they would not fit beside
-    /// what is stored and claimed. Nothing is read for a user without limits.
-    pub fn claim(&self, messages: u64, bytes: u64) -> Result<Claim, StoreError> {
-        let want = Usage { messages, bytes };
-        let limits = self.quota_limits();
-        if !limits.is_unlimited() {
-            let held = self.quota_usage()?.plus(self.ledger.claimed.get());
-            if !held.plus(want).fits(limits) {
-                return Err(StoreError::OverQuota);
-            }
+    /// Claims room for `want` beside what is stored (`stored`, read only
+    /// for a user with limits) and claimed, or refuses with
+    /// [`StoreError::OverQuota`].
+    pub(super) fn claim(&self, want: Usage, stored: impl FnOnce() -> std::io::Result<Usage>) -> Result<Claim, StoreError> {
+        let limits = self.limits();
+        if !limits.is_unlimited() && !stored()?.plus(self.claimed.get()).plus(want).fits(limits) {
+            return Err(StoreError::OverQuota);
         }
-        let claimed = self.ledger.claimed.clone();
-        claimed.set(claimed.get().plus(want));
-        Ok(Claim { claimed, usage: want })
+        self.claimed.set(self.claimed.get().plus(want));
+        Ok(Claim { claimed: self.claimed.clone(), usage: want })
     }
 }

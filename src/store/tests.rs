@@ -124,3 +124,56 @@ fn delete_removes_files_after_the_change_is_durable() {
     let s3 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
     assert!(s3.user("u", 1_000).unwrap().mailbox("Trash").is_err());
 }
+
+/// Quota usage (RFC 9208) is the mailboxes' own totals: exact after a
+/// crash (only what was durable counts), across compaction, and read from
+/// mailboxes that are not open; claims keep two appends from both taking
+/// the last room.
+#[test]
+fn quota_usage_is_exact_across_crash_and_compaction() {
+    use crate::config::QuotaLimits;
+    let limits = QuotaLimits { storage: Some(100_000), messages: Some(50) };
+    let with_quota = |io: Rc<dyn Io>| {
+        let mut s = Store::new(io, Path::new("/d/mail"), Settings::default());
+        s.set_quota_source(Rc::new(move |_: &str| limits));
+        s
+    };
+    let io = Rc::new(MemIo::new());
+    let s = with_quota(io.clone());
+    let u = s.user("u", 1_000).unwrap();
+    let msg = |i: usize| format!("Subject: {i}\r\n\r\n{}\r\n", "x".repeat(4000)).into_bytes();
+    let (inbox, trash) = (u.mailbox("INBOX").unwrap(), u.mailbox("Trash").unwrap());
+    let mut durable = quota::Usage::default();
+    for i in 0..12 {
+        let mb = if i % 3 == 0 { &trash } else { &inbox };
+        let _claim = u.claim(1, msg(i).len() as u64).unwrap();
+        mb.borrow_mut().append_bytes(&msg(i), 0, 0, 5).unwrap();
+        durable.messages += 1;
+        durable.bytes += msg(i).len() as u64;
+    }
+    wait(&s, u.durable(&inbox)).unwrap();
+    wait(&s, u.durable(&trash)).unwrap();
+    assert_eq!(u.quota_usage().unwrap(), durable);
+    // Room for 100,000 bytes: 12 messages of 4,015 take 48,180; a claim of
+    // 40,000 leaves too little for another of 20,000 until it is dropped.
+    let held = u.claim(1, 40_000).unwrap();
+    assert!(matches!(u.claim(1, 20_000), Err(StoreError::OverQuota)));
+    drop(held);
+    let _fits = u.claim(1, 20_000).unwrap();
+    // Appended but never synced: gone after the crash, and not counted.
+    inbox.borrow_mut().append_bytes(&msg(99), 0, 0, 5).unwrap();
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s2 = with_quota(crashed);
+    let u2 = s2.user("u", 1_000).unwrap();
+    // Read with neither mailbox open (each opened once, then remembered).
+    assert_eq!(u2.quota_usage().unwrap(), durable);
+    let inbox2 = u2.mailbox("INBOX").unwrap();
+    let doomed: Vec<u32> = inbox2.borrow().msgs().iter().take(5).map(|m| m.uid).collect();
+    inbox2.borrow_mut().expunge(&doomed).unwrap();
+    let left = quota::Usage { messages: durable.messages - 5, bytes: durable.bytes - 5 * msg(1).len() as u64 };
+    assert_eq!(u2.quota_usage().unwrap(), left);
+    while !inbox2.borrow_mut().compact_step(10_000).unwrap() {}
+    inbox2.borrow_mut().checkpoint().unwrap();
+    assert_eq!(u2.quota_usage().unwrap(), left, "compaction moves mail without changing usage");
+    assert_eq!(u2.quota_limits(), limits);
+}

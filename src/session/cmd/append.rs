@@ -1,16 +1,18 @@
 //! APPEND (RFC 9051 6.3.12, UIDPLUS RFC 4315, LITERAL+ RFC 7888,
-//! APPENDLIMIT RFC 7889, MULTIAPPEND RFC 3502). Each message streams into
-//! the store as it arrives; when the command line ends, all of them are
-//! stored in one log write (none if any was refused or failed) and
-//! acknowledged (with APPENDUID) only once durable.
+//! APPENDLIMIT RFC 7889, MULTIAPPEND RFC 3502) and REPLACE (RFC 8508).
+//! Each message streams into the store as it arrives; when the command
+//! line ends, all of them are stored in one log write (none if any was
+//! refused or failed) and acknowledged (with APPENDUID) only once durable.
+//! A REPLACE then expunges the message it replaces, like MOVE its
+//! originals.
 
 use std::rc::Rc;
 
 use crate::proto::imapurl;
 use crate::proto::parse::parse_url_section;
-use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Flag, Mailbox, Out, Section};
+use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Flag, Mailbox, Out, Replace, Section};
 use crate::session::flags::{keyword_mask, split_flags};
-use crate::session::reply::{bad, no, not_durable, ok, store_error, when_durable};
+use crate::session::reply::{bad, no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{Authed, Directive, Session, Streaming, User, Wait};
 use crate::store::quota::Claim;
 use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
@@ -33,6 +35,17 @@ struct Appending {
     current: Incoming,
     /// A write failed; the rest of the literal is read and dropped.
     failed: Option<StoreError>,
+    /// REPLACE: the message the new one replaces.
+    replacing: Option<Replaced>,
+}
+
+/// The message a REPLACE removes once its replacement is stored: in the
+/// selected mailbox, by UID, with its size (which its replacement may
+/// reuse in the user's quota).
+struct Replaced {
+    mbox: MailboxRef,
+    uid: u32,
+    size: u64,
 }
 
 /// A message received whole, with what it is stored with.
@@ -74,7 +87,15 @@ struct Announced<'a> {
 /// Checks a message's announcement and makes room for it (on disk and in
 /// the user's quota, RFC 9208 4.3.1); Err: the answer (already written)
 /// that ends the command.
-fn incoming(out: &mut Out, tag: &str, (store, mbox): (&UserStore, &MailboxRef), message_max: u64, now: i64, m: Announced<'_>) -> Result<Incoming, Directive> {
+fn incoming(
+    out: &mut Out,
+    tag: &str,
+    (store, mbox): (&UserStore, &MailboxRef),
+    message_max: u64,
+    now: i64,
+    m: Announced<'_>,
+    replacing: Option<&Replaced>,
+) -> Result<Incoming, Directive> {
     if m.size == 0 {
         return Err(no(out, tag, Some("CANNOT"), "Can't save a zero byte message."));
     }
@@ -83,7 +104,13 @@ fn incoming(out: &mut Out, tag: &str, (store, mbox): (&UserStore, &MailboxRef), 
     }
     let (flags, kws) = split_flags(m.flags).map_err(|f| bad(out, tag, &format!("Invalid system flag {f}")))?;
     let keywords = keyword_mask(mbox, &kws).map_err(|e| store_error(out, tag, &e))?;
-    let claim = store.claim(1, m.size).map_err(|e| store_error(out, tag, &e))?;
+    // A replacement takes the place of the message it replaces (RFC 8508:
+    // quota counts what the mailboxes hold after the command).
+    let claim = match replacing {
+        Some(r) => store.claim(0, m.size.saturating_sub(r.size)),
+        None => store.claim(1, m.size),
+    };
+    let claim = claim.map_err(|e| store_error(out, tag, &e))?;
     let sink = if m.binary { Sink::Binary(Vec::new()) } else { Sink::Store(mbox.borrow_mut().begin_append(m.size).map_err(|e| store_error(out, tag, &e))?) };
     Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix), claim })
 }
@@ -91,6 +118,11 @@ fn incoming(out: &mut Out, tag: &str, (store, mbox): (&UserStore, &MailboxRef), 
 /// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
 /// EXPUNGE responses.
 pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Directive {
+    let replacing = match h.replace.as_ref().map(|r| replaced(s, &h.tag, r, out)) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => return Directive::RejectAppend,
+        None => None,
+    };
     let Some(mut a) = s.authed() else {
         out.tagged(&h.tag, "BAD", None, "Command not valid before authentication");
         return Directive::RejectAppend;
@@ -99,15 +131,47 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     let message_max = a.cx.cfg.limits.message_max;
     let announced = Announced { flags: &h.flags, date: h.date, size: h.size, binary: h.binary };
     let store = a.user.store.clone();
-    let current = match incoming(out, &h.tag, (&store, &mbox), message_max, now, announced) {
+    let current = match incoming(out, &h.tag, (&store, &mbox), message_max, now, announced, replacing.as_ref()) {
         Ok(c) => c,
         Err(_) => return Directive::RejectAppend,
     };
     if !h.nonsync {
         out.raw(b"+ Ready for literal data\r\n");
     }
-    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None }));
+    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None, replacing }));
     Directive::AcceptAppend
+}
+
+/// The message a REPLACE names (RFC 8508 3.2, 3.3): valid only with a
+/// mailbox selected read-write; a sequence number beyond the mailbox is
+/// BAD, a UID that is not there NO. Err: the answer is written.
+fn replaced(s: &mut Session, tag: &str, r: &Replace, out: &mut Out) -> Result<Replaced, ()> {
+    let Some(m) = s.in_mailbox() else {
+        if s.authed().is_some() {
+            bad(out, tag, "REPLACE needs a selected mailbox");
+        } else {
+            bad(out, tag, "Command not valid before authentication");
+        }
+        return Err(());
+    };
+    if m.sel.read_only {
+        no(out, tag, Some("READ-ONLY"), "Mailbox is read-only");
+        return Err(());
+    }
+    let Some(mut selection) = m.sel.select(&r.message, r.uid) else {
+        bad(out, tag, "Invalid message sequence number");
+        return Err(());
+    };
+    let mbox = m.sel.mbox.clone();
+    let found = selection.next().and_then(|(_, uid)| {
+        let mb = mbox.borrow();
+        mb.find(uid).map(|msg| (uid, mb.location(msg).length))
+    });
+    let Some((uid, size)) = found else {
+        no(out, tag, Some("NONEXISTENT"), "The message to replace does not exist");
+        return Err(());
+    };
+    Ok(Replaced { mbox, uid, size })
 }
 
 /// The mailbox an APPEND stores into (its answer may carry EXPUNGE
@@ -127,7 +191,15 @@ fn target(a: &mut Authed<'_>, tag: &str, mailbox: &Mailbox, out: &mut Out) -> Re
 /// literal or CATENATE parts (RFC 4469), TEXT as sent and URLs resolved to
 /// (parts of) messages in the user's mailboxes. All are stored together,
 /// or none ([BADURL] for a URL that does not resolve, RFC 4469 4).
-pub fn run_whole(mut a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<AppendWhole>, now: i64, out: &mut Out) -> Directive {
+pub fn run_whole(s: &mut Session, tag: &str, mailbox: &Mailbox, messages: Vec<AppendWhole>, replace: Option<Replace>, now: i64, out: &mut Out) -> Directive {
+    let replacing = match replace.as_ref().map(|r| replaced(s, tag, r, out)) {
+        Some(Ok(r)) => Some(r),
+        Some(Err(())) => return Directive::Next,
+        None => None,
+    };
+    let Some(mut a) = s.authed() else {
+        return bad(out, tag, "Command not valid before authentication");
+    };
     let Ok(mbox) = target(&mut a, tag, mailbox, out) else { return Directive::Next };
     let message_max = a.cx.cfg.limits.message_max;
     if messages.len() > MESSAGES_MAX {
@@ -154,7 +226,7 @@ pub fn run_whole(mut a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<
         }
         let announced = Announced { flags: &m.flags, date: m.date, size: data.len() as u64, binary: false };
         let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date, claim }) =
-            incoming(out, tag, (&a.user.store, &mbox), message_max, now, announced)
+            incoming(out, tag, (&a.user.store, &mbox), message_max, now, announced, replacing.as_ref())
         else {
             return Directive::Next;
         };
@@ -164,7 +236,7 @@ pub fn run_whole(mut a: Authed<'_>, tag: &str, mailbox: &Mailbox, messages: Vec<
         received.push(Received { handle, flags, keywords, date, _claim: claim });
     }
     let store = a.user.store.clone();
-    stored(tag.to_string(), mbox, store, received, out)
+    stored(tag.to_string(), mbox, store, received, replacing, out)
 }
 
 /// The bytes an IMAP URL names in the user's mailboxes (RFC 4469 5: the
@@ -189,8 +261,10 @@ fn url_bytes(user: &User, url: &str) -> Option<Vec<u8>> {
     Some(data.window(u.partial.map(|(origin, len)| (origin, len.unwrap_or(u64::MAX)))).bytes().to_vec())
 }
 
-/// Stores `received` together and answers once durable, with APPENDUID.
-fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Received>, out: &mut Out) -> Directive {
+/// Stores `received` together and answers once durable, with APPENDUID;
+/// a REPLACE then expunges what it replaces and answers once that is
+/// durable too (RFC 8508 3.4: APPENDUID in an untagged OK, then EXPUNGE).
+fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Received>, replacing: Option<Replaced>, out: &mut Out) -> Directive {
     let batch = received.into_iter().map(|r| (r.handle, r.flags, r.keywords, r.date)).collect();
     let r = mbox.borrow_mut().finish_appends(batch);
     match r {
@@ -198,18 +272,26 @@ fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Rec
             let ticket = store.durable(&mbox);
             when_durable(
                 ticket,
-                Box::new(move |r, out| match r {
-                    Ok(()) => {
-                        // RFC 4315 3: one UID, or the range of a MULTIAPPEND's.
-                        let set = match (uids.first(), uids.last()) {
-                            (Some(f), Some(l)) if f != l => format!("{f}:{l}"),
-                            (Some(f), _) => f.to_string(),
-                            _ => String::new(),
-                        };
-                        let code = format!("APPENDUID {} {set}", mbox.borrow().uidvalidity());
-                        ok(&tag, Some(&code), "Append completed.")
+                Box::new(move |r, out| {
+                    if let Err(e) = r {
+                        return not_durable(out, &tag, &e);
                     }
-                    Err(e) => not_durable(out, &tag, &e),
+                    // RFC 4315 3: one UID, or the range of a MULTIAPPEND's.
+                    let set = match (uids.first(), uids.last()) {
+                        (Some(f), Some(l)) if f != l => format!("{f}:{l}"),
+                        (Some(f), _) => f.to_string(),
+                        _ => String::new(),
+                    };
+                    let code = format!("APPENDUID {} {set}", mbox.borrow().uidvalidity());
+                    let Some(old) = replacing else { return ok(&tag, Some(&code), "Append completed.") };
+                    out.untagged_status("OK", Some(&code), "Replacement Message ID");
+                    let r = old.mbox.borrow_mut().expunge(&[old.uid]);
+                    match r {
+                        // Expunged meanwhile by another session: replaced all the same.
+                        Ok(gone) if gone.is_empty() => ok(&tag, None, "Replace completed."),
+                        Ok(_) => ok_when_durable(store.durable(&old.mbox), &tag, None, "Replace completed."),
+                        Err(e) => store_error(out, &tag, &e),
+                    }
                 }),
             )
         }
@@ -266,11 +348,14 @@ impl Streaming for Appending {
             return Err(store_error(out, &self.tag, &e));
         }
         self.received().map_err(|e| store_error(out, &self.tag, &e))?;
+        if self.replacing.is_some() {
+            return Err(bad(out, &self.tag, "REPLACE takes one message"));
+        }
         if self.received.len() >= MESSAGES_MAX {
             return Err(no(out, &self.tag, Some("LIMIT"), "Too many messages in one APPEND"));
         }
         let announced = Announced { flags: &m.flags, date: m.date, size: m.size, binary: m.binary };
-        self.current = incoming(out, &self.tag, (&self.store, &self.mbox), self.message_max, self.now, announced)?;
+        self.current = incoming(out, &self.tag, (&self.store, &self.mbox), self.message_max, self.now, announced, None)?;
         if !m.nonsync {
             out.raw(b"+ Ready for literal data\r\n");
         }
@@ -288,6 +373,6 @@ impl Streaming for Appending {
         if let Err(e) = a.received() {
             return store_error(out, &a.tag, &e);
         }
-        stored(a.tag, a.mbox, a.store, a.received, out)
+        stored(a.tag, a.mbox, a.store, a.received, a.replacing, out)
     }
 }

@@ -177,7 +177,7 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         GetQuota(root) => quota::get(authed!(), &tag, &root, out),
         GetQuotaRoot(mailbox) => quota::get_root(authed!(), &tag, &mailbox, out),
         SetQuota { .. } => quota::set(&tag, out),
-        AppendWhole { mailbox, messages } => append::run_whole(authed!(), &tag, &mailbox, messages, now, out),
+        AppendWhole { mailbox, messages, replace } => append::run_whole(s, &tag, &mailbox, messages, replace, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),
         Close | Unselect => {
