@@ -145,7 +145,7 @@ fn list_of_many_mailboxes_goes_out_in_slices() {
     let user = b.store.user("u", NOW).unwrap();
     let long = "x".repeat(200);
     for i in 0..3000 {
-        user.create(&format!("Folders/{long}{i:04}"), NOW).unwrap();
+        user.create(&format!("Folders/{long}{i:04}"), None, NOW).unwrap();
     }
     let (Ran(text, slices), ended) = b.run(0, "l LIST \"\" \"*\" RETURN (STATUS (MESSAGES))\r\n");
     assert_eq!(ended, Ended::Read);

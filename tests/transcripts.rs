@@ -268,6 +268,7 @@ transcripts!(
     compress,
     quota,
     replace,
+    create_special_use,
     fetch,
     store_and_search,
     copy_move_expunge,

@@ -45,7 +45,9 @@ pub enum CommandBody {
         read_only: bool,
         params: SelectParams,
     },
-    Create(Mailbox),
+    /// CREATE, with the special-use attributes of `(USE (...))` (RFC 6154
+    /// 3), upper-cased.
+    Create(Mailbox, Vec<String>),
     Delete(Mailbox),
     Rename {
         from: Mailbox,
@@ -151,7 +153,7 @@ impl CommandBody {
             SetQuota { .. } => "SETQUOTA",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
-            Create(_) => "CREATE",
+            Create(..) => "CREATE",
             Delete(_) => "DELETE",
             Rename { .. } => "RENAME",
             Subscribe(_) => "SUBSCRIBE",

@@ -504,12 +504,8 @@ impl<'a> Parser<'a> {
             "CREATE" | "DELETE" | "SUBSCRIBE" | "UNSUBSCRIBE" => {
                 self.sp()?;
                 let m = self.mailbox()?;
-                if name == "CREATE" && !self.at_end() {
-                    // RFC 4466 create parameters: none supported, but parse and reject clearly.
-                    return Err("CREATE parameters are not supported".into());
-                }
                 match name.as_str() {
-                    "CREATE" => CommandBody::Create(m),
+                    "CREATE" => CommandBody::Create(m, self.create_params()?),
                     "DELETE" => CommandBody::Delete(m),
                     "SUBSCRIBE" => CommandBody::Subscribe(m),
                     _ => CommandBody::Unsubscribe(m),
@@ -740,6 +736,31 @@ impl<'a> Parser<'a> {
             self.rparen()?;
         }
         Ok(CommandBody::List(args))
+    }
+
+    /// RFC 4466 create-params after CREATE's mailbox; of them only `USE
+    /// (attr ...)` (RFC 6154 3, CREATE-SPECIAL-USE). Its attributes.
+    fn create_params(&mut self) -> R<Vec<String>> {
+        let mut uses = Vec::new();
+        if self.at_end() {
+            return Ok(uses);
+        }
+        self.sp()?;
+        self.lparen()?;
+        loop {
+            let param = self.atom_upper()?;
+            if param != "USE" {
+                return Err(format!("Unknown CREATE parameter {param}"));
+            }
+            self.sp()?;
+            uses.extend(self.atom_list()?);
+            if self.peek_kind() == Some(Kind::RParen) {
+                break;
+            }
+            self.sp()?;
+        }
+        self.rparen()?;
+        Ok(uses)
     }
 
     /// `(resource limit ...)` of SETQUOTA (RFC 9208 7: setquota-list).

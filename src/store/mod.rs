@@ -420,7 +420,9 @@ impl UserStore {
 
     /// CREATE (RFC 9051 6.3.4), making missing parent levels as well.
     /// In memory at once; durable with [`UserStore::manifest_durable`].
-    pub fn create(&self, name: &str, now: i64) -> Result<(), MailboxError> {
+    /// `special_use` (RFC 6154) is given to the mailbox itself, not to
+    /// parents made along the way.
+    pub fn create(&self, name: &str, special_use: Option<&str>, now: i64) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
         if m.get(&name).is_some_and(|e| !e.noselect) {
@@ -433,14 +435,17 @@ impl UserStore {
                     let uv = m.new_uidvalidity(now);
                     let id = m.next_id;
                     m.next_id += 1;
+                    let use_here = (level == name).then(|| special_use.map(str::to_string)).flatten();
                     let e = m.get_mut(&level).expect("present");
                     e.noselect = false;
                     e.id = id;
                     e.uidvalidity = uv;
+                    e.special_use = use_here;
                 }
                 None => {
                     let uv = m.new_uidvalidity(now);
-                    m.add(level, uv, None, false);
+                    let use_here = (level == name).then(|| special_use.map(str::to_string)).flatten();
+                    m.add(level, uv, use_here, false);
                 }
             }
         }

@@ -228,7 +228,7 @@ impl World {
     /// Waits for a mailbox operation's ticket; false ends this life.
     fn mailbox_op(&mut self, op: MailboxOp) -> bool {
         let r = match &op {
-            MailboxOp::Create(n) => self.user.create(n, 2_000),
+            MailboxOp::Create(n) => self.user.create(n, None, 2_000),
             MailboxOp::Delete(n) => self.user.delete(n),
             MailboxOp::Rename(a, b) => self.user.rename(a, b, 2_000),
         };

@@ -35,12 +35,12 @@ fn new_users_get_special_use_mailboxes() {
 #[test]
 fn create_makes_parents_and_refuses_duplicates() {
     let (_, _s, u) = store();
-    u.create("a/b/c", 2_000).unwrap();
+    u.create("a/b/c", None, 2_000).unwrap();
     assert!(names(&u).contains(&"a".to_string()));
     assert!(names(&u).contains(&"a/b".to_string()));
-    assert!(matches!(u.create("a/b", 2_000), Err(MailboxError::AlreadyExists)));
-    assert!(matches!(u.create("inbox", 2_000), Err(MailboxError::AlreadyExists)));
-    assert!(matches!(u.create("x//y", 2_000), Err(MailboxError::InvalidName(_))));
+    assert!(matches!(u.create("a/b", None, 2_000), Err(MailboxError::AlreadyExists)));
+    assert!(matches!(u.create("inbox", None, 2_000), Err(MailboxError::AlreadyExists)));
+    assert!(matches!(u.create("x//y", None, 2_000), Err(MailboxError::InvalidName(_))));
     u.mailbox("a/b/c").unwrap();
 }
 
@@ -49,7 +49,7 @@ fn delete_rules() {
     let (_, _s, u) = store();
     assert!(matches!(u.delete("INBOX"), Err(MailboxError::Forbidden(_))));
     assert!(matches!(u.delete("nope"), Err(MailboxError::NonExistent)));
-    u.create("p/c", 2_000).unwrap();
+    u.create("p/c", None, 2_000).unwrap();
     u.delete("p").unwrap();
     assert!(names(&u).contains(&"p!".to_string()), "a mailbox with children becomes \\Noselect");
     assert!(matches!(u.mailbox("p"), Err(MailboxError::NoSelect)));
@@ -61,7 +61,7 @@ fn delete_rules() {
 #[test]
 fn rename_moves_children_and_inbox_moves_messages() {
     let (_, _s, u) = store();
-    u.create("old/kid", 2_000).unwrap();
+    u.create("old/kid", None, 2_000).unwrap();
     u.rename("old", "new/place", 2_000).unwrap();
     let n = names(&u);
     assert!(n.contains(&"new/place/kid".to_string()) && n.contains(&"new".to_string()) && !n.iter().any(|x| x.starts_with("old")));
@@ -78,7 +78,7 @@ fn rename_moves_children_and_inbox_moves_messages() {
 #[test]
 fn manifest_survives_crash_and_reopen() {
     let (io, s, u) = store();
-    u.create("Work", 2_000).unwrap();
+    u.create("Work", None, 2_000).unwrap();
     u.subscribe("Work").unwrap();
     u.unsubscribe("Junk").unwrap();
     let before = io.crash(io::CrashMode::KeepUnsynced);
@@ -96,7 +96,7 @@ fn manifest_survives_crash_and_reopen() {
 #[test]
 fn mail_in_a_new_mailbox_survives_a_crash_with_the_mailbox() {
     let (io, s, u) = store();
-    u.create("Lists/rust", 2_000).unwrap();
+    u.create("Lists/rust", None, 2_000).unwrap();
     let mb = u.mailbox("Lists/rust").unwrap();
     mb.borrow_mut().append_bytes(b"Subject: hi\r\n\r\nbody\r\n", 0, 0, 5).unwrap();
     wait(&s, u.durable(&mb)).unwrap();

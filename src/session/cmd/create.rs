@@ -1,16 +1,32 @@
-//! CREATE (RFC 9051 6.3.4): missing parent levels are created too.
+//! CREATE (RFC 9051 6.3.4): missing parent levels are created too. With
+//! `(USE (\Drafts))` the new mailbox gets that special use (RFC 6154 3,
+//! CREATE-SPECIAL-USE).
 
 use crate::proto::{Mailbox, Out};
 use crate::session::reply::{mailbox_error, no, ok_when_durable};
 use crate::session::state::{Authed, Directive};
 use crate::store::MailboxError;
 
-pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, now: i64, out: &mut Out) -> Directive {
+/// The special uses a mailbox can be created with, as LIST shows them.
+/// `\All` and `\Flagged` name virtual mailboxes (every message, every
+/// flagged message), which ringmail does not keep.
+const CREATABLE: &[&str] = &["\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"];
+
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, uses: &[String], now: i64, out: &mut Out) -> Directive {
     let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return no(out, tag, Some("CANNOT"), e),
     };
-    match a.user.store.create(&name, now) {
+    let special_use = match uses {
+        [] => None,
+        [one] => match CREATABLE.iter().find(|u| u.eq_ignore_ascii_case(one)) {
+            Some(u) => Some(*u),
+            // RFC 6154 3: USEATTR for an attribute the server cannot give.
+            None => return no(out, tag, Some("USEATTR"), "Unsupported special-use attribute"),
+        },
+        _ => return no(out, tag, Some("USEATTR"), "A mailbox has at most one special use here"),
+    };
+    match a.user.store.create(&name, special_use, now) {
         Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, None, "Create completed."),
         Err(MailboxError::AlreadyExists) => no(out, tag, Some("ALREADYEXISTS"), "Mailbox already exists"),
         Err(MailboxError::InvalidName(_)) => no(out, tag, Some("CANNOT"), "Invalid mailbox name"),

@@ -59,7 +59,7 @@ fn spec(body: &CommandBody) -> Spec {
         StartTls | Authenticate { .. } | Login { .. } => NOT_AUTH,
         Enable(_) => AUTH,
         Select { .. }
-        | Create(_)
+        | Create(..)
         | Delete(_)
         | Rename { .. }
         | Subscribe(_)
@@ -162,7 +162,7 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
             }
             d
         }
-        Create(m) => create::run(authed!(), &tag, &m, now, out),
+        Create(m, uses) => create::run(authed!(), &tag, &m, &uses, now, out),
         Delete(m) => {
             delete::leave_if_selected(s, &m, out);
             delete::run(authed!(), &tag, &m, out)
