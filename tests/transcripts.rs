@@ -269,6 +269,7 @@ transcripts!(
     quota,
     replace,
     create_special_use,
+    utf8_accept,
     fetch,
     store_and_search,
     copy_move_expunge,

@@ -519,6 +519,8 @@ pub struct AppendMore {
     pub size: u64,
     pub binary: bool,
     pub nonsync: bool,
+    /// `UTF8 (~{n})` (RFC 6855 4): a message with UTF-8 header fields.
+    pub utf8: bool,
 }
 
 /// The arguments of APPEND that come before the message literal.
@@ -534,6 +536,8 @@ pub struct AppendHeader {
     pub nonsync: bool,
     /// REPLACE (RFC 8508): the message the new one replaces.
     pub replace: Option<Replace>,
+    /// `UTF8 (~{n})` (RFC 6855 4): a message with UTF-8 header fields.
+    pub utf8: bool,
 }
 
 /// The message a REPLACE or UID REPLACE (RFC 8508 3) replaces in the

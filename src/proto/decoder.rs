@@ -63,12 +63,14 @@ enum State {
     Line,
     /// Waiting for the bytes of an accepted literal, to be kept in the command.
     Literal { len: usize, gap: u8 },
-    /// An APPEND header was returned; waiting for accept/reject.
-    AppendVerdict { len: u64, nonsync: bool },
+    /// An APPEND header was returned; waiting for accept/reject. `close`:
+    /// the literal is `UTF8 (`'s (RFC 6855 4), a `)` follows it.
+    AppendVerdict { len: u64, nonsync: bool, close: bool },
     /// Streaming the APPEND message.
-    AppendData { remaining: u64 },
-    /// The APPEND message is done; its line must end now.
-    AppendTail,
+    AppendData { remaining: u64, close: bool },
+    /// The APPEND message is done; its line must end now (after the `)`
+    /// of a UTF8 literal).
+    AppendTail { close: bool },
     /// Throwing away literal data the client sends regardless (non-synchronizing).
     Skip { remaining: u64, report: Option<Box<Report>> },
     /// Throwing away the rest of a line, then reporting (if anything).
@@ -182,8 +184,8 @@ impl Decoder {
     /// Lets the client send the APPEND message announced by the last
     /// [`Event::AppendStart`]. For a synchronizing literal the caller sends `+`.
     pub fn accept_append(&mut self) {
-        if let State::AppendVerdict { len, .. } = self.state {
-            self.state = if len == 0 { State::AppendTail } else { State::AppendData { remaining: len } };
+        if let State::AppendVerdict { len, close, .. } = self.state {
+            self.state = if len == 0 { State::AppendTail { close } } else { State::AppendData { remaining: len, close } };
         }
     }
 
@@ -191,7 +193,7 @@ impl Decoder {
     /// anyway (non-synchronizing literal) is skipped, or, when it is more than
     /// we are willing to read, the connection must end: then `false`.
     pub fn reject_append(&mut self) -> bool {
-        if let State::AppendVerdict { len, nonsync } = self.state {
+        if let State::AppendVerdict { len, nonsync, .. } = self.state {
             if nonsync {
                 if len > self.limits.discard_max as u64 {
                     return false;
@@ -288,20 +290,20 @@ impl Decoder {
                     self.state = st;
                     return Event::NeedMore;
                 }
-                State::AppendData { remaining } => {
+                State::AppendData { remaining, close } => {
                     let avail = (self.buf.len() - self.pos) as u64;
                     if avail == 0 {
-                        self.state = State::AppendData { remaining };
+                        self.state = State::AppendData { remaining, close };
                         return Event::NeedMore;
                     }
                     let n = avail.min(remaining) as usize;
                     let from = self.pos;
                     self.pos += n;
                     self.start = self.pos;
-                    self.state = if remaining == n as u64 { State::AppendTail } else { State::AppendData { remaining: remaining - n as u64 } };
+                    self.state = if remaining == n as u64 { State::AppendTail { close } } else { State::AppendData { remaining: remaining - n as u64, close } };
                     return Event::AppendData(&self.buf[from..from + n]);
                 }
-                State::AppendTail => {
+                State::AppendTail { close } => {
                     let Some(lf) = self.scanner.find_lf(&self.buf, self.pos) else {
                         if self.buf.len() - self.pos > self.limits.line_max {
                             self.pos = self.buf.len();
@@ -309,11 +311,21 @@ impl Decoder {
                             self.state = State::Discard { discarded: 0, report: None };
                             return Event::AppendEnd(Err("Command line too long".into()));
                         }
-                        self.state = State::AppendTail;
+                        self.state = State::AppendTail { close };
                         return Event::NeedMore;
                     };
                     let rest = &self.buf[self.pos..lf];
                     let rest = rest.strip_suffix(b"\r").unwrap_or(rest);
+                    let rest = match (close, rest.strip_prefix(b")")) {
+                        (false, _) => rest,
+                        (true, Some(r)) => r,
+                        (true, None) => {
+                            self.pos = lf + 1;
+                            self.consume();
+                            self.state = State::Line;
+                            return Event::AppendEnd(Err("Expected ) after the UTF8 literal".into()));
+                        }
+                    };
                     if rest.is_empty() {
                         self.pos = lf + 1;
                         self.consume();
@@ -329,7 +341,7 @@ impl Decoder {
                     let message = match more {
                         Ok(m) => {
                             // MULTIAPPEND (RFC 3502): another message follows.
-                            self.state = State::AppendVerdict { len: m.size, nonsync: m.nonsync };
+                            self.state = State::AppendVerdict { len: m.size, nonsync: m.nonsync, close: m.utf8 };
                             return Event::AppendNext(m);
                         }
                         Err(message) => message,
@@ -421,7 +433,7 @@ impl Decoder {
                         h.binary = a.binary;
                         h.nonsync = a.nonsync;
                         self.consume();
-                        self.state = State::AppendVerdict { len: a.len, nonsync: a.nonsync };
+                        self.state = State::AppendVerdict { len: a.len, nonsync: a.nonsync, close: h.utf8 };
                         return Some(Event::AppendStart(h));
                     }
                     Err(e) => return Some(self.refuse_literal(a, e.tag, e.message)),
@@ -494,8 +506,8 @@ fn next_append_message(rest: &[u8]) -> Result<AppendMore, String> {
         Ok(Some(a)) => a,
         _ => return Err(EXPECTED.into()),
     };
-    let (flags, date) = parse_append_more(rest, &toks, a.gap)?;
-    Ok(AppendMore { flags, date, size: a.len, binary: a.binary, nonsync: a.nonsync })
+    let (flags, date, utf8) = parse_append_more(rest, &toks, a.gap)?;
+    Ok(AppendMore { flags, date, size: a.len, binary: a.binary, nonsync: a.nonsync, utf8 })
 }
 
 fn trailing_announce(line: &[u8]) -> Option<Announce> {

@@ -63,8 +63,8 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
             // Read whole with its literals, as any command (`append_whole`).
             return Ok(None);
         }
-        let (flags, date) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
-        Ok(Some(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false, replace }))
+        let (flags, date, utf8) = p.append_message(literal_gap, "APPEND arguments must be followed by the message literal")?;
+        Ok(Some(AppendHeader { tag: String::new(), mailbox, flags, date, size: 0, binary: false, nonsync: false, replace, utf8 }))
     })();
     match r {
         Ok(Some(mut h)) => {
@@ -80,7 +80,7 @@ pub fn parse_append_prefix(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Opt
 /// rest of the line after a message literal, ` [flags] [date-time]`, up to
 /// the next literal (tokenized without it; `literal_gap` is the spaces
 /// before it).
-pub fn parse_append_more(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Result<(Vec<Flag>, Option<DateTime>), String> {
+pub fn parse_append_more(buf: &[u8], tokens: &[Token], literal_gap: u8) -> Result<(Vec<Flag>, Option<DateTime>, bool), String> {
     Parser::new(buf, tokens, 4).append_message(literal_gap, "Expected flags, a date or the next message literal")
 }
 
@@ -134,28 +134,13 @@ impl<'a> Parser<'a> {
             let parts = if self.peek_kind() == Some(Kind::Literal) {
                 vec![CatPart::Text(self.string()?)]
             } else {
-                if self.atom_upper()? != "CATENATE" {
-                    return Err("Expected a message literal or CATENATE".into());
-                }
+                let kind = self.atom_upper()?;
                 self.sp()?;
-                self.lparen()?;
-                let mut parts = Vec::new();
-                loop {
-                    let kind = self.atom_upper()?;
-                    self.sp()?;
-                    parts.push(match kind.as_str() {
-                        "TEXT" if self.peek_kind() == Some(Kind::Literal) => CatPart::Text(self.string()?),
-                        "TEXT" => return Err("TEXT needs a literal".into()),
-                        "URL" => CatPart::Url(self.astring_utf8()?),
-                        _ => return Err(format!("Unknown CATENATE part {kind}")),
-                    });
-                    if self.peek_kind() == Some(Kind::RParen) {
-                        break;
-                    }
-                    self.sp()?;
+                match kind.as_str() {
+                    "UTF8" => vec![CatPart::Text(self.utf8_literal()?)],
+                    "CATENATE" => self.catenate_parts()?,
+                    _ => return Err("Expected a message literal, UTF8 or CATENATE".into()),
                 }
-                self.rparen()?;
-                parts
             };
             messages.push(AppendWhole { flags, date, parts });
         }
@@ -166,6 +151,42 @@ impl<'a> Parser<'a> {
             return Err("REPLACE takes one message".into());
         }
         Ok(CommandBody::AppendWhole { mailbox, messages, replace })
+    }
+
+    /// `(TEXT literal URL "url" ...)` of CATENATE (RFC 4469 5), with UTF8
+    /// parts (RFC 6855 4).
+    fn catenate_parts(&mut self) -> R<Vec<CatPart>> {
+        self.lparen()?;
+        let mut parts = Vec::new();
+        loop {
+            let kind = self.atom_upper()?;
+            self.sp()?;
+            parts.push(match kind.as_str() {
+                "TEXT" if self.peek_kind() == Some(Kind::Literal) => CatPart::Text(self.string()?),
+                "TEXT" => return Err("TEXT needs a literal".into()),
+                "UTF8" => CatPart::Text(self.utf8_literal()?),
+                "URL" => CatPart::Url(self.astring_utf8()?),
+                _ => return Err(format!("Unknown CATENATE part {kind}")),
+            });
+            if self.peek_kind() == Some(Kind::RParen) {
+                break;
+            }
+            self.sp()?;
+        }
+        self.rparen()?;
+        Ok(parts)
+    }
+
+    /// `(` literal8 `)` after `UTF8 ` (RFC 6855 4): a message, or a
+    /// CATENATE part, with UTF-8 header fields.
+    fn utf8_literal(&mut self) -> R<Vec<u8>> {
+        self.lparen()?;
+        if self.peek_kind() != Some(Kind::Literal) {
+            return Err("UTF8 needs a literal".into());
+        }
+        let data = self.string()?;
+        self.rparen()?;
+        Ok(data)
     }
 
     /// ` seq-number` or ` uid` of REPLACE / UID REPLACE (RFC 8508 5): one
@@ -183,15 +204,24 @@ impl<'a> Parser<'a> {
 
     /// ` [flag-list] [date-time]` before an APPEND message's literal, which
     /// must follow after one space (else `not_last`).
-    fn append_message(&mut self, literal_gap: u8, not_last: &str) -> R<(Vec<Flag>, Option<DateTime>)> {
+    /// Also whether the literal is wrapped as `UTF8 (` literal8 `)` (RFC
+    /// 6855 4; its `)` follows the literal).
+    fn append_message(&mut self, literal_gap: u8, not_last: &str) -> R<(Vec<Flag>, Option<DateTime>, bool)> {
         let (flags, date) = self.append_opts()?;
+        let utf8 = self.peek().is_some_and(|t| t.kind == Kind::Atom && self.text(t).eq_ignore_ascii_case(b"UTF8"));
+        if utf8 {
+            self.sp()?;
+            self.atom()?;
+            self.sp()?;
+            self.lparen()?;
+        }
         if !self.at_end() {
             return Err(not_last.into());
         }
-        if literal_gap != 1 {
-            return Err("Expected a single space before the message literal".into());
+        if literal_gap != u8::from(!utf8) {
+            return Err(if utf8 { "Expected the literal right after UTF8 (" } else { "Expected a single space before the message literal" }.into());
         }
-        Ok((flags, date))
+        Ok((flags, date, utf8))
     }
 
     fn new(buf: &'a [u8], toks: &'a [Token], nesting_max: usize) -> Self {

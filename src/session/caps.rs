@@ -40,6 +40,7 @@ const AUTHENTICATED: &[&str] = &[
     "WITHIN",
     "I18NLEVEL=1",
     "COMPRESS=DEFLATE",
+    "UTF8=ACCEPT",
     "QUOTA",
     "QUOTA=RES-STORAGE",
     "QUOTA=RES-MESSAGE",

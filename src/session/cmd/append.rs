@@ -37,6 +37,8 @@ struct Appending {
     failed: Option<StoreError>,
     /// REPLACE: the message the new one replaces.
     replacing: Option<Replaced>,
+    /// The client sent ENABLE UTF8=ACCEPT (RFC 6855).
+    utf8: bool,
 }
 
 /// The message a REPLACE removes once its replacement is stored: in the
@@ -65,6 +67,50 @@ struct Incoming {
     keywords: u64,
     date: i64,
     claim: Claim,
+    header: HeaderWatch,
+}
+
+/// Whether a message's header (up to its first empty line) holds 8-bit
+/// bytes, watched as the message streams in.
+struct HeaderWatch {
+    ended: bool,
+    /// Nothing but CR since the last LF (or the start).
+    line_empty: bool,
+    eight_bit: bool,
+}
+
+impl Default for HeaderWatch {
+    fn default() -> Self {
+        HeaderWatch { ended: false, line_empty: true, eight_bit: false }
+    }
+}
+
+impl HeaderWatch {
+    fn feed(&mut self, data: &[u8]) {
+        for &b in data {
+            if self.ended {
+                return;
+            }
+            match b {
+                b'\n' if self.line_empty => self.ended = true,
+                b'\n' => self.line_empty = true,
+                b'\r' => {}
+                _ => {
+                    self.line_empty = false;
+                    self.eight_bit |= b >= 0x80;
+                }
+            }
+        }
+    }
+}
+
+/// RFC 6855 4: without ENABLE UTF8=ACCEPT, a message whose header has
+/// 8-bit bytes is refused with NO (Err: the answer, written).
+fn header_allowed(out: &mut Out, tag: &str, header: &HeaderWatch, utf8: bool) -> Result<(), Directive> {
+    if header.eight_bit && !utf8 {
+        return Err(no(out, tag, Some("CANNOT"), "Message header has 8-bit characters: ENABLE UTF8=ACCEPT first"));
+    }
+    Ok(())
 }
 
 /// Where the message goes as it arrives.
@@ -112,7 +158,7 @@ fn incoming(
     };
     let claim = claim.map_err(|e| store_error(out, tag, &e))?;
     let sink = if m.binary { Sink::Binary(Vec::new()) } else { Sink::Store(mbox.borrow_mut().begin_append(m.size).map_err(|e| store_error(out, tag, &e))?) };
-    Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix), claim })
+    Ok(Incoming { sink, flags, keywords, date: m.date.map_or(now, |d| d.unix), claim, header: HeaderWatch::default() })
 }
 
 /// APPEND is valid once logged in (RFC 9051 6.3.12); its answer may carry
@@ -131,6 +177,7 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     let message_max = a.cx.cfg.limits.message_max;
     let announced = Announced { flags: &h.flags, date: h.date, size: h.size, binary: h.binary };
     let store = a.user.store.clone();
+    let utf8 = a.cx.enabled.utf8;
     let current = match incoming(out, &h.tag, (&store, &mbox), message_max, now, announced, replacing.as_ref()) {
         Ok(c) => c,
         Err(_) => return Directive::RejectAppend,
@@ -138,7 +185,8 @@ pub fn start(s: &mut Session, h: AppendHeader, now: i64, out: &mut Out) -> Direc
     if !h.nonsync {
         out.raw(b"+ Ready for literal data\r\n");
     }
-    a.cx.wait = Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None, replacing }));
+    a.cx.wait =
+        Wait::Streaming(Box::new(Appending { tag: h.tag, mbox, store, message_max, now, received: Vec::new(), current, failed: None, replacing, utf8 }));
     Directive::AcceptAppend
 }
 
@@ -224,8 +272,13 @@ pub fn run_whole(s: &mut Session, tag: &str, mailbox: &Mailbox, messages: Vec<Ap
                 return no(out, tag, Some("TOOBIG"), "Message is larger than APPENDLIMIT");
             }
         }
+        let mut header = HeaderWatch::default();
+        header.feed(&data);
+        if let Err(d) = header_allowed(out, tag, &header, a.cx.enabled.utf8) {
+            return d;
+        }
         let announced = Announced { flags: &m.flags, date: m.date, size: data.len() as u64, binary: false };
-        let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date, claim }) =
+        let Ok(Incoming { sink: Sink::Store(mut handle), flags, keywords, date, claim, .. }) =
             incoming(out, tag, (&a.user.store, &mbox), message_max, now, announced, replacing.as_ref())
         else {
             return Directive::Next;
@@ -302,7 +355,7 @@ fn stored(tag: String, mbox: MailboxRef, store: Rc<UserStore>, received: Vec<Rec
 impl Appending {
     /// The message that just arrived whole, ready to be stored.
     fn received(&mut self) -> Result<(), StoreError> {
-        let Incoming { sink, flags, keywords, date, claim } = std::mem::replace(&mut self.current, Incoming::none());
+        let Incoming { sink, flags, keywords, date, claim, .. } = std::mem::replace(&mut self.current, Incoming::none());
         let (handle, claim) = match (sink, claim) {
             (Sink::Store(h), claim) => (h, claim),
             (Sink::Binary(v), announced) => {
@@ -324,7 +377,7 @@ impl Appending {
 impl Incoming {
     /// A placeholder between two messages.
     fn none() -> Incoming {
-        Incoming { sink: Sink::Binary(Vec::new()), flags: 0, keywords: 0, date: 0, claim: Claim::nothing() }
+        Incoming { sink: Sink::Binary(Vec::new()), flags: 0, keywords: 0, date: 0, claim: Claim::nothing(), header: HeaderWatch::default() }
     }
 }
 
@@ -333,6 +386,7 @@ impl Streaming for Appending {
         if self.failed.is_some() {
             return;
         }
+        self.current.header.feed(d);
         match &mut self.current.sink {
             Sink::Store(h) => {
                 if let Err(e) = self.mbox.borrow_mut().append_chunk(h, d) {
@@ -347,6 +401,7 @@ impl Streaming for Appending {
         if let Some(e) = self.failed.take() {
             return Err(store_error(out, &self.tag, &e));
         }
+        header_allowed(out, &self.tag, &self.current.header, self.utf8)?;
         self.received().map_err(|e| store_error(out, &self.tag, &e))?;
         if self.replacing.is_some() {
             return Err(bad(out, &self.tag, "REPLACE takes one message"));
@@ -369,6 +424,9 @@ impl Streaming for Appending {
         }
         if let Some(e) = a.failed.take() {
             return store_error(out, &a.tag, &e);
+        }
+        if let Err(d) = header_allowed(out, &a.tag, &a.current.header, a.utf8) {
+            return d;
         }
         if let Err(e) = a.received() {
             return store_error(out, &a.tag, &e);

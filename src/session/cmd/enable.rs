@@ -1,4 +1,6 @@
-//! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2 and CONDSTORE.
+//! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2, CONDSTORE and
+//! UTF8=ACCEPT (RFC 6855 3: UTF-8 mailbox names and quoted strings, and
+//! messages with UTF-8 header fields in APPEND).
 
 use crate::proto::Out;
 use crate::session::reply::ok;
@@ -15,6 +17,10 @@ pub fn run(cx: &mut Cx, tag: &str, caps: &[String], out: &mut Out) -> Directive 
             "CONDSTORE" if !cx.enabled.condstore => {
                 cx.enabled.condstore = true;
                 newly.push("CONDSTORE");
+            }
+            "UTF8=ACCEPT" if !cx.enabled.utf8 => {
+                cx.enabled.utf8 = true;
+                newly.push("UTF8=ACCEPT");
             }
             _ => {}
         }

@@ -8,7 +8,7 @@
 
 use crate::proto::{Out, SearchKey, SearchReturn};
 use crate::session::contexts::{self, Context};
-use crate::session::reply::{catch_up, enable_condstore, no, ok};
+use crate::session::reply::{bad, catch_up, enable_condstore, no, ok};
 use crate::session::results::{write_esearch, Evaluation};
 use crate::session::search::uses_modseq;
 use crate::session::selected::Selected;
@@ -34,6 +34,10 @@ pub fn run(
     now: i64,
     out: &mut Out,
 ) -> Directive {
+    if m.cx.enabled.utf8 && charset.is_some() {
+        // RFC 6855 3: after ENABLE UTF8=ACCEPT strings are UTF-8; a charset conflicts.
+        return bad(out, tag, "SEARCH CHARSET is not allowed after ENABLE UTF8=ACCEPT");
+    }
     if let Err(d) = charset_ok(out, tag, charset) {
         return d;
     }
