@@ -285,6 +285,28 @@ fn x_mailbox_and_timeouts_and_limits() {
     assert_eq!(messages(&ts, "ann", "INBOX").len(), 1);
 }
 
+/// Runs `ringmail serve` on `dir` (ephemeral loopback ports); its IMAP
+/// and LMTP addresses, from the line it logs when it is up.
+fn serve(dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let addr = |line: &str, key: &str| -> SocketAddr { line.split(key).nth(1).unwrap().split(']').next().unwrap().parse().unwrap() };
+    let (imap, lmtp) = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
+        if line.contains("IMAP: [") {
+            break (addr(&line, "IMAP: ["), addr(&line, "LMTP: ["));
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    (child, imap, lmtp)
+}
+
 /// `ringmail deliver` with no server (stores itself) and with one running
 /// (hands over by LMTP), and its exit codes.
 #[test]
@@ -310,21 +332,7 @@ fn deliver_command_with_and_without_a_running_server() {
     assert_eq!(deliver(&["--user", "joe", "-f", "s@x"], b"From s@x Fri Nov 27 06:00:00 2026\nSubject: one\n\nbody\n"), (0, String::new()));
     assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let imap: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
-        if let Some(rest) = line.split("IMAP: [").nth(1) {
-            break rest.split(']').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let (mut child, imap, _) = serve(dir.path());
     // Server running: handed over by LMTP, into the named mailbox.
     assert_eq!(deliver(&["--user", "joe", "-m", "Archive"], b"Subject: two\n\n.leading dot\n"), (0, String::new()));
     assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
@@ -511,21 +519,7 @@ fn quota_refuses_delivery_by_every_path() {
     assert_eq!(code, 0);
     assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["User", "quota", "MESSAGE", "2", "2", "100"]), "{table}");
 
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
-        .arg(dir.path())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let lmtp: SocketAddr = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
-        if let Some(rest) = line.split("LMTP: [").nth(1) {
-            break rest.split(']').next().unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    let (mut child, _, lmtp) = serve(dir.path());
     let r = transaction(lmtp, true, &["joe@example.org", "ann@example.org"], b"Subject: two\r\n\r\nx\r\n");
     assert!(r[0].starts_with("552 5.2.2 ") && r[0].contains("<joe@example.org>"), "{r:?}");
     assert!(r[1].starts_with("250 "), "{r:?}");
