@@ -14,8 +14,7 @@ use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Fla
 use crate::session::flags::{keyword_mask, split_flags};
 use crate::session::reply::{bad, no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{Authed, Directive, Session, Streaming, User, Wait};
-use crate::store::quota::Claim;
-use crate::store::{AppendHandle, MailboxRef, StoreError, UserStore};
+use crate::store::{AppendHandle, Claim, MailboxRef, StoreError, UserStore};
 
 /// Messages one MULTIAPPEND may carry; more is refused with `[LIMIT]`
 /// (each is on disk until the command ends, and a log write holds all).
@@ -150,8 +149,8 @@ fn incoming(
     }
     let (flags, kws) = split_flags(m.flags).map_err(|f| bad(out, tag, &format!("Invalid system flag {f}")))?;
     let keywords = keyword_mask(mbox, &kws).map_err(|e| store_error(out, tag, &e))?;
-    // A replacement takes the place of the message it replaces (RFC 8508:
-    // quota counts what the mailboxes hold after the command).
+    // A replacement takes the place of the message it replaces: what it
+    // claims is what the mailboxes will hold once the command is done.
     let claim = match replacing {
         Some(r) => store.claim(0, m.size.saturating_sub(r.size)),
         None => store.claim(1, m.size),

@@ -11,8 +11,7 @@ use crate::session::flags::keyword_mask;
 use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
 use crate::session::walk::SetWalk;
-use crate::store::quota::Claim;
-use crate::store::{MailboxRef, UserStore};
+use crate::store::{Claim, MailboxRef, UserStore};
 
 /// Bytes and messages copied per slice.
 const BYTES_PER_SLICE: u64 = 16 << 20;
