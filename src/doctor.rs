@@ -98,8 +98,35 @@ pub fn run(config: &Config, proc_root: &Path) -> Vec<Check> {
         }
     });
     out.push(certificate(config));
+    out.push(quota(config));
     out.extend(kernel(proc_root));
     out
+}
+
+/// The default quota, how many users set their own, and rules in the
+/// passwd-file that ringmail does not apply (it applies only whole-account
+/// `*` rules of storage, bytes and messages).
+fn quota(config: &Config) -> Check {
+    let default = config.quota.limits();
+    let show = |l: Option<u64>, unit: &str| l.map_or("unlimited".to_string(), |n| format!("{n}{unit}"));
+    let mut value = format!("default storage {}, messages {}", show(default.storage, " B"), show(default.messages, ""));
+    let text = match std::fs::read_to_string(config.users_file()) {
+        Ok(t) => t,
+        Err(_) => return check("quota", value, "-", Status::Ok, "no passwd-file yet"),
+    };
+    let mut own = 0;
+    let mut ignored = Vec::new();
+    for e in crate::auth::passwd::parse(&text).0 {
+        let q = crate::auth::quota_rule::parse(&e.rest);
+        own += usize::from(!q.is_empty());
+        ignored.extend(q.ignored.into_iter().map(|r| format!("{}: {r}", e.name)));
+    }
+    value.push_str(&format!("; {own} user(s) with their own"));
+    if ignored.is_empty() {
+        return check("quota", value, "-", Status::Ok, "");
+    }
+    let note = format!("ignored quota rules (only *:storage/bytes/messages apply): {}", ignored.join(", "));
+    check("quota", value, "whole-account rules", Status::Warn, note)
 }
 
 /// Non-zero when something cannot run.

@@ -141,8 +141,17 @@ fn doctor_passes_a_good_configuration_on_a_tuned_host() {
     let (code, v) = doctor(&config, host.path());
     assert_eq!(code, 0, "{v:#}");
     assert_eq!(v["ok"], true);
-    for name in ["workers / cores", "open files (RLIMIT_NOFILE)", "data directory", "port imap", "port lmtp", "clock", "net.core.somaxconn", "vm.max_map_count"]
-    {
+    for name in [
+        "workers / cores",
+        "open files (RLIMIT_NOFILE)",
+        "data directory",
+        "port imap",
+        "port lmtp",
+        "clock",
+        "quota",
+        "net.core.somaxconn",
+        "vm.max_map_count",
+    ] {
         assert_eq!(status_of(&v, name), "ok", "{name}: {v:#}");
     }
     assert!(!dir.path().join("data").exists(), "doctor creates nothing");
@@ -180,6 +189,24 @@ fn doctor_fails_a_bad_configuration_and_warns_on_an_untuned_host() {
     let out = Command::new(env!("CARGO_BIN_EXE_ringmail")).args(["doctor", "--config"]).arg(&config).arg("--proc-root").arg(host.path()).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("FAIL") && text.contains("cannot run this configuration"), "{text}");
+}
+
+/// Quota rules a Dovecot passwd-file may carry that ringmail does not apply
+/// (one mailbox's rules, percentages) are pointed out.
+#[test]
+fn doctor_warns_of_quota_rules_it_ignores() {
+    let host = fake_host(true);
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("users"), "joe:{PLAIN}x::::::userdb_quota_rule=*:storage=1G userdb_quota_rule2=Trash:storage=+100M\nann:{PLAIN}y\n").unwrap();
+    let config = dir.path().join("ringmail.toml");
+    std::fs::write(&config, format!("data_dir = {:?}\nworkers = 1\n[quota]\nstorage = \"2GiB\"\n", data.display().to_string())).unwrap();
+    let (_, v) = doctor(&config, host.path());
+    let q = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "quota").unwrap();
+    assert_eq!(q["status"], "warn", "{q}");
+    assert_eq!(q["value"], "default storage 2147483648 B, messages unlimited; 1 user(s) with their own", "{q}");
+    assert!(q["note"].as_str().unwrap().contains("joe: userdb_quota_rule2=Trash:storage=+100M"), "{q}");
 }
 
 #[test]
