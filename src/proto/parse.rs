@@ -156,25 +156,17 @@ impl<'a> Parser<'a> {
     /// `(TEXT literal URL "url" ...)` of CATENATE (RFC 4469 5), with UTF8
     /// parts (RFC 6855 4).
     fn catenate_parts(&mut self) -> R<Vec<CatPart>> {
-        self.lparen()?;
-        let mut parts = Vec::new();
-        loop {
-            let kind = self.atom_upper()?;
-            self.sp()?;
-            parts.push(match kind.as_str() {
-                "TEXT" if self.peek_kind() == Some(Kind::Literal) => CatPart::Text(self.string()?),
+        self.paren_list(false, |p| {
+            let kind = p.atom_upper()?;
+            p.sp()?;
+            Ok(match kind.as_str() {
+                "TEXT" if p.peek_kind() == Some(Kind::Literal) => CatPart::Text(p.string()?),
                 "TEXT" => return Err("TEXT needs a literal".into()),
-                "UTF8" => CatPart::Text(self.utf8_literal()?),
-                "URL" => CatPart::Url(self.astring_utf8()?),
+                "UTF8" => CatPart::Text(p.utf8_literal()?),
+                "URL" => CatPart::Url(p.astring_utf8()?),
                 _ => return Err(format!("Unknown CATENATE part {kind}")),
-            });
-            if self.peek_kind() == Some(Kind::RParen) {
-                break;
-            }
-            self.sp()?;
-        }
-        self.rparen()?;
-        Ok(parts)
+            })
+        })
     }
 
     /// `(` literal8 `)` after `UTF8 ` (RFC 6855 4): a message, or a
@@ -409,29 +401,14 @@ impl<'a> Parser<'a> {
         Ok(Flag::parse(s))
     }
 
-    fn flag_list(&mut self) -> R<Vec<Flag>> {
-        self.lparen()?;
-        let mut flags = Vec::new();
-        if self.peek_kind() != Some(Kind::RParen) {
-            loop {
-                flags.push(self.flag()?);
-                if self.peek_kind() == Some(Kind::RParen) {
-                    break;
-                }
-                self.sp()?;
-            }
-        }
-        self.rparen()?;
-        Ok(flags)
-    }
-
-    /// A parenthesised, space-separated list of atoms, upper-cased.
-    fn atom_list(&mut self) -> R<Vec<String>> {
+    /// `(item SP item ...)`, each item read by `item`; `()` only when
+    /// `empty_ok`.
+    fn paren_list<T>(&mut self, empty_ok: bool, mut item: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
         self.lparen()?;
         let mut v = Vec::new();
-        if self.peek_kind() != Some(Kind::RParen) {
+        if !(empty_ok && self.peek_kind() == Some(Kind::RParen)) {
             loop {
-                v.push(self.atom_upper()?);
+                v.push(item(self)?);
                 if self.peek_kind() == Some(Kind::RParen) {
                     break;
                 }
@@ -440,6 +417,15 @@ impl<'a> Parser<'a> {
         }
         self.rparen()?;
         Ok(v)
+    }
+
+    fn flag_list(&mut self) -> R<Vec<Flag>> {
+        self.paren_list(true, Self::flag)
+    }
+
+    /// A parenthesised, space-separated list of atoms, upper-cased.
+    fn atom_list(&mut self) -> R<Vec<String>> {
+        self.paren_list(true, Self::atom_upper)
     }
 
     fn date(&mut self) -> R<Date> {
@@ -627,22 +613,17 @@ impl<'a> Parser<'a> {
                 let mut modifiers = FetchModifiers::default();
                 if !self.at_end() {
                     self.sp()?;
-                    self.lparen()?;
-                    loop {
-                        let m = self.atom_upper()?;
+                    self.paren_list(false, |p| {
+                        let m = p.atom_upper()?;
                         match m.as_str() {
                             "CHANGEDSINCE" => {
-                                self.sp()?;
-                                modifiers.changed_since = Some(self.number()?);
+                                p.sp()?;
+                                modifiers.changed_since = Some(p.number()?);
+                                Ok(())
                             }
-                            _ => return Err(format!("Unknown FETCH modifier {m}")),
+                            _ => Err(format!("Unknown FETCH modifier {m}")),
                         }
-                        if self.peek_kind() == Some(Kind::RParen) {
-                            break;
-                        }
-                        self.sp()?;
-                    }
-                    self.rparen()?;
+                    })?;
                 }
                 CommandBody::Fetch { set, items, uid, modifiers }
             }
@@ -727,15 +708,7 @@ impl<'a> Parser<'a> {
         self.sp()?;
         if self.peek_kind() == Some(Kind::LParen) {
             args.extended = true;
-            self.lparen()?;
-            loop {
-                args.patterns.push(self.list_mailbox()?);
-                if self.peek_kind() == Some(Kind::RParen) {
-                    break;
-                }
-                self.sp()?;
-            }
-            self.rparen()?;
+            args.patterns = self.paren_list(false, Self::list_mailbox)?;
         } else {
             args.patterns.push(self.list_mailbox()?);
         }
@@ -776,37 +749,25 @@ impl<'a> Parser<'a> {
             return Ok(uses);
         }
         self.sp()?;
-        self.lparen()?;
-        loop {
-            let param = self.atom_upper()?;
+        let params = self.paren_list(false, |p| {
+            let param = p.atom_upper()?;
             if param != "USE" {
                 return Err(format!("Unknown CREATE parameter {param}"));
             }
-            self.sp()?;
-            uses.extend(self.atom_list()?);
-            if self.peek_kind() == Some(Kind::RParen) {
-                break;
-            }
-            self.sp()?;
-        }
-        self.rparen()?;
+            p.sp()?;
+            p.atom_list()
+        })?;
+        uses.extend(params.into_iter().flatten());
         Ok(uses)
     }
 
     /// `(resource limit ...)` of SETQUOTA (RFC 9208 7: setquota-list).
     fn quota_limits(&mut self) -> R<Vec<(String, u64)>> {
-        self.lparen()?;
-        let mut v = Vec::new();
-        while self.peek_kind() != Some(Kind::RParen) {
-            if !v.is_empty() {
-                self.sp()?;
-            }
-            let resource = self.atom_upper()?;
-            self.sp()?;
-            v.push((resource, self.number()?));
-        }
-        self.rparen()?;
-        Ok(v)
+        self.paren_list(true, |p| {
+            let resource = p.atom_upper()?;
+            p.sp()?;
+            Ok((resource, p.number()?))
+        })
     }
 
     fn status_items(&mut self) -> R<Vec<StatusItem>> {
@@ -861,17 +822,7 @@ impl<'a> Parser<'a> {
 
     fn fetch_items(&mut self) -> R<Vec<FetchItem>> {
         if self.peek_kind() == Some(Kind::LParen) {
-            self.lparen()?;
-            let mut v = Vec::new();
-            loop {
-                v.push(self.fetch_att()?);
-                if self.peek_kind() == Some(Kind::RParen) {
-                    break;
-                }
-                self.sp()?;
-            }
-            self.rparen()?;
-            return Ok(v);
+            return self.paren_list(false, Self::fetch_att);
         }
         // A single item or a macro (RFC 9051 6.4.5).
         if let Some(t) = self.peek() {
@@ -960,20 +911,13 @@ impl<'a> Parser<'a> {
         }
         // `HEADER.FIELDS` or `HEADER.FIELDS.NOT` with a header list after SP.
         self.sp()?;
-        self.lparen()?;
-        let mut fields = Vec::new();
-        loop {
-            let f = self.astring_utf8()?.to_ascii_uppercase();
+        let fields = self.paren_list(false, |p| {
+            let f = p.astring_utf8()?.to_ascii_uppercase();
             if f.is_empty() || f.bytes().any(|b| b <= b' ' || b == b':' || b >= 0x7f) {
                 return Err("Invalid header field name".into());
             }
-            fields.push(f);
-            if self.peek_kind() == Some(Kind::RParen) {
-                break;
-            }
-            self.sp()?;
-        }
-        self.rparen()?;
+            Ok(f)
+        })?;
         let close = upper(self.atom()?);
         let tail = close.strip_prefix(']').ok_or("Expected ']'")?.to_string();
         Ok((parse_section_spec(rest, Some(fields))?, tail))
