@@ -240,7 +240,7 @@ fn quota_report(config: &Config, name: &str) -> Result<String, String> {
     let store = Store::new(io, &config.data_dir.join("mail"), settings);
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let usage = store.user_usage(name, now).map_err(|e| format!("cannot read the mail of {name}: {e}"))?;
-    let kib = |b: u64| b.div_ceil(1024);
+    use ringmail::store::quota::kib;
     let row = |kind: &str, value: u64, limit: Option<u64>| {
         let (limit, pct) = match limit {
             Some(l) => (l.to_string(), (value * 100).checked_div(l).map_or("100".to_string(), |p| p.to_string())),

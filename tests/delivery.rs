@@ -285,6 +285,23 @@ fn x_mailbox_and_timeouts_and_limits() {
     assert_eq!(messages(&ts, "ann", "INBOX").len(), 1);
 }
 
+/// Runs a `ringmail` subcommand on the data directory `dir` with `input` on
+/// its standard input: exit code, standard output, standard error.
+fn ringmail_cli(dir: &std::path::Path, args: &[&str], input: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 /// Runs `ringmail serve` on `dir` (ephemeral loopback ports); its IMAP
 /// and LMTP addresses, from the line it logs when it is up.
 fn serve(dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
@@ -314,18 +331,8 @@ fn deliver_command_with_and_without_a_running_server() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\n").unwrap();
     let deliver = |args: &[&str], input: &[u8]| -> (i32, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-            .arg("deliver")
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(args)
-            .stdin(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stderr).into_owned())
+        let (code, _, err) = ringmail_cli(dir.path(), &[&["deliver"], args].concat(), input);
+        (code, err)
     };
     // No server: stored directly, Unix line ends become CRLF, the mbox
     // separator goes.
@@ -495,20 +502,7 @@ fn hostile_messages_by_every_path_are_stored_and_served() {
 fn quota_refuses_delivery_by_every_path() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret::::::userdb_quota_rule=*:messages=2\nann:{PLAIN}pw\n").unwrap();
-    let ringmail = |args: &[&str], input: &[u8]| -> (i32, String, String) {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-            .args(args)
-            .arg("--data-dir")
-            .arg(dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-    };
+    let ringmail = |args: &[&str], input: &[u8]| ringmail_cli(dir.path(), args, input);
     let deliver = |user: &str| ringmail(&["deliver", "--user", user], b"Subject: q\n\nbody\n");
     assert_eq!(deliver("joe").0, 0);
     assert_eq!(deliver("joe").0, 0);

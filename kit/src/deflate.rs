@@ -75,6 +75,18 @@ impl Inflater {
     pub fn ended(&self) -> bool {
         self.ended
     }
+
+    /// Inflates all of `input`, appending to `into` (which grows as needed).
+    pub fn inflate_all(&mut self, mut input: &[u8], into: &mut Vec<u8>) -> io::Result<()> {
+        const STEP: usize = 16 << 10;
+        loop {
+            let done = self.inflate(input, into, STEP)?;
+            input = &input[done.consumed..];
+            if input.is_empty() && done.produced < STEP {
+                return Ok(());
+            }
+        }
+    }
 }
 
 /// The peer's compressed stream is broken (carried in an `io::Error` of
@@ -148,6 +160,25 @@ impl Deflater {
         (taken, flush && taken == input.len() && written < room)
     }
 
+    /// Compresses `parts` as one flushed burst, appending to `into` (which
+    /// grows as needed).
+    pub fn burst(&mut self, parts: &[&[u8]], into: &mut Vec<u8>) {
+        for p in parts {
+            let mut rest = *p;
+            while !rest.is_empty() {
+                into.reserve(4096);
+                let (n, _) = self.compress(rest, into, false);
+                rest = &rest[n..];
+            }
+        }
+        loop {
+            into.reserve(4096);
+            if self.compress(&[], into, true).1 {
+                return;
+            }
+        }
+    }
+
     /// Starts over with no history, as a fresh compressor would (zlib's
     /// deflateReset), without allocating again. After a flushed burst the
     /// peer's stream is at a byte boundary in a non-final block, so a reset
@@ -164,31 +195,14 @@ mod tests {
 
     fn compress_all(d: &mut Deflater, parts: &[&[u8]]) -> Vec<u8> {
         let mut out = Vec::new();
-        for p in parts {
-            let mut rest = *p;
-            while !rest.is_empty() {
-                out.reserve(4096);
-                let (n, _) = d.compress(rest, &mut out, false);
-                rest = &rest[n..];
-            }
-        }
-        loop {
-            out.reserve(4096);
-            if d.compress(&[], &mut out, true).1 {
-                return out;
-            }
-        }
+        d.burst(parts, &mut out);
+        out
     }
 
-    fn inflate_all(i: &mut Inflater, mut input: &[u8]) -> Vec<u8> {
+    fn inflate_all(i: &mut Inflater, input: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        loop {
-            let r = i.inflate(input, &mut out, 1000).unwrap();
-            input = &input[r.consumed..];
-            if input.is_empty() && r.produced < 1000 {
-                return out;
-            }
-        }
+        i.inflate_all(input, &mut out).unwrap();
+        out
     }
 
     #[test]

@@ -128,15 +128,7 @@ thread_local! {
 fn compress(bytes: &[u8]) -> Vec<u8> {
     DEFLATER.with_borrow_mut(|d| {
         let mut out = Vec::with_capacity(bytes.len() / 2 + 64);
-        let mut rest = bytes;
-        loop {
-            out.reserve(4096);
-            let (taken, done) = d.compress(rest, &mut out, true);
-            rest = &rest[taken..];
-            if done {
-                break;
-            }
-        }
+        d.burst(&[bytes], &mut out);
         d.reset();
         out
     })
@@ -250,14 +242,8 @@ impl Conn {
                 None => raw,
                 Some(z) => {
                     let mut plain = Vec::with_capacity(raw.len() * 4);
-                    let mut rest = &raw[..];
-                    loop {
-                        let d = z.inflate(rest, &mut plain, READ_SIZE).map_err(|e| Error::Protocol(e.to_string()))?;
-                        rest = &rest[d.consumed..];
-                        if rest.is_empty() && d.produced < READ_SIZE {
-                            break plain;
-                        }
-                    }
+                    z.inflate_all(&raw, &mut plain).map_err(|e| Error::Protocol(e.to_string()))?;
+                    plain
                 }
             };
         }

@@ -347,16 +347,15 @@ impl UserStore {
     /// What the user's mailboxes hold now (see `quota.rs`).
     pub fn quota_usage(&self) -> std::io::Result<quota::Usage> {
         let boxes: Vec<(u32, u32)> = self.manifest.get().entries.iter().filter(|e| !e.noselect).map(|e| (e.id, e.uidvalidity)).collect();
-        let uidvalidity = |id: u32| boxes.iter().find(|b| b.0 == id).map_or(0, |b| b.1);
         self.ledger.usage(
-            boxes.iter().map(|b| b.0),
+            boxes.into_iter(),
             |id| self.open.borrow().get(&id).map(|mb| mb.borrow().quota_usage()),
-            |id| {
+            |id, uidvalidity| {
                 let dir = self.box_dir(id);
                 if !self.io.exists(&dir) {
                     return Ok(quota::Usage::default());
                 }
-                Ok(Mailbox::open(self.io.clone(), &dir, uidvalidity(id), self.settings)?.quota_usage())
+                Ok(Mailbox::open(self.io.clone(), &dir, uidvalidity, self.settings)?.quota_usage())
             },
         )
     }

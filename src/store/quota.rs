@@ -23,6 +23,12 @@ use std::rc::Rc;
 use super::mailbox::{Mailbox, StoreError};
 use crate::config::QuotaLimits;
 
+/// Bytes in RFC 9208's units of 1024 octets (5.1), rounded up: a mailbox
+/// holding anything never shows 0.
+pub fn kib(bytes: u64) -> u64 {
+    bytes.div_ceil(1024)
+}
+
 /// What counts against a quota.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -102,29 +108,24 @@ impl Ledger {
         self.limits.set(limits);
     }
 
-    /// The sum over the user's mailboxes (by id): `live` totals of an open
-    /// one, else its remembered totals, else what `read_closed` finds
-    /// (then remembered).
+    /// The sum over the user's mailboxes, (id, UIDVALIDITY) each: `live`
+    /// totals of an open one, else its remembered totals, else what
+    /// `read_closed` finds (then remembered).
     pub(super) fn usage(
         &self,
-        ids: impl Iterator<Item = u32>,
+        boxes: impl Iterator<Item = (u32, u32)>,
         live: impl Fn(u32) -> Option<Usage>,
-        read_closed: impl Fn(u32) -> std::io::Result<Usage>,
+        read_closed: impl Fn(u32, u32) -> std::io::Result<Usage>,
     ) -> std::io::Result<Usage> {
         let mut total = Usage::default();
-        for id in ids {
-            let u = match live(id) {
+        for (id, uidvalidity) in boxes {
+            let known = live(id).or_else(|| self.closed.borrow().get(&id).copied());
+            let u = match known {
                 Some(u) => u,
                 None => {
-                    let known = self.closed.borrow().get(&id).copied();
-                    match known {
-                        Some(u) => u,
-                        None => {
-                            let u = read_closed(id)?;
-                            self.closed.borrow_mut().insert(id, u);
-                            u
-                        }
-                    }
+                    let u = read_closed(id, uidvalidity)?;
+                    self.closed.borrow_mut().insert(id, u);
+                    u
                 }
             };
             total = total.plus(u);

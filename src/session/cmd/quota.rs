@@ -6,16 +6,11 @@
 use crate::proto::{Mailbox, Out};
 use crate::session::reply::{no, ok, store_error};
 use crate::session::state::{Authed, Directive};
+use crate::store::quota::kib;
 use crate::store::UserStore;
 
 /// The quota root every mailbox of a user belongs to.
 const ROOT: &[u8] = b"User quota";
-
-/// Bytes in RFC 9208's units of 1024 octets (5.1), rounded up: a mailbox
-/// holding anything never shows 0.
-pub(crate) fn kib(bytes: u64) -> u64 {
-    bytes.div_ceil(1024)
-}
 
 /// GETQUOTA (4.1.1).
 pub fn get(a: Authed<'_>, tag: &str, root: &[u8], out: &mut Out) -> Directive {

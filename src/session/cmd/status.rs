@@ -36,7 +36,7 @@ pub(crate) fn status_line(out: &mut Out, name: &str, mbox: &MailboxRef, items: &
             StatusItem::Size => mb.size(),
             StatusItem::Recent => u64::from(mb.unclaimed_recent()),
             StatusItem::HighestModSeq => mb.highest_modseq(),
-            StatusItem::DeletedStorage => super::quota::kib(mb.deleted_size()),
+            StatusItem::DeletedStorage => crate::store::quota::kib(mb.deleted_size()),
         };
         out.str(item.name()).sp().num(v);
     }
