@@ -336,6 +336,53 @@ impl QuotaConfig {
     }
 }
 
+/// `[metadata]`: what each user may keep in METADATA annotations (RFC
+/// 5464), and the server's `/shared/admin` entry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetadataConfig {
+    /// Largest value, e.g. `"64KiB"` (the default).
+    #[serde(deserialize_with = "de_opt_size")]
+    pub max_value_size: Option<u64>,
+    /// Entries per user, over the server and all their mailboxes (500).
+    pub max_entries: Option<usize>,
+    /// Bytes of names and values per user (`"1MiB"`).
+    #[serde(deserialize_with = "de_opt_size")]
+    pub max_total_size: Option<u64>,
+    /// How to reach the administrator, e.g. `"mailto:postmaster@example.org"`:
+    /// the server entry `/shared/admin` (RFC 5464 3.2.1.1). Absent: none.
+    pub admin: Option<String>,
+}
+
+/// What one user may keep in METADATA annotations (RFC 5464 4.1 asks for
+/// at least 1024-byte values and 10 entries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetadataLimits {
+    /// Bytes in one value.
+    pub max_value: u64,
+    /// Entries over the server and all mailboxes.
+    pub max_entries: usize,
+    /// Bytes of entry names and values together.
+    pub max_total: u64,
+}
+
+impl Default for MetadataLimits {
+    fn default() -> Self {
+        MetadataLimits { max_value: 64 << 10, max_entries: 500, max_total: 1 << 20 }
+    }
+}
+
+impl MetadataConfig {
+    pub fn limits(&self) -> MetadataLimits {
+        let d = MetadataLimits::default();
+        MetadataLimits {
+            max_value: self.max_value_size.unwrap_or(d.max_value),
+            max_entries: self.max_entries.unwrap_or(d.max_entries),
+            max_total: self.max_total_size.unwrap_or(d.max_total),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TlsConfig {
@@ -387,6 +434,7 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub delivery: DeliveryConfig,
     pub quota: QuotaConfig,
+    pub metadata: MetadataConfig,
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
@@ -405,6 +453,7 @@ impl Default for Config {
             smtp: SmtpConfig::default(),
             delivery: DeliveryConfig::default(),
             quota: QuotaConfig::default(),
+            metadata: MetadataConfig::default(),
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
@@ -472,6 +521,9 @@ mod tests {
             [quota]
             storage = "1GiB"
             messages = 100000
+            [metadata]
+            max_value_size = "4KiB"
+            admin = "mailto:root@example.org"
             [store]
             sync = "never"
             "#,
@@ -483,6 +535,8 @@ mod tests {
         assert_eq!(c.limits.max_message_size, 25 << 20);
         assert_eq!(c.quota.limits(), QuotaLimits { storage: Some(1 << 30), messages: Some(100_000) });
         assert!(!c.quota.temporary);
+        assert_eq!(c.metadata.limits(), MetadataLimits { max_value: 4096, ..MetadataLimits::default() });
+        assert_eq!(c.metadata.admin.as_deref(), Some("mailto:root@example.org"));
         assert!(c.cleartext_allowed("10.1.2.3".parse().unwrap()));
         assert!(!c.cleartext_allowed("11.1.2.3".parse().unwrap()));
         assert!(c.cleartext_allowed("::ffff:127.0.0.1".parse().unwrap()));

@@ -48,7 +48,10 @@ impl World {
         let mut store = Store::new(Rc::new(MemIo::new()), Path::new("/mail"), Settings::default());
         store.set_quota_source(ringmail::delivery::quota_source(db, &Default::default()));
         let limits = Limits { message_max: 1 << 20, ..Limits::DEFAULT };
-        let cfg = Arc::new(SessionConfig { limits: Arc::new(limits), max_auth_failures: 3, starttls: false, ..SessionConfig::default() });
+        // Small METADATA limits and an administrator entry (metadata.txt).
+        let metadata = ringmail::store::metadata::Limits { max_value: 64, max_entries: 6, max_total: 1024 };
+        let admin = Some("mailto:postmaster@example.org".to_string());
+        let cfg = Arc::new(SessionConfig { limits: Arc::new(limits), max_auth_failures: 3, starttls: false, metadata, admin, ..SessionConfig::default() });
         World { store, auth, _dir: dir, sessions: BTreeMap::new(), cfg }
     }
 
@@ -211,7 +214,7 @@ fn bless(path: &Path, text: &str) {
             let new = &s.out[before.get(n).copied().unwrap_or(0)..];
             for l in String::from_utf8_lossy(new).split_inclusive("\r\n") {
                 let l = l.strip_suffix("\r\n").unwrap_or(l);
-                out.push_str(&format!("S{n}: {}\n", l.replace('\r', "\\r").replace('\n', "\\n")));
+                out.push_str(&format!("S{n}: {}\n", l.replace('\\', "\\\\").replace('\0', "\\0").replace('\r', "\\r").replace('\n', "\\n")));
             }
         }
     }
@@ -270,6 +273,7 @@ transcripts!(
     replace,
     create_special_use,
     utf8_accept,
+    metadata,
     fetch,
     store_and_search,
     copy_move_expunge,

@@ -64,6 +64,8 @@ impl Server {
             pre_auth: Arc::new(Limits::PRE_AUTH),
             max_auth_failures: config.limits.max_auth_failures,
             starttls: true,
+            metadata: config.metadata.limits(),
+            admin: config.metadata.admin.clone(),
         });
 
         let mut per_worker: Vec<Vec<(ListenerKind, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();

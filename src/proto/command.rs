@@ -5,6 +5,16 @@
 
 pub use super::seqset::SequenceSet;
 
+/// How far below a requested entry GETMETADATA looks (RFC 5464 4.2.2):
+/// the entry only, its children, or everything below it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MetadataDepth {
+    #[default]
+    Zero,
+    One,
+    Infinity,
+}
+
 /// A parsed command with its tag.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {
@@ -39,6 +49,20 @@ pub enum CommandBody {
     SetQuota {
         root: Vec<u8>,
         limits: Vec<(String, u64)>,
+    },
+    /// METADATA (RFC 5464): GETMETADATA [(MAXSIZE n DEPTH d)] mailbox
+    /// entries, SETMETADATA mailbox (entry value ...) with NIL to remove.
+    /// The mailbox "" is the server; entry names are checked and
+    /// lower-cased.
+    GetMetadata {
+        mailbox: Mailbox,
+        entries: Vec<String>,
+        max_size: Option<u64>,
+        depth: MetadataDepth,
+    },
+    SetMetadata {
+        mailbox: Mailbox,
+        values: Vec<(String, Option<Vec<u8>>)>,
     },
     Select {
         mailbox: Mailbox,
@@ -151,6 +175,8 @@ impl CommandBody {
             GetQuota(_) => "GETQUOTA",
             GetQuotaRoot(_) => "GETQUOTAROOT",
             SetQuota { .. } => "SETQUOTA",
+            GetMetadata { .. } => "GETMETADATA",
+            SetMetadata { .. } => "SETMETADATA",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
             Create(..) => "CREATE",

@@ -169,6 +169,62 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// ` [(option ...)] mailbox entries` of GETMETADATA (RFC 5464 5: the
+    /// options come first, as errata 2785 and 2786 correct the examples).
+    fn getmetadata(&mut self) -> R<CommandBody> {
+        let (mut max_size, mut depth) = (None, MetadataDepth::Zero);
+        self.sp()?;
+        if self.peek_kind() == Some(Kind::LParen) {
+            self.paren_list(false, |p| {
+                let option = p.atom_upper()?;
+                p.sp()?;
+                match option.as_str() {
+                    "MAXSIZE" => max_size = Some(p.number()?),
+                    "DEPTH" => {
+                        depth = match p.atom_upper()?.as_str() {
+                            "0" => MetadataDepth::Zero,
+                            "1" => MetadataDepth::One,
+                            "INFINITY" => MetadataDepth::Infinity,
+                            _ => return Err("DEPTH is 0, 1 or infinity".into()),
+                        }
+                    }
+                    _ => return Err(format!("Unknown GETMETADATA option {option}")),
+                }
+                Ok(())
+            })?;
+            self.sp()?;
+        }
+        let mailbox = self.mailbox()?;
+        self.sp()?;
+        let entries = if self.peek_kind() == Some(Kind::LParen) { self.paren_list(false, Self::metadata_entry)? } else { vec![self.metadata_entry()?] };
+        Ok(CommandBody::GetMetadata { mailbox, entries, max_size, depth })
+    }
+
+    /// An entry name (RFC 5464 3.2): under `/private` or `/shared`, no
+    /// `//`, no trailing `/`, no wildcards, no control or 8-bit characters;
+    /// lower-cased, as names are case-insensitive.
+    fn metadata_entry(&mut self) -> R<String> {
+        let raw = self.astring()?;
+        let problem = if raw.iter().any(|&b| !(0x20..0x7f).contains(&b)) {
+            Some("can't contain control or 8-bit characters")
+        } else if raw.iter().any(|&b| b == b'*' || b == b'%') {
+            Some("can't contain '*' or '%'")
+        } else if raw.windows(2).any(|w| w == b"//") {
+            Some("can't contain consecutive '/'")
+        } else if raw.ends_with(b"/") {
+            Some("can't end with '/'")
+        } else {
+            None
+        };
+        let name = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+        let rooted = ["/private", "/shared"].iter().any(|r| name.strip_prefix(r).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')));
+        match problem {
+            Some(p) => Err(format!("Entry name {p}")),
+            None if !rooted => Err("Entry name must begin with /private or /shared".into()),
+            None => Ok(name),
+        }
+    }
+
     /// `(` literal8 `)` after `UTF8 ` (RFC 6855 4): a message, or a
     /// CATENATE part, with UTF-8 header fields.
     fn utf8_literal(&mut self) -> R<Vec<u8>> {
@@ -469,6 +525,18 @@ impl<'a> Parser<'a> {
                 let root = self.astring()?;
                 self.sp()?;
                 CommandBody::SetQuota { root, limits: self.quota_limits()? }
+            }
+            "GETMETADATA" => self.getmetadata()?,
+            "SETMETADATA" => {
+                self.sp()?;
+                let mailbox = self.mailbox()?;
+                self.sp()?;
+                let values = self.paren_list(false, |p| {
+                    let entry = p.metadata_entry()?;
+                    p.sp()?;
+                    Ok((entry, p.nil_or_string()?))
+                })?;
+                CommandBody::SetMetadata { mailbox, values }
             }
             "EXPUNGE" => CommandBody::Expunge { uids: None },
             "NAMESPACE" => CommandBody::Namespace,

@@ -4,6 +4,11 @@
 /// `s` with its `%XX` escapes decoded; None if one is malformed or the
 /// result is not UTF-8.
 pub fn decode(s: &str) -> Option<String> {
+    String::from_utf8(decode_bytes(s)?).ok()
+}
+
+/// `s` with its `%XX` escapes decoded, as bytes; None if one is malformed.
+pub fn decode_bytes(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -17,5 +22,19 @@ pub fn decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    Some(out)
+}
+
+/// `b` with every byte outside visible ASCII, and `%`, written `%XX`: a
+/// form that fits in one space-separated word of a line.
+pub fn encode_bytes(b: &[u8]) -> String {
+    let mut s = String::with_capacity(b.len());
+    for &c in b {
+        if c.is_ascii_graphic() && c != b'%' {
+            s.push(c as char);
+        } else {
+            s.push_str(&format!("%{c:02X}"));
+        }
+    }
+    s
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use crate::proto::Limits;
+use crate::store::metadata;
 
 /// Settings shared by every session of a listener.
 #[derive(Debug, Clone)]
@@ -14,11 +15,22 @@ pub struct SessionConfig {
     pub max_auth_failures: u32,
     /// STARTTLS can be offered (TLS is configured and the connection is cleartext).
     pub starttls: bool,
+    /// What a user may keep in METADATA annotations (RFC 5464).
+    pub metadata: metadata::Limits,
+    /// The server entry `/shared/admin` (RFC 5464 3.2.1.1), if configured.
+    pub admin: Option<String>,
 }
 
 impl Default for SessionConfig {
     fn default() -> Self {
-        SessionConfig { limits: Arc::new(Limits::DEFAULT), pre_auth: Arc::new(Limits::PRE_AUTH), max_auth_failures: 3, starttls: false }
+        SessionConfig {
+            limits: Arc::new(Limits::DEFAULT),
+            pre_auth: Arc::new(Limits::PRE_AUTH),
+            max_auth_failures: 3,
+            starttls: false,
+            metadata: metadata::Limits::default(),
+            admin: None,
+        }
     }
 }
 

@@ -1,5 +1,5 @@
 //! A user's list of mailboxes (name, id, UIDVALIDITY, special use,
-//! placeholder state) and subscriptions: the `mailboxes` file of
+//! placeholder state), subscriptions and annotations: the `mailboxes` file of
 //! docs/store-format.md, rewritten atomically on every change.
 //!
 //! A change takes effect in memory at once ([`ManifestCell::change`]) and
@@ -13,6 +13,7 @@ use std::rc::Rc;
 
 use super::format::crc;
 use super::io::{Io, Job, Task};
+use super::metadata::Metadata;
 use crate::proto::percent::decode as unescape;
 
 /// The hierarchy delimiter (RFC 9051 5.1.1).
@@ -35,6 +36,9 @@ pub struct Manifest {
     pub last_uidvalidity: u32,
     pub entries: Vec<Entry>,
     pub subscribed: BTreeSet<String>,
+    /// METADATA annotations (RFC 5464), shared between copies until one
+    /// changes them.
+    pub metadata: Rc<Metadata>,
 }
 
 /// Why a mailbox name is refused.
@@ -106,6 +110,7 @@ impl Manifest {
         for n in &self.subscribed {
             s.push_str(&format!("subscribed {}\n", escape(n)));
         }
+        self.metadata.encode(&mut s);
         let c = crc(s.as_bytes());
         s.push_str(&format!("crc {c:08x}\n"));
         s.into_bytes()
@@ -141,6 +146,7 @@ impl Manifest {
                 "subscribed" => {
                     m.subscribed.insert(unescape(rest)?);
                 }
+                "metadata" => Rc::make_mut(&mut m.metadata).decode_line(rest)?,
                 _ => return None,
             }
         }
@@ -294,6 +300,8 @@ mod tests {
         m.add("INBOX".into(), 5, None, false);
         m.add("Dir ectory/100% \u{e9}".into(), 6, Some("\\Sent".into()), true);
         m.subscribed.insert("Not There".into());
+        let v = Some(b"note\r\n".to_vec());
+        Rc::make_mut(&mut m.metadata).set(2, &[("/private/comment".into(), v)], Default::default()).unwrap();
         let bytes = m.encode();
         assert_eq!(Manifest::decode(&bytes), Some(m));
         let mut bad = bytes.clone();

@@ -19,6 +19,7 @@ pub mod io;
 pub mod journal;
 pub mod mailbox;
 pub mod manifest;
+pub mod metadata;
 pub mod quota;
 
 use std::cell::RefCell;
@@ -39,6 +40,7 @@ pub use quota::{Claim, Usage};
 
 use self::io::read_optional;
 use manifest::{canonical, parents, Manifest};
+use metadata::{Depth, SPECIAL_USE};
 
 /// The special-use mailboxes every new user gets (RFC 6154).
 pub const DEFAULT_MAILBOXES: [(&str, Option<&str>); 6] = [
@@ -434,6 +436,8 @@ impl UserStore {
                     let uv = m.new_uidvalidity(now);
                     let id = m.next_id;
                     m.next_id += 1;
+                    let old = m.get(&level).expect("present").id;
+                    Rc::make_mut(&mut m.metadata).remove_owner(old);
                     let use_here = (level == name).then(|| special_use.map(str::to_string)).flatten();
                     let e = m.get_mut(&level).expect("present");
                     e.noselect = false;
@@ -463,6 +467,9 @@ impl UserStore {
         }
         let mut m = self.manifest.get().clone();
         let e = m.get(&name).cloned().ok_or(MailboxError::NonExistent)?;
+        // RFC 5464 4.1: a deleted mailbox's annotations go with it, also
+        // when it stays as a placeholder.
+        Rc::make_mut(&mut m.metadata).remove_owner(e.id);
         if m.has_children(&name) {
             if e.noselect {
                 return Err(MailboxError::HasChildren);
@@ -517,6 +524,46 @@ impl UserStore {
                 }
             }
             prune_placeholders(&mut m, &from);
+        }
+        self.manifest.change(m);
+        Ok(())
+    }
+
+    /// Whose annotations `mailbox` names (RFC 5464 4.2: "" is the
+    /// server's); NonExistent if no such mailbox.
+    pub fn metadata_owner(&self, mailbox: &str) -> Result<u32, MailboxError> {
+        if mailbox.is_empty() {
+            return Ok(metadata::SERVER);
+        }
+        let name = canonical(mailbox).map_err(|_| MailboxError::NonExistent)?;
+        self.manifest.get().get(&name).map(|e| e.id).ok_or(MailboxError::NonExistent)
+    }
+
+    /// `entry` of `owner` to `depth` (RFC 5464 4.2), with a mailbox's
+    /// special use as `/private/specialuse` (RFC 6154 4) where the request
+    /// reaches it.
+    pub fn metadata(&self, owner: u32, entry: &str, depth: Depth) -> Vec<(String, Vec<u8>)> {
+        let m = self.manifest.get();
+        let mut v: Vec<(String, Vec<u8>)> = m.metadata.get(owner, entry, depth).into_iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect();
+        if let Some(su) = m.entries.iter().find(|e| e.id == owner && owner != metadata::SERVER).and_then(|e| e.special_use.as_ref()) {
+            if metadata::reaches(entry, depth, SPECIAL_USE) {
+                v.push((SPECIAL_USE.to_string(), su.clone().into_bytes()));
+                v.sort();
+            }
+        }
+        v
+    }
+
+    /// SETMETADATA (RFC 5464 4.3) for `owner`, all or nothing; in memory at
+    /// once, durable with [`UserStore::manifest_durable`]. A mailbox's
+    /// `/private/specialuse` sets its special use, which the caller has
+    /// checked; empty or NIL removes it.
+    pub fn set_metadata(&self, owner: u32, changes: &[(String, Option<Vec<u8>>)], limits: metadata::Limits) -> Result<(), metadata::SetError> {
+        let mut m = self.manifest.get().clone();
+        let (special, stored): (Vec<_>, Vec<_>) = changes.iter().cloned().partition(|(k, _)| owner != metadata::SERVER && k == SPECIAL_USE);
+        Rc::make_mut(&mut m.metadata).set(owner, &stored, limits)?;
+        if let (Some((_, value)), Some(e)) = (special.last(), m.entries.iter_mut().find(|e| e.id == owner)) {
+            e.special_use = value.as_ref().and_then(|v| String::from_utf8(v.clone()).ok()).filter(|s| !s.is_empty());
         }
         self.manifest.change(m);
         Ok(())

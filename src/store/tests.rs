@@ -91,6 +91,36 @@ fn manifest_survives_crash_and_reopen() {
     assert!(u2.subscriptions().contains("Work") && !u2.subscriptions().contains("Junk"));
 }
 
+/// Annotations (RFC 5464) are durable with the manifest: a crash before the
+/// commit loses only unacknowledged ones; after it they stay, with the
+/// mailbox id across RENAME, and a special use set through them too.
+#[test]
+fn metadata_survives_crash_and_follows_rename() {
+    let (io, s, u) = store();
+    let limits = metadata::Limits::default();
+    let set = |u: &UserStore, mailbox: &str, k: &str, v: &[u8]| {
+        u.set_metadata(u.metadata_owner(mailbox).unwrap(), &[(k.to_string(), Some(v.to_vec()))], limits).unwrap()
+    };
+    set(&u, "", "/private/comment", b"server note");
+    set(&u, "Sent", "/shared/comment", b"line\r\n\0binary");
+    set(&u, "Sent", SPECIAL_USE, b"\\Archive");
+    u.rename("Sent", "Sent Items", 2_000).unwrap();
+    let unsaved: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s1 = Store::new(unsaved, Path::new("/d/mail"), Settings::default());
+    assert!(s1.user("u", 1_000).unwrap().metadata(metadata::SERVER, "/private/comment", Depth::Zero).is_empty(), "not committed: gone");
+    wait(&s, u.manifest_durable()).unwrap();
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(io::CrashMode::DropUnsynced));
+    let s2 = Store::new(crashed, Path::new("/d/mail"), Settings::default());
+    let u2 = s2.user("u", 1_000).unwrap();
+    let get = |mailbox: &str, k: &str| u2.metadata(u2.metadata_owner(mailbox).unwrap(), k, Depth::Zero);
+    assert_eq!(get("", "/private/comment"), [("/private/comment".to_string(), b"server note".to_vec())]);
+    assert_eq!(get("Sent Items", "/shared/comment"), [("/shared/comment".to_string(), b"line\r\n\0binary".to_vec())]);
+    assert_eq!(u2.entries().into_iter().find(|e| e.name == "Sent Items").unwrap().special_use.as_deref(), Some("\\Archive"));
+    u2.delete("Sent Items").unwrap();
+    u2.create("Sent Items", None, 3_000).unwrap();
+    assert!(get("Sent Items", "/shared/comment").is_empty(), "a deleted mailbox's annotations go with it");
+}
+
 /// A new mailbox's messages count only once the mailbox is listed: the
 /// mailbox's commit saves the list of mailboxes with it.
 #[test]

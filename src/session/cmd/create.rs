@@ -12,6 +12,12 @@ use crate::store::MailboxError;
 /// flagged message), which ringmail does not keep.
 const CREATABLE: &[&str] = &["\\Archive", "\\Drafts", "\\Junk", "\\Sent", "\\Trash"];
 
+/// The special use `name` (any case) names, as LIST spells it, if a
+/// mailbox can have it.
+pub(super) fn special_use_named(name: &str) -> Option<&'static str> {
+    CREATABLE.iter().find(|u| u.eq_ignore_ascii_case(name)).copied()
+}
+
 pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, uses: &[String], now: i64, out: &mut Out) -> Directive {
     let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
@@ -19,8 +25,8 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, uses: &[String], now: i6
     };
     let special_use = match uses {
         [] => None,
-        [one] => match CREATABLE.iter().find(|u| u.eq_ignore_ascii_case(one)) {
-            Some(u) => Some(*u),
+        [one] => match special_use_named(one) {
+            Some(u) => Some(u),
             // RFC 6154 3: USEATTR for an attribute the server cannot give.
             None => return no(out, tag, Some("USEATTR"), "Unsupported special-use attribute"),
         },

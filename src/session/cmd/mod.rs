@@ -21,6 +21,7 @@ pub mod idle;
 mod list;
 pub mod login;
 mod logout;
+mod metadata;
 mod namespace;
 mod noop;
 mod quota;
@@ -73,6 +74,8 @@ fn spec(body: &CommandBody) -> Spec {
         | GetQuota(_)
         | GetQuotaRoot(_)
         | SetQuota { .. }
+        | GetMetadata { .. }
+        | SetMetadata { .. }
         | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
@@ -177,6 +180,8 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         GetQuota(root) => quota::get(authed!(), &tag, &root, out),
         GetQuotaRoot(mailbox) => quota::get_root(authed!(), &tag, &mailbox, out),
         SetQuota { .. } => quota::set(&tag, out),
+        GetMetadata { mailbox, entries, max_size, depth } => metadata::get(authed!(), &tag, &mailbox, &entries, max_size, depth, out),
+        SetMetadata { mailbox, values } => metadata::set(authed!(), &tag, &mailbox, &values, out),
         AppendWhole { mailbox, messages, replace } => append::run_whole(s, &tag, &mailbox, messages, replace, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),
