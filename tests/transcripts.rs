@@ -274,6 +274,7 @@ transcripts!(
     create_special_use,
     utf8_accept,
     metadata,
+    qresync,
     fetch,
     store_and_search,
     copy_move_expunge,

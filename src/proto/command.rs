@@ -3,7 +3,7 @@
 //! These types say what was asked, not whether it is allowed: state gating and
 //! meaning live in `session/`. Names are kept as the RFC spells them.
 
-pub use super::seqset::SequenceSet;
+pub use super::seqset::{Ranges, SequenceSet};
 
 /// How far below a requested entry GETMETADATA looks (RFC 5464 4.2.2):
 /// the entry only, its children, or everything below it.
@@ -229,6 +229,20 @@ impl Mailbox {
 pub struct SelectParams {
     /// `(CONDSTORE)` select parameter (RFC 7162 3.1.8).
     pub condstore: bool,
+    /// `(QRESYNC (...))` (RFC 7162 3.2.5).
+    pub qresync: Option<Qresync>,
+}
+
+/// What a client knew of a mailbox: `QRESYNC (uidvalidity modseq
+/// [known-uids] [(known-sequence-set known-uid-set)])` (RFC 7162 3.2.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Qresync {
+    pub uidvalidity: u32,
+    pub modseq: u64,
+    /// The UIDs the client knows (`*` is not allowed); None: all up to UIDNEXT-1.
+    pub known_uids: Option<Ranges>,
+    /// Message numbers and the UIDs they had for the client (3.2.5.2).
+    pub seq_match: Option<(Ranges, Ranges)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -332,6 +346,8 @@ pub enum StoreOp {
 pub struct FetchModifiers {
     /// `(CHANGEDSINCE n)` (RFC 7162 3.1.4).
     pub changed_since: Option<u64>,
+    /// `VANISHED` (RFC 7162 3.2.6): also report expunged UIDs of the set.
+    pub vanished: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -169,6 +169,43 @@ impl<'a> Parser<'a> {
         })
     }
 
+    /// `(uidvalidity modseq [known-uids] [(seqs uids)])` after `QRESYNC `
+    /// (RFC 7162 3.2.5).
+    fn qresync_param(&mut self) -> R<Qresync> {
+        self.lparen()?;
+        let uidvalidity = u32::try_from(self.number()?).ok().filter(|&v| v > 0).ok_or_else(|| "Invalid UIDVALIDITY".to_string())?;
+        self.sp()?;
+        let modseq = self.number()?;
+        let (mut known_uids, mut seq_match) = (None, None);
+        if self.peek_kind() != Some(Kind::RParen) {
+            self.sp()?;
+            if self.peek_kind() != Some(Kind::LParen) {
+                known_uids = Some(self.set_without_star()?);
+                if self.peek_kind() != Some(Kind::RParen) {
+                    self.sp()?;
+                }
+            }
+            if self.peek_kind() == Some(Kind::LParen) {
+                self.lparen()?;
+                let seqs = self.set_without_star()?;
+                self.sp()?;
+                let uids = self.set_without_star()?;
+                self.rparen()?;
+                seq_match = Some((seqs, uids));
+            }
+        }
+        self.rparen()?;
+        Ok(Qresync { uidvalidity, modseq, known_uids, seq_match })
+    }
+
+    /// A sequence set in which `*` is not allowed (RFC 7162 known-uids).
+    fn set_without_star(&mut self) -> R<Ranges> {
+        match self.sequence_set()? {
+            SequenceSet::Ranges(r) if !r.has_star() => Ok(r),
+            _ => Err("Expected a set of numbers without * or $".into()),
+        }
+    }
+
     /// ` [(option ...)] mailbox entries` of GETMETADATA (RFC 5464 5: the
     /// options come first, as errata 2785 and 2786 correct the examples).
     fn getmetadata(&mut self) -> R<CommandBody> {
@@ -576,12 +613,18 @@ impl<'a> Parser<'a> {
                 let mut params = SelectParams::default();
                 if !self.at_end() {
                     self.sp()?;
-                    for p in self.atom_list()? {
-                        match p.as_str() {
+                    self.paren_list(true, |p| {
+                        let name = p.atom_upper()?;
+                        match name.as_str() {
                             "CONDSTORE" => params.condstore = true,
-                            _ => return Err(format!("Unknown select parameter {p}")),
+                            "QRESYNC" => {
+                                p.sp()?;
+                                params.qresync = Some(p.qresync_param()?);
+                            }
+                            _ => return Err(format!("Unknown select parameter {name}")),
                         }
-                    }
+                        Ok(())
+                    })?;
                 }
                 CommandBody::Select { mailbox, read_only: name == "EXAMINE", params }
             }
@@ -689,9 +732,17 @@ impl<'a> Parser<'a> {
                                 modifiers.changed_since = Some(p.number()?);
                                 Ok(())
                             }
+                            "VANISHED" => {
+                                modifiers.vanished = true;
+                                Ok(())
+                            }
                             _ => Err(format!("Unknown FETCH modifier {m}")),
                         }
                     })?;
+                }
+                // RFC 7162 3.2.6: VANISHED only in UID FETCH, with CHANGEDSINCE.
+                if modifiers.vanished && (!uid || modifiers.changed_since.is_none()) {
+                    return Err("VANISHED needs UID FETCH with CHANGEDSINCE".into());
                 }
                 CommandBody::Fetch { set, items, uid, modifiers }
             }
@@ -1434,8 +1485,21 @@ mod tests {
         assert_eq!(body("a LOGIN joe \"se\\\"cret\""), CommandBody::Login { user: b"joe".to_vec(), password: b"se\"cret".to_vec() });
         assert_eq!(
             body("a SELECT INBOX (CONDSTORE)"),
-            CommandBody::Select { mailbox: Mailbox(b"INBOX".to_vec()), read_only: false, params: SelectParams { condstore: true } }
+            CommandBody::Select { mailbox: Mailbox(b"INBOX".to_vec()), read_only: false, params: SelectParams { condstore: true, qresync: None } }
         );
+        let qresync = |line: &str| match body(line) {
+            CommandBody::Select { params, .. } => params.qresync.unwrap(),
+            b => panic!("{b:?}"),
+        };
+        // RFC 7162 3.2.5: known UIDs and seq-match data are each optional.
+        let q = qresync("a SELECT INBOX (QRESYNC (67890007 20050715194045000 41,43:211,214:541))");
+        assert_eq!((q.uidvalidity, q.modseq, q.known_uids.unwrap().resolve(0)), (67890007, 20050715194045000, vec![(41, 41), (43, 211), (214, 541)]));
+        assert!(qresync("a EXAMINE INBOX (QRESYNC (1 2))").known_uids.is_none());
+        let q = qresync("a SELECT INBOX (CONDSTORE QRESYNC (1 2 (1:3 4,7,9)))");
+        assert_eq!(q.seq_match.map(|(s, u)| (s.resolve(0), u.resolve(0))), Some((vec![(1, 3)], vec![(4, 4), (7, 7), (9, 9)])));
+        for bad in ["a SELECT INBOX (QRESYNC (0 2))", "a SELECT INBOX (QRESYNC (1 2 1:*))", "a SELECT INBOX (QRESYNC (1))", "a UID FETCH 1 FLAGS (VANISHED)"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
         assert!(matches!(body("a ENABLE IMAP4rev2 UTF8=ACCEPT"), CommandBody::Enable(v) if v == ["IMAP4REV2", "UTF8=ACCEPT"]));
         assert!(matches!(body("a ID NIL"), CommandBody::Id(None)));
         assert!(matches!(body("a ID (\"name\" \"x\" \"v\" NIL)"), CommandBody::Id(Some(v)) if v.len() == 2));

@@ -28,6 +28,7 @@ const AUTHENTICATED: &[&str] = &[
     "SEARCHRES",
     "BINARY",
     "CONDSTORE",
+    "QRESYNC",
     "STATUS=SIZE",
     "SORT",
     "SORT=DISPLAY",

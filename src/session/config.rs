@@ -51,4 +51,6 @@ pub struct Enabled {
     pub rev2: bool,
     pub utf8: bool,
     pub condstore: bool,
+    /// QRESYNC (RFC 7162 3.2.3): expunges are told as VANISHED.
+    pub qresync: bool,
 }

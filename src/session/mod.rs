@@ -31,6 +31,7 @@ mod selected;
 mod sort;
 mod state;
 mod thread;
+mod vanished;
 mod walk;
 
 pub use config::{ConnFacts, Enabled, SessionConfig};

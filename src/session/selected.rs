@@ -8,6 +8,7 @@ use std::rc::Rc;
 use super::config::Enabled;
 use super::contexts::{self, Context};
 use super::flags::flags_item;
+use super::vanished;
 use crate::proto::{Out, SequenceSet};
 use crate::signal::Signal;
 use crate::store::MailboxRef;
@@ -225,6 +226,13 @@ impl Selected {
             out.raw(b"* ").num(u64::from(seq)).raw(b" EXPUNGE\r\n");
             p.at += 1;
         }
+        // RFC 7162 3.2.10: with QRESYNC, the same expunges as UIDs.
+        while p.at_vanished < p.vanished.len() {
+            if out.len() >= budget {
+                return Synced::More;
+            }
+            p.at_vanished += vanished::line(out, false, &p.vanished[p.at_vanished..]);
+        }
         if let Some(exists) = p.exists.take() {
             out.raw(b"* ").num(u64::from(exists)).raw(b" EXISTS\r\n");
             if let Some(recent) = p.recent.take() {
@@ -301,8 +309,13 @@ impl Selected {
             let seq_of = move |u: u32| old.binary_search(&u).ok().map(|i| i as u32 + 1);
             contexts::write(&mut results_before, &self.contexts, &changes, &seq_of);
         }
-        // Highest number first (RFC 9051 7.5.1: each EXPUNGE renumbers the rest).
-        let expunged: Vec<u32> = if expunged_pending { Vec::new() } else { gone.iter().rev().map(|&i| i as u32 + 1).collect() };
+        // Highest number first (RFC 9051 7.5.1: each EXPUNGE renumbers the
+        // rest); with QRESYNC, UIDs in VANISHED instead (in UID order).
+        let (expunged, vanished): (Vec<u32>, Vec<(u32, u32)>) = match (expunged_pending, enabled.qresync) {
+            (true, _) => Default::default(),
+            (false, false) => (gone.iter().rev().map(|&i| i as u32 + 1).collect(), Vec::new()),
+            (false, true) => (Vec::new(), vanished::ranges_of(&gone.iter().map(|&i| self.uids[i]).collect::<Vec<_>>())),
+        };
         // New messages: the mailbox's UIDs above the last one we know.
         let last = self.uids.last().copied().unwrap_or(0);
         let start = current.partition_point(|&u| u <= last);
@@ -360,6 +373,8 @@ impl Selected {
         let plan = SyncPlan {
             expunged,
             at: 0,
+            vanished,
+            at_vanished: 0,
             exists,
             recent,
             flags,
@@ -378,6 +393,9 @@ struct SyncPlan {
     /// EXPUNGE responses to send, in order, and how many were sent.
     expunged: Vec<u32>,
     at: usize,
+    /// The same as UID ranges, for a QRESYNC client, and how many were sent.
+    vanished: Vec<(u32, u32)>,
+    at_vanished: usize,
     exists: Option<u32>,
     recent: Option<u32>,
     /// UIDs whose flags others changed, and how many were looked at.

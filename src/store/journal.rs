@@ -3,6 +3,12 @@
 //! comparing every message (which made each command O(mailbox size) while
 //! other sessions were busy). Bounded: a session that fell further behind
 //! than the journal reaches falls back to the full comparison.
+//!
+//! The expunges also answer QRESYNC (RFC 7162 3.2.5, 3.2.6): which UIDs
+//! went after a modseq. Nothing here is kept on disk: after a restart, or
+//! for a client asking from before what the journal holds, the caller
+//! lists every UID of the client's range that no longer exists (RFC 7162
+//! 5.1: correct, only less compact).
 
 use std::collections::VecDeque;
 
@@ -11,10 +17,12 @@ const KEEP: usize = 4096;
 
 #[derive(Debug, Default)]
 pub struct Journal {
-    /// (mailbox version after the expunge, uid).
-    expunged: VecDeque<(u64, u32)>,
+    /// (mailbox version after the expunge, modseq of the expunge, uid).
+    expunged: VecDeque<(u64, u64, u32)>,
     /// Every expunge after this version is in `expunged`.
     expunged_from: u64,
+    /// Every expunge with a higher modseq is in `expunged`.
+    expunged_modseq_from: u64,
     /// (modseq of the change, uid).
     flags: VecDeque<(u64, u32)>,
     /// Every flag change after this modseq is in `flags`.
@@ -24,16 +32,34 @@ pub struct Journal {
 impl Journal {
     /// An empty journal that covers everything after `version` and `modseq`.
     pub fn starting_at(version: u64, modseq: u64) -> Journal {
-        Journal { expunged_from: version, flags_from: modseq, ..Journal::default() }
+        Journal { expunged_from: version, expunged_modseq_from: modseq, flags_from: modseq, ..Journal::default() }
     }
 
-    pub fn expunged(&mut self, version: u64, uid: u32) {
-        if self.expunged.len() == KEEP {
-            if let Some((v, _)) = self.expunged.pop_front() {
-                self.expunged_from = self.expunged_from.max(v);
+    /// Takes in the expunges a mailbox's logs hold, (modseq, UID) in
+    /// order, all of those after modseq `from`: QRESYNC clients are then
+    /// answered from them across a restart. Sessions never see them as new
+    /// (they are older than any session's version).
+    pub fn seed_expunges(&mut self, from: u64, history: impl Iterator<Item = (u64, u32)>) {
+        let mut seeded: VecDeque<(u64, u64, u32)> = history.map(|(m, u)| (0, m, u)).collect();
+        let mut from = from;
+        while seeded.len() > KEEP {
+            if let Some((_, m, _)) = seeded.pop_front() {
+                from = from.max(m);
             }
         }
-        self.expunged.push_back((version, uid));
+        seeded.extend(self.expunged.drain(..));
+        self.expunged = seeded;
+        self.expunged_modseq_from = self.expunged_modseq_from.min(from);
+    }
+
+    pub fn expunged(&mut self, version: u64, modseq: u64, uid: u32) {
+        if self.expunged.len() == KEEP {
+            if let Some((v, m, _)) = self.expunged.pop_front() {
+                self.expunged_from = self.expunged_from.max(v);
+                self.expunged_modseq_from = self.expunged_modseq_from.max(m);
+            }
+        }
+        self.expunged.push_back((version, modseq, uid));
     }
 
     pub fn flags_changed(&mut self, modseq: u64, uid: u32) {
@@ -48,8 +74,17 @@ impl Journal {
     /// UIDs expunged after `version`, or None if the journal does not reach back that far.
     pub fn expunged_since(&self, version: u64) -> Option<impl Iterator<Item = u32> + '_> {
         (version >= self.expunged_from).then(|| {
-            let start = self.expunged.partition_point(|&(v, _)| v <= version);
-            self.expunged.range(start..).map(|&(_, u)| u)
+            let start = self.expunged.partition_point(|&(v, _, _)| v <= version);
+            self.expunged.range(start..).map(|&(_, _, u)| u)
+        })
+    }
+
+    /// UIDs expunged with a modseq above `modseq`, or None if the journal
+    /// does not reach back that far.
+    pub fn expunged_after_modseq(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        (modseq >= self.expunged_modseq_from).then(|| {
+            let start = self.expunged.partition_point(|&(_, m, _)| m <= modseq);
+            self.expunged.range(start..).map(|&(_, _, u)| u)
         })
     }
 
@@ -70,13 +105,15 @@ mod tests {
     #[test]
     fn answers_only_what_it_covers() {
         let mut j = Journal::starting_at(10, 100);
-        j.expunged(11, 5);
-        j.expunged(12, 7);
+        j.expunged(11, 101, 5);
+        j.expunged(12, 102, 7);
         j.flags_changed(101, 3);
         j.flags_changed(103, 3);
         assert_eq!(j.expunged_since(10).unwrap().collect::<Vec<_>>(), [5, 7]);
         assert_eq!(j.expunged_since(11).unwrap().collect::<Vec<_>>(), [7]);
         assert!(j.expunged_since(9).is_none(), "older than the journal");
+        assert_eq!(j.expunged_after_modseq(101).unwrap().collect::<Vec<_>>(), [7]);
+        assert!(j.expunged_after_modseq(99).is_none());
         assert_eq!(j.flags_since(101).unwrap().collect::<Vec<_>>(), [3]);
         assert!(j.flags_since(99).is_none());
         for i in 0..KEEP as u64 {

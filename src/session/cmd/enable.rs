@@ -1,5 +1,5 @@
-//! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2, CONDSTORE and
-//! UTF8=ACCEPT (RFC 6855 3: UTF-8 mailbox names and quoted strings, and
+//! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2, CONDSTORE, QRESYNC
+//! (which turns CONDSTORE on too, RFC 7162 3.2.3) and UTF8=ACCEPT (RFC 6855 3: UTF-8 mailbox names and quoted strings, and
 //! messages with UTF-8 header fields in APPEND).
 
 use crate::proto::Out;
@@ -17,6 +17,11 @@ pub fn run(cx: &mut Cx, tag: &str, caps: &[String], out: &mut Out) -> Directive 
             "CONDSTORE" if !cx.enabled.condstore => {
                 cx.enabled.condstore = true;
                 newly.push("CONDSTORE");
+            }
+            "QRESYNC" if !cx.enabled.qresync => {
+                cx.enabled.qresync = true;
+                cx.enabled.condstore = true;
+                newly.push("QRESYNC");
             }
             "UTF8=ACCEPT" if !cx.enabled.utf8 => {
                 cx.enabled.utf8 = true;

@@ -4,11 +4,12 @@
 //! mapped segment, never copied.
 
 use crate::mime::{header, Cache, Kind, Transfer};
-use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SequenceSet, Shared};
+use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SeqNum, SeqRange, SequenceSet, Shared};
 use crate::session::flags::flags_item;
-use crate::session::reply::{enable_condstore, no, ok, ok_when_durable, store_error};
+use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
 use crate::session::selected::Selected;
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
+use crate::session::vanished;
 use crate::session::walk::SetWalk;
 use crate::store::format::F_SEEN;
 use crate::store::StoreError;
@@ -174,20 +175,49 @@ pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchIte
     if mods.changed_since.is_some() && !items.contains(&FetchItem::ModSeq) {
         items.push(FetchItem::ModSeq);
     }
+    if mods.vanished && !m.cx.enabled.qresync {
+        return bad(out, tag, "VANISHED needs ENABLE QRESYNC first");
+    }
     if items.contains(&FetchItem::ModSeq) {
         // RFC 7162 3.1: using MODSEQ turns CONDSTORE on.
         enable_condstore(&mut m, out);
     }
+    // RFC 7162 3.2.6: the UIDs of the set expunged since CHANGEDSINCE.
+    let vanished = match (mods.vanished, mods.changed_since, set) {
+        (true, Some(since), SequenceSet::Ranges(r)) => Some((since, r.resolve(m.sel.mbox.borrow().uidnext().saturating_sub(1)))),
+        _ => None,
+    };
     let c = Fetch {
         tag: tag.to_string(),
         walk: SetWalk::new(set, uid),
         items,
         changed_since: mods.changed_since,
+        vanished,
+        done: (None, "Fetch completed."),
         expunged: false,
         unknown_cte: false,
         seen_set: false,
     };
     run_in_mailbox(c)
+}
+
+/// The second half of SELECT's QRESYNC parameter (RFC 7162 3.2.5.1):
+/// `* VANISHED (EARLIER)` for the known UIDs expunged since `modseq`, then
+/// FETCH (UID FLAGS MODSEQ) of those changed since, then the SELECT's
+/// tagged OK with `code` and `text`.
+pub(crate) fn resync(tag: &str, known: Vec<(u32, u32)>, modseq: u64, code: &'static str, text: &'static str) -> Directive {
+    let set = SequenceSet::from_ranges(&known.iter().map(|&(a, b)| SeqRange { start: SeqNum::Num(a), end: SeqNum::Num(b) }).collect::<Vec<_>>());
+    run_in_mailbox(Fetch {
+        tag: tag.to_string(),
+        walk: SetWalk::new(&set, true),
+        items: vec![FetchItem::Uid, FetchItem::Flags, FetchItem::ModSeq],
+        changed_since: Some(modseq),
+        vanished: Some((modseq, known)),
+        done: (Some(code), text),
+        expunged: false,
+        unknown_cte: false,
+        seen_set: false,
+    })
 }
 
 /// Messages per slice at most, whatever their size.
@@ -199,6 +229,11 @@ struct Fetch {
     walk: SetWalk,
     items: Vec<FetchItem>,
     changed_since: Option<u64>,
+    /// `* VANISHED (EARLIER)` to send first: the UIDs of these ranges
+    /// expunged after this modseq (RFC 7162 3.2.5.1, 3.2.6).
+    vanished: Option<(u64, Vec<(u32, u32)>)>,
+    /// The tagged OK's code and text.
+    done: (Option<&'static str>, &'static str),
     expunged: bool,
     unknown_cte: bool,
     seen_set: bool,
@@ -208,6 +243,13 @@ impl MailboxCursor for Fetch {
     fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
         if let Err(p) = self.walk.ready(&mut m, out, &self.tag) {
             return p;
+        }
+        if let Some((since, within)) = self.vanished.take() {
+            let gone = vanished::since(&m.sel.mbox.borrow(), since, &within);
+            let mut at = 0;
+            while at < gone.len() {
+                at += vanished::line(out, true, &gone[at..]);
+            }
         }
         let rev2 = m.cx.enabled.rev2;
         let sel = &mut *m.sel;
@@ -353,11 +395,12 @@ impl Fetch {
         // Messages another session expunged are skipped; the command succeeds
         // for the rest and says why some are missing (RFC 9051 7.1, as RFC 2180
         // 4.1 allows; Dovecot answers the same way).
-        let code = self.expunged.then(|| "EXPUNGEISSUED".to_string());
+        let (code, text) = self.done;
+        let code = if self.expunged { Some("EXPUNGEISSUED") } else { code };
         if self.seen_set {
             // \Seen was set: answered once that change is durable.
-            return ok_when_durable(m.user.durable(&m.sel.mbox), &self.tag, code, "Fetch completed.");
+            return ok_when_durable(m.user.durable(&m.sel.mbox), &self.tag, code.map(str::to_string), text);
         }
-        ok(&self.tag, code.as_deref(), "Fetch completed.")
+        ok(&self.tag, code, text)
     }
 }

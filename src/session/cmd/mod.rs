@@ -156,10 +156,14 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         Authenticate { mechanism, initial } => authenticate::run(&mut s.cx, tag, &mechanism, initial, out),
         Enable(caps) => enable::run(&mut s.cx, &tag, &caps, out),
         Select { mailbox, read_only, params } => {
+            // RFC 7162 3.2.5: the QRESYNC parameter needs ENABLE QRESYNC.
+            if params.qresync.is_some() && !s.cx.enabled.qresync {
+                return super::reply::bad(out, &tag, "QRESYNC needs ENABLE QRESYNC first");
+            }
             if s.deselect().is_some() {
                 out.untagged_status("OK", Some("CLOSED"), "Previous mailbox closed.");
             }
-            let (d, opened) = select::run(authed!(), &tag, &mailbox, read_only, params.condstore, out);
+            let (d, opened) = select::run(authed!(), &tag, &mailbox, read_only, &params, out);
             if let Some(sel) = opened {
                 s.enter(sel);
             }

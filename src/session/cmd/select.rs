@@ -1,7 +1,8 @@
-//! SELECT and EXAMINE (RFC 9051 6.3.2, 6.3.3), with the CONDSTORE select
-//! parameter (RFC 7162 3.1.8).
+//! SELECT and EXAMINE (RFC 9051 6.3.2, 6.3.3), with the CONDSTORE and
+//! QRESYNC select parameters (RFC 7162 3.1.8, 3.2.5).
 
-use crate::proto::{Mailbox, Out};
+use super::fetch;
+use crate::proto::{Mailbox, Out, SelectParams};
 use crate::session::reply::no;
 use crate::session::selected::Selected;
 use crate::session::state::{Authed, Directive};
@@ -9,7 +10,7 @@ use crate::session::state::{Authed, Directive};
 /// Opens the mailbox and answers; the caller enters the Selected state
 /// with what this returns. (The previous mailbox, if any, was left first:
 /// selecting closes it whatever happens next.)
-pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, condstore: bool, out: &mut Out) -> (Directive, Option<Box<Selected>>) {
+pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, params: &SelectParams, out: &mut Out) -> (Directive, Option<Box<Selected>>) {
     let name = match a.cx.mailbox_name(mailbox) {
         Ok(n) => n,
         Err(e) => return (no(out, tag, Some("CANNOT"), e), None),
@@ -19,7 +20,7 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, condsto
         Err((code, text)) => return (no(out, tag, code, &text), None),
     };
     let cx = a.cx;
-    if condstore {
+    if params.condstore {
         cx.enabled.condstore = true;
     }
     let canonical = crate::store::manifest::canonical(&name).unwrap_or(name);
@@ -45,6 +46,18 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, condsto
         }
     }
     let (code, text) = if read_only { ("READ-ONLY", "Examine completed.") } else { ("READ-WRITE", "Select completed.") };
+    // RFC 7162 3.2.5.1: a client that knew this mailbox (same UIDVALIDITY)
+    // hears what changed since its modseq, among the UIDs it knew.
+    if let Some(q) = params.qresync.as_ref().filter(|q| q.uidvalidity == sel.mbox.borrow().uidvalidity()) {
+        let known = match &q.known_uids {
+            Some(r) => r.resolve(0),
+            None => match sel.mbox.borrow().uidnext() {
+                1 => Vec::new(),
+                next => vec![(1, next - 1)],
+            },
+        };
+        return (fetch::resync(tag, known, q.modseq, code, text), Some(Box::new(sel)));
+    }
     out.tagged(tag, "OK", Some(code), text);
     (Directive::Next, Some(Box::new(sel)))
 }

@@ -438,6 +438,12 @@ impl Mailbox {
         self.journal.expunged_since(version)
     }
 
+    /// UIDs expunged with a modseq above `modseq` (QRESYNC); None: the
+    /// history does not reach back that far (see `journal`).
+    pub fn expunged_after_modseq(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
+        self.journal.expunged_after_modseq(modseq)
+    }
+
     /// UIDs whose flags changed after `modseq`, possibly repeated (None:
     /// scan [`msgs`](Self::msgs) instead).
     pub fn flags_changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {

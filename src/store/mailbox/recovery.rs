@@ -104,6 +104,9 @@ impl Mailbox {
             }
         }
         let logs = mb.find_logs(generation)?;
+        // Expunges after the checkpoint are all in the logs: the journal can
+        // answer QRESYNC from there (not when the index had to be rebuilt).
+        let history_from = (generation != u64::MAX).then_some(mb.highest_modseq);
         if generation == u64::MAX {
             // The index was lost: every log continues the rebuilt state (their
             // records are idempotent).
@@ -115,7 +118,8 @@ impl Mailbox {
         // is durable). They are removed below like any orphan.
         let mut referenced = Vec::new();
         let mut expunged = Vec::new();
-        mb.replay(logs, generation, &mut referenced, &mut expunged)?;
+        let mut history = Vec::new();
+        mb.replay(logs, generation, &mut referenced, &mut expunged, &mut history)?;
         mb.place_writer(&referenced)?;
         mb.remove_orphan_segments()?;
         mb.recount();
@@ -131,6 +135,9 @@ impl Mailbox {
         let names = io.read_dir(&dir.join("segments"))?;
         mb.reclaim.look_at(names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse().ok())));
         mb.journal = crate::store::journal::Journal::starting_at(mb.version, mb.highest_modseq);
+        if let Some(from) = history_from {
+            mb.journal.seed_expunges(from, history.into_iter().filter(|&(m, _)| m > from));
+        }
         Ok(mb)
     }
 
@@ -201,8 +208,16 @@ impl Mailbox {
     /// Replays the logs in order. The newest becomes the log new records
     /// go to; older ones stay until the next checkpoint covers them.
     /// `referenced` collects every extent an APPEND record points at,
-    /// `expunged` the extents of messages the logs expunged.
-    fn replay(&mut self, logs: Vec<FoundLog>, generation: u64, referenced: &mut Vec<Extent>, expunged: &mut Vec<Extent>) -> io::Result<()> {
+    /// `expunged` the extents of messages the logs expunged, `history` their
+    /// (modseq, UID) in log order.
+    fn replay(
+        &mut self,
+        logs: Vec<FoundLog>,
+        generation: u64,
+        referenced: &mut Vec<Extent>,
+        expunged: &mut Vec<Extent>,
+        history: &mut Vec<(u64, u32)>,
+    ) -> io::Result<()> {
         let mut gone: HashSet<u32> = HashSet::new();
         let last = logs.len().saturating_sub(1);
         let mut current = None;
@@ -211,6 +226,9 @@ impl Mailbox {
             let mut records = 0;
             if !l.bytes.is_empty() {
                 while let Some((rec, n)) = LogRecord::decode(&l.bytes[end..]) {
+                    if let LogRecord::Expunge { uid, modseq } = rec {
+                        history.push((modseq, uid));
+                    }
                     self.apply(&rec, referenced, &mut gone);
                     end += n;
                     records += 1;

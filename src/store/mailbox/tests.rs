@@ -45,6 +45,37 @@ fn append_is_invisible_until_commit_then_survives_reopen() {
     assert_eq!(mb.unseen(), 0);
 }
 
+/// QRESYNC after a restart (RFC 7162 3.2.5.1): expunges since the last
+/// checkpoint come back from the log with their modseqs; from before the
+/// checkpoint there is no history, and the caller falls back.
+#[test]
+fn expunge_history_survives_reopen_back_to_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
+    let path = dir.path().join("box");
+    let mut mb = Mailbox::create(io.clone(), &path, 1, settings()).unwrap();
+    for i in 0..10 {
+        mb.append_bytes(&msg(i, 200), 0, 0, i as i64).unwrap();
+    }
+    mb.commit().unwrap();
+    mb.expunge(&[2]).unwrap();
+    mb.commit().unwrap();
+    mb.checkpoint().unwrap();
+    let at_checkpoint = mb.highest_modseq();
+    mb.expunge(&[4, 6]).unwrap();
+    let between = mb.highest_modseq();
+    mb.expunge(&[8]).unwrap();
+    mb.commit().unwrap();
+    drop(mb);
+    let mb = Mailbox::open(io, &path, 1, settings()).unwrap();
+    let after = |m: u64| mb.expunged_after_modseq(m).map(|u| u.collect::<Vec<_>>());
+    assert_eq!(after(at_checkpoint), Some(vec![4, 6, 8]));
+    assert_eq!(after(between), Some(vec![8]));
+    assert_eq!(after(mb.highest_modseq()), Some(vec![]));
+    assert_eq!(after(at_checkpoint - 1), None, "before the checkpoint: no history");
+    assert_eq!(mb.expunged_since(mb.version()).map(|u| u.count()), Some(0), "sessions do not see them as new");
+}
+
 #[test]
 fn flags_expunge_checkpoint_and_counts() {
     let dir = tempfile::tempdir().unwrap();

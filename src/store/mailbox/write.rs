@@ -335,8 +335,8 @@ impl Mailbox {
         self.msgs = kept;
         self.reclaim.expunged(self.seq, dead);
         self.changed();
-        for &uid in &doomed {
-            self.journal.expunged(self.version, uid);
+        for (k, &uid) in doomed.iter().enumerate() {
+            self.journal.expunged(self.version, first + k as u64, uid);
         }
         Ok(doomed)
     }

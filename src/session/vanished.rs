@@ -1,0 +1,93 @@
+//! VANISHED (RFC 7162 3.2.10): expunges told by UID to a QRESYNC client,
+//! as they happen and, with `(EARLIER)`, for what it missed while away
+//! (SELECT's QRESYNC parameter 3.2.5, UID FETCH's VANISHED modifier 3.2.6).
+
+use crate::proto::Out;
+use crate::store::Mailbox;
+
+/// Ranges per VANISHED response at most, so that one line stays small.
+const RANGES_PER_LINE: usize = 4096;
+
+/// Ascending UIDs as inclusive ranges of consecutive UIDs.
+pub(crate) fn ranges_of(uids: &[u32]) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = Vec::new();
+    for &u in uids {
+        match v.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
+            _ => v.push((u, u)),
+        }
+    }
+    v
+}
+
+/// `* VANISHED [(EARLIER)] uids` for the first ranges of `ranges`;
+/// returns how many it named.
+pub(crate) fn line(out: &mut Out, earlier: bool, ranges: &[(u32, u32)]) -> usize {
+    let n = ranges.len().min(RANGES_PER_LINE);
+    out.raw(if earlier { b"* VANISHED (EARLIER) " as &[u8] } else { b"* VANISHED " });
+    for (i, &(a, b)) in ranges[..n].iter().enumerate() {
+        if i > 0 {
+            out.raw(b",");
+        }
+        out.num(u64::from(a));
+        if b != a {
+            out.raw(b":").num(u64::from(b));
+        }
+    }
+    out.crlf();
+    n
+}
+
+/// The UIDs within `within` (ascending inclusive ranges) that a client
+/// who knew the mailbox as of `modseq` has to hear were expunged: from the
+/// mailbox's expunge history when it reaches back that far, else every
+/// UID of `within` below UIDNEXT that the mailbox no longer has (RFC 7162
+/// 5.1: correct, only less compact).
+pub(crate) fn since(mb: &Mailbox, modseq: u64, within: &[(u32, u32)]) -> Vec<(u32, u32)> {
+    let inside = |u: u32| {
+        let i = within.partition_point(|&(_, hi)| hi < u);
+        within.get(i).is_some_and(|&(lo, _)| lo <= u)
+    };
+    if let Some(uids) = mb.expunged_after_modseq(modseq) {
+        let mut v: Vec<u32> = uids.filter(|&u| inside(u)).collect();
+        v.sort_unstable();
+        v.dedup();
+        return ranges_of(&v);
+    }
+    let present = mb.uids();
+    let top = mb.uidnext().saturating_sub(1);
+    let mut gaps = Vec::new();
+    for &(lo, hi) in within {
+        let (lo, hi) = (lo.max(1), hi.min(top));
+        if lo > hi {
+            continue;
+        }
+        let mut next = lo;
+        for &u in &present[present.partition_point(|&u| u < lo)..] {
+            if u > hi {
+                break;
+            }
+            if u > next {
+                gaps.push((next, u - 1));
+            }
+            next = u + 1;
+        }
+        if next <= hi {
+            gaps.push((next, hi));
+        }
+    }
+    gaps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_and_lines() {
+        assert_eq!(ranges_of(&[1, 2, 3, 7, 9, 10]), [(1, 3), (7, 7), (9, 10)]);
+        let mut out = Out::new();
+        line(&mut out, true, &[(1, 3), (7, 7)]);
+        assert_eq!(out.flatten(), b"* VANISHED (EARLIER) 1:3,7\r\n");
+    }
+}
