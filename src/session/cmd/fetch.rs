@@ -169,7 +169,8 @@ fn sets_seen(item: &FetchItem) -> bool {
 
 pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchItem], uid: bool, mods: &FetchModifiers, out: &mut Out) -> Directive {
     let mut items = items.to_vec();
-    if uid && !items.contains(&FetchItem::Uid) {
+    // RFC 7162 3.2.4: with QRESYNC every FETCH response has the UID.
+    if (uid || m.cx.enabled.qresync) && !items.contains(&FetchItem::Uid) {
         items.insert(0, FetchItem::Uid);
     }
     if mods.changed_since.is_some() && !items.contains(&FetchItem::ModSeq) {

@@ -78,7 +78,7 @@ impl MailboxCursor for Store {
         if let Err(p) = self.walk.ready(&mut m, out, &self.tag) {
             return p;
         }
-        let rev2 = m.cx.enabled.rev2;
+        let (rev2, qresync) = (m.cx.enabled.rev2, m.cx.enabled.qresync);
         let sel = &mut *m.sel;
         sel.condstore |= m.cx.enabled.condstore;
         loop {
@@ -132,7 +132,8 @@ impl MailboxCursor for Store {
                     let now = m.with_flags(nf, nk, modseq);
                     out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
                     flags_item(out, &now, mb.keywords(), !rev2 && sel.is_recent(m.uid));
-                    if self.uid {
+                    // RFC 7162 3.2.4: with QRESYNC every FETCH response has the UID.
+                    if self.uid || qresync {
                         out.raw(b" UID ").num(u64::from(m.uid));
                     }
                     if sel.condstore {
