@@ -275,6 +275,7 @@ transcripts!(
     utf8_accept,
     metadata,
     qresync,
+    preview,
     fetch,
     store_and_search,
     copy_move_expunge,

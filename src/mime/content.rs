@@ -203,3 +203,17 @@ pub fn transfer_of(enc: Option<&[u8]>) -> Transfer {
         },
     }
 }
+
+/// Undoes a content-transfer-encoding (BINARY, RFC 3516). None when the
+/// encoding is unknown or the data is not valid in it.
+pub fn decode_transfer(t: Transfer, data: &[u8]) -> Option<Vec<u8>> {
+    match t {
+        Transfer::Identity => Some(data.to_vec()),
+        Transfer::Base64 => {
+            let clean: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+            mail_parser::decoders::base64::base64_decode(&clean)
+        }
+        Transfer::QuotedPrintable => mail_parser::decoders::quoted_printable::quoted_printable_decode(data),
+        Transfer::Unknown => None,
+    }
+}

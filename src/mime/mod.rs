@@ -12,23 +12,25 @@ pub mod casemap;
 pub mod content;
 pub mod header;
 pub mod msgid;
+pub mod preview;
 pub mod scan;
 pub mod sortkeys;
 pub mod structure;
 pub mod subject;
 
-pub use content::{Kind, Part, Transfer};
+pub use content::{decode_transfer, Kind, Part, Transfer};
 use sortkeys::{SortKeys, SortKeysRef};
 
 /// Version 2 added the text flag of parts; version 3 the address forms of
 /// the search text and the NUL flag; version 4 the sort and thread keys
 /// (after the search text); version 5 moved them right after the fixed
 /// fields, so SORT and THREAD read one or two cache lines per message
-/// instead of skipping through the whole blob. Versions 2 to 4 are still
-/// read; older blobs are analysed again.
-const VERSION: u8 = 5;
+/// instead of skipping through the whole blob; version 6 the PREVIEW text
+/// (RFC 8970) after the search text. Versions 2 to 5 are still read (their
+/// preview is made when asked for); older blobs are analysed again.
+const VERSION: u8 = 6;
 
-/// Where the sort keys begin in a version 5 blob: after the version, the
+/// Where the sort keys begin in a version 5 or later blob: after the version, the
 /// flags, the sent day and the header length.
 const SORT_KEYS_AT: usize = 1 + 1 + 4 + 4;
 
@@ -110,6 +112,7 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
         }
         put_bytes(&mut out, text.join("\n").as_bytes());
     }
+    put_bytes(&mut out, preview::of(raw, a.parts.iter().cloned()).as_bytes());
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
     for p in &a.parts {
         out.push(p.path.len().min(255) as u8);
@@ -148,6 +151,8 @@ pub struct Cache<'a> {
     search: [&'a [u8]; 5],
     /// What SORT and THREAD compare (version 4 on; older caches have none).
     pub sort: Option<SortKeysRef<'a>>,
+    /// PREVIEW text (version 6 on; see [`Cache::preview`]).
+    preview: Option<&'a [u8]>,
     parts: &'a [u8],
     nparts: u32,
 }
@@ -181,7 +186,7 @@ impl<'a> Cache<'a> {
     /// nothing else.
     pub fn sort_keys(b: &'a [u8]) -> Option<SortKeysRef<'a>> {
         match *b.first()? {
-            VERSION => SortKeysRef::decode(b.get(SORT_KEYS_AT..)?).map(|(keys, _)| keys),
+            5..=VERSION => SortKeysRef::decode(b.get(SORT_KEYS_AT..)?).map(|(keys, _)| keys),
             4 => Cache::parse(b)?.sort,
             _ => None,
         }
@@ -200,7 +205,7 @@ impl<'a> Cache<'a> {
         let sd = r.u32()? as i32;
         let header_len = r.u32()?;
         let mut sort = None;
-        if version == VERSION {
+        if version >= 5 {
             let (keys, len) = SortKeysRef::decode(&b[r.at..])?;
             r.at += len;
             sort = Some(keys);
@@ -217,6 +222,7 @@ impl<'a> Cache<'a> {
             r.at += len;
             sort = Some(keys);
         }
+        let preview = if version >= 6 { Some(r.bytes()?) } else { None };
         let nparts = r.u32()?;
         let parts = &b[r.at..];
         let c = Cache {
@@ -228,11 +234,21 @@ impl<'a> Cache<'a> {
             bodystructure,
             search,
             sort,
+            preview,
             parts,
             nparts,
         };
         // Validate the part table once so iteration cannot fail later.
         c.iter_parts().count().eq(&(nparts as usize)).then_some(c)
+    }
+
+    /// The PREVIEW text (RFC 8970) of `raw`, the message this cache is
+    /// of: kept since version 6, made now for older blobs.
+    pub fn preview(&self, raw: &[u8]) -> String {
+        match self.preview {
+            Some(p) => String::from_utf8_lossy(p).into_owned(),
+            None => preview::of(raw, self.iter_parts()),
+        }
     }
 
     /// Decoded text of a SEARCH_FIELDS entry.
@@ -331,20 +347,6 @@ pub fn base64_binary_parts(raw: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&raw[at..]);
     Some(out)
-}
-
-/// Undoes a content-transfer-encoding (BINARY, RFC 3516). None when the
-/// encoding is unknown or the data is not valid in it.
-pub fn decode_transfer(t: Transfer, data: &[u8]) -> Option<Vec<u8>> {
-    match t {
-        Transfer::Identity => Some(data.to_vec()),
-        Transfer::Base64 => {
-            let clean: Vec<u8> = data.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
-            mail_parser::decoders::base64::base64_decode(&clean)
-        }
-        Transfer::QuotedPrintable => mail_parser::decoders::quoted_printable::quoted_printable_decode(data),
-        Transfer::Unknown => None,
-    }
 }
 
 #[cfg(test)]

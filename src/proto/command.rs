@@ -377,6 +377,20 @@ pub enum FetchItem {
     BinarySize {
         part: Vec<u32>,
     },
+    /// `PREVIEW [(LAZY)]` (RFC 8970 5), or a draft form Dovecot also
+    /// answers: `PREVIEW (FUZZY)` and `SNIPPET [(FUZZY)]`.
+    Preview(PreviewForm),
+}
+
+/// How a PREVIEW is asked for, and so answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PreviewForm {
+    /// `PREVIEW "text"`.
+    Rfc8970,
+    /// `PREVIEW (FUZZY "text")` (PREVIEW=FUZZY).
+    FuzzyPreview,
+    /// `SNIPPET (FUZZY "text")` (SNIPPET=FUZZY).
+    FuzzySnippet,
 }
 
 /// How to name a body section in the response: RFC822 forms answer with

@@ -206,6 +206,31 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// What follows PREVIEW or SNIPPET in a FETCH: ` (LAZY)` (RFC 8970 5),
+    /// or the drafts' ` (FUZZY)` / ` (LAZY=FUZZY)`. A list of anything
+    /// else is not theirs: the FETCH modifiers after a single item.
+    fn preview_att(&mut self, snippet: bool) -> R<FetchItem> {
+        let mut fuzzy = snippet;
+        let next = self.toks.get(self.i + 1).filter(|t| t.kind == Kind::Atom).map(|&t| upper(self.text(t)));
+        let ours = matches!(next.as_deref(), Some("LAZY" | "FUZZY" | "LAZY=FUZZY"));
+        if ours && self.peek().is_some_and(|t| t.kind == Kind::LParen && t.gap == 1) {
+            self.sp()?;
+            self.paren_list(false, |p| {
+                match p.atom_upper()?.as_str() {
+                    "LAZY" => {}
+                    "FUZZY" | "LAZY=FUZZY" => fuzzy = true,
+                    m => return Err(format!("{m} is not a PREVIEW modifier")),
+                }
+                Ok(())
+            })?;
+        }
+        Ok(FetchItem::Preview(match (snippet, fuzzy) {
+            (true, _) => PreviewForm::FuzzySnippet,
+            (false, true) => PreviewForm::FuzzyPreview,
+            (false, false) => PreviewForm::Rfc8970,
+        }))
+    }
+
     /// ` [(option ...)] mailbox entries` of GETMETADATA (RFC 5464 5: the
     /// options come first, as errata 2785 and 2786 correct the examples).
     fn getmetadata(&mut self) -> R<CommandBody> {
@@ -965,6 +990,9 @@ impl<'a> Parser<'a> {
     fn fetch_att(&mut self) -> R<FetchItem> {
         let raw = self.atom()?;
         let up = upper(raw);
+        if up == "PREVIEW" || up == "SNIPPET" {
+            return self.preview_att(up == "SNIPPET");
+        }
         let simple = match up.as_str() {
             "FLAGS" => Some(FetchItem::Flags),
             "INTERNALDATE" => Some(FetchItem::InternalDate),

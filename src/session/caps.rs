@@ -45,6 +45,9 @@ const AUTHENTICATED: &[&str] = &[
     "QUOTA",
     "QUOTA=RES-STORAGE",
     "QUOTA=RES-MESSAGE",
+    "PREVIEW",
+    "PREVIEW=FUZZY",
+    "SNIPPET=FUZZY",
     "METADATA",
 ];
 

@@ -4,7 +4,7 @@
 //! mapped segment, never copied.
 
 use crate::mime::{header, Cache, Kind, Transfer};
-use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, Section, SectionText, SeqNum, SeqRange, SequenceSet, Shared};
+use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, PreviewForm, Section, SectionText, SeqNum, SeqRange, SequenceSet, Shared};
 use crate::session::flags::flags_item;
 use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
 use crate::session::selected::Selected;
@@ -358,6 +358,16 @@ impl Fetch {
                                 out.nil();
                             }
                         }
+                    }
+                    FetchItem::Preview(form) => {
+                        let msg = mb.message(&m)?;
+                        let text = with_cache(&mb, &m, |c| c.preview(msg.bytes()))?;
+                        let (open, close): (&[u8], &[u8]) = match form {
+                            PreviewForm::Rfc8970 => (b"PREVIEW ", b""),
+                            PreviewForm::FuzzyPreview => (b"PREVIEW (FUZZY ", b")"),
+                            PreviewForm::FuzzySnippet => (b"SNIPPET (FUZZY ", b")"),
+                        };
+                        out.raw(open).string(text.as_bytes(), rev2).raw(close);
                     }
                     FetchItem::BinarySize { part } => {
                         let name: Vec<String> = part.iter().map(|n| n.to_string()).collect();
