@@ -152,6 +152,23 @@ fn parse(text: &str) -> Transcript {
     Transcript { inputs, expected }
 }
 
+/// What [`unescape`] reads back as `l`: a backslash is doubled only where
+/// it would otherwise start an escape, so `\Seen` stays as it is.
+fn escape(l: &str) -> String {
+    let mut out = String::with_capacity(l.len());
+    let mut it = l.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' if matches!(it.peek(), Some('r' | 'n' | '0' | '\\') | None) => out.push_str("\\\\"),
+            '\r' => out.push_str("\\r"),
+            '\n' => out.push_str("\\n"),
+            '\0' => out.push_str("\\0"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// `\r`, `\n`, `\0` and `\\` escapes, for bytes a line cannot hold.
 fn unescape(s: &str) -> Vec<u8> {
     let mut out = Vec::new();
@@ -214,7 +231,7 @@ fn bless(path: &Path, text: &str) {
             let new = &s.out[before.get(n).copied().unwrap_or(0)..];
             for l in String::from_utf8_lossy(new).split_inclusive("\r\n") {
                 let l = l.strip_suffix("\r\n").unwrap_or(l);
-                out.push_str(&format!("S{n}: {}\n", l.replace('\\', "\\\\").replace('\0', "\\0").replace('\r', "\\r").replace('\n', "\\n")));
+                out.push_str(&format!("S{n}: {}\n", escape(l)));
             }
         }
     }
@@ -276,6 +293,7 @@ transcripts!(
     metadata,
     qresync,
     preview,
+    objectid,
     fetch,
     store_and_search,
     copy_move_expunge,

@@ -12,6 +12,7 @@ pub mod casemap;
 pub mod content;
 pub mod header;
 pub mod msgid;
+pub mod objectid;
 pub mod preview;
 pub mod scan;
 pub mod sortkeys;
@@ -26,8 +27,9 @@ use sortkeys::{SortKeys, SortKeysRef};
 /// (after the search text); version 5 moved them right after the fixed
 /// fields, so SORT and THREAD read one or two cache lines per message
 /// instead of skipping through the whole blob; version 6 the PREVIEW text
-/// (RFC 8970) after the search text. Versions 2 to 5 are still read (their
-/// preview is made when asked for); older blobs are analysed again.
+/// (RFC 8970) and the EMAILID hash (RFC 8474) after the search text.
+/// Versions 2 to 5 are still read (their preview and hash are made when
+/// asked for); older blobs are analysed again.
 const VERSION: u8 = 6;
 
 /// Where the sort keys begin in a version 5 or later blob: after the version, the
@@ -113,6 +115,7 @@ pub fn analyze(raw: &[u8]) -> Vec<u8> {
         put_bytes(&mut out, text.join("\n").as_bytes());
     }
     put_bytes(&mut out, preview::of(raw, a.parts.iter().cloned()).as_bytes());
+    out.extend_from_slice(&objectid::email_hash(raw).to_le_bytes());
     out.extend_from_slice(&(a.parts.len() as u32).to_le_bytes());
     for p in &a.parts {
         out.push(p.path.len().min(255) as u8);
@@ -151,8 +154,10 @@ pub struct Cache<'a> {
     search: [&'a [u8]; 5],
     /// What SORT and THREAD compare (version 4 on; older caches have none).
     pub sort: Option<SortKeysRef<'a>>,
-    /// PREVIEW text (version 6 on; see [`Cache::preview`]).
+    /// PREVIEW text and EMAILID hash (version 6 on; see [`Cache::preview`]
+    /// and [`Cache::email_hash`]).
     preview: Option<&'a [u8]>,
+    email_hash: Option<u128>,
     parts: &'a [u8],
     nparts: u32,
 }
@@ -173,6 +178,9 @@ impl<'a> Reader<'a> {
     }
     fn u32(&mut self) -> Option<u32> {
         self.take(4).map(|b| u32::from_le_bytes(b.try_into().expect("4")))
+    }
+    fn u128(&mut self) -> Option<u128> {
+        self.take(16).map(|b| u128::from_le_bytes(b.try_into().expect("16")))
     }
     fn bytes(&mut self) -> Option<&'a [u8]> {
         let n = self.u32()? as usize;
@@ -222,7 +230,7 @@ impl<'a> Cache<'a> {
             r.at += len;
             sort = Some(keys);
         }
-        let preview = if version >= 6 { Some(r.bytes()?) } else { None };
+        let (preview, email_hash) = if version >= 6 { (Some(r.bytes()?), Some(r.u128()?)) } else { (None, None) };
         let nparts = r.u32()?;
         let parts = &b[r.at..];
         let c = Cache {
@@ -235,6 +243,7 @@ impl<'a> Cache<'a> {
             search,
             sort,
             preview,
+            email_hash,
             parts,
             nparts,
         };
@@ -249,6 +258,28 @@ impl<'a> Cache<'a> {
             Some(p) => String::from_utf8_lossy(p).into_owned(),
             None => preview::of(raw, self.iter_parts()),
         }
+    }
+
+    /// The EMAILID hash (RFC 8474) of `raw`, the message this cache is of:
+    /// kept since version 6, taken now for older blobs.
+    pub fn email_hash(&self, raw: &[u8]) -> u128 {
+        self.email_hash.unwrap_or_else(|| objectid::email_hash(raw))
+    }
+
+    /// The EMAILID and THREADID (RFC 8474 5) of `raw`, the message this
+    /// cache is of (a cache from before the sort keys has them made from
+    /// the header).
+    pub fn object_ids(&self, raw: &[u8]) -> (String, String) {
+        let e = self.email_hash(raw);
+        let thread = match &self.sort {
+            Some(k) => objectid::thread_id(Some(k), e),
+            None => {
+                let mut b = Vec::new();
+                SortKeys::of(&raw[..header::header_len(raw)]).encode(&mut b);
+                objectid::thread_id(SortKeysRef::decode(&b).map(|(k, _)| k).as_ref(), e)
+            }
+        };
+        (objectid::email_id(e), thread)
     }
 
     /// Decoded text of a SEARCH_FIELDS entry.

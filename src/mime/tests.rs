@@ -70,15 +70,15 @@ fn the_sort_keys_alone_are_what_the_whole_cache_holds() {
     assert_eq!(Cache::parse(&blob[..blob.len() - 1]).map(|c| c.sort), None, "so is a cut blob");
 }
 
-/// The version 5 layout of a version 6 blob: no preview after the search
-/// text.
+/// The version 5 layout of a version 6 blob: no preview and EMAILID hash
+/// after the search text.
 fn as_version_5(v6: &[u8]) -> Vec<u8> {
     let (_, keys_len) = SortKeysRef::decode(&v6[SORT_KEYS_AT..]).unwrap();
     let mut at = SORT_KEYS_AT + keys_len;
     for _ in 0..3 + SEARCH_FIELDS.len() {
         at += 4 + u32::from_le_bytes(v6[at..at + 4].try_into().unwrap()) as usize;
     }
-    let preview_end = at + 4 + u32::from_le_bytes(v6[at..at + 4].try_into().unwrap()) as usize;
+    let preview_end = at + 4 + u32::from_le_bytes(v6[at..at + 4].try_into().unwrap()) as usize + 16;
     let mut v5 = vec![5];
     v5.extend_from_slice(&v6[1..at]);
     v5.extend_from_slice(&v6[preview_end..]);
@@ -110,6 +110,7 @@ fn version_4_and_5_caches_are_still_read_whole() {
     let v4 = as_version_4(&v5);
     let (new, old) = (Cache::parse(&v6).unwrap(), Cache::parse(&v4).unwrap());
     assert_eq!(Cache::parse(&v5).unwrap().preview(m), new.preview(m), "made from the message when not kept");
+    assert_eq!(Cache::parse(&v5).unwrap().email_hash(m), new.email_hash(m));
     assert_eq!(new.preview(m), "one");
     assert_eq!(old.sort, new.sort);
     assert_eq!(Cache::sort_keys(&v4), new.sort);

@@ -272,6 +272,8 @@ pub enum StatusItem {
     HighestModSeq,
     /// RFC 9208 4.1.4.
     DeletedStorage,
+    /// RFC 8474 4.
+    MailboxId,
 }
 
 impl StatusItem {
@@ -286,6 +288,7 @@ impl StatusItem {
             StatusItem::Recent => "RECENT",
             StatusItem::HighestModSeq => "HIGHESTMODSEQ",
             StatusItem::DeletedStorage => "DELETED-STORAGE",
+            StatusItem::MailboxId => "MAILBOXID",
         }
     }
 }
@@ -377,6 +380,9 @@ pub enum FetchItem {
     BinarySize {
         part: Vec<u32>,
     },
+    /// EMAILID and THREADID (RFC 8474 5).
+    EmailId,
+    ThreadId,
     /// `PREVIEW [(LAZY)]` (RFC 8970 5), or a draft form Dovecot also
     /// answers: `PREVIEW (FUZZY)` and `SNIPPET [(FUZZY)]`.
     Preview(PreviewForm),
@@ -488,6 +494,9 @@ pub enum SearchKey {
     SentOn(Date),
     SentSince(Date),
     Larger(u64),
+    /// EMAILID / THREADID objectid (RFC 8474 6).
+    EmailId(String),
+    ThreadId(String),
     Smaller(u64),
     /// WITHIN (RFC 5032): internal date more than / at most this many
     /// seconds before now.

@@ -932,6 +932,7 @@ impl<'a> Parser<'a> {
                     "RECENT" => StatusItem::Recent,
                     "HIGHESTMODSEQ" => StatusItem::HighestModSeq,
                     "DELETED-STORAGE" => StatusItem::DeletedStorage,
+                    "MAILBOXID" => StatusItem::MailboxId,
                     _ => return Err(format!("Unknown STATUS item {n}")),
                 })
             })
@@ -1002,6 +1003,8 @@ impl<'a> Parser<'a> {
             "BODYSTRUCTURE" => Some(FetchItem::BodyStructure),
             "UID" => Some(FetchItem::Uid),
             "MODSEQ" => Some(FetchItem::ModSeq),
+            "EMAILID" => Some(FetchItem::EmailId),
+            "THREADID" => Some(FetchItem::ThreadId),
             "RFC822" => Some(FetchItem::BodySection { section: Section::default(), partial: None, peek: false, legacy: Legacy::Rfc822 }),
             "RFC822.HEADER" => Some(FetchItem::BodySection {
                 section: Section { part: vec![], text: Some(SectionText::Header) },
@@ -1284,6 +1287,20 @@ impl<'a> Parser<'a> {
             "UID" => {
                 self.sp()?;
                 SearchKey::Uid(self.sequence_set()?)
+            }
+            "EMAILID" | "THREADID" => {
+                self.sp()?;
+                // RFC 8474 4: objectid = 1*255(ALPHA / DIGIT / "_" / "-").
+                let id = self.astring()?;
+                if id.is_empty() || id.len() > 255 || !id.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                    return Err("Invalid objectid".into());
+                }
+                let id = String::from_utf8(id).expect("ASCII");
+                if k == "EMAILID" {
+                    SearchKey::EmailId(id)
+                } else {
+                    SearchKey::ThreadId(id)
+                }
             }
             "MODSEQ" => {
                 self.sp()?;

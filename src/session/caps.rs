@@ -49,6 +49,7 @@ const AUTHENTICATED: &[&str] = &[
     "PREVIEW=FUZZY",
     "SNIPPET=FUZZY",
     "METADATA",
+    "OBJECTID",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

@@ -235,6 +235,11 @@ impl<'a> Matcher<'a> {
             SearchKey::SentOn(d) => date_cmp(d, self.sent_day(m, l)).is_eq(),
             SearchKey::SentSince(d) => date_cmp(d, self.sent_day(m, l)).is_ge(),
             SearchKey::Larger(n) => self.mb.location(m).length > *n,
+            SearchKey::EmailId(id) | SearchKey::ThreadId(id) => {
+                let Some(msg) = self.bytes(m, l) else { return false };
+                let ids = self.with_cache(m, l, |c| c.object_ids(msg.bytes()));
+                ids.is_some_and(|(email, thread)| *id == if matches!(key, SearchKey::EmailId(_)) { email } else { thread })
+            }
             // RFC 5032: OLDER n is at least n seconds old (as Dovecot reads it).
             SearchKey::Older(s) => self.mb.location(m).internal_date <= self.now.saturating_sub_unsigned(*s),
             SearchKey::Younger(s) => self.mb.location(m).internal_date >= self.now.saturating_sub_unsigned(*s),

@@ -529,6 +529,17 @@ impl UserStore {
         Ok(())
     }
 
+    /// The MAILBOXID (RFC 8474 4) of `name`: the user's name and the
+    /// mailbox's id and UIDVALIDITY, hashed. RENAME keeps it; a mailbox
+    /// made again under the same name gets another.
+    pub fn mailbox_id(&self, name: &str) -> Option<String> {
+        let name = canonical(name).ok()?;
+        let m = self.manifest.get();
+        let e = m.get(&name)?;
+        let key = format!("{}\0{}\0{}", self.name, e.id, e.uidvalidity);
+        Some(format!("F{:032x}", xxhash_rust::xxh3::xxh3_128(key.as_bytes())))
+    }
+
     /// Whose annotations `mailbox` names (RFC 5464 4.2: "" is the
     /// server's); NonExistent if no such mailbox.
     pub fn metadata_owner(&self, mailbox: &str) -> Result<u32, MailboxError> {

@@ -33,7 +33,8 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, uses: &[String], now: i6
         _ => return no(out, tag, Some("USEATTR"), "A mailbox has at most one special use here"),
     };
     match a.user.store.create(&name, special_use, now) {
-        Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, None, "Create completed."),
+        // RFC 8474 4.1: the new mailbox's MAILBOXID.
+        Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, a.user.store.mailbox_id(&name).map(|id| format!("MAILBOXID ({id})")), "Create completed."),
         Err(MailboxError::AlreadyExists) => no(out, tag, Some("ALREADYEXISTS"), "Mailbox already exists"),
         Err(MailboxError::InvalidName(_)) => no(out, tag, Some("CANNOT"), "Invalid mailbox name"),
         Err(e) => mailbox_error(out, tag, e),

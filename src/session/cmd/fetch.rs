@@ -359,6 +359,14 @@ impl Fetch {
                             }
                         }
                     }
+                    FetchItem::EmailId | FetchItem::ThreadId => {
+                        let msg = mb.message(&m)?;
+                        let (email, thread) = with_cache(&mb, &m, |c| c.object_ids(msg.bytes()))?;
+                        match item {
+                            FetchItem::EmailId => out.raw(b"EMAILID (").str(&email).raw(b")"),
+                            _ => out.raw(b"THREADID (").str(&thread).raw(b")"),
+                        };
+                    }
                     FetchItem::Preview(form) => {
                         let msg = mb.message(&m)?;
                         let text = with_cache(&mb, &m, |c| c.preview(msg.bytes()))?;

@@ -184,7 +184,7 @@ impl List {
         if let (Some(items), false) = (&args.return_status, e.noselect) {
             // RFC 5819: the STATUS of each selectable mailbox follows its LIST.
             if let Ok(mb) = self.store.mailbox(&e.name) {
-                status_line(out, &e.name, &mb, items, self.utf8);
+                status_line(out, &self.store, &e.name, &mb, items, self.utf8);
             }
         }
     }

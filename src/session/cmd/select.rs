@@ -41,6 +41,9 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, params:
         if cx.enabled.condstore {
             out.untagged_status("OK", Some(&format!("HIGHESTMODSEQ {}", mb.highest_modseq())), "Highest");
         }
+        if let Some(id) = a.user.store.mailbox_id(&sel.name) {
+            out.untagged_status("OK", Some(&format!("MAILBOXID ({id})")), "Ok");
+        }
         if rev2 {
             out.raw(b"* LIST () \"/\" ").mailbox(&sel.name, true).crlf();
         }
