@@ -228,3 +228,46 @@ fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
     assert!(delivered > 0 && delivered < all_acked.len(), "both APPEND and LMTP must have been acknowledged: {delivered} of {}", all_acked.len());
     eprintln!("{rounds} SIGKILL rounds: {} acknowledged ({delivered} by LMTP), all present exactly once ({} messages stored)", all_acked.len(), present.len());
 }
+
+/// QRESYNC across a crash (RFC 7162 3.2.5.1): the expunges since the last
+/// checkpoint come back from the change log, so a client that synced
+/// before them hears exactly those, not every UID missing from its range
+/// (the RFC 7162 5.1 fallback would also name UID 1, expunged before it
+/// synced).
+#[test]
+fn qresync_after_sigkill_names_only_the_expunges_since_the_clients_modseq() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\n").unwrap();
+    let mut server = start(dir.path());
+    let mut c = Client::connect(server.addr);
+    c.login("joe", "secret");
+    for n in 1..=6 {
+        let m = format!("Subject: {n}\r\n\r\n{n}\r\n");
+        let r = c.cmd(&format!("a{n}"), &format!("APPEND INBOX {{{}+}}\r\n{m}", m.len()));
+        assert!(r.last().unwrap().contains("OK"), "{r:?}");
+    }
+    c.cmd("e", "ENABLE QRESYNC");
+    let sel = c.cmd("s", "SELECT INBOX");
+    let uidvalidity = sel.iter().find_map(|l| l.split("[UIDVALIDITY ").nth(1)).and_then(|r| r.split(']').next()).unwrap().to_string();
+    c.cmd("d1", "UID STORE 1 +FLAGS.SILENT (\\Deleted)");
+    c.cmd("x1", "EXPUNGE");
+    let r = c.cmd("n", "NOOP");
+    assert!(r.last().unwrap().starts_with("n OK"));
+    let st = c.cmd("st", "STATUS INBOX (HIGHESTMODSEQ)");
+    let modseq = st[0].split("HIGHESTMODSEQ ").nth(1).unwrap().trim_end_matches(|ch: char| !ch.is_ascii_digit()).to_string();
+    c.cmd("d2", "UID STORE 3,5 +FLAGS.SILENT (\\Deleted)");
+    let x = c.cmd("x2", "EXPUNGE");
+    assert!(x.iter().any(|l| l == "* VANISHED 3,5\r\n"), "{x:?}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let mut server = start(dir.path());
+    let mut c = Client::connect(server.addr);
+    c.login("joe", "secret");
+    c.cmd("e", "ENABLE QRESYNC");
+    let r = c.cmd("q", &format!("SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:6))"));
+    assert!(r.last().unwrap().starts_with("q OK"), "{r:?}");
+    let vanished: Vec<&String> = r.iter().filter(|l| l.starts_with("* VANISHED")).collect();
+    assert_eq!(vanished, ["* VANISHED (EARLIER) 3,5\r\n"], "{r:?}");
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
