@@ -23,6 +23,10 @@ fn analysis(c: &mut Criterion) {
         g.throughput(Throughput::Bytes(m.len() as u64));
         g.bench_function(*name, |b| b.iter(|| ringmail::mime::analyze(m)));
     }
+    // The 200 messages the load tool's `append` and `mix` draw from.
+    let corpus: Vec<Vec<u8>> = (0..200).map(|i| message(1, i)).collect();
+    g.throughput(Throughput::Bytes(corpus.iter().map(|m| m.len() as u64).sum()));
+    g.bench_function("load corpus, 200 messages", |b| b.iter(|| corpus.iter().map(|m| ringmail::mime::analyze(m).len()).sum::<usize>()));
     g.finish();
 }
 

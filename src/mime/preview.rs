@@ -12,8 +12,10 @@ use super::header;
 /// Characters of a preview at most.
 pub const MAX_CHARS: usize = 200;
 
-/// Body bytes looked at: a preview needs the start of a part, not all of it.
-const SCAN: usize = 16 << 10;
+/// Body bytes looked at: first a little, which is nearly always enough
+/// (decoding is most of a preview's cost), then more for a part that
+/// starts with long quotes or markup; never the whole of a large part.
+const SCAN: [usize; 2] = [1 << 10, 16 << 10];
 
 /// The preview of `raw`, whose MIME parts are `parts`.
 pub fn of(raw: &[u8], parts: impl Iterator<Item = Part>) -> String {
@@ -30,7 +32,7 @@ pub fn of(raw: &[u8], parts: impl Iterator<Item = Part>) -> String {
             None => (b"plain".to_vec(), None),
         };
         if subtype.eq_ignore_ascii_case(b"plain") {
-            return fold(&text_of(raw, &p, charset.as_deref()));
+            return scan(raw, &p, charset.as_deref(), fold);
         }
         if html.is_none() && subtype.eq_ignore_ascii_case(b"html") {
             html = Some((p, charset));
@@ -38,15 +40,35 @@ pub fn of(raw: &[u8], parts: impl Iterator<Item = Part>) -> String {
     }
     match html {
         // Every tag ends a word, as in Dovecot: `<b>you</b>&amp; me` is "you & me".
-        Some((p, charset)) => fold(&mail_parser::decoders::html::html_to_text(&text_of(raw, &p, charset.as_deref()).replace('>', "> "))),
+        Some((p, charset)) => scan(raw, &p, charset.as_deref(), |t| fold(&mail_parser::decoders::html::html_to_text(&t.replace('>', "> ")))),
         None => String::new(),
     }
 }
 
-/// The start of a part's text, decoded.
-fn text_of(raw: &[u8], p: &Part, charset: Option<&[u8]>) -> String {
-    let end = (p.end as usize).min(raw.len()).min(p.body as usize + SCAN);
-    let Some(body) = raw.get(p.body as usize..end) else { return String::new() };
+/// `make` applied to the start of a part's text, taken longer when the
+/// first try is short of [`MAX_CHARS`] and the part goes on.
+fn scan(raw: &[u8], p: &Part, charset: Option<&[u8]>, make: impl Fn(&str) -> String) -> String {
+    let mut made = String::new();
+    for limit in SCAN {
+        let (text, whole) = text_of(raw, p, charset, limit);
+        made = make(&text);
+        if whole || made.chars().count() >= MAX_CHARS {
+            break;
+        }
+    }
+    made
+}
+
+/// The text of a part's first `limit` body bytes, decoded (cut after a
+/// line, so no escape or character is cut in two), and whether that is
+/// the whole part.
+fn text_of(raw: &[u8], p: &Part, charset: Option<&[u8]>, limit: usize) -> (String, bool) {
+    let end = (p.end as usize).min(raw.len());
+    let whole = end <= p.body as usize + limit;
+    let Some(mut body) = raw.get(p.body as usize..end.min(p.body as usize + limit)) else { return (String::new(), true) };
+    if !whole {
+        body = &body[..memchr::memrchr(b'\n', body).map_or(body.len(), |i| i + 1)];
+    }
     // A cut base64 body decodes up to its last whole quantum.
     let body = match p.transfer {
         Transfer::Base64 => {
@@ -57,10 +79,11 @@ fn text_of(raw: &[u8], p: &Part, charset: Option<&[u8]>) -> String {
         t => decode_transfer(t, body),
     }
     .unwrap_or_else(|| body.to_vec());
-    match charset.and_then(mail_parser::decoders::charsets::map::charset_decoder) {
+    let text = match charset.and_then(mail_parser::decoders::charsets::map::charset_decoder) {
         Some(decode) => decode(&body),
         None => String::from_utf8_lossy(&body).into_owned(),
-    }
+    };
+    (text, whole)
 }
 
 /// Quoted lines out, white space folded, cut at [`MAX_CHARS`].
@@ -104,6 +127,14 @@ mod tests {
         assert_eq!(preview(html), "Hi you & m\u{e9}");
         let att = b"Content-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=a.txt\r\n\r\nnot this\r\n--x\r\nContent-Type: image/png\r\nContent-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--x--\r\n";
         assert_eq!(preview(att), "");
+    }
+
+    #[test]
+    fn a_reply_under_a_long_quote_is_found_further_in() {
+        let quote = "> an old line that was quoted in the reply\r\n".repeat(60);
+        let m = format!("Content-Type: text/plain\r\n\r\n{quote}\r\nThe answer is yes.\r\n");
+        assert!(quote.len() > SCAN[0]);
+        assert_eq!(preview(m.as_bytes()), "The answer is yes.");
     }
 
     #[test]
