@@ -346,7 +346,8 @@ impl Selected {
         } else {
             match mb.flags_changed_since(self.modseq) {
                 Some(changed) => {
-                    let mut v: Vec<u32> = changed.collect();
+                    // Arrivals are in the journal too; they are new here, not changed.
+                    let mut v: Vec<u32> = changed.filter(|&u| u <= last).collect();
                     v.sort_unstable();
                     v.dedup();
                     v
@@ -452,6 +453,25 @@ impl Selection {
         Selection { uids, spans, span: 0, pos }
     }
 
+    /// The part of this (not yet walked) selection whose UIDs are in
+    /// `only` (ascending): O(|only| log n), whatever the set's size.
+    pub fn narrowed(&self, only: &[u32]) -> Selection {
+        let mut spans: Vec<(u32, u32)> = Vec::new();
+        for &u in only {
+            let Ok(i) = self.uids.binary_search(&u) else { continue };
+            let i = i as u32;
+            let k = self.spans.partition_point(|&(_, end)| end <= i);
+            if self.spans.get(k).is_none_or(|&(start, _)| start > i) {
+                continue;
+            }
+            match spans.last_mut() {
+                Some(last) if last.1 == i => last.1 = i + 1,
+                _ => spans.push((i, i + 1)),
+            }
+        }
+        Selection::new(self.uids.clone(), spans)
+    }
+
     /// How many messages are left.
     pub fn remaining(&self) -> usize {
         self.spans.iter().skip(self.span).map(|&(a, b)| (b - a.max(self.pos)) as usize).sum()
@@ -510,6 +530,15 @@ mod tests {
         let s = String::from_utf8(out.buf.clone()).unwrap();
         out.clear();
         s
+    }
+
+    #[test]
+    fn a_narrowed_selection_keeps_only_the_named_uids_inside_the_set() {
+        let uids: Rc<[u32]> = vec![2, 4, 6, 8, 10, 12].into();
+        // Positions 1..3 and 4..6: UIDs 4, 6, 10, 12.
+        let s = Selection::new(uids, vec![(1, 3), (4, 6)]);
+        let got: Vec<(u32, u32)> = s.narrowed(&[2, 3, 6, 10, 12, 99]).collect();
+        assert_eq!(got, [(3, 6), (5, 10), (6, 12)]);
     }
 
     /// The journal and the full comparison must say the same thing; the

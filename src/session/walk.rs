@@ -38,6 +38,14 @@ impl SetWalk {
         }
     }
 
+    /// Walks only the messages of the resolved set whose UIDs are in
+    /// `only` (ascending).
+    pub fn narrow(&mut self, only: &[u32]) {
+        if let Some(s) = &self.selection {
+            self.selection = Some(s.narrowed(only));
+        }
+    }
+
     /// The next (sequence number, UID) to handle.
     pub fn next(&mut self) -> Option<(u32, u32)> {
         self.selection.as_mut()?.next()

@@ -242,8 +242,24 @@ struct Fetch {
 
 impl MailboxCursor for Fetch {
     fn resume(&mut self, mut m: InMailbox<'_>, out: &mut Out) -> Progress {
-        if let Err(p) = self.walk.ready(&mut m, out, &self.tag) {
-            return p;
+        let resolved_now = match self.walk.ready(&mut m, out, &self.tag) {
+            Err(p) => return p,
+            Ok(s) => s.is_some(),
+        };
+        if let (true, Some(since)) = (resolved_now, self.changed_since) {
+            // Only messages whose modseq moved past CHANGEDSINCE can answer
+            // (RFC 7162 3.1.4): the mailbox's journal names them when it
+            // reaches back that far, so the cost follows the changes, not
+            // the mailbox's size.
+            let changed = m.sel.mbox.borrow().flags_changed_since(since).map(|u| {
+                let mut v: Vec<u32> = u.collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            });
+            if let Some(changed) = changed {
+                self.walk.narrow(&changed);
+            }
         }
         if let Some((since, within)) = self.vanished.take() {
             let gone = vanished::since(&m.sel.mbox.borrow(), since, &within);

@@ -444,7 +444,8 @@ impl Mailbox {
         self.journal.expunged_after_modseq(modseq)
     }
 
-    /// UIDs whose flags changed after `modseq`, possibly repeated (None:
+    /// UIDs whose flags changed, or that arrived, after `modseq`, possibly
+    /// repeated (None:
     /// scan [`msgs`](Self::msgs) instead).
     pub fn flags_changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
         self.journal.flags_since(modseq)

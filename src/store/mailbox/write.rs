@@ -353,6 +353,8 @@ impl Mailbox {
             self.msgs.push(m);
             let l = s.rec.location();
             self.count(&m, &l, 1);
+            // An arrival changes its message's modseq too (CHANGEDSINCE).
+            self.journal.flags_changed(m.modseq, m.uid);
         }
         self.changed();
     }
