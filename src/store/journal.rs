@@ -52,6 +52,21 @@ impl Journal {
         self.expunged_modseq_from = self.expunged_modseq_from.min(from);
     }
 
+    /// Takes in the arrivals and flag changes a mailbox's logs hold,
+    /// (modseq, UID) in order, all of those after modseq `from`.
+    pub fn seed_changes(&mut self, from: u64, history: impl Iterator<Item = (u64, u32)>) {
+        let mut seeded: VecDeque<(u64, u32)> = history.collect();
+        let mut from = from;
+        while seeded.len() > KEEP {
+            if let Some((m, _)) = seeded.pop_front() {
+                from = from.max(m);
+            }
+        }
+        seeded.extend(self.flags.drain(..));
+        self.flags = seeded;
+        self.flags_from = self.flags_from.min(from);
+    }
+
     pub fn expunged(&mut self, version: u64, modseq: u64, uid: u32) {
         if self.expunged.len() == KEEP {
             if let Some((v, m, _)) = self.expunged.pop_front() {

@@ -29,6 +29,15 @@ struct FoundLog {
     bytes: Vec<u8>,
 }
 
+/// What the replayed logs changed, (modseq, UID) in log order: QRESYNC and
+/// CHANGEDSINCE answer from it after a restart (see `journal`).
+#[derive(Default)]
+struct History {
+    expunged: Vec<(u64, u32)>,
+    /// Arrivals and flag changes.
+    changed: Vec<(u64, u32)>,
+}
+
 impl Mailbox {
     /// Opens a mailbox, recovering from whatever a crash left. Writes
     /// nothing it would have to sync: cut log tails and removed files are
@@ -118,7 +127,7 @@ impl Mailbox {
         // is durable). They are removed below like any orphan.
         let mut referenced = Vec::new();
         let mut expunged = Vec::new();
-        let mut history = Vec::new();
+        let mut history = History::default();
         mb.replay(logs, generation, &mut referenced, &mut expunged, &mut history)?;
         mb.place_writer(&referenced)?;
         mb.remove_orphan_segments()?;
@@ -136,7 +145,8 @@ impl Mailbox {
         mb.reclaim.look_at(names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse().ok())));
         mb.journal = crate::store::journal::Journal::starting_at(mb.version, mb.highest_modseq);
         if let Some(from) = history_from {
-            mb.journal.seed_expunges(from, history.into_iter().filter(|&(m, _)| m > from));
+            mb.journal.seed_expunges(from, history.expunged.into_iter().filter(|&(m, _)| m > from));
+            mb.journal.seed_changes(from, history.changed.into_iter().filter(|&(m, _)| m > from));
         }
         Ok(mb)
     }
@@ -208,15 +218,15 @@ impl Mailbox {
     /// Replays the logs in order. The newest becomes the log new records
     /// go to; older ones stay until the next checkpoint covers them.
     /// `referenced` collects every extent an APPEND record points at,
-    /// `expunged` the extents of messages the logs expunged, `history` their
-    /// (modseq, UID) in log order.
+    /// `expunged` the extents of messages the logs expunged; `history` what
+    /// the logs changed, by modseq.
     fn replay(
         &mut self,
         logs: Vec<FoundLog>,
         generation: u64,
         referenced: &mut Vec<Extent>,
         expunged: &mut Vec<Extent>,
-        history: &mut Vec<(u64, u32)>,
+        history: &mut History,
     ) -> io::Result<()> {
         let mut gone: HashSet<u32> = HashSet::new();
         let last = logs.len().saturating_sub(1);
@@ -226,8 +236,10 @@ impl Mailbox {
             let mut records = 0;
             if !l.bytes.is_empty() {
                 while let Some((rec, n)) = LogRecord::decode(&l.bytes[end..]) {
-                    if let LogRecord::Expunge { uid, modseq } = rec {
-                        history.push((modseq, uid));
+                    match rec {
+                        LogRecord::Expunge { uid, modseq } => history.expunged.push((modseq, uid)),
+                        LogRecord::Append { uid, modseq, .. } | LogRecord::Flags { uid, modseq, .. } => history.changed.push((modseq, uid)),
+                        LogRecord::Keyword { .. } => {}
                     }
                     self.apply(&rec, referenced, &mut gone);
                     end += n;

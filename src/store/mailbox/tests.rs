@@ -45,9 +45,10 @@ fn append_is_invisible_until_commit_then_survives_reopen() {
     assert_eq!(mb.unseen(), 0);
 }
 
-/// QRESYNC after a restart (RFC 7162 3.2.5.1): expunges since the last
-/// checkpoint come back from the log with their modseqs; from before the
-/// checkpoint there is no history, and the caller falls back.
+/// QRESYNC after a restart (RFC 7162 3.2.5.1): expunges, flag changes and
+/// arrivals since the last checkpoint come back from the log with their
+/// modseqs; from before the checkpoint there is no history, and the caller
+/// falls back.
 #[test]
 fn expunge_history_survives_reopen_back_to_the_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
@@ -65,6 +66,8 @@ fn expunge_history_survives_reopen_back_to_the_checkpoint() {
     mb.expunge(&[4, 6]).unwrap();
     let between = mb.highest_modseq();
     mb.expunge(&[8]).unwrap();
+    mb.set_flags(3, format::F_SEEN, 0).unwrap();
+    let arrival = mb.append_bytes(&msg(99, 200), 0, 0, 99).unwrap();
     mb.commit().unwrap();
     drop(mb);
     let mb = Mailbox::open(io, &path, 1, settings()).unwrap();
@@ -73,6 +76,9 @@ fn expunge_history_survives_reopen_back_to_the_checkpoint() {
     assert_eq!(after(between), Some(vec![8]));
     assert_eq!(after(mb.highest_modseq()), Some(vec![]));
     assert_eq!(after(at_checkpoint - 1), None, "before the checkpoint: no history");
+    let changed: Vec<u32> = mb.flags_changed_since(between).unwrap().collect();
+    assert_eq!(changed, [3, arrival], "flag changes and arrivals since the checkpoint come back too");
+    assert!(mb.flags_changed_since(at_checkpoint - 1).is_none());
     assert_eq!(mb.expunged_since(mb.version()).map(|u| u.count()), Some(0), "sessions do not see them as new");
 }
 
