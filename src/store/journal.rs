@@ -68,6 +68,7 @@ impl Journal {
     }
 
     pub fn expunged(&mut self, version: u64, modseq: u64, uid: u32) {
+        debug_assert!(self.expunged.back().is_none_or(|&(_, m, _)| m <= modseq), "journal out of modseq order");
         if self.expunged.len() == KEEP {
             if let Some((v, m, _)) = self.expunged.pop_front() {
                 self.expunged_from = self.expunged_from.max(v);
@@ -78,6 +79,8 @@ impl Journal {
     }
 
     pub fn flags_changed(&mut self, modseq: u64, uid: u32) {
+        // The lookups below binary-search by modseq.
+        debug_assert!(self.flags.back().is_none_or(|&(m, _)| m <= modseq), "journal out of modseq order");
         if self.flags.len() == KEEP {
             if let Some((m, _)) = self.flags.pop_front() {
                 self.flags_from = self.flags_from.max(m);

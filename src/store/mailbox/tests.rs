@@ -45,6 +45,24 @@ fn append_is_invisible_until_commit_then_survives_reopen() {
     assert_eq!(mb.unseen(), 0);
 }
 
+/// An append's modseq is taken when it is staged and a STORE before its
+/// commit takes a later one: both are changes since the modseq before them.
+#[test]
+fn changes_since_a_modseq_include_an_append_committed_after_a_later_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
+    let mut mb = Mailbox::create(io, &dir.path().join("box"), 1, settings()).unwrap();
+    mb.append_bytes(&msg(1, 200), 0, 0, 1).unwrap();
+    mb.commit().unwrap();
+    let before = mb.highest_modseq();
+    let staged = mb.append_bytes(&msg(2, 200), 0, 0, 2).unwrap();
+    mb.set_flags(1, format::F_SEEN, 0).unwrap();
+    mb.commit().unwrap();
+    let mut changed: Vec<u32> = mb.flags_changed_since(before).unwrap().collect();
+    changed.sort_unstable();
+    assert_eq!(changed, [1, staged]);
+}
+
 /// QRESYNC after a restart (RFC 7162 3.2.5.1): expunges, flag changes and
 /// arrivals since the last checkpoint come back from the log with their
 /// modseqs; from before the checkpoint there is no history, and the caller

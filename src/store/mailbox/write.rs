@@ -145,6 +145,10 @@ impl Mailbox {
             let LogRecord::Append { uid, loc, flags, keywords, modseq } = r else { continue };
             self.highest_modseq = modseq;
             self.uidnext = uid + 1;
+            // An arrival is a change since an older modseq too (CHANGEDSINCE).
+            // Journalled now, when its modseq is taken, so the journal stays
+            // in modseq order while other changes happen before the commit.
+            self.journal.flags_changed(modseq, uid);
             let rec = Rec::new(uid, loc, flags, keywords, modseq);
             self.staged.push(Staged { msg: Msg { uid, flags, keywords, modseq, loc: 0 }, rec, seq: self.seq });
             uids.push(uid);
@@ -353,8 +357,6 @@ impl Mailbox {
             self.msgs.push(m);
             let l = s.rec.location();
             self.count(&m, &l, 1);
-            // An arrival changes its message's modseq too (CHANGEDSINCE).
-            self.journal.flags_changed(m.modseq, m.uid);
         }
         self.changed();
     }
