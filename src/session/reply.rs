@@ -40,6 +40,9 @@ impl Cursor for Finish {
                 Synced::Deleted => return Progress::Done(Directive::Return(Step::Close)),
                 Synced::Done => {}
             }
+            if let Some(told) = m.sel.held_back() {
+                out.untagged_status("OK", Some(&format!("HIGHESTMODSEQ {told}")), "Expunges are held back");
+            }
         }
         out.tagged(&self.tag, "OK", self.code.as_deref(), &self.text);
         Progress::Done(Directive::Next)

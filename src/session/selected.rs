@@ -22,6 +22,9 @@ pub struct Selected {
     uids: Rc<[u32]>,
     version: u64,
     modseq: u64,
+    /// Every change up to this modseq, expunges included, was told to the
+    /// client; below `modseq` while expunges are held back.
+    told: u64,
     /// UIDs that are \Recent in this session (RFC 3501).
     recent: Recent,
     /// Flag changes this session made and already reported: (uid, modseq).
@@ -61,6 +64,7 @@ impl Selected {
             uids,
             version,
             modseq,
+            told: modseq,
             recent,
             own: Default::default(),
             pending: None,
@@ -70,6 +74,14 @@ impl Selected {
             contexts: Vec::new(),
             signal,
         }
+    }
+
+    /// While expunges are held back (FETCH, STORE, SEARCH) after MODSEQ
+    /// values above theirs may have been sent: the HIGHESTMODSEQ the client
+    /// may keep, below the held expunges' (RFC 7162 3.2: else a client that
+    /// loses its connection would never hear of them).
+    pub fn held_back(&self) -> Option<u64> {
+        (self.condstore && self.told < self.modseq).then_some(self.told)
     }
 
     /// Starts or stops being woken by changes to the mailbox. Only a
@@ -360,6 +372,7 @@ impl Selected {
         if !expunged_pending {
             // Keep the old version while expunges wait, to find them again.
             self.version = mb.version();
+            self.told = self.modseq;
         }
         self.uids = uids;
         // Kept results take in what changed and what arrived.
