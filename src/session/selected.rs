@@ -152,6 +152,16 @@ impl Selected {
         self.own.insert((uid, modseq));
     }
 
+    /// A command's response showed these flags of `uid`: a change newer
+    /// than the session knows is then not told again by the next update.
+    /// (Only such changes are noted, so a FETCH over the whole mailbox
+    /// notes no more than what changed.)
+    pub fn flags_shown(&mut self, uid: u32, modseq: u64) {
+        if modseq > self.modseq {
+            self.own.insert((uid, modseq));
+        }
+    }
+
     /// The messages a sequence set names, in this session's numbering, as
     /// a cursor (nothing is expanded). For sequence numbers, a number beyond
     /// the mailbox is an error (None); for UIDs, UIDs that do not exist are

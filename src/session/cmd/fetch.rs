@@ -311,6 +311,7 @@ impl Fetch {
             }
         }
         let mb = sel.mbox.borrow();
+        let mut shown_flags = false;
         out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
         let mut first = true;
         for item in &self.items {
@@ -320,7 +321,10 @@ impl Fetch {
             first = false;
             let r: std::io::Result<()> = (|| {
                 match item {
-                    FetchItem::Flags => flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u)),
+                    FetchItem::Flags => {
+                        flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u));
+                        shown_flags = true;
+                    }
                     FetchItem::Uid => {
                         out.raw(b"UID ").num(u64::from(u));
                     }
@@ -420,6 +424,12 @@ impl Fetch {
             flags_item(out, &m, mb.keywords(), !rev2 && sel.is_recent(u));
         }
         out.raw(b")\r\n");
+        drop(mb);
+        // Another session's change shown here is not shown again at the end
+        // (with CONDSTORE, only when its MODSEQ was shown too).
+        if shown_flags && (!sel.condstore || self.items.contains(&FetchItem::ModSeq)) {
+            sel.flags_shown(u, m.modseq);
+        }
         Ok(())
     }
 
