@@ -274,8 +274,7 @@ impl<'a> Cache<'a> {
         let thread = match &self.sort {
             Some(k) => objectid::thread_id(Some(k), e),
             None => {
-                let mut b = Vec::new();
-                SortKeys::of(&raw[..header::header_len(raw)]).encode(&mut b);
+                let b = SortKeys::encoded_of_message(raw);
                 objectid::thread_id(SortKeysRef::decode(&b).map(|(k, _)| k).as_ref(), e)
             }
         };

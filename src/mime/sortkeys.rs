@@ -81,6 +81,14 @@ impl SortKeys {
         }
     }
 
+    /// The encoded keys of the message `raw`, from its header: for a
+    /// message whose cache has none (see [`SortKeysRef::decode`]).
+    pub fn encoded_of_message(raw: &[u8]) -> Vec<u8> {
+        let mut b = Vec::new();
+        SortKeys::of(&raw[..header::header_len(raw)]).encode(&mut b);
+        b
+    }
+
     pub fn encode(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.sent.unwrap_or(i64::MIN).to_le_bytes());
         out.push(u8::from(self.reply));

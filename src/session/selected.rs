@@ -367,12 +367,10 @@ impl Selected {
             Vec::new()
         } else {
             match mb.flags_changed_since(self.modseq) {
-                Some(changed) => {
+                Some(mut changed) => {
                     // Arrivals are in the journal too; they are new here, not changed.
-                    let mut v: Vec<u32> = changed.filter(|&u| u <= last).collect();
-                    v.sort_unstable();
-                    v.dedup();
-                    v
+                    changed.retain(|&u| u <= last);
+                    changed
                 }
                 None => mb.msgs().iter().filter(|m| m.modseq > self.modseq && m.uid <= last).map(|m| m.uid).collect(),
             }

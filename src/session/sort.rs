@@ -8,7 +8,6 @@ use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::rc::Rc;
 
-use crate::mime::header;
 use crate::mime::sortkeys::{SortKeys, SortKeysRef};
 use crate::mime::Cache;
 use crate::proto::{Shared, SortCriterion, SortKey};
@@ -223,12 +222,7 @@ fn prefetch(b: &[u8]) {
 /// The encoded sort keys of a message whose cache has none (written
 /// before they existed, or damaged), from its header.
 fn header_keys(mb: &Mailbox, m: &Msg) -> Option<Vec<u8>> {
-    let msg = mb.message(m).ok()?;
-    let all = msg.bytes();
-    let keys = SortKeys::of(&all[..header::header_len(all)]);
-    let mut b = Vec::new();
-    keys.encode(&mut b);
-    Some(b)
+    Some(SortKeys::encoded_of_message(mb.message(m).ok()?.bytes()))
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -2,7 +2,7 @@
 //! as they happen and, with `(EARLIER)`, for what it missed while away
 //! (SELECT's QRESYNC parameter 3.2.5, UID FETCH's VANISHED modifier 3.2.6).
 
-use crate::proto::Out;
+use crate::proto::{Out, Ranges};
 use crate::store::Mailbox;
 
 /// Ranges per VANISHED response at most, so that one line stays small.
@@ -38,26 +38,20 @@ pub(crate) fn line(out: &mut Out, earlier: bool, ranges: &[(u32, u32)]) -> usize
     n
 }
 
-/// The UIDs within `within` (ascending inclusive ranges) that a client
+/// The UIDs of `within` (`*` standing for the highest UID) that a client
 /// who knew the mailbox as of `modseq` has to hear were expunged: from the
 /// mailbox's expunge history when it reaches back that far, else every
 /// UID of `within` below UIDNEXT that the mailbox no longer has (RFC 7162
 /// 5.1: correct, only less compact).
-pub(crate) fn since(mb: &Mailbox, modseq: u64, within: &[(u32, u32)]) -> Vec<(u32, u32)> {
-    let inside = |u: u32| {
-        let i = within.partition_point(|&(_, hi)| hi < u);
-        within.get(i).is_some_and(|&(lo, _)| lo <= u)
-    };
-    if let Some(uids) = mb.expunged_after_modseq(modseq) {
-        let mut v: Vec<u32> = uids.filter(|&u| inside(u)).collect();
-        v.sort_unstable();
-        v.dedup();
-        return ranges_of(&v);
+pub(crate) fn since(mb: &Mailbox, modseq: u64, within: &Ranges) -> Vec<(u32, u32)> {
+    let top = mb.uidnext().saturating_sub(1);
+    if let Some(mut uids) = mb.expunged_after_modseq(modseq) {
+        uids.retain(|&u| within.contains(u, top));
+        return ranges_of(&uids);
     }
     let present = mb.uids();
-    let top = mb.uidnext().saturating_sub(1);
     let mut gaps = Vec::new();
-    for &(lo, hi) in within {
+    for (lo, hi) in within.resolve(top) {
         let (lo, hi) = (lo.max(1), hi.min(top));
         if lo > hi {
             continue;

@@ -4,11 +4,13 @@
 //! other sessions were busy). Bounded: a session that fell further behind
 //! than the journal reaches falls back to the full comparison.
 //!
-//! The expunges also answer QRESYNC (RFC 7162 3.2.5, 3.2.6): which UIDs
-//! went after a modseq. Nothing here is kept on disk: after a restart, or
-//! for a client asking from before what the journal holds, the caller
-//! lists every UID of the client's range that no longer exists (RFC 7162
-//! 5.1: correct, only less compact).
+//! The same entries, with arrivals among the changes, answer QRESYNC and
+//! CHANGEDSINCE (RFC 7162 3.2.5, 3.2.6): what went or changed after a
+//! modseq. Nothing here is written to disk: on open the journal is rebuilt
+//! from the change log back to the last checkpoint ([`Journal::with_history`]).
+//! For a client asking from before what it holds, the caller lists every
+//! UID of the client's range that no longer exists (RFC 7162 5.1: correct,
+//! only less compact).
 
 use std::collections::VecDeque;
 
@@ -23,7 +25,7 @@ pub struct Journal {
     expunged_from: u64,
     /// Every expunge with a higher modseq is in `expunged`.
     expunged_modseq_from: u64,
-    /// (modseq of the change, uid).
+    /// (modseq of the change, uid): flag changes and arrivals.
     flags: VecDeque<(u64, u32)>,
     /// Every flag change after this modseq is in `flags`.
     flags_from: u64,
@@ -35,36 +37,15 @@ impl Journal {
         Journal { expunged_from: version, expunged_modseq_from: modseq, flags_from: modseq, ..Journal::default() }
     }
 
-    /// Takes in the expunges a mailbox's logs hold, (modseq, UID) in
-    /// order, all of those after modseq `from`: QRESYNC clients are then
-    /// answered from them across a restart. Sessions never see them as new
-    /// (they are older than any session's version).
-    pub fn seed_expunges(&mut self, from: u64, history: impl Iterator<Item = (u64, u32)>) {
-        let mut seeded: VecDeque<(u64, u64, u32)> = history.map(|(m, u)| (0, m, u)).collect();
-        let mut from = from;
-        while seeded.len() > KEEP {
-            if let Some((_, m, _)) = seeded.pop_front() {
-                from = from.max(m);
-            }
-        }
-        seeded.extend(self.expunged.drain(..));
-        self.expunged = seeded;
-        self.expunged_modseq_from = self.expunged_modseq_from.min(from);
-    }
-
-    /// Takes in the arrivals and flag changes a mailbox's logs hold,
-    /// (modseq, UID) in order, all of those after modseq `from`.
-    pub fn seed_changes(&mut self, from: u64, history: impl Iterator<Item = (u64, u32)>) {
-        let mut seeded: VecDeque<(u64, u32)> = history.collect();
-        let mut from = from;
-        while seeded.len() > KEEP {
-            if let Some((m, _)) = seeded.pop_front() {
-                from = from.max(m);
-            }
-        }
-        seeded.extend(self.flags.drain(..));
-        self.flags = seeded;
-        self.flags_from = self.flags_from.min(from);
+    /// The journal of a mailbox just opened at `version` whose logs hold
+    /// every expunge and every change (arrivals, flags) after modseq `from`
+    /// (the checkpoint's), each as (modseq, UID) in log order: QRESYNC and
+    /// CHANGEDSINCE are then answered across a restart. Sessions never see
+    /// these expunges as new: their version, 0, is older than any session's.
+    pub fn with_history(version: u64, from: u64, expunged: impl Iterator<Item = (u64, u32)>, changed: impl Iterator<Item = (u64, u32)>) -> Journal {
+        let (expunged, expunged_modseq_from) = last_kept(expunged, from);
+        let (flags, flags_from) = last_kept(changed, from);
+        Journal { expunged: expunged.into_iter().map(|(m, u)| (0, m, u)).collect(), expunged_from: version, expunged_modseq_from, flags, flags_from }
     }
 
     pub fn expunged(&mut self, version: u64, modseq: u64, uid: u32) {
@@ -114,6 +95,19 @@ impl Journal {
             self.flags.range(start..).map(|&(_, u)| u)
         })
     }
+}
+
+/// The last [`KEEP`] entries of `history` after modseq `from`, and the
+/// modseq after which they hold every entry.
+fn last_kept(history: impl Iterator<Item = (u64, u32)>, from: u64) -> (VecDeque<(u64, u32)>, u64) {
+    let mut kept: VecDeque<(u64, u32)> = history.filter(|&(m, _)| m > from).collect();
+    let mut from = from;
+    while kept.len() > KEEP {
+        if let Some((m, _)) = kept.pop_front() {
+            from = from.max(m);
+        }
+    }
+    (kept, from)
 }
 
 #[cfg(test)]

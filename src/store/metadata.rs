@@ -76,19 +76,31 @@ impl Metadata {
         if changes.iter().any(|(_, v)| v.as_ref().is_some_and(|v| v.len() as u64 > limits.max_value)) {
             return Err(SetError::TooLarge(limits.max_value));
         }
+        // What the entries come to (the last change of an entry wins),
+        // reckoned before anything changes.
+        let last: BTreeMap<&String, Option<&Vec<u8>>> = changes.iter().map(|(k, v)| (k, v.as_ref())).collect();
         let (count_before, total_before) = (self.entries.len(), self.total());
-        let mut next = self.clone();
-        for (k, v) in changes {
-            match v {
-                Some(v) => next.entries.insert((owner, k.clone()), v.clone()),
-                None => next.entries.remove(&(owner, k.clone())),
-            };
+        let (mut count, mut total) = (count_before, total_before);
+        for (&k, v) in &last {
+            let size = |v: &Vec<u8>| (k.len() + v.len()) as u64;
+            if let Some(old) = self.entries.get(&(owner, k.clone())) {
+                count -= 1;
+                total -= size(old);
+            }
+            if let Some(v) = v {
+                count += 1;
+                total += size(v);
+            }
         }
-        let (count, total) = (next.entries.len(), next.total());
         if (count > count_before && count > limits.max_entries) || (total > total_before && total > limits.max_total) {
             return Err(SetError::TooMany);
         }
-        *self = next;
+        for (k, v) in last {
+            match v {
+                Some(v) => self.entries.insert((owner, k.clone()), v.clone()),
+                None => self.entries.remove(&(owner, k.clone())),
+            };
+        }
         Ok(())
     }
 

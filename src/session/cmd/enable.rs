@@ -1,6 +1,7 @@
 //! ENABLE (RFC 5161, RFC 9051 6.3.1): IMAP4rev2, CONDSTORE, QRESYNC
-//! (which turns CONDSTORE on too, RFC 7162 3.2.3) and UTF8=ACCEPT (RFC 6855 3: UTF-8 mailbox names and quoted strings, and
-//! messages with UTF-8 header fields in APPEND).
+//! (which turns CONDSTORE on too, RFC 7162 3.2.3) and UTF8=ACCEPT (RFC
+//! 6855 3: UTF-8 mailbox names and quoted strings, and messages with UTF-8
+//! header fields in APPEND).
 
 use crate::proto::Out;
 use crate::session::reply::ok;

@@ -4,7 +4,7 @@
 //! mapped segment, never copied.
 
 use crate::mime::{header, Cache, Kind, Transfer};
-use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, PreviewForm, Section, SectionText, SeqNum, SeqRange, SequenceSet, Shared};
+use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, PreviewForm, Ranges, Section, SectionText, SequenceSet, Shared};
 use crate::session::flags::flags_item;
 use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
 use crate::session::selected::Selected;
@@ -185,7 +185,7 @@ pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchIte
     }
     // RFC 7162 3.2.6: the UIDs of the set expunged since CHANGEDSINCE.
     let vanished = match (mods.vanished, mods.changed_since, set) {
-        (true, Some(since), SequenceSet::Ranges(r)) => Some((since, r.resolve(m.sel.mbox.borrow().uidnext().saturating_sub(1)))),
+        (true, Some(since), SequenceSet::Ranges(r)) => Some((since, r.clone())),
         _ => None,
     };
     let c = Fetch {
@@ -206,11 +206,10 @@ pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchIte
 /// `* VANISHED (EARLIER)` for the known UIDs expunged since `modseq`, then
 /// FETCH (UID FLAGS MODSEQ) of those changed since, then the SELECT's
 /// tagged OK with `code` and `text`.
-pub(crate) fn resync(tag: &str, known: Vec<(u32, u32)>, modseq: u64, code: &'static str, text: &'static str) -> Directive {
-    let set = SequenceSet::from_ranges(&known.iter().map(|&(a, b)| SeqRange { start: SeqNum::Num(a), end: SeqNum::Num(b) }).collect::<Vec<_>>());
+pub(crate) fn resync(tag: &str, known: Ranges, modseq: u64, code: &'static str, text: &'static str) -> Directive {
     run_in_mailbox(Fetch {
         tag: tag.to_string(),
-        walk: SetWalk::new(&set, true),
+        walk: SetWalk::new(&SequenceSet::Ranges(known.clone()), true),
         items: vec![FetchItem::Uid, FetchItem::Flags, FetchItem::ModSeq],
         changed_since: Some(modseq),
         vanished: Some((modseq, known)),
@@ -230,9 +229,9 @@ struct Fetch {
     walk: SetWalk,
     items: Vec<FetchItem>,
     changed_since: Option<u64>,
-    /// `* VANISHED (EARLIER)` to send first: the UIDs of these ranges
+    /// `* VANISHED (EARLIER)` to send first: the UIDs of this set
     /// expunged after this modseq (RFC 7162 3.2.5.1, 3.2.6).
-    vanished: Option<(u64, Vec<(u32, u32)>)>,
+    vanished: Option<(u64, Ranges)>,
     /// The tagged OK's code and text.
     done: (Option<&'static str>, &'static str),
     expunged: bool,
@@ -251,12 +250,7 @@ impl MailboxCursor for Fetch {
             // (RFC 7162 3.1.4): the mailbox's journal names them when it
             // reaches back that far, so the cost follows the changes, not
             // the mailbox's size.
-            let changed = m.sel.mbox.borrow().flags_changed_since(since).map(|u| {
-                let mut v: Vec<u32> = u.collect();
-                v.sort_unstable();
-                v.dedup();
-                v
-            });
+            let changed = m.sel.mbox.borrow().flags_changed_since(since);
             if let Some(changed) = changed {
                 self.walk.narrow(&changed);
             }

@@ -2,7 +2,7 @@
 //! QRESYNC select parameters (RFC 7162 3.1.8, 3.2.5).
 
 use super::fetch;
-use crate::proto::{Mailbox, Out, SelectParams};
+use crate::proto::{Mailbox, Out, Ranges, SelectParams, SeqNum, SeqRange};
 use crate::session::reply::no;
 use crate::session::selected::Selected;
 use crate::session::state::{Authed, Directive};
@@ -53,10 +53,10 @@ pub fn run(a: Authed<'_>, tag: &str, mailbox: &Mailbox, read_only: bool, params:
     // hears what changed since its modseq, among the UIDs it knew.
     if let Some(q) = params.qresync.as_ref().filter(|q| q.uidvalidity == sel.mbox.borrow().uidvalidity()) {
         let known = match &q.known_uids {
-            Some(r) => r.resolve(0),
+            Some(r) => r.clone(),
             None => match sel.mbox.borrow().uidnext() {
-                1 => Vec::new(),
-                next => vec![(1, next - 1)],
+                1 => Ranges::default(),
+                next => Ranges::from_ranges(&[SeqRange { start: SeqNum::Num(1), end: SeqNum::Num(next - 1) }]),
             },
         };
         return (fetch::resync(tag, known, q.modseq, code, text), Some(Box::new(sel)));

@@ -49,6 +49,14 @@ impl Default for Settings {
     }
 }
 
+/// UIDs in ascending order, each once.
+fn sorted(uids: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut v: Vec<u32> = uids.collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
 /// A value an upper layer derived from every message of a mailbox (a SORT
 /// order, THREAD's keys), kept with it (derived.rs).
 #[derive(Clone)]
@@ -438,17 +446,16 @@ impl Mailbox {
         self.journal.expunged_since(version)
     }
 
-    /// UIDs expunged with a modseq above `modseq` (QRESYNC); None: the
-    /// history does not reach back that far (see `journal`).
-    pub fn expunged_after_modseq(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
-        self.journal.expunged_after_modseq(modseq)
+    /// UIDs expunged with a modseq above `modseq` (QRESYNC), ascending;
+    /// None: the history does not reach back that far (see `journal`).
+    pub fn expunged_after_modseq(&self, modseq: u64) -> Option<Vec<u32>> {
+        self.journal.expunged_after_modseq(modseq).map(sorted)
     }
 
-    /// UIDs whose flags changed, or that arrived, after `modseq`, possibly
-    /// repeated (None:
-    /// scan [`msgs`](Self::msgs) instead).
-    pub fn flags_changed_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
-        self.journal.flags_since(modseq)
+    /// UIDs whose flags changed, or that arrived, after `modseq`,
+    /// ascending (None: scan [`msgs`](Self::msgs) instead).
+    pub fn flags_changed_since(&self, modseq: u64) -> Option<Vec<u32>> {
+        self.journal.flags_since(modseq).map(sorted)
     }
 
     pub fn msgs(&self) -> &[Msg] {

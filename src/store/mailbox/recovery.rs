@@ -21,6 +21,7 @@ use super::{extents, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settin
 use crate::store::format::{self, Location, LogRecord, RecordHeader};
 use crate::store::index::{IndexMap, Rec};
 use crate::store::io::{Io, OpenMode};
+use crate::store::journal::Journal;
 
 /// A log file found when opening.
 struct FoundLog {
@@ -143,11 +144,10 @@ impl Mailbox {
         // expunge and its reclamation): look at each once.
         let names = io.read_dir(&dir.join("segments"))?;
         mb.reclaim.look_at(names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse().ok())));
-        mb.journal = crate::store::journal::Journal::starting_at(mb.version, mb.highest_modseq);
-        if let Some(from) = history_from {
-            mb.journal.seed_expunges(from, history.expunged.into_iter().filter(|&(m, _)| m > from));
-            mb.journal.seed_changes(from, history.changed.into_iter().filter(|&(m, _)| m > from));
-        }
+        mb.journal = match history_from {
+            Some(from) => Journal::with_history(mb.version, from, history.expunged.into_iter(), history.changed.into_iter()),
+            None => Journal::starting_at(mb.version, mb.highest_modseq),
+        };
         Ok(mb)
     }
 
