@@ -8,51 +8,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Client;
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-    lmtp: SocketAddr,
-}
-
-/// The first address in `[...]` after `key` in the server's start-up line.
-fn addr_after(line: &str, key: &str) -> SocketAddr {
-    let rest = line.split(key).nth(1).expect("address list");
-    rest.split([']', ',']).next().unwrap().parse().unwrap()
-}
-
-fn start(dir: &std::path::Path) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
-        .arg(dir)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start ringmail");
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let (addr, lmtp) = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "server did not start");
-        if line.contains("IMAP: [") {
-            break (addr_after(&line, "IMAP: ["), addr_after(&line, "LMTP: ["));
-        }
-    };
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
-    });
-    Server { child, addr, lmtp }
-}
+use common::{serve_process, Client};
 
 fn message(round: u32, writer: usize, n: usize) -> String {
     let body: String = (0..(n * 37 % 400)).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
@@ -183,9 +145,9 @@ fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
         seed
     };
     for round in 0..rounds {
-        let mut server = start(dir.path());
+        let mut server = serve_process(dir.path());
         // What survived so far must still be there after every restart.
-        let present: std::collections::HashSet<String> = inbox(server.addr).into_iter().collect();
+        let present: std::collections::HashSet<String> = inbox(server.imap).into_iter().collect();
         for m in &all_acked {
             assert!(present.contains(m), "round {round}: an acknowledged message is missing after restart:\n{m}");
         }
@@ -194,7 +156,7 @@ fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
         let writers: Vec<_> = (0..8)
             .map(|id| {
                 let (stop, acked) = (stop.clone(), acked.clone());
-                let (imap, lmtp) = (server.addr, server.lmtp);
+                let (imap, lmtp) = (server.imap, server.lmtp);
                 std::thread::spawn(move || if id % 2 == 0 { writer(imap, round, id, stop, acked) } else { deliverer(lmtp, round, id, stop, acked) })
             })
             .collect();
@@ -209,8 +171,8 @@ fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
         assert!(round > 0 || !acked.is_empty(), "the first round acknowledged nothing: the test is not testing");
         all_acked.extend(acked);
     }
-    let server = start(dir.path());
-    let present = inbox(server.addr);
+    let server = serve_process(dir.path());
+    let present = inbox(server.imap);
     let set: std::collections::HashSet<&String> = present.iter().collect();
     for m in &all_acked {
         assert!(set.contains(m), "an acknowledged message is missing after the last restart:\n{m}");
@@ -238,8 +200,8 @@ fn sigkill_under_append_and_lmtp_load_loses_nothing_acknowledged() {
 fn qresync_after_sigkill_names_only_the_expunges_since_the_clients_modseq() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("users"), "joe:{PLAIN}secret\n").unwrap();
-    let mut server = start(dir.path());
-    let mut c = Client::connect(server.addr);
+    let mut server = serve_process(dir.path());
+    let mut c = Client::connect(server.imap);
     c.login("joe", "secret");
     for n in 1..=6 {
         let m = format!("Subject: {n}\r\n\r\n{n}\r\n");
@@ -260,8 +222,8 @@ fn qresync_after_sigkill_names_only_the_expunges_since_the_clients_modseq() {
     assert!(x.iter().any(|l| l == "* VANISHED 3,5\r\n"), "{x:?}");
     server.child.kill().unwrap();
     server.child.wait().unwrap();
-    let mut server = start(dir.path());
-    let mut c = Client::connect(server.addr);
+    let mut server = serve_process(dir.path());
+    let mut c = Client::connect(server.imap);
     c.login("joe", "secret");
     c.cmd("e", "ENABLE QRESYNC");
     let r = c.cmd("q", &format!("SELECT INBOX (QRESYNC ({uidvalidity} {modseq} 1:6))"));

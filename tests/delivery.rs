@@ -5,10 +5,10 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Client, TestServer};
+use common::{serve_process, Client, ServeProcess, TestServer};
 use ringmail::config::Driver;
 
 fn server() -> TestServer {
@@ -288,40 +288,8 @@ fn x_mailbox_and_timeouts_and_limits() {
 /// Runs a `ringmail` subcommand on the data directory `dir` with `input` on
 /// its standard input: exit code, standard output, standard error.
 fn ringmail_cli(dir: &std::path::Path, args: &[&str], input: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(input).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = common::run_with_input(Command::new(env!("CARGO_BIN_EXE_ringmail")).args(args).arg("--data-dir").arg(dir), input);
     (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
-/// Runs `ringmail serve` on `dir` (ephemeral loopback ports); its IMAP
-/// and LMTP addresses, from the line it logs when it is up.
-fn serve(dir: &std::path::Path) -> (std::process::Child, SocketAddr, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
-        .arg(dir)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = BufReader::new(child.stderr.take().unwrap());
-    let addr = |line: &str, key: &str| -> SocketAddr { line.split(key).nth(1).unwrap().split(']').next().unwrap().parse().unwrap() };
-    let (imap, lmtp) = loop {
-        let mut line = String::new();
-        assert!(err.read_line(&mut line).unwrap() > 0, "server did not start");
-        if line.contains("IMAP: [") {
-            break (addr(&line, "IMAP: ["), addr(&line, "LMTP: ["));
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
-    (child, imap, lmtp)
 }
 
 /// `ringmail deliver` with no server (stores itself) and with one running
@@ -339,7 +307,7 @@ fn deliver_command_with_and_without_a_running_server() {
     assert_eq!(deliver(&["--user", "joe", "-f", "s@x"], b"From s@x Fri Nov 27 06:00:00 2026\nSubject: one\n\nbody\n"), (0, String::new()));
     assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
 
-    let (mut child, imap, _) = serve(dir.path());
+    let ServeProcess { mut child, imap, .. } = serve_process(dir.path());
     // Server running: handed over by LMTP, into the named mailbox.
     assert_eq!(deliver(&["--user", "joe", "-m", "Archive"], b"Subject: two\n\n.leading dot\n"), (0, String::new()));
     assert_eq!(deliver(&["--user", "nobody"], b"Subject: x\n\nx\n").0, 67);
@@ -513,7 +481,7 @@ fn quota_refuses_delivery_by_every_path() {
     assert_eq!(code, 0);
     assert!(table.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == ["User", "quota", "MESSAGE", "2", "2", "100"]), "{table}");
 
-    let (mut child, _, lmtp) = serve(dir.path());
+    let ServeProcess { mut child, lmtp, .. } = serve_process(dir.path());
     let r = transaction(lmtp, true, &["joe@example.org", "ann@example.org"], b"Subject: two\r\n\r\nx\r\n");
     assert!(r[0].starts_with("552 5.2.2 ") && r[0].contains("<joe@example.org>"), "{r:?}");
     assert!(r[1].starts_with("250 "), "{r:?}");

@@ -4,8 +4,9 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use ringmail::config::{Config, Driver};
 use ringmail::net::Server;
@@ -71,22 +72,54 @@ impl Drop for TestServer {
 
 /// Runs a Python script and returns its stdout; `args[0]` is split into
 /// `host` and `port` for the script, and every arg is in `sys.argv[1..]`.
-#[allow(dead_code)]
 pub fn python(script: &str, args: &[String]) -> String {
-    use std::process::{Command, Stdio};
-    let mut child = Command::new("python3")
-        .arg("-")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 is needed for the tests with real clients");
     let prelude = "import sys, socket\nhost, port = sys.argv[1].rsplit(':', 1)\nport = int(port)\n";
-    child.stdin.take().unwrap().write_all(format!("{prelude}{script}").as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(Command::new("python3").arg("-").args(args), format!("{prelude}{script}").as_bytes());
     assert!(out.status.success(), "python failed:\n{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Runs `cmd` with `input` on its standard input; what it wrote and how
+/// it ended.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `ringmail serve` as a process of its own, for tests that kill it or
+/// run the command line beside it: on `dir`, two workers, IMAP, IMAPS and
+/// LMTP on ephemeral loopback ports.
+pub struct ServeProcess {
+    pub child: Child,
+    pub imap: SocketAddr,
+    pub lmtp: SocketAddr,
+}
+
+/// Starts `ringmail serve` and waits (20 s at most) for the line it logs
+/// when it is up, which names its addresses; its standard error is drained
+/// after, so it never blocks on a full pipe.
+pub fn serve_process(dir: &Path) -> ServeProcess {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
+        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg(dir)
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start ringmail");
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    // The first address in `[...]` after `key` in the start-up line.
+    let addr_after = |line: &str, key: &str| -> SocketAddr { line.split(key).nth(1).expect("address list").split([']', ',']).next().unwrap().parse().unwrap() };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let (imap, lmtp) = loop {
+        let mut line = String::new();
+        assert!(err.read_line(&mut line).unwrap() > 0 && Instant::now() < deadline, "server did not start");
+        if line.contains("IMAP: [") {
+            break (addr_after(&line, "IMAP: ["), addr_after(&line, "LMTP: ["));
+        }
+    };
+    std::thread::spawn(move || std::io::copy(&mut err, &mut std::io::sink()));
+    ServeProcess { child, imap, lmtp }
 }
 
 /// A line-oriented IMAP client with timeouts, for tests.
