@@ -5,7 +5,7 @@
 //!
 //! Format: `Cn: text` is a line session n sends (CRLF appended), `Sn: text`
 //! a line it must receive, `Cn+` appends without a line end, `#` comments.
-//! `*n: NOTIFY` delivers pending mailbox changes to an idling session n.
+//! Sessions in IDLE, or registered with NOTIFY, hear of changes as they happen.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -102,14 +102,23 @@ impl World {
         self.idle_notifications();
     }
 
-    /// Sessions in IDLE hear about changes made by others.
+    /// Sessions in IDLE hear about changes made by others, and so do
+    /// sessions that asked with NOTIFY (once no command is in progress).
     fn idle_notifications(&mut self) {
-        for s in self.sessions.values_mut() {
-            if s.signal.take() && s.conn.is_idling() {
-                let mut out = Out::new();
-                s.conn.notify(&mut out);
-                s.out.extend_from_slice(&out.flatten());
+        let mut listening = Vec::new();
+        for (&n, s) in self.sessions.iter_mut() {
+            if s.signal.take() && !s.closed {
+                if s.conn.is_idling() {
+                    let mut out = Out::new();
+                    while s.conn.notify(&mut out) {}
+                    s.out.extend_from_slice(&out.flatten());
+                } else if s.conn.is_listening() {
+                    listening.push(n);
+                }
             }
+        }
+        for n in listening {
+            self.drive(n);
         }
     }
 }
@@ -275,6 +284,8 @@ macro_rules! transcripts {
 
 transcripts!(
     greeting_and_any_state,
+    notify,
+    savedate,
     login_and_limits,
     authenticate,
     state_gating,

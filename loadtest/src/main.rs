@@ -83,6 +83,10 @@ struct Cli {
     /// then counts compressed bytes.
     #[arg(long)]
     compress: bool,
+    /// idle: NOTIFY (RFC 5465) for the selected and every other mailbox
+    /// instead of IDLE.
+    #[arg(long)]
+    notify: bool,
     /// With --tls/--starttls: resume TLS sessions (as returning clients do)
     /// instead of a full handshake per connection.
     #[arg(long)]
@@ -251,6 +255,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         tls: tls_mode,
         tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume)),
         compress: cli.compress,
+        notify: cli.notify,
     };
     let plan = Plan {
         connections: cli.connections.unwrap_or_else(|| default_connections(cli.scenario, cli.rate)).max(1),

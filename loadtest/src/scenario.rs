@@ -163,6 +163,9 @@ pub struct Options {
     pub tls_config: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// COMPRESS=DEFLATE right after LOGIN (timed as "COMPRESS").
     pub compress: bool,
+    /// idle: register with NOTIFY (RFC 5465) for the selected mailbox and
+    /// every other one, and wait without IDLE (timed as "NOTIFY").
+    pub notify: bool,
 }
 
 impl Options {
@@ -547,8 +550,12 @@ pub async fn idle(ctx: Rc<Ctx>, conn_index: u32) {
         login(&ctx, &mut imap, &user).await?;
         select(&ctx, &mut imap).await?;
         let t = Instant::now();
+        if ctx.opts.notify {
+            timed!(ctx, "NOTIFY", t, imap.command(NOTIFY_SET))?;
+            return Ok::<_, Error>((imap, None));
+        }
         let tag = timed!(ctx, "IDLE", t, imap.idle())?;
-        Ok::<_, Error>((imap, tag))
+        Ok::<_, Error>((imap, Some(tag)))
     };
     let Ok((mut imap, tag)) = setup.await else { return };
     ctx.global.idling.fetch_add(1, Ordering::Relaxed);
@@ -558,10 +565,18 @@ pub async fn idle(ctx: Rc<Ctx>, conn_index: u32) {
     }
     ctx.global.idling.fetch_sub(1, Ordering::Relaxed);
     let t = Instant::now();
-    if timed!(ctx, "DONE", t, imap.done(&tag)).is_ok() {
+    let done = match &tag {
+        Some(tag) => timed!(ctx, "DONE", t, imap.done(tag)).is_ok(),
+        None => true,
+    };
+    if done {
         let _ = logout(&ctx, &mut imap).await;
     }
 }
+
+/// What `idle --notify` asks to be told: what a desktop client watching
+/// all folders asks (Thunderbird-style).
+const NOTIFY_SET: &str = "NOTIFY SET (selected (MessageNew MessageExpunge FlagChange)) (personal (MessageNew MessageExpunge MailboxName SubscriptionChange))";
 
 /// `slow-reader`: connection 0 sends `FETCH 1:* BODY.PEEK[]` and reads
 /// the answer at `read_rate` bytes per second until the deadline; the other

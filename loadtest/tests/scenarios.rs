@@ -103,6 +103,7 @@ fn plan(scenario: Scenario, target: SocketAddr, password: &str, connections: usi
             tls: ringmail_load::tls::Mode::Plain,
             tls_config: None,
             compress: false,
+            notify: false,
         },
         connections,
         rate: None,
@@ -219,5 +220,12 @@ fn every_scenario_runs_clean_against_ringmail() {
         assert_eq!(r.rec.error_count(), 0, "{scenario:?} compressed: {:?}", r.rec.errors);
         assert!(count(&r, "COMPRESS") > 0, "{scenario:?}: {:?}", r.rec.ops.keys().collect::<Vec<_>>());
     }
+    // idle --notify: NOTIFY (RFC 5465) instead of IDLE.
+    let mut p = plan(Scenario::Idle, imap, "pass", 4);
+    p.opts.notify = true;
+    p.pids = vec![std::process::id()];
+    let r = run(p).unwrap();
+    assert_eq!(r.rec.error_count(), 0, "idle --notify: {:?}", r.rec.errors);
+    assert_eq!((count(&r, "NOTIFY"), count(&r, "IDLE")), (4, 0));
     server.shutdown();
 }

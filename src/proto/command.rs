@@ -64,6 +64,8 @@ pub enum CommandBody {
         mailbox: Mailbox,
         values: Vec<(String, Option<Vec<u8>>)>,
     },
+    /// NOTIFY (RFC 5465 3.1): NONE, or SET with what to tell.
+    Notify(Option<NotifySet>),
     Select {
         mailbox: Mailbox,
         read_only: bool,
@@ -177,6 +179,7 @@ impl CommandBody {
             SetQuota { .. } => "SETQUOTA",
             GetMetadata { .. } => "GETMETADATA",
             SetMetadata { .. } => "SETMETADATA",
+            Notify(_) => "NOTIFY",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
             Create(..) => "CREATE",
@@ -345,6 +348,50 @@ pub enum StoreOp {
     Remove,
 }
 
+/// `NOTIFY SET [STATUS] event-group ...` (RFC 5465 8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotifySet {
+    /// `STATUS`: send the current STATUS of the mailboxes named before
+    /// the tagged OK.
+    pub status: bool,
+    pub groups: Vec<EventGroup>,
+}
+
+/// `(filter-mailboxes events)`; no events is `NONE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventGroup {
+    pub filter: NotifyFilter,
+    pub events: Vec<NotifyEvent>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyFilter {
+    Selected,
+    /// As `Selected`, with expunges held until a command allows them.
+    SelectedDelayed,
+    Inboxes,
+    Personal,
+    Subscribed,
+    Subtree(Vec<Mailbox>),
+    Mailboxes(Vec<Mailbox>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NotifyEvent {
+    /// With the FETCH items to send for each new message (selected only).
+    MessageNew(Vec<FetchItem>),
+    MessageExpunge,
+    FlagChange,
+    AnnotationChange,
+    MailboxName,
+    SubscriptionChange,
+    MailboxMetadataChange,
+    ServerMetadataChange,
+    /// An event this server does not know (`event-ext`), upper-cased:
+    /// answered NO [BADEVENT].
+    Other(String),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct FetchModifiers {
     /// `(CHANGEDSINCE n)` (RFC 7162 3.1.4).
@@ -383,6 +430,8 @@ pub enum FetchItem {
     /// EMAILID and THREADID (RFC 8474 5).
     EmailId,
     ThreadId,
+    /// SAVEDATE (RFC 8514 4): when the message was saved into the mailbox.
+    SaveDate,
     /// `PREVIEW [(LAZY)]` (RFC 8970 5), or a draft form Dovecot also
     /// answers: `PREVIEW (FUZZY)` and `SNIPPET [(FUZZY)]`.
     Preview(PreviewForm),
@@ -493,6 +542,12 @@ pub enum SearchKey {
     SentBefore(Date),
     SentOn(Date),
     SentSince(Date),
+    /// SAVEDBEFORE / SAVEDON / SAVEDSINCE (RFC 8514 5): the save date's day.
+    SavedBefore(Date),
+    SavedOn(Date),
+    SavedSince(Date),
+    /// SAVEDATESUPPORTED: every message of a mailbox that keeps save dates.
+    SaveDateSupported,
     Larger(u64),
     /// EMAILID / THREADID objectid (RFC 8474 6).
     EmailId(String),

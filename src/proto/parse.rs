@@ -262,6 +262,91 @@ impl<'a> Parser<'a> {
         Ok(CommandBody::GetMetadata { mailbox, entries, max_size, depth })
     }
 
+    /// ` [STATUS] event-group ...` of NOTIFY SET (RFC 5465 8).
+    fn notify_set(&mut self) -> R<NotifySet> {
+        self.sp()?;
+        let mut status = false;
+        if self.peek_kind() == Some(Kind::Atom) {
+            if self.atom_upper()? != "STATUS" {
+                return Err("Expected STATUS or an event group".into());
+            }
+            status = true;
+            self.sp()?;
+        }
+        let mut groups = vec![self.event_group()?];
+        while !self.at_end() {
+            self.sp()?;
+            groups.push(self.event_group()?);
+        }
+        Ok(NotifySet { status, groups })
+    }
+
+    /// `(filter-mailboxes events)`.
+    fn event_group(&mut self) -> R<EventGroup> {
+        self.lparen()?;
+        let name = self.atom_upper()?;
+        let filter = match name.as_str() {
+            "SELECTED" => NotifyFilter::Selected,
+            "SELECTED-DELAYED" => NotifyFilter::SelectedDelayed,
+            "INBOXES" => NotifyFilter::Inboxes,
+            "PERSONAL" => NotifyFilter::Personal,
+            "SUBSCRIBED" => NotifyFilter::Subscribed,
+            "SUBTREE" | "MAILBOXES" => {
+                self.sp()?;
+                let boxes = if self.peek_kind() == Some(Kind::LParen) { self.paren_list(false, Self::mailbox)? } else { vec![self.mailbox()?] };
+                if name == "SUBTREE" {
+                    NotifyFilter::Subtree(boxes)
+                } else {
+                    NotifyFilter::Mailboxes(boxes)
+                }
+            }
+            _ => return Err(format!("Unknown mailbox filter {name}")),
+        };
+        self.sp()?;
+        let events = if self.peek_kind() == Some(Kind::LParen) {
+            self.lparen()?;
+            let mut events = Vec::new();
+            loop {
+                events.push(self.notify_event()?);
+                if self.peek_kind() == Some(Kind::RParen) {
+                    break;
+                }
+                self.sp()?;
+            }
+            self.rparen()?;
+            events
+        } else if self.atom_upper()? == "NONE" {
+            Vec::new()
+        } else {
+            return Err("Expected a list of events or NONE".into());
+        };
+        self.rparen()?;
+        Ok(EventGroup { filter, events })
+    }
+
+    /// An event; MessageNew may carry `(fetch-att ...)`.
+    fn notify_event(&mut self) -> R<NotifyEvent> {
+        let name = self.atom_upper()?;
+        Ok(match name.as_str() {
+            "MESSAGENEW" => {
+                let mut items = Vec::new();
+                if self.peek().is_some_and(|t| t.kind == Kind::LParen && t.gap == 1) {
+                    self.sp()?;
+                    items = self.paren_list(false, Self::fetch_att)?;
+                }
+                NotifyEvent::MessageNew(items)
+            }
+            "MESSAGEEXPUNGE" => NotifyEvent::MessageExpunge,
+            "FLAGCHANGE" => NotifyEvent::FlagChange,
+            "ANNOTATIONCHANGE" => NotifyEvent::AnnotationChange,
+            "MAILBOXNAME" => NotifyEvent::MailboxName,
+            "SUBSCRIPTIONCHANGE" => NotifyEvent::SubscriptionChange,
+            "MAILBOXMETADATACHANGE" => NotifyEvent::MailboxMetadataChange,
+            "SERVERMETADATACHANGE" => NotifyEvent::ServerMetadataChange,
+            _ => NotifyEvent::Other(name),
+        })
+    }
+
     /// An entry name (RFC 5464 3.2): under `/private` or `/shared`, no
     /// `//`, no trailing `/`, no wildcards, no control or 8-bit characters;
     /// lower-cased, as names are case-insensitive.
@@ -589,6 +674,14 @@ impl<'a> Parser<'a> {
                 CommandBody::SetQuota { root, limits: self.quota_limits()? }
             }
             "GETMETADATA" => self.getmetadata()?,
+            "NOTIFY" => {
+                self.sp()?;
+                match self.atom_upper()?.as_str() {
+                    "NONE" => CommandBody::Notify(None),
+                    "SET" => CommandBody::Notify(Some(self.notify_set()?)),
+                    _ => return Err("NOTIFY is followed by SET or NONE".into()),
+                }
+            }
             "SETMETADATA" => {
                 self.sp()?;
                 let mailbox = self.mailbox()?;
@@ -1005,6 +1098,7 @@ impl<'a> Parser<'a> {
             "MODSEQ" => Some(FetchItem::ModSeq),
             "EMAILID" => Some(FetchItem::EmailId),
             "THREADID" => Some(FetchItem::ThreadId),
+            "SAVEDATE" => Some(FetchItem::SaveDate),
             "RFC822" => Some(FetchItem::BodySection { section: Section::default(), partial: None, peek: false, legacy: Legacy::Rfc822 }),
             "RFC822.HEADER" => Some(FetchItem::BodySection {
                 section: Section { part: vec![], text: Some(SectionText::Header) },
@@ -1262,7 +1356,7 @@ impl<'a> Parser<'a> {
                 self.sp()?;
                 SearchKey::Text(self.astring()?)
             }
-            "BEFORE" | "ON" | "SINCE" | "SENTBEFORE" | "SENTON" | "SENTSINCE" => {
+            "BEFORE" | "ON" | "SINCE" | "SENTBEFORE" | "SENTON" | "SENTSINCE" | "SAVEDBEFORE" | "SAVEDON" | "SAVEDSINCE" => {
                 self.sp()?;
                 let d = self.date()?;
                 match k.as_str() {
@@ -1271,9 +1365,13 @@ impl<'a> Parser<'a> {
                     "SINCE" => SearchKey::Since(d),
                     "SENTBEFORE" => SearchKey::SentBefore(d),
                     "SENTON" => SearchKey::SentOn(d),
-                    _ => SearchKey::SentSince(d),
+                    "SENTSINCE" => SearchKey::SentSince(d),
+                    "SAVEDBEFORE" => SearchKey::SavedBefore(d),
+                    "SAVEDON" => SearchKey::SavedOn(d),
+                    _ => SearchKey::SavedSince(d),
                 }
             }
+            "SAVEDATESUPPORTED" => SearchKey::SaveDateSupported,
             "LARGER" | "SMALLER" | "OLDER" | "YOUNGER" => {
                 self.sp()?;
                 let n = self.number()?;

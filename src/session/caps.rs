@@ -50,6 +50,8 @@ const AUTHENTICATED: &[&str] = &[
     "SNIPPET=FUZZY",
     "METADATA",
     "OBJECTID",
+    "NOTIFY",
+    "SAVEDATE",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use super::cmd;
 use super::config::{ConnFacts, Enabled, SessionConfig};
-use super::selected::Synced;
 use super::state::{Directive, Phase, Progress, Session, State, Step, Wait, OUTPUT_BUDGET};
 use crate::proto::{Decoder, Event, Out};
 use crate::signal::Signal;
@@ -174,6 +173,13 @@ impl Connection {
                     }
                     Progress::Done(d) => d,
                 }
+            } else if self.decoder.is_empty()
+                && self.is_listening()
+                && matches!(self.session.cx.wait, Wait::None)
+                && super::cmd::notify::push(&mut self.session, false, out)
+            {
+                // No command in progress: NOTIFY's news went out, more follow.
+                return Step::Flush;
             } else {
                 let ev = self.decoder.next();
                 on_event(&mut self.session, ev, now, out)
@@ -253,12 +259,18 @@ impl Connection {
     }
 
     /// Mailbox changes while idling: sends the untagged updates (RFC 2177),
-    /// a budget's worth at a time. True: more follow (flush, call again).
+    /// and what NOTIFY asked for (RFC 5465), a budget's worth at a time.
+    /// True: more follow (flush, call again).
     pub fn notify(&mut self, out: &mut Out) -> bool {
-        match self.session.in_mailbox() {
-            Some(m) => m.sel.sync_step(out, m.cx.enabled, true, OUTPUT_BUDGET) == Synced::More,
-            None => false,
-        }
+        let idling = self.is_idling();
+        super::cmd::notify::push(&mut self.session, idling, out)
+    }
+
+    /// Whether changes wake this session between commands too (NOTIFY):
+    /// after its signal fires, call `step`, which sends them once no
+    /// command is in progress.
+    pub fn is_listening(&self) -> bool {
+        self.session.cx.notify.is_some()
     }
 
     /// `* OK Still here` for a session in IDLE, keeping middleboxes open.

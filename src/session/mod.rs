@@ -23,6 +23,7 @@ mod connection;
 mod contexts;
 pub mod driver;
 pub mod flags;
+mod notify;
 mod reply;
 mod results;
 mod sasl;

@@ -214,6 +214,12 @@ impl<'a> Matcher<'a> {
         })
     }
 
+    /// The day a message was saved into the mailbox (RFC 8514); one that
+    /// cannot be read matches no date.
+    fn saved_day(&self, m: &Msg) -> i64 {
+        self.mb.save_date(m).map_or(i64::MIN, day_of)
+    }
+
     fn eval(&self, key: &SearchKey, m: &Msg, seq: u32, l: &Loaded<'_>) -> bool {
         let date_cmp = |d: &Date, day: i64| -> std::cmp::Ordering { day.cmp(&d.days()) };
         match key {
@@ -234,6 +240,11 @@ impl<'a> Matcher<'a> {
             SearchKey::SentBefore(d) => date_cmp(d, self.sent_day(m, l)).is_lt(),
             SearchKey::SentOn(d) => date_cmp(d, self.sent_day(m, l)).is_eq(),
             SearchKey::SentSince(d) => date_cmp(d, self.sent_day(m, l)).is_ge(),
+            SearchKey::SavedBefore(d) => date_cmp(d, self.saved_day(m)).is_lt(),
+            SearchKey::SavedOn(d) => date_cmp(d, self.saved_day(m)).is_eq(),
+            SearchKey::SavedSince(d) => date_cmp(d, self.saved_day(m)).is_ge(),
+            // Every mailbox keeps save dates (RFC 8514 5).
+            SearchKey::SaveDateSupported => true,
             SearchKey::Larger(n) => self.mb.location(m).length > *n,
             SearchKey::EmailId(id) | SearchKey::ThreadId(id) => {
                 let Some(msg) = self.bytes(m, l) else { return false };

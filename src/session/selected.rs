@@ -126,6 +126,13 @@ impl Selected {
         self.announced = mb.keywords().len();
     }
 
+    /// What changed in the mailbox since the session last looked: its
+    /// set of messages (arrivals, expunges), and flags.
+    pub fn news(&self) -> (bool, bool) {
+        let mb = self.mbox.borrow();
+        (mb.version() != self.version, mb.highest_modseq() != self.modseq)
+    }
+
     /// Stops watching the mailbox (on CLOSE, UNSELECT, another SELECT).
     pub fn close(&self) {
         self.watch(false);

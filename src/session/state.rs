@@ -114,6 +114,8 @@ pub(crate) struct Cx {
     pub wait: Wait,
     /// Fired by the selected mailbox when it changes (wakes IDLE).
     pub signal: Option<Rc<Signal>>,
+    /// What NOTIFY (RFC 5465) asked to be told; None also after NOTIFY NONE.
+    pub notify: Option<Box<super::notify::Notify>>,
     /// Whether the command in progress may be answered with EXPUNGE
     /// responses (RFC 9051 7.5.1: not during FETCH, STORE or SEARCH); set
     /// from the command table.
@@ -158,7 +160,7 @@ pub(crate) struct InMailbox<'a> {
 
 impl Session {
     pub(crate) fn new(cfg: Arc<SessionConfig>, facts: ConnFacts) -> Self {
-        let cx = Cx { cfg, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None, expunge_ok: true };
+        let cx = Cx { cfg, enabled: Enabled::default(), facts, auth_failures: 0, wait: Wait::None, signal: None, notify: None, expunge_ok: true };
         Session { cx, state: State::NotAuthenticated }
     }
 
@@ -199,6 +201,10 @@ impl Session {
     /// Enters the Selected state with `sel` (from Authenticated, or from
     /// Selected, replacing the mailbox).
     pub(crate) fn enter(&mut self, sel: Box<Selected>) {
+        // NOTIFY's selected group follows the session to its new mailbox.
+        if super::notify::watches_selected(&self.cx.notify) {
+            sel.watch(true);
+        }
         self.state = match std::mem::replace(&mut self.state, State::Logout) {
             State::Authenticated(user) | State::Selected(user, _) => State::Selected(user, sel),
             other => other,

@@ -62,6 +62,8 @@ pub struct RecordHeader {
     pub uid: u32,
     pub payload_crc: u32,
     pub len: u64,
+    /// A message record's INTERNALDATE; a cache record's save date (RFC
+    /// 8514), 0 in cache records written before ringmail kept it.
     pub internal_date: i64,
 }
 

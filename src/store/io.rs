@@ -129,6 +129,12 @@ pub trait Io {
     /// Runs tasks concurrently with each other (jobs within a task in
     /// order); the future resolves with each task's result.
     fn run(&self, tasks: Vec<Task>) -> Running;
+    /// The time, in seconds since the Unix epoch, that stored messages are
+    /// stamped with as their save date (RFC 8514). The wall clock, but for
+    /// [`MemIo`], whose time stands still so tests are repeatable.
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
 }
 
 /// Runs tasks on the calling thread.
@@ -716,6 +722,8 @@ pub struct MemIo {
     shared: Rc<MemShared>,
     current: RefCell<Names>,
     durable: RefCell<Names>,
+    /// What [`Io::now`] says: [`MemIo::NOW`] unless a test moves it.
+    clock: std::cell::Cell<i64>,
 }
 
 impl Default for MemIo {
@@ -738,7 +746,12 @@ pub enum CrashMode {
 
 impl MemIo {
     pub fn new() -> Self {
-        MemIo { shared: Rc::new(MemShared::default()), current: RefCell::new(Names::default()), durable: RefCell::new(Names::default()) }
+        MemIo {
+            shared: Rc::new(MemShared::default()),
+            current: RefCell::new(Names::default()),
+            durable: RefCell::new(Names::default()),
+            clock: Self::NOW.into(),
+        }
     }
 
     /// Fails the n-th write (1-based, counted from now) and everything after it.
@@ -816,7 +829,7 @@ impl MemIo {
             };
             names.files.insert(path.clone(), Rc::new(file));
         }
-        MemIo { shared, current: RefCell::new(names.clone()), durable: RefCell::new(names) }
+        MemIo { shared, current: RefCell::new(names.clone()), durable: RefCell::new(names), clock: self.clock.get().into() }
     }
 }
 
@@ -824,7 +837,20 @@ fn not_found(p: &Path) -> io::Error {
     io::Error::new(io::ErrorKind::NotFound, format!("{} not found", p.display()))
 }
 
+impl MemIo {
+    /// The time a MemIo's clock shows until [`MemIo::set_now`].
+    pub const NOW: i64 = 1_700_000_000;
+
+    pub fn set_now(&self, t: i64) {
+        self.clock.set(t);
+    }
+}
+
 impl Io for MemIo {
+    fn now(&self) -> i64 {
+        self.clock.get()
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {
         let mut names = self.current.borrow_mut();
         if let Some(f) = names.files.get(path) {

@@ -12,6 +12,7 @@
 //! nothing here is shared between threads.
 
 pub mod commit;
+pub mod events;
 pub mod exec;
 pub mod format;
 pub mod index;
@@ -274,6 +275,8 @@ pub struct UserStore {
     open: RefCell<HashMap<u32, MailboxRef>>,
     committer: Rc<Committer>,
     ledger: quota::Ledger,
+    /// What changed, for sessions that asked (NOTIFY).
+    feed: Rc<events::Feed>,
 }
 
 impl UserStore {
@@ -307,7 +310,17 @@ impl UserStore {
                 ManifestCell::unsaved(io.clone(), &path, m, new_dirs)
             }
         };
-        let u = UserStore { io, dir, name: name.to_string(), settings, manifest, open: RefCell::new(HashMap::new()), committer, ledger: Default::default() };
+        let u = UserStore {
+            io,
+            dir,
+            name: name.to_string(),
+            settings,
+            manifest,
+            open: RefCell::new(HashMap::new()),
+            committer,
+            ledger: Default::default(),
+            feed: Default::default(),
+        };
         u.remove_orphans();
         Ok(u)
     }
@@ -413,6 +426,7 @@ impl UserStore {
         }
         let mut mb = Mailbox::open(self.io.clone(), &self.box_dir(id), uv, self.settings)?;
         mb.set_owner(self.manifest.clone());
+        mb.set_feed(self.feed.clone(), id);
         let mb = Rc::new(RefCell::new(mb));
         self.open.borrow_mut().insert(id, mb.clone());
         self.ledger.opened(id);
@@ -452,8 +466,38 @@ impl UserStore {
                 }
             }
         }
+        let made: Vec<String> = parents(&name)
+            .into_iter()
+            .chain(std::iter::once(name.as_str()))
+            .filter(|n| self.manifest.get().get(n).is_none_or(|e| e.noselect))
+            .map(str::to_string)
+            .collect();
         self.manifest.change(m);
+        for n in made {
+            self.feed.post(|| events::Change::Created(n));
+        }
         Ok(())
+    }
+
+    /// Listens to what changes in this user's store from now on (NOTIFY,
+    /// RFC 5465), woken through `signal`.
+    pub fn listen(&self, signal: Rc<crate::signal::Signal>) -> Rc<events::Listener> {
+        self.feed.listen(signal)
+    }
+
+    /// The mailbox (or placeholder) called `name` (canonical).
+    pub fn entry(&self, name: &str) -> Option<Entry> {
+        self.manifest.get().get(name).cloned()
+    }
+
+    pub fn is_subscribed(&self, name: &str) -> bool {
+        self.manifest.get().subscribed.contains(name)
+    }
+
+    /// The name of the mailbox with this id (ids are what
+    /// [`events::Change`] names mailboxes by, so they survive RENAME).
+    pub fn name_of(&self, id: u32) -> Option<String> {
+        self.manifest.get().entries.iter().find(|e| e.id == id).map(|e| e.name.clone())
     }
 
     /// DELETE (RFC 9051 6.3.5). A mailbox with children becomes a
@@ -486,6 +530,7 @@ impl UserStore {
             }
             self.manifest.remove_when_durable(self.box_dir(e.id));
         }
+        self.feed.post(|| events::Change::Deleted(name));
         Ok(())
     }
 
@@ -526,6 +571,7 @@ impl UserStore {
             prune_placeholders(&mut m, &from);
         }
         self.manifest.change(m);
+        self.feed.post(|| events::Change::Renamed { from, to });
         Ok(())
     }
 
@@ -577,14 +623,16 @@ impl UserStore {
             e.special_use = value.as_ref().and_then(|v| String::from_utf8(v.clone()).ok()).filter(|s| !s.is_empty());
         }
         self.manifest.change(m);
+        self.feed.post(|| events::Change::Metadata { owner, entries: changes.iter().map(|(k, _)| k.clone()).collect() });
         Ok(())
     }
 
     pub fn subscribe(&self, name: &str) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
-        if m.subscribed.insert(name) {
+        if m.subscribed.insert(name.clone()) {
             self.manifest.change(m);
+            self.feed.post(|| events::Change::Subscription(name, true));
         }
         Ok(())
     }
@@ -596,6 +644,7 @@ impl UserStore {
             return Err(MailboxError::NonExistent);
         }
         self.manifest.change(m);
+        self.feed.post(|| events::Change::Subscription(name, false));
         Ok(())
     }
 }

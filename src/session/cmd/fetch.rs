@@ -220,6 +220,28 @@ pub(crate) fn resync(tag: &str, known: Ranges, modseq: u64, code: &'static str, 
     })
 }
 
+/// One message's FETCH response outside any command: NOTIFY's MessageNew
+/// with fetch attributes (RFC 5465 5.2). It never sets \Seen (a
+/// notification changes nothing); a message that cannot be read is left
+/// out, and logged.
+pub(crate) fn unsolicited(sel: &mut Selected, uid: u32, items: &[FetchItem], rev2: bool, out: &mut Out) {
+    let Ok(i) = sel.uids().binary_search(&uid) else { return };
+    let mut f = Fetch {
+        tag: String::new(),
+        walk: SetWalk::new(&SequenceSet::Saved, true),
+        items: items.to_vec(),
+        changed_since: None,
+        vanished: None,
+        done: (None, ""),
+        expunged: false,
+        unknown_cte: false,
+        seen_set: false,
+    };
+    if let Err(e) = f.one(sel, i as u32 + 1, uid, false, rev2, out) {
+        tracing::warn!(uid, error = %e, "cannot read a new message for NOTIFY");
+    }
+}
+
 /// Messages per slice at most, whatever their size.
 const MESSAGES_PER_SLICE: usize = 4096;
 
@@ -372,6 +394,9 @@ impl Fetch {
                                 out.nil();
                             }
                         }
+                    }
+                    FetchItem::SaveDate => {
+                        out.raw(b"SAVEDATE \"").str(&date_time(mb.save_date(&m)?)).raw(b"\"");
                     }
                     FetchItem::EmailId | FetchItem::ThreadId => {
                         let msg = mb.message(&m)?;

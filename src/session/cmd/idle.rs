@@ -49,7 +49,9 @@ pub fn done(s: &mut Session, is_done: bool, out: &mut Out) -> Directive {
     let Wait::Idle { tag } = std::mem::replace(&mut s.cx.wait, Wait::None) else {
         return Directive::Next;
     };
-    watch(s, false);
+    // NOTIFY's selected group keeps the session woken after IDLE.
+    let keep = crate::session::notify::watches_selected(&s.cx.notify);
+    watch(s, keep);
     if is_done {
         ok(&tag, None, "Idle completed.")
     } else {

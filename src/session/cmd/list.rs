@@ -66,6 +66,34 @@ fn write_line(out: &mut Out, verb: &str, attrs: &[&str], name: &str, utf8: bool,
     out.crlf();
 }
 
+/// The LIST line NOTIFY sends when a mailbox was created, deleted,
+/// renamed (with its old name, RFC 5465 5.4) or (un)subscribed (5.5): its
+/// attributes as they are now, `\NonExistent` once it is gone.
+pub(crate) fn changed_line(out: &mut Out, store: &UserStore, name: &str, old: Option<&str>, utf8: bool) {
+    let mut attrs: Vec<&str> = Vec::new();
+    let entry = store.entry(name);
+    match &entry {
+        None => attrs.push("\\NonExistent"),
+        Some(e) => {
+            if e.noselect {
+                attrs.push("\\Noselect");
+            }
+            attrs.push(if store.has_children(name) { "\\HasChildren" } else { "\\HasNoChildren" });
+            if let Some(su) = &e.special_use {
+                attrs.push(su);
+            }
+        }
+    }
+    if store.is_subscribed(name) {
+        attrs.push("\\Subscribed");
+    }
+    out.raw(b"* LIST (").str(&attrs.join(" ")).raw(b") \"/\" ").mailbox(name, utf8);
+    if let Some(old) = old {
+        out.raw(b" (\"OLDNAME\" (").mailbox(old, utf8).raw(b"))");
+    }
+    out.crlf();
+}
+
 /// No mailbox name is longer than 1,000 octets (`store::manifest`); a
 /// longer pattern, whatever its wildcards, is cut so that matching stays
 /// cheap (it costs pattern length times name length per mailbox).

@@ -15,22 +15,23 @@ mod create;
 mod delete;
 mod enable;
 mod expunge;
-mod fetch;
+pub(crate) mod fetch;
 mod id;
 pub mod idle;
-mod list;
+pub(crate) mod list;
 pub mod login;
 mod logout;
 mod metadata;
 mod namespace;
 mod noop;
+pub(crate) mod notify;
 mod quota;
 mod rename;
 mod search;
 mod select;
 mod sort;
 mod starttls;
-mod status;
+pub(crate) mod status;
 mod store_flags;
 mod subscribe;
 mod thread;
@@ -76,6 +77,7 @@ fn spec(body: &CommandBody) -> Spec {
         | SetQuota { .. }
         | GetMetadata { .. }
         | SetMetadata { .. }
+        | Notify(_)
         | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
@@ -186,6 +188,7 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         SetQuota { .. } => quota::set(&tag, out),
         GetMetadata { mailbox, entries, max_size, depth } => metadata::get(authed!(), &tag, &mailbox, &entries, max_size, depth, out),
         SetMetadata { mailbox, values } => metadata::set(authed!(), &tag, &mailbox, &values, out),
+        Notify(set) => notify::run(s, &tag, set, out),
         AppendWhole { mailbox, messages, replace } => append::run_whole(s, &tag, &mailbox, messages, replace, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),

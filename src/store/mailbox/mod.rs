@@ -271,6 +271,8 @@ pub struct Mailbox {
     /// What upper layers derived from the whole mailbox (derived.rs).
     derived: RefCell<DerivedSet>,
     watchers: RefCell<Vec<Weak<Signal>>>,
+    /// The user's change feed and this mailbox's id in it (NOTIFY).
+    feed: Option<(Rc<super::events::Feed>, u32)>,
     /// Messages with uid >= this are \Recent for the next session to claim them.
     recent_floor: Cell<u32>,
     unseen: u32,
@@ -355,6 +357,19 @@ impl Mailbox {
 
     pub fn set_owner(&mut self, owner: Rc<ManifestCell>) {
         self.owner = Some(owner);
+    }
+
+    /// Tells `feed` of this mailbox's message changes, as mailbox `id`.
+    pub fn set_feed(&mut self, feed: Rc<super::events::Feed>, id: u32) {
+        self.feed = Some((feed, id));
+    }
+
+    /// Tells the user's listening sessions what happened (`events::NEW`,
+    /// `EXPUNGE`, `FLAGS`).
+    fn tell(&self, what: u8) {
+        if let Some((feed, id)) = &self.feed {
+            feed.post(|| super::events::Change::Messages { mailbox: *id, what });
+        }
     }
 
     fn recount(&mut self) {
@@ -527,6 +542,18 @@ impl Mailbox {
             return Ok(Shared::from_vec(Vec::new()));
         }
         self.bytes(l.cache_segment, l.cache_offset, u64::from(l.cache_length))
+    }
+
+    /// When the message was saved into this mailbox (RFC 8514): the date
+    /// in its cache record's header. Messages stored before ringmail kept
+    /// it have their INTERNALDATE, the nearest thing known.
+    pub fn save_date(&self, m: &Msg) -> io::Result<i64> {
+        let l = self.location(m);
+        if l.cache_segment == 0 || l.cache_offset < format::RECORD_HEADER {
+            return Ok(l.internal_date);
+        }
+        let raw = self.bytes(l.cache_segment, l.cache_offset - format::RECORD_HEADER, format::RECORD_HEADER)?;
+        Ok(RecordHeader::decode(raw.bytes()).map(|h| h.internal_date).filter(|&d| d != 0).unwrap_or(l.internal_date))
     }
 
     /// Claims the \Recent messages for a session (RFC 3501 2.3.2): returns the

@@ -248,8 +248,15 @@ impl Mailbox {
                 Self::write_record(&file, off, &h, data.bytes())?;
                 self.wrote(seg);
                 let (cseg, cfile, coff) = self.reserve(RecordHeader::span(cache.len() as u64))?;
-                let ch =
-                    RecordHeader { kind: format::KIND_CACHE, uid: m.uid, payload_crc: format::crc(cache.bytes()), len: cache.len() as u64, internal_date: 0 };
+                // A moved message keeps its save date.
+                let saved = self.save_date(&m)?;
+                let ch = RecordHeader {
+                    kind: format::KIND_CACHE,
+                    uid: m.uid,
+                    payload_crc: format::crc(cache.bytes()),
+                    len: cache.len() as u64,
+                    internal_date: saved,
+                };
                 Self::write_record(&cfile, coff, &ch, cache.bytes())?;
                 self.wrote(cseg);
                 let loc = Location { segment: seg, offset: off + format::RECORD_HEADER, cache_segment: cseg, cache_offset: coff + format::RECORD_HEADER, ..l };

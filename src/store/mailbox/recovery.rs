@@ -86,6 +86,7 @@ impl Mailbox {
             uids: Default::default(),
             derived: Default::default(),
             watchers: Default::default(),
+            feed: None,
             recent_floor: std::cell::Cell::new(1),
             unseen: 0,
             deleted: 0,

@@ -187,17 +187,24 @@ fn compaction_reclaims_and_keeps_live_messages() {
     let path = Path::new("/m/box");
     let mut mb = Mailbox::create(dynio.clone(), path, 3, settings()).unwrap();
     for i in 0..60 {
+        // RFC 8514: each is saved at its own time, not at its INTERNALDATE.
+        io.set_now(1_000 + i as i64);
         mb.append_bytes(&msg(i, 4000), 0, 0, 0).unwrap();
     }
     mb.commit().unwrap();
+    io.set_now(5_000);
+    let saved = |mb: &Mailbox| -> Vec<i64> { mb.msgs().iter().map(|m| mb.save_date(m).unwrap()).collect() };
     let held = mb.message(mb.find(1).unwrap()).unwrap();
     let doomed: Vec<u32> = (1..=60).filter(|u| u % 3 != 0).collect();
     mb.expunge(&doomed).unwrap();
     mb.set_flags(3, format::F_FLAGGED, 0).unwrap();
     let before = contents(&mb);
+    let dates = saved(&mb);
+    assert_eq!(dates[0], 1_002, "UID 3 was saved third");
     let segs_before = dynio.read_dir(&path.join("segments")).unwrap().len();
     while !mb.compact_step(10_000).unwrap() {}
     assert_eq!(contents(&mb), before);
+    assert_eq!(saved(&mb), dates, "moved messages keep their save dates");
     assert!(mb.needs_checkpoint(), "the moves are recorded by a checkpoint");
     mb.checkpoint().unwrap();
     assert!(dynio.read_dir(&path.join("segments")).unwrap().len() < segs_before);
@@ -207,6 +214,7 @@ fn compaction_reclaims_and_keeps_live_messages() {
         let crashed: Rc<dyn Io> = Rc::new(io.crash(mode));
         let mb = Mailbox::open(crashed, path, 3, settings()).unwrap();
         assert_eq!(contents(&mb), before);
+        assert_eq!(saved(&mb), dates);
     }
 }
 

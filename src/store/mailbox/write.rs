@@ -10,6 +10,7 @@ use std::rc::Rc;
 
 use super::{extents, io_err, seg_path, Extent, Mailbox, Msg, Reservation, Staged, StoreError, Writer, MAX_KEYWORDS, NEW};
 use crate::config::SyncMode;
+use crate::store::events;
 use crate::store::format::{self, Location, LogRecord, RecordHeader};
 use crate::store::index::Rec;
 use crate::store::io::{File, OpenMode};
@@ -172,7 +173,8 @@ impl Mailbox {
             crate::mime::analyze(bytes.bytes())
         };
         let (cseg, cfile, coff) = self.reserve(RecordHeader::span(blob.len() as u64))?;
-        let ch = RecordHeader { kind: format::KIND_CACHE, uid, payload_crc: format::crc(&blob), len: blob.len() as u64, internal_date: 0 };
+        // The cache record's date is the save date (RFC 8514): now.
+        let ch = RecordHeader { kind: format::KIND_CACHE, uid, payload_crc: format::crc(&blob), len: blob.len() as u64, internal_date: self.io.now() };
         Self::write_record(&cfile, coff, &ch, &blob)?;
         self.wrote(cseg);
         let loc = Location {
@@ -306,6 +308,7 @@ impl Mailbox {
             out.push((uid, modseq));
         }
         self.notify();
+        self.tell(events::FLAGS);
         Ok(out)
     }
 
@@ -339,6 +342,7 @@ impl Mailbox {
         self.msgs = kept;
         self.reclaim.expunged(self.seq, dead);
         self.changed();
+        self.tell(events::EXPUNGE);
         for (k, &uid) in doomed.iter().enumerate() {
             self.journal.expunged(self.version, first + k as u64, uid);
         }
@@ -359,5 +363,6 @@ impl Mailbox {
             self.count(&m, &l, 1);
         }
         self.changed();
+        self.tell(events::NEW);
     }
 }
