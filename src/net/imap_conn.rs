@@ -302,6 +302,11 @@ impl Conn {
                         }
                     }
                     self.release();
+                } else if self.conn.is_listening() {
+                    // NOTIFY: `step` sends the news once no command is in
+                    // progress.
+                    self.out_buffer();
+                    return Next::Step(self.conn.step(WorkerCtx::now(), &mut self.out));
                 }
                 Next::Wait
             }

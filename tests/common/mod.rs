@@ -184,6 +184,30 @@ impl Client {
         assert!(r.last().unwrap().starts_with("L OK"), "{r:?}");
     }
 
+    /// The lines (with their literals) the server sends unasked, until it
+    /// has been quiet for `quiet`.
+    pub fn unsolicited(&mut self, quiet: Duration) -> Vec<String> {
+        self.r.get_ref().set_read_timeout(Some(quiet)).unwrap();
+        let mut lines = Vec::new();
+        loop {
+            let mut l = String::new();
+            match self.r.read_line(&mut l) {
+                Ok(n) if n > 0 => {
+                    if let Some(n) = literal_len(&l) {
+                        let mut buf = vec![0; n];
+                        self.r.read_exact(&mut buf).unwrap();
+                        l.push_str(&String::from_utf8_lossy(&buf));
+                        l.push_str(&self.line());
+                    }
+                    lines.push(l);
+                }
+                _ => break,
+            }
+        }
+        self.r.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        lines
+    }
+
     /// True when the server closed the connection.
     pub fn closed(&mut self) -> bool {
         let mut b = [0u8; 1];
