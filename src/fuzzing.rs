@@ -141,6 +141,8 @@ pub fn session(data: &[u8]) {
     }
     let mut c =
         Connection::preauthenticated(Arc::new(SessionConfig::default()), ConnFacts { tls: false, cleartext_ok: true, compressed: false }, "fuzz".into());
+    // A signal, so NOTIFY registers and hears the session's own changes.
+    c.set_signal(crate::signal::Signal::new());
     c.attach(user);
     let env = Env { store: &store, auth: None, now: NOW };
     let mut out = Out::new();
