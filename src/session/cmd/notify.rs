@@ -7,14 +7,12 @@ use super::fetch;
 use crate::proto::{EventGroup, FetchItem, NotifyEvent, NotifyFilter, NotifySet, Out};
 use crate::session::notify::{self, Filter, Notify, SelectedEvents};
 use crate::session::notify::{FLAG_CHANGE, MAILBOX_METADATA, MAILBOX_NAME, MESSAGE_EVENTS, MESSAGE_EXPUNGE, MESSAGE_NEW, SERVER_METADATA, SUBSCRIPTION_CHANGE};
-use crate::session::reply::sync_step;
-use crate::session::reply::{bad, no, ok};
+use crate::session::reply::{bad, no, ok, sync_step};
 use crate::session::selected::Synced;
-use crate::session::state::{Directive, Session};
-use crate::session::state::{State, Wait, OUTPUT_BUDGET};
+use crate::session::state::{Directive, Session, State, User, Wait, OUTPUT_BUDGET};
 use crate::store::events::{self, Change};
 use crate::store::manifest::canonical;
-use crate::store::metadata;
+use crate::store::{metadata, MailboxRef};
 
 /// The events this server tells of (RFC 5465 3.1: listed in BADEVENT).
 const SUPPORTED: &str = "BADEVENT (MessageNew MessageExpunge FlagChange MailboxName SubscriptionChange MailboxMetadataChange ServerMetadataChange)";
@@ -29,12 +27,11 @@ pub fn run(s: &mut Session, tag: &str, set: Option<NotifySet>, out: &mut Out) ->
         turn_off(s);
         return ok(tag, None, "NOTIFY completed.");
     };
-    let n = match registration(s, &set.groups) {
+    let mut n = match registration(s, &set.groups) {
         Ok(n) => n,
         Err(Refusal::Bad(text)) => return bad(out, tag, &text),
         Err(Refusal::No(code, text)) => return no(out, tag, Some(code), text),
     };
-    let mut n = n;
     turn_off(s);
     let selected = s.in_mailbox().map(|m| m.sel.mbox.clone());
     if let Some(a) = s.authed() {
@@ -127,16 +124,15 @@ fn registration(s: &mut Session, groups: &[EventGroup]) -> Result<Notify, Refusa
 
 /// `NOTIFY SET STATUS` (RFC 5465 3.1): the STATUS of every mailbox a group
 /// asks message events for, but the selected one, before the tagged OK.
-fn initial_status(n: &Notify, user: &crate::session::state::User, utf8: bool, condstore: bool, selected: Option<crate::store::MailboxRef>, out: &mut Out) {
+fn initial_status(n: &Notify, user: &User, utf8: bool, condstore: bool, selected: Option<MailboxRef>, out: &mut Out) {
     let store = &user.store;
-    let modseq = condstore || n.others.iter().any(|(_, ev)| ev & FLAG_CHANGE != 0);
-    let items = notify::status_items(true, modseq);
+    let items = notify::status_items(true, condstore || n.any(FLAG_CHANGE));
     for e in store.entries() {
         if e.noselect || n.wanted(store, &e.name) & MESSAGE_EVENTS == 0 {
             continue;
         }
         let Ok(mb) = store.mailbox(&e.name) else { continue };
-        if selected.as_ref().is_some_and(|s| std::rc::Rc::ptr_eq(s, &mb)) {
+        if selected.as_ref().is_some_and(|s| Rc::ptr_eq(s, &mb)) {
             continue;
         }
         super::status::status_line(out, store, &e.name, &mb, &items, utf8);
