@@ -26,7 +26,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("session", &["auth", "mime", "proto", "signal", "store"]),
     ("net", &["auth", "certs", "config", "datadir", "delivery", "metrics", "mime", "proto", "sdnotify", "session", "signal", "store"]),
     ("doctor", &["auth", "certs", "config", "datadir", "delivery", "net", "store"]),
-    ("fuzzing", &["delivery", "mime", "proto", "session", "store"]),
+    ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
 ];
 
 /// Module path ("net::imap_conn", "" for the crate root) -> its file's text.

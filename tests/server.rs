@@ -293,7 +293,34 @@ fn sort_orders_survive_a_restart(driver: Driver) {
     assert_eq!(got[0], format!("* SORT {}\r\n", nums.join(" ")));
 }
 
+/// URLAUTH (RFC 4467) across users: with two workers, a user's URL is
+/// fetched by users on either worker (from the owner's open store, or read
+/// from disk), and RESETKEY revokes it for all of them.
+fn urlauth_across_users_and_workers(driver: Driver) {
+    let t = TestServer::start(driver, |_| {});
+    let mut joe = t.client();
+    joe.login("joe", "secret");
+    let r = joe.cmd("a", "APPEND INBOX {20+}\r\nSubject: s\r\n\r\nshared");
+    assert!(r.last().unwrap().starts_with("a OK"), "{r:?}");
+    let r = joe.cmd("g", "GENURLAUTH \"imap://joe@h/INBOX/;uid=1;urlauth=authuser\" INTERNAL");
+    let url = r[0].strip_prefix("* GENURLAUTH ").unwrap().trim_end().trim_matches('"').to_string();
+    for (user, pw) in [("ann", "pw"), ("bob", "pw")] {
+        let mut c = t.client();
+        c.login(user, pw);
+        let got = c.cmd("f", &format!("URLFETCH \"{url}\""));
+        assert!(got[0].ends_with("Subject: s\r\n\r\nshared)\r\n") || got[0].contains("shared"), "{user}: {got:?}");
+        assert_eq!(got.last().unwrap(), "f OK URLFETCH completed.\r\n");
+    }
+    joe.cmd("r", "RESETKEY");
+    for (user, pw) in [("ann", "pw"), ("bob", "pw")] {
+        let mut c = t.client();
+        c.login(user, pw);
+        assert_eq!(c.cmd("f", &format!("URLFETCH \"{url}\""))[0], format!("* URLFETCH \"{url}\" NIL\r\n"), "{user}");
+    }
+}
+
 both_drivers! {
+    urlauth_across_users => urlauth_across_users_and_workers;
     sort_orders_after_restart => sort_orders_survive_a_restart;
     imaplib_logs_in_and_out => python_imaplib;
     fifty_concurrent => fifty_concurrent_clients;

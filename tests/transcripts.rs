@@ -286,6 +286,7 @@ transcripts!(
     greeting_and_any_state,
     notify,
     savedate,
+    urlauth,
     login_and_limits,
     authenticate,
     state_gating,

@@ -66,6 +66,12 @@ pub enum CommandBody {
     },
     /// NOTIFY (RFC 5465 3.1): NONE, or SET with what to tell.
     Notify(Option<NotifySet>),
+    /// URLAUTH (RFC 4467): GENURLAUTH (url mechanism) ..., RESETKEY
+    /// [mailbox [mechanism ...]], URLFETCH url ... (with RFC 5524's
+    /// `(url [BINARY] [BODYPARTSTRUCTURE])` form).
+    GenUrlAuth(Vec<(String, String)>),
+    ResetKey(Option<(Mailbox, Vec<String>)>),
+    UrlFetch(Vec<UrlFetchItem>),
     Select {
         mailbox: Mailbox,
         read_only: bool,
@@ -180,6 +186,9 @@ impl CommandBody {
             GetMetadata { .. } => "GETMETADATA",
             SetMetadata { .. } => "SETMETADATA",
             Notify(_) => "NOTIFY",
+            GenUrlAuth(_) => "GENURLAUTH",
+            ResetKey(_) => "RESETKEY",
+            UrlFetch(_) => "URLFETCH",
             Select { read_only: false, .. } => "SELECT",
             Select { read_only: true, .. } => "EXAMINE",
             Create(..) => "CREATE",
@@ -346,6 +355,17 @@ pub enum StoreOp {
     Replace,
     Add,
     Remove,
+}
+
+/// One URL of URLFETCH: plain (RFC 4467), or with what RFC 5524 asks for
+/// it (`(url BINARY BODYPARTSTRUCTURE)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UrlFetchItem {
+    pub url: String,
+    /// Parenthesized: the answer is a list of the asked items.
+    pub extended: bool,
+    pub binary: bool,
+    pub body_part_structure: bool,
 }
 
 /// `NOTIFY SET [STATUS] event-group ...` (RFC 5465 8).

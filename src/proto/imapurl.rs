@@ -1,8 +1,10 @@
 //! IMAP URLs (RFC 5092) as CATENATE (RFC 4469) names a message or a part of
 //! one: `imap://user@host/mailbox;UIDVALIDITY=n/;UID=n/;SECTION=s/;PARTIAL=o.l`
 //! or the same from the `/` on. Keys are case-insensitive, the mailbox and
-//! section percent-encoded (the mailbox in UTF-8, RFC 5092 3.3). URLAUTH
-//! forms (`;EXPIRE=`, `;URLAUTH=`) are not accepted.
+//! section percent-encoded (the mailbox in UTF-8, RFC 5092 3.3).
+//!
+//! URLAUTH (RFC 4467) URLs end in `[;EXPIRE=datetime];URLAUTH=access`, then
+//! `:mechanism:token` once authorized: [`parse_authorized`].
 
 /// What a URL points at.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,9 +73,121 @@ pub fn parse(url: &str) -> Option<ImapUrl> {
     (u.uid != 0).then_some(u)
 }
 
+/// Who may fetch a URLAUTH URL (RFC 4467 3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// `user+name`: that user only.
+    User(String),
+    /// `submit+name`: a submission server for that user.
+    Submit(String),
+    /// `authuser`: any user logged in to this server.
+    AuthUser,
+    /// `anonymous`: anyone.
+    Anonymous,
+}
+
+/// A URLAUTH URL (RFC 4467 3): what it names, and its authorization.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorized {
+    pub url: ImapUrl,
+    /// The URL up to and including the access identifier (the "rump"
+    /// the token is computed over).
+    pub rump: String,
+    /// `;EXPIRE=`: no use after this time (seconds since the epoch).
+    pub expire: Option<i64>,
+    pub access: Access,
+    /// `:mechanism:token`, when the URL is authorized.
+    pub token: Option<(String, String)>,
+}
+
+/// A URLAUTH URL, or None if `url` is not one (an absolute URL with a
+/// user, a message by UID, and `;URLAUTH=`).
+pub fn parse_authorized(url: &str) -> Option<Authorized> {
+    let at = url.to_ascii_uppercase().rfind(";URLAUTH=")?;
+    let tail = &url[at + ";URLAUTH=".len()..];
+    let (access_text, token) = match tail.split_once(':') {
+        Some((a, rest)) => {
+            let (mech, token) = rest.split_once(':')?;
+            (a, Some((mech.to_ascii_uppercase(), token.to_ascii_lowercase())))
+        }
+        None => (tail, None),
+    };
+    let access = match access_text.to_ascii_lowercase().as_str() {
+        "authuser" => Access::AuthUser,
+        "anonymous" => Access::Anonymous,
+        a => match a.split_once('+') {
+            Some(("user", _)) => Access::User(percent_decoded(&access_text[5..])?),
+            Some(("submit", _)) => Access::Submit(percent_decoded(&access_text[7..])?),
+            _ => return None,
+        },
+    };
+    let rump = url[..at + ";URLAUTH=".len() + access_text.len()].to_string();
+    let mut head = &url[..at];
+    let mut expire = None;
+    if let Some(e) = head.to_ascii_uppercase().rfind(";EXPIRE=") {
+        expire = Some(parse_datetime(&head[e + ";EXPIRE=".len()..])?);
+        head = &head[..e];
+    }
+    let u = parse(head)?;
+    u.user.as_ref()?;
+    Some(Authorized { url: u, rump, expire, access, token })
+}
+
+/// An RFC 3339 date-time (`2026-11-30T12:00:00Z`, fractions and offsets
+/// allowed) as seconds since the epoch.
+fn parse_datetime(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { s.get(r)?.parse().ok() };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't') || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d, h, mi, sec) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest.as_bytes() {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let v = rest[1..3].parse::<i64>().ok()? * 3600 + rest[4..6].parse::<i64>().ok()? * 60;
+            if *sign == b'+' {
+                v
+            } else {
+                -v
+            }
+        }
+        _ => return None,
+    };
+    Some(super::command::days_from_civil(y, mo as u32, d as u32) * 86_400 + h * 3600 + mi * 60 + sec - offset)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn urlauth_urls_rfc4467_examples() {
+        let a = parse_authorized("imap://joe@example.com/INBOX/;uid=20/;section=1.2;urlauth=submit+fred").unwrap();
+        assert_eq!(a.rump, "imap://joe@example.com/INBOX/;uid=20/;section=1.2;urlauth=submit+fred");
+        assert_eq!((a.url.uid, a.url.section.as_deref(), a.access, a.token), (20, Some("1.2"), Access::Submit("fred".into()), None));
+        let a = parse_authorized(
+            "imap://joe@example.com/INBOX/;uid=20;expire=2026-11-30T12:00:00+01:00;urlauth=user+fred:internal:91354a473744909de610943775f92038",
+        )
+        .unwrap();
+        assert_eq!(a.expire, Some(1_796_036_400), "11:00 UTC");
+        assert_eq!(a.access, Access::User("fred".into()));
+        assert_eq!(a.token, Some(("INTERNAL".into(), "91354a473744909de610943775f92038".into())));
+        assert_eq!(a.rump, "imap://joe@example.com/INBOX/;uid=20;expire=2026-11-30T12:00:00+01:00;urlauth=user+fred");
+        assert_eq!(parse_authorized("imap://joe@example.com/INBOX/;uid=20;urlauth=authuser").unwrap().access, Access::AuthUser);
+        // No user, no UID, an unknown access or a bad date: not a URLAUTH URL.
+        assert!(parse_authorized("/INBOX/;uid=20;urlauth=authuser").is_none());
+        assert!(parse_authorized("imap://joe@example.com/INBOX;urlauth=authuser").is_none());
+        assert!(parse_authorized("imap://joe@example.com/INBOX/;uid=20;urlauth=someone").is_none());
+        assert!(parse_authorized("imap://joe@example.com/INBOX/;uid=20;expire=tomorrow;urlauth=authuser").is_none());
+    }
 
     #[test]
     fn relative_and_absolute_urls() {

@@ -262,6 +262,26 @@ impl<'a> Parser<'a> {
         Ok(CommandBody::GetMetadata { mailbox, entries, max_size, depth })
     }
 
+    /// A URLFETCH argument: a URL, or `(url [BINARY] [BODYPARTSTRUCTURE])`
+    /// (RFC 5524 4).
+    fn urlfetch_item(&mut self) -> R<UrlFetchItem> {
+        if self.peek_kind() != Some(Kind::LParen) {
+            return Ok(UrlFetchItem { url: self.astring_utf8()?, extended: false, binary: false, body_part_structure: false });
+        }
+        self.lparen()?;
+        let mut item = UrlFetchItem { url: self.astring_utf8()?, extended: true, binary: false, body_part_structure: false };
+        while self.peek_kind() != Some(Kind::RParen) {
+            self.sp()?;
+            match self.atom_upper()?.as_str() {
+                "BINARY" => item.binary = true,
+                "BODYPARTSTRUCTURE" => item.body_part_structure = true,
+                other => return Err(format!("Unknown URLFETCH parameter {other}")),
+            }
+        }
+        self.rparen()?;
+        Ok(item)
+    }
+
     /// ` [STATUS] event-group ...` of NOTIFY SET (RFC 5465 8).
     fn notify_set(&mut self) -> R<NotifySet> {
         self.sp()?;
@@ -674,6 +694,44 @@ impl<'a> Parser<'a> {
                 CommandBody::SetQuota { root, limits: self.quota_limits()? }
             }
             "GETMETADATA" => self.getmetadata()?,
+            "GENURLAUTH" => {
+                let mut v = Vec::new();
+                loop {
+                    self.sp()?;
+                    let url = self.astring_utf8()?;
+                    self.sp()?;
+                    v.push((url, self.atom_upper()?));
+                    if self.at_end() {
+                        break;
+                    }
+                }
+                CommandBody::GenUrlAuth(v)
+            }
+            "RESETKEY" => {
+                if self.at_end() {
+                    CommandBody::ResetKey(None)
+                } else {
+                    self.sp()?;
+                    let mailbox = self.mailbox()?;
+                    let mut mechanisms = Vec::new();
+                    while !self.at_end() {
+                        self.sp()?;
+                        mechanisms.push(self.atom_upper()?);
+                    }
+                    CommandBody::ResetKey(Some((mailbox, mechanisms)))
+                }
+            }
+            "URLFETCH" => {
+                let mut v = Vec::new();
+                loop {
+                    self.sp()?;
+                    v.push(self.urlfetch_item()?);
+                    if self.at_end() {
+                        break;
+                    }
+                }
+                CommandBody::UrlFetch(v)
+            }
             "NOTIFY" => {
                 self.sp()?;
                 match self.atom_upper()?.as_str() {

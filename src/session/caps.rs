@@ -52,6 +52,8 @@ const AUTHENTICATED: &[&str] = &[
     "OBJECTID",
     "NOTIFY",
     "SAVEDATE",
+    "URLAUTH",
+    "URLAUTH=BINARY",
 ];
 
 pub fn list(authenticated: bool, facts: ConnFacts, starttls: bool, message_max: u64) -> String {

@@ -135,6 +135,11 @@ pub trait Io {
     fn now(&self) -> i64 {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
     }
+    /// A new secret key (URLAUTH, RFC 4467): random, but for [`MemIo`],
+    /// whose keys follow from a counter so tests are repeatable.
+    fn new_key(&self) -> [u8; 32] {
+        rand::random()
+    }
 }
 
 /// Runs tasks on the calling thread.
@@ -724,6 +729,8 @@ pub struct MemIo {
     durable: RefCell<Names>,
     /// What [`Io::now`] says: [`MemIo::NOW`] unless a test moves it.
     clock: std::cell::Cell<i64>,
+    /// Keys made so far (see [`Io::new_key`]).
+    keys_made: std::cell::Cell<u64>,
 }
 
 impl Default for MemIo {
@@ -751,6 +758,7 @@ impl MemIo {
             current: RefCell::new(Names::default()),
             durable: RefCell::new(Names::default()),
             clock: Self::NOW.into(),
+            keys_made: 0.into(),
         }
     }
 
@@ -829,7 +837,13 @@ impl MemIo {
             };
             names.files.insert(path.clone(), Rc::new(file));
         }
-        MemIo { shared, current: RefCell::new(names.clone()), durable: RefCell::new(names), clock: self.clock.get().into() }
+        MemIo {
+            shared,
+            current: RefCell::new(names.clone()),
+            durable: RefCell::new(names),
+            clock: self.clock.get().into(),
+            keys_made: self.keys_made.get().into(),
+        }
     }
 }
 
@@ -849,6 +863,14 @@ impl MemIo {
 impl Io for MemIo {
     fn now(&self) -> i64 {
         self.clock.get()
+    }
+
+    fn new_key(&self) -> [u8; 32] {
+        let n = self.keys_made.get() + 1;
+        self.keys_made.set(n);
+        let mut key = [0u8; 32];
+        key[..16].copy_from_slice(&xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()).to_le_bytes());
+        key
     }
 
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {

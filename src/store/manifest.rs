@@ -7,7 +7,7 @@
 //! (`store::commit`): the file is replaced off the worker thread.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
@@ -39,6 +39,9 @@ pub struct Manifest {
     /// METADATA annotations (RFC 5464), shared between copies until one
     /// changes them.
     pub metadata: Rc<Metadata>,
+    /// URLAUTH (RFC 4467) keys by mailbox id: secret, random, made at the
+    /// first GENURLAUTH and replaced by RESETKEY.
+    pub urlauth_keys: BTreeMap<u32, [u8; 32]>,
 }
 
 /// Why a mailbox name is refused.
@@ -111,6 +114,10 @@ impl Manifest {
             s.push_str(&format!("subscribed {}\n", escape(n)));
         }
         self.metadata.encode(&mut s);
+        for (id, key) in &self.urlauth_keys {
+            let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+            s.push_str(&format!("urlauth-key {id} {hex}\n"));
+        }
         let c = crc(s.as_bytes());
         s.push_str(&format!("crc {c:08x}\n"));
         s.into_bytes()
@@ -147,6 +154,17 @@ impl Manifest {
                     m.subscribed.insert(unescape(rest)?);
                 }
                 "metadata" => Rc::make_mut(&mut m.metadata).decode_line(rest)?,
+                "urlauth-key" => {
+                    let (id, hex) = rest.split_once(' ')?;
+                    let mut key = [0u8; 32];
+                    if hex.len() != 64 {
+                        return None;
+                    }
+                    for (i, b) in key.iter_mut().enumerate() {
+                        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+                    }
+                    m.urlauth_keys.insert(id.parse().ok()?, key);
+                }
                 _ => return None,
             }
         }

@@ -77,12 +77,15 @@ fn user_dir_name(user: &str) -> String {
     user.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._@+-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 
+/// The users open on one worker, by name.
+type Users = Rc<RefCell<HashMap<String, Rc<UserStore>>>>;
+
 /// All users' mail on one worker.
 pub struct Store {
     io: Rc<dyn Io>,
     root: PathBuf,
     settings: Settings,
-    users: RefCell<HashMap<String, Rc<UserStore>>>,
+    users: Users,
     committer: Rc<Committer>,
     /// Each user's quota limits (unlimited without one).
     quota_limits: Option<QuotaSource>,
@@ -101,7 +104,7 @@ impl Store {
     /// the caller's runtime through `spawn`.
     pub fn with_spawner(io: Rc<dyn Io>, root: &Path, settings: Settings, spawn: Spawner) -> Store {
         let committer = Committer::new(io.clone(), settings.sync == crate::config::SyncMode::Always, spawn);
-        Store { io, root: root.to_path_buf(), settings, users: RefCell::new(HashMap::new()), committer, quota_limits: None, deferred: None }
+        Store { io, root: root.to_path_buf(), settings, users: Users::default(), committer, quota_limits: None, deferred: None }
     }
 
     /// A store without a runtime (tests, command-line tools): background
@@ -165,7 +168,9 @@ impl Store {
         let u = match cached {
             Some(u) => u,
             None => {
-                let u = Rc::new(UserStore::open(self.io.clone(), &self.root, &user_dir_name(name), name, self.settings, now, self.committer.clone())?);
+                let mut u = UserStore::open(self.io.clone(), &self.root, &user_dir_name(name), name, self.settings, now, self.committer.clone())?;
+                u.neighbours = Rc::downgrade(&self.users);
+                let u = Rc::new(u);
                 let mut users = self.users.borrow_mut();
                 if users.len() >= USERS_CACHED {
                     users.retain(|_, u| Rc::strong_count(u) > 1 || u.manifest.is_dirty());
@@ -277,6 +282,8 @@ pub struct UserStore {
     ledger: quota::Ledger,
     /// What changed, for sessions that asked (NOTIFY).
     feed: Rc<events::Feed>,
+    /// The other users open on this worker (see [`UserStore::peer`]).
+    neighbours: std::rc::Weak<RefCell<HashMap<String, Rc<UserStore>>>>,
 }
 
 impl UserStore {
@@ -320,6 +327,7 @@ impl UserStore {
             committer,
             ledger: Default::default(),
             feed: Default::default(),
+            neighbours: Default::default(),
         };
         u.remove_orphans();
         Ok(u)
@@ -479,6 +487,52 @@ impl UserStore {
         Ok(())
     }
 
+    /// The URLAUTH key (RFC 4467) of the mailbox with id `id`; a new
+    /// random one if it has none and `make` (durable with
+    /// [`UserStore::manifest_durable`]).
+    pub fn urlauth_key(&self, id: u32, make: bool) -> Option<[u8; 32]> {
+        if let Some(k) = self.manifest.get().urlauth_keys.get(&id) {
+            return Some(*k);
+        }
+        if !make {
+            return None;
+        }
+        let key = self.io.new_key();
+        let mut m = self.manifest.get().clone();
+        m.urlauth_keys.insert(id, key);
+        self.manifest.change(m);
+        Some(key)
+    }
+
+    /// RESETKEY (RFC 4467 6.2): forgets the URLAUTH key of the mailbox
+    /// with id `id`, or of every mailbox; URLs made with it stop working.
+    pub fn reset_urlauth_keys(&self, id: Option<u32>) {
+        let mut m = self.manifest.get().clone();
+        let changed = match id {
+            Some(id) => m.urlauth_keys.remove(&id).is_some(),
+            None => !std::mem::take(&mut m.urlauth_keys).is_empty(),
+        };
+        if changed {
+            self.manifest.change(m);
+        }
+    }
+
+    /// Another user's store, to read what they shared with URLAUTH (RFC
+    /// 4467): theirs if it is open on this worker, else what is on disk,
+    /// opened read-only (their own worker may be writing it).
+    pub fn peer(&self, name: &str) -> std::io::Result<Rc<UserStore>> {
+        if let Some(u) = self.neighbours.upgrade().and_then(|m| m.borrow().get(name).cloned()) {
+            return Ok(u);
+        }
+        let root = self.dir.parent().ok_or_else(|| std::io::Error::other("no store root"))?;
+        let dir = user_dir_name(name);
+        if !root.join(&dir).join("mailboxes").exists() {
+            return Err(std::io::ErrorKind::NotFound.into());
+        }
+        let io: Rc<dyn Io> = Rc::new(ReadOnlyIo);
+        Ok(Rc::new(UserStore::open(io, root, &dir, name, self.settings, 0, self.committer.clone())?))
+    }
+
     /// Listens to what changes in this user's store from now on (NOTIFY,
     /// RFC 5465), woken through `signal`.
     pub fn listen(&self, signal: Rc<crate::signal::Signal>) -> Rc<events::Listener> {
@@ -512,8 +566,9 @@ impl UserStore {
         let mut m = self.manifest.get().clone();
         let e = m.get(&name).cloned().ok_or(MailboxError::NonExistent)?;
         // RFC 5464 4.1: a deleted mailbox's annotations go with it, also
-        // when it stays as a placeholder.
+        // when it stays as a placeholder; so does its URLAUTH key.
         Rc::make_mut(&mut m.metadata).remove_owner(e.id);
+        m.urlauth_keys.remove(&e.id);
         if m.has_children(&name) {
             if e.noselect {
                 return Err(MailboxError::HasChildren);

@@ -9,8 +9,7 @@
 use std::rc::Rc;
 
 use crate::proto::imapurl;
-use crate::proto::parse::parse_url_section;
-use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Flag, Mailbox, Out, Replace, Section};
+use crate::proto::{AppendHeader, AppendMore, AppendWhole, CatPart, DateTime, Flag, Mailbox, Out, Replace};
 use crate::session::flags::{keyword_mask, split_flags};
 use crate::session::reply::{bad, no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{Authed, Directive, Session, Streaming, User, Wait};
@@ -304,13 +303,7 @@ fn url_bytes(user: &User, url: &str) -> Option<Vec<u8>> {
         return None;
     }
     let m = *mb.find(u.uid)?;
-    let section = match &u.section {
-        Some(s) => parse_url_section(s)?,
-        None => Section { part: Vec::new(), text: None },
-    };
-    let data = super::fetch::section(&mb, &m, &section).ok()?;
-    // PARTIAL without a length runs to the end.
-    Some(data.window(u.partial.map(|(origin, len)| (origin, len.unwrap_or(u64::MAX)))).bytes().to_vec())
+    Some(super::fetch::url_data(&mb, &m, &u)?.bytes().to_vec())
 }
 
 /// Stores `received` together and answers once durable, with APPENDUID;

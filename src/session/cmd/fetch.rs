@@ -4,6 +4,8 @@
 //! mapped segment, never copied.
 
 use crate::mime::{header, Cache, Kind, Transfer};
+use crate::proto::imapurl::ImapUrl;
+use crate::proto::parse::parse_url_section;
 use crate::proto::{FetchItem, FetchModifiers, Legacy, Out, PreviewForm, Ranges, Section, SectionText, SequenceSet, Shared};
 use crate::session::flags::flags_item;
 use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
@@ -43,7 +45,7 @@ impl Data {
     /// As a literal: `~{n}` for BINARY content with NULs (RFC 3516 4.2),
     /// else `{n}`, where NUL may not appear (RFC 9051 4.3): a message
     /// stored with NULs (`may_hold_nul`) has them sent as 0x80, as Dovecot does.
-    fn write(self, out: &mut Out, binary: bool, may_hold_nul: bool) {
+    pub(crate) fn write(self, out: &mut Out, binary: bool, may_hold_nul: bool) {
         let nul = binary && memchr::memchr(0, self.bytes()).is_some();
         if !binary && may_hold_nul && memchr::memchr(0, self.bytes()).is_some() {
             let v: Vec<u8> = self.bytes().iter().map(|&b| if b == 0 { 0x80 } else { b }).collect();
@@ -110,7 +112,7 @@ pub(crate) fn section(mb: &Mailbox, m: &Msg, s: &Section) -> std::io::Result<Dat
 
 /// Decoded content of a part for BINARY; Err(()) when its transfer
 /// encoding cannot be undone (RFC 3516 UNKNOWN-CTE).
-fn binary(mb: &Mailbox, m: &Msg, part: &[u32]) -> std::io::Result<Result<Data, ()>> {
+pub(crate) fn binary(mb: &Mailbox, m: &Msg, part: &[u32]) -> std::io::Result<Result<Data, ()>> {
     if part.is_empty() {
         return Ok(Ok(Data::Shared(mb.message(m)?)));
     }
@@ -218,6 +220,18 @@ pub(crate) fn resync(tag: &str, known: Ranges, modseq: u64, code: &'static str, 
         unknown_cte: false,
         seen_set: false,
     })
+}
+
+/// The bytes an IMAP URL names in a message (RFC 4469 5, RFC 4467 6.3):
+/// the message, or its section as `BODY.PEEK[section]<partial>` gives it.
+pub(crate) fn url_data(mb: &Mailbox, m: &Msg, u: &ImapUrl) -> Option<Data> {
+    let wanted = match &u.section {
+        Some(s) => parse_url_section(s)?,
+        None => Section { part: Vec::new(), text: None },
+    };
+    let data = section(mb, m, &wanted).ok()?;
+    // PARTIAL without a length runs to the end.
+    Some(data.window(u.partial.map(|(origin, len)| (origin, len.unwrap_or(u64::MAX)))))
 }
 
 /// One message's FETCH response outside any command: NOTIFY's MessageNew

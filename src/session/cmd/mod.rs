@@ -35,6 +35,7 @@ pub(crate) mod status;
 mod store_flags;
 mod subscribe;
 mod thread;
+mod urlauth;
 
 use super::state::{Directive, Session, State, Step};
 use crate::proto::{Command, CommandBody, Out};
@@ -78,6 +79,9 @@ fn spec(body: &CommandBody) -> Spec {
         | GetMetadata { .. }
         | SetMetadata { .. }
         | Notify(_)
+        | GenUrlAuth(_)
+        | ResetKey(_)
+        | UrlFetch(_)
         | AppendWhole { .. } => AUTH | SELECTED,
         Check
         | Close
@@ -189,6 +193,9 @@ pub(crate) fn dispatch(s: &mut Session, c: Command, now: i64, out: &mut Out) -> 
         GetMetadata { mailbox, entries, max_size, depth } => metadata::get(authed!(), &tag, &mailbox, &entries, max_size, depth, out),
         SetMetadata { mailbox, values } => metadata::set(authed!(), &tag, &mailbox, &values, out),
         Notify(set) => notify::run(s, &tag, set, out),
+        GenUrlAuth(urls) => urlauth::generate(authed!(), &tag, &urls, out),
+        ResetKey(which) => urlauth::reset(authed!(), &tag, which.as_ref(), out),
+        UrlFetch(items) => urlauth::fetch(authed!(), &tag, &items, now, out),
         AppendWhole { mailbox, messages, replace } => append::run_whole(s, &tag, &mailbox, messages, replace, now, out),
         Idle => idle::run(tag),
         Check => check::run(&tag),

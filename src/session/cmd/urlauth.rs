@@ -1,0 +1,309 @@
+//! URLAUTH (RFC 4467): GENURLAUTH, RESETKEY and URLFETCH, with
+//! URLAUTH=BINARY (RFC 5524).
+//!
+//! A URL is authorized with the INTERNAL mechanism: its token is an
+//! HMAC-SHA-256 of the URL up to its access identifier (the "rump") under
+//! a random key kept for the mailbox in its owner's list of mailboxes
+//! (made at the first GENURLAUTH, forgotten by RESETKEY or DELETE), so a
+//! token cannot be forged or carried to another URL, and RESETKEY
+//! revokes every URL of the mailbox at once. Another user's URL is read
+//! from their store: the one open on this worker, else theirs on disk,
+//! read-only.
+
+use std::rc::Rc;
+
+use hmac::{Hmac, Mac};
+
+use super::fetch::{binary, url_data, with_cache};
+use crate::proto::imapurl::{parse_authorized, Access, Authorized};
+use crate::proto::parse::parse_url_section;
+use crate::proto::{Mailbox, Out, UrlFetchItem};
+use crate::session::reply::{bad, no, ok, ok_when_durable};
+use crate::session::state::{Authed, Directive};
+use crate::store::manifest::canonical;
+use crate::store::{MailboxRef, Msg, UserStore};
+
+/// The one mechanism (RFC 4467 7: every server has INTERNAL).
+const INTERNAL: &str = "INTERNAL";
+
+/// The token of `rump` under `key`, in lower-case hex.
+fn token(key: &[u8; 32], rump: &str) -> String {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("any key length");
+    mac.update(rump.as_bytes());
+    mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Equal, in time that does not depend on where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The id of the selectable mailbox `name` in `store`.
+fn mailbox_id(store: &UserStore, name: &str) -> Option<u32> {
+    store.entry(&canonical(name).ok()?).filter(|e| !e.noselect).map(|e| e.id)
+}
+
+/// GENURLAUTH (RFC 4467 6.1): each URL, with its token. Only the user's
+/// own mailboxes can be shared.
+pub fn generate(a: Authed<'_>, tag: &str, urls: &[(String, String)], out: &mut Out) -> Directive {
+    let store = &a.user.store;
+    let mut full = Vec::with_capacity(urls.len());
+    for (url, mechanism) in urls {
+        if mechanism != INTERNAL {
+            return no(out, tag, None, "Unsupported URLAUTH mechanism");
+        }
+        let Some(au) = parse_authorized(url) else { return bad(out, tag, "Invalid URLAUTH URL") };
+        if au.token.is_some() {
+            return bad(out, tag, "The URL is authorized already");
+        }
+        if au.url.user.as_deref() != Some(a.user.name.as_str()) {
+            return no(out, tag, None, "Only your own mailboxes can be shared");
+        }
+        let Some(id) = mailbox_id(store, &au.url.mailbox) else {
+            return no(out, tag, Some("NONEXISTENT"), "Mailbox doesn't exist");
+        };
+        let key = store.urlauth_key(id, true).expect("made when missing");
+        full.push(format!("{}:internal:{}", au.rump, token(&key, &au.rump)));
+    }
+    out.raw(b"* GENURLAUTH");
+    for f in &full {
+        out.sp().string(f.as_bytes(), true);
+    }
+    out.crlf();
+    // A new key is answered for once it is on disk.
+    ok_when_durable(a.user.manifest_durable(), tag, None, "GENURLAUTH completed.")
+}
+
+/// RESETKEY (RFC 4467 6.2): new keys for one mailbox, or for all.
+pub fn reset(a: Authed<'_>, tag: &str, which: Option<&(Mailbox, Vec<String>)>, out: &mut Out) -> Directive {
+    let store = &a.user.store;
+    let id = match which {
+        None => None,
+        Some((mailbox, mechanisms)) => {
+            if mechanisms.iter().any(|m| m != INTERNAL) {
+                return no(out, tag, None, "Unsupported URLAUTH mechanism");
+            }
+            let name = match a.cx.mailbox_name(mailbox) {
+                Ok(n) => n,
+                Err(e) => return no(out, tag, Some("CANNOT"), e),
+            };
+            match mailbox_id(store, &name) {
+                Some(id) => Some(id),
+                None => return no(out, tag, Some("NONEXISTENT"), "Mailbox doesn't exist"),
+            }
+        }
+    };
+    store.reset_urlauth_keys(id);
+    ok_when_durable(a.user.manifest_durable(), tag, None, "RESETKEY completed.")
+}
+
+/// URLFETCH (RFC 4467 6.3, RFC 5524 4): what each URL names, or NIL when
+/// it is not valid for this user (bad or revoked token, expired, no such
+/// message) without saying which.
+pub fn fetch(a: Authed<'_>, tag: &str, items: &[UrlFetchItem], now: i64, out: &mut Out) -> Directive {
+    out.raw(b"* URLFETCH");
+    for item in items {
+        out.sp().string(item.url.as_bytes(), true).sp();
+        let Some((mbox, m, au)) = resolve(&a, &item.url, now) else {
+            out.nil();
+            continue;
+        };
+        let mb = mbox.borrow();
+        if !item.extended {
+            match url_data(&mb, &m, &au.url) {
+                Some(d) => d.write(out, false, true),
+                None => {
+                    out.nil();
+                }
+            }
+            continue;
+        }
+        // RFC 5524: the asked items, for a section of numbers only.
+        let part: Option<Vec<u32>> = match &au.url.section {
+            None => Some(Vec::new()),
+            Some(s) => parse_url_section(s).filter(|s| s.text.is_none()).map(|s| s.part),
+        };
+        let structure = part.as_ref().and_then(|p| with_cache(&mb, &m, |c| part_structure(c.bodystructure, p).map(<[u8]>::to_vec)).ok().flatten());
+        let decoded = part.as_ref().and_then(|p| binary(&mb, &m, p).ok()?.ok());
+        if (item.body_part_structure && structure.is_none()) || (item.binary && decoded.is_none()) {
+            out.nil();
+            continue;
+        }
+        out.raw(b"(");
+        if let (true, Some(s)) = (item.body_part_structure, structure) {
+            out.raw(b"BODYPARTSTRUCTURE ").raw(&s);
+            if item.binary {
+                out.sp();
+            }
+        }
+        if let (true, Some(d)) = (item.binary, decoded) {
+            out.raw(b"BINARY ");
+            d.write(out, true, true);
+        }
+        out.raw(b")");
+    }
+    out.crlf();
+    ok(tag, None, "URLFETCH completed.")
+}
+
+/// The message a URL names, if this user may have it.
+fn resolve(a: &Authed<'_>, url: &str, now: i64) -> Option<(MailboxRef, Msg, Authorized)> {
+    let au = parse_authorized(url)?;
+    let (mechanism, given) = au.token.as_ref()?;
+    if mechanism != INTERNAL || au.expire.is_some_and(|t| t <= now) {
+        return None;
+    }
+    let me = a.user.name.as_str();
+    let allowed = match &au.access {
+        // No submission server logs in as anyone else here: `submit+name`
+        // is for that user's own sessions, as `user+name` is.
+        Access::User(n) | Access::Submit(n) => n == me,
+        Access::AuthUser | Access::Anonymous => true,
+    };
+    if !allowed {
+        return None;
+    }
+    let owner = au.url.user.as_deref()?;
+    let store: Rc<UserStore> = if owner == me { a.user.store.clone() } else { a.user.store.peer(owner).ok()? };
+    let id = mailbox_id(&store, &au.url.mailbox)?;
+    let key = store.urlauth_key(id, false)?;
+    if !same(&token(&key, &au.rump), given) {
+        return None;
+    }
+    let mbox = store.mailbox(&au.url.mailbox).ok()?;
+    let m = {
+        let mb = mbox.borrow();
+        if au.url.uidvalidity.is_some_and(|v| v != mb.uidvalidity()) {
+            return None;
+        }
+        *mb.find(au.url.uid)?
+    };
+    Some((mbox, m, au))
+}
+
+/// The BODYSTRUCTURE of part `path` (RFC 3501 6.4.5 numbering) within a
+/// message's: a child of a multipart, or within a message/rfc822 part,
+/// its message's body (part 1 of a message that is not multipart is its
+/// body).
+fn part_structure<'s>(whole: &'s [u8], path: &[u32]) -> Option<&'s [u8]> {
+    let mut cur = whole;
+    for (depth, &n) in path.iter().enumerate() {
+        let els = elements(cur)?;
+        let children = |els: &[&'s [u8]]| -> Vec<&'s [u8]> { els.iter().take_while(|e| e.starts_with(b"(")).copied().collect() };
+        let kids = children(&els);
+        if !kids.is_empty() {
+            cur = kids.get((n as usize).checked_sub(1)?)?;
+        } else if depth == 0 {
+            // A single-part message: part 1 is its body.
+            (n == 1).then_some(())?;
+        } else if els.len() > 8 && unquote_eq(els[0], b"message") && unquote_eq(els[1], b"rfc822") {
+            let body = els[8];
+            let inner = children(&elements(body)?);
+            cur = if inner.is_empty() { (n == 1).then_some(body)? } else { inner.get((n as usize).checked_sub(1)?)? };
+        } else {
+            return None;
+        }
+    }
+    Some(cur)
+}
+
+fn unquote_eq(el: &[u8], want: &[u8]) -> bool {
+    el.strip_prefix(b"\"").and_then(|e| e.strip_suffix(b"\"")).is_some_and(|e| e.eq_ignore_ascii_case(want))
+}
+
+/// The elements of a parenthesized list (quoted strings, literals, atoms
+/// and lists), as slices of it.
+fn elements(list: &[u8]) -> Option<Vec<&[u8]>> {
+    let inner = list.strip_prefix(b"(")?.strip_suffix(b")")?;
+    let mut v = Vec::new();
+    let mut i = 0;
+    while i < inner.len() {
+        if inner[i] == b' ' {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        match inner[i] {
+            b'(' => {
+                let mut depth = 0usize;
+                while i < inner.len() {
+                    match inner[i] {
+                        b'(' => depth += 1,
+                        b')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                i += 1;
+                                break;
+                            }
+                        }
+                        b'"' => i = skip_quoted(inner, i)? - 1,
+                        b'{' => i = skip_literal(inner, i)? - 1,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                (depth == 0).then_some(())?;
+            }
+            b'"' => i = skip_quoted(inner, i)?,
+            b'{' => i = skip_literal(inner, i)?,
+            _ => {
+                while i < inner.len() && !matches!(inner[i], b' ' | b'(' | b')') {
+                    i += 1;
+                }
+            }
+        }
+        v.push(&inner[start..i]);
+    }
+    Some(v)
+}
+
+/// Past the quoted string that starts at `at`.
+fn skip_quoted(b: &[u8], at: usize) -> Option<usize> {
+    let mut i = at + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Some(i + 1),
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Past the literal (`{n}` CRLF and n bytes) that starts at `at`.
+fn skip_literal(b: &[u8], at: usize) -> Option<usize> {
+    let close = at + b[at..].iter().position(|&c| c == b'}')?;
+    let n: usize = std::str::from_utf8(&b[at + 1..close]).ok()?.parse().ok()?;
+    let end = close + 3 + n;
+    (end <= b.len()).then_some(end)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIXED: &[u8] = b"((\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 90 (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL) ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL)(\"text\" \"html\" NIL NIL NIL \"7bit\" {3}\r\nx)y 1 NIL NIL NIL NIL) \"alternative\" NIL NIL NIL NIL) 6 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)";
+
+    #[test]
+    fn a_parts_structure_is_found_by_its_number() {
+        let s = |p: &[u32]| part_structure(MIXED, p).map(|b| String::from_utf8_lossy(b).into_owned());
+        assert_eq!(s(&[1]).unwrap(), "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)");
+        assert!(s(&[2]).unwrap().starts_with("(\"message\" \"rfc822\""));
+        assert!(s(&[2, 2]).unwrap().starts_with("(\"text\" \"html\""), "a literal inside is skipped whole");
+        assert_eq!(s(&[3]), None);
+        assert_eq!(s(&[1, 1]), None, "a text part has no parts");
+        let single = b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)";
+        assert_eq!(part_structure(single, &[1]), Some(&single[..]));
+        assert_eq!(part_structure(single, &[2]), None);
+    }
+
+    #[test]
+    fn tokens_are_tied_to_the_url_and_the_key() {
+        let (k1, k2) = ([1u8; 32], [2u8; 32]);
+        let t = token(&k1, "imap://joe@h/INBOX/;uid=1;urlauth=anonymous");
+        assert_eq!(t.len(), 64);
+        assert_ne!(t, token(&k2, "imap://joe@h/INBOX/;uid=1;urlauth=anonymous"));
+        assert_ne!(t, token(&k1, "imap://joe@h/INBOX/;uid=2;urlauth=anonymous"));
+        assert!(same(&t, &t.clone()) && !same(&t, &t[1..]));
+    }
+}
