@@ -624,6 +624,18 @@ impl<'a> Parser<'a> {
         Ok(Flag::parse(s))
     }
 
+    /// ` item` once or more, to the end of the command.
+    fn spaced_items<T>(&mut self, mut item: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
+        let mut v = Vec::new();
+        loop {
+            self.sp()?;
+            v.push(item(self)?);
+            if self.at_end() {
+                return Ok(v);
+            }
+        }
+    }
+
     /// `(item SP item ...)`, each item read by `item`; `()` only when
     /// `empty_ok`.
     fn paren_list<T>(&mut self, empty_ok: bool, mut item: impl FnMut(&mut Self) -> R<T>) -> R<Vec<T>> {
@@ -694,19 +706,11 @@ impl<'a> Parser<'a> {
                 CommandBody::SetQuota { root, limits: self.quota_limits()? }
             }
             "GETMETADATA" => self.getmetadata()?,
-            "GENURLAUTH" => {
-                let mut v = Vec::new();
-                loop {
-                    self.sp()?;
-                    let url = self.astring_utf8()?;
-                    self.sp()?;
-                    v.push((url, self.atom_upper()?));
-                    if self.at_end() {
-                        break;
-                    }
-                }
-                CommandBody::GenUrlAuth(v)
-            }
+            "GENURLAUTH" => CommandBody::GenUrlAuth(self.spaced_items(|p| {
+                let url = p.astring_utf8()?;
+                p.sp()?;
+                Ok((url, p.atom_upper()?))
+            })?),
             "RESETKEY" => {
                 if self.at_end() {
                     CommandBody::ResetKey(None)
@@ -721,17 +725,7 @@ impl<'a> Parser<'a> {
                     CommandBody::ResetKey(Some((mailbox, mechanisms)))
                 }
             }
-            "URLFETCH" => {
-                let mut v = Vec::new();
-                loop {
-                    self.sp()?;
-                    v.push(self.urlfetch_item()?);
-                    if self.at_end() {
-                        break;
-                    }
-                }
-                CommandBody::UrlFetch(v)
-            }
+            "URLFETCH" => CommandBody::UrlFetch(self.spaced_items(Self::urlfetch_item)?),
             "NOTIFY" => {
                 self.sp()?;
                 match self.atom_upper()?.as_str() {
@@ -841,17 +835,7 @@ impl<'a> Parser<'a> {
                 CommandBody::Id(self.id_params()?)
             }
             "COPY" | "MOVE" | "FETCH" | "STORE" | "SEARCH" | "SORT" | "THREAD" => self.selected_command(&name, false)?,
-            "CANCELUPDATE" => {
-                let mut tags = Vec::new();
-                loop {
-                    self.sp()?;
-                    tags.push(self.astring_utf8()?);
-                    if self.at_end() {
-                        break;
-                    }
-                }
-                CommandBody::CancelUpdate(tags)
-            }
+            "CANCELUPDATE" => CommandBody::CancelUpdate(self.spaced_items(Self::astring_utf8)?),
             "UID" => {
                 self.sp()?;
                 let sub = self.atom_upper()?;
