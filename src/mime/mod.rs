@@ -327,49 +327,54 @@ impl<'a> Cache<'a> {
 /// None when nothing needs converting.
 pub fn base64_binary_parts(raw: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine;
+    rewrite_leaves(raw, |n, header_block, body| {
+        let cte = header::first(header_block, "Content-Transfer-Encoding");
+        let binary = cte.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(b"binary"));
+        if !(binary || (n.transfer == Transfer::Identity && memchr::memchr(0, body).is_some())) {
+            return None;
+        }
+        let encoded = base64::engine::general_purpose::STANDARD.encode(body);
+        let mut lines = Vec::with_capacity(encoded.len() + encoded.len() / 38);
+        for line in encoded.as_bytes().chunks(76) {
+            lines.extend_from_slice(line);
+            lines.extend_from_slice(b"\r\n");
+        }
+        Some((Some(&b"base64"[..]), lines))
+    })
+}
+
+/// An entity (a message, or a part with its MIME header) with every
+/// base64 or quoted-printable leaf decoded: the binary form URLFETCH's
+/// BINARY (RFC 5524) gives of a message or multipart part, as Dovecot
+/// does, each such leaf then labelled `binary` when `relabel`. None when
+/// nothing is encoded.
+pub fn decoded_leaves(raw: &[u8], relabel: bool) -> Option<Vec<u8>> {
+    rewrite_leaves(raw, |n, _, body| match n.transfer {
+        Transfer::Base64 | Transfer::QuotedPrintable => Some((relabel.then_some(&b"binary"[..]), decode_transfer(n.transfer, body)?)),
+        _ => None,
+    })
+}
+
+/// `raw` with the leaves `change` returns something for replaced: their
+/// body by its second value, and their Content-Transfer-Encoding by the
+/// first (None: the header stays as it is). None when nothing changed.
+fn rewrite_leaves(raw: &[u8], mut change: impl FnMut(&scan::Node, &[u8], &[u8]) -> Option<(Option<&'static [u8]>, Vec<u8>)>) -> Option<Vec<u8>> {
     let nodes = scan::parts(raw);
     let mut out: Vec<u8> = Vec::with_capacity(raw.len() + raw.len() / 3);
     let mut at = 0usize;
     for n in nodes.iter().filter(|n| n.kind == Kind::Leaf) {
         let (h, b, e) = (n.header as usize, n.body as usize, (n.end as usize).max(n.body as usize));
-        let Some(header_block) = raw.get(h..b) else { continue };
-        let Some(body) = raw.get(b..e) else { continue };
-        let cte = header::first(header_block, "Content-Transfer-Encoding");
-        let binary = cte.as_deref().is_some_and(|v| v.eq_ignore_ascii_case(b"binary"));
-        if !(binary || (n.transfer == Transfer::Identity && memchr::memchr(0, body).is_some())) || h < at {
+        let (Some(header_block), Some(body)) = (raw.get(h..b), raw.get(b..e)) else { continue };
+        if h < at {
             continue;
         }
+        let Some((cte, new_body)) = change(n, header_block, body) else { continue };
         out.extend_from_slice(&raw[at..h]);
-        // The header, with its encoding field replaced (or added before the blank line).
-        let mut replaced = false;
-        let mut cursor = 0;
-        for f in header::fields(header_block) {
-            let start = f.raw.as_ptr() as usize - header_block.as_ptr() as usize;
-            if f.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") && !replaced {
-                out.extend_from_slice(&header_block[cursor..start]);
-                out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
-                cursor = start + f.raw.len();
-                replaced = true;
-            }
+        match cte {
+            Some(cte) => with_encoding(&mut out, header_block, cte),
+            None => out.extend_from_slice(header_block),
         }
-        let rest = &header_block[cursor..];
-        let blank = if rest.ends_with(b"\r\n\r\n") || rest == b"\r\n" {
-            2
-        } else if rest.ends_with(b"\n\n") || rest == b"\n" {
-            1
-        } else {
-            0
-        };
-        out.extend_from_slice(&rest[..rest.len() - blank]);
-        if !replaced {
-            out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        let encoded = base64::engine::general_purpose::STANDARD.encode(body);
-        for line in encoded.as_bytes().chunks(76) {
-            out.extend_from_slice(line);
-            out.extend_from_slice(b"\r\n");
-        }
+        out.extend_from_slice(&new_body);
         at = e;
     }
     if at == 0 {
@@ -377,6 +382,41 @@ pub fn base64_binary_parts(raw: &[u8]) -> Option<Vec<u8>> {
     }
     out.extend_from_slice(&raw[at..]);
     Some(out)
+}
+
+/// `header_block` (fields and the blank line) with its
+/// Content-Transfer-Encoding field set to `cte` (added before the blank
+/// line if it has none).
+fn with_encoding(out: &mut Vec<u8>, header_block: &[u8], cte: &[u8]) {
+    let field = |out: &mut Vec<u8>| {
+        out.extend_from_slice(b"Content-Transfer-Encoding: ");
+        out.extend_from_slice(cte);
+        out.extend_from_slice(b"\r\n");
+    };
+    let mut replaced = false;
+    let mut cursor = 0;
+    for f in header::fields(header_block) {
+        let start = f.raw.as_ptr() as usize - header_block.as_ptr() as usize;
+        if f.name.eq_ignore_ascii_case(b"Content-Transfer-Encoding") && !replaced {
+            out.extend_from_slice(&header_block[cursor..start]);
+            field(out);
+            cursor = start + f.raw.len();
+            replaced = true;
+        }
+    }
+    let rest = &header_block[cursor..];
+    let blank = if rest.ends_with(b"\r\n\r\n") || rest == b"\r\n" {
+        2
+    } else if rest.ends_with(b"\n\n") || rest == b"\n" {
+        1
+    } else {
+        0
+    };
+    out.extend_from_slice(&rest[..rest.len() - blank]);
+    if !replaced {
+        field(out);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -14,7 +14,9 @@ use std::rc::Rc;
 
 use hmac::{Hmac, Mac};
 
-use super::fetch::{binary, url_data, with_cache};
+use super::fetch::{url_data, with_cache, Data};
+use crate::mime::structure::analyze;
+use crate::mime::{decoded_leaves, header, Kind, Transfer};
 use crate::proto::imapurl::{parse_authorized, Access, Authorized};
 use crate::proto::parse::parse_url_section;
 use crate::proto::{Mailbox, Out, UrlFetchItem};
@@ -123,8 +125,11 @@ pub fn fetch(a: Authed<'_>, tag: &str, items: &[UrlFetchItem], now: i64, out: &m
             None => Some(Vec::new()),
             Some(s) => parse_url_section(s).filter(|s| s.text.is_none()).map(|s| s.part),
         };
-        let structure = part.as_ref().and_then(|p| with_cache(&mb, &m, |c| part_structure(c.bodystructure, p).map(<[u8]>::to_vec)).ok().flatten());
-        let decoded = part.as_ref().and_then(|p| binary(&mb, &m, p).ok()?.ok());
+        let (structure, decoded) = match (&part, item.binary) {
+            (None, _) => (None, None),
+            (Some(p), true) => binary_form(&mb, &m, p).unzip(),
+            (Some(p), false) => (with_cache(&mb, &m, |c| part_structure(c.bodystructure, p).map(<[u8]>::to_vec)).ok().flatten(), None),
+        };
         if (item.body_part_structure && structure.is_none()) || (item.binary && decoded.is_none()) {
             out.nil();
             continue;
@@ -136,14 +141,39 @@ pub fn fetch(a: Authed<'_>, tag: &str, items: &[UrlFetchItem], now: i64, out: &m
                 out.sp();
             }
         }
-        if let (true, Some(d)) = (item.binary, decoded) {
+        if let Some(d) = decoded {
             out.raw(b"BINARY ");
-            d.write(out, true, true);
+            Data::Owned(d).write(out, true, true);
         }
         out.raw(b")");
     }
     out.crlf();
     ok(tag, None, "URLFETCH completed.")
+}
+
+/// Part `path` (the message for none) in binary form (RFC 5524), and the
+/// body structure that describes it: its content with every base64 or
+/// quoted-printable leaf in it decoded, as Dovecot gives it (inner leaves
+/// are then labelled `binary` in the data; the structure keeps their
+/// stored encoding's name with the decoded sizes). None for a part whose
+/// encoding is not known.
+fn binary_form(mb: &crate::store::Mailbox, m: &Msg, path: &[u32]) -> Option<(Vec<u8>, Vec<u8>)> {
+    let msg = mb.message(m).ok()?;
+    let raw = msg.bytes();
+    let entity = if path.is_empty() {
+        raw
+    } else {
+        let p = with_cache(mb, m, |c| c.part(path)).ok()??;
+        if p.kind == Kind::Leaf && p.transfer == Transfer::Unknown {
+            return None;
+        }
+        raw.get(p.header as usize..(p.end as usize).max(p.body as usize))?
+    };
+    let relabelled = decoded_leaves(entity, true).unwrap_or_else(|| entity.to_vec());
+    let data = if path.is_empty() { relabelled } else { relabelled[header::header_len(&relabelled)..].to_vec() };
+    let described = decoded_leaves(entity, false);
+    let structure = analyze(described.as_deref().unwrap_or(entity)).bodystructure;
+    Some((structure, data))
 }
 
 /// The message a URL names, if this user may have it.
