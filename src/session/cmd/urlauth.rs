@@ -125,10 +125,9 @@ pub fn fetch(a: Authed<'_>, tag: &str, items: &[UrlFetchItem], now: i64, out: &m
             None => Some(Vec::new()),
             Some(s) => parse_url_section(s).filter(|s| s.text.is_none()).map(|s| s.part),
         };
-        let (structure, decoded) = match (&part, item.binary) {
-            (None, _) => (None, None),
-            (Some(p), true) => binary_form(&mb, &m, p).unzip(),
-            (Some(p), false) => (with_cache(&mb, &m, |c| part_structure(c.bodystructure, p).map(<[u8]>::to_vec)).ok().flatten(), None),
+        let (structure, decoded) = match part.and_then(|p| forms(&mb, &m, &p, item.binary)) {
+            Some((s, d)) => (Some(s), d),
+            None => (None, None),
         };
         if (item.body_part_structure && structure.is_none()) || (item.binary && decoded.is_none()) {
             out.nil();
@@ -151,29 +150,33 @@ pub fn fetch(a: Authed<'_>, tag: &str, items: &[UrlFetchItem], now: i64, out: &m
     ok(tag, None, "URLFETCH completed.")
 }
 
-/// Part `path` (the message for none) in binary form (RFC 5524), and the
-/// body structure that describes it: its content with every base64 or
-/// quoted-printable leaf in it decoded, as Dovecot gives it (inner leaves
-/// are then labelled `binary` in the data; the structure keeps their
-/// stored encoding's name with the decoded sizes). None for a part whose
+/// Part `path` (the message for none) as RFC 5524 gives it: its body
+/// structure, and with `binary` its binary form. The binary form is the
+/// content with every base64 or quoted-printable leaf in it decoded, as
+/// Dovecot gives it: leaves inside are then labelled `binary` in the data,
+/// and the structure describes that form (under the stored encodings'
+/// names, with the decoded sizes). None when `binary` and the part's
 /// encoding is not known.
-fn binary_form(mb: &crate::store::Mailbox, m: &Msg, path: &[u32]) -> Option<(Vec<u8>, Vec<u8>)> {
+fn forms(mb: &crate::store::Mailbox, m: &Msg, path: &[u32], binary: bool) -> Option<(Vec<u8>, Option<Vec<u8>>)> {
     let msg = mb.message(m).ok()?;
     let raw = msg.bytes();
     let entity = if path.is_empty() {
         raw
     } else {
         let p = with_cache(mb, m, |c| c.part(path)).ok()??;
-        if p.kind == Kind::Leaf && p.transfer == Transfer::Unknown {
+        if binary && p.kind == Kind::Leaf && p.transfer == Transfer::Unknown {
             return None;
         }
+        // The part with its MIME header, as a message of its own.
         raw.get(p.header as usize..(p.end as usize).max(p.body as usize))?
     };
+    if !binary {
+        return Some((analyze(entity).bodystructure, None));
+    }
     let relabelled = decoded_leaves(entity, true).unwrap_or_else(|| entity.to_vec());
     let data = if path.is_empty() { relabelled } else { relabelled[header::header_len(&relabelled)..].to_vec() };
     let described = decoded_leaves(entity, false);
-    let structure = analyze(described.as_deref().unwrap_or(entity)).bodystructure;
-    Some((structure, data))
+    Some((analyze(described.as_deref().unwrap_or(entity)).bodystructure, Some(data)))
 }
 
 /// The message a URL names, if this user may have it.
@@ -211,121 +214,9 @@ fn resolve(a: &Authed<'_>, url: &str, now: i64) -> Option<(MailboxRef, Msg, Auth
     Some((mbox, m, au))
 }
 
-/// The BODYSTRUCTURE of part `path` (RFC 3501 6.4.5 numbering) within a
-/// message's: a child of a multipart, or within a message/rfc822 part,
-/// its message's body (part 1 of a message that is not multipart is its
-/// body).
-fn part_structure<'s>(whole: &'s [u8], path: &[u32]) -> Option<&'s [u8]> {
-    let mut cur = whole;
-    for (depth, &n) in path.iter().enumerate() {
-        let els = elements(cur)?;
-        let children = |els: &[&'s [u8]]| -> Vec<&'s [u8]> { els.iter().take_while(|e| e.starts_with(b"(")).copied().collect() };
-        let kids = children(&els);
-        if !kids.is_empty() {
-            cur = kids.get((n as usize).checked_sub(1)?)?;
-        } else if depth == 0 {
-            // A single-part message: part 1 is its body.
-            (n == 1).then_some(())?;
-        } else if els.len() > 8 && unquote_eq(els[0], b"message") && unquote_eq(els[1], b"rfc822") {
-            let body = els[8];
-            let inner = children(&elements(body)?);
-            cur = if inner.is_empty() { (n == 1).then_some(body)? } else { inner.get((n as usize).checked_sub(1)?)? };
-        } else {
-            return None;
-        }
-    }
-    Some(cur)
-}
-
-fn unquote_eq(el: &[u8], want: &[u8]) -> bool {
-    el.strip_prefix(b"\"").and_then(|e| e.strip_suffix(b"\"")).is_some_and(|e| e.eq_ignore_ascii_case(want))
-}
-
-/// The elements of a parenthesized list (quoted strings, literals, atoms
-/// and lists), as slices of it.
-fn elements(list: &[u8]) -> Option<Vec<&[u8]>> {
-    let inner = list.strip_prefix(b"(")?.strip_suffix(b")")?;
-    let mut v = Vec::new();
-    let mut i = 0;
-    while i < inner.len() {
-        if inner[i] == b' ' {
-            i += 1;
-            continue;
-        }
-        let start = i;
-        match inner[i] {
-            b'(' => {
-                let mut depth = 0usize;
-                while i < inner.len() {
-                    match inner[i] {
-                        b'(' => depth += 1,
-                        b')' => {
-                            depth -= 1;
-                            if depth == 0 {
-                                i += 1;
-                                break;
-                            }
-                        }
-                        b'"' => i = skip_quoted(inner, i)? - 1,
-                        b'{' => i = skip_literal(inner, i)? - 1,
-                        _ => {}
-                    }
-                    i += 1;
-                }
-                (depth == 0).then_some(())?;
-            }
-            b'"' => i = skip_quoted(inner, i)?,
-            b'{' => i = skip_literal(inner, i)?,
-            _ => {
-                while i < inner.len() && !matches!(inner[i], b' ' | b'(' | b')') {
-                    i += 1;
-                }
-            }
-        }
-        v.push(&inner[start..i]);
-    }
-    Some(v)
-}
-
-/// Past the quoted string that starts at `at`.
-fn skip_quoted(b: &[u8], at: usize) -> Option<usize> {
-    let mut i = at + 1;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i + 1),
-            _ => i += 1,
-        }
-    }
-    None
-}
-
-/// Past the literal (`{n}` CRLF and n bytes) that starts at `at`.
-fn skip_literal(b: &[u8], at: usize) -> Option<usize> {
-    let close = at + b[at..].iter().position(|&c| c == b'}')?;
-    let n: usize = std::str::from_utf8(&b[at + 1..close]).ok()?.parse().ok()?;
-    let end = close + 3 + n;
-    (end <= b.len()).then_some(end)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MIXED: &[u8] = b"((\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)(\"message\" \"rfc822\" NIL NIL NIL \"7bit\" 90 (NIL \"s\" NIL NIL NIL NIL NIL NIL NIL NIL) ((\"text\" \"plain\" NIL NIL NIL \"7bit\" 1 1 NIL NIL NIL NIL)(\"text\" \"html\" NIL NIL NIL \"7bit\" {3}\r\nx)y 1 NIL NIL NIL NIL) \"alternative\" NIL NIL NIL NIL) 6 NIL NIL NIL NIL) \"mixed\" NIL NIL NIL NIL)";
-
-    #[test]
-    fn a_parts_structure_is_found_by_its_number() {
-        let s = |p: &[u32]| part_structure(MIXED, p).map(|b| String::from_utf8_lossy(b).into_owned());
-        assert_eq!(s(&[1]).unwrap(), "(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)");
-        assert!(s(&[2]).unwrap().starts_with("(\"message\" \"rfc822\""));
-        assert!(s(&[2, 2]).unwrap().starts_with("(\"text\" \"html\""), "a literal inside is skipped whole");
-        assert_eq!(s(&[3]), None);
-        assert_eq!(s(&[1, 1]), None, "a text part has no parts");
-        let single = b"(\"text\" \"plain\" NIL NIL NIL \"7bit\" 3 1 NIL NIL NIL NIL)";
-        assert_eq!(part_structure(single, &[1]), Some(&single[..]));
-        assert_eq!(part_structure(single, &[2]), None);
-    }
 
     #[test]
     fn tokens_are_tied_to_the_url_and_the_key() {
