@@ -76,7 +76,7 @@ impl Notify {
     /// Whether some group other than the selected one wants `event` for
     /// the mailbox `name`.
     pub fn wants(&self, store: &UserStore, name: &str, event: u16) -> bool {
-        self.others.iter().any(|(f, ev)| ev & event != 0 && f.matches(store, name))
+        self.wanted(store, name) & event != 0
     }
 
     /// The events some group other than the selected one wants, for the
