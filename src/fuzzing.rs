@@ -66,6 +66,12 @@ pub fn mime(data: &[u8]) {
     if let Some(converted) = crate::mime::base64_binary_parts(data) {
         crate::mime::structure::analyze(&converted);
     }
+    // URLFETCH's binary form (RFC 5524), both ways it is made.
+    for relabel in [true, false] {
+        if let Some(decoded) = crate::mime::decoded_leaves(data, relabel) {
+            crate::mime::structure::analyze(&decoded);
+        }
+    }
 }
 
 struct Dir;
