@@ -15,6 +15,7 @@ use std::rc::Rc;
 use hmac::{Hmac, Mac};
 
 use super::fetch::{url_data, with_cache, Data};
+use crate::auth::passwd::normalize_user_name;
 use crate::mime::structure::analyze;
 use crate::mime::{decoded_leaves, header, Kind, Transfer};
 use crate::proto::imapurl::{parse_authorized, Access, Authorized};
@@ -58,7 +59,7 @@ pub fn generate(a: Authed<'_>, tag: &str, urls: &[(String, String)], out: &mut O
         if au.token.is_some() {
             return bad(out, tag, "The URL is authorized already");
         }
-        if au.url.user.as_deref() != Some(a.user.name.as_str()) {
+        if au.url.user.as_deref().map(normalize_user_name).as_deref() != Some(a.user.name.as_str()) {
             return no(out, tag, None, "Only your own mailboxes can be shared");
         }
         let Some(id) = mailbox_id(store, &au.url.mailbox) else {
@@ -190,13 +191,15 @@ fn resolve(a: &Authed<'_>, url: &str, now: i64) -> Option<(MailboxRef, Msg, Auth
     let allowed = match &au.access {
         // No submission server logs in as anyone else here: `submit+name`
         // is for that user's own sessions, as `user+name` is.
-        Access::User(n) | Access::Submit(n) => n == me,
+        Access::User(n) | Access::Submit(n) => normalize_user_name(n) == me,
         Access::AuthUser | Access::Anonymous => true,
     };
     if !allowed {
         return None;
     }
-    let owner = au.url.user.as_deref()?;
+    // User names are compared as logins are (any case).
+    let owner = normalize_user_name(au.url.user.as_deref()?);
+    let owner = owner.as_str();
     let store: Rc<UserStore> = if owner == me { a.user.store.clone() } else { a.user.store.peer(owner).ok()? };
     let id = mailbox_id(&store, &au.url.mailbox)?;
     let key = store.urlauth_key(id, false)?;
