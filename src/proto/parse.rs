@@ -284,21 +284,14 @@ impl<'a> Parser<'a> {
 
     /// ` [STATUS] event-group ...` of NOTIFY SET (RFC 5465 8).
     fn notify_set(&mut self) -> R<NotifySet> {
-        self.sp()?;
-        let mut status = false;
-        if self.peek_kind() == Some(Kind::Atom) {
+        let status = self.peek_kind() == Some(Kind::Atom);
+        if status {
+            self.sp()?;
             if self.atom_upper()? != "STATUS" {
                 return Err("Expected STATUS or an event group".into());
             }
-            status = true;
-            self.sp()?;
         }
-        let mut groups = vec![self.event_group()?];
-        while !self.at_end() {
-            self.sp()?;
-            groups.push(self.event_group()?);
-        }
-        Ok(NotifySet { status, groups })
+        Ok(NotifySet { status, groups: self.spaced_items(Self::event_group)? })
     }
 
     /// `(filter-mailboxes events)`.
@@ -324,17 +317,7 @@ impl<'a> Parser<'a> {
         };
         self.sp()?;
         let events = if self.peek_kind() == Some(Kind::LParen) {
-            self.lparen()?;
-            let mut events = Vec::new();
-            loop {
-                events.push(self.notify_event()?);
-                if self.peek_kind() == Some(Kind::RParen) {
-                    break;
-                }
-                self.sp()?;
-            }
-            self.rparen()?;
-            events
+            self.paren_list(false, Self::notify_event)?
         } else if self.atom_upper()? == "NONE" {
             Vec::new()
         } else {

@@ -85,8 +85,9 @@ impl Selected {
     }
 
     /// Starts or stops being woken by changes to the mailbox. Only a
-    /// session in IDLE needs that; others learn of changes at their next
-    /// command, and waking them for nothing costs every busy mailbox dearly.
+    /// session in IDLE, or one whose NOTIFY names the selected mailbox,
+    /// needs that; others learn of changes at their next command, and
+    /// waking them for nothing costs every busy mailbox dearly.
     pub fn watch(&self, on: bool) {
         if let Some(s) = &self.signal {
             let mb = self.mbox.borrow();

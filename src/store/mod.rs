@@ -78,7 +78,8 @@ fn user_dir_name(user: &str) -> String {
 }
 
 /// The users open on one worker, by name.
-type Users = Rc<RefCell<HashMap<String, Rc<UserStore>>>>;
+type UserMap = RefCell<HashMap<String, Rc<UserStore>>>;
+type Users = Rc<UserMap>;
 
 /// All users' mail on one worker.
 pub struct Store {
@@ -283,7 +284,7 @@ pub struct UserStore {
     /// What changed, for sessions that asked (NOTIFY).
     feed: Rc<events::Feed>,
     /// The other users open on this worker (see [`UserStore::peer`]).
-    neighbours: std::rc::Weak<RefCell<HashMap<String, Rc<UserStore>>>>,
+    neighbours: std::rc::Weak<UserMap>,
 }
 
 impl UserStore {
@@ -451,6 +452,8 @@ impl UserStore {
         if m.get(&name).is_some_and(|e| !e.noselect) {
             return Err(MailboxError::AlreadyExists);
         }
+        // The levels made here, each told to NOTIFY listeners.
+        let mut made = Vec::new();
         for level in parents(&name).into_iter().map(str::to_string).chain(std::iter::once(name.clone())) {
             match m.get(&level).map(|e| e.noselect) {
                 Some(false) => continue,
@@ -470,16 +473,11 @@ impl UserStore {
                 None => {
                     let uv = m.new_uidvalidity(now);
                     let use_here = (level == name).then(|| special_use.map(str::to_string)).flatten();
-                    m.add(level, uv, use_here, false);
+                    m.add(level.clone(), uv, use_here, false);
                 }
             }
+            made.push(level);
         }
-        let made: Vec<String> = parents(&name)
-            .into_iter()
-            .chain(std::iter::once(name.as_str()))
-            .filter(|n| self.manifest.get().get(n).is_none_or(|e| e.noselect))
-            .map(str::to_string)
-            .collect();
         self.manifest.change(m);
         for n in made {
             self.feed.post(|| events::Change::Created(n));

@@ -58,40 +58,58 @@ fn full_pattern(reference: &str, pattern: &str) -> String {
     p
 }
 
-fn write_line(out: &mut Out, verb: &str, attrs: &[&str], name: &str, utf8: bool, childinfo: bool) {
+/// What follows a LIST line's name (RFC 5258 `mbox-list-extended`).
+enum Extended<'a> {
+    None,
+    /// `("CHILDINFO" ("SUBSCRIBED"))` (RFC 5258 4).
+    ChildInfo,
+    /// `("OLDNAME" (name))` after a RENAME (RFC 5465 5.4).
+    OldName(&'a str),
+}
+
+fn write_line(out: &mut Out, verb: &str, attrs: &[&str], name: &str, utf8: bool, extended: Extended<'_>) {
     out.raw(b"* ").str(verb).raw(b" (").str(&attrs.join(" ")).raw(b") \"/\" ").mailbox(name, utf8);
-    if childinfo {
-        out.raw(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+    match extended {
+        Extended::None => {}
+        Extended::ChildInfo => {
+            out.raw(b" (\"CHILDINFO\" (\"SUBSCRIBED\"))");
+        }
+        Extended::OldName(old) => {
+            out.raw(b" (\"OLDNAME\" (").mailbox(old, utf8).raw(b"))");
+        }
     }
     out.crlf();
+}
+
+/// A mailbox's LIST attributes: `\Noselect` for a placeholder, whether it
+/// has children, its special use, and `\Subscribed` when `subscribed`.
+fn attributes(e: &Entry, has_children: bool, subscribed: bool) -> Vec<&str> {
+    let mut attrs: Vec<&str> = Vec::new();
+    if e.noselect {
+        attrs.push("\\Noselect");
+    }
+    attrs.push(if has_children { "\\HasChildren" } else { "\\HasNoChildren" });
+    if let Some(su) = &e.special_use {
+        attrs.push(su);
+    }
+    if subscribed {
+        attrs.push("\\Subscribed");
+    }
+    attrs
 }
 
 /// The LIST line NOTIFY sends when a mailbox was created, deleted,
 /// renamed (with its old name, RFC 5465 5.4) or (un)subscribed (5.5): its
 /// attributes as they are now, `\NonExistent` once it is gone.
 pub(crate) fn changed_line(out: &mut Out, store: &UserStore, name: &str, old: Option<&str>, utf8: bool) {
-    let mut attrs: Vec<&str> = Vec::new();
+    let subscribed = store.is_subscribed(name);
     let entry = store.entry(name);
-    match &entry {
-        None => attrs.push("\\NonExistent"),
-        Some(e) => {
-            if e.noselect {
-                attrs.push("\\Noselect");
-            }
-            attrs.push(if store.has_children(name) { "\\HasChildren" } else { "\\HasNoChildren" });
-            if let Some(su) = &e.special_use {
-                attrs.push(su);
-            }
-        }
-    }
-    if store.is_subscribed(name) {
-        attrs.push("\\Subscribed");
-    }
-    out.raw(b"* LIST (").str(&attrs.join(" ")).raw(b") \"/\" ").mailbox(name, utf8);
-    if let Some(old) = old {
-        out.raw(b" (\"OLDNAME\" (").mailbox(old, utf8).raw(b"))");
-    }
-    out.crlf();
+    let attrs = match &entry {
+        Some(e) => attributes(e, store.has_children(name), subscribed),
+        None if subscribed => vec!["\\NonExistent", "\\Subscribed"],
+        None => vec!["\\NonExistent"],
+    };
+    write_line(out, "LIST", &attrs, name, utf8, old.map_or(Extended::None, Extended::OldName));
 }
 
 /// No mailbox name is longer than 1,000 octets (`store::manifest`); a
@@ -197,18 +215,8 @@ impl List {
         if args.select_special_use && e.special_use.is_none() {
             return;
         }
-        let mut attrs: Vec<&str> = Vec::new();
-        if e.noselect {
-            attrs.push("\\Noselect");
-        }
-        attrs.push(if self.has_children(&e.name) { "\\HasChildren" } else { "\\HasNoChildren" });
-        if let Some(su) = &e.special_use {
-            attrs.push(su);
-        }
-        if (args.select_subscribed || args.return_subscribed) && subscribed {
-            attrs.push("\\Subscribed");
-        }
-        write_line(out, "LIST", &attrs, &e.name, self.utf8, childinfo);
+        let attrs = attributes(e, self.has_children(&e.name), (args.select_subscribed || args.return_subscribed) && subscribed);
+        write_line(out, "LIST", &attrs, &e.name, self.utf8, if childinfo { Extended::ChildInfo } else { Extended::None });
         if let (Some(items), false) = (&args.return_status, e.noselect) {
             // RFC 5819: the STATUS of each selectable mailbox follows its LIST.
             if let Ok(mb) = self.store.mailbox(&e.name) {
@@ -231,7 +239,7 @@ impl Cursor for List {
         if self.args.select_subscribed && !self.nonexistent_done {
             self.nonexistent_done = true;
             for n in self.subs.iter().filter(|n| self.matches(n) && self.names.binary_search(n).is_err()) {
-                write_line(out, "LIST", &["\\NonExistent", "\\Subscribed"], n, self.utf8, false);
+                write_line(out, "LIST", &["\\NonExistent", "\\Subscribed"], n, self.utf8, Extended::None);
             }
         }
         Progress::Done(ok(&self.tag, None, "List completed."))
@@ -287,7 +295,7 @@ struct Lsub {
 impl Cursor for Lsub {
     fn resume(&mut self, _: &mut Session, out: &mut Out) -> Progress {
         while let Some((name, noselect)) = self.lines.get(self.next) {
-            write_line(out, "LSUB", if *noselect { &["\\Noselect"] } else { &[] }, name, self.utf8, false);
+            write_line(out, "LSUB", if *noselect { &["\\Noselect"] } else { &[] }, name, self.utf8, Extended::None);
             self.next += 1;
             if out.len() >= OUTPUT_BUDGET {
                 return Progress::More;

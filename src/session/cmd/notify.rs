@@ -9,7 +9,7 @@ use crate::session::notify::{self, Filter, Notify, SelectedEvents};
 use crate::session::notify::{FLAG_CHANGE, MAILBOX_METADATA, MAILBOX_NAME, MESSAGE_EVENTS, MESSAGE_EXPUNGE, MESSAGE_NEW, SERVER_METADATA, SUBSCRIPTION_CHANGE};
 use crate::session::reply::{bad, no, ok, sync_step};
 use crate::session::selected::Synced;
-use crate::session::state::{Directive, Session, State, User, Wait, OUTPUT_BUDGET};
+use crate::session::state::{Cx, Directive, Session, State, User, Wait, OUTPUT_BUDGET};
 use crate::store::events::{self, Change};
 use crate::store::manifest::canonical;
 use crate::store::{metadata, MailboxRef};
@@ -27,7 +27,7 @@ pub fn run(s: &mut Session, tag: &str, set: Option<NotifySet>, out: &mut Out) ->
         turn_off(s);
         return ok(tag, None, "NOTIFY completed.");
     };
-    let mut n = match registration(s, &set.groups) {
+    let mut n = match registration(&s.cx, &set.groups) {
         Ok(n) => n,
         Err(Refusal::Bad(text)) => return bad(out, tag, &text),
         Err(Refusal::No(code, text)) => return no(out, tag, Some(code), text),
@@ -57,7 +57,7 @@ enum Refusal {
 }
 
 /// The event groups checked and turned into a registration.
-fn registration(s: &mut Session, groups: &[EventGroup]) -> Result<Notify, Refusal> {
+fn registration(cx: &Cx, groups: &[EventGroup]) -> Result<Notify, Refusal> {
     let mut n = Notify { selected: None, others: Vec::new(), listener: None, fetch_after: None };
     let mut names = 0;
     for g in groups {
@@ -102,7 +102,7 @@ fn registration(s: &mut Session, groups: &[EventGroup]) -> Result<Notify, Refusa
                 }
                 let mut v = Vec::with_capacity(boxes.len());
                 for b in boxes {
-                    let name = s.cx.mailbox_name(b).map_err(|e| Refusal::Bad(e.to_string()))?;
+                    let name = cx.mailbox_name(b).map_err(|e| Refusal::Bad(e.to_string()))?;
                     v.push(canonical(&name).map_err(|_| Refusal::Bad(format!("Invalid mailbox name {name}")))?);
                 }
                 if matches!(g.filter, NotifyFilter::Subtree(_)) {
