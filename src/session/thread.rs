@@ -7,11 +7,8 @@
 //! chain of a hundred thousand messages is a tree that deep.
 
 use std::cell::RefCell;
-use std::cmp::Ordering;
 use std::hash::BuildHasher;
 use std::rc::Rc;
-
-use rustc_hash::FxHashMap as HashMap;
 
 use super::sort::{each_with_keys, HitIndex, REMEMBER_FROM};
 use crate::proto::ThreadAlgorithm;
@@ -23,24 +20,86 @@ const NONE: u32 = u32::MAX;
 const EMPTY: u32 = 0;
 
 /// Texts turned into small numbers, equal texts into equal numbers, so
-/// threading compares and indexes integers. A text is known by a 64-bit
+/// threading compares and indexes integers. A text is known by a 63-bit
 /// hash seeded at random per process (foldhash's quality variant, several
 /// times faster than the standard SipHash on short IDs), so a sender
 /// cannot aim two IDs at one number; by chance two of a million texts
 /// share one with odds below 1 in 10^7.
+///
+/// The table is open addressing of its own rather than a HashMap because
+/// numbering a whole mailbox's texts is a run of cache misses (a slot per
+/// text, at random in a table of megabytes): `number_all` asks for the
+/// slots of the texts a few places on while numbering this one, which
+/// halves THREAD's first call over 100k messages (benches/sort.rs).
 #[derive(Default)]
 struct Interner {
     hasher: foldhash::quality::RandomState,
-    ids: HashMap<u64, u32>,
+    /// (hash, number) per slot; hash 0 marks a free slot. Always a power
+    /// of two long, at most half full.
+    slots: Vec<(u64, u32)>,
+    len: u32,
 }
 
+/// How many texts ahead `number_all` asks for slots.
+const INTERN_AHEAD: usize = 16;
+
 impl Interner {
-    fn id(&mut self, text: &[u8]) -> u32 {
-        let n = self.ids.len() as u32;
-        *self.ids.entry(self.hasher.hash_one(text)).or_insert(n)
+    /// The text's hash, never 0.
+    fn hash(&self, text: &[u8]) -> u64 {
+        self.hasher.hash_one(text) | 1
     }
+
+    /// Room for `more` texts without growing.
+    fn reserve(&mut self, more: usize) {
+        let want = ((self.len as usize + more) * 2).next_power_of_two().max(64);
+        if want <= self.slots.len() {
+            return;
+        }
+        let old = std::mem::replace(&mut self.slots, vec![(0, 0); want]);
+        for (h, n) in old.into_iter().filter(|&(h, _)| h != 0) {
+            let i = self.free_slot(h);
+            self.slots[i] = (h, n);
+        }
+    }
+
+    /// The slot holding `h`, or the free one where it goes.
+    fn free_slot(&self, h: u64) -> usize {
+        let mask = self.slots.len() - 1;
+        let mut i = h as usize & mask;
+        while self.slots[i].0 != 0 && self.slots[i].0 != h {
+            i = (i + 1) & mask;
+        }
+        i
+    }
+
+    /// The number of the text whose hash is `h`, a new one if unseen.
+    fn number(&mut self, h: u64) -> u32 {
+        self.reserve(1);
+        let i = self.free_slot(h);
+        if self.slots[i].0 == 0 {
+            self.slots[i] = (h, self.len);
+            self.len += 1;
+        }
+        self.slots[i].1
+    }
+
+    /// `number` of each hash in `hs`, in place; 0 (no text) becomes `NONE`.
+    fn number_all(&mut self, hs: &mut [u64]) {
+        self.reserve(hs.len());
+        let mask = self.slots.len() - 1;
+        for i in 0..hs.len() {
+            if let Some(&ahead) = hs.get(i + INTERN_AHEAD) {
+                super::sort::prefetch(&self.slots[ahead as usize & mask]);
+            }
+            hs[i] = match hs[i] {
+                0 => u64::from(NONE),
+                h => u64::from(self.number(h)),
+            };
+        }
+    }
+
     fn len(&self) -> usize {
-        self.ids.len()
+        self.len as usize
     }
 }
 
@@ -74,7 +133,8 @@ struct ThreadKeys {
 impl ThreadKeys {
     fn new() -> ThreadKeys {
         let mut subjects = Interner::default();
-        subjects.id(b"");
+        let empty = subjects.hash(b"");
+        subjects.number(empty);
         ThreadKeys { rows: Vec::new(), refs: Vec::new(), ids: Interner::default(), subjects }
     }
 
@@ -85,34 +145,46 @@ impl ThreadKeys {
         k
     }
 
+    /// Reads the keys of `uids` in one pass over their caches, keeping
+    /// the texts' hashes; then numbers them all.
     fn add(&mut self, mb: &Mailbox, uids: impl Iterator<Item = u32>) {
         let hits: Vec<(u32, u32)> = uids.map(|u| (u, u)).collect();
+        let (first_row, first_ref) = (self.rows.len(), self.refs.len());
         self.rows.reserve(hits.len());
-        // An ID per message and about one more per message referred to.
-        self.ids.ids.reserve(2 * hits.len());
-        self.refs.reserve(2 * hits.len());
+        let (mut subjects, mut ids, mut refs) = (Vec::with_capacity(hits.len()), Vec::with_capacity(hits.len()), Vec::new());
+        let empty = self.subjects.hash(b"");
         each_with_keys(mb, &hits, |(_, uid), m, keys| {
             let internal = mb.location(m).internal_date;
-            let from = self.refs.len() as u32;
+            let from = (first_ref + refs.len()) as u32;
             let row = match keys {
                 Some(k) => {
-                    for r in k.references() {
-                        let id = self.ids.id(r);
-                        self.refs.push(id);
-                    }
+                    refs.extend(k.references().map(|r| self.ids.hash(r)));
+                    subjects.push(self.subjects.hash(k.subject));
+                    ids.push(k.message_id.map_or(0, |id| self.ids.hash(id)));
                     Row {
                         uid,
                         date: k.sent.unwrap_or(internal),
-                        subject: self.subjects.id(k.subject),
+                        subject: EMPTY,
                         reply: k.reply,
-                        message_id: k.message_id.map_or(NONE, |id| self.ids.id(id)),
-                        refs: (from, self.refs.len() as u32),
+                        message_id: NONE,
+                        refs: (from, (first_ref + refs.len()) as u32),
                     }
                 }
-                None => Row { uid, date: internal, subject: EMPTY, reply: false, message_id: NONE, refs: (from, from) },
+                None => {
+                    subjects.push(empty);
+                    ids.push(0);
+                    Row { uid, date: internal, subject: EMPTY, reply: false, message_id: NONE, refs: (from, from) }
+                }
             };
             self.rows.push(row);
         });
+        self.subjects.number_all(&mut subjects);
+        self.ids.number_all(&mut ids);
+        self.ids.number_all(&mut refs);
+        for ((row, s), id) in self.rows[first_row..].iter_mut().zip(subjects).zip(ids) {
+            (row.subject, row.message_id) = (s as u32, id as u32);
+        }
+        self.refs.extend(refs.into_iter().map(|r| r as u32));
     }
 
     /// Made the keys of the mailbox now, from those of the mailbox `then`
@@ -227,14 +299,15 @@ impl Forest {
         if list.len() < 2 {
             return;
         }
-        // Each node's key looked up once; a node without a message first,
-        // ties kept in place: every key differs, so an unstable sort does.
-        let mut keyed: Vec<((bool, i64, u32, u32), u32)> = list
+        // Each node's key looked up once, as one integer: (has a message,
+        // date, sequence number), nodes without a message first and in
+        // place. Every key differs, so an unstable sort does.
+        let mut keyed: Vec<(u128, u32)> = list
             .iter()
-            .zip(0..)
+            .zip(0u32..)
             .map(|(&n, pos)| match self.first_msg(n) {
-                Some(i) => ((true, items[i].date, items.seq(i), pos), n),
-                None => ((false, 0, 0, pos), n),
+                Some(i) => (1 << 96 | date_key(items, i), n),
+                None => (u128::from(pos), n),
             })
             .collect();
         keyed.sort_unstable_by_key(|k| k.0);
@@ -371,9 +444,10 @@ fn thread_over(keys: &ThreadKeys, hits: &[(u32, u32)], algorithm: ThreadAlgorith
     (forest, ids)
 }
 
-/// Sent-date order, the sequence number breaking ties (RFC 5256 2.2).
-fn by_date(items: &Items, a: u32, b: u32) -> Ordering {
-    items[a].date.cmp(&items[b].date).then(items.seq(a).cmp(&items.seq(b)))
+/// Sent-date order, the sequence number breaking ties (RFC 5256 2.2), as
+/// one integer (96 bits) that orders the same way.
+fn date_key(items: &Items, i: u32) -> u128 {
+    u128::from(items[i].date as u64 ^ 1 << 63) << 32 | u128::from(items.seq(i))
 }
 
 /// ORDEREDSUBJECT: by base subject, then sent date; each subject one
@@ -381,7 +455,7 @@ fn by_date(items: &Items, a: u32, b: u32) -> Ordering {
 /// order of their first message's sent date.
 fn ordered_subject(items: &Items) -> Forest {
     let mut idx: Vec<u32> = (0..items.len() as u32).collect();
-    idx.sort_by(|&a, &b| items.subject(a).cmp(&items.subject(b)).then_with(|| by_date(items, a, b)));
+    idx.sort_by_cached_key(|&i| u128::from(items.subject(i)) << 96 | date_key(items, i));
     let mut f = Forest { nodes: Vec::with_capacity(items.len()), roots: Vec::new() };
     let mut i = 0;
     while i < idx.len() {
@@ -504,9 +578,10 @@ fn references(items: &Items, by_subject: bool) -> Forest {
     if !by_subject {
         // REFS: threads ordered by their latest message.
         let mut latest: Vec<(i64, u32)> = Vec::with_capacity(f.roots.len());
+        let mut stack = Vec::new();
         for &r in &f.roots {
             let mut best = (i64::MIN, 0);
-            let mut stack = vec![r];
+            stack.push(r);
             while let Some(n) = stack.pop() {
                 let node = &f.nodes[n as usize];
                 if let Some(i) = node.msg {
@@ -546,32 +621,30 @@ fn references(items: &Items, by_subject: bool) -> Forest {
 fn prune(t: &Containers, items: &Items) -> Forest {
     let n = t.msg.len();
     let mut f = Forest { nodes: Vec::with_capacity(n), roots: Vec::new() };
-    // What each container became: nodes to put where it was.
-    let mut became: Vec<Vec<u32>> = vec![Vec::new(); n];
+    // Post-order without recursion, children before their parent. What
+    // each container became (nodes to put where it was) goes on `became`;
+    // a container's children left theirs above the mark it was given.
+    let mut stack: Vec<(u32, Option<usize>)> = Vec::new();
+    let mut became: Vec<u32> = Vec::new();
     for root in (0..n as u32).filter(|&c| t.parent[c as usize].is_none()) {
-        // Post-order without recursion: children before their parent.
-        let mut stack = vec![(root, false)];
-        while let Some((c, done)) = stack.pop() {
-            if !done {
-                stack.push((c, true));
-                stack.extend(t.children[c as usize].iter().map(|&k| (k, false)));
+        stack.push((root, None));
+        while let Some((c, mark)) = stack.pop() {
+            let Some(mark) = mark else {
+                stack.push((c, Some(became.len())));
+                stack.extend(t.children[c as usize].iter().rev().map(|&k| (k, None)));
                 continue;
-            }
-            let mut kids: Vec<u32> = Vec::new();
-            for &k in &t.children[c as usize] {
-                kids.append(&mut became[k as usize]);
-            }
+            };
+            let mut kids = became.split_off(mark);
             f.sort_by_date(items, &mut kids);
             let top = t.parent[c as usize].is_none();
-            became[c as usize] = match t.msg[c as usize] {
-                Some(m) => vec![f.node(Some(m), kids)],
-                None if kids.is_empty() => Vec::new(),
-                None if !top || kids.len() == 1 => kids,
-                None => vec![f.node(None, kids)],
-            };
+            match t.msg[c as usize] {
+                Some(m) => became.push(f.node(Some(m), kids)),
+                None if kids.is_empty() => {}
+                None if !top || kids.len() == 1 => became.append(&mut kids),
+                None => became.push(f.node(None, kids)),
+            }
         }
-        let r = std::mem::take(&mut became[root as usize]);
-        f.roots.extend(r);
+        f.roots.append(&mut became);
     }
     f
 }
@@ -584,32 +657,29 @@ fn merge_by_subject(f: &mut Forest, items: &Items) {
     // (5.B) One thread per subject: a dummy if there is one, else one that
     // is not a reply if there is one, else the first. The table holds
     // positions in `slots`.
+    // positions in `slots`, indexed by interned subject (`NONE`: none yet).
     let mut slots: Vec<Option<u32>> = f.roots.drain(..).map(Some).collect();
-    let mut table: HashMap<u32, usize> = HashMap::with_capacity_and_hasher(slots.len(), Default::default());
-    for (pos, n) in slots.iter().enumerate() {
+    let subjects: Vec<u32> = slots.iter().map(|n| subject(f, n.expect("all present"))).collect();
+    let mut table: Vec<u32> = vec![NONE; items.keys.subjects.len()];
+    for (pos, (n, &s)) in slots.iter().zip(&subjects).enumerate() {
         let n = n.expect("all present");
-        let s = subject(f, n);
         if s == EMPTY {
             continue;
         }
-        match table.get(&s) {
-            None => {
-                table.insert(s, pos);
-            }
-            Some(&p) => {
-                let j = slots[p].expect("all present");
-                if !is_dummy(f, j) && (is_dummy(f, n) || (is_reply(f, j) && !is_reply(f, n))) {
-                    table.insert(s, pos);
-                }
-            }
+        let p = &mut table[s as usize];
+        let replace = *p == NONE || {
+            let j = slots[*p as usize].expect("all present");
+            !is_dummy(f, j) && (is_dummy(f, n) || (is_reply(f, j) && !is_reply(f, n)))
+        };
+        if replace {
+            *p = pos as u32;
         }
     }
     // (5.C) The others merge into the one in the table.
-    for pos in 0..slots.len() {
+    for (pos, &s) in subjects.iter().enumerate() {
         let Some(n) = slots[pos] else { continue };
-        let s = subject(f, n);
-        let Some(&p) = table.get(&s).filter(|_| s != EMPTY) else { continue };
-        if p == pos {
+        let p = table[s as usize] as usize;
+        if s == EMPTY || p == pos {
             continue;
         }
         let Some(j) = slots[p] else { continue };

@@ -18,7 +18,9 @@ mod recovery;
 pub(crate) mod write;
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
+
+use rustc_hash::FxHashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::{Rc, Weak};
@@ -248,7 +250,9 @@ pub struct Mailbox {
     base: Option<IndexMap>,
     appended: Vec<Rec>,
     msgs: Vec<Msg>,
-    segments: RefCell<HashMap<u32, SegMap>>,
+    /// Mapped segments by number. Looked up for every message read, so
+    /// keyed by FxHash: the numbers are the store's own, not a sender's.
+    segments: RefCell<FxHashMap<u32, SegMap>>,
     writer: Option<Writer>,
     log: Log,
     old_logs: Vec<OldLog>,
@@ -509,20 +513,16 @@ impl Mailbox {
     fn bytes(&self, segment: u32, offset: u64, len: u64) -> io::Result<Shared> {
         let end = offset.checked_add(len).ok_or_else(|| io_err("region overflows"))?;
         let mut segs = self.segments.borrow_mut();
-        let stale = match segs.get(&segment) {
-            Some(s) => end > s.valid,
-            None => true,
-        };
-        if stale {
-            let f = self.io.open(&seg_path(&self.dir, segment), super::io::OpenMode::Existing)?;
-            // SAFETY: a segment's records are written once into reserved
-            // space and never rewritten; it is deleted or punched only where
-            // no record refers (reclaim.rs), and never truncated.
-            let (map, live) = unsafe { f.map() }?;
-            let valid = (*map).as_ref().len() as u64;
-            segs.insert(segment, SegMap { map, live, valid });
+        if let Some(s) = segs.get(&segment).filter(|s| end <= s.valid) {
+            return Ok(Shared::new(s.map.clone(), offset as usize, len as usize));
         }
-        let s = &segs[&segment];
+        let f = self.io.open(&seg_path(&self.dir, segment), super::io::OpenMode::Existing)?;
+        // SAFETY: a segment's records are written once into reserved
+        // space and never rewritten; it is deleted or punched only where
+        // no record refers (reclaim.rs), and never truncated.
+        let (map, live) = unsafe { f.map() }?;
+        let valid = (*map).as_ref().len() as u64;
+        let s = segs.entry(segment).insert_entry(SegMap { map, live, valid }).into_mut();
         if end > s.valid {
             return Err(io_err(format!("segment {segment} is shorter than a record in it")));
         }
