@@ -13,7 +13,7 @@ be the same on both servers, and the threaded view must nest the replies.
 
 Needs: roundcube-core roundcube-sqlite3 php-cli php-sqlite3 chromium
 chromium-driver dovecot-imapd (Debian), python3-selenium or `pip install
-selenium`, and target/release/ringmail.
+selenium`, and target/release/ringmail (or the binary RINGMAIL_BIN names).
 """
 
 import imaplib
@@ -82,7 +82,7 @@ def fill(port):
 
 def start_ringmail(work):
     data = os.path.join(work, "ringmail")
-    binary = os.path.join(ROOT, "target/release/ringmail")
+    binary = os.environ.get("RINGMAIL_BIN", os.path.join(ROOT, "target/release/ringmail"))
     subprocess.run([binary, "user", "add", "--data-dir", data, "--password-stdin", USER], input=PASSWORD.encode(), check=True, capture_output=True)
     p = subprocess.Popen([binary, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{RM_IMAP}", "--imaps", "127.0.0.1:31444", "--lmtp", "127.0.0.1:31445"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "ringmail.log"), "w"))
