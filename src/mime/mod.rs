@@ -189,6 +189,12 @@ impl<'a> Reader<'a> {
 }
 
 impl<'a> Cache<'a> {
+    /// Whether a cache blob is of the version this build writes (else the
+    /// store rewrites it in the background: `Mailbox::compact_step`).
+    pub fn is_current(b: &[u8]) -> bool {
+        b.first() == Some(&VERSION)
+    }
+
     /// Only the sort keys of a cache blob (None before version 4, or
     /// damaged), without reading the rest of it: SORT and THREAD pay for
     /// nothing else.
@@ -420,4 +426,4 @@ fn with_encoding(out: &mut Vec<u8>, header_block: &[u8], cte: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -72,7 +72,7 @@ fn the_sort_keys_alone_are_what_the_whole_cache_holds() {
 
 /// The version 5 layout of a version 6 blob: no preview and EMAILID hash
 /// after the search text.
-fn as_version_5(v6: &[u8]) -> Vec<u8> {
+pub(crate) fn as_version_5(v6: &[u8]) -> Vec<u8> {
     let (_, keys_len) = SortKeysRef::decode(&v6[SORT_KEYS_AT..]).unwrap();
     let mut at = SORT_KEYS_AT + keys_len;
     for _ in 0..3 + SEARCH_FIELDS.len() {

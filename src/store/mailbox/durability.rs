@@ -46,8 +46,10 @@ impl CommitBatch {
 pub struct CheckpointJob {
     task: Option<Task>,
     generation: u64,
-    /// Segments emptied by compaction, deleted once the new index is durable.
-    compacted: Vec<u32>,
+    /// Segments emptied by compaction, deleted once the new index is
+    /// durable; segments whose cache records were rewritten, looked at for
+    /// dead space then.
+    compacted: (Vec<u32>, Vec<u32>),
 }
 
 impl CheckpointJob {
@@ -263,7 +265,9 @@ impl Mailbox {
                 self.old_logs.push(l);
             }
         }
-        for s in job.compacted {
+        let (compacted, rewritten) = job.compacted;
+        self.reclaim.rewrite_durable(rewritten);
+        for s in compacted {
             self.reclaim.released(s);
             self.segments.borrow_mut().remove(&s);
             match self.io.remove_file(&seg_path(&self.dir, s)) {

@@ -315,14 +315,27 @@ struct Reclaim {
     checkpoint_wanted: bool,
     /// Housekeeping rounds to skip compaction after it failed (a full disk).
     pause: u32,
+    /// A reader met a cache record an older build wrote (`Mailbox::cache`):
+    /// the next compaction rewrites every such record.
+    outdated_seen: Cell<bool>,
+    /// Segments whose cache records a rewrite replaced (their messages
+    /// stay): protected until an index recording the new records is
+    /// durable, then looked at for dead space.
+    rewritten: Vec<u32>,
 }
 
 /// Progress of a compaction between slices.
 struct Compaction {
+    /// Sealed segments being emptied: their messages are copied whole.
     old: BTreeSet<u32>,
+    /// Started for outdated caches alone: no segment is emptied, only
+    /// cache records of older versions are made again from their message.
+    caches_only: bool,
     next_uid: u32,
     /// Copies made so far: live, though no message points at them yet.
     moved: Vec<(u32, Location)>,
+    /// Segments holding cache records replaced so far.
+    replaced: BTreeSet<u32>,
 }
 
 fn seg_path(dir: &Path, n: u32) -> PathBuf {
@@ -535,13 +548,18 @@ impl Mailbox {
         self.bytes(l.segment, l.offset, l.length)
     }
 
-    /// The message's MIME cache record (see `crate::mime`).
+    /// The message's MIME cache record (see `crate::mime`). One an older
+    /// build wrote (or none) is noted, and rewritten in the background.
     pub fn cache(&self, m: &Msg) -> io::Result<Shared> {
         let l = self.location(m);
-        if l.cache_segment == 0 {
-            return Ok(Shared::from_vec(Vec::new()));
+        let cache = match l.cache_segment {
+            0 => Shared::from_vec(Vec::new()),
+            s => self.bytes(s, l.cache_offset, u64::from(l.cache_length))?,
+        };
+        if !crate::mime::Cache::is_current(cache.bytes()) {
+            self.reclaim.outdated_seen.set(true);
         }
-        self.bytes(l.cache_segment, l.cache_offset, u64::from(l.cache_length))
+        Ok(cache)
     }
 
     /// When the message was saved into this mailbox (RFC 8514): the date

@@ -18,14 +18,17 @@
 //!
 //! Compaction (copying the live messages of mostly dead sealed segments
 //! into the active one) is kept for the number of files and mappings, not
-//! for space; it also runs where hole punching is unsupported.
+//! for space; it also runs where hole punching is unsupported. The same
+//! slices make cache records an older build wrote again (the format
+//! upgrade): then only those records are written anew, the messages stay,
+//! and the old records' space is punched once the index is durable.
 
 use std::collections::{BTreeSet, HashMap};
 use std::io;
 use std::rc::{Rc, Weak};
 
 use super::{extents, seg_path, Compaction, Extent, Mailbox, Reclaim, Reservation, StoreError, NEW};
-use crate::store::format::{self, Location, RecordHeader};
+use crate::store::format::{self, RecordHeader};
 use crate::store::index::Rec;
 use crate::store::io::OpenMode;
 
@@ -55,25 +58,36 @@ impl Reclaim {
     }
 
     pub(super) fn wants_checkpoint(&self) -> bool {
-        !self.compacted.is_empty() || self.checkpoint_wanted
+        !self.compacted.is_empty() || !self.rewritten.is_empty() || self.checkpoint_wanted
     }
 
     pub(super) fn want_checkpoint(&mut self) {
         self.checkpoint_wanted = true;
     }
 
-    /// The compacted segments a starting checkpoint will cover.
-    pub(super) fn take_compacted(&mut self) -> Vec<u32> {
+    /// The compacted segments a starting checkpoint will cover, and those
+    /// whose cache records were rewritten.
+    pub(super) fn take_compacted(&mut self) -> (Vec<u32>, Vec<u32>) {
         self.checkpoint_wanted = false;
-        std::mem::take(&mut self.compacted)
+        (std::mem::take(&mut self.compacted), std::mem::take(&mut self.rewritten))
     }
 
-    pub(super) fn compacted_again(&mut self, v: Vec<u32>) {
-        self.compacted.extend(v);
+    pub(super) fn compacted_again(&mut self, (compacted, rewritten): (Vec<u32>, Vec<u32>)) {
+        self.compacted.extend(compacted);
+        self.rewritten.extend(rewritten);
     }
 
     pub(super) fn released(&mut self, s: u32) {
         self.protected.remove(&s);
+    }
+
+    /// The index recording rewritten cache records is durable: the old
+    /// records' space may be given back.
+    pub(super) fn rewrite_durable(&mut self, rewritten: Vec<u32>) {
+        for s in rewritten {
+            self.protected.remove(&s);
+            self.candidates.insert(s);
+        }
     }
 
     fn is_protected(&self, s: u32) -> bool {
@@ -198,7 +212,7 @@ impl Mailbox {
             self.reclaim.pause -= 1;
             return false;
         }
-        self.wants_compaction() && !self.poisoned
+        (self.wants_compaction() || self.wants_cache_rewrite()) && !self.poisoned
     }
 
     /// A compaction step failed: drop what it copied (unreferenced, given
@@ -215,21 +229,43 @@ impl Mailbox {
     /// brings the number of files down, or reclaims where punching cannot).
     pub fn wants_compaction(&self) -> bool {
         let threshold = if self.reclaim.unsupported { self.settings.compaction_min_dead.min(1 << 20) } else { self.settings.compaction_min_dead };
-        self.dead_bytes >= threshold && self.dead_bytes >= self.live_bytes / 3 && self.reclaim.compacted.is_empty() && self.reclaim.protected.is_empty()
+        self.dead_bytes >= threshold && self.dead_bytes >= self.live_bytes / 3 && self.nothing_awaits_checkpoint()
+    }
+
+    /// Whether cache records an older build wrote were met: a compaction
+    /// of caches alone makes them again (the store format upgrade, in the
+    /// background and in slices, never a rescan when the mailbox opens).
+    pub fn wants_cache_rewrite(&self) -> bool {
+        self.reclaim.outdated_seen.get() && self.nothing_awaits_checkpoint()
+    }
+
+    fn nothing_awaits_checkpoint(&self) -> bool {
+        self.reclaim.compacted.is_empty() && self.reclaim.rewritten.is_empty() && self.reclaim.protected.is_empty()
     }
 
     /// Copies the live messages of sealed segments into the active one, a
     /// slice at a time (at most `budget` bytes per call) so the worker keeps
-    /// serving between slices. When all are copied, messages point at the
-    /// copies in memory and a checkpoint is wanted; the old segments are
-    /// deleted once that checkpoint is durable. Returns true when done.
+    /// serving between slices; a cache record an older build wrote is made
+    /// again from its message on the way. Started when only outdated caches
+    /// call for it, it copies no message: it writes new cache records for
+    /// those alone. When all is written, messages point at the copies in
+    /// memory and a checkpoint is wanted; emptied segments are deleted, and
+    /// the space of replaced cache records given back, once that checkpoint
+    /// is durable. Returns true when done.
     pub fn compact_step(&mut self, budget: u64) -> Result<bool, StoreError> {
+        /// Budget a message that needs nothing costs (its cache's first
+        /// line is read, in a rewrite of caches).
+        const LOOK: u64 = 64;
         self.check_writable()?;
         if self.reclaim.compaction.is_none() {
+            let caches_only = self.wants_cache_rewrite() && !self.wants_compaction();
             let active = self.writer.as_ref().map(|w| w.segment);
-            let old: BTreeSet<u32> =
-                self.msgs.iter().flat_map(|m| extents(&self.location(m))).map(|e| e.segment).filter(|s| Some(*s) != active && *s != 0).collect();
-            self.reclaim.compaction = Some(Compaction { old, next_uid: 0, moved: Vec::new() });
+            let old: BTreeSet<u32> = if caches_only {
+                BTreeSet::new()
+            } else {
+                self.msgs.iter().flat_map(|m| extents(&self.location(m))).map(|e| e.segment).filter(|s| Some(*s) != active && *s != 0).collect()
+            };
+            self.reclaim.compaction = Some(Compaction { old, caches_only, next_uid: 0, moved: Vec::new(), replaced: BTreeSet::new() });
         }
         let mut spent = 0u64;
         loop {
@@ -237,31 +273,45 @@ impl Mailbox {
             let start = self.msgs.partition_point(|m| m.uid < state.next_uid);
             let Some(&m) = self.msgs.get(start) else { break };
             let l = self.location(&m);
-            if state.old.contains(&l.segment) || state.old.contains(&l.cache_segment) {
-                if spent >= budget {
-                    return Ok(false);
+            let whole = state.old.contains(&l.segment) || state.old.contains(&l.cache_segment);
+            if spent >= budget {
+                return Ok(false);
+            }
+            let cache = if whole || state.caches_only { Some(self.cache(&m)?) } else { None };
+            let outdated = cache.as_ref().is_some_and(|c| !crate::mime::Cache::is_current(c.bytes()));
+            if whole || outdated {
+                let mut loc = l;
+                if whole {
+                    let data = self.message(&m)?;
+                    let (seg, file, off) = self.reserve(RecordHeader::span(l.length))?;
+                    let h = RecordHeader { kind: format::KIND_MESSAGE, uid: m.uid, payload_crc: l.crc, len: l.length, internal_date: l.internal_date };
+                    Self::write_record(&file, off, &h, data.bytes())?;
+                    self.wrote(seg);
+                    (loc.segment, loc.offset) = (seg, off + format::RECORD_HEADER);
+                    spent += l.length;
                 }
-                let data = self.message(&m)?;
-                let cache = self.cache(&m)?;
-                let (seg, file, off) = self.reserve(RecordHeader::span(l.length))?;
-                let h = RecordHeader { kind: format::KIND_MESSAGE, uid: m.uid, payload_crc: l.crc, len: l.length, internal_date: l.internal_date };
-                Self::write_record(&file, off, &h, data.bytes())?;
-                self.wrote(seg);
-                let (cseg, cfile, coff) = self.reserve(RecordHeader::span(cache.len() as u64))?;
-                // A moved message keeps its save date.
-                let saved = self.save_date(&m)?;
-                let ch = RecordHeader {
-                    kind: format::KIND_CACHE,
-                    uid: m.uid,
-                    payload_crc: format::crc(cache.bytes()),
-                    len: cache.len() as u64,
-                    internal_date: saved,
+                let blob = match cache {
+                    Some(c) if !outdated => c.bytes().to_vec(),
+                    _ => {
+                        // Analysis reads the whole message: it counts.
+                        if !whole {
+                            spent += l.length;
+                        }
+                        crate::mime::analyze(self.message(&m)?.bytes())
+                    }
                 };
-                Self::write_record(&cfile, coff, &ch, cache.bytes())?;
-                self.wrote(cseg);
-                let loc = Location { segment: seg, offset: off + format::RECORD_HEADER, cache_segment: cseg, cache_offset: coff + format::RECORD_HEADER, ..l };
-                spent += l.length + cache.len() as u64;
-                self.reclaim.compaction.as_mut().expect("set").moved.push((m.uid, loc));
+                // A moved or remade cache keeps its save date.
+                let saved = self.save_date(&m)?;
+                (loc.cache_segment, loc.cache_offset) = self.write_cache(m.uid, &blob, saved)?;
+                loc.cache_length = blob.len() as u32;
+                spent += blob.len() as u64;
+                let state = self.reclaim.compaction.as_mut().expect("set");
+                if !whole && l.cache_segment != 0 {
+                    state.replaced.insert(l.cache_segment);
+                }
+                state.moved.push((m.uid, loc));
+            } else {
+                spent += LOOK;
             }
             self.reclaim.compaction.as_mut().expect("set").next_uid = m.uid + 1;
         }
@@ -273,9 +323,14 @@ impl Mailbox {
                 self.msgs[i].loc = (self.appended.len() - 1) as u32 | NEW;
             }
         }
-        self.reclaim.protected.extend(state.old.iter().copied());
+        self.reclaim.protected.extend(state.old.iter().chain(&state.replaced).copied());
         self.reclaim.compacted.extend(state.old);
-        self.dead_bytes = 0;
+        self.reclaim.rewritten.extend(state.replaced);
+        self.reclaim.want_checkpoint();
+        self.reclaim.outdated_seen.set(false);
+        if !state.caches_only {
+            self.dead_bytes = 0;
+        }
         Ok(true)
     }
 }

@@ -482,3 +482,86 @@ fn appended_together_or_not_at_all() {
         assert!(fail < 100, "the batch should have succeeded by now");
     }
 }
+
+/// Cache records an older build wrote are made again in the background
+/// once a reader meets one (the store format upgrade of docs/store-format.md):
+/// no message moves, the new records are what a fresh analysis gives, the
+/// save dates stay, and a crash at any point leaves every message readable
+/// with a cache of one version or the other.
+#[test]
+fn outdated_caches_are_rewritten_in_the_background() {
+    let io = Rc::new(MemIo::new());
+    let dynio: Rc<dyn Io> = io.clone();
+    let path = Path::new("/m/box");
+    let mut mb = Mailbox::create(dynio.clone(), path, 4, settings()).unwrap();
+    for i in 0..30 {
+        io.set_now(2_000 + i as i64);
+        mb.append_bytes(&msg(i, 1500), 0, 0, 0).unwrap();
+    }
+    mb.commit().unwrap();
+    // What an older build left: version 5 caches for every other message,
+    // none at all for one.
+    let mut planted = Vec::new();
+    for m in mb.msgs().to_vec().into_iter().filter(|m| m.uid % 2 == 0) {
+        let v5 = crate::mime::tests::as_version_5(&crate::mime::analyze(mb.message(&m).unwrap().bytes()));
+        let saved = mb.save_date(&m).unwrap();
+        let mut loc = mb.location(&m);
+        (loc.cache_segment, loc.cache_offset) = mb.write_cache(m.uid, &v5, saved).unwrap();
+        loc.cache_length = v5.len() as u32;
+        if m.uid == 4 {
+            loc.cache_segment = 0;
+        }
+        planted.push((m.uid, loc));
+    }
+    for (uid, loc) in planted {
+        let i = mb.msgs.binary_search_by_key(&uid, |m| m.uid).unwrap();
+        let m = mb.msgs[i];
+        mb.appended.push(Rec::new(uid, loc, m.flags, m.keywords, m.modseq));
+        mb.msgs[i].loc = (mb.appended.len() - 1) as u32 | NEW;
+    }
+    mb.checkpoint().unwrap();
+    let current = |mb: &Mailbox| mb.msgs().iter().filter(|m| crate::mime::Cache::is_current(mb.cache(m).unwrap().bytes())).count();
+    let saved = |mb: &Mailbox| -> Vec<i64> { mb.msgs().iter().map(|m| mb.save_date(m).unwrap()).collect() };
+    let (before, dates) = (contents(&mb), saved(&mb));
+    let located: Vec<(u32, u64)> = mb.msgs().iter().map(|m| (mb.location(m).segment, mb.location(m).offset)).collect();
+    drop(mb);
+
+    let mut mb = Mailbox::open(dynio.clone(), path, 4, settings()).unwrap();
+    assert!(!mb.compaction_due(), "nothing is scanned when the mailbox opens");
+    assert_eq!(current(&mb), 15, "a reader meets the old ones");
+    assert!(mb.compaction_due());
+    let mut slices = 0;
+    while !mb.compact_step(1_000).unwrap() {
+        slices += 1;
+    }
+    assert!(slices > 2, "in slices: {slices}");
+    assert_eq!(current(&mb), 30);
+    for m in mb.msgs() {
+        assert_eq!(mb.cache(m).unwrap().bytes(), &crate::mime::analyze(mb.message(m).unwrap().bytes())[..]);
+    }
+    assert_eq!(contents(&mb), before);
+    assert_eq!(saved(&mb), dates, "remade caches keep their save dates");
+    assert_eq!(mb.msgs().iter().map(|m| (mb.location(m).segment, mb.location(m).offset)).collect::<Vec<_>>(), located, "no message moved");
+    assert!(!mb.compaction_due(), "done");
+
+    // A crash before the checkpoint recording the new records: the old
+    // ones are still there and used.
+    for mode in [CrashMode::DropUnsynced, CrashMode::KeepUnsynced] {
+        let crashed: Rc<dyn Io> = Rc::new(io.crash(mode));
+        let old = Mailbox::open(crashed, path, 4, settings()).unwrap();
+        assert_eq!(contents(&old), before);
+        assert_eq!(current(&old), 15);
+    }
+    assert!(mb.needs_checkpoint(), "the new records are recorded by a checkpoint");
+    mb.checkpoint().unwrap();
+    mb.reclaim_space(64);
+    drop(mb);
+    for mode in [CrashMode::DropUnsynced, CrashMode::KeepUnsynced] {
+        let crashed: Rc<dyn Io> = Rc::new(io.crash(mode));
+        let mut mb = Mailbox::open(crashed, path, 4, settings()).unwrap();
+        assert_eq!(contents(&mb), before);
+        assert_eq!(saved(&mb), dates);
+        assert_eq!(current(&mb), 30);
+        assert!(!mb.compaction_due());
+    }
+}

@@ -172,22 +172,21 @@ impl Mailbox {
             let bytes = self.bytes(h.segment, offset, h.len)?;
             crate::mime::analyze(bytes.bytes())
         };
-        let (cseg, cfile, coff) = self.reserve(RecordHeader::span(blob.len() as u64))?;
         // The cache record's date is the save date (RFC 8514): now.
-        let ch = RecordHeader { kind: format::KIND_CACHE, uid, payload_crc: format::crc(&blob), len: blob.len() as u64, internal_date: self.io.now() };
-        Self::write_record(&cfile, coff, &ch, &blob)?;
-        self.wrote(cseg);
-        let loc = Location {
-            segment: h.segment,
-            offset,
-            length: h.len,
-            internal_date,
-            cache_segment: cseg,
-            cache_offset: coff + format::RECORD_HEADER,
-            cache_length: blob.len() as u32,
-            crc: h.crc,
-        };
+        let (cache_segment, cache_offset) = self.write_cache(uid, &blob, self.io.now())?;
+        let loc =
+            Location { segment: h.segment, offset, length: h.len, internal_date, cache_segment, cache_offset, cache_length: blob.len() as u32, crc: h.crc };
         Ok(LogRecord::Append { uid, loc, flags, keywords, modseq })
+    }
+
+    /// Writes a message's MIME cache record, dated `save_date` (RFC 8514);
+    /// the segment and offset of its payload.
+    pub(super) fn write_cache(&mut self, uid: u32, blob: &[u8], save_date: i64) -> Result<(u32, u64), StoreError> {
+        let (segment, file, at) = self.reserve(RecordHeader::span(blob.len() as u64))?;
+        let h = RecordHeader { kind: format::KIND_CACHE, uid, payload_crc: format::crc(blob), len: blob.len() as u64, internal_date: save_date };
+        Self::write_record(&file, at, &h, blob)?;
+        self.wrote(segment);
+        Ok((segment, at + format::RECORD_HEADER))
     }
 
     /// Stores a whole message at once (COPY, delivery, tests).
