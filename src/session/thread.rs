@@ -591,8 +591,9 @@ fn references(items: &Items, by_subject: bool) -> Forest {
             }
             latest.push(best);
         }
+        // Every message's (date, sequence number) differs: unstable does.
         let mut order: Vec<usize> = (0..f.roots.len()).collect();
-        order.sort_by_key(|&i| latest[i]);
+        order.sort_unstable_by_key(|&i| latest[i]);
         f.roots = order.into_iter().map(|i| f.roots[i]).collect();
         return f;
     }
@@ -708,6 +709,7 @@ pub(crate) fn render(f: &Forest, numbers: &[u32], out: &mut Vec<u8>) {
         Close,
     }
     let mut stack: Vec<Step> = Vec::new();
+    let mut digits = itoa::Buffer::new();
     for &r in f.roots.iter().rev() {
         stack.push(Step::Close);
         stack.push(Step::Node(r));
@@ -720,7 +722,7 @@ pub(crate) fn render(f: &Forest, numbers: &[u32], out: &mut Vec<u8>) {
             Step::Node(n) => {
                 let node = &f.nodes[n as usize];
                 if let Some(i) = node.msg {
-                    out.extend_from_slice(numbers[i as usize].to_string().as_bytes());
+                    out.extend_from_slice(digits.format(numbers[i as usize]).as_bytes());
                     match node.children.len() {
                         0 => continue,
                         1 => {
