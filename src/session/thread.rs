@@ -75,6 +75,11 @@ impl Interner {
     /// The number of the text whose hash is `h`, a new one if unseen.
     fn number(&mut self, h: u64) -> u32 {
         self.reserve(1);
+        self.number_in_room(h)
+    }
+
+    /// `number`, the table already having room for `h`.
+    fn number_in_room(&mut self, h: u64) -> u32 {
         let i = self.free_slot(h);
         if self.slots[i].0 == 0 {
             self.slots[i] = (h, self.len);
@@ -93,7 +98,7 @@ impl Interner {
             }
             hs[i] = match hs[i] {
                 0 => u64::from(NONE),
-                h => u64::from(self.number(h)),
+                h => u64::from(self.number_in_room(h)),
             };
         }
     }
@@ -657,8 +662,7 @@ fn merge_by_subject(f: &mut Forest, items: &Items) {
     let is_reply = |f: &Forest, n: u32| f.nodes[n as usize].msg.is_some_and(|i| items[i].reply);
     // (5.B) One thread per subject: a dummy if there is one, else one that
     // is not a reply if there is one, else the first. The table holds
-    // positions in `slots`.
-    // positions in `slots`, indexed by interned subject (`NONE`: none yet).
+    // positions in `slots`, indexed by subject number (`NONE`: none yet).
     let mut slots: Vec<Option<u32>> = f.roots.drain(..).map(Some).collect();
     let subjects: Vec<u32> = slots.iter().map(|n| subject(f, n.expect("all present"))).collect();
     let mut table: Vec<u32> = vec![NONE; items.keys.subjects.len()];

@@ -46,10 +46,11 @@ impl CommitBatch {
 pub struct CheckpointJob {
     task: Option<Task>,
     generation: u64,
-    /// Segments emptied by compaction, deleted once the new index is
-    /// durable; segments whose cache records were rewritten, looked at for
-    /// dead space then.
-    compacted: (Vec<u32>, Vec<u32>),
+    /// Segments emptied by compaction, deleted once the new index is durable.
+    compacted: Vec<u32>,
+    /// Segments whose cache records were rewritten, looked at for dead
+    /// space once the new index is durable.
+    rewritten: Vec<u32>,
 }
 
 impl CheckpointJob {
@@ -225,8 +226,8 @@ impl Mailbox {
         };
         jobs.push(Job::Replace { path: self.dir.join("index"), content: Box::new(move || index::encode(&data)), sync });
         self.checkpointing = true;
-        let compacted = self.reclaim.take_compacted();
-        Some(CheckpointJob { task: Some(Task(jobs)), generation, compacted })
+        let (compacted, rewritten) = self.reclaim.take_compacted();
+        Some(CheckpointJob { task: Some(Task(jobs)), generation, compacted, rewritten })
     }
 
     /// The checkpoint's job finished. On success the new index replaces
@@ -237,7 +238,7 @@ impl Mailbox {
             // The old index and every log are still there: nothing is lost,
             // the next checkpoint tries again. Compacted segments wait for it.
             tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
-            self.reclaim.compacted_again(job.compacted);
+            self.reclaim.compacted_again(job.compacted, job.rewritten);
             return;
         }
         let ix = match self.io.open(&self.dir.join("index"), OpenMode::Existing).and_then(|f| {
@@ -265,9 +266,8 @@ impl Mailbox {
                 self.old_logs.push(l);
             }
         }
-        let (compacted, rewritten) = job.compacted;
-        self.reclaim.rewrite_durable(rewritten);
-        for s in compacted {
+        self.reclaim.rewrite_durable(job.rewritten);
+        for s in job.compacted {
             self.reclaim.released(s);
             self.segments.borrow_mut().remove(&s);
             match self.io.remove_file(&seg_path(&self.dir, s)) {

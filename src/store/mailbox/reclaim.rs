@@ -72,7 +72,7 @@ impl Reclaim {
         (std::mem::take(&mut self.compacted), std::mem::take(&mut self.rewritten))
     }
 
-    pub(super) fn compacted_again(&mut self, (compacted, rewritten): (Vec<u32>, Vec<u32>)) {
+    pub(super) fn compacted_again(&mut self, compacted: Vec<u32>, rewritten: Vec<u32>) {
         self.compacted.extend(compacted);
         self.rewritten.extend(rewritten);
     }
@@ -282,8 +282,9 @@ impl Mailbox {
             let outdated = cache.as_ref().is_some_and(|c| !crate::mime::Cache::is_current(c.bytes()));
             if whole || outdated {
                 let mut loc = l;
+                // Shared from the mapping: copied whole, or analysed.
+                let data = self.message(&m)?;
                 if whole {
-                    let data = self.message(&m)?;
                     let (seg, file, off) = self.reserve(RecordHeader::span(l.length))?;
                     let h = RecordHeader { kind: format::KIND_MESSAGE, uid: m.uid, payload_crc: l.crc, len: l.length, internal_date: l.internal_date };
                     Self::write_record(&file, off, &h, data.bytes())?;
@@ -291,19 +292,21 @@ impl Mailbox {
                     (loc.segment, loc.offset) = (seg, off + format::RECORD_HEADER);
                     spent += l.length;
                 }
-                let blob = match cache {
-                    Some(c) if !outdated => c.bytes().to_vec(),
+                let remade;
+                let blob = match &cache {
+                    Some(c) if !outdated => c.bytes(),
                     _ => {
                         // Analysis reads the whole message: it counts.
                         if !whole {
                             spent += l.length;
                         }
-                        crate::mime::analyze(self.message(&m)?.bytes())
+                        remade = crate::mime::analyze(data.bytes());
+                        &remade[..]
                     }
                 };
                 // A moved or remade cache keeps its save date.
                 let saved = self.save_date(&m)?;
-                (loc.cache_segment, loc.cache_offset) = self.write_cache(m.uid, &blob, saved)?;
+                (loc.cache_segment, loc.cache_offset) = self.write_cache(m.uid, blob, saved)?;
                 loc.cache_length = blob.len() as u32;
                 spent += blob.len() as u64;
                 let state = self.reclaim.compaction.as_mut().expect("set");
