@@ -206,6 +206,20 @@ impl<'a> Cache<'a> {
         }
     }
 
+    /// The sort keys of a cache blob exactly as it stores them (version 5
+    /// on; None for older or damaged blobs): what the mailbox's key column
+    /// copies (`store::mailbox::keys`), read back with `SortKeysRef::decode`.
+    pub fn encoded_sort_keys(b: &'a [u8]) -> Option<&'a [u8]> {
+        match *b.first()? {
+            5..=VERSION => {
+                let rest = b.get(SORT_KEYS_AT..)?;
+                let (_, len) = SortKeysRef::decode(rest)?;
+                rest.get(..len)
+            }
+            _ => None,
+        }
+    }
+
     pub fn parse(b: &'a [u8]) -> Option<Cache<'a>> {
         let mut r = Reader { b, at: 0 };
         // Version 2 blobs (from before the NUL flag) are still read: their

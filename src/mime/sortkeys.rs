@@ -11,6 +11,11 @@ use super::header;
 use super::msgid;
 use super::subject::base_subject;
 
+/// What the keys mean and how they are encoded, as one number: bumped when
+/// either changes (a collation fix, a new key), so that copies kept outside
+/// the cache (the mailbox's key column) from an older build are dropped.
+pub const FORMAT: u32 = 1;
+
 /// Keys of one message, owned (as computed at delivery).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SortKeys {

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use crate::mime::sortkeys::{SortKeys, SortKeysRef};
 use crate::mime::Cache;
 use crate::proto::{Shared, SortCriterion, SortKey};
-use crate::store::{Derived, Mailbox, Msg, Uids};
+use crate::store::{Derived, KeyColumn, KeyWriter, Mailbox, Msg, Uids};
 
 /// Mailboxes from this size on keep their sort orders (`sorted`); smaller
 /// ones sort in well under a millisecond. Lower in tests, which build the
@@ -140,13 +140,17 @@ fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[Sor
     // The UID stands for the sequence number in ties: both ascend together.
     let fresh: Vec<(u32, u32)> = new.iter().map(|m| (m.uid, m.uid)).collect();
     let mut t = SortTable::build(mb, &fresh, criteria);
+    // About log2(n) probes per new message, each a cache read, cold after
+    // a restart: the key column's sweep costs less when they are many.
+    let probes = new.len() * (usize::BITS - order.len().leading_zeros()) as usize;
+    let column = if column_pays(probes, msgs.len()) { mb.key_column() } else { None };
     let mut at = Vec::with_capacity(t.rows.len());
     let mut lo = 0;
     for row in t.order_of_rows() {
         let mut hi = order.len();
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let below = t.with_row(mb, (order[mid], order[mid]), |t, probe| t.compare(probe, row as usize) == Ordering::Less)?;
+            let below = t.with_row(mb, column.as_ref(), (order[mid], order[mid]), |t, probe| t.compare(probe, row as usize) == Ordering::Less)?;
             if below {
                 lo = mid + 1;
             } else {
@@ -171,17 +175,54 @@ fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[Sor
 /// How many messages ahead `each_with_keys` asks for a cache.
 const READ_AHEAD: usize = 32;
 
+/// Where `each_with_keys` reads a message's keys.
+enum KeysAt<'c> {
+    /// A record of the mailbox's key column (`store::mailbox::keys`).
+    Column(&'c [u8]),
+    /// The message's cache record, if it can be read.
+    Cache(Option<Shared>),
+}
+
+/// Whether `hits` are enough of a mailbox of `n` messages that reading
+/// the whole key column costs less than reading their caches one by one.
+fn column_pays(hits: usize, n: usize) -> bool {
+    hits >= 64 && hits * 8 >= n
+}
+
 /// Calls `f` for each of `hits` ((sequence number, UID)) still in the
 /// mailbox, in order, with its message and its sort keys (None: none can
-/// be read). Each message's cache is a different place in the mapping,
-/// so reading them one after the other waits for memory once per message;
-/// asking for the cache `READ_AHEAD` messages on while reading this one
-/// lets those waits overlap (SORT over 100k messages: 67 ms without,
-/// see benches/sort.rs).
-pub(crate) fn each_with_keys(mb: &Mailbox, hits: &[(u32, u32)], mut f: impl FnMut((u32, u32), &Msg, Option<SortKeysRef<'_>>)) {
+/// be read). For many hits the keys come from the mailbox's key column, one
+/// sequential sweep; messages it lacks are read from their caches and
+/// given a record, so the next sweep finds them. Each message's cache is a
+/// different place in the mapping, so reading them one after the other
+/// waits for memory once per message; asking for the cache `READ_AHEAD`
+/// messages on while reading this one lets those waits overlap (SORT over
+/// 100k messages: 67 ms without, see benches/sort.rs).
+pub(crate) fn each_with_keys(mb: &Mailbox, hits: &[(u32, u32)], f: impl FnMut((u32, u32), &Msg, Option<SortKeysRef<'_>>)) {
+    if column_pays(hits.len(), mb.msgs().len()) {
+        let column = mb.key_column();
+        each_with_keys_in(mb, column.as_ref(), Some(mb.key_writer()), hits, f)
+    } else {
+        each_with_keys_in(mb, None, None, hits, f)
+    }
+}
+
+/// `each_with_keys` reading `column` where it has the keys, and giving
+/// `missing` the keys of the messages it lacks.
+fn each_with_keys_in(
+    mb: &Mailbox,
+    column: Option<&KeyColumn>,
+    mut missing: Option<KeyWriter<'_>>,
+    hits: &[(u32, u32)],
+    mut f: impl FnMut((u32, u32), &Msg, Option<SortKeysRef<'_>>),
+) {
     let mut finder = mb.finder();
     let mut fetch = |&(_, uid): &(u32, u32)| {
         let m = finder.find(uid)?;
+        if let Some(r) = column.and_then(|c| c.record(finder.position())) {
+            prefetch(r);
+            return Some((m, KeysAt::Column(r)));
+        }
         let cache = mb.cache(m).ok();
         if let Some(c) = &cache {
             // The keys come first in the record, a few cache lines.
@@ -189,17 +230,33 @@ pub(crate) fn each_with_keys(mb: &Mailbox, hits: &[(u32, u32)], mut f: impl FnMu
                 prefetch(line);
             }
         }
-        Some((m, cache))
+        Some((m, KeysAt::Cache(cache)))
     };
-    let mut ahead: VecDeque<Option<(&Msg, Option<Shared>)>> = hits.iter().take(READ_AHEAD).map(&mut fetch).collect();
+    let mut ahead: VecDeque<Option<(&Msg, KeysAt)>> = hits.iter().take(READ_AHEAD).map(&mut fetch).collect();
     for (i, &hit) in hits.iter().enumerate() {
         let next = ahead.pop_front().flatten();
         if let Some(h) = hits.get(i + READ_AHEAD) {
             ahead.push_back(fetch(h));
         }
-        let Some((m, cache)) = next else { continue };
-        match cache.as_ref().and_then(|c| Cache::sort_keys(c.bytes())) {
-            Some(k) => f(hit, m, Some(k)),
+        let Some((m, at)) = next else { continue };
+        let cache = match at {
+            KeysAt::Column(r) => match KeyColumn::keys_in(r).and_then(SortKeysRef::decode) {
+                Some((k, _)) => {
+                    f(hit, m, Some(k));
+                    continue;
+                }
+                None => mb.cache(m).ok(),
+            },
+            KeysAt::Cache(c) => c,
+        };
+        let bytes = cache.as_ref().map_or(&[][..], |c| c.bytes());
+        match Cache::sort_keys(bytes) {
+            Some(k) => {
+                if let (Some(w), Some(raw)) = (&mut missing, Cache::encoded_sort_keys(bytes)) {
+                    w.push(m.uid, mb.location(m).length, raw);
+                }
+                f(hit, m, Some(k))
+            }
             None => {
                 let keys = header_keys(mb, m);
                 f(hit, m, keys.as_deref().and_then(SortKeysRef::decode).map(|(k, _)| k));
@@ -301,9 +358,10 @@ impl SortTable {
 
     /// `f` of this table with a row for `hit` added, and its index; the row
     /// is gone afterwards. None if `hit` is not in the mailbox.
-    fn with_row<R>(&mut self, mb: &Mailbox, hit: (u32, u32), f: impl FnOnce(&Self, usize) -> R) -> Option<R> {
+    /// The keys are read from `column` if it has them.
+    fn with_row<R>(&mut self, mb: &Mailbox, column: Option<&KeyColumn>, hit: (u32, u32), f: impl FnOnce(&Self, usize) -> R) -> Option<R> {
         let (rows, arena) = (self.rows.len(), self.arena.len());
-        each_with_keys(mb, &[hit], |hit, m, keys| self.add(mb, hit, m, keys));
+        each_with_keys_in(mb, column, None, &[hit], |hit, m, keys| self.add(mb, hit, m, keys));
         let r = (self.rows.len() > rows).then(|| f(self, rows));
         self.rows.truncate(rows);
         self.prefix.truncate(rows);
@@ -339,8 +397,13 @@ impl SortTable {
     }
 
     fn compare(&self, a: usize, b: usize) -> Ordering {
+        self.compare_from(0, a, b)
+    }
+
+    /// `compare` by the criteria from the `first`-th on.
+    fn compare_from(&self, first: usize, a: usize, b: usize) -> Ordering {
         let w = self.criteria.len();
-        for (i, c) in self.criteria.iter().enumerate() {
+        for (i, c) in self.criteria.iter().enumerate().skip(first) {
             let o = match (self.values[a * w + i], self.values[b * w + i]) {
                 (Value::Num(x), Value::Num(y)) => x.cmp(&y),
                 (Value::Text(s, l), Value::Text(t, m)) => self.bytes(s, l).cmp(self.bytes(t, m)),
@@ -360,11 +423,60 @@ impl SortTable {
         self.order_of_rows().into_iter().map(|i| self.rows[i as usize]).collect()
     }
 
-    /// The indices of the rows in sort order.
+    /// The indices of the rows in sort order: by the first criterion's
+    /// prefix, then each run of rows it cannot tell apart by `settle`.
     fn order_of_rows(&self) -> Vec<u32> {
         let mut idx: Vec<(u64, u32)> = self.prefix.iter().copied().zip(0..).collect();
-        idx.sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| self.compare(a.1 as usize, b.1 as usize)));
+        idx.sort_unstable_by_key(|e| e.0);
+        self.settle(&mut idx, 8);
         idx.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Orders each run of `idx` (ordered by its integers) that shares its
+    /// integer. While the first criterion is a text with bytes left past
+    /// `depth`, a run is ordered by the next 8 of them as integers (a
+    /// string sort by integer comparisons: subjects share their first
+    /// words often, and comparing them in full, a miss in the arena each,
+    /// was most of a first SORT); then by `compare` in full.
+    fn settle(&self, idx: &mut [(u64, u32)], depth: u32) {
+        let w = self.criteria.len();
+        let reverse = self.criteria.first().is_some_and(|c| c.reverse);
+        let mut start = 0;
+        while start < idx.len() {
+            let key = idx[start].0;
+            let end = start + idx[start..].iter().position(|e| e.0 != key).unwrap_or(idx.len() - start);
+            let run = &mut idx[start..end];
+            start = end;
+            if run.len() < 2 {
+                continue;
+            }
+            let text_len = |i: u32| match self.values[i as usize * w] {
+                Value::Text(_, len) => Some(len),
+                Value::Num(_) => None,
+            };
+            let longest = run.iter().map(|e| text_len(e.1)).max().flatten();
+            match longest {
+                Some(longest) if longest > depth && depth < 256 => {
+                    for e in run.iter_mut() {
+                        let Value::Text(at, len) = self.values[e.1 as usize * w] else { continue };
+                        let rest = len.saturating_sub(depth);
+                        let p = self.prefix_of(Value::Text(at + depth.min(len), rest));
+                        e.0 = if reverse { !p } else { p };
+                    }
+                    run.sort_unstable_by_key(|e| e.0);
+                    self.settle(run, depth + 8);
+                }
+                Some(longest) if longest > depth => run.sort_unstable_by(|a, b| self.compare(a.1 as usize, b.1 as usize)),
+                // Texts equal but for zeros that pad the shorter (a text
+                // that is a prefix of another sorts first): by length.
+                Some(_) => run.sort_unstable_by(|a, b| {
+                    let o = text_len(a.1).cmp(&text_len(b.1));
+                    (if reverse { o.reverse() } else { o }).then_with(|| self.compare_from(1, a.1 as usize, b.1 as usize))
+                }),
+                // Equal numbers.
+                None => run.sort_unstable_by(|a, b| self.compare_from(1, a.1 as usize, b.1 as usize)),
+            }
+        }
     }
 }
 
@@ -432,6 +544,116 @@ mod tests {
         assert!(brought_up_to_date(&mb, &swapped, &then(20), &criteria).is_none(), "one UID not in the mailbox");
         let short: Vec<u32> = good.iter().copied().filter(|&u| u != 7).collect();
         assert!(brought_up_to_date(&mb, &short, &then(19), &criteria).is_none(), "a message the order lacks");
+    }
+
+    /// The key column sorts as the caches do whatever a crash left of it
+    /// (records torn, lost, or of appends a crash undid and whose UIDs
+    /// went to other messages), and a mailbox without one (a store from
+    /// before it) gets one at its first sweep.
+    #[test]
+    fn the_key_column_sorts_as_the_caches_after_crashes_and_without_it() {
+        use crate::store::io::CrashMode;
+        let small = Settings { segment_size: 256 << 10, ..Settings::default() };
+        let criteria = [by(SortKey::Subject, false), vec![by(SortKey::DisplayFrom, true)[0], by(SortKey::Date, false)[0]]];
+        let message = |i: u32| {
+            format!(
+                "Subject: {}t{}\r\nFrom: N{} <n{}@x>\r\nDate: {} Jan 2024 10:00 +0000\r\n\r\nb\r\n",
+                if i.is_multiple_of(4) { "Re: " } else { "" },
+                (i * 37) % 101,
+                i % 13,
+                i % 9,
+                1 + i % 28
+            )
+        };
+        let from_caches = |io: &MemIo, dir: &std::path::Path, c: &[SortCriterion]| {
+            let copy: Rc<dyn Io> = Rc::new(io.crash(CrashMode::KeepUnsynced));
+            copy.remove_file(&dir.join("keys")).unwrap();
+            let mb = Mailbox::open(copy, dir, 9, small).unwrap();
+            let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+            SortTable::build(&mb, &all, c).order()
+        };
+        let dir = std::path::Path::new("/crashed");
+        let mem = Rc::new(MemIo::new());
+        {
+            let io: Rc<dyn Io> = mem.clone();
+            let mut mb = Mailbox::create(io, dir, 9, small).unwrap();
+            for i in 0..200u32 {
+                mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
+                if i % 25 == 24 {
+                    mb.commit().unwrap();
+                }
+            }
+            mb.expunge(&(1..200).filter(|u| u % 6 == 0).collect::<Vec<_>>()).unwrap();
+            mb.commit().unwrap();
+            // Never committed: undone by the crash, their UIDs given again.
+            for i in 200..210u32 {
+                mb.append_bytes(message(i * 3).as_bytes(), 0, 0, 1_000).unwrap();
+            }
+        }
+        // The column's name survives (a later commit synced the directory);
+        // its bytes were never synced.
+        mem.sync_dir(dir).unwrap();
+        for seed in 0..8 {
+            let crashed = Rc::new(mem.crash(CrashMode::Random(seed)));
+            assert!(crashed.exists(&dir.join("keys")));
+            let io: Rc<dyn Io> = crashed.clone();
+            {
+                let mut mb = Mailbox::open(io.clone(), dir, 9, small).unwrap();
+                for i in 210..220u32 {
+                    mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
+                }
+                mb.commit().unwrap();
+            }
+            for c in &criteria {
+                let mb = Mailbox::open(io.clone(), dir, 9, small).unwrap();
+                let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+                assert_eq!(SortTable::build(&mb, &all, c).order(), from_caches(&crashed, dir, c), "seed {seed}, {c:?}");
+            }
+        }
+        // Without a column: the first sweep writes one, the second finds
+        // every message in it.
+        let io: Rc<dyn Io> = Rc::new(mem.crash(CrashMode::KeepUnsynced));
+        io.remove_file(&dir.join("keys")).unwrap();
+        let mb = Mailbox::open(io.clone(), dir, 9, small).unwrap();
+        let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+        let first = SortTable::build(&mb, &all, &criteria[0]).order();
+        let column = mb.key_column().expect("written by the sweep");
+        assert!((0..all.len()).all(|p| column.keys(p).is_some()));
+        assert_eq!(SortTable::build(&mb, &all, &criteria[0]).order(), first);
+    }
+
+    proptest::proptest! {
+        /// Ordering by prefixes, 8 bytes at a time, and then in full orders
+        /// as comparing every pair in full does: texts sharing long
+        /// prefixes, prefixes of each other, holding NULs, identical;
+        /// either direction; a second criterion behind.
+        #[test]
+        fn settling_by_prefixes_orders_as_comparing_in_full(
+            texts in proptest::collection::vec(proptest::collection::vec(proptest::prop_oneof![proptest::strategy::Just(b'a'), proptest::strategy::Just(b'b'), proptest::strategy::Just(0u8)], 0..40), 0..200),
+            reverse: bool,
+            second: bool,
+        ) {
+            let mut criteria = by(SortKey::Subject, reverse);
+            if second {
+                criteria.push(SortCriterion { key: SortKey::Size, reverse: true });
+            }
+            let mut t = SortTable { arena: Vec::new(), values: Vec::new(), prefix: Vec::new(), rows: Vec::new(), criteria: criteria.clone() };
+            for (i, text) in texts.iter().enumerate() {
+                // A common start, so that many runs go deep.
+                let full: Vec<u8> = b"common start ".iter().chain(text).copied().collect();
+                let v = t.text(&full);
+                t.values.push(v);
+                if second {
+                    t.values.push(Value::Num((i % 3) as i64));
+                }
+                let p = t.prefix_of(v);
+                t.prefix.push(if reverse { !p } else { p });
+                t.rows.push((i as u32 + 1, i as u32 + 1));
+            }
+            let mut expected: Vec<u32> = (0..texts.len() as u32).collect();
+            expected.sort_by(|&a, &b| t.compare(a as usize, b as usize));
+            proptest::prop_assert_eq!(t.order_of_rows(), expected);
+        }
     }
 
     /// Both forms of the index find what a binary search finds.

@@ -51,6 +51,16 @@ pub trait File {
     /// (docs/store-format.md, store/mailbox/reclaim.rs). In-memory files
     /// copy, so the rule costs them nothing.
     unsafe fn map(&self) -> io::Result<(Mapping, bool)>;
+    /// `map` for a file about to be read whole: its pages are mapped at
+    /// once (one call, not a page fault per few pages).
+    ///
+    /// # Safety
+    ///
+    /// As for `map`.
+    unsafe fn map_to_read(&self) -> io::Result<Mapping> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.map() }.map(|(m, _)| m)
+    }
     /// A handle another thread can sync, when there is one (real files).
     fn sync_handle(&self) -> Option<Arc<std::fs::File>>;
     /// Gives the blocks under `off..off + len` back to the file system; the
@@ -338,6 +348,15 @@ impl File for RealFile {
         // (never referenced) or final bytes.
         let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
         Ok((Rc::new(MmapView(m)), true))
+    }
+
+    unsafe fn map_to_read(&self) -> io::Result<Mapping> {
+        if self.len()? == 0 {
+            return Ok(Rc::new(Vec::<u8>::new()));
+        }
+        // SAFETY: as in `map`.
+        let m = unsafe { memmap2::MmapOptions::new().populate().map(&*self.0)? };
+        Ok(Rc::new(MmapView(m)))
     }
 
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {

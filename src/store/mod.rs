@@ -34,6 +34,7 @@ pub use self::exec::{Deferred, Spawner};
 pub use self::io::{Io, MemIo, ReadOnlyIo, RealIo};
 pub use mailbox::derived::Uids;
 pub use mailbox::durability::{CheckpointJob, CommitBatch};
+pub use mailbox::keys::{KeyColumn, KeyWriter};
 pub use mailbox::write::AppendHandle;
 pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};

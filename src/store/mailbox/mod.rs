@@ -13,6 +13,7 @@
 
 pub(crate) mod derived;
 pub(crate) mod durability;
+pub(crate) mod keys;
 mod reclaim;
 mod recovery;
 pub(crate) mod write;
@@ -108,6 +109,11 @@ impl<'m> Finder<'m> {
         let i = window.partition_point(|m| m.uid < uid);
         self.at += end / 2 + i;
         self.msgs.get(self.at).filter(|m| m.uid == uid)
+    }
+
+    /// Where in the mailbox's messages the last message found is.
+    pub fn position(&self) -> usize {
+        self.at
     }
 }
 
@@ -274,6 +280,9 @@ pub struct Mailbox {
     uids: RefCell<Option<Rc<[u32]>>>,
     /// What upper layers derived from the whole mailbox (derived.rs).
     derived: RefCell<DerivedSet>,
+    /// Where the next record of the key column goes (keys.rs); 0 until
+    /// the file was looked at.
+    keys_end: Cell<u64>,
     watchers: RefCell<Vec<Weak<Signal>>>,
     /// The user's change feed and this mailbox's id in it (NOTIFY).
     feed: Option<(Rc<super::events::Feed>, u32)>,

@@ -12,6 +12,7 @@
 //!   to, live or not, and into segment numbers no record has used, so a
 //!   later replay can never mistake new bytes for an old record's.
 
+use std::cell::Cell;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io;
 use std::path::Path;
@@ -85,9 +86,10 @@ impl Mailbox {
             journal: Default::default(),
             uids: Default::default(),
             derived: Default::default(),
+            keys_end: Cell::new(0),
             watchers: Default::default(),
             feed: None,
-            recent_floor: std::cell::Cell::new(1),
+            recent_floor: Cell::new(1),
             unseen: 0,
             deleted: 0,
             size: 0,

@@ -353,6 +353,7 @@ impl Mailbox {
         if upto == 0 {
             return;
         }
+        let first = self.msgs.len();
         for s in self.staged.drain(..upto).collect::<Vec<_>>() {
             let mut m = s.msg;
             self.appended.push(s.rec);
@@ -361,6 +362,7 @@ impl Mailbox {
             let l = s.rec.location();
             self.count(&m, &l, 1);
         }
+        self.write_keys_from(first);
         self.changed();
         self.tell(events::NEW);
     }
