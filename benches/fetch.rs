@@ -1,6 +1,6 @@
 //! Message access through the protocol core: FETCH of ENVELOPE and
 //! BODYSTRUCTURE for 10k messages, BODY[] of a 10 MiB message written to a
-//! socket (bytes/s), and SEARCH BODY over 10k messages.
+//! socket (bytes/s), and SEARCH FROM, SUBJECT and BODY over 10k messages.
 
 use std::io::{IoSlice, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -22,6 +22,20 @@ fn fetch_structure(c: &mut Criterion) {
         b.iter(|| {
             let mut bytes = 0;
             run(&mut conn, &store, "f FETCH 1:* (ENVELOPE BODYSTRUCTURE)\r\n", &mut out, &mut |o| bytes += o.len());
+            bytes
+        })
+    });
+    g.bench_function("SEARCH FROM (no match: every message's cache read)", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            run(&mut conn, &store, "q SEARCH FROM \"zebra-unicorn\"\r\n", &mut out, &mut |o| bytes += o.len());
+            bytes
+        })
+    });
+    g.bench_function("SEARCH OR SUBJECT x FROM x (a webmail's quick search, no match)", |b| {
+        b.iter(|| {
+            let mut bytes = 0;
+            run(&mut conn, &store, "q SEARCH OR SUBJECT \"zebra-unicorn\" FROM \"zebra-unicorn\"\r\n", &mut out, &mut |o| bytes += o.len());
             bytes
         })
     });

@@ -268,7 +268,7 @@ impl<'a> Cache<'a> {
             nparts,
         };
         // Validate the part table once so iteration cannot fail later.
-        c.iter_parts().count().eq(&(nparts as usize)).then_some(c)
+        parts_fit(parts, nparts).then_some(c)
     }
 
     /// The PREVIEW text (RFC 8970) of `raw`, the message this cache is
@@ -306,6 +306,7 @@ impl<'a> Cache<'a> {
         SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| self.search[i])
     }
 
+    /// Each part as `parts_fit` checked it.
     pub fn iter_parts(&self) -> impl Iterator<Item = Part> + 'a {
         let mut r = Reader { b: self.parts, at: 0 };
         let n = self.nparts;
@@ -338,6 +339,23 @@ impl<'a> Cache<'a> {
     pub fn part(&self, path: &[u32]) -> Option<Part> {
         self.iter_parts().find(|p| p.path == path)
     }
+}
+
+/// Whether `b` holds `n` whole part records as `Cache::iter_parts` reads
+/// them: the same walk without building any (every SEARCH parses the
+/// cache of every message it looks at).
+fn parts_fit(b: &[u8], n: u32) -> bool {
+    /// Header, body, end and inner body offsets, kind, transfer, text.
+    const FIXED: usize = 4 * 4 + 3;
+    let mut at = 0usize;
+    for _ in 0..n {
+        let Some(&len) = b.get(at) else { return false };
+        at += 1 + 4 * usize::from(len) + FIXED;
+        if at > b.len() {
+            return false;
+        }
+    }
+    true
 }
 
 /// A message APPENDed as binary (RFC 3516 4.4, a `~{n}` literal) with its

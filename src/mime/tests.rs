@@ -118,3 +118,19 @@ fn version_4_and_5_caches_are_still_read_whole() {
     assert_eq!(old.iter_parts().map(|p| p.path).collect::<Vec<_>>(), new.iter_parts().map(|p| p.path).collect::<Vec<_>>());
     assert_eq!(new.sort.unwrap().subject, b"HI");
 }
+
+/// The part table is checked whole without building a part: every cut of
+/// a cache blob short of its end is refused, and the whole one lists the
+/// parts iteration gives.
+#[test]
+fn a_cut_part_table_is_refused_and_a_whole_one_read() {
+    let m = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nx\r\n--b\r\nContent-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ny\r\n--b--\r\n";
+    let blob = analyze(m);
+    let c = Cache::parse(&blob).expect("whole");
+    assert_eq!(c.iter_parts().count(), c.nparts as usize);
+    assert!(c.nparts >= 3, "{} parts", c.nparts);
+    let table_at = blob.len() - c.parts.len();
+    for cut in table_at..blob.len() {
+        assert!(Cache::parse(&blob[..cut]).is_none(), "cut at {cut} of {}", blob.len());
+    }
+}

@@ -47,9 +47,17 @@ impl Evaluation {
         let uids = sel.uids();
         let stop = (self.next + MESSAGES_PER_SLICE).min(uids.len());
         let mut finder = mb.finder();
+        // Keys that read each message's cache ask for the one `AHEAD`
+        // messages on while this one is looked at, so the waits for memory
+        // overlap (the caches are a page apart, between the messages).
+        const AHEAD: usize = 16;
+        let mut ahead = matcher.reads_cache(&self.key).then(|| mb.finder());
         while self.next < stop {
             let (i, u) = (self.next, uids[self.next]);
             self.next += 1;
+            if let Some(m) = ahead.as_mut().and_then(|f| f.find(*uids.get(i + AHEAD)?)) {
+                matcher.prefetch_cache(m);
+            }
             let Some(m) = finder.find(u) else {
                 self.expunged = true;
                 continue;

@@ -223,7 +223,7 @@ fn each_with_keys_in(
             prefetch(r);
             return Some((m, KeysAt::Column(r)));
         }
-        let cache = mb.cache(m).ok();
+        let cache = mb.cache_unread(m).ok();
         if let Some(c) = &cache {
             // The keys come first in the record, a few cache lines.
             for line in c.bytes().chunks(64).take(4) {
@@ -247,7 +247,12 @@ fn each_with_keys_in(
                 }
                 None => mb.cache(m).ok(),
             },
-            KeysAt::Cache(c) => c,
+            KeysAt::Cache(c) => {
+                if let Some(c) = &c {
+                    mb.note_cache(c);
+                }
+                c
+            }
         };
         let bytes = cache.as_ref().map_or(&[][..], |c| c.bytes());
         match Cache::sort_keys(bytes) {

@@ -557,18 +557,31 @@ impl Mailbox {
         self.bytes(l.segment, l.offset, l.length)
     }
 
+    /// Where `m`'s cache record is, without reading a byte of it (what
+    /// `cache` checks first would wait for memory): for asking the CPU for
+    /// it ahead of use.
+    pub fn cache_unread(&self, m: &Msg) -> io::Result<Shared> {
+        let l = self.location(m);
+        match l.cache_segment {
+            0 => Ok(Shared::from_vec(Vec::new())),
+            s => self.bytes(s, l.cache_offset, u64::from(l.cache_length)),
+        }
+    }
+
     /// The message's MIME cache record (see `crate::mime`). One an older
     /// build wrote (or none) is noted, and rewritten in the background.
     pub fn cache(&self, m: &Msg) -> io::Result<Shared> {
-        let l = self.location(m);
-        let cache = match l.cache_segment {
-            0 => Shared::from_vec(Vec::new()),
-            s => self.bytes(s, l.cache_offset, u64::from(l.cache_length))?,
-        };
+        let cache = self.cache_unread(m)?;
+        self.note_cache(&cache);
+        Ok(cache)
+    }
+
+    /// Notes a cache record `cache_unread` gave, once read: one an older
+    /// build wrote is rewritten in the background.
+    pub fn note_cache(&self, cache: &Shared) {
         if !crate::mime::Cache::is_current(cache.bytes()) {
             self.reclaim.outdated_seen.set(true);
         }
-        Ok(cache)
     }
 
     /// When the message was saved into this mailbox (RFC 8514): the date
