@@ -25,7 +25,7 @@ fn fetch_structure(c: &mut Criterion) {
             bytes
         })
     });
-    g.bench_function("SEARCH FROM (no match: every message's cache read)", |b| {
+    g.bench_function("SEARCH FROM (no match: every message looked at)", |b| {
         b.iter(|| {
             let mut bytes = 0;
             run(&mut conn, &store, "q SEARCH FROM \"zebra-unicorn\"\r\n", &mut out, &mut |o| bytes += o.len());

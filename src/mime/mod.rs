@@ -162,6 +162,33 @@ pub struct Cache<'a> {
     nparts: u32,
 }
 
+/// A message's entry in the mailbox's key column ([`Cache::column_entry`]):
+/// what SORT, THREAD and SEARCH on the address and subject fields and the
+/// sent date read of it, without its cache record.
+pub struct ColumnEntry<'a> {
+    pub keys: SortKeysRef<'a>,
+    pub sent_days: Option<i32>,
+    search: [&'a [u8]; 5],
+}
+
+impl<'a> ColumnEntry<'a> {
+    pub fn decode(b: &'a [u8]) -> Option<ColumnEntry<'a>> {
+        let (keys, len) = SortKeysRef::decode(b)?;
+        let mut r = Reader { b, at: len };
+        let sd = r.u32()? as i32;
+        let mut search = [&b[..0]; 5];
+        for s in &mut search {
+            *s = r.bytes()?;
+        }
+        Some(ColumnEntry { keys, sent_days: (sd != i32::MIN).then_some(sd), search })
+    }
+
+    /// Decoded text of a SEARCH_FIELDS entry, as `Cache::search_text`.
+    pub fn search_text(&self, field: &str) -> Option<&'a [u8]> {
+        SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| self.search[i])
+    }
+}
+
 struct Reader<'a> {
     b: &'a [u8],
     at: usize,
@@ -206,18 +233,24 @@ impl<'a> Cache<'a> {
         }
     }
 
-    /// The sort keys of a cache blob exactly as it stores them (version 5
-    /// on; None for older or damaged blobs): what the mailbox's key column
-    /// copies (`store::mailbox::keys`), read back with `SortKeysRef::decode`.
-    pub fn encoded_sort_keys(b: &'a [u8]) -> Option<&'a [u8]> {
-        match *b.first()? {
-            5..=VERSION => {
-                let rest = b.get(SORT_KEYS_AT..)?;
-                let (_, len) = SortKeysRef::decode(rest)?;
-                rest.get(..len)
-            }
-            _ => None,
+    /// What the mailbox's key column keeps of a cache blob
+    /// (`store::mailbox::keys`; version 5 on, None for older or damaged
+    /// blobs): the sort keys exactly as stored, then the sent day and the
+    /// five search texts. Read back with [`ColumnEntry::decode`].
+    pub fn column_entry(b: &'a [u8]) -> Option<Vec<u8>> {
+        if !matches!(*b.first()?, 5..=VERSION) {
+            return None;
         }
+        let c = Cache::parse(b)?;
+        let rest = b.get(SORT_KEYS_AT..)?;
+        let (_, len) = SortKeysRef::decode(rest)?;
+        let mut out = Vec::with_capacity(len + 4 + c.search.iter().map(|s| 4 + s.len()).sum::<usize>());
+        out.extend_from_slice(&rest[..len]);
+        out.extend_from_slice(&c.sent_days.unwrap_or(i32::MIN).to_le_bytes());
+        for s in c.search {
+            put_bytes(&mut out, s);
+        }
+        Some(out)
     }
 
     pub fn parse(b: &'a [u8]) -> Option<Cache<'a>> {

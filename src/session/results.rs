@@ -4,6 +4,7 @@
 
 use super::search::Matcher;
 use super::selected::Selected;
+use super::sort::column_pays;
 use crate::proto::seqset::compact;
 use crate::proto::{Out, SearchKey, SearchReturn};
 
@@ -43,26 +44,30 @@ impl Evaluation {
     /// One slice; true when every message was looked at.
     pub fn step(&mut self, sel: &Selected) -> bool {
         let mb = sel.mbox.borrow();
-        let matcher = Matcher::new(&mb, sel, self.now);
         let uids = sel.uids();
+        let reads_cache = Matcher::reads_cache(&self.key);
+        let column = if Matcher::reads_column(&self.key) && column_pays(uids.len() - self.next, mb.msgs().len()) { mb.key_column() } else { None };
+        let matcher = Matcher::new(&mb, sel, self.now).with_column(column);
         let stop = (self.next + MESSAGES_PER_SLICE).min(uids.len());
         let mut finder = mb.finder();
         // Keys that read each message's cache ask for the one `AHEAD`
         // messages on while this one is looked at, so the waits for memory
         // overlap (the caches are a page apart, between the messages).
         const AHEAD: usize = 16;
-        let mut ahead = matcher.reads_cache(&self.key).then(|| mb.finder());
+        let mut ahead = reads_cache.then(|| mb.finder());
         while self.next < stop {
             let (i, u) = (self.next, uids[self.next]);
             self.next += 1;
-            if let Some(m) = ahead.as_mut().and_then(|f| f.find(*uids.get(i + AHEAD)?)) {
-                matcher.prefetch_cache(m);
+            if let Some(f) = &mut ahead {
+                if let Some(m) = uids.get(i + AHEAD).and_then(|&u| f.find(u)) {
+                    matcher.prefetch(m, f.position());
+                }
             }
             let Some(m) = finder.find(u) else {
                 self.expunged = true;
                 continue;
             };
-            if matcher.matches(&self.key, m, i as u32 + 1) {
+            if matcher.matches_at(&self.key, m, i as u32 + 1, Some(finder.position())) {
                 self.hits.push((i as u32 + 1, u));
                 self.max_modseq = self.max_modseq.max(m.modseq);
             }

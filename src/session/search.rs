@@ -1,15 +1,17 @@
 //! Search keys evaluated against messages (RFC 9051 6.4.4). Flags, dates
-//! and sizes come from the index; addresses and subjects from the cache's
-//! decoded text; BODY and TEXT scan the mapped message bytes with a
+//! and sizes come from the index; addresses, subjects and sent dates from
+//! the key column (`store::mailbox::keys`) when many messages are looked
+//! at, else from the cache's decoded text; BODY and TEXT scan the mapped message bytes with a
 //! SIMD-assisted, ASCII-case-insensitive substring search.
 
 use std::cell::OnceCell;
+use std::rc::Rc;
 
 use crate::mime::casemap::casemap;
-use crate::mime::{header, Cache, Kind, Transfer};
+use crate::mime::{header, Cache, ColumnEntry, Kind, Transfer};
 use crate::proto::{Date, Flag, SearchKey, SequenceSet};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
-use crate::store::{Mailbox, Msg};
+use crate::store::{KeyColumn, Mailbox, Msg};
 
 /// Whether the key uses MODSEQ (the response then reports it).
 pub fn uses_modseq(k: &SearchKey) -> bool {
@@ -92,6 +94,8 @@ pub struct Matcher<'a> {
     max_uid: u32,
     /// Message bytes loaded so far: what a search slice is budgeted by.
     work: std::cell::Cell<u64>,
+    /// The mailbox's key column, when the search reads it.
+    column: Option<Rc<KeyColumn>>,
 }
 
 /// What is loaded for one message, at most once.
@@ -100,12 +104,19 @@ struct Loaded<'a> {
     /// The cache record as stored (shared from the mapping), or made
     /// afresh when the stored one cannot be read.
     cache_blob: OnceCell<Option<crate::proto::Shared>>,
-    _m: std::marker::PhantomData<&'a ()>,
+    /// The message's entry in the key column, if it has one.
+    entry: Option<&'a [u8]>,
 }
 
 impl<'a> Matcher<'a> {
     pub fn new(mb: &'a Mailbox, sel: &'a dyn Numbering, now: i64) -> Self {
-        Matcher { mb, sel, now, max_seq: sel.uids().len() as u32, max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default() }
+        Matcher { mb, sel, now, max_seq: sel.uids().len() as u32, max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default(), column: None }
+    }
+
+    /// Reads what the key column has (`matches_at`) from `column`.
+    pub fn with_column(mut self, column: Option<Rc<KeyColumn>>) -> Self {
+        self.column = column;
+        self
     }
 
     /// Bytes of messages looked at (headers and bodies) so far.
@@ -113,12 +124,25 @@ impl<'a> Matcher<'a> {
         self.work.get()
     }
 
-    /// Whether evaluating `key` reads messages' caches.
-    pub fn reads_cache(&self, key: &SearchKey) -> bool {
+    /// Whether `key` asks for what the key column has: address and
+    /// subject text, sent dates.
+    pub fn reads_column(key: &SearchKey) -> bool {
         match key {
-            SearchKey::And(v) => v.iter().any(|k| self.reads_cache(k)),
-            SearchKey::Or(a, b) => self.reads_cache(a) || self.reads_cache(b),
-            SearchKey::Not(a) => self.reads_cache(a),
+            SearchKey::And(v) => v.iter().any(Matcher::reads_column),
+            SearchKey::Or(a, b) => Matcher::reads_column(a) || Matcher::reads_column(b),
+            SearchKey::Not(a) => Matcher::reads_column(a),
+            SearchKey::Header(name, v) => !v.is_empty() && crate::mime::SEARCH_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)),
+            SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => true,
+            _ => false,
+        }
+    }
+
+    /// Whether evaluating `key` reads messages' caches.
+    pub fn reads_cache(key: &SearchKey) -> bool {
+        match key {
+            SearchKey::And(v) => v.iter().any(Matcher::reads_cache),
+            SearchKey::Or(a, b) => Matcher::reads_cache(a) || Matcher::reads_cache(b),
+            SearchKey::Not(a) => Matcher::reads_cache(a),
             SearchKey::Header(_, v) => !v.is_empty(),
             SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) | SearchKey::Body(_) | SearchKey::Text(_) => true,
             SearchKey::EmailId(_) | SearchKey::ThreadId(_) => true,
@@ -126,11 +150,14 @@ impl<'a> Matcher<'a> {
         }
     }
 
-    /// Asks the CPU for the start of `m`'s cache record (what a search
-    /// reads of it: the fields before the search text are skipped by their
-    /// lengths, and the text follows within a few hundred bytes).
-    pub fn prefetch_cache(&self, m: &Msg) {
-        if let Ok(c) = self.mb.cache_unread(m) {
+    /// Asks the CPU for what a search reads of `m`, at `position` in the
+    /// mailbox: its key column record, else the start of its cache record
+    /// (the fields before the search text are skipped by their lengths,
+    /// and the text follows within a few hundred bytes).
+    pub fn prefetch(&self, m: &Msg, position: usize) {
+        if let Some(r) = self.column.as_ref().and_then(|c| c.record(position)) {
+            super::sort::prefetch(r);
+        } else if let Ok(c) = self.mb.cache_unread(m) {
             for line in c.bytes().chunks(64).take(24) {
                 super::sort::prefetch(line);
             }
@@ -138,7 +165,14 @@ impl<'a> Matcher<'a> {
     }
 
     pub fn matches(&self, key: &SearchKey, m: &Msg, seq: u32) -> bool {
-        let l = Loaded { bytes: OnceCell::new(), cache_blob: OnceCell::new(), _m: std::marker::PhantomData };
+        self.matches_at(key, m, seq, None)
+    }
+
+    /// `matches` for the message at `position` in the mailbox: what the
+    /// key column has of it is read there.
+    pub fn matches_at(&self, key: &SearchKey, m: &Msg, seq: u32, position: Option<usize>) -> bool {
+        let entry = self.column.as_ref().zip(position).and_then(|(c, p)| c.keys(p));
+        let l = Loaded { bytes: OnceCell::new(), cache_blob: OnceCell::new(), entry };
         self.eval(key, m, seq, &l)
     }
 
@@ -189,6 +223,9 @@ impl<'a> Matcher<'a> {
     }
 
     fn sent_day(&self, m: &Msg, l: &Loaded<'_>) -> i64 {
+        if let Some(e) = l.entry.and_then(ColumnEntry::decode) {
+            return e.sent_days.map_or_else(|| day_of(self.mb.location(m).internal_date), i64::from);
+        }
         self.with_cache(m, l, |c| c.sent_days).flatten().map_or_else(|| day_of(self.mb.location(m).internal_date), i64::from)
     }
 
@@ -197,7 +234,11 @@ impl<'a> Matcher<'a> {
         if value.is_empty() {
             return self.has_field(name, m, l);
         }
-        // The cache holds decoded text of the address and subject fields.
+        // The column and the cache hold decoded text of the address and
+        // subject fields.
+        if let Some(t) = l.entry.and_then(ColumnEntry::decode).and_then(|e| e.search_text(name)) {
+            return contains_casemap(t, value);
+        }
         if let Some(hit) = self.with_cache(m, l, |c| c.search_text(name).map(|t| contains_casemap(t, value))).flatten() {
             return hit;
         }
@@ -298,6 +339,100 @@ impl<'a> Matcher<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct All(Vec<u32>);
+
+    impl Numbering for All {
+        fn uids(&self) -> &[u32] {
+            &self.0
+        }
+        fn is_recent(&self, _: u32) -> bool {
+            false
+        }
+        fn saved(&self) -> &[u32] {
+            &[]
+        }
+    }
+
+    /// Address, subject and sent-date keys answer the same from the key
+    /// column as from the caches: encoded words, comments, groups, no
+    /// Date, non-ASCII needles, and messages the column lacks.
+    #[test]
+    fn the_key_column_answers_as_the_caches() {
+        use crate::store::{Io, MemIo, Settings};
+        let key = |k: &str| {
+            let line = format!("a SEARCH CHARSET UTF-8 {k}");
+            let mut toks = Vec::new();
+            crate::proto::scan::tokenize_reference(line.as_bytes(), 0, &mut toks).expect("scan");
+            match crate::proto::parse::parse_command(line.as_bytes(), &toks, 32).expect("parse").body {
+                crate::proto::CommandBody::Search { key, .. } => key,
+                other => panic!("{other:?}"),
+            }
+        };
+        let io: Rc<dyn Io> = Rc::new(MemIo::new());
+        let settings = Settings { segment_size: 256 << 10, ..Settings::default() };
+        let mut mb = Mailbox::create(io.clone(), std::path::Path::new("/q"), 4, settings).unwrap();
+        let message = |i: u32| {
+            let date = if i.is_multiple_of(7) { String::new() } else { format!("Date: {} Mar 2024 10:00:00 +0000\r\n", 1 + i % 28) };
+            let from = match i % 4 {
+                0 => "From: =?utf-8?q?Ren=C3=A9e?= <renee@x.org>".to_string(),
+                1 => format!("From: <user-from (comment)@ (c) domain{i}.org>"),
+                2 => "From: Team: a@x.org, b@y.org;".to_string(),
+                _ => format!("From: plain{i}@example.com"),
+            };
+            format!(
+                "{from}\r\nTo: t{}@z.net\r\nCc: C{} <c@c.com>\r\nSubject: {}topic {}\r\n{date}\r\nbody\r\n",
+                i % 3,
+                i % 5,
+                if i.is_multiple_of(2) { "Re: " } else { "" },
+                i % 11
+            )
+        };
+        for i in 0..300u32 {
+            mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
+        }
+        mb.commit().unwrap();
+        assert!((0..300).all(|p| mb.key_column().expect("written at commit").keys(p).is_some()));
+        // Some messages without a record (zeros where theirs were): read
+        // from their caches.
+        let f = io.open(std::path::Path::new("/q/keys"), crate::store::io::OpenMode::Existing).unwrap();
+        f.write_at(&[0u8; 4096], 8192).unwrap();
+        drop(mb);
+        let mb = Mailbox::open(io, std::path::Path::new("/q"), 4, settings).unwrap();
+        let column = mb.key_column().unwrap();
+        let lacking = (0..300).filter(|&p| column.keys(p).is_none()).count();
+        assert!((5..100).contains(&lacking), "{lacking}");
+        let sel = All(mb.msgs().iter().map(|m| m.uid).collect());
+        let mut matched = 0;
+        let keys = [
+            "FROM \"renée\"",
+            "FROM RENEE",
+            "FROM user-from@domain5.org",
+            "FROM b@y.org",
+            "TO t1@",
+            "CC c2",
+            "BCC x",
+            "SUBJECT \"topic 3\"",
+            "OR SUBJECT topic FROM plain",
+            "NOT FROM example",
+            "SENTSINCE 10-Mar-2024",
+            "SENTON 5-Mar-2024",
+            "SENTBEFORE 3-Mar-2024",
+            "HEADER X-Missing \"\"",
+        ];
+        for k in keys {
+            let k = key(k);
+            let plain = Matcher::new(&mb, &sel, 0);
+            let with = Matcher::new(&mb, &sel, 0).with_column(Some(column.clone()));
+            let a: Vec<u32> = mb.msgs().iter().zip(1..).filter(|(m, s)| plain.matches(&k, m, *s)).map(|(m, _)| m.uid).collect();
+            let b: Vec<u32> =
+                mb.msgs().iter().zip(1..).enumerate().filter(|(p, (m, s))| with.matches_at(&k, m, *s, Some(*p))).map(|(_, (m, _))| m.uid).collect();
+            assert_eq!(a, b, "{k:?}");
+            matched += usize::from(!a.is_empty() && a.len() < 300);
+            assert!(Matcher::reads_column(&k) || matches!(k, SearchKey::Header(..)), "{k:?}");
+        }
+        assert!(matched >= 11, "most keys match some messages and not others: {matched}");
+    }
 
     #[test]
     fn substring_ignores_ascii_case() {

@@ -150,7 +150,7 @@ fn brought_up_to_date(mb: &Mailbox, old: &[u32], then: &Derived, criteria: &[Sor
         let mut hi = order.len();
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            let below = t.with_row(mb, column.as_ref(), (order[mid], order[mid]), |t, probe| t.compare(probe, row as usize) == Ordering::Less)?;
+            let below = t.with_row(mb, column.as_deref(), (order[mid], order[mid]), |t, probe| t.compare(probe, row as usize) == Ordering::Less)?;
             if below {
                 lo = mid + 1;
             } else {
@@ -185,7 +185,7 @@ enum KeysAt<'c> {
 
 /// Whether `hits` are enough of a mailbox of `n` messages that reading
 /// the whole key column costs less than reading their caches one by one.
-fn column_pays(hits: usize, n: usize) -> bool {
+pub(crate) fn column_pays(hits: usize, n: usize) -> bool {
     hits >= 64 && hits * 8 >= n
 }
 
@@ -201,7 +201,7 @@ fn column_pays(hits: usize, n: usize) -> bool {
 pub(crate) fn each_with_keys(mb: &Mailbox, hits: &[(u32, u32)], f: impl FnMut((u32, u32), &Msg, Option<SortKeysRef<'_>>)) {
     if column_pays(hits.len(), mb.msgs().len()) {
         let column = mb.key_column();
-        each_with_keys_in(mb, column.as_ref(), Some(mb.key_writer()), hits, f)
+        each_with_keys_in(mb, column.as_deref(), Some(mb.key_writer()), hits, f)
     } else {
         each_with_keys_in(mb, None, None, hits, f)
     }
@@ -257,8 +257,10 @@ fn each_with_keys_in(
         let bytes = cache.as_ref().map_or(&[][..], |c| c.bytes());
         match Cache::sort_keys(bytes) {
             Some(k) => {
-                if let (Some(w), Some(raw)) = (&mut missing, Cache::encoded_sort_keys(bytes)) {
-                    w.push(m.uid, mb.location(m).length, raw);
+                if let Some(w) = &mut missing {
+                    if let Some(e) = Cache::column_entry(bytes) {
+                        w.push(m.uid, mb.location(m).length, &e);
+                    }
                 }
                 f(hit, m, Some(k))
             }

@@ -1,6 +1,8 @@
 //! The key column (`keys`): every message's sort keys (`mime::sortkeys`),
-//! one after the other in a file of their own, so that the first SORT or
-//! THREAD over a mailbox reads them in one sequential sweep. Their other
+//! sent day and search texts (`mime::Cache::column_entry`), one after the
+//! other in a file of their own, so that the first SORT or THREAD over a
+//! mailbox, and a SEARCH on its address and subject fields or sent dates,
+//! read them in one sequential sweep. Their other
 //! copy, in each message's cache record, sits between the message bodies,
 //! a page apart: reading 100k of those waits for memory 100k times, and
 //! pays a page fault each while the mapping is cold (after a restart, the
@@ -25,98 +27,16 @@
 
 use std::io;
 use std::path::PathBuf;
+use std::rc::Rc;
 
+use super::key_column::{decode, encode, header, KeyColumn, HEADER, RECORD_HEADER};
 use super::Mailbox;
-use crate::mime::sortkeys;
-use crate::store::format::{align8, crc};
-use crate::store::io::{File, Mapping, OpenMode};
+use crate::store::format::align8;
+use crate::store::io::{File, OpenMode};
 
 const FILE: &str = "keys";
-const MAGIC: &[u8; 8] = b"RMKEYS\0\x01";
-/// Header: magic, `sortkeys::FORMAT`, UIDVALIDITY, zeros, CRC-32C of the
-/// bytes before it.
-const HEADER: u64 = 32;
-const RECORD_MAGIC: u32 = 0x314B_4D52; // "RMK1"
-/// Record header: magic, CRC-32C of everything after it up to the end of
-/// the keys, UID, keys length, message size (u64). The keys follow, padded
-/// to 8.
-const RECORD_HEADER: usize = 24;
 /// Records are written in batches of about this many bytes.
 const BATCH: usize = 256 << 10;
-
-fn u32_at(b: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
-}
-
-fn header(uidvalidity: u32) -> [u8; HEADER as usize] {
-    let mut h = [0u8; HEADER as usize];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..12].copy_from_slice(&sortkeys::FORMAT.to_le_bytes());
-    h[12..16].copy_from_slice(&uidvalidity.to_le_bytes());
-    let c = crc(&h[..28]);
-    h[28..].copy_from_slice(&c.to_le_bytes());
-    h
-}
-
-/// Appends one record to `out`.
-fn encode(out: &mut Vec<u8>, uid: u32, size: u64, keys: &[u8]) {
-    let start = out.len();
-    out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.extend_from_slice(&uid.to_le_bytes());
-    out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
-    out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(keys);
-    let c = crc(&out[start + 8..]);
-    out[start + 4..start + 8].copy_from_slice(&c.to_le_bytes());
-    out.resize(start + align8((RECORD_HEADER + keys.len()) as u64) as usize, 0);
-}
-
-/// A whole record at `off` of `b`: (UID, message size, keys, end).
-fn decode(b: &[u8], off: usize) -> Option<(u32, u64, &[u8], usize)> {
-    let h = b.get(off..off + RECORD_HEADER)?;
-    if u32_at(h, 0) != RECORD_MAGIC {
-        return None;
-    }
-    let len = u32_at(h, 12) as usize;
-    let end = (off + RECORD_HEADER).checked_add(len)?;
-    if crc(b.get(off + 8..end)?) != u32_at(h, 4) {
-        return None;
-    }
-    let size = u64::from_le_bytes(h[16..24].try_into().expect("8 bytes"));
-    Some((u32_at(h, 8), size, &b[off + RECORD_HEADER..end], off + align8((RECORD_HEADER + len) as u64) as usize))
-}
-
-/// The key column as one sweep found it: each message's keys by its
-/// position in the mailbox (as it was then; use it before anything
-/// changes).
-pub struct KeyColumn {
-    map: Mapping,
-    /// Offset of each message's record (0: none).
-    at: Vec<u32>,
-}
-
-impl KeyColumn {
-    /// The encoded keys of the message at `position`, if the column has
-    /// them (their record was checked by the sweep).
-    pub fn keys(&self, position: usize) -> Option<&[u8]> {
-        self.record(position).and_then(KeyColumn::keys_in)
-    }
-
-    /// Where the record of the message at `position` starts (the column
-    /// from there on), if there is one: reads only the sweep's table, so
-    /// a reader can ask the CPU for the record before it needs it.
-    pub fn record(&self, position: usize) -> Option<&[u8]> {
-        let off = *self.at.get(position)? as usize;
-        (off != 0).then(|| &(*self.map).as_ref()[off..])
-    }
-
-    /// The keys in a record `record` gave.
-    pub fn keys_in(record: &[u8]) -> Option<&[u8]> {
-        let len = u32_at(record, 12) as usize;
-        record.get(RECORD_HEADER..RECORD_HEADER + len)
-    }
-}
 
 /// Key records on their way to the column, written when the batch is full
 /// and when it is dropped.
@@ -137,6 +57,8 @@ impl KeyWriter<'_> {
         if self.buf.is_empty() {
             return;
         }
+        // The sweep kept with the mailbox lacks these: the next one finds them.
+        self.mb.key_column.replace(None);
         if let Err(e) = self.mb.append_keys(&self.buf) {
             // A cache: the keys are read from the message caches instead.
             self.mb.keys_end.set(0);
@@ -189,7 +111,7 @@ impl Mailbox {
     /// Replaces the column with one holding `records`: a new file renamed
     /// over the old, never the old one cut or changed (a reader may hold
     /// its mapping).
-    fn fresh_keys(&self, records: &[u8]) -> io::Result<std::rc::Rc<dyn File>> {
+    fn fresh_keys(&self, records: &[u8]) -> io::Result<Rc<dyn File>> {
         let path = self.keys_path();
         let tmp = path.with_extension("tmp");
         let f = self.io.open(&tmp, OpenMode::Truncate)?;
@@ -200,10 +122,24 @@ impl Mailbox {
         Ok(f)
     }
 
-    /// Sweeps the column: where each message's keys are. None when there
-    /// is no column of this build. Rewrites the file when records of
-    /// expunged messages outweigh the live ones.
-    pub fn key_column(&self) -> Option<KeyColumn> {
+    /// Where each message's entry is in the column, from a sweep kept with
+    /// the mailbox until its messages change or records are added (4 bytes
+    /// per message and the mapping); None when there is no column of this
+    /// build.
+    pub fn key_column(&self) -> Option<Rc<KeyColumn>> {
+        if let Some((version, c)) = &*self.key_column.borrow() {
+            if *version == self.version {
+                return Some(c.clone());
+            }
+        }
+        let c = Rc::new(self.sweep_keys()?);
+        self.key_column.replace(Some((self.version, c.clone())));
+        Some(c)
+    }
+
+    /// Sweeps the column: where each message's entry is. Rewrites the file
+    /// when records of expunged messages outweigh the live ones.
+    fn sweep_keys(&self) -> Option<KeyColumn> {
         let f = match self.io.open(&self.keys_path(), OpenMode::Existing) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
@@ -268,8 +204,8 @@ impl Mailbox {
         let mut w = self.key_writer();
         for m in &self.msgs[from..] {
             if let Ok(c) = self.cache(m) {
-                if let Some(k) = crate::mime::Cache::encoded_sort_keys(c.bytes()) {
-                    w.push(m.uid, self.location(m).length, k);
+                if let Some(e) = crate::mime::Cache::column_entry(c.bytes()) {
+                    w.push(m.uid, self.location(m).length, &e);
                 }
             }
         }
@@ -317,7 +253,7 @@ mod tests {
             .enumerate()
             .map(|(p, m)| {
                 let c = mb.cache(m).unwrap();
-                (column.as_ref().and_then(|k| k.keys(p)).map(<[u8]>::to_vec), Cache::encoded_sort_keys(c.bytes()).unwrap().to_vec())
+                (column.as_ref().and_then(|k| k.keys(p)).map(<[u8]>::to_vec), Cache::column_entry(c.bytes()).unwrap())
             })
             .collect()
     }
@@ -392,7 +328,7 @@ mod tests {
         let dir = Path::new("/o");
         let mut mb = filled(&io, dir, 4);
         let f = io.open(&dir.join(FILE), OpenMode::Existing).unwrap();
-        f.write_at(&(sortkeys::FORMAT + 1).to_le_bytes(), 8).unwrap();
+        f.write_at(&(crate::mime::sortkeys::FORMAT + 1).to_le_bytes(), 8).unwrap();
         drop(mb);
         mb = Mailbox::open(io.clone(), dir, 5, small()).unwrap();
         assert!(mb.key_column().is_none());

@@ -13,6 +13,7 @@
 
 pub(crate) mod derived;
 pub(crate) mod durability;
+pub(crate) mod key_column;
 pub(crate) mod keys;
 mod reclaim;
 mod recovery;
@@ -283,6 +284,8 @@ pub struct Mailbox {
     /// Where the next record of the key column goes (keys.rs); 0 until
     /// the file was looked at.
     keys_end: Cell<u64>,
+    /// The last sweep of the key column, and the version it is of.
+    key_column: RefCell<Option<(u64, Rc<key_column::KeyColumn>)>>,
     watchers: RefCell<Vec<Weak<Signal>>>,
     /// The user's change feed and this mailbox's id in it (NOTIFY).
     feed: Option<(Rc<super::events::Feed>, u32)>,

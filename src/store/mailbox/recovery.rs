@@ -87,6 +87,7 @@ impl Mailbox {
             uids: Default::default(),
             derived: Default::default(),
             keys_end: Cell::new(0),
+            key_column: Default::default(),
             watchers: Default::default(),
             feed: None,
             recent_floor: Cell::new(1),
