@@ -166,21 +166,26 @@ pub struct Cache<'a> {
 /// what SORT, THREAD and SEARCH on the address and subject fields and the
 /// sent date read of it, without its cache record.
 pub struct ColumnEntry<'a> {
-    pub keys: SortKeysRef<'a>,
     pub sent_days: Option<i32>,
+    keys: &'a [u8],
     search: [&'a [u8]; 5],
 }
 
 impl<'a> ColumnEntry<'a> {
     pub fn decode(b: &'a [u8]) -> Option<ColumnEntry<'a>> {
-        let (keys, len) = SortKeysRef::decode(b)?;
-        let mut r = Reader { b, at: len };
+        let mut r = Reader { b, at: 0 };
         let sd = r.u32()? as i32;
+        let keys = r.bytes()?;
         let mut search = [&b[..0]; 5];
         for s in &mut search {
             *s = r.bytes()?;
         }
-        Some(ColumnEntry { keys, sent_days: (sd != i32::MIN).then_some(sd), search })
+        Some(ColumnEntry { sent_days: (sd != i32::MIN).then_some(sd), keys, search })
+    }
+
+    /// The sort keys (read only when asked for: a search steps over them).
+    pub fn sort_keys(&self) -> Option<SortKeysRef<'a>> {
+        SortKeysRef::decode(self.keys).map(|(k, _)| k)
     }
 
     /// Decoded text of a SEARCH_FIELDS entry, as `Cache::search_text`.
@@ -235,8 +240,9 @@ impl<'a> Cache<'a> {
 
     /// What the mailbox's key column keeps of a cache blob
     /// (`store::mailbox::keys`; version 5 on, None for older or damaged
-    /// blobs): the sort keys exactly as stored, then the sent day and the
-    /// five search texts. Read back with [`ColumnEntry::decode`].
+    /// blobs): the sent day (i32, `i32::MIN`: none), the sort keys exactly
+    /// as stored (a u32 length first, so a search steps over them), then
+    /// the five search texts. Read back with [`ColumnEntry::decode`].
     pub fn column_entry(b: &'a [u8]) -> Option<Vec<u8>> {
         if !matches!(*b.first()?, 5..=VERSION) {
             return None;
@@ -244,9 +250,9 @@ impl<'a> Cache<'a> {
         let c = Cache::parse(b)?;
         let rest = b.get(SORT_KEYS_AT..)?;
         let (_, len) = SortKeysRef::decode(rest)?;
-        let mut out = Vec::with_capacity(len + 4 + c.search.iter().map(|s| 4 + s.len()).sum::<usize>());
-        out.extend_from_slice(&rest[..len]);
+        let mut out = Vec::with_capacity(8 + len + c.search.iter().map(|s| 4 + s.len()).sum::<usize>());
         out.extend_from_slice(&c.sent_days.unwrap_or(i32::MIN).to_le_bytes());
+        put_bytes(&mut out, &rest[..len]);
         for s in c.search {
             put_bytes(&mut out, s);
         }

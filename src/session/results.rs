@@ -5,6 +5,7 @@
 use super::search::Matcher;
 use super::selected::Selected;
 use super::sort::column_pays;
+use crate::mime::Cache;
 use crate::proto::seqset::compact;
 use crate::proto::{Out, SearchKey, SearchReturn};
 
@@ -46,8 +47,12 @@ impl Evaluation {
         let mb = sel.mbox.borrow();
         let uids = sel.uids();
         let reads_cache = Matcher::reads_cache(&self.key);
-        let column = if Matcher::reads_column(&self.key) && column_pays(uids.len() - self.next, mb.msgs().len()) { mb.key_column() } else { None };
-        let matcher = Matcher::new(&mb, sel, self.now).with_column(column);
+        let wants_column = Matcher::reads_column(&self.key) && column_pays(uids.len() - self.next, mb.msgs().len());
+        let column = if wants_column { mb.key_column() } else { None };
+        // Messages the column lacks (a store from before it) are given
+        // their entries, so the next search finds them there.
+        let mut missing = wants_column.then(|| mb.key_writer());
+        let matcher = Matcher::new(&mb, sel, self.now).with_column(column.clone());
         let stop = (self.next + MESSAGES_PER_SLICE).min(uids.len());
         let mut finder = mb.finder();
         // Keys that read each message's cache ask for the one `AHEAD`
@@ -67,7 +72,13 @@ impl Evaluation {
                 self.expunged = true;
                 continue;
             };
-            if matcher.matches_at(&self.key, m, i as u32 + 1, Some(finder.position())) {
+            let position = finder.position();
+            if let Some(w) = missing.as_mut().filter(|_| column.as_ref().and_then(|c| c.entry(position)).is_none()) {
+                if let Some(e) = mb.cache(m).ok().and_then(|c| Cache::column_entry(c.bytes())) {
+                    w.push(m.uid, mb.location(m).length, &e);
+                }
+            }
+            if matcher.matches_at(&self.key, m, i as u32 + 1, Some(position)) {
                 self.hits.push((i as u32 + 1, u));
                 self.max_modseq = self.max_modseq.max(m.modseq);
             }

@@ -171,7 +171,7 @@ impl<'a> Matcher<'a> {
     /// `matches` for the message at `position` in the mailbox: what the
     /// key column has of it is read there.
     pub fn matches_at(&self, key: &SearchKey, m: &Msg, seq: u32, position: Option<usize>) -> bool {
-        let entry = self.column.as_ref().zip(position).and_then(|(c, p)| c.keys(p));
+        let entry = self.column.as_ref().zip(position).and_then(|(c, p)| c.entry(p));
         let l = Loaded { bytes: OnceCell::new(), cache_blob: OnceCell::new(), entry };
         self.eval(key, m, seq, &l)
     }
@@ -392,7 +392,7 @@ mod tests {
             mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
         }
         mb.commit().unwrap();
-        assert!((0..300).all(|p| mb.key_column().expect("written at commit").keys(p).is_some()));
+        assert!((0..300).all(|p| mb.key_column().expect("written at commit").entry(p).is_some()));
         // Some messages without a record (zeros where theirs were): read
         // from their caches.
         let f = io.open(std::path::Path::new("/q/keys"), crate::store::io::OpenMode::Existing).unwrap();
@@ -400,7 +400,7 @@ mod tests {
         drop(mb);
         let mb = Mailbox::open(io, std::path::Path::new("/q"), 4, settings).unwrap();
         let column = mb.key_column().unwrap();
-        let lacking = (0..300).filter(|&p| column.keys(p).is_none()).count();
+        let lacking = (0..300).filter(|&p| column.entry(p).is_none()).count();
         assert!((5..100).contains(&lacking), "{lacking}");
         let sel = All(mb.msgs().iter().map(|m| m.uid).collect());
         let mut matched = 0;

@@ -9,7 +9,7 @@ use std::collections::VecDeque;
 use std::rc::Rc;
 
 use crate::mime::sortkeys::{SortKeys, SortKeysRef};
-use crate::mime::Cache;
+use crate::mime::{Cache, ColumnEntry};
 use crate::proto::{Shared, SortCriterion, SortKey};
 use crate::store::{Derived, KeyColumn, KeyWriter, Mailbox, Msg, Uids};
 
@@ -240,8 +240,8 @@ fn each_with_keys_in(
         }
         let Some((m, at)) = next else { continue };
         let cache = match at {
-            KeysAt::Column(r) => match KeyColumn::keys_in(r).and_then(SortKeysRef::decode) {
-                Some((k, _)) => {
+            KeysAt::Column(r) => match KeyColumn::entry_in(r).and_then(ColumnEntry::decode).and_then(|e| e.sort_keys()) {
+                Some(k) => {
                     f(hit, m, Some(k));
                     continue;
                 }
@@ -625,7 +625,7 @@ mod tests {
         let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
         let first = SortTable::build(&mb, &all, &criteria[0]).order();
         let column = mb.key_column().expect("written by the sweep");
-        assert!((0..all.len()).all(|p| column.keys(p).is_some()));
+        assert!((0..all.len()).all(|p| column.entry(p).is_some()));
         assert_eq!(SortTable::build(&mb, &all, &criteria[0]).order(), first);
     }
 

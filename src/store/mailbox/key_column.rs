@@ -74,8 +74,8 @@ pub struct KeyColumn {
 impl KeyColumn {
     /// The entry of the message at `position` (`mime::ColumnEntry`), if
     /// the column has it (its record was checked by the sweep).
-    pub fn keys(&self, position: usize) -> Option<&[u8]> {
-        self.record(position).and_then(KeyColumn::keys_in)
+    pub fn entry(&self, position: usize) -> Option<&[u8]> {
+        self.record(position).and_then(KeyColumn::entry_in)
     }
 
     /// Where the record of the message at `position` starts (the column
@@ -87,7 +87,7 @@ impl KeyColumn {
     }
 
     /// The entry in a record `record` gave.
-    pub fn keys_in(record: &[u8]) -> Option<&[u8]> {
+    pub fn entry_in(record: &[u8]) -> Option<&[u8]> {
         let len = u32_at(record, 12) as usize;
         record.get(RECORD_HEADER..RECORD_HEADER + len)
     }

@@ -253,7 +253,7 @@ mod tests {
             .enumerate()
             .map(|(p, m)| {
                 let c = mb.cache(m).unwrap();
-                (column.as_ref().and_then(|k| k.keys(p)).map(<[u8]>::to_vec), Cache::column_entry(c.bytes()).unwrap())
+                (column.as_ref().and_then(|k| k.entry(p)).map(<[u8]>::to_vec), Cache::column_entry(c.bytes()).unwrap())
             })
             .collect()
     }
