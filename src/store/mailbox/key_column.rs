@@ -6,9 +6,10 @@ use crate::store::format::{align8, crc};
 use crate::store::io::Mapping;
 
 const MAGIC: &[u8; 8] = b"RMKEYS\0\x01";
-/// What a record holds (`mime::Cache::column_entry`): 2 added the sent day
-/// and the search texts after the sort keys.
-const LAYOUT: u32 = 2;
+/// What a record holds (`mime::Cache::column_entry`): 1 the sort keys
+/// alone, 2 with the sent day and the search texts after them, 3 with the
+/// sent day first and the keys' length before them.
+const LAYOUT: u32 = 3;
 /// Header: magic, `sortkeys::FORMAT`, UIDVALIDITY, `LAYOUT`, zeros, CRC-32C
 /// of the bytes before it.
 pub(super) const HEADER: u64 = 32;
