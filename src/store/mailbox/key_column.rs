@@ -15,8 +15,8 @@ const LAYOUT: u32 = 3;
 pub(super) const HEADER: u64 = 32;
 const RECORD_MAGIC: u32 = 0x314B_4D52; // "RMK1"
 /// Record header: magic, CRC-32C of everything after it up to the end of
-/// the keys, UID, keys length, message size (u64). The keys follow, padded
-/// to 8.
+/// the entry, UID, entry length, message size (u64). The entry follows,
+/// padded to 8.
 pub(super) const RECORD_HEADER: usize = 24;
 
 fn u32_at(b: &[u8], at: usize) -> u32 {
@@ -35,20 +35,20 @@ pub(super) fn header(uidvalidity: u32) -> [u8; HEADER as usize] {
 }
 
 /// Appends one record to `out`.
-pub(super) fn encode(out: &mut Vec<u8>, uid: u32, size: u64, keys: &[u8]) {
+pub(super) fn encode(out: &mut Vec<u8>, uid: u32, size: u64, entry: &[u8]) {
     let start = out.len();
     out.extend_from_slice(&RECORD_MAGIC.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
     out.extend_from_slice(&uid.to_le_bytes());
-    out.extend_from_slice(&(keys.len() as u32).to_le_bytes());
+    out.extend_from_slice(&(entry.len() as u32).to_le_bytes());
     out.extend_from_slice(&size.to_le_bytes());
-    out.extend_from_slice(keys);
+    out.extend_from_slice(entry);
     let c = crc(&out[start + 8..]);
     out[start + 4..start + 8].copy_from_slice(&c.to_le_bytes());
-    out.resize(start + align8((RECORD_HEADER + keys.len()) as u64) as usize, 0);
+    out.resize(start + align8((RECORD_HEADER + entry.len()) as u64) as usize, 0);
 }
 
-/// A whole record at `off` of `b`: (UID, message size, keys, end).
+/// A whole record at `off` of `b`: (UID, message size, entry, end).
 pub(super) fn decode(b: &[u8], off: usize) -> Option<(u32, u64, &[u8], usize)> {
     let h = b.get(off..off + RECORD_HEADER)?;
     if u32_at(h, 0) != RECORD_MAGIC {
@@ -63,7 +63,7 @@ pub(super) fn decode(b: &[u8], off: usize) -> Option<(u32, u64, &[u8], usize)> {
     Some((u32_at(h, 8), size, &b[off + RECORD_HEADER..end], off + align8((RECORD_HEADER + len) as u64) as usize))
 }
 
-/// The key column as one sweep found it: each message's keys by its
+/// The key column as one sweep found it: each message's entry by its
 /// position in the mailbox (as it was then; use it before anything
 /// changes).
 pub struct KeyColumn {

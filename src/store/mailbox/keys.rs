@@ -2,14 +2,14 @@
 //! sent day and search texts (`mime::Cache::column_entry`), one after the
 //! other in a file of their own, so that the first SORT or THREAD over a
 //! mailbox, and a SEARCH on its address and subject fields or sent dates,
-//! read them in one sequential sweep. Their other
-//! copy, in each message's cache record, sits between the message bodies,
-//! a page apart: reading 100k of those waits for memory 100k times, and
-//! pays a page fault each while the mapping is cold (after a restart, the
-//! first SORT over 20k messages took 36 ms that way; docs/store-format.md).
+//! read them in one sequential sweep. Their other copy, in each message's
+//! cache record, sits between the message bodies, a page apart: reading
+//! 100k of those waits for memory 100k times, and pays a page fault each
+//! while the mapping is cold (after a restart, the first SORT over 20k
+//! messages took 36 ms that way; docs/store-format.md).
 //!
 //! Like `derived`, the file is a cache and never the source of truth:
-//! - It holds keys of durable messages only: a message's record is written
+//! - It holds entries of durable messages only: a message's record is written
 //!   when its commit published it (`write::publish`), or, for messages
 //!   without one (stores from before the column, records a crash lost), by
 //!   the first sweep that read their keys from the cache instead. A
@@ -46,8 +46,10 @@ pub struct KeyWriter<'m> {
 }
 
 impl KeyWriter<'_> {
-    pub fn push(&mut self, uid: u32, size: u64, keys: &[u8]) {
-        encode(&mut self.buf, uid, size, keys);
+    /// A record of the message `uid` of `size` bytes, holding `entry`
+    /// (`mime::Cache::column_entry`).
+    pub fn push(&mut self, uid: u32, size: u64, entry: &[u8]) {
+        encode(&mut self.buf, uid, size, entry);
         if self.buf.len() >= BATCH {
             self.flush();
         }
