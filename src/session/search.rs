@@ -1,8 +1,9 @@
 //! Search keys evaluated against messages (RFC 9051 6.4.4). Flags, dates
 //! and sizes come from the index; addresses, subjects and sent dates from
 //! the key column (`store::mailbox::keys`) when many messages are looked
-//! at, else from the cache's decoded text; BODY and TEXT scan the mapped message bytes with a
-//! SIMD-assisted, ASCII-case-insensitive substring search.
+//! at, else from the cache's decoded text; BODY and TEXT scan the mapped
+//! message bytes with a SIMD-assisted, ASCII-case-insensitive substring
+//! search.
 
 use std::cell::OnceCell;
 use std::rc::Rc;
@@ -13,15 +14,19 @@ use crate::proto::{Date, Flag, SearchKey, SequenceSet};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 use crate::store::{KeyColumn, Mailbox, Msg};
 
+/// Whether any key of `k` that is not AND, OR or NOT is one `leaf` accepts.
+fn any_leaf(k: &SearchKey, leaf: &dyn Fn(&SearchKey) -> bool) -> bool {
+    match k {
+        SearchKey::And(v) => v.iter().any(|k| any_leaf(k, leaf)),
+        SearchKey::Or(a, b) => any_leaf(a, leaf) || any_leaf(b, leaf),
+        SearchKey::Not(a) => any_leaf(a, leaf),
+        k => leaf(k),
+    }
+}
+
 /// Whether the key uses MODSEQ (the response then reports it).
 pub fn uses_modseq(k: &SearchKey) -> bool {
-    match k {
-        SearchKey::ModSeq(_) => true,
-        SearchKey::And(v) => v.iter().any(uses_modseq),
-        SearchKey::Or(a, b) => uses_modseq(a) || uses_modseq(b),
-        SearchKey::Not(a) => uses_modseq(a),
-        _ => false,
-    }
+    any_leaf(k, &|k| matches!(k, SearchKey::ModSeq(_)))
 }
 
 /// Substring search under `i;unicode-casemap` (RFC 5051), for header text:
@@ -127,27 +132,21 @@ impl<'a> Matcher<'a> {
     /// Whether `key` asks for what the key column has: address and
     /// subject text, sent dates.
     pub fn reads_column(key: &SearchKey) -> bool {
-        match key {
-            SearchKey::And(v) => v.iter().any(Matcher::reads_column),
-            SearchKey::Or(a, b) => Matcher::reads_column(a) || Matcher::reads_column(b),
-            SearchKey::Not(a) => Matcher::reads_column(a),
+        any_leaf(key, &|k| match k {
             SearchKey::Header(name, v) => !v.is_empty() && crate::mime::SEARCH_FIELDS.iter().any(|f| f.eq_ignore_ascii_case(name)),
             SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) => true,
             _ => false,
-        }
+        })
     }
 
     /// Whether evaluating `key` reads messages' caches.
     pub fn reads_cache(key: &SearchKey) -> bool {
-        match key {
-            SearchKey::And(v) => v.iter().any(Matcher::reads_cache),
-            SearchKey::Or(a, b) => Matcher::reads_cache(a) || Matcher::reads_cache(b),
-            SearchKey::Not(a) => Matcher::reads_cache(a),
+        any_leaf(key, &|k| match k {
             SearchKey::Header(_, v) => !v.is_empty(),
             SearchKey::SentBefore(_) | SearchKey::SentOn(_) | SearchKey::SentSince(_) | SearchKey::Body(_) | SearchKey::Text(_) => true,
             SearchKey::EmailId(_) | SearchKey::ThreadId(_) => true,
             _ => false,
-        }
+        })
     }
 
     /// Asks the CPU for what a search reads of `m`, at `position` in the
@@ -158,9 +157,7 @@ impl<'a> Matcher<'a> {
         if let Some(r) = self.column.as_ref().and_then(|c| c.record(position)) {
             super::sort::prefetch(r);
         } else if let Ok(c) = self.mb.cache_unread(m) {
-            for line in c.bytes().chunks(64).take(24) {
-                super::sort::prefetch(line);
-            }
+            super::sort::prefetch_lines(c.bytes(), 24);
         }
     }
 

@@ -101,10 +101,13 @@ fn uid_set_sum(uids: impl Iterator<Item = u32>) -> u64 {
 
 /// Every message of the mailbox sorted afresh.
 fn whole_order(mb: &Mailbox, criteria: &[SortCriterion]) -> Uids {
-    // Sequence numbers of the mailbox as it is: in UID order, as the
-    // session's are, so ties break the same way.
-    let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, seq)| (seq, m.uid)).collect();
-    Uids(SortTable::build(mb, &all, criteria).order().into_iter().map(|(_, uid)| uid).collect())
+    Uids(SortTable::build(mb, &every_message(mb), criteria).order().into_iter().map(|(_, uid)| uid).collect())
+}
+
+/// (sequence number, UID) of every message of the mailbox as it is:
+/// numbered in UID order, as a session's are, so ties break the same way.
+pub(crate) fn every_message(mb: &Mailbox) -> Vec<(u32, u32)> {
+    mb.msgs().iter().zip(1..).map(|(m, seq)| (seq, m.uid)).collect()
 }
 
 /// `old`, the order of the mailbox as `then` describes it, made the order
@@ -226,9 +229,7 @@ fn each_with_keys_in(
         let cache = mb.cache_unread(m).ok();
         if let Some(c) = &cache {
             // The keys come first in the record, a few cache lines.
-            for line in c.bytes().chunks(64).take(4) {
-                prefetch(line);
-            }
+            prefetch_lines(c.bytes(), 4);
         }
         Some((m, KeysAt::Cache(cache)))
     };
@@ -284,6 +285,13 @@ pub(crate) fn prefetch<T: ?Sized>(b: &T) {
     };
     #[cfg(not(target_arch = "x86_64"))]
     let _ = b;
+}
+
+/// Asks the CPU for the first `lines` cache lines of `b`.
+pub(crate) fn prefetch_lines(b: &[u8], lines: usize) {
+    for line in b.chunks(64).take(lines) {
+        prefetch(line);
+    }
 }
 
 /// The encoded sort keys of a message whose cache has none (written
@@ -506,14 +514,13 @@ mod tests {
         let message = |i: u32| format!("Subject: topic {}\r\nFrom: u{}@x\r\n\r\nbody\r\n", (i * 7919) % 89, i % 11);
         let criteria = by(SortKey::Subject, true);
         let key = format!("SORT {criteria:?}");
-        let all = |mb: &Mailbox| -> Vec<(u32, u32)> { mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect() };
         {
             let mut mb = Mailbox::create(io.clone(), dir, 9, Settings::default()).unwrap();
             for i in 0..(REMEMBER_FROM as u32 + 10) {
                 mb.append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
             }
             mb.commit().unwrap();
-            sorted(&mb, &all(&mb), &criteria);
+            sorted(&mb, &every_message(&mb), &criteria);
             mb.checkpoint().unwrap();
             mb.save_derived().unwrap();
         }
@@ -526,7 +533,7 @@ mod tests {
             mb.append_bytes(message(1_000 + i).as_bytes(), 0, 0, 1_000).unwrap();
         }
         mb.commit().unwrap();
-        let hits = all(&mb);
+        let hits = every_message(&mb);
         assert_eq!(sorted(&mb, &hits, &criteria), SortTable::build(&mb, &hits, &criteria).order());
     }
 
@@ -576,7 +583,7 @@ mod tests {
             let copy: Rc<dyn Io> = Rc::new(io.crash(CrashMode::KeepUnsynced));
             copy.remove_file(&dir.join("keys")).unwrap();
             let mb = Mailbox::open(copy, dir, 9, small).unwrap();
-            let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+            let all = every_message(&mb);
             SortTable::build(&mb, &all, c).order()
         };
         let dir = std::path::Path::new("/crashed");
@@ -613,7 +620,7 @@ mod tests {
             }
             for c in &criteria {
                 let mb = Mailbox::open(io.clone(), dir, 9, small).unwrap();
-                let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+                let all = every_message(&mb);
                 assert_eq!(SortTable::build(&mb, &all, c).order(), from_caches(&crashed, dir, c), "seed {seed}, {c:?}");
             }
         }
@@ -622,7 +629,7 @@ mod tests {
         let io: Rc<dyn Io> = Rc::new(mem.crash(CrashMode::KeepUnsynced));
         io.remove_file(&dir.join("keys")).unwrap();
         let mb = Mailbox::open(io.clone(), dir, 9, small).unwrap();
-        let all: Vec<(u32, u32)> = mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect();
+        let all = every_message(&mb);
         let first = SortTable::build(&mb, &all, &criteria[0]).order();
         let column = mb.key_column().expect("written by the sweep");
         assert!((0..all.len()).all(|p| column.entry(p).is_some()));

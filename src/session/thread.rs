@@ -787,7 +787,7 @@ mod tests {
             mb.borrow_mut().append_bytes(message(i).as_bytes(), 0, 0, 1_000).unwrap();
         }
         mb.borrow_mut().commit().unwrap();
-        let all = |mb: &Mailbox| -> Vec<(u32, u32)> { mb.msgs().iter().zip(1..).map(|(m, s)| (s, m.uid)).collect() };
+        let all = crate::session::sort::every_message;
         for alg in [ThreadAlgorithm::OrderedSubject, ThreadAlgorithm::References, ThreadAlgorithm::Refs] {
             let m = mb.borrow();
             let hits = all(&m);

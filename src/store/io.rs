@@ -289,6 +289,30 @@ impl RealIo {
 
 struct RealFile(Arc<std::fs::File>);
 
+impl RealFile {
+    /// `File::map`; with `populate`, every page mapped at once.
+    ///
+    /// # Safety
+    ///
+    /// As for `File::map`.
+    unsafe fn mmap(&self, populate: bool) -> io::Result<(Mapping, bool)> {
+        if self.len()? == 0 {
+            return Ok((Rc::new(Vec::<u8>::new()), false));
+        }
+        let mut options = memmap2::MmapOptions::new();
+        if populate {
+            options.populate();
+        }
+        // SAFETY: the caller keeps the file's mapped regions unchanged while
+        // the mapping lives (`File::map`'s contract); another process could
+        // still change the file, which the data-directory lock rules out for
+        // other servers. Readers see either the zeros of an unwritten region
+        // (never referenced) or final bytes.
+        let m = unsafe { options.map(&*self.0)? };
+        Ok((Rc::new(MmapView(m)), true))
+    }
+}
+
 struct MmapView(memmap2::Mmap);
 
 impl AsRef<[u8]> for MmapView {
@@ -338,25 +362,13 @@ impl File for RealFile {
     }
 
     unsafe fn map(&self) -> io::Result<(Mapping, bool)> {
-        if self.len()? == 0 {
-            return Ok((Rc::new(Vec::<u8>::new()), false));
-        }
-        // SAFETY: the caller keeps the file's mapped regions unchanged while
-        // the mapping lives (this method's contract); another process could
-        // still change the file, which the data-directory lock rules out for
-        // other servers. Readers see either the zeros of an unwritten region
-        // (never referenced) or final bytes.
-        let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
-        Ok((Rc::new(MmapView(m)), true))
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.mmap(false) }
     }
 
     unsafe fn map_to_read(&self) -> io::Result<Mapping> {
-        if self.len()? == 0 {
-            return Ok(Rc::new(Vec::<u8>::new()));
-        }
-        // SAFETY: as in `map`.
-        let m = unsafe { memmap2::MmapOptions::new().populate().map(&*self.0)? };
-        Ok(Rc::new(MmapView(m)))
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.mmap(true) }.map(|(m, _)| m)
     }
 
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {
