@@ -25,27 +25,30 @@ pub(crate) const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
 /// keys never change, so a kept order outlives arrivals and expunges: the
 /// expunged are dropped from it and the new inserted (`brought_up_to_date`).
 pub(crate) fn sorted(mb: &Mailbox, hits: &[(u32, u32)], criteria: &[SortCriterion]) -> Vec<(u32, u32)> {
-    let key = format!("SORT {criteria:?}");
     let n = mb.msgs().len();
-    let kept = mb.derived(key.as_bytes());
-    let order: Rc<dyn Any> = match kept {
-        Some(d) if mb.is_current(&d) => d.value,
-        Some(d) => {
-            let old = d.value.downcast_ref::<Uids>().map_or(&[][..], |o| &o.0);
-            let o = Rc::new(brought_up_to_date(mb, old, &d, criteria).unwrap_or_else(|| whole_order(mb, criteria)));
-            mb.keep_derived(key.as_bytes(), o.clone());
-            o
-        }
-        _ if n >= REMEMBER_FROM && hits.len() * 2 >= n => {
-            let o = Rc::new(whole_order(mb, criteria));
-            mb.keep_derived(key.as_bytes(), o.clone());
-            o
-        }
-        _ => return SortTable::build(mb, hits, criteria).order(),
-    };
-    let Some(Uids(order)) = order.downcast_ref::<Uids>() else { return SortTable::build(mb, hits, criteria).order() };
+    let order = kept_order(mb, criteria, n >= REMEMBER_FROM && hits.len() * 2 >= n);
+    let Some(Uids(order)) = order.as_deref().and_then(|o| o.downcast_ref::<Uids>()) else { return SortTable::build(mb, hits, criteria).order() };
     let index = HitIndex::new(hits);
     order.iter().filter_map(|&uid| index.get(uid).map(|i| hits[i])).collect()
+}
+
+/// The order of the whole mailbox by `criteria` kept with it, brought up
+/// to date; when none is kept, sorted and kept if `start`, else None.
+fn kept_order(mb: &Mailbox, criteria: &[SortCriterion], start: bool) -> Option<Rc<dyn Any>> {
+    let key = format!("SORT {criteria:?}");
+    let order = match mb.derived(key.as_bytes()) {
+        Some(d) if mb.is_current(&d) => return Some(d.value),
+        Some(d) => {
+            let old = d.value.downcast_ref::<Uids>().map_or(&[][..], |o| &o.0);
+            brought_up_to_date(mb, old, &d, criteria).unwrap_or_else(|| whole_order(mb, criteria))
+        }
+        None if start => whole_order(mb, criteria),
+        None => return None,
+    };
+    let order = Rc::new(order);
+    let criteria = criteria.to_vec();
+    mb.keep_saved(key.as_bytes(), order.clone(), Rc::new(move |mb| drop(kept_order(mb, &criteria, false))));
+    Some(order)
 }
 
 /// Where each UID is in a list of hits ((sequence number, UID), in UID
@@ -550,7 +553,7 @@ mod tests {
         mb.commit().unwrap();
         let criteria = by(SortKey::Subject, false);
         let good = whole_order(&mb, &criteria).0;
-        let then = |n: usize| Derived { value: Rc::new(()), last_uid: 20, count: n };
+        let then = |n: usize| Derived { value: Rc::new(()), last_uid: 20, count: n, refresh: None };
         assert_eq!(brought_up_to_date(&mb, &good, &then(20), &criteria).map(|u| u.0), Some(good.clone()));
         let mut swapped = good.clone();
         let i = swapped.iter().position(|&u| u == 7).unwrap();

@@ -37,7 +37,7 @@ pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::key_column::KeyColumn;
 pub use mailbox::keys::KeyWriter;
 pub use mailbox::write::AppendHandle;
-pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Settings, StoreError};
+pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Refresh, Settings, StoreError};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 pub use quota::{Claim, Usage};
 

@@ -7,9 +7,10 @@
 //!
 //! Values that are lists of UIDs ([`Uids`]) are also saved in the
 //! mailbox's `derived` file when the store closes (at shutdown, after the
-//! final checkpoint) and read back at their first use after opening: the
-//! first SORT after a restart brings a saved order up to date instead of
-//! reading every message's cache through a mapping not yet faulted in.
+//! final checkpoint), each first brought up to date with the mail that
+//! arrived since it was last used, and read back at their first use after
+//! opening: the first SORT after a restart filters a saved order instead
+//! of reading every message's keys through a mapping not yet faulted in.
 //! The file is a cache: written atomically, checked whole by a CRC-32C,
 //! and ignored (the values computed again) when missing, damaged, of
 //! another format, or of another UIDVALIDITY. The values it holds were
@@ -21,7 +22,7 @@ use std::any::Any;
 use std::io;
 use std::rc::Rc;
 
-use super::{Derived, DerivedSet, Mailbox};
+use super::{Derived, DerivedSet, Mailbox, Refresh};
 use crate::store::format::crc;
 use crate::store::io::{read_optional, write_atomic};
 
@@ -96,7 +97,7 @@ impl DerivedSet {
                 let (key_len, last_uid, count, len) = (c.word()?, c.word()?, c.word()?, c.word()?);
                 let key: Box<[u8]> = c.take(key_len as usize)?.into();
                 let uids = c.take((len as usize).checked_mul(4)?)?.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
-                out.push((key, Derived { value: Rc::new(Uids(uids)), last_uid, count: count as usize }));
+                out.push((key, Derived { value: Rc::new(Uids(uids)), last_uid, count: count as usize, refresh: None }));
             }
             c.0.is_empty().then_some(out)
         };
@@ -129,8 +130,18 @@ impl Mailbox {
     /// Keeps `value`, derived from every message of the mailbox as it is
     /// now, under `key`; the oldest of more than `KEPT` is forgotten.
     pub fn keep_derived(&self, key: &[u8], value: Rc<dyn Any>) {
+        self.keep(key, value, None);
+    }
+
+    /// Keeps `uids` as `keep_derived` does, and saves them at close, first
+    /// calling `refresh` if messages came or went since.
+    pub fn keep_saved(&self, key: &[u8], uids: Rc<Uids>, refresh: Refresh) {
+        self.keep(key, uids, Some(refresh));
+    }
+
+    fn keep(&self, key: &[u8], value: Rc<dyn Any>, refresh: Option<Refresh>) {
         self.load_derived();
-        let d = Derived { value, last_uid: self.msgs.last().map_or(0, |m| m.uid), count: self.msgs.len() };
+        let d = Derived { value, last_uid: self.msgs.last().map_or(0, |m| m.uid), count: self.msgs.len(), refresh };
         self.derived.borrow_mut().put(key, d);
     }
 
@@ -151,12 +162,23 @@ impl Mailbox {
     /// checkpoint); removes a saved file when there are none, so nothing
     /// older is read back.
     pub(crate) fn save_derived(&self) -> io::Result<()> {
+        self.refresh_derived();
         let path = self.dir.join(FILE);
         let kept = self.derived.borrow();
         match kept.encode(self.uidvalidity) {
             Some(b) => write_atomic(&*self.io, &path, &b),
             None if kept.loaded && self.io.exists(&path) => self.io.remove_file(&path),
             None => Ok(()),
+        }
+    }
+
+    /// Brings the values to be saved up to date, so the first use after
+    /// a restart has nothing to bring. Each refresh keeps its value again,
+    /// which moves it to the back of the set: a value is refreshed once.
+    fn refresh_derived(&self) {
+        let stale: Vec<Refresh> = self.derived.borrow().entries.iter().filter(|(_, d)| !self.is_current(d)).filter_map(|(_, d)| d.refresh.clone()).collect();
+        for refresh in stale {
+            refresh(self);
         }
     }
 
@@ -189,9 +211,9 @@ mod tests {
     fn kept(entries: &[(&[u8], Vec<u32>, u32, usize)]) -> DerivedSet {
         let mut k = DerivedSet::default();
         for (key, uids, last_uid, count) in entries {
-            k.put(key, Derived { value: Rc::new(Uids(uids.clone())), last_uid: *last_uid, count: *count });
+            k.put(key, Derived { value: Rc::new(Uids(uids.clone())), last_uid: *last_uid, count: *count, refresh: None });
         }
-        k.put(b"not saved", Derived { value: Rc::new(7u8), last_uid: 1, count: 1 });
+        k.put(b"not saved", Derived { value: Rc::new(7u8), last_uid: 1, count: 1, refresh: None });
         k
     }
 

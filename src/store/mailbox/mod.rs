@@ -71,7 +71,14 @@ pub struct Derived {
     pub last_uid: u32,
     /// How many messages it had then: fewer of those now are expunges.
     pub count: usize,
+    /// Brings a saved value up to date (keeps it again) before it is
+    /// saved; None for values read back from the saved file until they
+    /// are used again.
+    pub refresh: Option<Refresh>,
 }
+
+/// See [`Derived::refresh`].
+pub type Refresh = Rc<dyn Fn(&Mailbox)>;
 
 /// The derived values of a mailbox, oldest first, and whether the saved
 /// ones were read yet.
