@@ -3,7 +3,6 @@
 //! `mime::sortkeys`), copied into one arena, and the messages ordered by
 //! them with the sequence number as the implicit last criterion.
 
-use std::any::Any;
 use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -26,18 +25,17 @@ pub(crate) const REMEMBER_FROM: usize = if cfg!(test) { 50 } else { 1_000 };
 /// expunged are dropped from it and the new inserted (`brought_up_to_date`).
 pub(crate) fn sorted(mb: &Mailbox, hits: &[(u32, u32)], criteria: &[SortCriterion]) -> Vec<(u32, u32)> {
     let n = mb.msgs().len();
-    let order = kept_order(mb, criteria, n >= REMEMBER_FROM && hits.len() * 2 >= n);
-    let Some(Uids(order)) = order.as_deref().and_then(|o| o.downcast_ref::<Uids>()) else { return SortTable::build(mb, hits, criteria).order() };
+    let Some(order) = kept_order(mb, criteria, n >= REMEMBER_FROM && hits.len() * 2 >= n) else { return SortTable::build(mb, hits, criteria).order() };
     let index = HitIndex::new(hits);
-    order.iter().filter_map(|&uid| index.get(uid).map(|i| hits[i])).collect()
+    order.0.iter().filter_map(|&uid| index.get(uid).map(|i| hits[i])).collect()
 }
 
 /// The order of the whole mailbox by `criteria` kept with it, brought up
 /// to date; when none is kept, sorted and kept if `start`, else None.
-fn kept_order(mb: &Mailbox, criteria: &[SortCriterion], start: bool) -> Option<Rc<dyn Any>> {
+fn kept_order(mb: &Mailbox, criteria: &[SortCriterion], start: bool) -> Option<Rc<Uids>> {
     let key = format!("SORT {criteria:?}");
     let order = match mb.derived(key.as_bytes()) {
-        Some(d) if mb.is_current(&d) => return Some(d.value),
+        Some(d) if mb.is_current(&d) => return d.value.downcast::<Uids>().ok(),
         Some(d) => {
             let old = d.value.downcast_ref::<Uids>().map_or(&[][..], |o| &o.0);
             brought_up_to_date(mb, old, &d, criteria).unwrap_or_else(|| whole_order(mb, criteria))
@@ -47,7 +45,7 @@ fn kept_order(mb: &Mailbox, criteria: &[SortCriterion], start: bool) -> Option<R
     };
     let order = Rc::new(order);
     let criteria = criteria.to_vec();
-    mb.keep_saved(key.as_bytes(), order.clone(), Rc::new(move |mb| drop(kept_order(mb, &criteria, false))));
+    mb.keep_saved(key.as_bytes(), order.clone(), Rc::new(move |mb| kept_order(mb, &criteria, false)));
     Some(order)
 }
 
@@ -553,7 +551,7 @@ mod tests {
         mb.commit().unwrap();
         let criteria = by(SortKey::Subject, false);
         let good = whole_order(&mb, &criteria).0;
-        let then = |n: usize| Derived { value: Rc::new(()), last_uid: 20, count: n, refresh: None };
+        let then = |n: usize| Derived { value: Rc::new(()), last_uid: 20, count: n, save: None };
         assert_eq!(brought_up_to_date(&mb, &good, &then(20), &criteria).map(|u| u.0), Some(good.clone()));
         let mut swapped = good.clone();
         let i = swapped.iter().position(|&u| u == 7).unwrap();

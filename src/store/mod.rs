@@ -32,12 +32,11 @@ use std::rc::Rc;
 pub use self::commit::{Committer, Target, Ticket};
 pub use self::exec::{Deferred, Spawner};
 pub use self::io::{Io, MemIo, ReadOnlyIo, RealIo};
-pub use mailbox::derived::Uids;
 pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::key_column::KeyColumn;
 pub use mailbox::keys::KeyWriter;
 pub use mailbox::write::AppendHandle;
-pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Refresh, Settings, StoreError};
+pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Save, Settings, StoreError, Uids};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 pub use quota::{Claim, Usage};
 

@@ -40,13 +40,14 @@ impl MailboxCursor for Thread {
                 return Progress::More;
             }
             let mb = m.sel.mbox.borrow();
-            let (forest, ids) = thread::thread_kept(&mb, &self.eval.hits, self.algorithm);
-            let numbers: Vec<u32> = ids.iter().map(|&(seq, u)| if self.uid { u } else { seq }).collect();
             let mut text = b"* THREAD".to_vec();
-            if !forest.roots.is_empty() {
-                text.push(b' ');
-            }
-            thread::render(&forest, &numbers, &mut text);
+            thread::with_threads(&mb, &self.eval.hits, self.algorithm, |forest, ids| {
+                let numbers: Vec<u32> = ids.iter().map(|&(seq, u)| if self.uid { u } else { seq }).collect();
+                if !forest.roots.is_empty() {
+                    text.push(b' ');
+                }
+                thread::render(forest, &numbers, &mut text);
+            });
             text.extend_from_slice(b"\r\n");
             self.text = Some(text);
             self.eval.hits = Vec::new();

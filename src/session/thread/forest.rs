@@ -4,6 +4,7 @@
 use super::keys::Items;
 use crate::session::sort::HitIndex;
 
+#[derive(Clone)]
 pub(super) struct Node {
     /// Index of the message (None: a dummy, at the top only).
     pub(super) msg: Option<u32>,
@@ -11,6 +12,7 @@ pub(super) struct Node {
 }
 
 /// Threads: the top-level nodes and the arena they point into.
+#[derive(Default, Clone)]
 pub(crate) struct Forest {
     pub(super) nodes: Vec<Node>,
     pub roots: Vec<u32>,
@@ -116,6 +118,21 @@ impl Forest {
             }
         }
         (it.next().is_none() && seen.iter().all(|&s| s)).then_some(f)
+    }
+
+    /// The (sent date, sequence number) of the latest message under `n`
+    /// (`stack`: room for the walk, empty).
+    pub(super) fn latest(&self, items: &Items, n: u32, stack: &mut Vec<u32>) -> (i64, u32) {
+        let mut best = (i64::MIN, 0);
+        stack.push(n);
+        while let Some(n) = stack.pop() {
+            let node = &self.nodes[n as usize];
+            if let Some(i) = node.msg {
+                best = best.max((items[i].date, items.seq(i)));
+            }
+            stack.extend(node.children.iter());
+        }
+        best
     }
 
     /// Sorts the children of `n` by date.

@@ -4,6 +4,7 @@ use super::forest::Forest;
 use super::keys::{Items, EMPTY, NONE};
 
 /// The containers of the REFERENCES algorithm: one per message ID seen.
+#[derive(Default)]
 pub(super) struct Containers {
     /// The message in each container (None: a dummy).
     pub(super) msg: Vec<Option<u32>>,
@@ -17,6 +18,62 @@ impl Containers {
         self.parent.push(None);
         self.children.push(Vec::new());
         (self.msg.len() - 1) as u32
+    }
+
+    /// The top of the thread `c` is in.
+    pub(super) fn root(&self, mut c: u32) -> u32 {
+        while let Some(p) = self.parent[c as usize] {
+            c = p;
+        }
+        c
+    }
+
+    /// (1) Links message `i` by its ID and references; gives its
+    /// container. `ids` holds the container of each interned ID.
+    pub(super) fn thread_in(&mut self, ids: &mut [u32], items: &Items, i: u32) -> u32 {
+        // A container under the message's ID; a missing ID, or one an
+        // earlier message has, gets a container of its own.
+        let c = match items.message_id(i) {
+            Some(id) => match ids[id as usize] {
+                NONE => {
+                    let c = self.add(Some(i));
+                    ids[id as usize] = c;
+                    c
+                }
+                c if self.msg[c as usize].is_none() => {
+                    self.msg[c as usize] = Some(i);
+                    c
+                }
+                _ => self.add(Some(i)),
+            },
+            None => self.add(Some(i)),
+        };
+        // (1.A) Each reference the parent of the next, keeping links
+        // already made (a References line may have been cut short).
+        let mut prev: Option<u32> = None;
+        for &r in items.references(i) {
+            let rc = match ids[r as usize] {
+                NONE => {
+                    let rc = self.add(None);
+                    ids[r as usize] = rc;
+                    rc
+                }
+                rc => rc,
+            };
+            if let Some(p) = prev {
+                if self.parent[rc as usize].is_none() && p != rc {
+                    self.link(p, rc);
+                }
+            }
+            prev = Some(rc);
+        }
+        // (1.B) The last reference is the message's parent: any parent it
+        // has goes first, then the new link is made unless it would loop.
+        self.unlink(c);
+        if let Some(p) = prev.filter(|&p| p != c) {
+            self.link(p, c);
+        }
+        c
     }
 
     /// Whether `a` is `b` or below it. A container without children has
@@ -54,78 +111,13 @@ impl Containers {
     }
 }
 
-/// REFERENCES (RFC 5256 steps 1 to 6); without `by_subject`, REFS.
-pub(super) fn references(items: &Items, by_subject: bool) -> Forest {
-    let mut t = Containers { msg: Vec::new(), parent: Vec::new(), children: Vec::new() };
-    // The container of each interned ID (NONE: none yet).
-    let mut ids: Vec<u32> = vec![NONE; items.keys.ids.len()];
-    for i in 0..items.len() as u32 {
-        // (1) A container under the message's ID; a missing ID, or one an
-        // earlier message has, gets a container of its own.
-        let c = match items.message_id(i) {
-            Some(id) => match ids[id as usize] {
-                NONE => {
-                    let c = t.add(Some(i));
-                    ids[id as usize] = c;
-                    c
-                }
-                c if t.msg[c as usize].is_none() => {
-                    t.msg[c as usize] = Some(i);
-                    c
-                }
-                _ => t.add(Some(i)),
-            },
-            None => t.add(Some(i)),
-        };
-        // (1.A) Each reference the parent of the next, keeping links
-        // already made (a References line may have been cut short).
-        let mut prev: Option<u32> = None;
-        for &r in items.references(i) {
-            let rc = match ids[r as usize] {
-                NONE => {
-                    let rc = t.add(None);
-                    ids[r as usize] = rc;
-                    rc
-                }
-                rc => rc,
-            };
-            if let Some(p) = prev {
-                if t.parent[rc as usize].is_none() && p != rc {
-                    t.link(p, rc);
-                }
-            }
-            prev = Some(rc);
-        }
-        // (1.B) The last reference is the message's parent: any parent it
-        // has goes first, then the new link is made unless it would loop.
-        t.unlink(c);
-        if let Some(p) = prev.filter(|&p| p != c) {
-            t.link(p, c);
-        }
-    }
-    let mut f = prune(&t, items);
-    if !by_subject {
-        // REFS: threads ordered by their latest message.
-        let mut latest: Vec<(i64, u32)> = Vec::with_capacity(f.roots.len());
-        let mut stack = Vec::new();
-        for &r in &f.roots {
-            let mut best = (i64::MIN, 0);
-            stack.push(r);
-            while let Some(n) = stack.pop() {
-                let node = &f.nodes[n as usize];
-                if let Some(i) = node.msg {
-                    best = best.max((items[i].date, items.seq(i)));
-                }
-                stack.extend(node.children.iter());
-            }
-            latest.push(best);
-        }
-        // Every message's (date, sequence number) differs: unstable does.
-        let mut order: Vec<usize> = (0..f.roots.len()).collect();
-        order.sort_unstable_by_key(|&i| latest[i]);
-        f.roots = order.into_iter().map(|i| f.roots[i]).collect();
-        return f;
-    }
+/// REFERENCES (RFC 5256 steps 1 to 6).
+pub(super) fn references(items: &Items) -> Forest {
+    gathered_by_subject(Refs::new(items).forest, items)
+}
+
+/// REFERENCES' steps 4 to 6 over the threads of steps 1 to 3.
+pub(super) fn gathered_by_subject(mut f: Forest, items: &Items) -> Forest {
     // (4) Roots by sent date (a dummy's children were sorted in `prune`).
     let mut roots = std::mem::take(&mut f.roots);
     f.sort_by_date(items, &mut roots);
@@ -144,19 +136,106 @@ pub(super) fn references(items: &Items, by_subject: bool) -> Forest {
     f
 }
 
-/// (2) and (3): the containers without a parent are the threads; a dummy
+/// REFS, as Dovecot offers it: the threads of REFERENCES' steps 1 to 3
+/// (no merging by subject), ordered by their latest message. Kept with a
+/// whole mailbox, they grow with its mail (`add`): only the threads that
+/// new messages join or link are pruned again, so threading after an
+/// arrival costs about what the arrival touched, not the mailbox.
+#[derive(Default)]
+pub(super) struct Refs {
+    t: Containers,
+    /// The container of each interned ID (NONE: none yet).
+    ids: Vec<u32>,
+    pub(super) forest: Forest,
+    /// The threads in order: their latest message's (sent date, sequence
+    /// number), all different; their node; the container they came from.
+    tops: Vec<((i64, u32), u32, u32)>,
+}
+
+impl Refs {
+    pub(super) fn new(items: &Items) -> Refs {
+        let mut r = Refs::default();
+        r.add(items, 0);
+        r
+    }
+
+    /// Threads the messages of `items` from index `first` on, those before
+    /// having been threaded already (with the same sequence numbers).
+    pub(super) fn add(&mut self, items: &Items, first: u32) {
+        self.ids.resize(items.keys.ids.len(), NONE);
+        // The threads that change: those of every container a new message
+        // names, before it links them (their tops then), and after.
+        let (mut before, mut named) = (Vec::new(), Vec::new());
+        for i in first..items.len() as u32 {
+            let ids = || items.message_id(i).into_iter().chain(items.references(i).iter().copied());
+            if first > 0 {
+                before.extend(ids().map(|id| self.ids[id as usize]).filter(|&c| c != NONE).map(|c| self.t.root(c)));
+            }
+            let c = self.t.thread_in(&mut self.ids, items, i);
+            if first > 0 {
+                named.push(c);
+                named.extend(ids().map(|id| self.ids[id as usize]));
+            }
+        }
+        let moved: Vec<u32> = if first == 0 {
+            (0..self.t.msg.len() as u32).filter(|&c| self.t.parent[c as usize].is_none()).collect()
+        } else {
+            before.extend(named.into_iter().map(|c| self.t.root(c)));
+            before.sort_unstable();
+            before.dedup();
+            self.tops.retain(|top| before.binary_search(&top.2).is_err());
+            before
+        };
+        let (t, f) = (&self.t, &mut self.forest);
+        let mut stack = Vec::new();
+        let mut new: Vec<((i64, u32), u32, u32)> = prune(t, items, f, moved.into_iter().filter(|&c| t.parent[c as usize].is_none()))
+            .into_iter()
+            .map(|(node, c)| (f.latest(items, node, &mut stack), node, c))
+            .collect();
+        // Every message's (date, sequence number) differs: unstable does.
+        new.sort_unstable_by_key(|top| top.0);
+        let old = std::mem::take(&mut self.tops);
+        self.tops = merged(old, new, |top| top.0);
+        self.forest.roots = self.tops.iter().map(|top| top.1).collect();
+    }
+
+    /// Whether threads pruned again left so many nodes unused that
+    /// threading afresh costs less than carrying them.
+    pub(super) fn is_bloated(&self) -> bool {
+        self.forest.nodes.len() > 2 * self.t.msg.len() + 1024
+    }
+}
+
+/// Two lists sorted by `key` as one.
+fn merged<T: Copy, K: Ord>(a: Vec<T>, b: Vec<T>, key: impl Fn(&T) -> K) -> Vec<T> {
+    if b.is_empty() {
+        return a;
+    }
+    let mut out = Vec::with_capacity(a.len() + b.len());
+    let (mut a, mut b) = (a.into_iter().peekable(), b.into_iter().peekable());
+    while let (Some(x), Some(y)) = (a.peek(), b.peek()) {
+        let next = if key(x) <= key(y) { a.next() } else { b.next() };
+        out.extend(next);
+    }
+    out.extend(a);
+    out.extend(b);
+    out
+}
+
+/// (2) and (3) for the threads under the containers `roots`: a dummy
 /// without children goes, a dummy with children gives them up to its
 /// parent (at the top only when it has just one). Every set of children is
-/// sorted by date on the way (step 6 below the top).
-pub(super) fn prune(t: &Containers, items: &Items) -> Forest {
-    let n = t.msg.len();
-    let mut f = Forest { nodes: Vec::with_capacity(n), roots: Vec::new() };
+/// sorted by date on the way (step 6 below the top). Gives each thread's
+/// node with the container it came from (each gives at most one).
+pub(super) fn prune(t: &Containers, items: &Items, f: &mut Forest, roots: impl Iterator<Item = u32>) -> Vec<(u32, u32)> {
+    f.nodes.reserve(t.msg.len().saturating_sub(f.nodes.len()));
+    let mut tops = Vec::new();
     // Post-order without recursion, children before their parent. What
     // each container became (nodes to put where it was) goes on `became`;
     // a container's children left theirs above the mark it was given.
     let mut stack: Vec<(u32, Option<usize>)> = Vec::new();
     let mut became: Vec<u32> = Vec::new();
-    for root in (0..n as u32).filter(|&c| t.parent[c as usize].is_none()) {
+    for root in roots {
         stack.push((root, None));
         while let Some((c, mark)) = stack.pop() {
             let Some(mark) = mark else {
@@ -174,9 +253,9 @@ pub(super) fn prune(t: &Containers, items: &Items) -> Forest {
                 None => became.push(f.node(None, kids)),
             }
         }
-        f.roots.append(&mut became);
+        tops.extend(became.drain(..).map(|n| (n, root)));
     }
-    f
+    tops
 }
 
 /// (5) Gathers the top-level threads that share a base subject.

@@ -22,13 +22,9 @@ use std::any::Any;
 use std::io;
 use std::rc::Rc;
 
-use super::{Derived, DerivedSet, Mailbox, Refresh};
+use super::{Derived, DerivedSet, Mailbox, Save, Uids};
 use crate::store::format::crc;
-use crate::store::io::{read_optional, write_atomic};
-
-/// A derived value that is a list of UIDs (a SORT order, encoded threads):
-/// saved with the mailbox.
-pub struct Uids(pub Vec<u32>);
+use crate::store::io::{write_atomic, Mapping, OpenMode};
 
 /// Values kept per mailbox, the least recently computed forgotten first:
 /// 4 bytes per message for a SORT order, 8 for encoded threads, about 40
@@ -54,24 +50,32 @@ impl DerivedSet {
         self.entries.push((key.into(), d));
     }
 
-    /// The saved form of the `Uids` values, None if there are none.
+    /// The saved form of the `Uids` values (and of those read back but not
+    /// used), None if there are none.
     fn encode(&self, uidvalidity: u32) -> Option<Vec<u8>> {
-        let saved: Vec<(&[u8], &Derived, &Uids)> = self.entries.iter().filter_map(|(k, d)| d.value.downcast_ref::<Uids>().map(|u| (&k[..], d, u))).collect();
+        let saved: Vec<(&[u8], &Derived, usize)> = (self.entries.iter())
+            .filter_map(|(k, d)| match (d.value.downcast_ref::<Uids>(), d.value.downcast_ref::<Unread>()) {
+                (Some(u), _) => Some((&k[..], d, u.0.len())),
+                (_, Some(u)) => Some((&k[..], d, u.len)),
+                _ => None,
+            })
+            .collect();
         if saved.is_empty() {
             return None;
         }
-        let mut b = Vec::with_capacity(24 + saved.iter().map(|(k, _, u)| 16 + k.len() + 4 * u.0.len()).sum::<usize>());
+        let mut b = Vec::with_capacity(24 + saved.iter().map(|(k, _, n)| 16 + k.len() + 4 * n).sum::<usize>());
         b.extend_from_slice(MAGIC);
         for n in [FORMAT, uidvalidity, saved.len() as u32] {
             b.extend_from_slice(&n.to_le_bytes());
         }
-        for (key, d, uids) in saved {
-            for n in [key.len() as u32, d.last_uid, d.count as u32, uids.0.len() as u32] {
+        for (key, d, len) in saved {
+            for n in [key.len() as u32, d.last_uid, d.count as u32, len as u32] {
                 b.extend_from_slice(&n.to_le_bytes());
             }
             b.extend_from_slice(key);
-            for u in &uids.0 {
-                b.extend_from_slice(&u.to_le_bytes());
+            match d.value.downcast_ref::<Uids>() {
+                Some(uids) => uids.0.iter().for_each(|u| b.extend_from_slice(&u.to_le_bytes())),
+                None => b.extend_from_slice(d.value.downcast_ref::<Unread>().map_or(&[][..], Unread::bytes)),
             }
         }
         let c = crc(&b);
@@ -79,9 +83,10 @@ impl DerivedSet {
         Some(b)
     }
 
-    /// The values `encode` wrote for this UIDVALIDITY; nothing if the
-    /// bytes are anything else.
-    fn decode(b: &[u8], uidvalidity: u32) -> Vec<(Box<[u8]>, Derived)> {
+    /// The values `encode` wrote for this UIDVALIDITY, each left in `map`
+    /// until it is used (`Unread`); nothing if the bytes are anything else.
+    fn decode(map: &Mapping, uidvalidity: u32) -> Vec<(Box<[u8]>, Derived)> {
+        let b = (**map).as_ref();
         let Some((body, sum)) = b.split_last_chunk::<4>() else { return Vec::new() };
         if crc(body) != u32::from_le_bytes(*sum) {
             return Vec::new();
@@ -96,12 +101,34 @@ impl DerivedSet {
             for _ in 0..n {
                 let (key_len, last_uid, count, len) = (c.word()?, c.word()?, c.word()?, c.word()?);
                 let key: Box<[u8]> = c.take(key_len as usize)?.into();
-                let uids = c.take((len as usize).checked_mul(4)?)?.chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect();
-                out.push((key, Derived { value: Rc::new(Uids(uids)), last_uid, count: count as usize, refresh: None }));
+                let at = b.len() - 4 - c.0.len();
+                c.take((len as usize).checked_mul(4)?)?;
+                let unread = Unread { map: map.clone(), at, len: len as usize };
+                out.push((key, Derived { value: Rc::new(unread), last_uid, count: count as usize, save: None }));
             }
             c.0.is_empty().then_some(out)
         };
         read().unwrap_or_default()
+    }
+}
+
+/// A saved list of UIDs read back but not used yet: where it is in the
+/// mapped file (decoding every list at the first use after a restart cost
+/// more than the SORT that asked for one).
+struct Unread {
+    map: Mapping,
+    at: usize,
+    /// How many UIDs.
+    len: usize,
+}
+
+impl Unread {
+    fn bytes(&self) -> &[u8] {
+        &(*self.map).as_ref()[self.at..self.at + 4 * self.len]
+    }
+
+    fn uids(&self) -> Uids {
+        Uids(self.bytes().chunks_exact(4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]])).collect())
     }
 }
 
@@ -124,7 +151,12 @@ impl Mailbox {
     /// `keep_derived`), current or not (`is_current`).
     pub fn derived(&self, key: &[u8]) -> Option<Derived> {
         self.load_derived();
-        self.derived.borrow().entries.iter().find(|(k, _)| **k == *key).map(|(_, d)| d.clone())
+        let mut set = self.derived.borrow_mut();
+        let d = &mut set.entries.iter_mut().find(|(k, _)| **k == *key)?.1;
+        if let Some(unread) = d.value.downcast_ref::<Unread>() {
+            d.value = Rc::new(unread.uids());
+        }
+        Some(d.clone())
     }
 
     /// Keeps `value`, derived from every message of the mailbox as it is
@@ -133,15 +165,15 @@ impl Mailbox {
         self.keep(key, value, None);
     }
 
-    /// Keeps `uids` as `keep_derived` does, and saves them at close, first
-    /// calling `refresh` if messages came or went since.
-    pub fn keep_saved(&self, key: &[u8], uids: Rc<Uids>, refresh: Refresh) {
-        self.keep(key, uids, Some(refresh));
+    /// Keeps `value` as `keep_derived` does, and at close saves the UIDs
+    /// `save` gives for it then (after bringing it up to date).
+    pub fn keep_saved(&self, key: &[u8], value: Rc<dyn Any>, save: Save) {
+        self.keep(key, value, Some(save));
     }
 
-    fn keep(&self, key: &[u8], value: Rc<dyn Any>, refresh: Option<Refresh>) {
+    fn keep(&self, key: &[u8], value: Rc<dyn Any>, save: Option<Save>) {
         self.load_derived();
-        let d = Derived { value, last_uid: self.msgs.last().map_or(0, |m| m.uid), count: self.msgs.len(), refresh };
+        let d = Derived { value, last_uid: self.msgs.last().map_or(0, |m| m.uid), count: self.msgs.len(), save };
         self.derived.borrow_mut().put(key, d);
     }
 
@@ -162,7 +194,7 @@ impl Mailbox {
     /// checkpoint); removes a saved file when there are none, so nothing
     /// older is read back.
     pub(crate) fn save_derived(&self) -> io::Result<()> {
-        self.refresh_derived();
+        self.to_save();
         let path = self.dir.join(FILE);
         let kept = self.derived.borrow();
         match kept.encode(self.uidvalidity) {
@@ -172,14 +204,33 @@ impl Mailbox {
         }
     }
 
-    /// Brings the values to be saved up to date, so the first use after
-    /// a restart has nothing to bring. Each refresh keeps its value again,
-    /// which moves it to the back of the set: a value is refreshed once.
-    fn refresh_derived(&self) {
-        let stale: Vec<Refresh> = self.derived.borrow().entries.iter().filter(|(_, d)| !self.is_current(d)).filter_map(|(_, d)| d.refresh.clone()).collect();
-        for refresh in stale {
-            refresh(self);
+    /// Turns the values to be saved into lists of UIDs of the mailbox as
+    /// it is, so the first use after a restart has nothing to bring up to
+    /// date: those behind it, or kept in another form, are given by their
+    /// `save` and kept as lists.
+    fn to_save(&self) {
+        let pending: Vec<(Box<[u8]>, Save)> = (self.derived.borrow().entries.iter())
+            .filter(|(_, d)| !self.is_current(d) || !d.value.is::<Uids>())
+            .filter_map(|(k, d)| Some((k.clone(), d.save.clone()?)))
+            .collect();
+        for (key, save) in pending {
+            if let Some(uids) = save(self) {
+                self.keep(&key, uids, Some(save));
+            }
         }
+    }
+
+    /// The saved file, mapped.
+    fn map_saved(&self) -> io::Result<Option<Mapping>> {
+        let path = self.dir.join(FILE);
+        if !self.io.exists(&path) {
+            return Ok(None);
+        }
+        let f = self.io.open(&path, OpenMode::Existing)?;
+        // SAFETY: the file is only ever replaced whole (`write_atomic`
+        // renames a new one over it), never cut or written in place: the
+        // mapped bytes do not change while the mapping lives.
+        unsafe { f.map_to_read() }.map(Some)
     }
 
     /// Reads the saved values at the first use after opening.
@@ -187,8 +238,8 @@ impl Mailbox {
         if self.derived.borrow().loaded {
             return;
         }
-        let saved = match read_optional(&*self.io, &self.dir.join(FILE)) {
-            Ok(Some(b)) => DerivedSet::decode(&b, self.uidvalidity),
+        let saved = match self.map_saved() {
+            Ok(Some(map)) => DerivedSet::decode(&map, self.uidvalidity),
             Ok(None) => Vec::new(),
             Err(e) => {
                 tracing::warn!(dir = %self.dir.display(), error = %e, "saved SORT orders unreadable; they will be computed again");
@@ -211,14 +262,18 @@ mod tests {
     fn kept(entries: &[(&[u8], Vec<u32>, u32, usize)]) -> DerivedSet {
         let mut k = DerivedSet::default();
         for (key, uids, last_uid, count) in entries {
-            k.put(key, Derived { value: Rc::new(Uids(uids.clone())), last_uid: *last_uid, count: *count, refresh: None });
+            k.put(key, Derived { value: Rc::new(Uids(uids.clone())), last_uid: *last_uid, count: *count, save: None });
         }
-        k.put(b"not saved", Derived { value: Rc::new(7u8), last_uid: 1, count: 1, refresh: None });
+        k.put(b"not saved", Derived { value: Rc::new(7u8), last_uid: 1, count: 1, save: None });
         k
     }
 
+    fn mapped(b: &[u8]) -> Mapping {
+        Rc::new(b.to_vec())
+    }
+
     fn summary(e: &[(Box<[u8]>, Derived)]) -> Vec<(Vec<u8>, Vec<u32>, u32, usize)> {
-        e.iter().map(|(k, d)| (k.to_vec(), d.value.downcast_ref::<Uids>().unwrap().0.clone(), d.last_uid, d.count)).collect()
+        e.iter().map(|(k, d)| (k.to_vec(), d.value.downcast_ref::<Unread>().unwrap().uids().0, d.last_uid, d.count)).collect()
     }
 
     /// Lists of UIDs come back as they were saved; other values are not
@@ -228,20 +283,25 @@ mod tests {
     fn saved_orders_come_back_whole_or_not_at_all() {
         let k = kept(&[(b"SORT a", vec![3, 1, 2], 3, 3), (b"SORT b", vec![], 0, 0)]);
         let b = k.encode(77).unwrap();
-        let back = DerivedSet::decode(&b, 77);
+        let back = DerivedSet::decode(&mapped(&b), 77);
         assert_eq!(summary(&back), vec![(b"SORT a".to_vec(), vec![3, 1, 2], 3, 3), (b"SORT b".to_vec(), vec![], 0, 0)]);
-        assert!(DerivedSet::decode(&b, 78).is_empty(), "another UIDVALIDITY");
+        let mut unused = DerivedSet::default();
+        for (key, d) in back {
+            unused.put(&key, d);
+        }
+        assert_eq!(unused.encode(77).as_ref(), Some(&b), "read back, not used, saved again as they were");
+        assert!(DerivedSet::decode(&mapped(&b), 78).is_empty(), "another UIDVALIDITY");
         for i in 0..b.len() {
             let mut d = b.clone();
             d[i] ^= 0x20;
-            assert!(DerivedSet::decode(&d, 77).is_empty(), "byte {i} flipped");
-            assert!(DerivedSet::decode(&b[..i], 77).is_empty(), "cut at {i}");
+            assert!(DerivedSet::decode(&mapped(&d), 77).is_empty(), "byte {i} flipped");
+            assert!(DerivedSet::decode(&mapped(&b[..i]), 77).is_empty(), "cut at {i}");
         }
         let mut other = b[..b.len() - 4].to_vec();
         other[8] = FORMAT as u8 + 1;
         let c = crc(&other);
         other.extend_from_slice(&c.to_le_bytes());
-        assert!(DerivedSet::decode(&other, 77).is_empty(), "another format");
+        assert!(DerivedSet::decode(&mapped(&other), 77).is_empty(), "another format");
         assert!(kept(&[]).encode(77).is_none(), "nothing to save");
     }
 }

@@ -71,14 +71,18 @@ pub struct Derived {
     pub last_uid: u32,
     /// How many messages it had then: fewer of those now are expunges.
     pub count: usize,
-    /// Brings a saved value up to date (keeps it again) before it is
-    /// saved; None for values read back from the saved file until they
-    /// are used again.
-    pub refresh: Option<Refresh>,
+    /// Brings the value up to date and gives the UIDs to save for it, at
+    /// close; None for values read back from the saved file until they are
+    /// used again (saved as they are).
+    pub save: Option<Save>,
 }
 
-/// See [`Derived::refresh`].
-pub type Refresh = Rc<dyn Fn(&Mailbox)>;
+/// See [`Derived::save`].
+pub type Save = Rc<dyn Fn(&Mailbox) -> Option<Rc<Uids>>>;
+
+/// A derived value that is a list of UIDs (a SORT order, encoded threads):
+/// saved with the mailbox (`derived`).
+pub struct Uids(pub Vec<u32>);
 
 /// The derived values of a mailbox, oldest first, and whether the saved
 /// ones were read yet.
