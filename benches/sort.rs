@@ -9,6 +9,7 @@
 //! when nothing changed since the same command (the kept order is filtered,
 //! the kept threads rebuilt).
 
+use std::cell::RefCell;
 use std::alloc::{GlobalAlloc, Layout};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
@@ -79,6 +80,7 @@ fn sort_and_thread(c: &mut Criterion) {
         println!("{name}: {bytes} bytes of response, peak memory {peak} B above the session's ({:.1} B per message)", peak as f64 / MESSAGES as f64);
     }
     let inbox = store.user("bench", common::NOW).unwrap().mailbox("INBOX").unwrap();
+    let (conn, out) = (RefCell::new(conn), RefCell::new(out));
     let mut arrivals = 0u64;
     let mut g = c.benchmark_group("100k messages");
     g.sample_size(10);
@@ -93,6 +95,11 @@ fn sort_and_thread(c: &mut Criterion) {
                             arrivals += 1;
                             mb.append_bytes(&ringmail_kit::corpus::message(43, arrivals), 0, 0, common::NOW).unwrap();
                             mb.commit().unwrap();
+                            // The session learns of it (EXISTS), as a
+                            // client does before it asks again.
+                            drop(mb);
+                            run(&mut conn.borrow_mut(), &store, "n NOOP\r\n", &mut out.borrow_mut(), &mut |_| {});
+                            mb = inbox.borrow_mut();
                         }
                         if first {
                             mb.forget_derived();
@@ -100,7 +107,7 @@ fn sort_and_thread(c: &mut Criterion) {
                     },
                     |()| {
                         let mut bytes = 0;
-                        run(&mut conn, &store, cmd, &mut out, &mut |o| bytes += o.len());
+                        run(&mut conn.borrow_mut(), &store, cmd, &mut out.borrow_mut(), &mut |o| bytes += o.len());
                         bytes
                     },
                     criterion::BatchSize::PerIteration,
