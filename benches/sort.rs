@@ -9,8 +9,8 @@
 //! when nothing changed since the same command (the kept order is filtered,
 //! the kept threads rebuilt).
 
-use std::cell::RefCell;
 use std::alloc::{GlobalAlloc, Layout};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
