@@ -200,6 +200,7 @@ pub fn run(mut m: InMailbox<'_>, tag: &str, set: &SequenceSet, items: &[FetchIte
         expunged: false,
         unknown_cte: false,
         seen_set: false,
+        at: 0,
     };
     run_in_mailbox(c)
 }
@@ -219,6 +220,7 @@ pub(crate) fn resync(tag: &str, known: Ranges, modseq: u64, code: &'static str, 
         expunged: false,
         unknown_cte: false,
         seen_set: false,
+        at: 0,
     })
 }
 
@@ -250,6 +252,7 @@ pub(crate) fn unsolicited(sel: &mut Selected, uid: u32, items: &[FetchItem], rev
         expunged: false,
         unknown_cte: false,
         seen_set: false,
+        at: 0,
     };
     if let Err(e) = f.one(sel, i as u32 + 1, uid, false, rev2, out) {
         tracing::warn!(uid, error = %e, "cannot read a new message for NOTIFY");
@@ -273,6 +276,10 @@ struct Fetch {
     expunged: bool,
     unknown_cte: bool,
     seen_set: bool,
+    /// Where in the mailbox's messages the last one fetched was: the next
+    /// is looked for from there (`Mailbox::finder_from`), a step instead of
+    /// a binary search when the set ascends, as `1:*` does.
+    at: usize,
 }
 
 impl MailboxCursor for Fetch {
@@ -322,7 +329,14 @@ impl MailboxCursor for Fetch {
 impl Fetch {
     /// One message's FETCH response.
     fn one(&mut self, sel: &mut Selected, seq: u32, u: u32, mark_seen: bool, rev2: bool, out: &mut Out) -> Result<(), StoreError> {
-        let Some(mut m) = sel.mbox.borrow().find(u).copied() else {
+        let found = {
+            let mb = sel.mbox.borrow();
+            let mut finder = mb.finder_from(self.at);
+            let m = finder.find(u).copied();
+            self.at = finder.position();
+            m
+        };
+        let Some(mut m) = found else {
             self.expunged = true;
             return Ok(());
         };

@@ -533,7 +533,14 @@ impl Mailbox {
     /// message instead of a binary search over a table bigger than the
     /// CPU's caches. A UID below the last one asked is still found.
     pub fn finder(&self) -> Finder<'_> {
-        Finder { msgs: &self.msgs, at: 0 }
+        self.finder_from(0)
+    }
+
+    /// A `finder` whose first search starts at position `at` (from a
+    /// finder's `position` before: the mailbox may have changed since, and
+    /// a UID before `at` is still found).
+    pub fn finder_from(&self, at: usize) -> Finder<'_> {
+        Finder { msgs: &self.msgs, at }
     }
 
     /// Where a message's bytes are; read in place from the index mapping.

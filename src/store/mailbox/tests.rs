@@ -416,19 +416,22 @@ fn crash_at_any_write_or_sync_loses_nothing_acknowledged() {
 
 proptest::proptest! {
     /// The galloping finder answers what a binary search answers, for UIDs
-    /// asked in any order (ascending is its fast path, not its contract).
+    /// asked in any order (ascending is its fast path, not its contract),
+    /// from any starting position (one kept from before the mailbox
+    /// changed, `Mailbox::finder_from`).
     #[test]
     fn the_finder_finds_what_a_binary_search_finds(
         uids in proptest::collection::btree_set(1u32..500, 0..120),
         asks in proptest::collection::vec(0u32..510, 0..200),
         sorted in proptest::bool::ANY,
+        start in 0usize..130,
     ) {
         let msgs: Vec<Msg> = uids.iter().map(|&uid| Msg { uid, flags: 0, keywords: 0, modseq: 1, loc: 0 }).collect();
         let mut asks = asks;
         if sorted {
             asks.sort_unstable();
         }
-        let mut f = Finder { msgs: &msgs, at: 0 };
+        let mut f = Finder { msgs: &msgs, at: start };
         for u in asks {
             let want = msgs.binary_search_by_key(&u, |m| m.uid).ok().map(|i| &msgs[i]);
             proptest::prop_assert_eq!(f.find(u), want, "uid {}", u);
