@@ -27,8 +27,9 @@ pub struct Selected {
     told: u64,
     /// UIDs that are \Recent in this session (RFC 3501).
     recent: Recent,
-    /// Flag changes this session made and already reported: (uid, modseq).
-    own: std::collections::HashSet<(u32, u64)>,
+    /// Flag changes this session made and already reported, by modseq
+    /// (each change has its own).
+    own: ModseqRuns,
     /// Updates being sent in slices (see [`Selected::sync_step`]).
     pending: Option<Box<SyncPlan>>,
     /// Keywords the session was told of in `* FLAGS`; a response may name
@@ -41,6 +42,36 @@ pub struct Selected {
     /// Results kept up to date (RFC 5267 4.3), told of in every sync.
     pub contexts: Vec<Context>,
     signal: Option<Rc<Signal>>,
+}
+
+/// A set of modseqs kept as ascending runs: a STORE's changes take
+/// consecutive modseqs, so one over a whole mailbox is one run, noted and
+/// looked up without hashing a hundred thousand entries.
+#[derive(Default)]
+struct ModseqRuns(Vec<(u64, u64)>);
+
+impl ModseqRuns {
+    fn insert(&mut self, m: u64) {
+        match self.0.last_mut() {
+            Some((_, hi)) if *hi + 1 == m => *hi = m,
+            Some(&mut (_, hi)) if hi >= m => {
+                let i = self.0.partition_point(|&(_, hi)| hi < m);
+                if self.0[i].0 > m {
+                    self.0.insert(i, (m, m));
+                }
+            }
+            _ => self.0.push((m, m)),
+        }
+    }
+
+    fn contains(&self, m: u64) -> bool {
+        let i = self.0.partition_point(|&(_, hi)| hi < m);
+        self.0.get(i).is_some_and(|&(lo, _)| lo <= m)
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 impl Selected {
@@ -155,18 +186,19 @@ impl Selected {
         self.uids.iter().filter(|&&u| self.is_recent(u)).count() as u32
     }
 
-    /// Remembers a flag change reported in this command's own responses.
-    pub fn reported(&mut self, uid: u32, modseq: u64) {
-        self.own.insert((uid, modseq));
+    /// Remembers a flag change (its modseq) reported in this command's own
+    /// responses.
+    pub fn reported(&mut self, modseq: u64) {
+        self.own.insert(modseq);
     }
 
     /// A command's response showed these flags of `uid`: a change newer
     /// than the session knows is then not told again by the next update.
     /// (Only such changes are noted, so a FETCH over the whole mailbox
     /// notes no more than what changed.)
-    pub fn flags_shown(&mut self, uid: u32, modseq: u64) {
+    pub fn flags_shown(&mut self, modseq: u64) {
         if modseq > self.modseq {
-            self.own.insert((uid, modseq));
+            self.own.insert(modseq);
         }
     }
 
@@ -274,8 +306,11 @@ impl Selected {
                 return Synced::More;
             }
             p.at_flags += 1;
-            let Some(m) = mb.find(uid) else { continue };
-            if m.modseq <= p.since_modseq || m.uid > p.last_known || self.own.contains(&(m.uid, m.modseq)) {
+            let mut finder = mb.finder_from(p.at_msg);
+            let found = finder.find(uid);
+            p.at_msg = finder.position();
+            let Some(m) = found else { continue };
+            if m.modseq <= p.since_modseq || m.uid > p.last_known || self.own.contains(m.modseq) {
                 continue;
             }
             let Ok(i) = self.uids.binary_search(&m.uid) else { continue };
@@ -409,6 +444,7 @@ impl Selected {
             recent,
             flags,
             at_flags: 0,
+            at_msg: 0,
             since_modseq,
             last_known: last,
             results_before: results_before.buf,
@@ -431,6 +467,9 @@ struct SyncPlan {
     /// UIDs whose flags others changed, and how many were looked at.
     flags: Vec<u32>,
     at_flags: usize,
+    /// Where in the mailbox's messages the last of `flags` was (see
+    /// `Mailbox::finder_from`: they usually ascend).
+    at_msg: usize,
     /// Changes at or below this modseq were known to the session.
     since_modseq: u64,
     /// The highest UID the session knew before (newer ones are new, not changed).
@@ -554,6 +593,28 @@ mod tests {
     use crate::store::io::{Io, MemIo};
     use crate::store::{Mailbox, Settings};
     use std::cell::RefCell;
+
+    proptest::proptest! {
+        /// The runs hold exactly the modseqs inserted, in any order: runs
+        /// (a STORE), single ones (FETCH showing another session's change),
+        /// repeats.
+        #[test]
+        fn modseq_runs_hold_what_was_inserted(inserts in proptest::collection::vec(1u64..300, 0..200), asks in proptest::collection::vec(0u64..310, 0..100)) {
+            let mut runs = ModseqRuns::default();
+            let mut set = std::collections::BTreeSet::new();
+            for (k, &m) in inserts.iter().enumerate() {
+                // Every third insert starts a run of five, as a STORE does.
+                let run = if k % 3 == 0 { m..m + 5 } else { m..m + 1 };
+                for x in run {
+                    runs.insert(x);
+                    set.insert(x);
+                }
+            }
+            for m in asks.into_iter().chain(set.iter().copied()) {
+                proptest::prop_assert_eq!(runs.contains(m), set.contains(&m), "modseq {}", m);
+            }
+        }
+    }
 
     fn text(out: &mut Out) -> String {
         let s = String::from_utf8(out.buf.clone()).unwrap();

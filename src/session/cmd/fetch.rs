@@ -349,7 +349,7 @@ impl Fetch {
             if let Some(modseq) = r? {
                 m.flags |= F_SEEN;
                 m.modseq = modseq;
-                sel.reported(u, modseq);
+                sel.reported(modseq);
                 seen_now = true;
                 self.seen_set = true;
             }
@@ -475,7 +475,7 @@ impl Fetch {
         // Another session's change shown here is not shown again at the end
         // (with CONDSTORE, only when its MODSEQ was shown too).
         if shown_flags && (!sel.condstore || self.items.contains(&FetchItem::ModSeq)) {
-            sel.flags_shown(u, m.modseq);
+            sel.flags_shown(m.modseq);
         }
         Ok(())
     }

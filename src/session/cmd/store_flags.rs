@@ -53,6 +53,7 @@ pub fn run(
         modified: Vec::new(),
         expunged: false,
         changed: false,
+        at: 0,
     };
     run_in_mailbox(c)
 }
@@ -71,6 +72,9 @@ struct Store {
     modified: Vec<u32>,
     expunged: bool,
     changed: bool,
+    /// Where in the mailbox's messages the last one stored was (see
+    /// `Mailbox::finder_from`).
+    at: usize,
 }
 
 impl MailboxCursor for Store {
@@ -87,9 +91,12 @@ impl MailboxCursor for Store {
             let mut changes = Vec::with_capacity(BATCH);
             {
                 let mb = sel.mbox.borrow();
+                let mut finder = mb.finder_from(self.at);
                 while batch.len() < BATCH {
                     let Some((seq, u)) = self.walk.next() else { break };
-                    let Some(m) = mb.find(u).copied() else {
+                    let found = finder.find(u).copied();
+                    self.at = finder.position();
+                    let Some(m) = found else {
                         self.expunged = true;
                         continue;
                     };
@@ -115,8 +122,8 @@ impl MailboxCursor for Store {
                 Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
             };
             self.changed |= !done.is_empty();
-            for &(u, ms) in &done {
-                sel.reported(u, ms);
+            for &(_, ms) in &done {
+                sel.reported(ms);
             }
             let mut di = 0;
             let mb = sel.mbox.borrow();

@@ -280,9 +280,11 @@ impl Mailbox {
         let mut recs = Vec::new();
         let mut done = Vec::new();
         let mut modseq = self.highest_modseq;
+        // Changes come in UID order (a STORE's set): each found a step on.
+        let mut finder = self.finder();
         for &(uid, flags, keywords) in changes {
-            let Ok(i) = self.msgs.binary_search_by_key(&uid, |m| m.uid) else { continue };
-            let old = self.msgs[i];
+            let Some(&old) = finder.find(uid) else { continue };
+            let i = finder.position();
             if old.flags == flags && old.keywords == keywords {
                 continue;
             }
