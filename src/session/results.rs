@@ -5,7 +5,6 @@
 use super::search::Matcher;
 use super::selected::Selected;
 use super::sort::column_pays;
-use crate::mime::Cache;
 use crate::proto::seqset::compact;
 use crate::proto::{Out, SearchKey, SearchReturn};
 
@@ -74,8 +73,8 @@ impl Evaluation {
             };
             let position = finder.position();
             if let Some(w) = missing.as_mut().filter(|_| column.as_ref().and_then(|c| c.entry(position)).is_none()) {
-                if let Some(e) = mb.cache(m).ok().and_then(|c| Cache::column_entry(c.bytes())) {
-                    w.push(m.uid, mb.location(m).length, &e);
+                if let Ok(c) = mb.cache(m) {
+                    w.push_cached(m, c.bytes());
                 }
             }
             if matcher.matches_at(&self.key, m, i as u32 + 1, Some(position)) {

@@ -260,9 +260,7 @@ fn each_with_keys_in(
         match Cache::sort_keys(bytes) {
             Some(k) => {
                 if let Some(w) = &mut missing {
-                    if let Some(e) = Cache::column_entry(bytes) {
-                        w.push(m.uid, mb.location(m).length, &e);
-                    }
+                    w.push_cached(m, bytes);
                 }
                 f(hit, m, Some(k))
             }

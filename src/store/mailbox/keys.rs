@@ -30,7 +30,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use super::key_column::{decode, encode, header, KeyColumn, HEADER, RECORD_HEADER};
-use super::Mailbox;
+use super::{Mailbox, Msg};
 use crate::store::format::align8;
 use crate::store::io::{File, OpenMode};
 
@@ -46,9 +46,16 @@ pub struct KeyWriter<'m> {
 }
 
 impl KeyWriter<'_> {
-    /// A record of the message `uid` of `size` bytes, holding `entry`
-    /// (`mime::Cache::column_entry`).
-    pub fn push(&mut self, uid: u32, size: u64, entry: &[u8]) {
+    /// A record of `m` made from its cache record `cache`, if that has an
+    /// entry (`mime::Cache::column_entry`: not one an older build wrote).
+    pub fn push_cached(&mut self, m: &Msg, cache: &[u8]) {
+        if let Some(e) = crate::mime::Cache::column_entry(cache) {
+            self.push(m.uid, self.mb.location(m).length, &e);
+        }
+    }
+
+    /// A record of the message `uid` of `size` bytes, holding `entry`.
+    fn push(&mut self, uid: u32, size: u64, entry: &[u8]) {
         encode(&mut self.buf, uid, size, entry);
         if self.buf.len() >= BATCH {
             self.flush();
@@ -206,9 +213,7 @@ impl Mailbox {
         let mut w = self.key_writer();
         for m in &self.msgs[from..] {
             if let Ok(c) = self.cache(m) {
-                if let Some(e) = crate::mime::Cache::column_entry(c.bytes()) {
-                    w.push(m.uid, self.location(m).length, &e);
-                }
+                w.push_cached(m, c.bytes());
             }
         }
     }
