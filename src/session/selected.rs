@@ -306,10 +306,7 @@ impl Selected {
                 return Synced::More;
             }
             p.at_flags += 1;
-            let mut finder = mb.finder_from(p.at_msg);
-            let found = finder.find(uid);
-            p.at_msg = finder.position();
-            let Some(m) = found else { continue };
+            let Some(m) = mb.find_from(uid, &mut p.at_msg) else { continue };
             if m.modseq <= p.since_modseq || m.uid > p.last_known || self.own.contains(m.modseq) {
                 continue;
             }
@@ -468,7 +465,7 @@ struct SyncPlan {
     flags: Vec<u32>,
     at_flags: usize,
     /// Where in the mailbox's messages the last of `flags` was (see
-    /// `Mailbox::finder_from`: they usually ascend).
+    /// `Mailbox::find_from`: they usually ascend).
     at_msg: usize,
     /// Changes at or below this modseq were known to the session.
     since_modseq: u64,

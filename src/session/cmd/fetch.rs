@@ -277,7 +277,7 @@ struct Fetch {
     unknown_cte: bool,
     seen_set: bool,
     /// Where in the mailbox's messages the last one fetched was: the next
-    /// is looked for from there (`Mailbox::finder_from`), a step instead of
+    /// is looked for from there (`Mailbox::find_from`), a step instead of
     /// a binary search when the set ascends, as `1:*` does.
     at: usize,
 }
@@ -329,13 +329,7 @@ impl MailboxCursor for Fetch {
 impl Fetch {
     /// One message's FETCH response.
     fn one(&mut self, sel: &mut Selected, seq: u32, u: u32, mark_seen: bool, rev2: bool, out: &mut Out) -> Result<(), StoreError> {
-        let found = {
-            let mb = sel.mbox.borrow();
-            let mut finder = mb.finder_from(self.at);
-            let m = finder.find(u).copied();
-            self.at = finder.position();
-            m
-        };
+        let found = sel.mbox.borrow().find_from(u, &mut self.at).copied();
         let Some(mut m) = found else {
             self.expunged = true;
             return Ok(());

@@ -73,7 +73,7 @@ struct Store {
     expunged: bool,
     changed: bool,
     /// Where in the mailbox's messages the last one stored was (see
-    /// `Mailbox::finder_from`).
+    /// `Mailbox::find_from`).
     at: usize,
 }
 
@@ -91,12 +91,9 @@ impl MailboxCursor for Store {
             let mut changes = Vec::with_capacity(BATCH);
             {
                 let mb = sel.mbox.borrow();
-                let mut finder = mb.finder_from(self.at);
                 while batch.len() < BATCH {
                     let Some((seq, u)) = self.walk.next() else { break };
-                    let found = finder.find(u).copied();
-                    self.at = finder.position();
-                    let Some(m) = found else {
+                    let Some(m) = mb.find_from(u, &mut self.at).copied() else {
                         self.expunged = true;
                         continue;
                     };

@@ -533,14 +533,19 @@ impl Mailbox {
     /// message instead of a binary search over a table bigger than the
     /// CPU's caches. A UID below the last one asked is still found.
     pub fn finder(&self) -> Finder<'_> {
-        self.finder_from(0)
+        Finder { msgs: &self.msgs, at: 0 }
     }
 
-    /// A `finder` whose first search starts at position `at` (from a
-    /// finder's `position` before: the mailbox may have changed since, and
-    /// a UID before `at` is still found).
-    pub fn finder_from(&self, at: usize) -> Finder<'_> {
-        Finder { msgs: &self.msgs, at }
+    /// `find` as a `finder` does it, for a walk that spans calls (a command
+    /// sent in slices): the search starts at position `at`, where the walk
+    /// found its last message, and leaves there the position of this one.
+    /// The mailbox may have changed in between: a UID before `at` is still
+    /// found.
+    pub fn find_from(&self, uid: u32, at: &mut usize) -> Option<&Msg> {
+        let mut f = Finder { msgs: &self.msgs, at: *at };
+        let m = f.find(uid);
+        *at = f.position();
+        m
     }
 
     /// Where a message's bytes are; read in place from the index mapping.

@@ -418,7 +418,7 @@ proptest::proptest! {
     /// The galloping finder answers what a binary search answers, for UIDs
     /// asked in any order (ascending is its fast path, not its contract),
     /// from any starting position (one kept from before the mailbox
-    /// changed, `Mailbox::finder_from`).
+    /// changed, `Mailbox::find_from`).
     #[test]
     fn the_finder_finds_what_a_binary_search_finds(
         uids in proptest::collection::btree_set(1u32..500, 0..120),
