@@ -190,8 +190,13 @@ impl<'a> ColumnEntry<'a> {
 
     /// Decoded text of a SEARCH_FIELDS entry, as `Cache::search_text`.
     pub fn search_text(&self, field: &str) -> Option<&'a [u8]> {
-        SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| self.search[i])
+        search_text_of(&self.search, field)
     }
+}
+
+/// The text of `field` among the five SEARCH_FIELDS texts, in their order.
+fn search_text_of<'a>(texts: &[&'a [u8]; SEARCH_FIELDS.len()], field: &str) -> Option<&'a [u8]> {
+    SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| texts[i])
 }
 
 struct Reader<'a> {
@@ -342,7 +347,7 @@ impl<'a> Cache<'a> {
 
     /// Decoded text of a SEARCH_FIELDS entry.
     pub fn search_text(&self, field: &str) -> Option<&'a [u8]> {
-        SEARCH_FIELDS.iter().position(|f| f.eq_ignore_ascii_case(field)).map(|i| self.search[i])
+        search_text_of(&self.search, field)
     }
 
     /// Each part as `parts_fit` checked it.
