@@ -308,6 +308,7 @@ transcripts!(
     objectid,
     fetch,
     store_and_search,
+    store_one_modseq,
     copy_move_expunge,
     two_devices,
     idle,

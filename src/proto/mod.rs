@@ -16,4 +16,4 @@ pub use command::*;
 pub use decoder::{Decoder, Event};
 pub use encode::{Completion, Out, Shared, Status};
 pub use limits::Limits;
-pub use seqset::{Ranges, SeqNum, SeqRange, SequenceSet};
+pub use seqset::{ranges_of, Ranges, SeqNum, SeqRange, SequenceSet};

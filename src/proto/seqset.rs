@@ -40,6 +40,18 @@ pub enum SequenceSet {
     Saved,
 }
 
+/// Ascending numbers as inclusive ranges of consecutive ones.
+pub fn ranges_of(numbers: &[u32]) -> Vec<(u32, u32)> {
+    let mut v: Vec<(u32, u32)> = Vec::new();
+    for &u in numbers {
+        match v.last_mut() {
+            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
+            _ => v.push((u, u)),
+        }
+    }
+    v
+}
+
 /// Merges sorted ranges that touch or overlap.
 fn merge(mut v: Vec<(u32, u32)>) -> Vec<(u32, u32)> {
     v.sort_unstable();

@@ -27,9 +27,8 @@ pub struct Selected {
     told: u64,
     /// UIDs that are \Recent in this session (RFC 3501).
     recent: Recent,
-    /// Flag changes this session made and already reported, by modseq
-    /// (each change has its own).
-    own: ModseqRuns,
+    /// Flag changes the client has seen already, not to tell again.
+    reported: Reported,
     /// Updates being sent in slices (see [`Selected::sync_step`]).
     pending: Option<Box<SyncPlan>>,
     /// Keywords the session was told of in `* FLAGS`; a response may name
@@ -44,9 +43,36 @@ pub struct Selected {
     signal: Option<Rc<Signal>>,
 }
 
-/// A set of modseqs kept as ascending runs: a STORE's changes take
-/// consecutive modseqs, so one over a whole mailbox is one run, noted and
-/// looked up without hashing a hundred thousand entries.
+/// Others' flag changes noted as shown at most: past that, the next update
+/// tells them again (harmless, and a FETCH of a whole mailbox after a big
+/// STORE elsewhere costs no more memory).
+const SHOWN_MAX: usize = 4096;
+
+/// Flag changes a command's responses told the client of, since the last
+/// update.
+#[derive(Default)]
+struct Reported {
+    /// This session's own changes, by modseq (a STORE's changes are all
+    /// its own modseq's).
+    own: ModseqRuns,
+    /// Others' changes a FETCH showed, as (UID, modseq), ascending: one
+    /// modseq may be a STORE over many messages, not all shown.
+    shown: Vec<(u32, u64)>,
+}
+
+impl Reported {
+    fn contains(&self, m: &crate::store::Msg) -> bool {
+        self.own.contains(m.modseq) || self.shown.binary_search(&(m.uid, m.modseq)).is_ok()
+    }
+
+    fn clear(&mut self) {
+        self.own.clear();
+        self.shown.clear();
+    }
+}
+
+/// A set of modseqs kept as ascending runs: the batches of one STORE take
+/// consecutive modseqs, so one over a whole mailbox is one run.
 #[derive(Default)]
 struct ModseqRuns(Vec<(u64, u64)>);
 
@@ -97,7 +123,7 @@ impl Selected {
             modseq,
             told: modseq,
             recent,
-            own: Default::default(),
+            reported: Reported::default(),
             pending: None,
             announced: 0,
             saved: Vec::new(),
@@ -189,16 +215,20 @@ impl Selected {
     /// Remembers a flag change (its modseq) reported in this command's own
     /// responses.
     pub fn reported(&mut self, modseq: u64) {
-        self.own.insert(modseq);
+        self.reported.own.insert(modseq);
     }
 
     /// A command's response showed these flags of `uid`: a change newer
     /// than the session knows is then not told again by the next update.
     /// (Only such changes are noted, so a FETCH over the whole mailbox
     /// notes no more than what changed.)
-    pub fn flags_shown(&mut self, modseq: u64) {
-        if modseq > self.modseq {
-            self.own.insert(modseq);
+    pub fn flags_shown(&mut self, uid: u32, modseq: u64) {
+        let shown = &mut self.reported.shown;
+        if modseq > self.modseq && shown.len() < SHOWN_MAX {
+            let i = shown.partition_point(|&x| x < (uid, modseq));
+            if shown.get(i) != Some(&(uid, modseq)) {
+                shown.insert(i, (uid, modseq));
+            }
         }
     }
 
@@ -307,7 +337,7 @@ impl Selected {
             }
             p.at_flags += 1;
             let Some(m) = mb.find_from(uid, &mut p.at_msg) else { continue };
-            if m.modseq <= p.since_modseq || m.uid > p.last_known || self.own.contains(m.modseq) {
+            if m.modseq <= p.since_modseq || m.uid > p.last_known || self.reported.contains(m) {
                 continue;
             }
             let Ok(i) = self.uids.binary_search(&m.uid) else { continue };
@@ -322,7 +352,7 @@ impl Selected {
         out.raw(&std::mem::take(&mut p.results_after));
         drop(mb);
         self.pending = None;
-        self.own.clear();
+        self.reported.clear();
         Synced::Done
     }
 
@@ -335,7 +365,7 @@ impl Selected {
             return None;
         }
         if mb.version() == self.version && mb.highest_modseq() == self.modseq {
-            self.own.clear();
+            self.reported.clear();
             return Some(None);
         }
         let current = mb.uids();
@@ -376,7 +406,7 @@ impl Selected {
         let (expunged, vanished): (Vec<u32>, Vec<(u32, u32)>) = match (expunged_pending, enabled.qresync) {
             (true, _) => Default::default(),
             (false, false) => (gone.iter().rev().map(|&i| i as u32 + 1).collect(), Vec::new()),
-            (false, true) => (Vec::new(), vanished::ranges_of(&gone.iter().map(|&i| self.uids[i]).collect::<Vec<_>>())),
+            (false, true) => (Vec::new(), crate::proto::ranges_of(&gone.iter().map(|&i| self.uids[i]).collect::<Vec<_>>())),
         };
         // New messages: the mailbox's UIDs above the last one we know.
         let last = self.uids.last().copied().unwrap_or(0);

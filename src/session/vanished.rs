@@ -2,23 +2,11 @@
 //! as they happen and, with `(EARLIER)`, for what it missed while away
 //! (SELECT's QRESYNC parameter 3.2.5, UID FETCH's VANISHED modifier 3.2.6).
 
-use crate::proto::{Out, Ranges};
+use crate::proto::{ranges_of, Out, Ranges};
 use crate::store::Mailbox;
 
 /// Ranges per VANISHED response at most, so that one line stays small.
 const RANGES_PER_LINE: usize = 4096;
-
-/// Ascending UIDs as inclusive ranges of consecutive UIDs.
-pub(crate) fn ranges_of(uids: &[u32]) -> Vec<(u32, u32)> {
-    let mut v: Vec<(u32, u32)> = Vec::new();
-    for &u in uids {
-        match v.last_mut() {
-            Some(last) if last.1.checked_add(1) == Some(u) => last.1 = u,
-            _ => v.push((u, u)),
-        }
-    }
-    v
-}
 
 /// `* VANISHED [(EARLIER)] uids` for the first ranges of `ranges`;
 /// returns how many it named.

@@ -149,12 +149,73 @@ pub struct Location {
     pub crc: u32,
 }
 
+/// A flag change applied alike to many messages (one STORE's): each
+/// message's new flags are `(old & !clear) | set`, and keywords the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlagChange {
+    pub set: u8,
+    pub set_keywords: u64,
+    pub clear: u8,
+    pub clear_keywords: u64,
+}
+
+impl FlagChange {
+    /// STORE FLAGS: these and nothing else.
+    pub fn replace(flags: u8, keywords: u64) -> FlagChange {
+        FlagChange { set: flags, set_keywords: keywords, clear: u8::MAX, clear_keywords: u64::MAX }
+    }
+
+    /// STORE +FLAGS.
+    pub fn add(flags: u8, keywords: u64) -> FlagChange {
+        FlagChange { set: flags, set_keywords: keywords, clear: 0, clear_keywords: 0 }
+    }
+
+    /// STORE -FLAGS.
+    pub fn remove(flags: u8, keywords: u64) -> FlagChange {
+        FlagChange { set: 0, set_keywords: 0, clear: flags, clear_keywords: keywords }
+    }
+
+    /// The flags and keywords a message has after the change.
+    pub fn apply(&self, flags: u8, keywords: u64) -> (u8, u64) {
+        ((flags & !self.clear) | self.set, (keywords & !self.clear_keywords) | self.set_keywords)
+    }
+}
+
+/// UID runs (first, last) a FLAG RUNS record holds at most: its body
+/// stays far below the 1 MiB a record may have.
+pub const MAX_RUNS: usize = 65_536;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LogRecord {
-    Append { uid: u32, loc: Location, flags: u8, keywords: u64, modseq: u64 },
-    Flags { uid: u32, flags: u8, keywords: u64, modseq: u64 },
-    Expunge { uid: u32, modseq: u64 },
-    Keyword { index: u8, name: String },
+    Append {
+        uid: u32,
+        loc: Location,
+        flags: u8,
+        keywords: u64,
+        modseq: u64,
+    },
+    /// One message's flags (format 1.1 and before; read, no longer written).
+    Flags {
+        uid: u32,
+        flags: u8,
+        keywords: u64,
+        modseq: u64,
+    },
+    /// One change of the messages in UID runs, all at one modseq (RFC 7162
+    /// 3.1: one STORE, one mod-sequence). Lists only messages it changed.
+    FlagRuns {
+        change: FlagChange,
+        modseq: u64,
+        runs: Vec<(u32, u32)>,
+    },
+    Expunge {
+        uid: u32,
+        modseq: u64,
+    },
+    Keyword {
+        index: u8,
+        name: String,
+    },
 }
 
 impl LogRecord {
@@ -183,6 +244,18 @@ impl LogRecord {
                 out.push(*flags);
                 out.extend_from_slice(&keywords.to_le_bytes());
                 out.extend_from_slice(&modseq.to_le_bytes());
+            }
+            LogRecord::FlagRuns { change, modseq, runs } => {
+                out.push(5);
+                out.extend_from_slice(&modseq.to_le_bytes());
+                out.push(change.set);
+                out.extend_from_slice(&change.set_keywords.to_le_bytes());
+                out.push(change.clear);
+                out.extend_from_slice(&change.clear_keywords.to_le_bytes());
+                for &(first, last) in runs {
+                    out.extend_from_slice(&first.to_le_bytes());
+                    out.extend_from_slice(&last.to_le_bytes());
+                }
             }
             LogRecord::Expunge { uid, modseq } => {
                 out.push(3);
@@ -237,6 +310,11 @@ impl LogRecord {
             2 if p.len() == 21 => LogRecord::Flags { uid: u32_at(p, 0), flags: p[4], keywords: u64_at(p, 5), modseq: u64_at(p, 13) },
             3 if p.len() == 12 => LogRecord::Expunge { uid: u32_at(p, 0), modseq: u64_at(p, 4) },
             4 if !p.is_empty() => LogRecord::Keyword { index: p[0], name: String::from_utf8(p[1..].to_vec()).ok()? },
+            5 if p.len() >= 26 && (p.len() - 26).is_multiple_of(8) => LogRecord::FlagRuns {
+                modseq: u64_at(p, 0),
+                change: FlagChange { set: p[8], set_keywords: u64_at(p, 9), clear: p[17], clear_keywords: u64_at(p, 18) },
+                runs: p[26..].chunks_exact(8).map(|r| (u32_at(r, 0), u32_at(r, 4))).collect(),
+            },
             _ => return None,
         };
         Some((rec, 8 + len))
@@ -269,6 +347,8 @@ mod tests {
             LogRecord::Flags { uid: 7, flags: 0, keywords: 5, modseq: 100 },
             LogRecord::Expunge { uid: 7, modseq: 101 },
             LogRecord::Keyword { index: 3, name: "$Forwarded".into() },
+            LogRecord::FlagRuns { change: FlagChange::remove(F_SEEN, 1 << 9), modseq: 102, runs: vec![(1, 1), (3, 90_000)] },
+            LogRecord::FlagRuns { change: FlagChange::replace(F_DRAFT, 0), modseq: 103, runs: vec![(u32::MAX, u32::MAX)] },
         ];
         let mut buf = Vec::new();
         for r in &recs {

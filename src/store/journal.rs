@@ -70,6 +70,20 @@ impl Journal {
         self.flags.push_back((modseq, uid));
     }
 
+    /// Flag changes of many messages at one modseq (a STORE's). So many
+    /// that they would push out every entry are not listed: the journal
+    /// then covers only what comes after.
+    pub fn flags_changed_many(&mut self, modseq: u64, uids: &[u32]) {
+        if uids.len() >= KEEP {
+            self.flags.clear();
+            self.flags_from = self.flags_from.max(modseq);
+            return;
+        }
+        for &uid in uids {
+            self.flags_changed(modseq, uid);
+        }
+    }
+
     /// UIDs expunged after `version`, or None if the journal does not reach back that far.
     pub fn expunged_since(&self, version: u64) -> Option<impl Iterator<Item = u32> + '_> {
         (version >= self.expunged_from).then(|| {
@@ -133,5 +147,13 @@ mod tests {
         }
         assert!(j.flags_since(100).is_none(), "entries after 100 were dropped");
         assert_eq!(j.flags_since(200).unwrap().count(), KEEP - 1);
+        j.flags_changed_many(9000, &[4, 5]);
+        assert_eq!(j.flags_since(200 + KEEP as u64 - 1).unwrap().collect::<Vec<_>>(), [4, 5]);
+        let many: Vec<u32> = (1..=KEEP as u32).collect();
+        j.flags_changed_many(9001, &many);
+        assert!(j.flags_since(9000).is_none(), "too many to list: older asks are not answered");
+        assert_eq!(j.flags_since(9001).unwrap().count(), 0);
+        j.flags_changed(9002, 8);
+        assert_eq!(j.flags_since(9001).unwrap().collect::<Vec<_>>(), [8]);
     }
 }

@@ -279,7 +279,30 @@ impl World {
                     self.pending.push((self.user.durable(&mb), Pending::Stored { id, bytes: b }));
                 }
             }
-            7..=9 => {
+            // STORE over a range: +FLAGS or -FLAGS, one record at one modseq.
+            7 => {
+                let Some((_, id, mb)) = self.pick_box(rng) else { return true };
+                let uids: Vec<u32> = {
+                    let m = mb.borrow();
+                    let from = rng.below(m.msgs().len());
+                    m.msgs().iter().skip(from).take(1 + rng.below(8)).map(|m| m.uid).collect()
+                };
+                let bit = 1u8 << rng.below(5);
+                let change = if rng.below(2) == 0 { format::FlagChange::add(bit, 0) } else { format::FlagChange::remove(bit, 0) };
+                let r = mb.borrow_mut().change_flags(&uids, change);
+                for uid in r.ok().flatten().map(|(_, changed)| changed).unwrap_or_default() {
+                    let (bytes, flags) = {
+                        let m = mb.borrow();
+                        let msg = *m.find(uid).expect("just changed");
+                        (m.message(&msg).expect("readable").bytes().to_vec(), msg.flags)
+                    };
+                    if let Some(m) = self.model.boxes[id].msgs.get_mut(&bytes) {
+                        m.flags.insert(flags);
+                    }
+                    self.pending.push((self.user.durable(&mb), Pending::Flags { id, bytes, flags }));
+                }
+            }
+            8 | 9 => {
                 let Some((_, id, mb)) = self.pick_box(rng) else { return true };
                 let Some((uid, bytes)) = Self::pick_msg(&mb, rng) else { return true };
                 let flags = (rng.next() % 32) as u8;

@@ -469,7 +469,7 @@ impl Fetch {
         // Another session's change shown here is not shown again at the end
         // (with CONDSTORE, only when its MODSEQ was shown too).
         if shown_flags && (!sel.condstore || self.items.contains(&FetchItem::ModSeq)) {
-            sel.flags_shown(m.modseq);
+            sel.flags_shown(m.uid, m.modseq);
         }
         Ok(())
     }

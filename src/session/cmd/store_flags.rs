@@ -9,6 +9,7 @@ use crate::session::flags::{flags_item, keyword_mask, split_flags};
 use crate::session::reply::{bad, enable_condstore, no, ok, ok_when_durable, store_error};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress, OUTPUT_BUDGET};
 use crate::session::walk::SetWalk;
+use crate::store::format::FlagChange;
 
 /// Messages changed per log write.
 const BATCH: usize = 1024;
@@ -44,10 +45,12 @@ pub fn run(
     let c = Store {
         tag: tag.to_string(),
         walk: SetWalk::new(set, uid),
-        op,
+        change: match op {
+            StoreOp::Replace => FlagChange::replace(bits, mask),
+            StoreOp::Add => FlagChange::add(bits, mask),
+            StoreOp::Remove => FlagChange::remove(bits, mask),
+        },
         silent,
-        bits,
-        mask,
         uid,
         unchanged_since,
         modified: Vec::new(),
@@ -62,10 +65,8 @@ pub fn run(
 struct Store {
     tag: String,
     walk: SetWalk,
-    op: StoreOp,
+    change: FlagChange,
     silent: bool,
-    bits: u8,
-    mask: u64,
     uid: bool,
     unchanged_since: Option<u64>,
     /// UNCHANGEDSINCE failures (RFC 7162 3.1.3): sequence numbers or UIDs.
@@ -88,7 +89,7 @@ impl MailboxCursor for Store {
         loop {
             // The next batch: what changes, with one log write.
             let mut batch = Vec::with_capacity(BATCH);
-            let mut changes = Vec::with_capacity(BATCH);
+            let mut uids = Vec::with_capacity(BATCH);
             {
                 let mb = sel.mbox.borrow();
                 while batch.len() < BATCH {
@@ -101,38 +102,27 @@ impl MailboxCursor for Store {
                         self.modified.push(if self.uid { u } else { seq });
                         continue;
                     }
-                    let (nf, nk) = match self.op {
-                        StoreOp::Replace => (self.bits, self.mask),
-                        StoreOp::Add => (m.flags | self.bits, m.keywords | self.mask),
-                        StoreOp::Remove => (m.flags & !self.bits, m.keywords & !self.mask),
-                    };
-                    changes.push((u, nf, nk));
-                    batch.push((seq, m, nf, nk));
+                    uids.push(u);
+                    batch.push((seq, m));
                 }
             }
             if batch.is_empty() {
                 break;
             }
-            let r = sel.mbox.borrow_mut().set_flags_many(&changes);
-            let done = match r {
-                Ok(d) => d,
+            let r = sel.mbox.borrow_mut().change_flags(&uids, self.change);
+            let (modseq, changed) = match r {
+                Ok(d) => d.unwrap_or_default(),
                 Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
             };
-            self.changed |= !done.is_empty();
-            for &(_, ms) in &done {
-                sel.reported(ms);
+            if !changed.is_empty() {
+                self.changed = true;
+                sel.reported(modseq);
             }
-            let mut di = 0;
             let mb = sel.mbox.borrow();
-            for (seq, m, nf, nk) in batch {
-                let modseq = match done.get(di) {
-                    Some(&(u, ms)) if u == m.uid => {
-                        di += 1;
-                        ms
-                    }
-                    _ => m.modseq,
-                };
+            for (seq, m) in batch {
                 if !self.silent {
+                    let (nf, nk) = self.change.apply(m.flags, m.keywords);
+                    let modseq = if changed.binary_search(&m.uid).is_ok() { modseq } else { m.modseq };
                     let now = m.with_flags(nf, nk, modseq);
                     out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
                     flags_item(out, &now, mb.keywords(), !rev2 && sel.is_recent(m.uid));

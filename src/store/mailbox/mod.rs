@@ -178,6 +178,9 @@ struct Log {
     /// End of the last whole record.
     end: u64,
     records: u32,
+    /// Messages the records change beyond one each (a FLAG RUNS record
+    /// changes many): what replaying them at open would cost, in messages.
+    weight: u64,
     /// Written since the last sync.
     dirty: bool,
     /// Blocks are reserved up to here (expunges must work on a full disk).
@@ -187,7 +190,17 @@ struct Log {
 impl Log {
     /// The log of `generation` in `dir`, not yet created on disk.
     fn fresh(dir: &Path, generation: u64) -> Log {
-        Log { path: log_path(dir, generation), generation, file: None, created: false, end: format::LOG_HEADER, records: 0, dirty: false, reserved: 0 }
+        Log {
+            path: log_path(dir, generation),
+            generation,
+            file: None,
+            created: false,
+            end: format::LOG_HEADER,
+            records: 0,
+            weight: 0,
+            dirty: false,
+            reserved: 0,
+        }
     }
 }
 

@@ -237,15 +237,10 @@ impl Mailbox {
         let mut current = None;
         for (i, l) in logs.into_iter().enumerate() {
             let mut end = format::LOG_HEADER as usize;
-            let mut records = 0;
+            let (mut records, mut weight) = (0, 0);
             if !l.bytes.is_empty() {
                 while let Some((rec, n)) = LogRecord::decode(&l.bytes[end..]) {
-                    match rec {
-                        LogRecord::Expunge { uid, modseq } => history.expunged.push((modseq, uid)),
-                        LogRecord::Append { uid, modseq, .. } | LogRecord::Flags { uid, modseq, .. } => history.changed.push((modseq, uid)),
-                        LogRecord::Keyword { .. } => {}
-                    }
-                    self.apply(&rec, referenced, &mut gone);
+                    weight += self.apply(&rec, referenced, &mut gone, history);
                     end += n;
                     records += 1;
                 }
@@ -256,7 +251,7 @@ impl Mailbox {
                 self.io.open(&l.path, OpenMode::Existing)?.set_len(end as u64)?;
             }
             if i == last {
-                current = Some((l, end as u64, records, torn));
+                current = Some((l, end as u64, records, weight, torn));
             } else {
                 self.old_logs.push(OldLog { path: l.path, generation: l.generation, unsynced: None });
             }
@@ -277,24 +272,27 @@ impl Mailbox {
             self.version += 1;
         }
         self.log = match current {
-            Some((l, end, records, torn)) => {
+            Some((l, end, records, weight, torn)) => {
                 let created = !l.bytes.is_empty();
-                super::Log { path: l.path, generation: l.generation, file: None, created, end, records, dirty: torn, reserved: 0 }
+                super::Log { path: l.path, generation: l.generation, file: None, created, end, records, weight, dirty: torn, reserved: 0 }
             }
             None => super::Log::fresh(&self.dir, generation),
         };
         Ok(())
     }
 
-    /// Applies one replayed record. Idempotent: records already in the
-    /// index (UIDs below its UIDNEXT, older modseqs) change nothing.
-    fn apply(&mut self, rec: &LogRecord, referenced: &mut Vec<Extent>, gone: &mut HashSet<u32>) {
+    /// Applies one replayed record and notes what it changed in `history`;
+    /// returns how many messages a FLAG RUNS record changed (0 for others).
+    /// Idempotent: records already in the index (UIDs below its UIDNEXT,
+    /// older modseqs) change nothing.
+    fn apply(&mut self, rec: &LogRecord, referenced: &mut Vec<Extent>, gone: &mut HashSet<u32>, history: &mut History) -> u64 {
         match rec {
             LogRecord::Append { uid, loc, flags, keywords, modseq } => {
+                history.changed.push((*modseq, *uid));
                 referenced.extend(extents(loc));
                 self.highest_modseq = self.highest_modseq.max(*modseq);
                 if *uid < self.uidnext {
-                    return;
+                    return 0;
                 }
                 // Whatever happens to this record, its UID is used.
                 self.uidnext = uid + 1;
@@ -303,12 +301,13 @@ impl Mailbox {
                     // Never acknowledged (its payload was not synced) or
                     // expunged later in this log (its space was given back).
                     tracing::debug!(dir = %self.dir.display(), uid, "log record points at bytes that do not match; skipping it");
-                    return;
+                    return 0;
                 }
                 self.appended.push(Rec::new(*uid, *loc, *flags, *keywords, *modseq));
                 self.msgs.push(Msg { uid: *uid, flags: *flags, keywords: *keywords, modseq: *modseq, loc: (self.appended.len() - 1) as u32 | NEW });
             }
             LogRecord::Flags { uid, flags, keywords, modseq } => {
+                history.changed.push((*modseq, *uid));
                 if let Ok(i) = self.msgs.binary_search_by_key(uid, |m| m.uid) {
                     let m = &mut self.msgs[i];
                     if *modseq > m.modseq {
@@ -319,7 +318,27 @@ impl Mailbox {
                 }
                 self.highest_modseq = self.highest_modseq.max(*modseq);
             }
+            LogRecord::FlagRuns { change, modseq, runs } => {
+                // Runs ascend: one walk over the messages.
+                let mut at = 0;
+                let mut touched = 0;
+                for &(first, last) in runs {
+                    at += self.msgs[at..].partition_point(|m| m.uid < first);
+                    while let Some(m) = self.msgs.get_mut(at).filter(|m| m.uid <= last) {
+                        if *modseq > m.modseq {
+                            (m.flags, m.keywords) = change.apply(m.flags, m.keywords);
+                            m.modseq = *modseq;
+                            history.changed.push((*modseq, m.uid));
+                            touched += 1;
+                        }
+                        at += 1;
+                    }
+                }
+                self.highest_modseq = self.highest_modseq.max(*modseq);
+                return touched;
+            }
             LogRecord::Expunge { uid, modseq } => {
+                history.expunged.push((*modseq, *uid));
                 gone.insert(*uid);
                 self.highest_modseq = self.highest_modseq.max(*modseq);
             }
@@ -332,6 +351,7 @@ impl Mailbox {
                 }
             }
         }
+        0
     }
 
     /// Disaster recovery: message bytes and dates from segment record

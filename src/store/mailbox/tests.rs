@@ -2,6 +2,7 @@
 //! the fault-injecting in-memory file system, checked against a model.
 
 use super::*;
+use crate::store::format::FlagChange;
 use crate::store::io::{CrashMode, MemIo, OpenMode, RealIo};
 use std::collections::BTreeMap;
 
@@ -129,6 +130,54 @@ fn flags_expunge_checkpoint_and_counts() {
     assert!(mb.highest_modseq() > hms);
     assert_eq!(mb.find(5).unwrap().keywords, 1 << k);
     assert!(mb.find(7).is_none());
+}
+
+/// A STORE over many messages is one FLAG RUNS record at one modseq (RFC
+/// 7162 3.1), replayed at open to the same flags, modseqs and counts,
+/// before and after a checkpoint folds it in.
+#[test]
+fn a_store_over_many_messages_is_one_record_at_one_modseq() {
+    let dir = tempfile::tempdir().unwrap();
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
+    let path = dir.path().join("box");
+    let big = Settings { checkpoint_records: 4096, ..settings() };
+    let mut mb = Mailbox::create(io.clone(), &path, 1, big).unwrap();
+    for i in 0..300 {
+        mb.append_bytes(&msg(i, 100), if i % 3 == 0 { format::F_SEEN } else { 0 }, 0, i as i64).unwrap();
+    }
+    mb.commit().unwrap();
+    mb.checkpoint().unwrap();
+    let k = mb.keyword("$Label1", true).unwrap().unwrap();
+    let all: Vec<u32> = (1..=300).collect();
+    let (h, records) = (mb.highest_modseq(), mb.log.records);
+    let (modseq, changed) = mb.change_flags(&all, FlagChange::add(format::F_SEEN, 1 << k)).unwrap().unwrap();
+    assert_eq!((modseq, changed.len(), mb.log.records), (h + 1, 300, records + 1), "one modseq, one record");
+    assert!(mb.msgs().iter().all(|m| m.modseq == modseq && m.flags == format::F_SEEN));
+    let odd: Vec<u32> = (1..=300).filter(|u| u % 2 == 1).collect();
+    let (_, changed) = mb.change_flags(&odd, FlagChange::remove(format::F_SEEN, 0)).unwrap().unwrap();
+    assert_eq!(changed, odd);
+    assert_eq!(mb.change_flags(&odd, FlagChange::remove(format::F_SEEN, 0)).unwrap(), None, "nothing changes: no modseq");
+    let (_, changed) = mb.change_flags(&[9, 4, 4, 1, 1000], FlagChange::replace(format::F_DELETED, 0)).unwrap().unwrap();
+    assert_eq!(changed, [1, 4, 9], "any order, repeats and missing UIDs");
+    assert_eq!((mb.unseen(), mb.deleted()), (151, 3), "the odd ones, and 4");
+    let deleted_size = mb.deleted_size();
+    mb.commit().unwrap();
+    let state = |mb: &Mailbox| -> Vec<(u32, u8, u64, u64)> { mb.msgs().iter().map(|m| (m.uid, m.flags, m.keywords, m.modseq)).collect() };
+    let before = state(&mb);
+    let highest = mb.highest_modseq();
+    drop(mb);
+    for round in ["replayed", "checkpointed"] {
+        let mut mb = Mailbox::open(io.clone(), &path, 1, big).unwrap();
+        assert_eq!(state(&mb), before, "{round}");
+        assert_eq!((mb.unseen(), mb.deleted(), mb.deleted_size(), mb.highest_modseq()), (151, 3, deleted_size, highest), "{round}");
+        if round == "replayed" {
+            assert_eq!(
+                mb.flags_changed_since(h + 1).unwrap(),
+                [1, 4, 9].into_iter().chain(odd.iter().copied()).collect::<BTreeSet<_>>().into_iter().collect::<Vec<_>>()
+            );
+        }
+        mb.checkpoint().unwrap();
+    }
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::rc::Rc;
 use super::{extents, io_err, seg_path, Extent, Mailbox, Msg, Reservation, Staged, StoreError, Writer, MAX_KEYWORDS, NEW};
 use crate::config::SyncMode;
 use crate::store::events;
-use crate::store::format::{self, Location, LogRecord, RecordHeader};
+use crate::store::format::{self, FlagChange, Location, LogRecord, RecordHeader};
 use crate::store::index::Rec;
 use crate::store::io::{File, OpenMode};
 
@@ -269,48 +269,50 @@ impl Mailbox {
     /// Sets a message's flags and keywords; returns the new modseq, or None if
     /// the message is gone or nothing changed.
     pub fn set_flags(&mut self, uid: u32, flags: u8, keywords: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self.set_flags_many(&[(uid, flags, keywords)])?.first().map(|&(_, m)| m))
+        Ok(self.change_flags(&[uid], FlagChange::replace(flags, keywords))?.map(|(modseq, _)| modseq))
     }
 
-    /// Sets the flags of many messages with one log write; returns
-    /// (uid, new modseq) of those that changed. Missing UIDs and no-op
-    /// changes are left out.
-    pub fn set_flags_many(&mut self, changes: &[(u32, u8, u64)]) -> Result<Vec<(u32, u64)>, StoreError> {
+    /// Applies one change to the messages of `uids` (a STORE's), with one
+    /// log write and one new modseq for all (RFC 7162 3.1 asks for one
+    /// per STORE). Returns that modseq and the UIDs, ascending, whose flags
+    /// changed; None if none did (missing UIDs and messages that already
+    /// had the flags are left out).
+    pub fn change_flags(&mut self, uids: &[u32], change: FlagChange) -> Result<Option<(u64, Vec<u32>)>, StoreError> {
         self.check_writable()?;
-        let mut recs = Vec::new();
-        let mut done = Vec::new();
-        let mut modseq = self.highest_modseq;
-        // Changes come in UID order (a STORE's set): each found a step on.
+        // Positions of the messages that change. UIDs usually ascend (a
+        // STORE's set): each is found a step on from the last.
+        let mut hit = Vec::new();
         let mut finder = self.finder();
-        for &(uid, flags, keywords) in changes {
-            let Some(&old) = finder.find(uid) else { continue };
-            let i = finder.position();
-            if old.flags == flags && old.keywords == keywords {
-                continue;
+        for &uid in uids {
+            let Some(m) = finder.find(uid) else { continue };
+            if change.apply(m.flags, m.keywords) != (m.flags, m.keywords) {
+                hit.push(finder.position());
             }
-            modseq += 1;
-            recs.push(LogRecord::Flags { uid, flags, keywords, modseq });
-            done.push((i, uid, flags, keywords, modseq));
         }
-        if recs.is_empty() {
-            return Ok(Vec::new());
+        if !hit.is_sorted_by(|a, b| a < b) {
+            hit.sort_unstable();
+            hit.dedup();
         }
+        if hit.is_empty() {
+            return Ok(None);
+        }
+        let changed: Vec<u32> = hit.iter().map(|&i| self.msgs[i].uid).collect();
+        let modseq = self.highest_modseq + 1;
+        let runs = crate::proto::ranges_of(&changed);
+        let recs: Vec<LogRecord> = runs.chunks(format::MAX_RUNS).map(|r| LogRecord::FlagRuns { change, modseq, runs: r.to_vec() }).collect();
         self.log_write(&recs)?;
+        self.log.weight += changed.len() as u64;
         self.highest_modseq = modseq;
-        let mut out = Vec::with_capacity(done.len());
-        for (i, uid, flags, keywords, modseq) in done {
+        for i in hit {
             let old = self.msgs[i];
-            let l = self.location(&old);
-            self.count(&old, &l, -1);
-            let new = Msg { flags, keywords, modseq, ..old };
-            self.msgs[i] = new;
-            self.count(&new, &l, 1);
-            self.journal.flags_changed(modseq, uid);
-            out.push((uid, modseq));
+            let (flags, keywords) = change.apply(old.flags, old.keywords);
+            self.count_flags(&old, flags);
+            self.msgs[i] = Msg { flags, keywords, modseq, ..old };
         }
+        self.journal.flags_changed_many(modseq, &changed);
         self.notify();
         self.tell(events::FLAGS);
-        Ok(out)
+        Ok(Some((modseq, changed)))
     }
 
     /// Removes messages with one log write; returns the UIDs that were removed.
@@ -348,6 +350,30 @@ impl Mailbox {
             self.journal.expunged(self.version, first + k as u64, uid);
         }
         Ok(doomed)
+    }
+
+    /// Counts a message's change from `m.flags` to `flags` (its size and
+    /// place stay: only the \Seen and \Deleted counts move).
+    fn count_flags(&mut self, m: &Msg, flags: u8) {
+        let was = |f: u8| m.flags & f != 0;
+        let is = |f: u8| flags & f != 0;
+        if was(format::F_SEEN) != is(format::F_SEEN) {
+            if is(format::F_SEEN) {
+                self.unseen -= 1;
+            } else {
+                self.unseen += 1;
+            }
+        }
+        if was(format::F_DELETED) != is(format::F_DELETED) {
+            let length = self.location(m).length;
+            if is(format::F_DELETED) {
+                self.deleted += 1;
+                self.deleted_size += length;
+            } else {
+                self.deleted -= 1;
+                self.deleted_size -= length;
+            }
+        }
     }
 
     /// Makes staged appends visible (their commit finished).
