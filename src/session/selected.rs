@@ -436,7 +436,7 @@ impl Selected {
         let flags: Vec<u32> = if mb.highest_modseq() == self.modseq {
             Vec::new()
         } else {
-            match mb.flags_changed_since(self.modseq) {
+            match mb.flags_changed_since(self.modseq, |m| self.reported.own.contains(m)) {
                 Some(mut changed) => {
                     // Arrivals are in the journal too; they are new here, not changed.
                     changed.retain(|&u| u <= last);

@@ -294,7 +294,11 @@ impl Committer {
         (self.spawn)(Box::pin(async move {
             let (job, task) = job.into_task();
             let r = io.run(vec![task]).await.pop().unwrap_or(Ok(()));
-            mb.borrow_mut().end_checkpoint(job, r);
+            let (tasks, dir) = {
+                let mut m = mb.borrow_mut();
+                (m.end_checkpoint(job, r), m.dir().to_path_buf())
+            };
+            super::mailbox::Mailbox::let_go(io, dir, tasks).await;
         }));
     }
 }

@@ -125,15 +125,23 @@ pub fn index_header(archive: &[u8], generation: u64) -> [u8; 64] {
     h
 }
 
-/// The archive bytes of a valid index file.
-pub fn check_index(file: &[u8]) -> Option<&[u8]> {
+/// (generation, archive length) of an index file whose header is valid
+/// and which holds the whole archive; its checksum is not checked.
+pub fn index_header_of(file: &[u8]) -> Option<(u64, usize)> {
     let h = file.get(..INDEX_HEADER)?;
     if &h[0..8] != INDEX_MAGIC || u32_at(h, 8) != VERSION || u32_at(h, 60) != crc(&h[..60]) {
         return None;
     }
     let len = usize::try_from(u64_at(h, 16)).ok()?;
-    let archive = file.get(INDEX_HEADER..INDEX_HEADER.checked_add(len)?)?;
-    (crc(archive) == u32_at(h, 24)).then_some(archive)
+    file.get(INDEX_HEADER..INDEX_HEADER.checked_add(len)?)?;
+    Some((u64_at(h, 32), len))
+}
+
+/// The archive bytes of a valid index file.
+pub fn check_index(file: &[u8]) -> Option<&[u8]> {
+    let (_, len) = index_header_of(file)?;
+    let archive = &file[INDEX_HEADER..INDEX_HEADER + len];
+    (crc(archive) == u32_at(file, 24)).then_some(archive)
 }
 
 /// Where a message lives and what it is; the immutable part of an index entry.

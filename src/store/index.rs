@@ -7,7 +7,9 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 use super::format::{self, Location};
-use super::io::Mapping;
+use std::sync::Arc;
+
+use super::io::SharedMapping;
 
 /// One message in the index. Fixed size, so the archive is an array.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,15 +94,19 @@ pub fn encode(data: &IndexData) -> Vec<u8> {
     file
 }
 
+#[derive(Clone)]
 enum Backing {
     /// The file mapping; the archive starts at INDEX_HEADER, which keeps the
     /// page alignment of the mapping good enough for rkyv.
-    Mapped(Mapping),
+    Mapped(SharedMapping),
     /// A copy, when the mapping is not suitably aligned (in-memory test files).
-    Copied(AlignedVec),
+    Copied(Arc<AlignedVec>),
 }
 
-/// A validated, mapped index. Accessors read the archive in place.
+/// A validated, mapped index. Accessors read the archive in place. Clones
+/// share the mapping, on any thread (a checkpoint job reads the records it
+/// carries over from it).
+#[derive(Clone)]
 pub struct IndexMap {
     backing: Backing,
     len: usize,
@@ -109,7 +115,7 @@ pub struct IndexMap {
 impl IndexMap {
     /// Validates the file (header, checksum, rkyv structure). None if it is
     /// not a valid index.
-    pub fn open(map: Mapping) -> Option<IndexMap> {
+    pub fn open(map: SharedMapping) -> Option<IndexMap> {
         let bytes = (*map).as_ref();
         let archive = format::check_index(bytes)?;
         let len = archive.len();
@@ -119,11 +125,25 @@ impl IndexMap {
         } else {
             let mut v = AlignedVec::<16>::new();
             v.extend_from_slice(archive);
-            Backing::Copied(v)
+            Backing::Copied(Arc::new(v))
         };
         let m = IndexMap { backing, len };
         rkyv::access::<ArchivedIndexData, RkyvError>(m.archive_bytes()).ok()?;
         Some(m)
+    }
+
+    /// `open` for an index this process has just serialized and written
+    /// (a checkpoint's): only the header is checked. The archive's checksum
+    /// and structure are not checked again on the worker, which would cost
+    /// a pass over every message (they are checked whenever the mailbox is
+    /// opened from disk). None if the file is not the index written.
+    pub fn open_written(map: SharedMapping, generation: u64) -> Option<IndexMap> {
+        let (written, len) = format::index_header_of((*map).as_ref())?;
+        let aligned = ((*map).as_ref()[format::INDEX_HEADER..].as_ptr() as usize).is_multiple_of(16);
+        if written != generation || !aligned {
+            return None;
+        }
+        Some(IndexMap { backing: Backing::Mapped(map), len })
     }
 
     fn archive_bytes(&self) -> &[u8] {
@@ -135,8 +155,11 @@ impl IndexMap {
 
     pub fn data(&self) -> &ArchivedIndexData {
         // SAFETY: the same bytes passed `rkyv::access` (full validation) in
-        // `open`, and they never change: the mapping is read-only and index
-        // files are replaced by rename, never written in place.
+        // `open`, or were made by rkyv's serializer in this process
+        // (`open_written`: a checkpoint job encoded them and wrote them
+        // whole, or failed); and they never change: the mapping is
+        // read-only and index files are replaced by rename, never written
+        // in place.
         unsafe { rkyv::access_unchecked::<ArchivedIndexData>(self.archive_bytes()) }
     }
 }
@@ -144,7 +167,6 @@ impl IndexMap {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::rc::Rc;
 
     #[test]
     fn roundtrip_and_reject_corruption() {
@@ -162,7 +184,7 @@ mod tests {
         let mut shifted = vec![0u8];
         shifted.extend_from_slice(&file);
         for bytes in [file.clone(), shifted[1..].to_vec()] {
-            let m = IndexMap::open(Rc::new(bytes)).expect("valid");
+            let m = IndexMap::open(Arc::new(bytes)).expect("valid");
             let d = m.data();
             assert_eq!(d.uidnext.to_native(), 10);
             assert_eq!(d.records.len(), 9);
@@ -172,6 +194,6 @@ mod tests {
         let mut bad = file.clone();
         let n = bad.len();
         bad[n - 5] ^= 0x40;
-        assert!(IndexMap::open(Rc::new(bad)).is_none());
+        assert!(IndexMap::open(Arc::new(bad)).is_none());
     }
 }

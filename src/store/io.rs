@@ -25,6 +25,10 @@ use std::sync::Arc;
 /// A read-only view of a whole file; shared with outgoing responses.
 pub type Mapping = Rc<dyn AsRef<[u8]>>;
 
+/// A mapping that other threads may read too: an index, which a
+/// checkpoint job on a helper thread reads from.
+pub type SharedMapping = Arc<dyn AsRef<[u8]> + Send + Sync>;
+
 #[allow(clippy::len_without_is_empty)]
 pub trait File {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<usize>;
@@ -60,6 +64,17 @@ pub trait File {
     unsafe fn map_to_read(&self) -> io::Result<Mapping> {
         // SAFETY: the caller's contract, passed on.
         unsafe { self.map() }.map(|(m, _)| m)
+    }
+    /// `map` for reading from other threads too. The default copies the
+    /// file's bytes (files in memory, tests).
+    ///
+    /// # Safety
+    ///
+    /// As for `map`.
+    unsafe fn map_shared(&self) -> io::Result<SharedMapping> {
+        // SAFETY: the caller's contract, passed on.
+        let (m, _) = unsafe { self.map() }?;
+        Ok(Arc::new((*m).as_ref().to_vec()))
     }
     /// A handle another thread can sync, when there is one (real files).
     fn sync_handle(&self) -> Option<Arc<std::fs::File>>;
@@ -111,6 +126,12 @@ pub enum Job {
     /// fsync of a directory: makes the names created, renamed or removed in
     /// it durable.
     SyncDir(PathBuf),
+    /// Drops a value off the worker: an index mapping a checkpoint replaced
+    /// (unmapping a large file takes milliseconds).
+    Release(Box<dyn Send>),
+    /// Removes a file (one already gone is not an error): a folded log or
+    /// an emptied segment, whose blocks the file system frees meanwhile.
+    Remove(PathBuf),
     /// Replaces `path` atomically: writes `<path>.tmp`, syncs it (when
     /// `sync`), renames it over `path` and syncs the directory (when
     /// `sync`). The content is produced by the thread that runs the job, so
@@ -162,6 +183,8 @@ fn run_inline(io: &dyn Io, tasks: Vec<Task>) -> Vec<io::Result<()>> {
                     Job::SyncFile(f) => f.sync()?,
                     Job::SyncDir(p) => io.sync_dir(&p)?,
                     Job::Replace { path, content, sync } => replace(io, &path, &content(), sync)?,
+                    Job::Release(value) => drop(value),
+                    Job::Remove(path) => not_found_is_ok(io.remove_file(&path))?,
                 }
             }
             Ok(())
@@ -225,11 +248,26 @@ enum ThreadJob {
     SyncFile(Arc<std::fs::File>),
     SyncDir(PathBuf),
     Replace { path: PathBuf, content: Box<dyn FnOnce() -> Vec<u8> + Send>, sync: bool },
+    Release(Box<dyn Send>),
+    Remove(PathBuf),
+}
+
+/// A removal of what is not there succeeds.
+fn not_found_is_ok(r: io::Result<()>) -> io::Result<()> {
+    match r {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        r => r,
+    }
 }
 
 impl ThreadJob {
     fn run(self) -> io::Result<()> {
         match self {
+            ThreadJob::Remove(path) => not_found_is_ok(std::fs::remove_file(path)),
+            ThreadJob::Release(value) => {
+                drop(value);
+                Ok(())
+            }
             ThreadJob::SyncFile(f) => f.sync_data(),
             ThreadJob::SyncDir(p) => std::fs::File::open(p)?.sync_all(),
             ThreadJob::Replace { path, content, sync } => {
@@ -371,6 +409,15 @@ impl File for RealFile {
         unsafe { self.mmap(true) }.map(|(m, _)| m)
     }
 
+    unsafe fn map_shared(&self) -> io::Result<SharedMapping> {
+        if self.len()? == 0 {
+            return Ok(Arc::new(Vec::<u8>::new()));
+        }
+        // SAFETY: as in `mmap`.
+        let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
+        Ok(Arc::new(MmapView(m)))
+    }
+
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {
         Some(self.0.clone())
     }
@@ -460,6 +507,8 @@ impl Io for RealIo {
                     },
                     Job::SyncDir(p) => ThreadJob::SyncDir(p),
                     Job::Replace { path, content, sync } => ThreadJob::Replace { path, content, sync },
+                    Job::Release(value) => ThreadJob::Release(value),
+                    Job::Remove(path) => ThreadJob::Remove(path),
                 });
             }
             if let Some(r) = unsendable {
@@ -523,6 +572,11 @@ impl File for ReadOnlyFile {
     unsafe fn map(&self) -> io::Result<(Mapping, bool)> {
         // SAFETY: the caller's contract, passed on.
         unsafe { self.0.map() }
+    }
+
+    unsafe fn map_shared(&self) -> io::Result<SharedMapping> {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.map_shared() }
     }
 
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {

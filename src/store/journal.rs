@@ -17,6 +17,14 @@ use std::collections::VecDeque;
 /// Entries kept of each kind.
 const KEEP: usize = 4096;
 
+/// A change of at least this many messages at one modseq (a STORE batch)
+/// is one entry that does not list them: see [`Journal::flags_since`].
+const BULK: usize = 64;
+
+/// The UID of an entry standing for a change of many messages (no message
+/// has UID 0).
+const MANY: u32 = 0;
+
 #[derive(Debug, Default)]
 pub struct Journal {
     /// (mailbox version after the expunge, modseq of the expunge, uid).
@@ -25,7 +33,8 @@ pub struct Journal {
     expunged_from: u64,
     /// Every expunge with a higher modseq is in `expunged`.
     expunged_modseq_from: u64,
-    /// (modseq of the change, uid): flag changes and arrivals.
+    /// (modseq of the change, uid): flag changes and arrivals; UID
+    /// [`MANY`] for a change of many messages.
     flags: VecDeque<(u64, u32)>,
     /// Every flag change after this modseq is in `flags`.
     flags_from: u64,
@@ -70,17 +79,11 @@ impl Journal {
         self.flags.push_back((modseq, uid));
     }
 
-    /// Flag changes of many messages at one modseq (a STORE's). So many
-    /// that they would push out every entry are not listed: the journal
-    /// then covers only what comes after.
+    /// Flag changes of many messages at one modseq (a STORE batch's).
+    /// [`BULK`] or more are one entry that does not list them.
     pub fn flags_changed_many(&mut self, modseq: u64, uids: &[u32]) {
-        if uids.len() >= KEEP {
-            self.flags.clear();
-            self.flags_from = self.flags_from.max(modseq);
-            return;
-        }
-        for &uid in uids {
-            self.flags_changed(modseq, uid);
+        for (m, u) in entries(modseq, uids) {
+            self.flags_changed(m, u);
         }
     }
 
@@ -102,13 +105,28 @@ impl Journal {
     }
 
     /// UIDs whose flags changed after `modseq` (a UID may repeat), or None
-    /// if the journal does not reach back that far.
-    pub fn flags_since(&self, modseq: u64) -> Option<impl Iterator<Item = u32> + '_> {
-        (modseq >= self.flags_from).then(|| {
-            let start = self.flags.partition_point(|&(m, _)| m <= modseq);
-            self.flags.range(start..).map(|&(_, u)| u)
-        })
+    /// if the journal does not reach back that far or a change of many
+    /// messages since is not listed, unless `known(its modseq)` says the
+    /// asker knows of it (a session's own STORE).
+    pub fn flags_since(&self, modseq: u64, known: impl Fn(u64) -> bool) -> Option<impl Iterator<Item = u32> + '_> {
+        if modseq < self.flags_from {
+            return None;
+        }
+        let start = self.flags.partition_point(|&(m, _)| m <= modseq);
+        let changes = self.flags.range(start..);
+        if changes.clone().any(|&(m, u)| u == MANY && !known(m)) {
+            return None;
+        }
+        Some(changes.filter(|&&(_, u)| u != MANY).map(|&(_, u)| u))
     }
+}
+
+/// The journal entries, (modseq, UID), of a change of `uids` at `modseq`:
+/// one per message, or one for them all when they are [`BULK`] or more.
+pub fn entries(modseq: u64, uids: &[u32]) -> impl Iterator<Item = (u64, u32)> + '_ {
+    let bulk = uids.len() >= BULK;
+    let listed = if bulk { &[][..] } else { uids };
+    bulk.then_some((modseq, MANY)).into_iter().chain(listed.iter().map(move |&u| (modseq, u)))
 }
 
 /// The last [`KEEP`] entries of `history` after modseq `from`, and the
@@ -140,20 +158,21 @@ mod tests {
         assert!(j.expunged_since(9).is_none(), "older than the journal");
         assert_eq!(j.expunged_after_modseq(101).unwrap().collect::<Vec<_>>(), [7]);
         assert!(j.expunged_after_modseq(99).is_none());
-        assert_eq!(j.flags_since(101).unwrap().collect::<Vec<_>>(), [3]);
-        assert!(j.flags_since(99).is_none());
+        let none = |_| false;
+        assert_eq!(j.flags_since(101, none).unwrap().collect::<Vec<_>>(), [3]);
+        assert!(j.flags_since(99, none).is_none());
         for i in 0..KEEP as u64 {
             j.flags_changed(200 + i, 1);
         }
-        assert!(j.flags_since(100).is_none(), "entries after 100 were dropped");
-        assert_eq!(j.flags_since(200).unwrap().count(), KEEP - 1);
+        assert!(j.flags_since(100, none).is_none(), "entries after 100 were dropped");
+        assert_eq!(j.flags_since(200, none).unwrap().count(), KEEP - 1);
         j.flags_changed_many(9000, &[4, 5]);
-        assert_eq!(j.flags_since(200 + KEEP as u64 - 1).unwrap().collect::<Vec<_>>(), [4, 5]);
-        let many: Vec<u32> = (1..=KEEP as u32).collect();
+        assert_eq!(j.flags_since(200 + KEEP as u64 - 1, none).unwrap().collect::<Vec<_>>(), [4, 5]);
+        let many: Vec<u32> = (1..=BULK as u32).collect();
         j.flags_changed_many(9001, &many);
-        assert!(j.flags_since(9000).is_none(), "too many to list: older asks are not answered");
-        assert_eq!(j.flags_since(9001).unwrap().count(), 0);
         j.flags_changed(9002, 8);
-        assert_eq!(j.flags_since(9001).unwrap().collect::<Vec<_>>(), [8]);
+        assert!(j.flags_since(9000, none).is_none(), "too many to list: not answered for others");
+        assert_eq!(j.flags_since(9000, |m| m == 9001).unwrap().collect::<Vec<_>>(), [8], "but for the session that made them");
+        assert_eq!(j.flags_since(9001, none).unwrap().collect::<Vec<_>>(), [8]);
     }
 }

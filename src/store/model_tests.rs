@@ -290,7 +290,7 @@ impl World {
                 let bit = 1u8 << rng.below(5);
                 let change = if rng.below(2) == 0 { format::FlagChange::add(bit, 0) } else { format::FlagChange::remove(bit, 0) };
                 let r = mb.borrow_mut().change_flags(&uids, change);
-                for uid in r.ok().flatten().map(|(_, changed)| changed).unwrap_or_default() {
+                for uid in r.map(|done| done.changed).unwrap_or_default() {
                     let (bytes, flags) = {
                         let m = mb.borrow();
                         let msg = *m.find(uid).expect("just changed");

@@ -293,7 +293,7 @@ impl MailboxCursor for Fetch {
             // (RFC 7162 3.1.4): the mailbox's journal names them when it
             // reaches back that far, so the cost follows the changes, not
             // the mailbox's size.
-            let changed = m.sel.mbox.borrow().flags_changed_since(since);
+            let changed = m.sel.mbox.borrow().flags_changed_since(since, |_| false);
             if let Some(changed) = changed {
                 self.walk.narrow(&changed);
             }

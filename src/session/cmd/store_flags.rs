@@ -12,7 +12,7 @@ use crate::session::walk::SetWalk;
 use crate::store::format::FlagChange;
 
 /// Messages changed per log write.
-const BATCH: usize = 1024;
+const BATCH: usize = 4096;
 
 #[allow(clippy::too_many_arguments)]
 pub fn run(
@@ -87,54 +87,56 @@ impl MailboxCursor for Store {
         let sel = &mut *m.sel;
         sel.condstore |= m.cx.enabled.condstore;
         loop {
-            // The next batch: what changes, with one log write.
-            let mut batch = Vec::with_capacity(BATCH);
+            // The next batch: what changes, with one log write. Only a
+            // conditional STORE looks at the messages first.
             let mut uids = Vec::with_capacity(BATCH);
+            let mut seqs = Vec::new();
             {
                 let mb = sel.mbox.borrow();
-                while batch.len() < BATCH {
+                while uids.len() < BATCH {
                     let Some((seq, u)) = self.walk.next() else { break };
-                    let Some(m) = mb.find_from(u, &mut self.at).copied() else {
-                        self.expunged = true;
-                        continue;
-                    };
-                    if self.unchanged_since.is_some_and(|us| m.modseq > us) {
-                        self.modified.push(if self.uid { u } else { seq });
-                        continue;
+                    if let Some(since) = self.unchanged_since {
+                        let Some(m) = mb.find_from(u, &mut self.at) else {
+                            self.expunged = true;
+                            continue;
+                        };
+                        if m.modseq > since {
+                            self.modified.push(if self.uid { u } else { seq });
+                            continue;
+                        }
                     }
                     uids.push(u);
-                    batch.push((seq, m));
+                    if !self.silent {
+                        seqs.push(seq);
+                    }
                 }
             }
-            if batch.is_empty() {
+            if uids.is_empty() {
                 break;
             }
-            let r = sel.mbox.borrow_mut().change_flags(&uids, self.change);
-            let (modseq, changed) = match r {
-                Ok(d) => d.unwrap_or_default(),
+            let done = match sel.mbox.borrow_mut().change_flags(&uids, self.change) {
+                Ok(d) => d,
                 Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
             };
-            if !changed.is_empty() {
+            self.expunged |= done.missing > 0;
+            if !done.changed.is_empty() {
                 self.changed = true;
-                sel.reported(modseq);
+                sel.reported(done.modseq);
             }
+            // Each message's flags and modseq as they are now, changed or not.
             let mb = sel.mbox.borrow();
-            for (seq, m) in batch {
-                if !self.silent {
-                    let (nf, nk) = self.change.apply(m.flags, m.keywords);
-                    let modseq = if changed.binary_search(&m.uid).is_ok() { modseq } else { m.modseq };
-                    let now = m.with_flags(nf, nk, modseq);
-                    out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
-                    flags_item(out, &now, mb.keywords(), !rev2 && sel.is_recent(m.uid));
-                    // RFC 7162 3.2.4: with QRESYNC every FETCH response has the UID.
-                    if self.uid || qresync {
-                        out.raw(b" UID ").num(u64::from(m.uid));
-                    }
-                    if sel.condstore {
-                        out.raw(b" MODSEQ (").num(modseq).raw(b")");
-                    }
-                    out.raw(b")\r\n");
+            for (&seq, &u) in seqs.iter().zip(&uids) {
+                let Some(m) = mb.find_from(u, &mut self.at) else { continue };
+                out.raw(b"* ").num(u64::from(seq)).raw(b" FETCH (");
+                flags_item(out, m, mb.keywords(), !rev2 && sel.is_recent(u));
+                // RFC 7162 3.2.4: with QRESYNC every FETCH response has the UID.
+                if self.uid || qresync {
+                    out.raw(b" UID ").num(u64::from(u));
                 }
+                if sel.condstore {
+                    out.raw(b" MODSEQ (").num(m.modseq).raw(b")");
+                }
+                out.raw(b")\r\n");
             }
             if out.len() >= OUTPUT_BUDGET {
                 return Progress::More;

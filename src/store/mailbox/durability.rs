@@ -17,8 +17,9 @@
 use std::io;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
-use super::{seg_path, Log, Mailbox, OldLog, NEW};
+use super::{seg_path, Log, Mailbox, Msg, OldLog, NEW};
 use crate::store::index::{self, IndexData, IndexMap, Rec};
 use crate::store::io::{File, Job, OpenMode, Task};
 
@@ -42,6 +43,27 @@ impl CommitBatch {
     }
 }
 
+/// The messages as a checkpoint found them, for its job to make the
+/// index records of, on another thread.
+struct Snapshot {
+    base: Option<IndexMap>,
+    /// Shared with the worker, which matches its messages against them
+    /// when the new index is adopted.
+    msgs: Arc<Vec<Msg>>,
+    appended: Vec<Rec>,
+    /// Appends not yet durable, after the messages (their UIDs are higher).
+    staged: Arc<Vec<Rec>>,
+}
+
+impl Snapshot {
+    fn records(&self) -> Vec<Rec> {
+        let mut records = Vec::with_capacity(self.msgs.len() + self.staged.len());
+        records.extend(self.msgs.iter().map(|m| Rec::new(m.uid, m.location(self.base.as_ref(), &self.appended), m.flags, m.keywords, m.modseq)));
+        records.extend(self.staged.iter().copied());
+        records
+    }
+}
+
 /// A checkpoint in progress.
 pub struct CheckpointJob {
     task: Option<Task>,
@@ -51,6 +73,9 @@ pub struct CheckpointJob {
     /// Segments whose cache records were rewritten, looked at for dead
     /// space once the new index is durable.
     rewritten: Vec<u32>,
+    /// The messages and staged appends the new index records, in its order.
+    taken: Arc<Vec<Msg>>,
+    staged: Arc<Vec<Rec>>,
 }
 
 impl CheckpointJob {
@@ -172,11 +197,18 @@ impl Mailbox {
 
     /// Whether the log has grown enough to fold it into the index (or
     /// something else, a compaction or a rebuild, waits for a new index).
+    ///
+    /// A checkpoint rewrites the whole index, so it waits for work in
+    /// proportion: `checkpoint_records` records, or an eighth of the
+    /// mailbox's messages if more (a STORE's message counts as 1/64 of a
+    /// record: replaying it is a step of a walk, not a lookup or a payload
+    /// check), or 8 MiB of log. Each change then pays a constant share of
+    /// the rewrite, and a replay at open stays within a fraction of the
+    /// mailbox.
     pub fn needs_checkpoint(&self) -> bool {
-        (self.log.records >= self.settings.checkpoint_records || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint())
-            && !self.checkpointing
-            && !self.committing
-            && !self.poisoned
+        let work = u64::from(self.log.records) + self.log.weight / 64;
+        let due = u64::from(self.settings.checkpoint_records).max(self.msgs.len() as u64 / 8);
+        (work >= due || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint()) && !self.checkpointing && !self.committing && !self.poisoned
     }
 
     /// Starts a checkpoint: switches new records to a new log, snapshots
@@ -213,40 +245,53 @@ impl Mailbox {
         if old.created {
             self.old_logs.push(OldLog { path: old.path, generation: old.generation, unsynced });
         }
-        let mut records: Vec<Rec> = self.msgs.iter().map(|m| Rec::new(m.uid, self.location(m), m.flags, m.keywords, m.modseq)).collect();
-        records.extend(self.staged.iter().map(|s| s.rec));
-        let data = IndexData {
+        // What the worker copies is the messages' mutable part (a memcpy);
+        // the job reads the rest from the index it shares and makes the
+        // records, off the worker.
+        let (taken, staged) = (Arc::new(self.msgs.clone()), Arc::new(self.staged.iter().map(|s| s.rec).collect::<Vec<_>>()));
+        let snapshot = Snapshot { base: self.base.clone(), msgs: taken.clone(), appended: self.appended.clone(), staged: staged.clone() };
+        let mut data = IndexData {
             uidvalidity: self.uidvalidity,
             uidnext: self.uidnext,
             highest_modseq: self.highest_modseq,
             generation,
             next_segment: self.next_segment,
             keywords: self.keywords.clone(),
-            records,
+            records: Vec::new(),
         };
-        jobs.push(Job::Replace { path: self.dir.join("index"), content: Box::new(move || index::encode(&data)), sync });
+        let content = Box::new(move || {
+            data.records = snapshot.records();
+            index::encode(&data)
+        });
+        jobs.push(Job::Replace { path: self.dir.join("index"), content, sync });
         self.checkpointing = true;
         let (compacted, rewritten) = self.reclaim.take_compacted();
-        Some(CheckpointJob { task: Some(Task(jobs)), generation, compacted, rewritten })
+        Some(CheckpointJob { task: Some(Task(jobs)), generation, compacted, rewritten, taken, staged })
     }
 
     /// The checkpoint's job finished. On success the new index replaces
-    /// the old one in memory and the logs it covers are deleted.
-    pub(crate) fn end_checkpoint(&mut self, job: CheckpointJob, result: io::Result<()>) {
+    /// the old one in memory. The tasks returned, to run off the worker,
+    /// let go of the old index and delete the logs it covers and the
+    /// segments compaction emptied (freeing a file's blocks, like unmapping
+    /// a large one, takes milliseconds); one that fails leaves its file
+    /// for the next open to delete.
+    #[must_use = "the old index and files are let go of by running the tasks"]
+    pub(crate) fn end_checkpoint(&mut self, job: CheckpointJob, result: io::Result<()>) -> Vec<Task> {
         self.checkpointing = false;
         if let Err(e) = result {
             // The old index and every log are still there: nothing is lost,
             // the next checkpoint tries again. Compacted segments wait for it.
             tracing::error!(dir = %self.dir.display(), error = %e, "checkpoint failed");
             self.reclaim.compacted_again(job.compacted, job.rewritten);
-            return;
+            return Vec::new();
         }
         let ix = match self.io.open(&self.dir.join("index"), OpenMode::Existing).and_then(|f| {
             // SAFETY: the index was just written whole and renamed into
             // place; no one writes it again.
-            unsafe { f.map() }
+            unsafe { f.map_shared() }
         }) {
-            Ok((map, _)) => IndexMap::open(map),
+            // In memory (tests) the bytes may sit unaligned: then checked whole.
+            Ok(map) => IndexMap::open_written(map.clone(), job.generation).or_else(|| IndexMap::open(map)),
             Err(e) => {
                 tracing::error!(dir = %self.dir.display(), error = %e, "cannot map the new index");
                 None
@@ -254,14 +299,15 @@ impl Mailbox {
         };
         let Some(ix) = ix else {
             self.poison(&"the index just written does not validate");
-            return;
+            return Vec::new();
         };
-        self.adopt_index(ix);
+        let old = self.adopt_index(ix, &job.taken, &job.staged);
+        // Each file is closed here (its handle dropped) and removed after,
+        // so the blocks are freed by the removal, off the worker.
+        let mut tasks = vec![Task(vec![Job::Release(Box::new((old, job.taken, job.staged)))])];
         for l in std::mem::take(&mut self.old_logs) {
             if l.generation < job.generation {
-                if let Err(e) = self.io.remove_file(&l.path) {
-                    tracing::warn!(log = %l.path.display(), error = %e, "cannot remove a folded log (removed at next open)");
-                }
+                tasks.push(Task(vec![Job::Remove(l.path)]));
             } else {
                 self.old_logs.push(l);
             }
@@ -270,40 +316,55 @@ impl Mailbox {
         for s in job.compacted {
             self.reclaim.released(s);
             self.segments.borrow_mut().remove(&s);
-            match self.io.remove_file(&seg_path(&self.dir, s)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => {
-                    tracing::warn!(dir = %self.dir.display(), segment = s, error = %e, "cannot remove a compacted segment (removed at next open)");
-                }
-                _ => {}
+            tasks.push(Task(vec![Job::Remove(seg_path(&self.dir, s))]));
+        }
+        tasks
+    }
+
+    /// Runs what `end_checkpoint` handed out and warns of files left.
+    pub(crate) async fn let_go(io: Rc<dyn crate::store::io::Io>, dir: std::path::PathBuf, tasks: Vec<Task>) {
+        for r in io.run(tasks).await {
+            if let Err(e) = r {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a folded log or an emptied segment (removed at next open)");
             }
         }
     }
 
     /// Points messages at their records in a new index where those are
     /// current; the rest stay in `appended` (changed since the snapshot).
-    fn adopt_index(&mut self, ix: IndexMap) {
+    /// The index holds `taken`, then `staged`, in that order: a message
+    /// whose place is what it was then is at its position there. Only the
+    /// lists in memory are walked; the new index is not read.
+    fn adopt_index(&mut self, ix: IndexMap, taken: &[Msg], staged: &[Rec]) -> Option<IndexMap> {
         let mut appended = Vec::new();
-        {
-            let records = &ix.data().records;
-            let mut j = 0;
-            for i in 0..self.msgs.len() {
-                let m = self.msgs[i];
-                let loc = self.location(&m);
-                while j < records.len() && records[j].uid.to_native() < m.uid {
-                    j += 1;
-                }
-                let same = records.get(j).is_some_and(|r| r.uid.to_native() == m.uid && r.location() == loc);
-                self.msgs[i].loc = if same {
-                    j as u32
-                } else {
-                    let rec = if m.loc & NEW != 0 { self.appended[(m.loc & !NEW) as usize] } else { Rec::new(m.uid, loc, m.flags, m.keywords, m.modseq) };
+        let mut j = 0;
+        for i in 0..self.msgs.len() {
+            let m = self.msgs[i];
+            while j < taken.len() && taken[j].uid < m.uid {
+                j += 1;
+            }
+            let at = if taken.get(j).is_some_and(|t| t.uid == m.uid) {
+                (taken[j].loc == m.loc).then_some(j)
+            } else {
+                // Published since: at its place among the staged, if it is still there.
+                let k = staged.partition_point(|r| r.uid < m.uid);
+                staged.get(k).filter(|r| r.uid == m.uid && r.location() == self.location(&m)).map(|_| taken.len() + k)
+            };
+            self.msgs[i].loc = match at {
+                Some(at) => at as u32,
+                None => {
+                    let rec = if m.loc & NEW != 0 {
+                        self.appended[(m.loc & !NEW) as usize]
+                    } else {
+                        Rec::new(m.uid, self.location(&m), m.flags, m.keywords, m.modseq)
+                    };
                     appended.push(rec);
                     (appended.len() - 1) as u32 | NEW
-                };
-            }
+                }
+            };
         }
         self.appended = appended;
-        self.base = Some(ix);
+        self.base.replace(ix)
     }
 
     /// A checkpoint now, on this thread (tests, command-line tools,
@@ -315,7 +376,8 @@ impl Mailbox {
         let (job, task) = job.into_task();
         let r = crate::store::exec::block_on(self.io.run(vec![task])).pop().unwrap_or(Ok(()));
         let out = r.as_ref().map(|_| ()).map_err(|e| io::Error::new(e.kind(), e.to_string()));
-        self.end_checkpoint(job, r);
+        let tasks = self.end_checkpoint(job, r);
+        crate::store::exec::block_on(Self::let_go(self.io.clone(), self.dir.clone(), tasks));
         // The new log's name and the old log's last records: made durable too.
         self.commit()?;
         out

@@ -104,6 +104,11 @@ pub struct Finder<'m> {
 
 impl<'m> Finder<'m> {
     pub fn find(&mut self, uid: u32) -> Option<&'m Msg> {
+        // The walk's usual step: the next message.
+        if let Some(m) = self.msgs.get(self.at + 1).filter(|m| m.uid == uid) {
+            self.at += 1;
+            return Some(m);
+        }
         let rest = match self.msgs.get(self.at) {
             Some(m) if m.uid <= uid => &self.msgs[self.at..],
             _ => {
@@ -144,6 +149,15 @@ impl Msg {
     /// A copy with other flags (for reporting a change).
     pub fn with_flags(self, flags: u8, keywords: u64, modseq: u64) -> Msg {
         Msg { flags, keywords, modseq, ..self }
+    }
+
+    /// Where its bytes are: in the index `base` or in `appended` (`loc`).
+    fn location(&self, base: Option<&IndexMap>, appended: &[Rec]) -> Location {
+        if self.loc & NEW != 0 {
+            appended[(self.loc & !NEW) as usize].location()
+        } else {
+            base.expect("index-located message without an index").data().records[self.loc as usize].location()
+        }
     }
 }
 
@@ -403,6 +417,11 @@ impl Mailbox {
         Self::open(io, dir, uidvalidity, settings)
     }
 
+    /// The mailbox's directory.
+    pub(crate) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The user's manifest this mailbox is listed in.
     pub fn owner(&self) -> Option<&Rc<ManifestCell>> {
         self.owner.as_ref()
@@ -521,9 +540,10 @@ impl Mailbox {
     }
 
     /// UIDs whose flags changed, or that arrived, after `modseq`,
-    /// ascending (None: scan [`msgs`](Self::msgs) instead).
-    pub fn flags_changed_since(&self, modseq: u64) -> Option<Vec<u32>> {
-        self.journal.flags_since(modseq).map(sorted)
+    /// ascending, but for changes at modseqs the asker says it `knows`
+    /// of (a session's own STOREs); None: scan [`msgs`](Self::msgs) instead.
+    pub fn flags_changed_since(&self, modseq: u64, known: impl Fn(u64) -> bool) -> Option<Vec<u32>> {
+        self.journal.flags_since(modseq, known).map(sorted)
     }
 
     pub fn msgs(&self) -> &[Msg] {
@@ -563,11 +583,7 @@ impl Mailbox {
 
     /// Where a message's bytes are; read in place from the index mapping.
     pub fn location(&self, m: &Msg) -> Location {
-        if m.loc & NEW != 0 {
-            self.appended[(m.loc & !NEW) as usize].location()
-        } else {
-            self.base.as_ref().expect("index-located message without an index").data().records[m.loc as usize].location()
-        }
+        m.location(self.base.as_ref(), &self.appended)
     }
 
     /// Bytes of a segment region, shared from the mapping.

@@ -22,7 +22,7 @@ use super::{extents, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settin
 use crate::store::format::{self, Location, LogRecord, RecordHeader};
 use crate::store::index::{IndexMap, Rec};
 use crate::store::io::{Io, OpenMode};
-use crate::store::journal::Journal;
+use crate::store::journal::{self, Journal};
 
 /// A log file found when opening.
 struct FoundLog {
@@ -106,7 +106,7 @@ impl Mailbox {
             let f = io.open(&index_path, OpenMode::Existing)?;
             // SAFETY: an index is written whole under a new name and renamed
             // into place, never changed after.
-            let (map, _) = unsafe { f.map() }?;
+            let map = unsafe { f.map_shared() }?;
             match IndexMap::open(map) {
                 Some(ix) => generation = mb.load_index(ix),
                 None => {
@@ -321,21 +321,21 @@ impl Mailbox {
             LogRecord::FlagRuns { change, modseq, runs } => {
                 // Runs ascend: one walk over the messages.
                 let mut at = 0;
-                let mut touched = 0;
+                let mut touched = Vec::new();
                 for &(first, last) in runs {
                     at += self.msgs[at..].partition_point(|m| m.uid < first);
                     while let Some(m) = self.msgs.get_mut(at).filter(|m| m.uid <= last) {
                         if *modseq > m.modseq {
                             (m.flags, m.keywords) = change.apply(m.flags, m.keywords);
                             m.modseq = *modseq;
-                            history.changed.push((*modseq, m.uid));
-                            touched += 1;
+                            touched.push(m.uid);
                         }
                         at += 1;
                     }
                 }
+                history.changed.extend(journal::entries(*modseq, &touched));
                 self.highest_modseq = self.highest_modseq.max(*modseq);
-                return touched;
+                return touched.len() as u64;
             }
             LogRecord::Expunge { uid, modseq } => {
                 history.expunged.push((*modseq, *uid));

@@ -21,6 +21,17 @@ use crate::store::io::{File, OpenMode};
 /// most of the disk a small mailbox used.
 const LOG_RESERVE: u64 = 256 << 10;
 
+/// What [`Mailbox::change_flags`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub struct FlagsChanged {
+    /// The change's modseq; 0 if nothing changed.
+    pub modseq: u64,
+    /// The UIDs whose flags changed, ascending.
+    pub changed: Vec<u32>,
+    /// How many UIDs asked for the mailbox does not have (expunged).
+    pub missing: usize,
+}
+
 /// A message being streamed into a segment.
 pub struct AppendHandle {
     segment: u32,
@@ -269,22 +280,25 @@ impl Mailbox {
     /// Sets a message's flags and keywords; returns the new modseq, or None if
     /// the message is gone or nothing changed.
     pub fn set_flags(&mut self, uid: u32, flags: u8, keywords: u64) -> Result<Option<u64>, StoreError> {
-        Ok(self.change_flags(&[uid], FlagChange::replace(flags, keywords))?.map(|(modseq, _)| modseq))
+        let done = self.change_flags(&[uid], FlagChange::replace(flags, keywords))?;
+        Ok((!done.changed.is_empty()).then_some(done.modseq))
     }
 
     /// Applies one change to the messages of `uids` (a STORE's), with one
     /// log write and one new modseq for all (RFC 7162 3.1 asks for one
-    /// per STORE). Returns that modseq and the UIDs, ascending, whose flags
-    /// changed; None if none did (missing UIDs and messages that already
-    /// had the flags are left out).
-    pub fn change_flags(&mut self, uids: &[u32], change: FlagChange) -> Result<Option<(u64, Vec<u32>)>, StoreError> {
+    /// per STORE). Messages that already have the flags keep their modseq.
+    pub fn change_flags(&mut self, uids: &[u32], change: FlagChange) -> Result<FlagsChanged, StoreError> {
         self.check_writable()?;
         // Positions of the messages that change. UIDs usually ascend (a
         // STORE's set): each is found a step on from the last.
         let mut hit = Vec::new();
+        let mut missing = 0;
         let mut finder = self.finder();
         for &uid in uids {
-            let Some(m) = finder.find(uid) else { continue };
+            let Some(m) = finder.find(uid) else {
+                missing += 1;
+                continue;
+            };
             if change.apply(m.flags, m.keywords) != (m.flags, m.keywords) {
                 hit.push(finder.position());
             }
@@ -294,7 +308,7 @@ impl Mailbox {
             hit.dedup();
         }
         if hit.is_empty() {
-            return Ok(None);
+            return Ok(FlagsChanged { modseq: 0, changed: Vec::new(), missing });
         }
         let changed: Vec<u32> = hit.iter().map(|&i| self.msgs[i].uid).collect();
         let modseq = self.highest_modseq + 1;
@@ -312,7 +326,7 @@ impl Mailbox {
         self.journal.flags_changed_many(modseq, &changed);
         self.notify();
         self.tell(events::FLAGS);
-        Ok(Some((modseq, changed)))
+        Ok(FlagsChanged { modseq, changed, missing })
     }
 
     /// Removes messages with one log write; returns the UIDs that were removed.
