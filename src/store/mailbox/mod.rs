@@ -146,11 +146,6 @@ pub struct Msg {
 }
 
 impl Msg {
-    /// A copy with other flags (for reporting a change).
-    pub fn with_flags(self, flags: u8, keywords: u64, modseq: u64) -> Msg {
-        Msg { flags, keywords, modseq, ..self }
-    }
-
     /// Where its bytes are: in the index `base` or in `appended` (`loc`).
     fn location(&self, base: Option<&IndexMap>, appended: &[Rec]) -> Location {
         if self.loc & NEW != 0 {
