@@ -40,7 +40,8 @@ pub struct Timing {
     pub bytes: usize,
 }
 
-struct Session {
+/// One connection, a command at a time (also `scale`'s).
+pub(crate) struct Session {
     stream: TcpStream,
     lines: LineReader,
     /// Read but not yet fed to `lines`.
@@ -50,6 +51,49 @@ struct Session {
 }
 
 impl Session {
+    /// Connects, reads the greeting and logs in.
+    pub(crate) fn login(target: SocketAddr, user: &str, password: &str, timeout: Duration) -> Result<Session, String> {
+        let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect {target}: {e}"))?;
+        stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+        stream.set_nodelay(true).map_err(|e| e.to_string())?;
+        let mut s = Session { stream, lines: LineReader::default(), buf: Vec::new(), start: 0, tag: 0 };
+        s.line()?;
+        s.run(&format!("LOGIN {} {}", crate::conn::quote(user), crate::conn::quote(password)))?;
+        Ok(s)
+    }
+
+    /// The MESSAGES count of STATUS.
+    pub(crate) fn status_messages(&mut self, mailbox: &str) -> Result<u64, String> {
+        self.tag += 1;
+        let tag = format!("c{}", self.tag);
+        self.stream.write_all(format!("{tag} STATUS {} (MESSAGES)\r\n", crate::conn::quote(mailbox)).as_bytes()).map_err(|e| format!("write: {e}"))?;
+        let mut messages = None;
+        loop {
+            self.line()?;
+            let head = String::from_utf8_lossy(self.lines.head()).into_owned();
+            if let Some(rest) = head.strip_prefix("* STATUS ") {
+                messages = rest.rsplit_once("MESSAGES ").and_then(|(_, n)| n.trim_end_matches(')').split_whitespace().next()?.parse().ok());
+            } else if head.starts_with(&format!("{tag} ")) {
+                return messages.ok_or_else(|| format!("STATUS {mailbox}: {head}"));
+            }
+        }
+    }
+
+    /// One APPEND of several messages (MULTIAPPEND, RFC 3502), with
+    /// non-synchronizing literals (LITERAL+, RFC 7888).
+    pub(crate) fn multiappend(&mut self, mailbox: &str, messages: &[Vec<u8>]) -> Result<usize, String> {
+        self.tag += 1;
+        let tag = format!("c{}", self.tag);
+        let mut b = format!("{tag} APPEND {}", crate::conn::quote(mailbox)).into_bytes();
+        for m in messages {
+            b.extend_from_slice(format!(" {{{}+}}\r\n", m.len()).as_bytes());
+            b.extend_from_slice(m);
+        }
+        b.extend_from_slice(b"\r\n");
+        self.stream.write_all(&b).map_err(|e| format!("write: {e}"))?;
+        self.reply(&tag, "APPEND")
+    }
+
     /// The next complete logical line (literals skipped by `LineReader`);
     /// read it from `self.lines`.
     fn line(&mut self) -> Result<(), String> {
@@ -72,7 +116,7 @@ impl Session {
 
     /// Sends one command and reads to its tagged reply; the reply's byte
     /// count, or the NO/BAD line.
-    fn run(&mut self, command: &str) -> Result<usize, String> {
+    pub(crate) fn run(&mut self, command: &str) -> Result<usize, String> {
         self.tag += 1;
         let tag = format!("c{}", self.tag);
         self.stream.write_all(format!("{tag} {command}\r\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
@@ -121,12 +165,7 @@ fn median(runs: &mut [Duration]) -> Option<Duration> {
 
 /// Logs in, selects the plan's mailbox, and times each of its commands.
 pub fn time(target: SocketAddr, user: &str, password: &str, plan: &Plan<'_>, timeout: Duration) -> Result<Vec<Timing>, String> {
-    let stream = TcpStream::connect_timeout(&target, timeout).map_err(|e| format!("connect {target}: {e}"))?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let mut s = Session { stream, lines: LineReader::default(), buf: Vec::new(), start: 0, tag: 0 };
-    s.line()?;
-    s.run(&format!("LOGIN {} {}", crate::conn::quote(user), crate::conn::quote(password)))?;
+    let mut s = Session::login(target, user, password, timeout)?;
     let mailbox = crate::conn::quote(plan.mailbox);
     s.run(&format!("SELECT {mailbox}"))?;
     let mut out = Vec::new();

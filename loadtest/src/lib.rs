@@ -9,6 +9,7 @@ pub mod procmem;
 pub mod reply;
 pub mod report;
 pub mod run;
+pub mod scale;
 pub mod scenario;
 pub mod stats;
 pub mod tls;

@@ -198,9 +198,80 @@ fn commands_main(args: impl Iterator<Item = String>) -> Result<ExitCode, String>
     Ok(ExitCode::SUCCESS)
 }
 
+/// `ringmail-load scale`: command times against the size of one mailbox.
+#[derive(Parser)]
+#[command(name = "ringmail-load scale")]
+struct ScaleCli {
+    /// A server to measure: NAME=HOST:PORT (repeatable; ratios are to the first).
+    #[arg(long = "server", required = true)]
+    servers: Vec<String>,
+    /// The server's process, for its anonymous memory after each size
+    /// (children included): NAME=PID.
+    #[arg(long = "pid")]
+    pids: Vec<String>,
+    /// The user's Maildir on a server that keeps one (Dovecot): messages are
+    /// written there rather than appended: NAME=DIR.
+    #[arg(long = "maildir")]
+    maildirs: Vec<String>,
+    #[arg(long, default_value = "user0")]
+    user: String,
+    #[arg(long, default_value = "pass")]
+    password: String,
+    /// Mailbox sizes, in messages.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    sizes: Vec<u64>,
+    /// Measured runs per command (after one unmeasured); COPY, MOVE and EXPUNGE run once.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Where to write the log-log plot.
+    #[arg(long)]
+    svg: Option<std::path::PathBuf>,
+    #[arg(long, default_value = "600s", value_parser = parse_duration)]
+    timeout: Duration,
+}
+
+/// NAME=VALUE.
+fn named(s: &str) -> Result<(String, String), String> {
+    s.split_once('=').map(|(n, v)| (n.to_string(), v.to_string())).ok_or_else(|| format!("{s:?}: expected NAME=VALUE"))
+}
+
+fn scale_main(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
+    let cli = ScaleCli::parse_from(args);
+    let mut servers = Vec::new();
+    for s in &cli.servers {
+        let (name, addr) = named(s)?;
+        let target = addr.to_socket_addrs().map_err(|e| format!("cannot resolve {addr}: {e}"))?.next().ok_or("no address")?;
+        let lookup = |list: &[String]| -> Result<Option<String>, String> {
+            for x in list {
+                let (n, v) = named(x)?;
+                if n == name {
+                    return Ok(Some(v));
+                }
+            }
+            Ok(None)
+        };
+        let pid = lookup(&cli.pids)?.map(|p| p.parse::<u32>().map_err(|e| format!("pid {p}: {e}"))).transpose()?;
+        let maildir = lookup(&cli.maildirs)?.map(std::path::PathBuf::from);
+        servers.push(ringmail_load::scale::Server { name, target, pid, maildir });
+    }
+    let (points, memory) = ringmail_load::scale::run(&servers, &cli.user, &cli.password, &cli.sizes, cli.repeat, cli.timeout)?;
+    let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();
+    print!("{}", ringmail_load::scale::table(&points, &memory, &names, &cli.sizes));
+    if let Some(path) = &cli.svg {
+        std::fs::write(path, ringmail_load::scale::svg(&points, &names, &cli.sizes)).map_err(|e| format!("{}: {e}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn main() -> ExitCode {
-    if std::env::args().nth(1).as_deref() == Some("commands") {
-        return commands_main(std::env::args().skip(1)).unwrap_or_else(|e| {
+    type Sub = fn(std::iter::Skip<std::env::Args>) -> Result<ExitCode, String>;
+    let sub: Option<Sub> = match std::env::args().nth(1).as_deref() {
+        Some("commands") => Some(commands_main),
+        Some("scale") => Some(scale_main),
+        _ => None,
+    };
+    if let Some(sub) = sub {
+        return sub(std::env::args().skip(1)).unwrap_or_else(|e| {
             eprintln!("ringmail-load: {e}");
             ExitCode::from(2)
         });

@@ -11,7 +11,7 @@ use crate::session::flags::keyword_mask;
 use crate::session::reply::{no, not_durable, ok, ok_when_durable, store_error, when_durable};
 use crate::session::state::{run_in_mailbox, Directive, InMailbox, MailboxCursor, Progress};
 use crate::session::walk::SetWalk;
-use crate::store::{Claim, MailboxRef, UserStore};
+use crate::store::{Claim, Copied, MailboxRef, UserStore};
 
 /// Bytes and messages copied per slice.
 const BYTES_PER_SLICE: u64 = 16 << 20;
@@ -77,40 +77,48 @@ impl MailboxCursor for Copy {
             }
         }
         let sel = m.sel;
+        // A slice of copies, stored with one log write.
         let mut bytes = 0u64;
-        let mut count = 0;
-        while let Some((_, u)) = self.walk.next() {
+        let mut copies = Vec::new();
+        let mut originals = Vec::new();
+        while bytes < BYTES_PER_SLICE && copies.len() < MESSAGES_PER_SLICE {
+            let Some((_, u)) = self.walk.next() else { break };
             // The original, read before the target is borrowed: they may be
-            // the same mailbox.
-            let item = {
+            // the same mailbox. Its bytes and cache are shared, not copied.
+            let (copy, kws) = {
                 let src = sel.mbox.borrow();
                 let Some(m) = src.find(u).copied() else { continue };
-                let kws: Vec<String> = src.keywords().iter().enumerate().filter(|(i, _)| m.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect();
-                match src.message(&m) {
-                    Ok(b) => (b, m.flags, kws, src.location(&m).internal_date),
+                let kws: Vec<String> = if m.keywords == 0 {
+                    Vec::new()
+                } else {
+                    src.keywords().iter().enumerate().filter(|(i, _)| m.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect()
+                };
+                let read = src.message(&m).and_then(|message| Ok((message, src.cache_unread(&m)?)));
+                match read {
+                    Ok((message, cache)) => (Copied { message, cache, flags: m.flags, keywords: 0, internal_date: src.location(&m).internal_date }, kws),
                     Err(e) => return Progress::Done(store_error(out, &self.tag, &e.into())),
                 }
             };
-            let (data, flags, kws, date) = item;
-            let mask = match keyword_mask(&self.target, &kws) {
+            let keywords = match keyword_mask(&self.target, &kws) {
                 Ok(m) => m,
                 Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
             };
-            let r = self.target.borrow_mut().append_bytes(data.bytes(), flags, mask, date);
-            match r {
-                Ok(n) => {
-                    self.src.push(u);
-                    self.dst.push(n);
-                }
-                Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
-            }
-            bytes += data.len() as u64;
-            count += 1;
-            if bytes >= BYTES_PER_SLICE || count >= MESSAGES_PER_SLICE {
-                return Progress::More;
-            }
+            bytes += copy.message.len() as u64;
+            copies.push(Copied { keywords, ..copy });
+            originals.push(u);
         }
-        Progress::Done(self.finish(sel.mbox.clone()))
+        if copies.is_empty() {
+            return Progress::Done(self.finish(sel.mbox.clone()));
+        }
+        let r = self.target.borrow_mut().append_copies(&copies);
+        match r {
+            Ok(uids) => {
+                self.src.extend(originals);
+                self.dst.extend(uids);
+            }
+            Err(e) => return Progress::Done(store_error(out, &self.tag, &e)),
+        }
+        Progress::More
     }
 }
 

@@ -4,7 +4,7 @@
 use super::*;
 use crate::store::format::FlagChange;
 use crate::store::io::{CrashMode, MemIo, OpenMode, RealIo};
-use crate::store::mailbox::write::FlagsChanged;
+use crate::store::mailbox::write::{Copied, FlagsChanged};
 use std::collections::BTreeMap;
 
 fn settings() -> Settings {
@@ -181,6 +181,55 @@ fn a_store_over_many_messages_is_one_record_at_one_modseq() {
         }
         mb.checkpoint().unwrap();
     }
+}
+
+/// COPY stores the original's bytes and its cache record as they are (no
+/// parsing), into another mailbox or the same one, with one log record
+/// each and nothing visible before the commit; a crash before it loses
+/// only the unacknowledged copies.
+#[test]
+fn copies_take_the_originals_bytes_and_cache() {
+    let io = Rc::new(MemIo::new());
+    let dynio: Rc<dyn Io> = io.clone();
+    let s = Settings { segment_size: 256 << 10, ..settings() };
+    let mut a = Mailbox::create(dynio.clone(), Path::new("/m/a"), 1, s).unwrap();
+    let mut b = Mailbox::create(dynio.clone(), Path::new("/m/b"), 2, s).unwrap();
+    for i in 0..5 {
+        a.append_bytes(&msg(i, 500 + i * 100), format::F_SEEN, 0, 1000 + i as i64).unwrap();
+    }
+    a.commit().unwrap();
+    let copies = |from: &Mailbox| -> Vec<Copied> {
+        from.msgs()
+            .iter()
+            .map(|m| Copied {
+                message: from.message(m).unwrap(),
+                cache: from.cache_unread(m).unwrap(),
+                flags: m.flags,
+                keywords: 0,
+                internal_date: from.location(m).internal_date,
+            })
+            .collect()
+    };
+    let records = b.log.records;
+    assert_eq!(b.append_copies(&copies(&a)).unwrap(), [1, 2, 3, 4, 5]);
+    assert_eq!(b.log.records, records + 5);
+    assert_eq!(b.exists(), 0, "invisible before the commit");
+    b.commit().unwrap();
+    let same = copies(&a);
+    assert_eq!(a.append_copies(&same).unwrap(), [6, 7, 8, 9, 10], "into the mailbox they are in");
+    // Power loss before a's commit: b's copies were acknowledged, a's were not.
+    let crashed: Rc<dyn Io> = Rc::new(io.crash(CrashMode::DropUnsynced));
+    let a2 = Mailbox::open(crashed.clone(), Path::new("/m/a"), 1, s).unwrap();
+    let b2 = Mailbox::open(crashed, Path::new("/m/b"), 2, s).unwrap();
+    assert_eq!(a2.exists(), 5);
+    for (o, c) in a2.msgs().iter().zip(b2.msgs()) {
+        assert_eq!(b2.message(c).unwrap().bytes(), a2.message(o).unwrap().bytes());
+        assert_eq!(b2.cache(c).unwrap().bytes(), a2.cache(o).unwrap().bytes(), "the cache record is the original's");
+        assert_eq!((c.flags, b2.location(c).internal_date), (o.flags, a2.location(o).internal_date));
+    }
+    a.commit().unwrap();
+    assert_eq!(a.exists(), 10);
+    assert_eq!(a.cache(a.find(7).unwrap()).unwrap().bytes(), a.cache(a.find(2).unwrap()).unwrap().bytes());
 }
 
 #[test]

@@ -21,6 +21,16 @@ use crate::store::io::{File, OpenMode};
 /// most of the disk a small mailbox used.
 const LOG_RESERVE: u64 = 256 << 10;
 
+/// A copy to store (COPY, MOVE): the original's bytes and MIME cache
+/// record, shared from its segment's mapping.
+pub struct Copied {
+    pub message: crate::proto::Shared,
+    pub cache: crate::proto::Shared,
+    pub flags: u8,
+    pub keywords: u64,
+    pub internal_date: i64,
+}
+
 /// What [`Mailbox::change_flags`] did.
 #[derive(Debug, PartialEq, Eq)]
 pub struct FlagsChanged {
@@ -149,8 +159,32 @@ impl Mailbox {
         let mut recs = Vec::with_capacity(batch.len());
         for (i, (h, flags, keywords, internal_date)) in batch.into_iter().enumerate() {
             let (uid, modseq) = (self.uidnext + i as u32, self.highest_modseq + 1 + i as u64);
-            recs.push(self.written_message(h, uid, internal_date, (flags, keywords, modseq))?);
+            recs.push(self.written_message(h, uid, internal_date, (flags, keywords, modseq), None)?);
         }
+        self.stage_appends(recs)
+    }
+
+    /// Stores copies of stored messages (COPY, MOVE) with one log write:
+    /// each message's bytes as they are, and its original's MIME cache
+    /// record unless an older build wrote that one (then it is made
+    /// again), so nothing is parsed. Consecutive UIDs, each its own modseq,
+    /// invisible until the next commit.
+    pub fn append_copies(&mut self, copies: &[Copied]) -> Result<Vec<u32>, StoreError> {
+        self.check_writable()?;
+        let mut recs = Vec::with_capacity(copies.len());
+        for (i, c) in copies.iter().enumerate() {
+            let mut h = self.begin_append(c.message.len() as u64)?;
+            self.append_chunk(&mut h, c.message.bytes())?;
+            let (uid, modseq) = (self.uidnext + i as u32, self.highest_modseq + 1 + i as u64);
+            let cache = Some(c.cache.bytes()).filter(|b| crate::mime::Cache::is_current(b));
+            recs.push(self.written_message(h, uid, c.internal_date, (c.flags, c.keywords, modseq), cache)?);
+        }
+        self.stage_appends(recs)
+    }
+
+    /// Logs the APPEND records of written messages in one write and stages
+    /// them for the next commit.
+    fn stage_appends(&mut self, recs: Vec<LogRecord>) -> Result<Vec<u32>, StoreError> {
         self.log_write(&recs)?;
         let mut uids = Vec::with_capacity(recs.len());
         for r in recs {
@@ -172,19 +206,31 @@ impl Mailbox {
         Ok(uids)
     }
 
-    /// Writes the record header and the MIME cache of a streamed message;
-    /// the log record that will make it part of the mailbox.
-    fn written_message(&mut self, h: AppendHandle, uid: u32, internal_date: i64, (flags, keywords, modseq): (u8, u64, u64)) -> Result<LogRecord, StoreError> {
+    /// Writes the record header and the MIME cache of a streamed message
+    /// (`cache`, when one is at hand, else made from the message); the log
+    /// record that will make it part of the mailbox.
+    fn written_message(
+        &mut self,
+        h: AppendHandle,
+        uid: u32,
+        internal_date: i64,
+        (flags, keywords, modseq): (u8, u64, u64),
+        cache: Option<&[u8]>,
+    ) -> Result<LogRecord, StoreError> {
         let header = RecordHeader { kind: format::KIND_MESSAGE, uid, payload_crc: h.crc, len: h.len, internal_date };
         h.file.write_at(&header.encode(), h.offset)?;
         self.wrote(h.segment);
         let offset = h.offset + format::RECORD_HEADER;
-        let blob = {
-            let bytes = self.bytes(h.segment, offset, h.len)?;
-            crate::mime::analyze(bytes.bytes())
+        let made;
+        let blob = match cache {
+            Some(c) => c,
+            None => {
+                made = crate::mime::analyze(self.bytes(h.segment, offset, h.len)?.bytes());
+                &made[..]
+            }
         };
         // The cache record's date is the save date (RFC 8514): now.
-        let (cache_segment, cache_offset) = self.write_cache(uid, &blob, self.io.now())?;
+        let (cache_segment, cache_offset) = self.write_cache(uid, blob, self.io.now())?;
         let loc =
             Location { segment: h.segment, offset, length: h.len, internal_date, cache_segment, cache_offset, cache_length: blob.len() as u32, crc: h.crc };
         Ok(LogRecord::Append { uid, loc, flags, keywords, modseq })
