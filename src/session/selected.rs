@@ -209,7 +209,7 @@ impl Selected {
     }
 
     pub fn recent_count(&self) -> u32 {
-        self.uids.iter().filter(|&&u| self.is_recent(u)).count() as u32
+        self.recent.count_in(&self.uids)
     }
 
     /// Remembers a flag change (its modseq) reported in this command's own
@@ -429,7 +429,7 @@ impl Selected {
             }
             exists = Some(uids.len() as u32);
             if !enabled.rev2 {
-                recent = Some(uids.iter().filter(|&&u| self.is_recent(u)).count() as u32);
+                recent = Some(self.recent.count_in(&uids));
             }
         }
         // Flag changes by others, for messages the session already knew.
@@ -612,6 +612,13 @@ impl Recent {
     fn contains(&self, uid: u32) -> bool {
         self.first.is_some_and(|(a, b)| a <= uid && uid <= b) || self.more.iter().any(|&(a, b)| a <= uid && uid <= b)
     }
+
+    /// How many of `uids` (ascending) are recent: a binary search per
+    /// range (they never overlap: each claims UIDs above the last), not a
+    /// look at every message, which each arrival in a big mailbox paid.
+    fn count_in(&self, uids: &[u32]) -> u32 {
+        self.first.iter().chain(&self.more).map(|&(a, b)| uids.partition_point(|&u| u <= b) - uids.partition_point(|&u| u < a)).sum::<usize>() as u32
+    }
 }
 
 #[cfg(test)]
@@ -641,6 +648,18 @@ mod tests {
                 proptest::prop_assert_eq!(runs.contains(m), set.contains(&m), "modseq {}", m);
             }
         }
+    }
+
+    #[test]
+    fn recent_counts_by_range() {
+        let mut r = Recent::default();
+        r.add(5, 9);
+        r.add(10, 12);
+        r.add(20, 25);
+        let uids: Vec<u32> = (1..=30).filter(|u| u % 3 != 0).collect();
+        assert_eq!(r.count_in(&uids), uids.iter().filter(|&&u| r.contains(u)).count() as u32);
+        assert_eq!(r.count_in(&[]), 0);
+        assert_eq!(Recent::default().count_in(&uids), 0);
     }
 
     fn text(out: &mut Out) -> String {
