@@ -177,24 +177,17 @@ fn measure(s: &mut Session, mailbox: &str, template: &str, n: u64, repeat: usize
                 t = Instant::now();
                 s.run(&command.replace('±', sign))?;
             }
-            _ if template.starts_with("COPY") => {
+            _ if template.starts_with("COPY") || template.starts_with("MOVE") => {
                 let _ = s.run(&format!("CREATE {scratch}"));
                 t = Instant::now();
                 s.run(&format!("{command} {scratch}"))?;
                 let elapsed = t.elapsed();
-                s.run(&format!("DELETE {scratch}"))?;
-                runs.push(elapsed);
-                continue;
-            }
-            _ if template.starts_with("MOVE") => {
-                let _ = s.run(&format!("CREATE {scratch}"));
-                t = Instant::now();
-                s.run(&format!("{command} {scratch}"))?;
-                let elapsed = t.elapsed();
-                // Back again (with new UIDs), unmeasured.
-                s.run(&format!("SELECT {scratch}"))?;
-                s.run(&format!("MOVE 1:* {quoted}"))?;
-                s.run(&format!("SELECT {quoted}"))?;
+                if template.starts_with("MOVE") {
+                    // Back again (with new UIDs), unmeasured.
+                    s.run(&format!("SELECT {scratch}"))?;
+                    s.run(&format!("MOVE 1:* {quoted}"))?;
+                    s.run(&format!("SELECT {quoted}"))?;
+                }
                 s.run(&format!("DELETE {scratch}"))?;
                 runs.push(elapsed);
                 continue;
@@ -262,7 +255,7 @@ pub fn svg(points: &[Point], servers: &[String], sizes: &[u64]) -> String {
     const COLS: usize = 4;
     const W: f64 = 260.0;
     const H: f64 = 190.0;
-    const PAD: f64 = 36.0;
+    const PAD: f64 = 46.0;
     let colors = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"];
     let rows = COMMANDS.len().div_ceil(COLS);
     let mut out = format!(
@@ -278,6 +271,10 @@ pub fn svg(points: &[Point], servers: &[String], sizes: &[u64]) -> String {
             escape(s)
         ));
     }
+    out.push_str(&format!(
+        "<text x=\"{}\" y=\"16\" fill=\"#555\">time against N, the messages in the mailbox (log-log)</text>\n",
+        10.0 + 140.0 * servers.len() as f64
+    ));
     let (xmin, xmax) = (sizes.iter().copied().min().unwrap_or(1).max(1) as f64, sizes.iter().copied().max().unwrap_or(10).max(2) as f64);
     for (c, template) in COMMANDS.iter().enumerate() {
         let (ox, oy) = (W * (c % COLS) as f64, 24.0 + H * (c / COLS) as f64);
@@ -288,7 +285,7 @@ pub fn svg(points: &[Point], servers: &[String], sizes: &[u64]) -> String {
         let (xlo, xhi) = (xmin.log10(), xmax.log10().max(xmin.log10() + 1.0));
         let px = |x: f64| ox + PAD + (x.log10() - xlo) / (xhi - xlo) * (W - PAD - 12.0);
         let py = |y: f64| oy + H - PAD + 8.0 - (y.log10() - ylo) / (yhi - ylo).max(1.0) * (H - PAD - 20.0);
-        out.push_str(&format!("<text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>\n", ox + 8.0, oy + 12.0, escape(template)));
+        out.push_str(&format!("<text x=\"{}\" y=\"{}\" font-size=\"10\">{}</text>\n", ox + 8.0, oy + 12.0, escape(&title(template))));
         out.push_str(&format!(
             "<rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"#999\"/>\n",
             ox + PAD,
@@ -321,6 +318,16 @@ pub fn svg(points: &[Point], servers: &[String], sizes: &[u64]) -> String {
     }
     out.push_str("</svg>\n");
     out
+}
+
+/// A panel's title: the command with its size-dependent parts named, cut
+/// to fit.
+fn title(template: &str) -> String {
+    let t = template.replace("{mailbox} ", "").replace("{tenth}", "N/10").replace("{k}", "10k").replace("{last50}", "N-49");
+    match t.char_indices().nth(44) {
+        Some((i, _)) => format!("{}…", &t[..i]),
+        None => t,
+    }
 }
 
 /// A power of ten as a short label: 0.01, 0.1, 1, 10, 100, 1k... `unit`.
