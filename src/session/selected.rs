@@ -630,7 +630,7 @@ mod tests {
 
     proptest::proptest! {
         /// The runs hold exactly the modseqs inserted, in any order: runs
-        /// (a STORE), single ones (FETCH showing another session's change),
+        /// (the batches of a STORE), single ones (a FETCH that set \Seen),
         /// repeats.
         #[test]
         fn modseq_runs_hold_what_was_inserted(inserts in proptest::collection::vec(1u64..300, 0..200), asks in proptest::collection::vec(0u64..310, 0..100)) {

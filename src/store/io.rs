@@ -334,8 +334,21 @@ impl RealFile {
     ///
     /// As for `File::map`.
     unsafe fn mmap(&self, populate: bool) -> io::Result<(Mapping, bool)> {
+        // SAFETY: the caller's contract, passed on.
+        Ok(match unsafe { self.view(populate) }? {
+            Some(v) => (Rc::new(v), true),
+            None => (Rc::new(Vec::<u8>::new()), false),
+        })
+    }
+
+    /// The file mapped; None if it is empty (nothing to map).
+    ///
+    /// # Safety
+    ///
+    /// As for `File::map`.
+    unsafe fn view(&self, populate: bool) -> io::Result<Option<MmapView>> {
         if self.len()? == 0 {
-            return Ok((Rc::new(Vec::<u8>::new()), false));
+            return Ok(None);
         }
         let mut options = memmap2::MmapOptions::new();
         if populate {
@@ -347,7 +360,7 @@ impl RealFile {
         // other servers. Readers see either the zeros of an unwritten region
         // (never referenced) or final bytes.
         let m = unsafe { options.map(&*self.0)? };
-        Ok((Rc::new(MmapView(m)), true))
+        Ok(Some(MmapView(m)))
     }
 }
 
@@ -410,12 +423,11 @@ impl File for RealFile {
     }
 
     unsafe fn map_shared(&self) -> io::Result<SharedMapping> {
-        if self.len()? == 0 {
-            return Ok(Arc::new(Vec::<u8>::new()));
-        }
-        // SAFETY: as in `mmap`.
-        let m = unsafe { memmap2::MmapOptions::new().map(&*self.0)? };
-        Ok(Arc::new(MmapView(m)))
+        // SAFETY: the caller's contract, passed on.
+        Ok(match unsafe { self.view(false) }? {
+            Some(v) => Arc::new(v),
+            None => Arc::new(Vec::<u8>::new()),
+        })
     }
 
     fn sync_handle(&self) -> Option<Arc<std::fs::File>> {

@@ -187,8 +187,8 @@ struct Log {
     /// End of the last whole record.
     end: u64,
     records: u32,
-    /// Messages the records change beyond one each (a FLAG RUNS record
-    /// changes many): what replaying them at open would cost, in messages.
+    /// Messages the FLAG RUNS records change: what replaying them at open
+    /// costs beyond a step per record.
     weight: u64,
     /// Written since the last sync.
     dirty: bool,
@@ -453,23 +453,36 @@ impl Mailbox {
     }
 
     fn count(&mut self, m: &Msg, l: &Location, sign: i64) {
+        self.count_flags(m.flags, l.length, sign);
+        let span = RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));
+        if sign > 0 {
+            self.size += l.length;
+            self.live_bytes += span;
+        } else {
+            self.size -= l.length;
+            self.live_bytes -= span;
+        }
+    }
+
+    /// The counts that follow a message's flags (\Seen, \Deleted and the
+    /// bytes of the deleted), for a message of `length` bytes with `flags`
+    /// coming (`sign` 1) or going (-1). A flag change is the old flags
+    /// going and the new ones coming, the length needed only if \Deleted
+    /// changed.
+    fn count_flags(&mut self, flags: u8, length: u64, sign: i64) {
         let add = |v: &mut u32, c: bool| {
             if c {
                 *v = (*v as i64 + sign) as u32;
             }
         };
-        add(&mut self.unseen, m.flags & format::F_SEEN == 0);
-        add(&mut self.deleted, m.flags & format::F_DELETED != 0);
-        let span = RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));
-        let deleted = if m.flags & format::F_DELETED != 0 { l.length } else { 0 };
-        if sign > 0 {
-            self.size += l.length;
-            self.deleted_size += deleted;
-            self.live_bytes += span;
-        } else {
-            self.size -= l.length;
-            self.deleted_size -= deleted;
-            self.live_bytes -= span;
+        add(&mut self.unseen, flags & format::F_SEEN == 0);
+        add(&mut self.deleted, flags & format::F_DELETED != 0);
+        if flags & format::F_DELETED != 0 {
+            if sign > 0 {
+                self.deleted_size += length;
+            } else {
+                self.deleted_size -= length;
+            }
         }
     }
 

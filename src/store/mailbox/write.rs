@@ -366,7 +366,10 @@ impl Mailbox {
         for i in hit {
             let old = self.msgs[i];
             let (flags, keywords) = change.apply(old.flags, old.keywords);
-            self.count_flags(&old, flags);
+            // The index is read only when \Deleted changes (its bytes count).
+            let length = if (old.flags ^ flags) & format::F_DELETED != 0 { self.location(&old).length } else { 0 };
+            self.count_flags(old.flags, length, -1);
+            self.count_flags(flags, length, 1);
             self.msgs[i] = Msg { flags, keywords, modseq, ..old };
         }
         self.journal.flags_changed_many(modseq, &changed);
@@ -410,30 +413,6 @@ impl Mailbox {
             self.journal.expunged(self.version, first + k as u64, uid);
         }
         Ok(doomed)
-    }
-
-    /// Counts a message's change from `m.flags` to `flags` (its size and
-    /// place stay: only the \Seen and \Deleted counts move).
-    fn count_flags(&mut self, m: &Msg, flags: u8) {
-        let was = |f: u8| m.flags & f != 0;
-        let is = |f: u8| flags & f != 0;
-        if was(format::F_SEEN) != is(format::F_SEEN) {
-            if is(format::F_SEEN) {
-                self.unseen -= 1;
-            } else {
-                self.unseen += 1;
-            }
-        }
-        if was(format::F_DELETED) != is(format::F_DELETED) {
-            let length = self.location(m).length;
-            if is(format::F_DELETED) {
-                self.deleted += 1;
-                self.deleted_size += length;
-            } else {
-                self.deleted -= 1;
-                self.deleted_size -= length;
-            }
-        }
     }
 
     /// Makes staged appends visible (their commit finished).
