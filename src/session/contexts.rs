@@ -105,7 +105,7 @@ pub(crate) fn expunged(contexts: &mut [Context], gone: &[u32]) -> Vec<Changes> {
 /// looked at again: those that now match join, those that no longer do
 /// leave. `view` is the session's numbering after the update.
 pub(crate) fn reevaluated(contexts: &mut [Context], mb: &Mailbox, view: &dyn Numbering, changed: &[u32], added: &[u32]) -> Vec<Changes> {
-    let seq_of = |u: u32| view.uids().binary_search(&u).ok().map(|i| i as u32 + 1);
+    let seq_of = |u: u32| view.uids().binary_search(u).ok().map(|i| i as u32 + 1);
     contexts
         .iter_mut()
         .map(|c| {
@@ -138,7 +138,7 @@ pub(crate) fn reevaluated(contexts: &mut [Context], mb: &Mailbox, view: &dyn Num
 /// Where `new` goes in `result` (UIDs in sort order): binary search with
 /// the sort's comparison.
 fn sorted_position(mb: &Mailbox, view: &dyn Numbering, criteria: &[SortCriterion], result: &[u32], new: (u32, u32)) -> usize {
-    let seq_of = |u: u32| view.uids().binary_search(&u).map_or(u32::MAX, |i| i as u32 + 1);
+    let seq_of = |u: u32| view.uids().binary_search(u).map_or(u32::MAX, |i| i as u32 + 1);
     let (mut lo, mut hi) = (0, result.len());
     while lo < hi {
         let mid = (lo + hi) / 2;

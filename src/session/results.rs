@@ -63,7 +63,7 @@ impl Evaluation {
             let (i, u) = (self.next, uids[self.next]);
             self.next += 1;
             if let Some(f) = &mut ahead {
-                if let Some(m) = uids.get(i + AHEAD).and_then(|&u| f.find(u)) {
+                if let Some(m) = uids.get(i + AHEAD).and_then(|u| f.find(u)) {
                     matcher.prefetch(m, f.position());
                 }
             }

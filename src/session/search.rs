@@ -12,7 +12,7 @@ use crate::mime::casemap::casemap;
 use crate::mime::{header, Cache, ColumnEntry, Kind, Transfer};
 use crate::proto::{Date, Flag, SearchKey, SequenceSet};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
-use crate::store::{KeyColumn, Mailbox, Msg};
+use crate::store::{KeyColumn, Mailbox, Msg, UidList};
 
 /// Whether any key of `k` that is not AND, OR or NOT is one `leaf` accepts.
 fn any_leaf(k: &SearchKey, leaf: &dyn Fn(&SearchKey) -> bool) -> bool {
@@ -84,7 +84,7 @@ fn day_of(unix: i64) -> i64 {
 /// its \Recent messages and its saved result (RFC 5182).
 pub trait Numbering {
     /// UIDs by sequence number (index + 1).
-    fn uids(&self) -> &[u32];
+    fn uids(&self) -> &UidList;
     fn is_recent(&self, uid: u32) -> bool;
     /// `$`: the saved result, as UIDs.
     fn saved(&self) -> &[u32];
@@ -115,7 +115,7 @@ struct Loaded<'a> {
 
 impl<'a> Matcher<'a> {
     pub fn new(mb: &'a Mailbox, sel: &'a dyn Numbering, now: i64) -> Self {
-        Matcher { mb, sel, now, max_seq: sel.uids().len() as u32, max_uid: sel.uids().last().copied().unwrap_or(0), work: Default::default(), column: None }
+        Matcher { mb, sel, now, max_seq: sel.uids().len() as u32, max_uid: sel.uids().last().unwrap_or(0), work: Default::default(), column: None }
     }
 
     /// Reads what the key column has (`matches_at`) from `column`.
@@ -337,10 +337,10 @@ impl<'a> Matcher<'a> {
 mod tests {
     use super::*;
 
-    struct All(Vec<u32>);
+    struct All(UidList);
 
     impl Numbering for All {
-        fn uids(&self) -> &[u32] {
+        fn uids(&self) -> &UidList {
             &self.0
         }
         fn is_recent(&self, _: u32) -> bool {

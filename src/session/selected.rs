@@ -11,7 +11,7 @@ use super::flags::flags_item;
 use super::vanished;
 use crate::proto::{Out, SequenceSet};
 use crate::signal::Signal;
-use crate::store::MailboxRef;
+use crate::store::{MailboxRef, UidList};
 
 pub struct Selected {
     pub mbox: MailboxRef,
@@ -19,7 +19,7 @@ pub struct Selected {
     pub name: String,
     pub read_only: bool,
     /// UIDs by sequence number (index + 1), as this session knows them.
-    uids: Rc<[u32]>,
+    uids: UidList,
     version: u64,
     modseq: u64,
     /// Every change up to this modseq, expunges included, was told to the
@@ -200,7 +200,7 @@ impl Selected {
         self.uids.len() as u32
     }
 
-    pub fn uids(&self) -> &[u32] {
+    pub fn uids(&self) -> &UidList {
         &self.uids
     }
 
@@ -243,7 +243,7 @@ impl Selected {
             SequenceSet::Saved => {
                 // The saved UIDs still here, as runs of positions.
                 for &u in &self.saved {
-                    if let Ok(i) = self.uids.binary_search(&u) {
+                    if let Ok(i) = self.uids.binary_search(u) {
                         let i = i as u32;
                         match spans.last_mut() {
                             Some(last) if last.1 == i => last.1 = i + 1,
@@ -253,10 +253,10 @@ impl Selected {
                 }
             }
             SequenceSet::Ranges(r) if uid => {
-                let max_uid = self.uids.last().copied().unwrap_or(0);
+                let max_uid = self.uids.last().unwrap_or(0);
                 for (lo, hi) in r.resolve(max_uid) {
-                    let a = self.uids.partition_point(|&u| u < lo) as u32;
-                    let b = self.uids.partition_point(|&u| u <= hi) as u32;
+                    let a = self.uids.partition_point(|u| u < lo) as u32;
+                    let b = self.uids.partition_point(|u| u <= hi) as u32;
                     if a < b {
                         spans.push((a, b));
                     }
@@ -340,7 +340,7 @@ impl Selected {
             if m.modseq <= p.since_modseq || m.uid > p.last_known || self.reported.contains(m) {
                 continue;
             }
-            let Ok(i) = self.uids.binary_search(&m.uid) else { continue };
+            let Ok(i) = self.uids.binary_search(m.uid) else { continue };
             out.raw(b"* ").num(i as u64 + 1).raw(b" FETCH (");
             flags_item(out, m, mb.keywords(), !enabled.rev2 && self.recent.contains(m.uid));
             out.raw(b" UID ").num(u64::from(m.uid));
@@ -373,15 +373,13 @@ impl Selected {
         // mailbox no longer has; from the journal when it reaches back far
         // enough, else by comparing the two lists.
         let mut gone: Vec<usize> = match mb.expunged_since(self.version) {
-            Some(uids) => uids.filter_map(|u| self.uids.binary_search(&u).ok()).collect(),
+            Some(uids) => uids.filter_map(|u| self.uids.binary_search(u).ok()).collect(),
             None => {
                 let mut v = Vec::new();
-                let mut j = 0;
-                for (i, &u) in self.uids.iter().enumerate() {
-                    while j < current.len() && current[j] < u {
-                        j += 1;
-                    }
-                    if j >= current.len() || current[j] != u {
+                let mut present = current.iter().peekable();
+                for (i, u) in self.uids.iter().enumerate() {
+                    while present.next_if(|&c| c < u).is_some() {}
+                    if present.peek() != Some(&u) {
                         v.push(i);
                     }
                 }
@@ -398,7 +396,7 @@ impl Selected {
             let gone_uids: Vec<u32> = gone.iter().map(|&i| self.uids[i]).collect();
             let changes = contexts::expunged(&mut self.contexts, &gone_uids);
             let old = self.uids.clone();
-            let seq_of = move |u: u32| old.binary_search(&u).ok().map(|i| i as u32 + 1);
+            let seq_of = move |u: u32| old.binary_search(u).ok().map(|i| i as u32 + 1);
             contexts::write(&mut results_before, &self.contexts, &changes, &seq_of);
         }
         // Highest number first (RFC 9051 7.5.1: each EXPUNGE renumbers the
@@ -409,14 +407,15 @@ impl Selected {
             (false, true) => (Vec::new(), crate::proto::ranges_of(&gone.iter().map(|&i| self.uids[i]).collect::<Vec<_>>())),
         };
         // New messages: the mailbox's UIDs above the last one we know.
-        let last = self.uids.last().copied().unwrap_or(0);
-        let start = current.partition_point(|&u| u <= last);
-        let added = &current[start..];
+        let last = self.uids.last().unwrap_or(0);
+        let start = current.partition_point(|u| u <= last);
+        let added: Vec<u32> = current.iter_from(start).collect();
+        let added = &added[..];
         // This session's numbering after the update. Unless expunges must
         // wait, it is exactly the mailbox's list (known minus expunged plus
         // added), shared rather than copied.
-        let uids: Rc<[u32]> = if expunged_pending && !added.is_empty() {
-            self.uids.iter().chain(added).copied().collect()
+        let uids = if expunged_pending && !added.is_empty() {
+            self.uids.appended(added)
         } else if expunged_pending {
             self.uids.clone()
         } else {
@@ -458,7 +457,7 @@ impl Selected {
         if !self.contexts.is_empty() {
             let mut ctxs = std::mem::take(&mut self.contexts);
             let changes = contexts::reevaluated(&mut ctxs, &mb, &*self, &flags, added);
-            let seq_of = |u: u32| self.uids.binary_search(&u).ok().map(|i| i as u32 + 1);
+            let seq_of = |u: u32| self.uids.binary_search(u).ok().map(|i| i as u32 + 1);
             contexts::write(&mut results_after, &ctxs, &changes, &seq_of);
             self.contexts = ctxs;
         }
@@ -508,7 +507,7 @@ struct SyncPlan {
 }
 
 impl super::search::Numbering for Selected {
-    fn uids(&self) -> &[u32] {
+    fn uids(&self) -> &UidList {
         &self.uids
     }
 
@@ -535,7 +534,7 @@ pub enum Synced {
 /// UID) without ever expanding the set.
 #[derive(Clone)]
 pub struct Selection {
-    uids: Rc<[u32]>,
+    uids: UidList,
     /// Runs of positions in `uids`, [start, end), ascending and disjoint.
     spans: Vec<(u32, u32)>,
     span: usize,
@@ -543,7 +542,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn new(uids: Rc<[u32]>, spans: Vec<(u32, u32)>) -> Selection {
+    fn new(uids: UidList, spans: Vec<(u32, u32)>) -> Selection {
         let pos = spans.first().map_or(0, |s| s.0);
         Selection { uids, spans, span: 0, pos }
     }
@@ -553,7 +552,7 @@ impl Selection {
     pub fn narrowed(&self, only: &[u32]) -> Selection {
         let mut spans: Vec<(u32, u32)> = Vec::new();
         for &u in only {
-            let Ok(i) = self.uids.binary_search(&u) else { continue };
+            let Ok(i) = self.uids.binary_search(u) else { continue };
             let i = i as u32;
             let k = self.spans.partition_point(|&(_, end)| end <= i);
             if self.spans.get(k).is_none_or(|&(start, _)| start > i) {
@@ -616,8 +615,8 @@ impl Recent {
     /// How many of `uids` (ascending) are recent: a binary search per
     /// range (they never overlap: each claims UIDs above the last), not a
     /// look at every message, which each arrival in a big mailbox paid.
-    fn count_in(&self, uids: &[u32]) -> u32 {
-        self.first.iter().chain(&self.more).map(|&(a, b)| uids.partition_point(|&u| u <= b) - uids.partition_point(|&u| u < a)).sum::<usize>() as u32
+    fn count_in(&self, uids: &UidList) -> u32 {
+        self.first.iter().chain(&self.more).map(|&(a, b)| uids.partition_point(|u| u <= b) - uids.partition_point(|u| u < a)).sum::<usize>() as u32
     }
 }
 
@@ -656,9 +655,9 @@ mod tests {
         r.add(5, 9);
         r.add(10, 12);
         r.add(20, 25);
-        let uids: Vec<u32> = (1..=30).filter(|u| u % 3 != 0).collect();
-        assert_eq!(r.count_in(&uids), uids.iter().filter(|&&u| r.contains(u)).count() as u32);
-        assert_eq!(r.count_in(&[]), 0);
+        let uids: UidList = (1..=30).filter(|u| u % 3 != 0).collect();
+        assert_eq!(r.count_in(&uids), uids.iter().filter(|&u| r.contains(u)).count() as u32);
+        assert_eq!(r.count_in(&UidList::default()), 0);
         assert_eq!(Recent::default().count_in(&uids), 0);
     }
 
@@ -670,7 +669,7 @@ mod tests {
 
     #[test]
     fn a_narrowed_selection_keeps_only_the_named_uids_inside_the_set() {
-        let uids: Rc<[u32]> = vec![2, 4, 6, 8, 10, 12].into();
+        let uids: UidList = [2, 4, 6, 8, 10, 12].into_iter().collect();
         // Positions 1..3 and 4..6: UIDs 4, 6, 10, 12.
         let s = Selection::new(uids, vec![(1, 3), (4, 6)]);
         let got: Vec<(u32, u32)> = s.narrowed(&[2, 3, 6, 10, 12, 99]).collect();

@@ -45,7 +45,7 @@ pub(crate) fn since(mb: &Mailbox, modseq: u64, within: &Ranges) -> Vec<(u32, u32
             continue;
         }
         let mut next = lo;
-        for &u in &present[present.partition_point(|&u| u < lo)..] {
+        for u in present.iter_from(present.partition_point(|u| u < lo)) {
             if u > hi {
                 break;
             }

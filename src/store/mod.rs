@@ -22,6 +22,7 @@ pub mod mailbox;
 pub mod manifest;
 pub mod metadata;
 pub mod quota;
+pub mod uid_list;
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -39,6 +40,7 @@ pub use mailbox::write::{AppendHandle, Copied};
 pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Save, Settings, StoreError, Uids};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 pub use quota::{Claim, Usage};
+pub use uid_list::UidList;
 
 use self::io::read_optional;
 use manifest::{canonical, parents, Manifest};
@@ -200,8 +202,10 @@ impl Store {
     pub async fn housekeep<F: Future<Output = ()>>(&self, pause: impl Fn() -> F) {
         /// Compaction slices per mailbox per round; the rest waits.
         const SLICES: usize = 64;
-        /// Segments looked at for dead space per mailbox per round.
-        const RECLAIM_SEGMENTS: usize = 16;
+        /// Segments looked at for dead space per mailbox per round: each
+        /// round walks the mailbox's messages once, so a mailbox whose every
+        /// segment is a candidate (after a restart) takes few rounds.
+        const RECLAIM_SEGMENTS: usize = 128;
         let users: Vec<Rc<UserStore>> = self.users.borrow().values().cloned().collect();
         let mut tickets = Vec::new();
         for u in &users {

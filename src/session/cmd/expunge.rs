@@ -17,7 +17,7 @@ pub fn run(m: InMailbox<'_>, tag: &str, uids: Option<&SequenceSet>, out: &mut Ou
         Some(SequenceSet::Saved) => return bad(out, tag, "$ is not a UID set here"),
         None => None,
     };
-    let max_uid = sel.uids().last().copied().unwrap_or(0);
+    let max_uid = sel.uids().last().unwrap_or(0);
     let doomed: Vec<u32> = sel
         .mbox
         .borrow()

@@ -241,7 +241,7 @@ pub(crate) fn url_data(mb: &Mailbox, m: &Msg, u: &ImapUrl) -> Option<Data> {
 /// notification changes nothing); a message that cannot be read is left
 /// out, and logged.
 pub(crate) fn unsolicited(sel: &mut Selected, uid: u32, items: &[FetchItem], rev2: bool, out: &mut Out) {
-    let Ok(i) = sel.uids().binary_search(&uid) else { return };
+    let Ok(i) = sel.uids().binary_search(uid) else { return };
     let mut f = Fetch {
         tag: String::new(),
         walk: SetWalk::new(&SequenceSet::Saved, true),

@@ -172,7 +172,7 @@ fn push_selected(s: &mut Session, idling: bool, out: &mut Out) -> bool {
         _ => return false,
     };
     if fetch && n.fetch_after.is_none() {
-        n.fetch_after = Some(m.sel.uids().last().copied().unwrap_or(0));
+        n.fetch_after = Some(m.sel.uids().last().unwrap_or(0));
     }
     match sync_step(m.cx, m.sel, out, expunge_ok) {
         Synced::More => return true,
@@ -184,7 +184,7 @@ fn push_selected(s: &mut Session, idling: bool, out: &mut Out) -> bool {
     let Some(after) = n.fetch_after.take() else { return false };
     let Some(sel_events) = &n.selected else { return false };
     let uids = m.sel.uids();
-    let new: Vec<u32> = uids[uids.partition_point(|&u| u <= after)..].to_vec();
+    let new: Vec<u32> = uids.iter_from(uids.partition_point(|u| u <= after)).collect();
     let items = with_uid(&sel_events.fetch, qresync);
     for u in new {
         if out.len() >= OUTPUT_BUDGET {

@@ -31,6 +31,7 @@ use super::format::{self, Location, RecordHeader};
 use super::index::{IndexMap, Rec};
 use super::io::{File, Io, Mapping};
 use super::manifest::ManifestCell;
+use super::uid_list::UidList;
 use crate::config::SyncMode;
 use crate::proto::Shared;
 use crate::signal::Signal;
@@ -311,7 +312,7 @@ pub struct Mailbox {
     version: u64,
     /// Recent expunges and flag changes, for sessions catching up.
     journal: super::journal::Journal,
-    uids: RefCell<Option<Rc<[u32]>>>,
+    uids: RefCell<Option<UidList>>,
     /// What upper layers derived from the whole mailbox (derived.rs).
     derived: RefCell<DerivedSet>,
     /// Where the next record of the key column goes (keys.rs); 0 until
@@ -558,8 +559,9 @@ impl Mailbox {
         &self.msgs
     }
 
-    /// The visible UIDs in order, shared between sessions until they change.
-    pub fn uids(&self) -> Rc<[u32]> {
+    /// The visible UIDs in order, shared between sessions (arrivals extend
+    /// the list, an expunge makes it anew).
+    pub fn uids(&self) -> UidList {
         let mut c = self.uids.borrow_mut();
         c.get_or_insert_with(|| self.msgs.iter().map(|m| m.uid).collect()).clone()
     }
@@ -723,7 +725,6 @@ impl Mailbox {
     /// The set of messages changed: a new version, and sessions are woken.
     fn changed(&mut self) {
         self.version += 1;
-        *self.uids.borrow_mut() = None;
         self.notify();
     }
 

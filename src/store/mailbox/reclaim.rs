@@ -23,7 +23,7 @@
 //! upgrade): then only those records are written anew, the messages stay,
 //! and the old records' space is punched once the index is durable.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io;
 use std::rc::{Rc, Weak};
 
@@ -112,11 +112,14 @@ impl Mailbox {
         if self.poisoned || self.reclaim.candidates.is_empty() {
             return;
         }
+        // Ascending (a BTreeSet's order): looked up by binary search for
+        // each extent of each message, the pass this costs (no hashing:
+        // a million messages are two million lookups).
         let todo: Vec<u32> = self.reclaim.candidates.iter().copied().take(max_segments).collect();
-        let mut live: HashMap<u32, Vec<(u64, u64)>> = todo.iter().map(|&s| (s, Vec::new())).collect();
+        let mut live: Vec<Vec<(u64, u64)>> = vec![Vec::new(); todo.len()];
         let mut add = |e: Extent| {
-            if let Some(v) = live.get_mut(&e.segment) {
-                v.push((e.start, e.end));
+            if let Ok(i) = todo.binary_search(&e.segment) {
+                live[i].push((e.start, e.end));
             }
         };
         for m in &self.msgs {
@@ -138,7 +141,7 @@ impl Mailbox {
             }
         }
         let active = self.writer.as_ref().map(|w| (w.segment, w.pos));
-        for s in todo {
+        for (s, mut ranges) in todo.into_iter().zip(live) {
             if self.reclaim.is_protected(s) {
                 continue;
             }
@@ -147,7 +150,6 @@ impl Mailbox {
                 continue;
             }
             self.reclaim.candidates.remove(&s);
-            let mut ranges = live.remove(&s).unwrap_or_default();
             let is_active = active.is_some_and(|(a, _)| a == s);
             if ranges.is_empty() && !is_active {
                 self.segments.borrow_mut().remove(&s);

@@ -669,3 +669,29 @@ fn outdated_caches_are_rewritten_in_the_background() {
         assert!(!mb.compaction_due());
     }
 }
+
+/// The shared UID list follows every arrival (extended, not made anew)
+/// and every expunge, and a list a session holds stays as it was.
+#[test]
+fn the_shared_uid_list_follows_arrivals_and_expunges() {
+    let io: Rc<dyn Io> = Rc::new(MemIo::new());
+    let mut mb = Mailbox::create(io, Path::new("/box"), 1, Settings { segment_size: 256 << 10, ..Settings::default() }).unwrap();
+    let mut held = Vec::new();
+    for round in 0..40usize {
+        for i in 0..(round * 37) % 300 {
+            mb.append_bytes(&msg(round * 1000 + i, 60), 0, 0, 1).unwrap();
+        }
+        mb.commit().unwrap();
+        if round % 5 == 4 {
+            let doomed: Vec<u32> = mb.msgs().iter().map(|m| m.uid).filter(|u| u % 7 == round as u32 % 7).collect();
+            mb.expunge(&doomed).unwrap();
+        }
+        let now: Vec<u32> = mb.msgs().iter().map(|m| m.uid).collect();
+        let list = mb.uids();
+        assert_eq!(list.iter().collect::<Vec<_>>(), now, "round {round}");
+        held.push((list, now));
+        for (list, then) in &held {
+            assert_eq!(&list.iter().collect::<Vec<_>>(), then, "a list held since an earlier round changed");
+        }
+    }
+}

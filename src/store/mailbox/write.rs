@@ -406,6 +406,7 @@ impl Mailbox {
             }
         }
         self.msgs = kept;
+        *self.uids.get_mut() = None;
         self.reclaim.expunged(self.seq, dead);
         self.changed();
         self.tell(events::EXPUNGE);
@@ -430,6 +431,11 @@ impl Mailbox {
             self.count(&m, &l, 1);
         }
         self.write_keys_from(first);
+        let list = self.uids.get_mut();
+        if let Some(l) = list.as_mut() {
+            let added: Vec<u32> = self.msgs[first..].iter().map(|m| m.uid).collect();
+            *l = l.appended(&added);
+        }
         self.changed();
         self.tell(events::NEW);
     }
