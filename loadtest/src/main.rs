@@ -206,9 +206,18 @@ struct ScaleCli {
     #[arg(long = "server", required = true)]
     servers: Vec<String>,
     /// The server's process, for its anonymous memory after each size
-    /// (children included): NAME=PID.
+    /// (children included): NAME=PID, or NAME=FILE for a pid file read each
+    /// time (the process changes with --restart).
     #[arg(long = "pid")]
     pids: Vec<String>,
+    /// A shell command that restarts the server and returns once it is
+    /// started; after each size the first SELECT after it is timed (the
+    /// time to open the mailbox from disk): NAME=COMMAND.
+    #[arg(long = "restart")]
+    restarts: Vec<String>,
+    /// The largest size a server is measured at (the others go on): NAME=N.
+    #[arg(long = "up-to")]
+    up_to: Vec<String>,
     /// The user's Maildir on a server that keeps one (Dovecot): messages are
     /// written there rather than appended: NAME=DIR.
     #[arg(long = "maildir")]
@@ -250,9 +259,14 @@ fn scale_main(args: impl Iterator<Item = String>) -> Result<ExitCode, String> {
             }
             Ok(None)
         };
-        let pid = lookup(&cli.pids)?.map(|p| p.parse::<u32>().map_err(|e| format!("pid {p}: {e}"))).transpose()?;
+        let pid = lookup(&cli.pids)?.map(|p| match p.parse::<u32>() {
+            Ok(pid) => ringmail_load::scale::Pid::Fixed(pid),
+            Err(_) => ringmail_load::scale::Pid::File(p.into()),
+        });
         let maildir = lookup(&cli.maildirs)?.map(std::path::PathBuf::from);
-        servers.push(ringmail_load::scale::Server { name, target, pid, maildir });
+        let restart = lookup(&cli.restarts)?;
+        let up_to = lookup(&cli.up_to)?.map(|n| n.parse::<u64>().map_err(|e| format!("--up-to {n}: {e}"))).transpose()?.unwrap_or(u64::MAX);
+        servers.push(ringmail_load::scale::Server { name, target, pid, maildir, restart, up_to });
     }
     let (points, memory) = ringmail_load::scale::run(&servers, &cli.user, &cli.password, &cli.sizes, cli.repeat, cli.timeout)?;
     let names: Vec<String> = servers.iter().map(|s| s.name.clone()).collect();

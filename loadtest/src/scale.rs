@@ -18,10 +18,34 @@ pub struct Server {
     pub name: String,
     pub target: std::net::SocketAddr,
     /// Its process (and children), for anonymous memory after each size.
-    pub pid: Option<u32>,
+    pub pid: Option<Pid>,
     /// The user's Maildir (Dovecot's Maildir++ layout): messages are
     /// written there instead of appended.
     pub maildir: Option<PathBuf>,
+    /// A shell command that restarts the server and returns once it is
+    /// started, for the time to open a mailbox after a restart.
+    pub restart: Option<String>,
+    /// The largest size this server is measured at.
+    pub up_to: u64,
+}
+
+/// Where a server's process id is: given, or read from a pid file each time
+/// (the process changes when the server is restarted).
+pub enum Pid {
+    Fixed(u32),
+    File(PathBuf),
+}
+
+impl Pid {
+    fn get(&self) -> Result<u32, String> {
+        match self {
+            Pid::Fixed(pid) => Ok(*pid),
+            Pid::File(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+                text.trim().parse().map_err(|e| format!("{}: {e}", path.display()))
+            }
+        }
+    }
 }
 
 /// One measurement.
@@ -52,6 +76,7 @@ const COMMANDS: &[&str] = &[
     "UID SEARCH FROM nobody-matches-this",
     "UID SEARCH SUBJECT nobody-matches-this",
     "UID SEARCH SINCE 1-Jan-2030",
+    "UID SEARCH TEXT nobody-matches-this",
     "STORE 1:* ±FLAGS.SILENT (\\Flagged)",
     "STORE 1:{tenth} ±FLAGS.SILENT (\\Answered)",
     "NOOP",
@@ -59,7 +84,16 @@ const COMMANDS: &[&str] = &[
     "COPY 1:{k}",
     "MOVE 1:{k}",
     "EXPUNGE 1:{tenth}",
+    AFTER_RESTART,
 ];
+
+/// The first SELECT after the server was restarted (`Server::restart`):
+/// the time to open the mailbox from disk.
+const AFTER_RESTART: &str = "SELECT after a restart";
+
+/// A command whose unmeasured run takes longer than this is measured once
+/// more only (SEARCH TEXT over a million messages).
+const SLOW: Duration = Duration::from_secs(2);
 
 /// The command names with `{…}` filled in for size `n`.
 fn command_for(template: &str, n: u64) -> String {
@@ -83,13 +117,13 @@ pub fn run(servers: &[Server], user: &str, password: &str, sizes: &[u64], repeat
     let mut points = Vec::new();
     let mut memory = Vec::new();
     for &n in sizes {
-        for server in servers {
+        for server in servers.iter().filter(|s| n <= s.up_to) {
             let mut s = Session::login(server.target, user, password, timeout)?;
             let mailbox = mailbox_of(n);
             let filled = Instant::now();
             fill(&mut s, server, &mailbox, n)?;
             eprintln!("{}: {mailbox} holds {n} messages ({:.1} s to fill)", server.name, filled.elapsed().as_secs_f64());
-            for template in COMMANDS {
+            for template in COMMANDS.iter().filter(|t| **t != AFTER_RESTART) {
                 let time = measure(&mut s, &mailbox, template, n, repeat)?;
                 eprintln!("{}: {n} {}: {:.2} ms", server.name, command_for(template, n), time.as_secs_f64() * 1000.0);
                 points.push(Point { server: server.name.clone(), size: n, command: template.to_string(), time });
@@ -97,13 +131,41 @@ pub fn run(servers: &[Server], user: &str, password: &str, sizes: &[u64], repeat
             // What EXPUNGE took away comes back, so a rerun finds N.
             fill(&mut s, server, &mailbox, n)?;
             let _ = s.run("LOGOUT");
-            if let Some(pid) = server.pid {
+            if let Some(pid) = &server.pid {
+                let pid = pid.get()?;
                 let m = crate::procmem::measure(&[pid], true).map_err(|e| format!("memory of {pid}: {e}"))?;
                 memory.push(Memory { server: server.name.clone(), size: n, anonymous: m.anonymous });
+            }
+            if let Some(command) = &server.restart {
+                let time = open_after_restart(server, command, user, password, &mailbox, timeout)?;
+                eprintln!("{}: {n} {AFTER_RESTART}: {:.2} ms", server.name, ms(time));
+                points.push(Point { server: server.name.clone(), size: n, command: AFTER_RESTART.to_string(), time });
             }
         }
     }
     Ok((points, memory))
+}
+
+/// Runs the restart command, waits until the server takes a login again,
+/// and times the first SELECT of `mailbox`.
+fn open_after_restart(server: &Server, command: &str, user: &str, password: &str, mailbox: &str, timeout: Duration) -> Result<Duration, String> {
+    let status = std::process::Command::new("sh").arg("-c").arg(command).status().map_err(|e| format!("{command}: {e}"))?;
+    if !status.success() {
+        return Err(format!("{command}: {status}"));
+    }
+    let deadline = Instant::now() + timeout;
+    let mut s = loop {
+        match Session::login(server.target, user, password, timeout) {
+            Ok(s) => break s,
+            Err(e) if Instant::now() > deadline => return Err(format!("{} after a restart: {e}", server.name)),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let t = Instant::now();
+    s.run(&format!("SELECT {}", crate::conn::quote(mailbox)))?;
+    let time = t.elapsed();
+    let _ = s.run("LOGOUT");
+    Ok(time)
 }
 
 /// Brings `mailbox` to at least `n` messages.
@@ -158,8 +220,12 @@ fn measure(s: &mut Session, mailbox: &str, template: &str, n: u64, repeat: usize
     // Expensive and mutating: once.
     let once = template.starts_with("COPY") || template.starts_with("MOVE") || template.starts_with("EXPUNGE");
     let rounds = if once { 1 } else { repeat.max(1) + 1 };
+    let mut slow = false;
     s.run(&format!("SELECT {quoted}"))?;
     for round in 0..rounds {
+        if slow && round == 2 {
+            break;
+        }
         let t;
         match template {
             "SELECT" => {
@@ -205,6 +271,8 @@ fn measure(s: &mut Session, mailbox: &str, template: &str, n: u64, repeat: usize
         let elapsed = t.elapsed();
         if round > 0 || once {
             runs.push(elapsed);
+        } else {
+            slow = elapsed > SLOW;
         }
     }
     runs.sort_unstable();
