@@ -134,8 +134,9 @@ impl Mailbox {
         let mut expunged = Vec::new();
         let mut history = History::default();
         mb.replay(logs, generation, &mut referenced, &mut expunged, &mut history)?;
-        mb.place_writer(&referenced)?;
-        mb.remove_orphan_segments()?;
+        let live = mb.live_extents();
+        mb.place_writer(live.last, &referenced)?;
+        mb.remove_orphan_segments(live.segments)?;
         mb.recount();
         mb.recent_floor.set(mb.uidnext);
         // Mail expunged by the replayed logs: its space may be given back
@@ -421,20 +422,31 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Points the writer after the last byte that any live message or any
-    /// log record uses, and `next_segment` past every segment they name.
-    fn place_writer(&mut self, referenced: &[Extent]) -> io::Result<()> {
-        let live: Vec<Extent> = self.msgs.iter().flat_map(|m| extents(&self.location(m))).collect();
-        let mut last: Option<(u32, u64)> = None;
-        for e in live.iter().chain(referenced) {
-            if e.segment == 0 {
-                continue;
+    /// One walk over the live messages (a million at open): the segments
+    /// they use and the last byte they use.
+    fn live_extents(&self) -> LiveExtents {
+        let mut live = LiveExtents { segments: BTreeSet::new(), last: None };
+        let mut previous = None;
+        for e in self.msgs.iter().flat_map(|m| extents(&self.location(m))) {
+            // Neighbours mostly share a segment: one set insertion per run.
+            if previous != Some(e.segment) {
+                live.segments.insert(e.segment);
+                previous = Some(e.segment);
             }
-            match last {
-                Some((s, end)) if s > e.segment || (s == e.segment && end >= e.end) => {}
-                _ => last = Some((e.segment, e.end)),
-            }
+            live.note(e);
         }
+        live
+    }
+
+    /// Points the writer after the last byte that any live message
+    /// (`last`) or any log record uses, and `next_segment` past every
+    /// segment they name.
+    fn place_writer(&mut self, last: Option<(u32, u64)>, referenced: &[Extent]) -> io::Result<()> {
+        let mut live = LiveExtents { segments: BTreeSet::new(), last };
+        for &e in referenced {
+            live.note(e);
+        }
+        let last = live.last;
         if let Some((seg, end)) = last {
             self.next_segment = self.next_segment.max(seg + 1);
             let path = seg_path(&self.dir, seg);
@@ -453,8 +465,7 @@ impl Mailbox {
     /// expunges, or by appends that never completed) are deleted. A log
     /// record that still names one is skipped at the next replay, like any
     /// APPEND whose bytes are gone.
-    fn remove_orphan_segments(&mut self) -> io::Result<()> {
-        let used: BTreeSet<u32> = self.msgs.iter().flat_map(|m| extents(&self.location(m))).map(|e| e.segment).collect();
+    fn remove_orphan_segments(&mut self, used: BTreeSet<u32>) -> io::Result<()> {
         let active = self.writer.as_ref().map(|w| w.segment);
         for name in self.io.read_dir(&self.dir.join("segments"))? {
             let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) else { continue };
@@ -468,5 +479,24 @@ impl Mailbox {
         let keep: BTreeSet<u32> = used;
         self.segments.borrow_mut().retain(|s, _: &mut SegMap| keep.contains(s));
         Ok(())
+    }
+}
+
+/// What the live messages use of the segments (see `live_extents`).
+struct LiveExtents {
+    segments: BTreeSet<u32>,
+    /// The last byte used: (segment, end), the highest segment's furthest.
+    last: Option<(u32, u64)>,
+}
+
+impl LiveExtents {
+    fn note(&mut self, e: Extent) {
+        if e.segment == 0 {
+            return;
+        }
+        match self.last {
+            Some((s, end)) if s > e.segment || (s == e.segment && end >= e.end) => {}
+            _ => self.last = Some((e.segment, e.end)),
+        }
     }
 }
