@@ -273,6 +273,7 @@ impl<'a> Matcher<'a> {
             let Some(body) = all.get(b..e.min(all.len())) else { return false };
             match t {
                 Transfer::Identity | Transfer::Unknown => contains_ci(body, needle),
+                Transfer::QuotedPrintable if crate::mime::content::quoted_printable_is_identity(body) => contains_ci(body, needle),
                 _ => crate::mime::decode_transfer(t, body).is_some_and(|d| contains_ci(&d, needle)),
             }
         })
