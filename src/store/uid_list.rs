@@ -88,9 +88,24 @@ impl UidList {
 }
 
 impl FromIterator<u32> for UidList {
+    /// From ascending UIDs, chunk by chunk.
     fn from_iter<I: IntoIterator<Item = u32>>(iter: I) -> UidList {
-        let all: Vec<u32> = iter.into_iter().collect();
-        UidList::default().appended(&all)
+        let mut iter = iter.into_iter();
+        let mut chunks: Vec<Rc<[u32]>> = Vec::new();
+        let mut len = 0;
+        loop {
+            let chunk: Rc<[u32]> = iter.by_ref().take(CHUNK).collect();
+            if chunk.is_empty() {
+                break;
+            }
+            len += chunk.len();
+            let full = chunk.len() == CHUNK;
+            chunks.push(chunk);
+            if !full {
+                break;
+            }
+        }
+        UidList { chunks: chunks.into(), len }
     }
 }
 

@@ -440,17 +440,31 @@ impl Mailbox {
         }
     }
 
-    fn recount(&mut self) {
+    /// The counts (\Seen, \Deleted, sizes) made anew from every message,
+    /// and what the messages use of the segments: one walk, at open.
+    fn recount(&mut self) -> recovery::LiveExtents {
         self.unseen = 0;
         self.deleted = 0;
         self.size = 0;
         self.deleted_size = 0;
         self.live_bytes = 0;
+        let mut live = recovery::LiveExtents::default();
+        // Neighbours mostly share their segments (the message's and the
+        // cache's): one set insertion per run of each.
+        let mut previous = [None; 2];
         for i in 0..self.msgs.len() {
             let m = self.msgs[i];
             let l = self.location(&m);
             self.count(&m, &l, 1);
+            for (k, e) in extents(&l).enumerate() {
+                if previous[k] != Some(e.segment) {
+                    live.segments.insert(e.segment);
+                    previous[k] = Some(e.segment);
+                }
+                live.note(e);
+            }
         }
+        live
     }
 
     fn count(&mut self, m: &Msg, l: &Location, sign: i64) {

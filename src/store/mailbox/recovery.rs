@@ -134,10 +134,9 @@ impl Mailbox {
         let mut expunged = Vec::new();
         let mut history = History::default();
         mb.replay(logs, generation, &mut referenced, &mut expunged, &mut history)?;
-        let live = mb.live_extents();
+        let live = mb.recount();
         mb.place_writer(live.last, &referenced)?;
         mb.remove_orphan_segments(live.segments)?;
-        mb.recount();
         mb.recent_floor.set(mb.uidnext);
         // Mail expunged by the replayed logs: its space may be given back
         // once those logs are known to be synced (the next commit).
@@ -422,27 +421,11 @@ impl Mailbox {
         Ok(())
     }
 
-    /// One walk over the live messages (a million at open): the segments
-    /// they use and the last byte they use.
-    fn live_extents(&self) -> LiveExtents {
-        let mut live = LiveExtents { segments: BTreeSet::new(), last: None };
-        let mut previous = None;
-        for e in self.msgs.iter().flat_map(|m| extents(&self.location(m))) {
-            // Neighbours mostly share a segment: one set insertion per run.
-            if previous != Some(e.segment) {
-                live.segments.insert(e.segment);
-                previous = Some(e.segment);
-            }
-            live.note(e);
-        }
-        live
-    }
-
     /// Points the writer after the last byte that any live message
     /// (`last`) or any log record uses, and `next_segment` past every
     /// segment they name.
     fn place_writer(&mut self, last: Option<(u32, u64)>, referenced: &[Extent]) -> io::Result<()> {
-        let mut live = LiveExtents { segments: BTreeSet::new(), last };
+        let mut live = LiveExtents { last, ..LiveExtents::default() };
         for &e in referenced {
             live.note(e);
         }
@@ -482,15 +465,16 @@ impl Mailbox {
     }
 }
 
-/// What the live messages use of the segments (see `live_extents`).
-struct LiveExtents {
-    segments: BTreeSet<u32>,
+/// What the live messages use of the segments (see `Mailbox::recount`).
+#[derive(Default)]
+pub(super) struct LiveExtents {
+    pub(super) segments: BTreeSet<u32>,
     /// The last byte used: (segment, end), the highest segment's furthest.
     last: Option<(u32, u64)>,
 }
 
 impl LiveExtents {
-    fn note(&mut self, e: Extent) {
+    pub(super) fn note(&mut self, e: Extent) {
         if e.segment == 0 {
             return;
         }
