@@ -155,6 +155,11 @@ pub trait Io {
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
     /// Names of the entries of a directory.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
+    /// The bytes the file system holds for a file, holes left out, when it
+    /// can tell (real files: their blocks); None otherwise.
+    fn allocated(&self, _path: &Path) -> Option<u64> {
+        None
+    }
     /// Makes the directory's entries durable (created, renamed, removed names).
     fn sync_dir(&self, path: &Path) -> io::Result<()>;
     /// Runs tasks concurrently with each other (jobs within a task in
@@ -444,6 +449,10 @@ impl File for RealFile {
 }
 
 impl Io for RealIo {
+    fn allocated(&self, path: &Path) -> Option<u64> {
+        allocated_on_disk(path)
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {
         let mut o = std::fs::OpenOptions::new();
         // Mail is private to the server's user (issue: world-readable mail).
@@ -553,6 +562,12 @@ impl Io for RealIo {
 /// left to the server. What it reads is what was written so far.
 pub struct ReadOnlyIo;
 
+/// `st_blocks` counts 512-byte units whatever the file system's block.
+fn allocated_on_disk(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.blocks() * 512)
+}
+
 fn read_only() -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, "read-only look at the store")
 }
@@ -605,6 +620,10 @@ impl File for ReadOnlyFile {
 }
 
 impl Io for ReadOnlyIo {
+    fn allocated(&self, path: &Path) -> Option<u64> {
+        allocated_on_disk(path)
+    }
+
     fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Rc<dyn File>> {
         match mode {
             OpenMode::Existing => Ok(Rc::new(ReadOnlyFile(RealFile(Arc::new(std::fs::File::open(path)?))))),

@@ -449,20 +449,11 @@ impl Mailbox {
         self.deleted_size = 0;
         self.live_bytes = 0;
         let mut live = recovery::LiveExtents::default();
-        // Neighbours mostly share their segments (the message's and the
-        // cache's): one set insertion per run of each.
-        let mut previous = [None; 2];
         for i in 0..self.msgs.len() {
             let m = self.msgs[i];
             let l = self.location(&m);
             self.count(&m, &l, 1);
-            for (k, e) in extents(&l).enumerate() {
-                if previous[k] != Some(e.segment) {
-                    live.segments.insert(e.segment);
-                    previous[k] = Some(e.segment);
-                }
-                live.note(e);
-            }
+            extents(&l).for_each(|e| live.note(e));
         }
         live
     }

@@ -33,7 +33,7 @@ use crate::store::index::Rec;
 use crate::store::io::OpenMode;
 
 /// File-system blocks: only whole ones are freed.
-const BLOCK: u64 = 4096;
+pub(super) const BLOCK: u64 = 4096;
 
 impl Reclaim {
     pub(super) fn hold(&mut self, r: &Rc<Reservation>) {

@@ -18,6 +18,7 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
+use super::reclaim::BLOCK;
 use super::{extents, seg_path, Extent, Log, Mailbox, Msg, OldLog, SegMap, Settings, Writer, NEW};
 use crate::store::format::{self, Location, LogRecord, RecordHeader};
 use crate::store::index::{IndexMap, Rec};
@@ -136,7 +137,7 @@ impl Mailbox {
         mb.replay(logs, generation, &mut referenced, &mut expunged, &mut history)?;
         let live = mb.recount();
         mb.place_writer(live.last, &referenced)?;
-        mb.remove_orphan_segments(live.segments)?;
+        mb.remove_orphan_segments(&live)?;
         mb.recent_floor.set(mb.uidnext);
         // Mail expunged by the replayed logs: its space may be given back
         // once those logs are known to be synced (the next commit).
@@ -145,9 +146,15 @@ impl Mailbox {
             mb.reclaim.expunged(0, expunged);
         }
         // Segments may hold dead space from before (a crash between an
-        // expunge and its reclamation): look at each once.
+        // expunge and its reclamation): each is looked at once, unless the
+        // file system holds no more of it than its live records' blocks
+        // (after a clean stop, none: a million-message mailbox is not
+        // walked again and again while it is first used).
         let names = io.read_dir(&dir.join("segments"))?;
-        mb.reclaim.look_at(names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse().ok())));
+        let segments = names.iter().filter_map(|n| n.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()));
+        let writer = mb.writer.as_ref().map(|w| (w.segment, w.size.saturating_sub(w.pos)));
+        let unwritten = |s: u32| writer.filter(|w| w.0 == s).map_or(0, |w| w.1);
+        mb.reclaim.look_at(segments.filter(|&s| live.may_hold_dead_space(s, io.allocated(&seg_path(dir, s)), unwritten(s))));
         mb.journal = match history_from {
             Some(from) => Journal::with_history(mb.version, from, history.expunged.into_iter(), history.changed.into_iter()),
             None => Journal::starting_at(mb.version, mb.highest_modseq),
@@ -424,12 +431,10 @@ impl Mailbox {
     /// Points the writer after the last byte that any live message
     /// (`last`) or any log record uses, and `next_segment` past every
     /// segment they name.
-    fn place_writer(&mut self, last: Option<(u32, u64)>, referenced: &[Extent]) -> io::Result<()> {
-        let mut live = LiveExtents { last, ..LiveExtents::default() };
+    fn place_writer(&mut self, mut last: Option<(u32, u64)>, referenced: &[Extent]) -> io::Result<()> {
         for &e in referenced {
-            live.note(e);
+            furthest(&mut last, e);
         }
-        let last = live.last;
         if let Some((seg, end)) = last {
             self.next_segment = self.next_segment.max(seg + 1);
             let path = seg_path(&self.dir, seg);
@@ -448,19 +453,18 @@ impl Mailbox {
     /// expunges, or by appends that never completed) are deleted. A log
     /// record that still names one is skipped at the next replay, like any
     /// APPEND whose bytes are gone.
-    fn remove_orphan_segments(&mut self, used: BTreeSet<u32>) -> io::Result<()> {
+    fn remove_orphan_segments(&mut self, live: &LiveExtents) -> io::Result<()> {
         let active = self.writer.as_ref().map(|w| w.segment);
         for name in self.io.read_dir(&self.dir.join("segments"))? {
             let Some(n) = name.strip_suffix(".seg").and_then(|s| s.parse::<u32>().ok()) else { continue };
             self.next_segment = self.next_segment.max(n + 1);
-            if !used.contains(&n) && Some(n) != active {
+            if !live.uses(n) && Some(n) != active {
                 self.io.remove_file(&seg_path(&self.dir, n))?;
                 self.segments.borrow_mut().remove(&n);
             }
         }
         // Keep the mapping cache small: it was filled while verifying records.
-        let keep: BTreeSet<u32> = used;
-        self.segments.borrow_mut().retain(|s, _: &mut SegMap| keep.contains(s));
+        self.segments.borrow_mut().retain(|&s, _: &mut SegMap| live.uses(s));
         Ok(())
     }
 }
@@ -468,19 +472,75 @@ impl Mailbox {
 /// What the live messages use of the segments (see `Mailbox::recount`).
 #[derive(Default)]
 pub(super) struct LiveExtents {
-    pub(super) segments: BTreeSet<u32>,
+    /// By segment number (small: a mailbox's segments are numbered from 1).
+    segments: Vec<SegmentUse>,
     /// The last byte used: (segment, end), the highest segment's furthest.
     last: Option<(u32, u64)>,
 }
 
+/// The live records of one segment: the file-system blocks they touch,
+/// one bit each (2 KiB for a 64 MiB segment).
+#[derive(Default, Clone)]
+struct SegmentUse {
+    used: bool,
+    blocks: Vec<u64>,
+}
+
 impl LiveExtents {
     pub(super) fn note(&mut self, e: Extent) {
-        if e.segment == 0 {
-            return;
+        furthest(&mut self.last, e);
+        let s = e.segment as usize;
+        if s >= self.segments.len() {
+            self.segments.resize(s + 1, SegmentUse::default());
         }
-        match self.last {
-            Some((s, end)) if s > e.segment || (s == e.segment && end >= e.end) => {}
-            _ => self.last = Some((e.segment, e.end)),
+        let u = &mut self.segments[s];
+        u.used = true;
+        let (first, last) = ((e.start / BLOCK) as usize, (e.end.saturating_sub(1) / BLOCK) as usize);
+        if last / 64 >= u.blocks.len() {
+            u.blocks.resize(last / 64 + 1, 0);
         }
+        // A word at a time: most records lie within one.
+        let mut b = first;
+        while b <= last {
+            let (w, lo) = (b / 64, b % 64);
+            let hi = if last / 64 == w { last % 64 } else { 63 };
+            u.blocks[w] |= (u64::MAX >> (63 - hi)) & (u64::MAX << lo);
+            b = (w + 1) * 64;
+        }
+    }
+
+    fn uses(&self, s: u32) -> bool {
+        self.segments.get(s as usize).is_some_and(|u| u.used)
+    }
+
+    /// Whether segment `s`, of which the file system holds `allocated`
+    /// bytes (None: cannot tell), may hold space a hole could give back:
+    /// more blocks than its live records touch, plus the header's and
+    /// those the file system keeps for a file with holes (ext4 counts its
+    /// extent tree: a block per 340 extents). Dead space under that slack,
+    /// 1/256 of the live blocks, waits for the next expunge there. In the
+    /// segment being written, what lies past the writer (`unwritten`
+    /// bytes) is written over by the next appends, not punched.
+    fn may_hold_dead_space(&self, s: u32, allocated: Option<u64>, unwritten: u64) -> bool {
+        let Some(allocated) = allocated else { return true };
+        match self.segments.get(s as usize).filter(|u| u.used) {
+            Some(u) => {
+                let live: u64 = u.blocks.iter().map(|w| u64::from(w.count_ones())).sum();
+                allocated > (live + 2 + live / 256 + unwritten.div_ceil(BLOCK)) * BLOCK
+            }
+            None => allocated > 0,
+        }
+    }
+}
+
+/// `last` moved to `e`'s end when that is further: a higher segment, or
+/// further into the same one.
+fn furthest(last: &mut Option<(u32, u64)>, e: Extent) {
+    if e.segment == 0 {
+        return;
+    }
+    match *last {
+        Some((s, end)) if s > e.segment || (s == e.segment && end >= e.end) => {}
+        _ => *last = Some((e.segment, e.end)),
     }
 }

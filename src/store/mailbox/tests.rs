@@ -695,3 +695,40 @@ fn the_shared_uid_list_follows_arrivals_and_expunges() {
         }
     }
 }
+
+/// After a clean stop no segment is looked at for dead space when the
+/// mailbox opens again (a million-message mailbox is not walked for it
+/// again and again); after a stop between an expunge and its reclamation
+/// the segments holding the dead messages are. Real files: the file
+/// system tells how much of each it holds.
+#[test]
+fn only_segments_holding_dead_space_are_looked_at_when_a_mailbox_opens() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let io: Rc<dyn Io> = Rc::new(RealIo::inline());
+    let path = dir.path().join("box");
+    let held = || -> u64 { std::fs::read_dir(path.join("segments")).unwrap().map(|e| e.unwrap().metadata().unwrap().blocks() * 512).sum() };
+    let mut mb = Mailbox::create(io.clone(), &path, 1, settings()).unwrap();
+    for i in 0..12 {
+        mb.append_bytes(&msg(i, 20_000), 0, 0, 1).unwrap();
+    }
+    mb.commit().unwrap();
+    mb.checkpoint().unwrap();
+    drop(mb);
+    let mut mb = Mailbox::open(io.clone(), &path, 1, settings()).unwrap();
+    assert!(!mb.wants_reclaim(), "every block held is live: nothing to look at");
+    let doomed: Vec<u32> = mb.msgs().iter().map(|m| m.uid).filter(|u| u % 2 == 0).collect();
+    mb.expunge(&doomed).unwrap();
+    mb.commit().unwrap();
+    mb.checkpoint().unwrap();
+    drop(mb);
+    let mut mb = Mailbox::open(io.clone(), &path, 1, settings()).unwrap();
+    assert!(mb.wants_reclaim(), "the dead messages' segments are looked at");
+    let before = held();
+    mb.reclaim_space(64);
+    let punched = held() < before;
+    drop(mb);
+    let mb = Mailbox::open(io, &path, 1, settings()).unwrap();
+    assert_eq!(mb.wants_reclaim(), !punched, "once the space is given back, nothing is looked at again");
+    assert_eq!(mb.exists(), 6);
+}
