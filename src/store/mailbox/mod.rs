@@ -440,24 +440,6 @@ impl Mailbox {
         }
     }
 
-    /// The counts (\Seen, \Deleted, sizes) made anew from every message,
-    /// and what the messages use of the segments: one walk, at open.
-    fn recount(&mut self) -> recovery::LiveExtents {
-        self.unseen = 0;
-        self.deleted = 0;
-        self.size = 0;
-        self.deleted_size = 0;
-        self.live_bytes = 0;
-        let mut live = recovery::LiveExtents::default();
-        for i in 0..self.msgs.len() {
-            let m = self.msgs[i];
-            let l = self.location(&m);
-            self.count(&m, &l, 1);
-            extents(&l).for_each(|e| live.note(e));
-        }
-        live
-    }
-
     fn count(&mut self, m: &Msg, l: &Location, sign: i64) {
         self.count_flags(m.flags, l.length, sign);
         let span = RecordHeader::span(l.length) + RecordHeader::span(u64::from(l.cache_length));

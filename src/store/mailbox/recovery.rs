@@ -428,6 +428,24 @@ impl Mailbox {
         Ok(())
     }
 
+    /// The counts (\Seen, \Deleted, sizes) made anew from every message,
+    /// and what the messages use of the segments: one walk, at open.
+    fn recount(&mut self) -> LiveExtents {
+        self.unseen = 0;
+        self.deleted = 0;
+        self.size = 0;
+        self.deleted_size = 0;
+        self.live_bytes = 0;
+        let mut live = LiveExtents::default();
+        for i in 0..self.msgs.len() {
+            let m = self.msgs[i];
+            let l = self.location(&m);
+            self.count(&m, &l, 1);
+            extents(&l).for_each(|e| live.note(e));
+        }
+        live
+    }
+
     /// Points the writer after the last byte that any live message
     /// (`last`) or any log record uses, and `next_segment` past every
     /// segment they name.
