@@ -490,29 +490,39 @@ impl Mailbox {
 /// What the live messages use of the segments (see `Mailbox::recount`).
 #[derive(Default)]
 pub(super) struct LiveExtents {
-    /// By segment number (small: a mailbox's segments are numbered from 1).
-    segments: Vec<SegmentUse>,
+    uses: Vec<SegmentUse>,
+    /// Where each segment's use is in `uses` (segment numbers only grow
+    /// over a mailbox's life, so they are not indexes themselves).
+    at: rustc_hash::FxHashMap<u32, usize>,
+    /// The segment noted last and its place: neighbours mostly share one.
+    recent: Option<(u32, usize)>,
     /// The last byte used: (segment, end), the highest segment's furthest.
     last: Option<(u32, u64)>,
 }
 
 /// The live records of one segment: the file-system blocks they touch,
 /// one bit each (2 KiB for a 64 MiB segment).
-#[derive(Default, Clone)]
+#[derive(Default)]
 struct SegmentUse {
-    used: bool,
     blocks: Vec<u64>,
 }
 
 impl LiveExtents {
     pub(super) fn note(&mut self, e: Extent) {
         furthest(&mut self.last, e);
-        let s = e.segment as usize;
-        if s >= self.segments.len() {
-            self.segments.resize(s + 1, SegmentUse::default());
-        }
-        let u = &mut self.segments[s];
-        u.used = true;
+        let i = match self.recent {
+            Some((s, i)) if s == e.segment => i,
+            _ => {
+                let next = self.uses.len();
+                let i = *self.at.entry(e.segment).or_insert(next);
+                if i == next {
+                    self.uses.push(SegmentUse::default());
+                }
+                self.recent = Some((e.segment, i));
+                i
+            }
+        };
+        let u = &mut self.uses[i];
         let (first, last) = ((e.start / BLOCK) as usize, (e.end.saturating_sub(1) / BLOCK) as usize);
         if last / 64 >= u.blocks.len() {
             u.blocks.resize(last / 64 + 1, 0);
@@ -528,7 +538,7 @@ impl LiveExtents {
     }
 
     fn uses(&self, s: u32) -> bool {
-        self.segments.get(s as usize).is_some_and(|u| u.used)
+        self.at.contains_key(&s)
     }
 
     /// Whether segment `s`, of which the file system holds `allocated`
@@ -541,7 +551,7 @@ impl LiveExtents {
     /// bytes) is written over by the next appends, not punched.
     fn may_hold_dead_space(&self, s: u32, allocated: Option<u64>, unwritten: u64) -> bool {
         let Some(allocated) = allocated else { return true };
-        match self.segments.get(s as usize).filter(|u| u.used) {
+        match self.at.get(&s).map(|&i| &self.uses[i]) {
             Some(u) => {
                 let live: u64 = u.blocks.iter().map(|w| u64::from(w.count_ones())).sum();
                 allocated > (live + 2 + live / 256 + unwritten.div_ceil(BLOCK)) * BLOCK
