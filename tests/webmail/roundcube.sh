@@ -12,7 +12,8 @@ cd "$(dirname "$0")/../.."
 
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 need=""
-for p in roundcube-core roundcube-sqlite3 php-cli php-sqlite3 chromium chromium-driver dovecot-imapd openssl; do
+# dovecot-lmtpd: the Dovecot configuration shared with compare.sh speaks LMTP too.
+for p in roundcube-core roundcube-sqlite3 php-cli php-sqlite3 chromium chromium-driver dovecot-imapd dovecot-lmtpd openssl; do
     dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
