@@ -9,6 +9,7 @@ pub mod doctor;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod metrics;
+pub mod migrate;
 pub mod mime;
 pub mod net;
 pub mod proto;

@@ -13,6 +13,7 @@ use ringmail::auth::scheme::hash_password;
 use ringmail::config::{Config, Driver, LogFormat};
 use ringmail::datadir::DataDirLock;
 use ringmail::delivery::lda;
+use ringmail::migrate::maildir::Layout;
 use ringmail::net::Server;
 
 #[global_allocator]
@@ -95,12 +96,121 @@ enum Cmd {
         #[arg(long, hide = true, default_value = "/")]
         proc_root: PathBuf,
     },
+    /// Move mail in, keeping UIDVALIDITY and UIDs so that clients do not
+    /// download it again: from a Dovecot Maildir, an mbox file or any IMAP
+    /// server. With a server running, the import goes through it and users
+    /// keep reading mail meanwhile. Run it again to fetch only what is new.
+    /// Exits 1 if anything was skipped or --verify found a difference.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        #[command(subcommand)]
+        source: ImportSource,
+    },
+    /// Write a user's mail to DIR as a Maildir Dovecot reads as its own
+    /// (dovecot-uidlist with the same UIDVALIDITY and UIDs, flags, keywords,
+    /// subscriptions).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        #[arg(long)]
+        user: String,
+        /// Folders as .Folder.Sub (maildir++) or Folder/Sub (fs).
+        #[arg(long, default_value = "maildir++")]
+        layout: LayoutArg,
+        dir: PathBuf,
+    },
     /// Manage users (the passwd-file in the data directory).
     User {
         #[command(flatten)]
         common: Common,
         #[command(subcommand)]
         action: UserCmd,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LayoutArg {
+    #[value(name = "maildir++")]
+    MaildirPlusPlus,
+    Fs,
+}
+
+impl From<LayoutArg> for Layout {
+    fn from(l: LayoutArg) -> Layout {
+        match l {
+            LayoutArg::MaildirPlusPlus => Layout::MaildirPlusPlus,
+            LayoutArg::Fs => Layout::Fs,
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+struct ImportArgs {
+    /// The ringmail user to import into.
+    #[arg(long)]
+    user: String,
+    /// Show what would be imported; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Afterwards compare every message (UID, flags, INTERNALDATE, content
+    /// hash) with the source.
+    #[arg(long)]
+    verify: bool,
+    /// Readers working at once (IMAP connections).
+    #[arg(long, default_value_t = 4)]
+    jobs: usize,
+    /// No progress output, only problems and the summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Subcommand)]
+enum ImportSource {
+    /// A Maildir as Dovecot writes it (dovecot-uidlist, dovecot-keywords,
+    /// subscriptions; .Folder or LAYOUT=fs folders).
+    Maildir {
+        path: PathBuf,
+        /// Folder layout; found out from the directory if not given.
+        #[arg(long)]
+        layout: Option<LayoutArg>,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+    /// An mbox file (Dovecot's X-UID/X-IMAPbase headers keep UIDs).
+    Mbox {
+        file: PathBuf,
+        /// The mailbox to import into.
+        #[arg(long, short = 'm', default_value = "INBOX")]
+        mailbox: String,
+        /// mboxrd: take one '>' off every ">From " line (default: mboxo, as Dovecot).
+        #[arg(long)]
+        mboxrd: bool,
+        #[command(flatten)]
+        args: ImportArgs,
+    },
+    /// Any IMAP server, over several connections.
+    Imap {
+        /// HOST:PORT of the source server.
+        #[arg(long)]
+        host: String,
+        /// TLS from the first byte (port 993).
+        #[arg(long, conflicts_with = "starttls")]
+        tls: bool,
+        /// STARTTLS before logging in.
+        #[arg(long)]
+        starttls: bool,
+        /// Accept any certificate (a source with a self-signed one).
+        #[arg(long)]
+        insecure: bool,
+        /// The user to log in as on the source.
+        #[arg(long)]
+        source_user: String,
+        /// Read the source password from standard input (required: never on the command line).
+        #[arg(long, required = true)]
+        password_stdin: bool,
+        #[command(flatten)]
+        args: ImportArgs,
     },
 }
 
@@ -368,6 +478,51 @@ fn deliver(common: &Common, user: &str, mailbox: Option<&str>, from: &str) -> Ex
     }
 }
 
+fn import(common: &Common, source: ImportSource) -> ExitCode {
+    use ringmail::migrate::{engine::Options, imap, maildir, mbox, model::Source};
+    let (args, built): (ImportArgs, Result<Box<dyn Source>, String>) = match source {
+        ImportSource::Maildir { path, layout, args } => {
+            (args, maildir::MaildirSource::open(&path, layout.map(Layout::from)).map(|s| Box::new(s) as Box<dyn Source>))
+        }
+        ImportSource::Mbox { file, mailbox, mboxrd, args } => (args, mbox::MboxSource::open(&file, &mailbox, mboxrd).map(|s| Box::new(s) as Box<dyn Source>)),
+        ImportSource::Imap { host, tls, starttls, insecure, source_user, password_stdin, args } => {
+            let built = read_password(password_stdin).and_then(|(password, _)| {
+                let (h, port) = match host.rsplit_once(':') {
+                    Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse::<u16>().map_err(|_| format!("bad port in {host:?}"))?),
+                    None => (host.clone(), if tls { 993 } else { 143 }),
+                };
+                let security = if tls {
+                    imap::Security::Tls
+                } else if starttls {
+                    imap::Security::StartTls
+                } else {
+                    imap::Security::None
+                };
+                Ok(Box::new(imap::ImapSource { host: h, port, security, insecure, user: source_user, password }) as Box<dyn Source>)
+            });
+            (args, built)
+        }
+    };
+    let fail = |e: String| {
+        eprintln!("ringmail import: {e}");
+        ExitCode::FAILURE
+    };
+    let source = match built {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    let config = match load_config(common) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let opts = Options { dry_run: args.dry_run, verify: args.verify, jobs: args.jobs.clamp(1, 64), ..Default::default() };
+    match ringmail::migrate::command::import(&config, &*source, &args.user, &opts, args.quiet) {
+        Ok(s) if s.ok() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => fail(e),
+    }
+}
+
 fn doctor(common: &Common, json: bool, proc_root: &std::path::Path) -> ExitCode {
     let config = match load_config(common) {
         Ok(c) => c,
@@ -394,6 +549,10 @@ fn main() -> ExitCode {
         }
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
+        Cmd::Import { common, source } => return import(&common, source),
+        Cmd::Export { common, user, layout, dir } => {
+            load_config(&common).and_then(|c| ringmail::migrate::command::export(&c, &user, &dir, layout.into()).map(|_| ()))
+        }
         Cmd::Doctor { common, json, proc_root } => return doctor(&common, json, &proc_root),
     };
     match r {

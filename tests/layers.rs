@@ -23,8 +23,9 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["config", "mime", "proto", "signal"]),
     ("delivery", &["auth", "config", "datadir", "mime", "proto", "store"]),
     ("certs", &["config", "datadir", "delivery"]),
+    ("migrate", &["auth", "config", "datadir", "delivery", "proto", "store"]),
     ("session", &["auth", "mime", "proto", "signal", "store"]),
-    ("net", &["auth", "certs", "config", "datadir", "delivery", "metrics", "mime", "proto", "sdnotify", "session", "signal", "store"]),
+    ("net", &["auth", "certs", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
     ("doctor", &["auth", "certs", "config", "datadir", "delivery", "net", "store"]),
     ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
 ];

@@ -52,21 +52,7 @@ pub fn normalize_input(mut raw: Vec<u8>) -> Vec<u8> {
         let end = memchr::memchr(b'\n', &raw).map_or(raw.len(), |i| i + 1);
         raw.drain(..end);
     }
-    if memchr::memchr(b'\r', &raw).is_some() {
-        return raw;
-    }
-    let lfs = memchr::memchr_iter(b'\n', &raw).count();
-    let mut out = Vec::with_capacity(raw.len() + lfs);
-    for line in raw.split_inclusive(|&b| b == b'\n') {
-        match line.strip_suffix(b"\n") {
-            Some(l) => {
-                out.extend_from_slice(l);
-                out.extend_from_slice(b"\r\n");
-            }
-            None => out.extend_from_slice(line),
-        }
-    }
-    out
+    super::crlf_if_lf_only(raw)
 }
 
 /// Delivers `message` to `user` (into `mailbox` if it exists, else INBOX).

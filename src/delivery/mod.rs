@@ -69,6 +69,27 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
     Ok(mb)
 }
 
+/// A message as IMAP serves it: unchanged if it has any CR, else with every
+/// LF made CRLF (pipes from MTAs, Maildir and mbox files have LF line ends).
+pub fn crlf_if_lf_only(raw: Vec<u8>) -> Vec<u8> {
+    if memchr::memchr(b'\r', &raw).is_some() {
+        return raw;
+    }
+    let lfs = memchr::memchr_iter(b'\n', &raw).count();
+    if lfs == 0 {
+        return raw;
+    }
+    let mut out = Vec::with_capacity(raw.len() + lfs);
+    let mut start = 0;
+    for i in memchr::memchr_iter(b'\n', &raw) {
+        out.extend_from_slice(&raw[start..i]);
+        out.extend_from_slice(b"\r\n");
+        start = i + 1;
+    }
+    out.extend_from_slice(&raw[start..]);
+    out
+}
+
 /// Users' quota limits: their passwd-file line's rules, the rest from
 /// `[quota]` (for [`Store::set_quota_source`]).
 pub fn quota_source(users: Arc<UserDb>, config: &QuotaConfig) -> QuotaSource {

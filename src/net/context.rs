@@ -78,8 +78,17 @@ pub enum WorkerMsg {
     Adopt(Box<Migrant>),
     /// A delivered message for a user who lives here.
     Deliver(Box<DeliveryJob>),
+    /// An import's operation on a user who lives here (the control socket).
+    Migrate(Box<MigrateJob>),
     /// Stop accepting, say BYE to everyone, exit.
     Shutdown,
+}
+
+/// One `ringmail import` operation, with an Append's message bytes.
+pub struct MigrateJob {
+    pub op: crate::migrate::Op,
+    pub data: Vec<Vec<u8>>,
+    pub reply: flume::Sender<Result<crate::migrate::Reply, String>>,
 }
 
 /// A logged-in IMAP connection on its way to its user's worker.

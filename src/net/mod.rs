@@ -15,6 +15,7 @@
 
 mod compress;
 mod context;
+mod control;
 mod deliver;
 pub mod fdlimit;
 mod guard;

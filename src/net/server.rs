@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use super::context::{ServerCtx, WorkerMsg};
 use super::listen::{bind_group, ListenerKind};
-use super::{fdlimit, metrics_http, spool, worker};
+use super::{control, fdlimit, metrics_http, spool, worker};
 use crate::auth::limiter::{ConnLimiter, FailureDelay};
 use crate::auth::{Authenticator, UserDb};
 use crate::config::{Config, Driver};
@@ -18,6 +18,8 @@ use crate::session::SessionConfig;
 pub struct Server {
     ctx: Arc<ServerCtx>,
     threads: Vec<JoinHandle<()>>,
+    /// The control socket's path (removed at shutdown).
+    control: Option<std::path::PathBuf>,
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
     pub imaps_addrs: Vec<SocketAddr>,
@@ -134,6 +136,10 @@ impl Server {
             Some(addr) => Some(metrics_http::serve(addr, metrics).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?),
             None => None,
         };
+        // Without it only imports into a running server are refused.
+        let control = control::serve(&ctx.config.data_dir, ctx.clone())
+            .map_err(|e| tracing::warn!(error = %e, "no control socket: `ringmail import` needs the server stopped"))
+            .ok();
         let mut threads = Vec::with_capacity(n);
         for (i, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
             let ctx = ctx.clone();
@@ -146,7 +152,7 @@ impl Server {
         tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
         let certificate = ctx.certs.current();
         tracing::info!(cert = %certificate.cert_path.display(), fingerprint = %certificate.fingerprint, "TLS certificate");
-        Ok(Server { ctx, threads, metrics_addr, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
+        Ok(Server { ctx, threads, control, metrics_addr, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
     }
 
     /// Stops accepting, sends BYE to every session, waits for the workers.
@@ -156,6 +162,9 @@ impl Server {
         }
         for t in self.threads {
             let _ = t.join();
+        }
+        if let Some(p) = &self.control {
+            let _ = std::fs::remove_file(p);
         }
     }
 

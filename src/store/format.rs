@@ -224,6 +224,10 @@ pub enum LogRecord {
         index: u8,
         name: String,
     },
+    /// UIDNEXT raised past the last message (format 1.3).
+    UidNext {
+        uid: u32,
+    },
 }
 
 impl LogRecord {
@@ -275,6 +279,10 @@ impl LogRecord {
                 out.push(*index);
                 out.extend_from_slice(name.as_bytes());
             }
+            LogRecord::UidNext { uid } => {
+                out.push(6);
+                out.extend_from_slice(&uid.to_le_bytes());
+            }
         }
         let body = &out[start + 8..];
         let len = body.len() as u32;
@@ -323,6 +331,7 @@ impl LogRecord {
                 change: FlagChange { set: p[8], set_keywords: u64_at(p, 9), clear: p[17], clear_keywords: u64_at(p, 18) },
                 runs: p[26..].chunks_exact(8).map(|r| (u32_at(r, 0), u32_at(r, 4))).collect(),
             },
+            6 if p.len() == 4 => LogRecord::UidNext { uid: u32_at(p, 0) },
             _ => return None,
         };
         Some((rec, 8 + len))
@@ -357,6 +366,7 @@ mod tests {
             LogRecord::Keyword { index: 3, name: "$Forwarded".into() },
             LogRecord::FlagRuns { change: FlagChange::remove(F_SEEN, 1 << 9), modseq: 102, runs: vec![(1, 1), (3, 90_000)] },
             LogRecord::FlagRuns { change: FlagChange::replace(F_DRAFT, 0), modseq: 103, runs: vec![(u32::MAX, u32::MAX)] },
+            LogRecord::UidNext { uid: 4_000_000 },
         ];
         let mut buf = Vec::new();
         for r in &recs {

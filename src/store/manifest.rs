@@ -191,6 +191,17 @@ impl Manifest {
         v
     }
 
+    /// `given` (kept from an import's source) or a fresh UIDVALIDITY.
+    pub fn uidvalidity_for(&mut self, given: Option<u32>, now: i64) -> u32 {
+        match given.filter(|&v| v != 0) {
+            Some(v) => {
+                self.last_uidvalidity = self.last_uidvalidity.max(v);
+                v
+            }
+            None => self.new_uidvalidity(now),
+        }
+    }
+
     /// Adds a mailbox entry with a new id.
     pub fn add(&mut self, name: String, uidvalidity: u32, special_use: Option<String>, noselect: bool) -> u32 {
         let id = self.next_id.max(1);

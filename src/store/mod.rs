@@ -452,6 +452,12 @@ impl UserStore {
     /// `special_use` (RFC 6154) is given to the mailbox itself, not to
     /// parents made along the way.
     pub fn create(&self, name: &str, special_use: Option<&str>, now: i64) -> Result<(), MailboxError> {
+        self.create_with(name, special_use, None, now)
+    }
+
+    /// CREATE with the mailbox's UIDVALIDITY given (`ringmail import` keeps
+    /// the source's) or, with None, a fresh one.
+    pub fn create_with(&self, name: &str, special_use: Option<&str>, uidvalidity: Option<u32>, now: i64) -> Result<(), MailboxError> {
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
         if m.get(&name).is_some_and(|e| !e.noselect) {
@@ -463,7 +469,7 @@ impl UserStore {
             match m.get(&level).map(|e| e.noselect) {
                 Some(false) => continue,
                 Some(true) => {
-                    let uv = m.new_uidvalidity(now);
+                    let uv = m.uidvalidity_for(uidvalidity.filter(|_| level == name), now);
                     let id = m.next_id;
                     m.next_id += 1;
                     let old = m.get(&level).expect("present").id;
@@ -476,7 +482,7 @@ impl UserStore {
                     e.special_use = use_here;
                 }
                 None => {
-                    let uv = m.new_uidvalidity(now);
+                    let uv = m.uidvalidity_for(uidvalidity.filter(|_| level == name), now);
                     let use_here = (level == name).then(|| special_use.map(str::to_string)).flatten();
                     m.add(level.clone(), uv, use_here, false);
                 }
@@ -488,6 +494,37 @@ impl UserStore {
             self.feed.post(|| events::Change::Created(n));
         }
         Ok(())
+    }
+
+    /// Gives a mailbox that never held a message (UIDNEXT 1: the INBOX
+    /// made for a new user, say) the UIDVALIDITY `uidvalidity`, so that an
+    /// import can keep its source's. The mailbox starts over in a new
+    /// directory, like a DELETE and CREATE: a session that has it selected
+    /// sees it deleted. Refused (false) for a mailbox that has used UIDs.
+    pub fn adopt_uidvalidity(&self, name: &str, uidvalidity: u32) -> Result<bool, MailboxError> {
+        let mb = self.mailbox(name)?;
+        if mb.borrow().uidvalidity() == uidvalidity {
+            return Ok(true);
+        }
+        if mb.borrow().uidnext() != 1 || uidvalidity == 0 {
+            return Ok(false);
+        }
+        let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
+        let mut m = self.manifest.get().clone();
+        let id = m.next_id;
+        m.next_id += 1;
+        let uv = m.uidvalidity_for(Some(uidvalidity), 0);
+        let e = m.get_mut(&name).ok_or(MailboxError::NonExistent)?;
+        let old = std::mem::replace(&mut e.id, id);
+        e.uidvalidity = uv;
+        Rc::make_mut(&mut m.metadata).remove_owner(old);
+        m.urlauth_keys.remove(&old);
+        self.manifest.change(m);
+        if let Some(mb) = self.open.borrow_mut().remove(&old) {
+            mb.borrow_mut().mark_deleted();
+        }
+        self.manifest.remove_when_durable(self.box_dir(old));
+        Ok(true)
     }
 
     /// The URLAUTH key (RFC 4467) of the mailbox with id `id`; a new

@@ -349,6 +349,7 @@ impl Mailbox {
                 gone.insert(*uid);
                 self.highest_modseq = self.highest_modseq.max(*modseq);
             }
+            LogRecord::UidNext { uid } => self.uidnext = self.uidnext.max(*uid),
             LogRecord::Keyword { index, name } => {
                 let i = *index as usize;
                 if i == self.keywords.len() {

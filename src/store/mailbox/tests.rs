@@ -732,3 +732,37 @@ fn only_segments_holding_dead_space_are_looked_at_when_a_mailbox_opens() {
     assert_eq!(mb.wants_reclaim(), !punched, "once the space is given back, nothing is looked at again");
     assert_eq!(mb.exists(), 6);
 }
+
+/// `ringmail import`: messages keep their source's UIDs (with gaps) and
+/// the source's UIDNEXT, through a power loss and through a checkpoint.
+#[test]
+fn imported_uids_and_a_raised_uidnext_survive_power_loss_and_checkpoints() {
+    let io = Rc::new(MemIo::new());
+    let path = Path::new("/m/box");
+    let mut mb = Mailbox::create(io.clone(), path, 9, settings()).unwrap();
+    let mut batch = Vec::new();
+    for (i, uid) in [4u32, 9, 10].into_iter().enumerate() {
+        let mut h = mb.begin_append(msg(i, 300).len() as u64).unwrap();
+        mb.append_chunk(&mut h, &msg(i, 300)).unwrap();
+        batch.push((h, uid, 0, 0, 1_600_000_000 + i as i64));
+    }
+    assert_eq!(mb.finish_with_uids(batch).unwrap(), [4, 9, 10]);
+    mb.raise_uidnext(42).unwrap();
+    mb.commit().unwrap();
+    assert_eq!(mb.uidnext(), 42);
+    // A UID below UIDNEXT is refused: UIDs are never given twice (RFC 9051 2.3.1.1).
+    let mut h = mb.begin_append(3).unwrap();
+    mb.append_chunk(&mut h, b"abc").unwrap();
+    assert!(mb.finish_with_uids(vec![(h, 41, 0, 0, 0)]).is_err());
+    for mode in [CrashMode::DropUnsynced, CrashMode::KeepUnsynced] {
+        let crashed: Rc<dyn Io> = Rc::new(io.crash(mode));
+        let mut again = Mailbox::open(crashed.clone(), path, 9, settings()).unwrap();
+        assert_eq!(again.msgs().iter().map(|m| m.uid).collect::<Vec<_>>(), [4, 9, 10]);
+        assert_eq!(again.uidnext(), 42, "the UIDNEXT record replays");
+        assert_eq!(again.append_bytes(b"x\r\n", 0, 0, 0).unwrap(), 42);
+        again.commit().unwrap();
+        again.checkpoint().unwrap();
+        let after = Mailbox::open(crashed, path, 9, settings()).unwrap();
+        assert_eq!(after.uidnext(), 43, "kept by the index after a checkpoint");
+    }
+}

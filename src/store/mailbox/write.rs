@@ -152,16 +152,46 @@ impl Mailbox {
     /// a failure before it stores none of them. Consecutive UIDs, each its
     /// own modseq.
     pub fn finish_appends(&mut self, batch: Vec<(AppendHandle, u8, u64, i64)>) -> Result<Vec<u32>, StoreError> {
+        let first = self.uidnext;
+        let batch = batch.into_iter().enumerate().map(|(i, (h, flags, keywords, date))| (h, first + i as u32, flags, keywords, date)).collect();
+        self.finish_with_uids(batch)
+    }
+
+    /// Completes streamed messages that keep the UIDs their source gave
+    /// them (`ringmail import`), like [`Mailbox::finish_appends`]
+    /// otherwise. The UIDs must ascend from UIDNEXT on; gaps are allowed
+    /// (RFC 9051 2.3.1.1 asks only that UIDs ascend and are never reused).
+    pub fn finish_with_uids(&mut self, batch: Vec<(AppendHandle, u32, u8, u64, i64)>) -> Result<Vec<u32>, StoreError> {
         self.check_writable()?;
         if batch.iter().any(|(h, ..)| h.written != h.len) {
             return Err(io_err("message shorter than announced").into());
         }
+        let mut floor = self.uidnext;
+        for (_, uid, ..) in &batch {
+            if *uid < floor || *uid == u32::MAX {
+                return Err(io_err("UIDs must ascend from UIDNEXT").into());
+            }
+            floor = uid + 1;
+        }
         let mut recs = Vec::with_capacity(batch.len());
-        for (i, (h, flags, keywords, internal_date)) in batch.into_iter().enumerate() {
-            let (uid, modseq) = (self.uidnext + i as u32, self.highest_modseq + 1 + i as u64);
+        for (i, (h, uid, flags, keywords, internal_date)) in batch.into_iter().enumerate() {
+            let modseq = self.highest_modseq + 1 + i as u64;
             recs.push(self.written_message(h, uid, internal_date, (flags, keywords, modseq), None)?);
         }
         self.stage_appends(recs)
+    }
+
+    /// Raises UIDNEXT to `uid` without a message (`ringmail import` keeps a
+    /// source's UIDNEXT, past messages expunged there, so that those UIDs
+    /// are never given again: RFC 9051 2.3.1.1). Logged; durable with the
+    /// next commit. Lower values change nothing.
+    pub fn raise_uidnext(&mut self, uid: u32) -> Result<(), StoreError> {
+        if uid <= self.uidnext {
+            return Ok(());
+        }
+        self.log_write(&[LogRecord::UidNext { uid }])?;
+        self.uidnext = uid;
+        Ok(())
     }
 
     /// Stores copies of stored messages (COPY, MOVE) with one log write:

@@ -1,0 +1,102 @@
+//! Where an import's operations go: straight into the store when no server
+//! runs (the command holds the data directory's lock meanwhile, as
+//! `ringmail deliver` does), or to the running server's control socket,
+//! whose worker for the user runs the same [`super::apply`] code while
+//! sessions go on.
+
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use super::model::{Op, Reply};
+use super::{apply, wire};
+use crate::config::Config;
+use crate::datadir::DataDirLock;
+use crate::store::{RealIo, Settings, Store};
+
+pub trait Target {
+    /// Runs `op` (with an Append's message bytes), durably.
+    fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String>;
+    /// Says where the operations go, for the summary.
+    fn describe(&self) -> String;
+}
+
+/// Opens the store of `config`: directly if no server holds it, else
+/// through the server's control socket.
+pub fn open(config: &Config) -> Result<Box<dyn Target>, String> {
+    match DataDirLock::acquire(&config.data_dir, Duration::ZERO)? {
+        Some(lock) => Ok(Box::new(Local::new(config, lock))),
+        None => Ok(Box::new(Remote::connect(&config.data_dir)?)),
+    }
+}
+
+/// The store itself, with no server running.
+pub struct Local {
+    store: Store,
+    _lock: Option<DataDirLock>,
+}
+
+impl Local {
+    pub fn new(config: &Config, lock: DataDirLock) -> Local {
+        Self::with_store(Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings(config)), Some(lock))
+    }
+
+    pub fn with_store(store: Store, lock: Option<DataDirLock>) -> Local {
+        Local { store, _lock: lock }
+    }
+}
+
+fn settings(config: &Config) -> Settings {
+    Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() }
+}
+
+impl Target for Local {
+    fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String> {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        let a = apply::execute(&self.store, op, data, now)?;
+        self.store.run_pending();
+        for t in a.tickets {
+            crate::store::exec::block_on(t).map_err(|e| format!("cannot make the import durable: {e}"))?;
+        }
+        Ok(a.reply)
+    }
+
+    fn describe(&self) -> String {
+        "the data directory (no server running)".into()
+    }
+}
+
+impl Drop for Local {
+    /// Folds the logs into the indexes, so that the server opening the
+    /// store next starts from checkpoints.
+    fn drop(&mut self) {
+        self.store.close();
+    }
+}
+
+/// A running server, through its control socket.
+pub struct Remote {
+    stream: UnixStream,
+}
+
+impl Remote {
+    pub fn connect(data_dir: &Path) -> Result<Remote, String> {
+        let path = data_dir.join(wire::SOCKET);
+        let stream = UnixStream::connect(&path)
+            .map_err(|e| format!("a server runs on {} but its control socket {} does not answer: {e}", data_dir.display(), path.display()))?;
+        Ok(Remote { stream })
+    }
+}
+
+impl Target for Remote {
+    fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String> {
+        let io = |e: std::io::Error| format!("control socket: {e}");
+        wire::write_request(&mut self.stream, &op, &data).map_err(io)?;
+        wire::read_reply(&mut self.stream).map_err(io)?
+    }
+
+    fn describe(&self) -> String {
+        "the running server".into()
+    }
+}
