@@ -143,3 +143,28 @@ fn idle_sessions_and_deliveries_are_counted() {
     other.read_to_string(&mut r).unwrap();
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
 }
+
+/// The Grafana dashboard shipped in the package (packaging/) asks only for
+/// series ringmail exports: a renamed metric fails here, not on a wall
+/// display.
+#[test]
+fn the_grafana_dashboard_uses_only_exported_metrics() {
+    let text = ringmail::metrics::Metrics::with_data_dir(2, "uring", Some(std::env::temp_dir())).render();
+    let exported: std::collections::BTreeSet<&str> = text.lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split(' ').next()).collect();
+    let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string("packaging/grafana-dashboard.json").unwrap()).unwrap();
+    let mut used = 0;
+    for panel in dash["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            let mut rest = expr;
+            while let Some(i) = rest.find("ringmail_") {
+                let name: String = rest[i..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                let base = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(exported.contains(base), "panel {:?} asks for {name}, which ringmail does not export", panel["title"]);
+                used += 1;
+                rest = &rest[i + name.len()..];
+            }
+        }
+    }
+    assert!(used >= 20, "{used} series");
+}
