@@ -396,3 +396,138 @@ fn verify(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::rc::Rc;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::migrate::model::Locator;
+    use crate::migrate::target::Local;
+    use crate::store::{MemIo, Settings, Store};
+
+    /// A source in memory: one mailbox whose messages and flags a test changes.
+    #[derive(Clone, Default)]
+    struct Fake {
+        uidvalidity: Option<u32>,
+        msgs: Arc<Mutex<Vec<(u32, u8, Vec<u8>)>>>,
+        uidnext: Arc<Mutex<u32>>,
+    }
+
+    impl Source for Fake {
+        fn id(&self) -> String {
+            "fake".into()
+        }
+        fn mailboxes(&self) -> Result<Vec<SourceBox>, String> {
+            Ok(vec![SourceBox { name: "INBOX".into(), uidvalidity: self.uidvalidity, uidnext: Some(*self.uidnext.lock().unwrap()), ..Default::default() }])
+        }
+        fn reader(&self) -> Result<Box<dyn Reader>, String> {
+            Ok(Box::new(self.clone()))
+        }
+    }
+
+    impl Reader for Fake {
+        fn list(&mut self, _: &SourceBox, _: Option<Since>) -> Result<Listing, String> {
+            let msgs = self.msgs.lock().unwrap();
+            let at = |uid| SourceMsg { uid, flags: 0, keywords: vec![], internal_date: uid as i64, size: 10, at: Locator::Uid };
+            Ok(Listing { msgs: msgs.iter().map(|(u, f, _)| SourceMsg { flags: *f, ..at(*u) }).collect(), all_uids: None })
+        }
+        fn fetch(&mut self, _: &SourceBox, want: &[SourceMsg]) -> Vec<Result<Vec<u8>, String>> {
+            let msgs = self.msgs.lock().unwrap();
+            want.iter().map(|w| msgs.iter().find(|m| m.0 == w.uid).map(|m| m.2.clone()).ok_or_else(|| "gone".to_string())).collect()
+        }
+    }
+
+    /// Passes operations to the store until `budget` appends have run, then
+    /// fails every call: the import killed halfway.
+    struct Dies {
+        inner: Local,
+        budget: usize,
+    }
+
+    impl Target for Dies {
+        fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String> {
+            if matches!(op, Op::Append { .. }) {
+                if self.budget == 0 {
+                    return Err("killed".into());
+                }
+                self.budget -= 1;
+            }
+            self.inner.call(op, data)
+        }
+        fn describe(&self) -> String {
+            "dies".into()
+        }
+    }
+
+    fn inbox(store: &Store) -> Vec<(u32, u8, Vec<u8>)> {
+        let u = store.user("u", 0).unwrap();
+        let mb = u.mailbox("INBOX").unwrap();
+        let m = mb.borrow();
+        m.msgs().iter().map(|x| (x.uid, x.flags, m.message(x).unwrap().bytes().to_vec())).collect()
+    }
+
+    fn opts() -> Options {
+        Options { jobs: 2, batch_msgs: 3, ..Default::default() }
+    }
+
+    #[test]
+    fn an_interrupted_import_resumes_without_duplicates_and_a_rerun_mirrors_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Rc::new(MemIo::new());
+        let store = || Store::new(io.clone(), std::path::Path::new("/mail"), Settings::default());
+        let src = Fake { uidvalidity: Some(77), ..Default::default() };
+        *src.msgs.lock().unwrap() = (1..=20).filter(|u| u % 4 != 0).map(|u| (u, (u % 2) as u8, format!("m{u}\r\n").into_bytes())).collect();
+        *src.uidnext.lock().unwrap() = 25;
+        let mut state = State::load(dir.path(), "u").unwrap();
+        let mut progress = Progress::new(true);
+        // Killed after two batches of three.
+        let mut t = Dies { inner: Local::with_store(store(), None), budget: 2 };
+        assert!(run(&src, &mut t, "u", &mut state, &opts(), &mut progress).is_err());
+        drop(t);
+        assert_eq!(inbox(&store()).len(), 6);
+        // Resumed by a new process (state and store from disk).
+        let mut state = State::load(dir.path(), "u").unwrap();
+        let mut t = Local::with_store(store(), None);
+        let s = run(&src, &mut t, "u", &mut state, &opts(), &mut progress).unwrap();
+        assert_eq!((s.messages, s.renumbered, s.kept_uids), (9, 0, 1));
+        drop(t);
+        let got = inbox(&store());
+        assert_eq!(got, *src.msgs.lock().unwrap(), "every message once, with its UID, flags and bytes");
+        let u = store().user("u", 0).unwrap();
+        assert_eq!(u.mailbox("INBOX").unwrap().borrow().uidnext(), 25);
+        // The source changes: one new, one flag change, one expunged.
+        {
+            let mut m = src.msgs.lock().unwrap();
+            m.retain(|x| x.0 != 5);
+            m[0].1 = 4;
+            m.push((30, 1, b"late\r\n".to_vec()));
+            *src.uidnext.lock().unwrap() = 31;
+        }
+        let mut t = Local::with_store(store(), None);
+        let s = run(&src, &mut t, "u", &mut state, &Options { verify: true, ..opts() }, &mut progress).unwrap();
+        assert_eq!((s.messages, s.flags_updated, s.expunged), (1, 1, 1));
+        assert!(s.ok(), "{:?}", s.mismatches);
+        drop(t);
+        assert_eq!(inbox(&store()), *src.msgs.lock().unwrap());
+    }
+
+    #[test]
+    fn without_source_uids_messages_are_numbered_by_the_target_and_not_imported_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let io = Rc::new(MemIo::new());
+        let store = Store::new(io, std::path::Path::new("/mail"), Settings::default());
+        let src = Fake::default();
+        *src.msgs.lock().unwrap() = (1..=4).map(|u| (u, 0, format!("m{u}\r\n").into_bytes())).collect();
+        let mut state = State::load(dir.path(), "u").unwrap();
+        let mut t = Local::with_store(store, None);
+        let mut progress = Progress::new(true);
+        let s = run(&src, &mut t, "u", &mut state, &opts(), &mut progress).unwrap();
+        assert_eq!((s.messages, s.kept_uids), (4, 0));
+        src.msgs.lock().unwrap().push((5, 0, b"m5\r\n".to_vec()));
+        let s = run(&src, &mut t, "u", &mut state, &Options { verify: true, ..opts() }, &mut progress).unwrap();
+        assert_eq!(s.messages, 1, "only the new one");
+        assert!(s.ok(), "{:?}", s.mismatches);
+    }
+}

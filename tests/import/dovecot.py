@@ -21,6 +21,7 @@ Run by tests/import/dovecot.sh (which installs Dovecot and mbsync).
 """
 
 import imaplib
+import mailbox
 import os
 import re
 import shutil
@@ -317,9 +318,20 @@ def main():
         gone = [x for x in ok(m.expunge()) if x]  # with the ones fill() left \Deleted
         m.logout()
         source = snapshot(dv.port, "ann")
+        # A session of bob's in IDLE on INBOX hears of the imported message at once.
+        idler = login(rm.port, "bob")
+        ok(idler.select("INBOX"))
+        tag = idler._new_tag()
+        idler.send(tag + b" IDLE\r\n")
+        assert idler.readline().startswith(b"+"), "IDLE"
         r = ringmail(data, "import", "imap", "--host", f"127.0.0.1:{dv.port}", "--source-user", "ann", "--password-stdin",
                      "--user", "bob", stdin=PASSWORD + "\n")
         print(r.stderr.strip())
+        idler.sock.settimeout(10)
+        heard = idler.readline()
+        assert re.match(rb"\* \d+ EXISTS", heard), heard
+        idler.send(b"DONE\r\n")
+        print("ok: a session in IDLE heard of the imported message")
         compare(source, snapshot(rm.port, "bob"), "second IMAP import: only the changes")
         assert "imported 1 messages" in r.stderr and "flags updated on 1" in r.stderr and f"{len(gone)} expunged" in r.stderr, r.stderr
 
@@ -333,6 +345,28 @@ def main():
         # ...and back into ringmail (cat): the same UIDs, flags and bytes.
         r = ringmail(data, "import", "maildir", exported, "--user", "cat", "--verify")
         compare(snapshot(rm.port, "bob"), snapshot(rm.port, "cat"), "export imported back")
+
+        # 7. An mbox (Python's mailbox module writes mboxo, LF line ends,
+        # Status/X-Status for flags) into a new folder.
+        mbox_path = os.path.join(work, "old.mbox")
+        box = mailbox.mbox(mbox_path)
+        originals = [message(200 + i, f"From the mbox {i}") for i in range(3)]
+        originals[1] = originals[1].replace(b"Body of", b"From the start, body of")
+        for i, raw in enumerate(originals):
+            msg = mailbox.mboxMessage(raw.replace(b"\r\n", b"\n"))
+            msg.set_flags("RO" if i == 0 else ("F" if i == 1 else ""))
+            box.add(msg)
+        box.close()
+        # Python quotes the body's "From " line as ">From " (mboxo); --mboxrd undoes it.
+        r = ringmail(data, "import", "mbox", mbox_path, "--user", "cat", "--mailbox", "Old mail", "--mboxrd", "--verify")
+        m = login(rm.port, "cat")
+        ok(m.select('"Old mail"', readonly=True))
+        typ, data_ = m.uid("FETCH", "1:*", "(FLAGS BODY.PEEK[])")
+        got = [(item[0], item[1]) for item in data_ if isinstance(item, tuple)]
+        assert [b for _, b in got] == originals, got
+        assert b"\\Seen" in got[0][0] and b"\\Flagged" in got[1][0] and b"\\Seen" not in got[2][0], got
+        m.logout()
+        print("ok: mbox import (bytes without the mbox's own headers, flags from Status/X-Status)")
         print("PASS")
     finally:
         if rm:
