@@ -275,7 +275,8 @@ fn apply_plan(
         call(target, Op::Expunge { user: user.into(), mailbox: name.clone(), uids: p.expunge.clone() })?;
         summary.expunged += p.expunge.len() as u64;
     }
-    let chunks = batches(&p.new, opts.batch_bytes, opts.batch_msgs);
+    let (max_bytes, max_msgs) = target.batch_limits();
+    let chunks = batches(&p.new, opts.batch_bytes.min(max_bytes), opts.batch_msgs.min(max_msgs));
     fetch_in_order(readers, &p.source, &chunks, |chunk, bodies| -> Result<(), String> {
         let mut msgs = Vec::with_capacity(chunk.len());
         let mut data = Vec::with_capacity(chunk.len());
@@ -339,10 +340,15 @@ fn verify(
     opts: &Options,
     summary: &mut Summary,
 ) -> Result<(), String> {
-    let stored: Vec<Digest> = match call(target, Op::Digest { user: user.into(), mailbox: sb.name.clone() })? {
-        Reply::Digests(d) => d,
-        other => return Err(format!("unexpected answer {other:?}")),
-    };
+    let mut stored: Vec<Digest> = Vec::new();
+    loop {
+        let after = stored.last().map_or(0, |d| d.uid);
+        match call(target, Op::Digest { user: user.into(), mailbox: sb.name.clone(), after })? {
+            Reply::Digests(d) if d.is_empty() => break,
+            Reply::Digests(d) => stored.extend(d),
+            other => return Err(format!("unexpected answer {other:?}")),
+        }
+    }
     let listing = readers[0].list(sb, None)?;
     let by_uid: HashMap<u32, &Digest> = stored.iter().map(|d| (d.uid, d)).collect();
     let mut by_hash: HashMap<&str, usize> = HashMap::new();

@@ -372,6 +372,46 @@ mod tests {
         assert_eq!(parse_info("1.M1.h", &kw), (0, vec![]));
     }
 
+    fn write(path: &Path, text: &str) {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+
+    /// A LAYOUT=fs tree as Dovecot keeps it: folders as directories,
+    /// the INBOX at the root, a file Dovecot has not numbered yet in new/.
+    #[test]
+    fn a_layout_fs_maildir_lists_its_folders_uids_flags_and_subscriptions() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path();
+        for dir in ["", "Lists", "Lists/rust", "Entw&APw-rfe"] {
+            for sub in ["cur", "new", "tmp"] {
+                std::fs::create_dir_all(root.join(dir).join(sub)).unwrap();
+            }
+        }
+        write(&root.join("cur/100.M1.h,S=3:2,S"), "a\nb");
+        write(&root.join("new/200.M2.h"), "new\n");
+        write(&root.join("dovecot-uidlist"), "3 V42 N8 Gx\n7 :100.M1.h,S=3\n");
+        write(&root.join("Lists/rust/cur/300.M3.h:2,FRa"), "x");
+        write(&root.join("Lists/rust/dovecot-keywords"), "0 $Work\n");
+        write(&root.join("subscriptions"), "V\t2\n\nLists\trust\nEntw&APw-rfe\n");
+        let src = MaildirSource::open(root, None).unwrap();
+        assert_eq!(src.layout, Layout::Fs);
+        let boxes = src.mailboxes().unwrap();
+        let names: Vec<(&str, Option<bool>)> = boxes.iter().map(|b| (b.name.as_str(), b.subscribed)).collect();
+        assert_eq!(names, [("INBOX", Some(false)), ("Entwürfe", Some(true)), ("Lists", Some(false)), ("Lists/rust", Some(true))]);
+        assert_eq!((boxes[0].uidvalidity, boxes[0].uidnext), (Some(42), Some(8)));
+        let mut r = src.reader().unwrap();
+        let inbox = r.list(&boxes[0], None).unwrap().msgs;
+        assert_eq!(inbox.iter().map(|m| (m.uid, m.flags)).collect::<Vec<_>>(), [(7, F_SEEN), (8, 0)], "the new file gets UIDNEXT");
+        assert_eq!(r.fetch(&boxes[0], &inbox), [Ok(b"a\nb".to_vec()), Ok(b"new\n".to_vec())]);
+        // Flags changed meanwhile (the file renamed): still found.
+        std::fs::rename(root.join("cur/100.M1.h,S=3:2,S"), root.join("cur/100.M1.h,S=3:2,RS")).unwrap();
+        assert_eq!(r.fetch(&boxes[0], &inbox[..1]), [Ok(b"a\nb".to_vec())]);
+        let rust = r.list(&boxes[3], None).unwrap().msgs;
+        assert_eq!((rust[0].flags, rust[0].keywords.clone()), (F_FLAGGED | F_ANSWERED, vec!["$Work".to_string()]));
+        assert!(MaildirSource::open(&root.join("nothing"), None).is_err());
+    }
+
     #[test]
     fn folder_names_are_decoded_from_modified_utf7() {
         assert_eq!(folder_name(&["Entw&APw-rfe", "alt"]), "Entwürfe/alt");

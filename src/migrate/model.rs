@@ -137,10 +137,14 @@ pub enum Op {
         mailbox: String,
         uidnext: u32,
     },
-    /// Each message's flags, date, size and a hash of its bytes (--verify).
+    /// Flags, date, size and a hash of the bytes (--verify) of the messages
+    /// with UIDs above `after`, as many as hash in one step (a running
+    /// server's worker serves other sessions between steps); an empty
+    /// answer is the end.
     Digest {
         user: String,
         mailbox: String,
+        after: u32,
     },
 }
 

@@ -20,6 +20,10 @@ pub trait Target {
     fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String>;
     /// Says where the operations go, for the summary.
     fn describe(&self) -> String;
+    /// The most bytes and messages to store in one operation.
+    fn batch_limits(&self) -> (u64, usize) {
+        (32 << 20, 5000)
+    }
 }
 
 /// Opens the store of `config`: directly if no server holds it, else
@@ -98,5 +102,11 @@ impl Target for Remote {
 
     fn describe(&self) -> String {
         "the running server".into()
+    }
+
+    /// The user's worker stores a batch between serving its sessions:
+    /// smaller batches keep that pause to a few milliseconds.
+    fn batch_limits(&self) -> (u64, usize) {
+        (8 << 20, 1000)
     }
 }

@@ -97,10 +97,10 @@ class Dovecot:
 class Ringmail:
     def __init__(self, data):
         self.data = data
-        self.port = free_port()
+        self.port, self.imaps = free_port(), free_port()
         self.log = open(os.path.join(data, "serve.log"), "w")
         self.proc = subprocess.Popen(
-            [RINGMAIL, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{self.port}", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0"],
+            [RINGMAIL, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{self.port}", "--imaps", f"127.0.0.1:{self.imaps}", "--lmtp", "127.0.0.1:0"],
             stdout=self.log,
             stderr=self.log,
         )
@@ -281,7 +281,7 @@ def main():
         print(f"ok: mbsync pulled {near_files} files from Dovecot")
 
         data = os.path.join(work, "ringmail")
-        for u in ("ann", "bob", "cat"):
+        for u in ("ann", "bob", "cat", "dan", "eve"):
             ringmail(data, "user", "add", u, "--password-stdin", stdin=PASSWORD + "\n")
 
         # 1. Offline, from Dovecot's Maildir (Dovecot keeps running: it is a copy).
@@ -300,6 +300,18 @@ def main():
         print(r.stderr.strip())
         assert "running server" in r.stderr, r.stderr
         compare(source, snapshot(rm.port, "bob"), "IMAP import (server running): ringmail's bob as Dovecot's ann")
+
+        # An IMAP source with TLS and with STARTTLS: ringmail itself, whose
+        # certificate is self-signed (--insecure).
+        for user, security in (("dan", "--tls"), ("eve", "--starttls")):
+            port = rm.imaps if security == "--tls" else rm.port
+            r = ringmail(data, "import", "imap", "--host", f"127.0.0.1:{port}", security, "--insecure", "--source-user", "ann",
+                         "--password-stdin", "--user", user, "--verify", stdin=PASSWORD + "\n")
+            compare(snapshot(rm.port, "ann"), snapshot(rm.port, user), f"IMAP import over {security[2:]}")
+        r = ringmail(data, "import", "imap", "--host", f"127.0.0.1:{rm.imaps}", "--tls", "--source-user", "ann",
+                     "--password-stdin", "--user", "dan", stdin=PASSWORD + "\n", check=False)
+        assert r.returncode != 0 and "certificate" in r.stderr.lower(), r.stderr
+        print("ok: a self-signed certificate is refused without --insecure")
 
         # 4. mbsync, its state from Dovecot, pointed at ringmail: nothing to download.
         p = run(["mbsync", "-V", "-c", mbsync_config(work, rm.port, near, state), "-a"])
