@@ -413,11 +413,14 @@ mod tests {
     use crate::migrate::target::Local;
     use crate::store::{MemIo, Settings, Store};
 
+    /// (UID, flags, bytes) of the fake source's messages.
+    type Messages = Arc<Mutex<Vec<(u32, u8, Vec<u8>)>>>;
+
     /// A source in memory: one mailbox whose messages and flags a test changes.
     #[derive(Clone, Default)]
     struct Fake {
         uidvalidity: Option<u32>,
-        msgs: Arc<Mutex<Vec<(u32, u8, Vec<u8>)>>>,
+        msgs: Messages,
         uidnext: Arc<Mutex<u32>>,
     }
 
