@@ -77,15 +77,47 @@ fn serve_connection(mut stream: UnixStream, ctx: &ServerCtx) {
     }
 }
 
+/// A batch of messages is stored in slices of about this many bytes, the
+/// worker turning to its sessions between slices: each slice (its writes,
+/// MIME analysis and checksums) holds the worker for a few milliseconds.
+const SLICE_BYTES: usize = 1 << 20;
+
 /// Runs a job on the user's worker: apply, await durability, answer.
 pub async fn run_job(ctx: Rc<WorkerCtx>, job: Box<MigrateJob>) {
     let MigrateJob { op, data, reply } = *job;
     let r: Result<Reply, String> = async {
-        let applied = apply::execute(&ctx.store, op, data, WorkerCtx::now())?;
-        for t in applied.tickets {
+        let mut tickets = Vec::new();
+        let answer = match op {
+            Op::Append { user, mailbox, msgs } if msgs.len() == data.len() => {
+                let mut uids = Vec::with_capacity(msgs.len());
+                let mut rest = msgs.into_iter().zip(data).peekable();
+                while rest.peek().is_some() {
+                    let (mut slice, mut bytes, mut bodies) = (Vec::new(), 0, Vec::new());
+                    while let Some((m, d)) = rest.next_if(|_| bytes < SLICE_BYTES) {
+                        bytes += d.len();
+                        slice.push(m);
+                        bodies.push(d);
+                    }
+                    let op = Op::Append { user: user.clone(), mailbox: mailbox.clone(), msgs: slice };
+                    let applied = apply::execute(&ctx.store, op, bodies, WorkerCtx::now())?;
+                    tickets.extend(applied.tickets);
+                    if let Reply::Appended(u) = applied.reply {
+                        uids.extend(u);
+                    }
+                    crate::signal::yield_now().await;
+                }
+                Reply::Appended(uids)
+            }
+            op => {
+                let applied = apply::execute(&ctx.store, op, data, WorkerCtx::now())?;
+                tickets = applied.tickets;
+                applied.reply
+            }
+        };
+        for t in tickets {
             t.await.map_err(|e| format!("cannot make the import durable: {e}"))?;
         }
-        Ok(applied.reply)
+        Ok(answer)
     }
     .await;
     let _ = reply.send(r);
