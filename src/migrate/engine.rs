@@ -18,6 +18,7 @@ use super::model::{
 use super::progress::Progress;
 use super::state::{BoxState, State};
 use super::target::Target;
+use crate::store::mailbox::MAX_KEYWORDS;
 
 #[derive(Debug, Clone)]
 pub struct Options {
@@ -75,6 +76,8 @@ struct Plan {
     expunge: Vec<u32>,
     /// The source's highest UID seen.
     last_uid: u32,
+    /// Keywords left off because the mailbox has no room for them.
+    dropped_keywords: Vec<String>,
 }
 
 fn call(target: &mut dyn Target, op: Op) -> Result<Reply, String> {
@@ -113,23 +116,41 @@ pub fn run(source: &dyn Source, target: &mut dyn Target, user: &str, state: &mut
         }
         summary.mailboxes += 1;
         let prev = state.get(&sb.name, &src_id, sb.uidvalidity).cloned();
-        let tl = if opts.dry_run {
-            dry_state(target, user, &sb, &existing)?
-        } else {
-            let op = Op::Prepare {
-                user: user.into(),
-                mailbox: sb.name.clone(),
-                uidvalidity: sb.uidvalidity,
-                special_use: sb.special_use.clone(),
-                subscribe: sb.subscribed,
+        // A mailbox that cannot be made or listed is reported; the others go on.
+        let mut prepared = || -> Result<(TargetList, Listing, bool), String> {
+            let tl = if opts.dry_run {
+                dry_state(target, user, &sb, &existing)?
+            } else {
+                let op = Op::Prepare {
+                    user: user.into(),
+                    mailbox: sb.name.clone(),
+                    uidvalidity: sb.uidvalidity,
+                    special_use: sb.special_use.clone(),
+                    subscribe: sb.subscribed,
+                };
+                state_of(call(target, op)?)?
             };
-            state_of(call(target, op)?)?
+            let keep = sb.uidvalidity.is_some() && Some(tl.uidvalidity) == sb.uidvalidity;
+            let since = prev.as_ref().filter(|_| keep).map(|p| Since { last_uid: p.last_uid, modseq: p.modseq });
+            Ok((tl, readers[0].list(&sb, since)?, keep))
         };
-        let keep = sb.uidvalidity.is_some() && Some(tl.uidvalidity) == sb.uidvalidity;
-        summary.kept_uids += usize::from(keep);
-        let since = prev.as_ref().filter(|_| keep).map(|p| Since { last_uid: p.last_uid, modseq: p.modseq });
-        let listing = readers[0].list(&sb, since)?;
-        plans.push(plan(sb, keep, prev.as_ref(), &listing, &tl));
+        match prepared() {
+            Ok((tl, listing, keep)) => {
+                summary.kept_uids += usize::from(keep);
+                let p = plan(sb, keep, prev.as_ref(), &listing, &tl);
+                for k in &p.dropped_keywords {
+                    let line = format!("{}: keyword {k} not kept (a mailbox holds at most {MAX_KEYWORDS})", p.source.name);
+                    progress.say(&format!("skipped: {line}"));
+                    summary.skipped.push(line);
+                }
+                plans.push(p);
+            }
+            Err(e) => {
+                let line = format!("{}: the whole mailbox: {e}", sb.name);
+                progress.say(&format!("skipped: {line}"));
+                summary.skipped.push(line);
+            }
+        }
     }
     progress.set_total(plans.iter().map(|p| p.new.len() as u64).sum(), plans.iter().flat_map(|p| &p.new).map(|m| m.size).sum());
     for p in plans.iter() {
@@ -177,13 +198,38 @@ fn dry_state(target: &mut dyn Target, user: &str, sb: &SourceBox, existing: &[Ta
 fn plan(source: SourceBox, keep: bool, prev: Option<&BoxState>, listing: &Listing, tl: &TargetList) -> Plan {
     let floor = prev.map_or(0, |p| p.last_uid);
     let in_target: HashMap<u32, (u8, u64)> = tl.msgs.iter().map(|&(u, f, k)| (u, (f, k))).collect();
-    let new: Vec<SourceMsg> = listing.msgs.iter().filter(|m| m.uid > floor && !(keep && in_target.contains_key(&m.uid))).cloned().collect();
+    // Keywords the mailbox has, and room for as many more as it takes.
+    let mut known: HashSet<String> = tl.keywords.iter().map(|k| k.to_ascii_lowercase()).collect();
+    let mut dropped = Vec::new();
+    let mut fit = |kw: &[String]| -> Vec<String> {
+        kw.iter()
+            .filter(|k| {
+                let lower = k.to_ascii_lowercase();
+                if known.contains(&lower) || known.len() < MAX_KEYWORDS {
+                    known.insert(lower);
+                    return true;
+                }
+                if !dropped.contains(*k) {
+                    dropped.push(k.to_string());
+                }
+                false
+            })
+            .cloned()
+            .collect()
+    };
+    let new: Vec<SourceMsg> = listing
+        .msgs
+        .iter()
+        .filter(|m| m.uid > floor && !(keep && in_target.contains_key(&m.uid)))
+        .map(|m| SourceMsg { keywords: fit(&m.keywords), ..m.clone() })
+        .collect();
     let (mut flags, mut expunge) = (Vec::new(), Vec::new());
     if keep && prev.is_some() {
         for m in listing.msgs.iter().filter(|m| m.uid <= floor) {
             if let Some(&(f, k)) = in_target.get(&m.uid) {
-                if f != m.flags || !same_keywords(&tl.keyword_names(k), &m.keywords) {
-                    flags.push((m.uid, m.flags, m.keywords.clone()));
+                let keywords = fit(&m.keywords);
+                if f != m.flags || !same_keywords(&tl.keyword_names(k), &keywords) {
+                    flags.push((m.uid, m.flags, keywords));
                 }
             }
         }
@@ -194,7 +240,7 @@ fn plan(source: SourceBox, keep: bool, prev: Option<&BoxState>, listing: &Listin
         expunge = tl.msgs.iter().map(|m| m.0).filter(|&u| u <= floor && !present.contains(&u)).collect();
     }
     let last_uid = listing.msgs.iter().map(|m| m.uid).chain(listing.all_uids.iter().flatten().copied()).max().unwrap_or(0).max(floor);
-    Plan { source, keep, new, flags, expunge, last_uid }
+    Plan { source, keep, new, flags, expunge, last_uid, dropped_keywords: dropped }
 }
 
 /// Fetches `chunks` with all readers at once, handing each chunk's bodies
@@ -420,6 +466,8 @@ mod tests {
     #[derive(Clone, Default)]
     struct Fake {
         uidvalidity: Option<u32>,
+        /// Each message has keyword "k<UID>".
+        keywords: bool,
         msgs: Messages,
         uidnext: Arc<Mutex<u32>>,
     }
@@ -440,7 +488,8 @@ mod tests {
         fn list(&mut self, _: &SourceBox, _: Option<Since>) -> Result<Listing, String> {
             let msgs = self.msgs.lock().unwrap();
             let at = |uid| SourceMsg { uid, flags: 0, keywords: vec![], internal_date: uid as i64, size: 10, at: Locator::Uid };
-            Ok(Listing { msgs: msgs.iter().map(|(u, f, _)| SourceMsg { flags: *f, ..at(*u) }).collect(), all_uids: None })
+            let kw = |u: u32| if self.keywords { vec![format!("k{u}")] } else { vec![] };
+            Ok(Listing { msgs: msgs.iter().map(|(u, f, _)| SourceMsg { flags: *f, keywords: kw(*u), ..at(*u) }).collect(), all_uids: None })
         }
         fn fetch(&mut self, _: &SourceBox, want: &[SourceMsg]) -> Vec<Result<Vec<u8>, String>> {
             let msgs = self.msgs.lock().unwrap();
@@ -520,6 +569,21 @@ mod tests {
         assert!(s.ok(), "{:?}", s.mismatches);
         drop(t);
         assert_eq!(inbox(&store()), *src.msgs.lock().unwrap());
+    }
+
+    #[test]
+    fn keywords_past_the_mailboxs_limit_are_reported_and_the_messages_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::new(Rc::new(MemIo::new()), std::path::Path::new("/mail"), Settings::default());
+        let src = Fake { uidvalidity: Some(3), keywords: true, ..Default::default() };
+        *src.msgs.lock().unwrap() = (1..=70).map(|u| (u, 0, format!("m{u}\r\n").into_bytes())).collect();
+        let mut state = State::load(dir.path(), "u").unwrap();
+        let mut t = Local::with_store(store, None);
+        let s = run(&src, &mut t, "u", &mut state, &opts(), &mut Progress::new(true)).unwrap();
+        assert_eq!(s.messages, 70);
+        assert_eq!(s.skipped.len(), 6, "{:?}", s.skipped);
+        assert!(s.skipped[0].contains("keyword k65 not kept"), "{:?}", s.skipped);
+        assert!(!s.ok());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::{Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, SYSTEM_FLAGS};
+use super::model::{days_from_civil, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS, SYSTEM_FLAGS};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -172,8 +172,6 @@ fn quote(s: &str) -> String {
 /// Largest literal taken from a source server (a message).
 const MAX_LITERAL: usize = 1 << 30;
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
 /// INTERNALDATE (`27-Nov-2026 12:00:00 +0100`) in seconds since the epoch.
 pub fn parse_internal_date(s: &str) -> Option<i64> {
     let (date, rest) = s.trim().split_once(' ')?;
@@ -186,14 +184,7 @@ pub fn parse_internal_date(s: &str) -> Option<i64> {
     let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     let z: i64 = zone[1..].parse().ok()?;
     let offset = (z / 100 * 3600 + z % 100 * 60) * if zone.starts_with('-') { -1 } else { 1 };
-    let days = {
-        let y = i64::from(year) - i64::from(month <= 2);
-        let era = y.div_euclid(400);
-        let yoe = y - era * 400;
-        let mp = (i64::from(month) + 9) % 12;
-        let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-        era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
-    };
+    let days = days_from_civil(year, month, day);
     Some(days * 86400 + hms.first()? * 3600 + hms.get(1)? * 60 + hms.get(2)? - offset)
 }
 
@@ -261,7 +252,8 @@ struct Conn {
 fn tls_config(insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let builder = rustls::ClientConfig::builder();
     let config = if insecure {
-        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate)).with_no_client_auth()
+        let provider = rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyCertificate(provider))).with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
         for c in rustls_native_certs::load_native_certs().certs {
@@ -637,7 +629,9 @@ impl Reader for Conn {
 
 /// `--insecure`: any certificate will do (a source with a self-signed one).
 #[derive(Debug)]
-struct AnyCertificate;
+/// Signatures are still checked (the handshake proves the server holds the
+/// key), with this provider's algorithms.
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
 
 impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
     fn verify_server_cert(
@@ -657,8 +651,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let p = rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &p.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -667,13 +660,11 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
         cert: &rustls::pki_types::CertificateDer<'_>,
         dss: &rustls::DigitallySignedStruct,
     ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        let p = rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &p.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        let p = rustls::crypto::CryptoProvider::get_default().cloned().unwrap_or_else(|| Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
-        p.signature_verification_algorithms.supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 

@@ -147,8 +147,7 @@ fn folder_name(levels: &[&str]) -> String {
 
 impl Source for MaildirSource {
     fn id(&self) -> String {
-        let abs = std::fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
-        format!("maildir:{}", abs.display())
+        super::model::path_id("maildir", &self.root)
     }
 
     fn mailboxes(&self) -> Result<Vec<SourceBox>, String> {

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::model::{Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg};
+use super::model::{days_from_civil, path_id, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 
 pub struct MboxSource {
@@ -145,8 +145,6 @@ fn header_fields(msg: &[u8]) -> Vec<(&[u8], &[u8])> {
     out
 }
 
-const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
 /// The date of a `From sender Www Mmm dd hh:mm:ss yyyy` line (asctime, as
 /// UTC; a numeric zone after the time or the year is applied).
 fn from_line_date(line: &[u8]) -> Option<i64> {
@@ -177,17 +175,6 @@ fn from_line_date(line: &[u8]) -> Option<i64> {
         + i64::from(*hms.get(1)?) * 60
         + i64::from(hms.get(2).copied().unwrap_or(0));
     Some(t - zone)
-}
-
-/// Days since 1970-01-01 (Howard Hinnant's civil calendar algorithm).
-fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Header fields that hold mbox state, taken out of imported messages.
@@ -226,8 +213,7 @@ fn message_bytes(raw: &[u8], mboxrd: bool) -> Vec<u8> {
 
 impl Source for MboxSource {
     fn id(&self) -> String {
-        let abs = std::fs::canonicalize(&self.path).unwrap_or_else(|_| self.path.clone());
-        format!("mbox:{}", abs.display())
+        path_id("mbox", &self.path)
     }
 
     fn mailboxes(&self) -> Result<Vec<SourceBox>, String> {
