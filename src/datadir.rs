@@ -8,6 +8,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+/// The lock file's name in the data directory.
+pub const LOCK_FILE: &str = "ringmail.lock";
+
 /// Holds `ringmail.lock` until dropped (the kernel releases it on exit, even
 /// after SIGKILL).
 pub struct DataDirLock {
@@ -23,6 +26,38 @@ const LMTP_KEY: &str = "lmtp=";
 /// `UMask=0077` too.)
 pub fn private_umask() {
     rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Run as root on a data directory that belongs to another user (the
+/// package's `ringmail`), an admin command (`import`, `user`, `deliver`)
+/// gives what it wrote under `paths` to that user afterwards, so the server
+/// can still read it. (It cannot become that user instead: an import's
+/// source, say Dovecot's /var/vmail, may be readable by root alone.)
+/// `paths` are handed back with everything under them, `single` alone.
+pub fn hand_back(dir: &Path, paths: &[std::path::PathBuf], single: &[std::path::PathBuf]) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    if !rustix::process::geteuid().is_root() {
+        return Ok(());
+    }
+    let Ok(meta) = std::fs::metadata(dir) else { return Ok(()) };
+    if meta.uid() == 0 {
+        return Ok(());
+    }
+    let owner = (Some(rustix::fs::Uid::from_raw(meta.uid())), Some(rustix::fs::Gid::from_raw(meta.gid())));
+    let give = |p: &Path| rustix::fs::chown(p, owner.0, owner.1).map_err(|e| format!("cannot give {} to the owner of {}: {e}", p.display(), dir.display()));
+    for p in single.iter().filter(|p| p.exists()) {
+        give(p)?;
+    }
+    let mut todo: Vec<std::path::PathBuf> = paths.iter().filter(|p| p.exists()).cloned().collect();
+    while let Some(p) = todo.pop() {
+        give(&p)?;
+        if p.is_dir() && !p.is_symlink() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                todo.extend(rd.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Creates `dir` and its missing parents with mode 0700.
@@ -69,7 +104,7 @@ impl DataDirLock {
     /// `Ok(None)` means it is still held after `wait`.
     pub fn acquire(dir: &Path, wait: Duration) -> Result<Option<DataDirLock>, String> {
         create_private_dir(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let path = dir.join("ringmail.lock");
+        let path = dir.join(LOCK_FILE);
         use std::os::unix::fs::OpenOptionsExt;
         let f = std::fs::OpenOptions::new()
             .create(true)
@@ -108,7 +143,7 @@ impl DataDirLock {
 
 /// The LMTP address a running server published in `dir`'s lock file.
 pub fn published_lmtp(dir: &Path) -> Option<SocketAddr> {
-    let text = std::fs::read_to_string(dir.join("ringmail.lock")).ok()?;
+    let text = std::fs::read_to_string(dir.join(LOCK_FILE)).ok()?;
     text.lines().find_map(|l| l.strip_prefix(LMTP_KEY)).and_then(|a| a.parse().ok())
 }
 

@@ -331,7 +331,8 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
             }
         }
     }
-    Ok(())
+    // Run by root on the package's data directory: the user file is the server's.
+    ringmail::datadir::hand_back(&config.data_dir, &[], &[config.users_file(), config.data_dir.join(ringmail::datadir::LOCK_FILE)])
 }
 
 /// `ringmail user quota`: a table like `doveadm quota get`'s.

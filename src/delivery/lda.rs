@@ -63,7 +63,15 @@ pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, m
         return Err(LdaError::NoUser);
     }
     match DataDirLock::acquire(&config.data_dir, Duration::ZERO).map_err(LdaError::TempFail)? {
-        Some(_lock) => store_directly(config, Arc::new(db), &user, mailbox, from, message),
+        Some(_lock) => {
+            let r = store_directly(config, Arc::new(db), &user, mailbox, from, message);
+            // Run by root on the package's data directory: the files are the server's.
+            let d = &config.data_dir;
+            let mail = d.join("mail");
+            crate::datadir::hand_back(d, &[mail.join(crate::store::user_dir_name(&user))], &[mail, d.join(crate::datadir::LOCK_FILE)])
+                .map_err(LdaError::TempFail)?;
+            r
+        }
         None => hand_to_server(config, &user, mailbox, from, message),
     }
 }

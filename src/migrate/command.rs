@@ -29,17 +29,26 @@ fn known_user(config: &Config, user: &str) -> Result<String, String> {
 pub fn import(config: &Config, source: &dyn Source, user: &str, opts: &Options, quiet: bool) -> Result<Summary, String> {
     let user = known_user(config, user)?;
     let mut target = target::open(config)?;
+    let where_ = target.describe();
     let mut state = if opts.dry_run { State::unsaved() } else { State::load(&config.data_dir, &user)? };
     let mut progress = Progress::new(quiet);
-    let s = engine::run(source, &mut *target, &user, &mut state, opts, &mut progress)?;
+    let run = engine::run(source, &mut *target, &user, &mut state, opts, &mut progress);
+    drop(target);
+    // Run by root on the package's data directory: the files are the server's.
+    let d = &config.data_dir;
+    crate::datadir::hand_back(
+        d,
+        &[d.join("mail").join(crate::store::user_dir_name(&user)), d.join("import-state")],
+        &[d.join("mail"), d.join(crate::datadir::LOCK_FILE)],
+    )?;
+    let s = run?;
     let secs = progress.elapsed().as_secs_f64();
     let verb = if opts.dry_run { "would import" } else { "imported" };
     eprintln!(
-        "{verb} {} messages ({:.1} MB) into {} mailboxes of {user} through {} in {secs:.1} s ({:.1} MB/s)",
+        "{verb} {} messages ({:.1} MB) into {} mailboxes of {user} through {where_} in {secs:.1} s ({:.1} MB/s)",
         s.messages,
         s.bytes as f64 / 1e6,
         s.mailboxes,
-        target.describe(),
         s.bytes as f64 / 1e6 / secs.max(0.001)
     );
     eprintln!(

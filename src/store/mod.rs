@@ -76,7 +76,7 @@ impl From<std::io::Error> for MailboxError {
 }
 
 /// Directory name for a user (names are validated, but be safe anyway).
-fn user_dir_name(user: &str) -> String {
+pub fn user_dir_name(user: &str) -> String {
     user.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._@+-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
 }
 

@@ -69,6 +69,21 @@ echo pw | as_ringmail /usr/bin/ringmail user add ann --password-stdin --config /
 printf 'Subject: kept\r\n\r\nthrough remove and purge\r\n' | as_ringmail /usr/bin/ringmail deliver --user ann --config /etc/ringmail/ringmail.toml
 quota() { as_ringmail /usr/bin/ringmail user quota ann --config /etc/ringmail/ringmail.toml | awk '$3 == "MESSAGE" {print $4}'; }
 [ "$(quota)" = 1 ] || fail "the delivered message is not there"
+
+# The admin, as root, adds a user and imports and delivers mail: what that
+# writes must still belong to the ringmail user, or the server cannot read it.
+echo "== as root: user add, import, deliver"
+echo pw | $sudo /usr/bin/ringmail user add bob --password-stdin --config /etc/ringmail/ringmail.toml >/dev/null
+mbox=$(mktemp)
+printf 'From a@example.com Fri Nov 27 12:00:00 2026\nSubject: one\nStatus: RO\n\nfirst\n\nFrom b@example.com Sat Nov 28 12:00:00 2026\nSubject: two\n\nsecond\n' > "$mbox"
+$sudo /usr/bin/ringmail import mbox "$mbox" --user bob --config /etc/ringmail/ringmail.toml --quiet --verify 2>/dev/null
+rm -f "$mbox"
+printf 'Subject: three\r\n\r\nthird\r\n' | $sudo /usr/bin/ringmail deliver --user bob --config /etc/ringmail/ringmail.toml
+not_ours=$($sudo find /var/lib/ringmail ! -user ringmail)
+[ -z "$not_ours" ] || fail "left to root: $not_ours"
+[ "$(as_ringmail /usr/bin/ringmail user quota bob --config /etc/ringmail/ringmail.toml | awk '$3 == "MESSAGE" {print $4}')" = 3 ] || fail "bob's mail"
+echo "ok: what root wrote belongs to the ringmail user"
+
 $sudo dpkg -r ringmail >/dev/null
 [ ! -e /usr/bin/ringmail ] || fail "remove left the binary"
 [ -f /etc/ringmail/ringmail.toml ] || fail "remove took the conffile (only purge should)"
