@@ -87,8 +87,9 @@ pub struct Remote {
 impl Remote {
     pub fn connect(data_dir: &Path) -> Result<Remote, String> {
         let path = data_dir.join(wire::SOCKET);
-        let stream = UnixStream::connect(&path)
-            .map_err(|e| format!("a server runs on {} but its control socket {} does not answer: {e}", data_dir.display(), path.display()))?;
+        let stream = UnixStream::connect(&path).map_err(|e| {
+            format!("{} is locked (a server or another import runs) and its control socket {} does not answer: {e}", data_dir.display(), path.display())
+        })?;
         Ok(Remote { stream })
     }
 }
