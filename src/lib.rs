@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod certs;
+pub mod cluster;
 pub mod config;
 pub mod datadir;
 pub mod delivery;

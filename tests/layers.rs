@@ -17,6 +17,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sdnotify", &[]),
     ("datadir", &[]),
     ("config", &["datadir"]),
+    ("cluster", &["proto"]),
     ("metrics", &["datadir"]),
     ("mime", &["proto"]),
     ("auth", &["config", "datadir"]),
