@@ -412,6 +412,45 @@ pub struct MetricsConfig {
     pub listen: Option<SocketAddr>,
 }
 
+/// Scale-out (docs/scale-out.md): this host as one backend of several.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster map (`[[backend]]` tables; see `cluster::map`). Off
+    /// without it: every user lives here. Re-read on SIGHUP.
+    pub file: Option<PathBuf>,
+    /// This backend's name in the map. Default: the backend whose `imap`
+    /// address is one this server listens on.
+    #[serde(rename = "self")]
+    pub self_name: Option<String>,
+    /// nginx's `auth_http` endpoint (HTTP): checks passwords and names the
+    /// user's backend. Off when absent.
+    pub auth_http: Option<SocketAddr>,
+    /// Postfix's socketmap (`transport_maps = socketmap:inet:ADDR:transport`):
+    /// the LMTP transport of a recipient's backend. Off when absent.
+    pub socketmap: Option<SocketAddr>,
+}
+
+/// The PROXY protocol (HAProxy's v1 and v2) in front of IMAP, IMAPS and LMTP.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Addresses of proxies (nginx with `proxy_protocol on;`) whose
+    /// connections start with a PROXY header naming the client. Their
+    /// connections must send one; nobody else's may.
+    pub trusted: Vec<IpNet>,
+}
+
+impl ProxyConfig {
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.trusted.iter().any(|n| n.contains(ip))
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LogConfig {
@@ -438,6 +477,8 @@ pub struct Config {
     pub tls: TlsConfig,
     pub metrics: MetricsConfig,
     pub log: LogConfig,
+    pub cluster: ClusterConfig,
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Config {
@@ -457,6 +498,8 @@ impl Default for Config {
             tls: TlsConfig::default(),
             metrics: MetricsConfig::default(),
             log: LogConfig::default(),
+            cluster: ClusterConfig::default(),
+            proxy: ProxyConfig::default(),
         }
     }
 }

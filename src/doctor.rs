@@ -99,7 +99,31 @@ pub fn run(config: &Config, proc_root: &Path) -> Vec<Check> {
     });
     out.push(certificate(config));
     out.push(quota(config));
+    out.extend(cluster(config));
     out.extend(kernel(proc_root));
+    out
+}
+
+/// The cluster map, when there is one, and whether each backend answers.
+fn cluster(config: &Config) -> Vec<Check> {
+    let Some(path) = &config.cluster.file else { return Vec::new() };
+    let map = match crate::cluster::ClusterMap::load(path) {
+        Ok(m) => m,
+        Err(e) => return vec![check("cluster map", path.display().to_string(), "loads", Status::Fail, e)],
+    };
+    let mut out = vec![check("cluster map", path.display().to_string(), "loads", Status::Ok, format!("{} backends", map.backends().len()))];
+    for b in map.backends() {
+        let me = config.cluster.self_name.as_deref() == Some(b.name.as_str());
+        let (status, note) = if me {
+            (Status::Ok, "this server".to_string())
+        } else {
+            match std::net::TcpStream::connect_timeout(&b.imap, std::time::Duration::from_secs(1)) {
+                Ok(_) => (Status::Ok, "answers".to_string()),
+                Err(e) => (Status::Warn, format!("does not answer ({e}): its users get a temporary error")),
+            }
+        };
+        out.push(check(format!("backend {}", b.name), b.imap.to_string(), "reachable", status, note));
+    }
     out
 }
 

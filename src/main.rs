@@ -57,6 +57,18 @@ enum Cmd {
         /// Serve Prometheus metrics over HTTP here (GET /metrics; off by default).
         #[arg(long)]
         metrics: Option<SocketAddr>,
+        /// The cluster map: this server is one backend of several (docs/scale-out.md).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// This backend's name in the cluster map (default: found by its IMAP address).
+        #[arg(long)]
+        cluster_self: Option<String>,
+        /// Answer nginx's mail auth_http requests here (needs --cluster).
+        #[arg(long)]
+        auth_http: Option<SocketAddr>,
+        /// Answer Postfix's socketmap transport lookups here (needs --cluster).
+        #[arg(long)]
+        socketmap: Option<SocketAddr>,
         /// Worker threads (default: one per core).
         #[arg(long)]
         workers: Option<usize>,
@@ -385,9 +397,13 @@ fn lock_data_dir(config: &Config) -> Result<DataDirLock, String> {
     Ok(lock)
 }
 
-/// Listen addresses given on the command line.
+/// Listen addresses (and the cluster) given on the command line.
 struct Listen {
     metrics: Option<SocketAddr>,
+    cluster: Option<PathBuf>,
+    cluster_self: Option<String>,
+    auth_http: Option<SocketAddr>,
+    socketmap: Option<SocketAddr>,
     imap: Vec<SocketAddr>,
     imaps: Vec<SocketAddr>,
     lmtp: Vec<SocketAddr>,
@@ -401,6 +417,18 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     }
     if listen.metrics.is_some() {
         config.metrics.listen = listen.metrics;
+    }
+    if listen.cluster.is_some() {
+        config.cluster.file = listen.cluster;
+    }
+    if listen.cluster_self.is_some() {
+        config.cluster.self_name = listen.cluster_self;
+    }
+    if listen.auth_http.is_some() {
+        config.cluster.auth_http = listen.auth_http;
+    }
+    if listen.socketmap.is_some() {
+        config.cluster.socketmap = listen.socketmap;
     }
     if !listen.imaps.is_empty() {
         config.imap.imaps = listen.imaps;
@@ -545,8 +573,8 @@ fn main() -> ExitCode {
     ringmail::datadir::private_umask();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, workers, driver, log_format } => {
-            serve(common, Listen { metrics, imap, imaps, lmtp, smtp }, workers, driver, log_format)
+        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, cluster, cluster_self, auth_http, socketmap, workers, driver, log_format } => {
+            serve(common, Listen { metrics, cluster, cluster_self, auth_http, socketmap, imap, imaps, lmtp, smtp }, workers, driver, log_format)
         }
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),

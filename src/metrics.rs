@@ -169,6 +169,8 @@ pub struct Metrics {
     data_dir: Option<std::path::PathBuf>,
     /// Memory held by LMTP/SMTP messages in flight (see `net::spool`).
     pub spool_memory: Arc<std::sync::atomic::AtomicUsize>,
+    /// A cluster's backends: (name, this one, answered the last check).
+    pub cluster: std::sync::Mutex<Vec<(String, bool, bool)>>,
 }
 
 impl Metrics {
@@ -183,6 +185,7 @@ impl Metrics {
             started: Instant::now(),
             data_dir,
             spool_memory: Arc::default(),
+            cluster: Default::default(),
         })
     }
 
@@ -254,6 +257,13 @@ impl Metrics {
         histogram(&mut s, "ringmail_store_sync_duration_seconds", "", &w.iter().map(|m| &m.syncs).collect::<Vec<_>>());
         head(&mut s, "ringmail_delivery_memory_bytes", "gauge", "Memory held by LMTP/SMTP messages in flight (larger ones wait on disk).");
         let _ = writeln!(s, "ringmail_delivery_memory_bytes {}", self.spool_memory.load(Relaxed));
+        let cluster = self.cluster.lock().expect("metrics lock").clone();
+        if !cluster.is_empty() {
+            head(&mut s, "ringmail_cluster_backend_up", "gauge", "Backends of the cluster map: 1 if its IMAP port answered the last check.");
+            for (name, me, up) in cluster {
+                let _ = writeln!(s, "ringmail_cluster_backend_up{{backend=\"{name}\",self=\"{me}\"}} {}", u8::from(up));
+            }
+        }
         if let Some((free, total)) = self.data_dir.as_deref().and_then(crate::datadir::disk_space) {
             head(&mut s, "ringmail_data_free_bytes", "gauge", "Free space on the data directory's file system (for unprivileged users).");
             let _ = writeln!(s, "ringmail_data_free_bytes {free}");

@@ -11,7 +11,11 @@ const MAX_REQUEST: usize = 100_000;
 pub enum Parsed {
     Incomplete,
     /// The map name, the key, and the request's length in bytes.
-    Done { map: String, key: String, len: usize },
+    Done {
+        map: String,
+        key: String,
+        len: usize,
+    },
     Invalid(&'static str),
 }
 

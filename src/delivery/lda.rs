@@ -102,7 +102,7 @@ fn store_directly(config: &Config, db: Arc<UserDb>, user: &str, mailbox: Option<
 }
 
 /// xtext (RFC 3461 4) for the X-MAILBOX parameter.
-fn xtext(s: &str) -> String {
+pub(super) fn xtext(s: &str) -> String {
     s.bytes().map(|b| if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' { (b as char).to_string() } else { format!("+{b:02X}") }).collect()
 }
 
@@ -173,7 +173,7 @@ fn hand_to_server(config: &Config, user: &str, mailbox: Option<&str>, from: &str
 }
 
 /// Message data for DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
-fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+pub(super) fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
     for line in message.split_inclusive(|&b| b == b'\n') {
         if line.first() == Some(&b'.') {
             w.write_all(b".")?;

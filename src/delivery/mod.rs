@@ -3,6 +3,7 @@
 //! ([`store_copy`]). The network side lives in `net::smtp` and
 //! `net::deliver`, the `ringmail deliver` command in [`lda`].
 
+pub mod forward;
 pub mod lda;
 pub mod smtp;
 

@@ -39,6 +39,9 @@ pub struct Recipient {
     pub user: String,
     /// Target mailbox (`X-MAILBOX=` parameter); INBOX when absent.
     pub mailbox: Option<String>,
+    /// Passed on by another backend of the cluster (`X-RINGMAIL-HOP`): to
+    /// be stored here or refused, never passed on again.
+    pub hop: bool,
 }
 
 /// A complete message to store for each recipient: its data was handed
@@ -417,10 +420,13 @@ impl Session {
                     return None;
                 }
                 let mut mailbox = None;
+                let mut hop = false;
                 for p in params.split_whitespace() {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
                     if k.eq_ignore_ascii_case("X-MAILBOX") && lmtp {
                         mailbox = Some(xtext_decode(v));
+                    } else if k.eq_ignore_ascii_case(super::forward::HOP_PARAMETER) && lmtp {
+                        hop = true;
                     } else {
                         return self.error(out, 555, "5.5.4 Unsupported RCPT parameter");
                     }
@@ -440,7 +446,7 @@ impl Session {
                     reply(out, 550, "5.1.1 User unknown");
                     return None;
                 }
-                self.recipients.push(Recipient { address: addr.clone(), user, mailbox });
+                self.recipients.push(Recipient { address: addr.clone(), user, mailbox, hop });
                 reply(out, 250, "2.1.5 Ok");
                 None
             }

@@ -43,6 +43,8 @@ pub struct ServerCtx {
     /// Where LMTP/SMTP messages wait between DATA and storing (`<data>/tmp`).
     pub spool_dir: std::path::PathBuf,
     pub spool_budget: Arc<Budget>,
+    /// The cluster this server is a backend of, if any.
+    pub cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl ServerCtx {

@@ -3,11 +3,13 @@
 //! rest travel to their worker as [`DeliveryJob`]s, and every copy is
 //! answered only after the group commit made it durable.
 
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 
 use super::context::{DeliveryJob, WorkerCtx, WorkerMsg};
 use super::spool::Body;
+use crate::delivery::forward::{forward, Rcpt};
 use crate::delivery::smtp::DeliveryError;
 use crate::delivery::store_copy;
 use crate::store::{Target, Ticket};
@@ -17,6 +19,11 @@ pub struct Copy {
     pub user: String,
     pub mailbox: Option<String>,
     pub prefix: Vec<u8>,
+    /// The envelope, for passing the message on to the user's backend.
+    pub from: String,
+    pub address: String,
+    /// Passed on to us already: store here or refuse.
+    pub hop: bool,
 }
 
 /// Stores `copies` of `data` and reports each result, in order. A user and
@@ -46,7 +53,24 @@ async fn deliver_unique(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>
     }
     let now = WorkerCtx::now();
     let mut pending = Vec::with_capacity(copies.len());
+    // Copies whose user lives on another backend of the cluster, by backend.
+    let mut away: Vec<(SocketAddr, Vec<(usize, Copy)>)> = Vec::new();
     for c in copies {
+        if let Some(b) = ctx.server.cluster.as_ref().and_then(|cl| cl.elsewhere(&c.user)) {
+            if c.hop {
+                // Two cluster maps disagree (a reload under way): the MTA retries.
+                tracing::warn!(user = c.user, backend = b.name, "mail passed on by another backend belongs elsewhere by this map; deferred");
+                pending.push(Pending::Done(Err(DeliveryError::Temporary("the cluster's backends disagree where this user lives; try again".into()))));
+                continue;
+            }
+            let slot = pending.len();
+            pending.push(Pending::Done(Ok(())));
+            match away.iter_mut().find(|(a, _)| *a == b.lmtp) {
+                Some((_, v)) => v.push((slot, c)),
+                None => away.push((b.lmtp, vec![(slot, c)])),
+            }
+            continue;
+        }
         if ctx.is_home_of(&c.user) {
             // Written now; the commit runs as its own task so that copies to
             // several mailboxes here share one group commit.
@@ -61,6 +85,19 @@ async fn deliver_unique(ctx: &Rc<WorkerCtx>, copies: Vec<Copy>, data: &Arc<Body>
                 true => Pending::There(rx),
                 false => Pending::Done(Err(DeliveryError::Temporary("server shutting down".into()))),
             });
+        }
+    }
+    // Each other backend gets one LMTP transaction for its recipients (on
+    // the blocking pool; their answers arrive when the owner has stored).
+    let timeout = ctx.server.config.delivery.timeout;
+    for (to, group) in away {
+        let rcpts: Vec<Rcpt> = group.iter().map(|(_, c)| Rcpt { address: c.address.clone(), mailbox: c.mailbox.clone() }).collect();
+        let (from, body) = (group[0].1.from.clone(), data.clone());
+        let answers = monoio::spawn_blocking(move || forward(to, &from, &rcpts, (*body).as_ref(), timeout))
+            .await
+            .unwrap_or_else(|_| group.iter().map(|_| Err(DeliveryError::Temporary("forwarding failed".into()))).collect());
+        for ((slot, _), r) in group.iter().zip(answers) {
+            pending[*slot] = Pending::Done(r);
         }
     }
     let mut results = Vec::with_capacity(pending.len());

@@ -13,6 +13,7 @@
 //! `smtp_conn` (one task per connection or delivery); `worker` (the
 //! runtime of one core); `server` (start, signals, stop).
 
+mod cluster;
 mod compress;
 mod context;
 mod control;
@@ -25,6 +26,7 @@ mod iovec;
 mod listen;
 mod metrics_http;
 mod pool;
+mod proxy;
 mod server;
 mod smtp_conn;
 pub mod spool;

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use super::cluster::{self, Cluster};
 use super::context::{ServerCtx, WorkerMsg};
 use super::listen::{bind_group, ListenerKind};
 use super::{control, fdlimit, metrics_http, spool, worker};
@@ -20,6 +21,9 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     /// The control socket's path (removed at shutdown).
     control: Option<std::path::PathBuf>,
+    /// nginx's auth_http and Postfix's socketmap endpoints, if served.
+    pub auth_http_addr: Option<SocketAddr>,
+    pub socketmap_addr: Option<SocketAddr>,
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
     pub imaps_addrs: Vec<SocketAddr>,
@@ -117,7 +121,16 @@ impl Server {
             }
             Err(_) => config.limits.max_connections,
         };
+        let cluster = match &config.cluster.file {
+            Some(path) => {
+                let own: Vec<SocketAddr> = imap_addrs.iter().chain(&config.imap.listen).copied().collect();
+                Some(Cluster::load(path.clone(), config.cluster.self_name.clone(), own, metrics.clone())?)
+            }
+            None => None,
+        };
+        let (auth_http, socketmap) = (config.cluster.auth_http, config.cluster.socketmap);
         let ctx = Arc::new(ServerCtx {
+            cluster,
             failures: FailureDelay::new(config.limits.auth_failure_delay, config.limits.auth_failure_delay_max),
             limiter: ConnLimiter::new(max_connections, config.limits.max_connections_per_ip),
             directory,
@@ -132,6 +145,17 @@ impl Server {
             spool_dir,
             spool_budget: Arc::new(spool::Budget::new(metrics.spool_memory.clone())),
         });
+        let auth_http_addr = match auth_http {
+            Some(a) => Some(cluster::serve_auth_http(a, ctx.clone())?),
+            None => None,
+        };
+        let socketmap_addr = match socketmap {
+            Some(a) => Some(cluster::serve_socketmap(a, ctx.clone())?),
+            None => None,
+        };
+        if let Some(c) = &ctx.cluster {
+            tracing::info!(backend = c.me(), backends = c.map().backends().len(), auth_http = ?auth_http_addr, socketmap = ?socketmap_addr, "cluster map loaded");
+        }
         let metrics_addr = match config_metrics {
             Some(addr) => Some(metrics_http::serve(addr, metrics).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?),
             None => None,
@@ -152,7 +176,20 @@ impl Server {
         tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
         let certificate = ctx.certs.current();
         tracing::info!(cert = %certificate.cert_path.display(), fingerprint = %certificate.fingerprint, "TLS certificate");
-        Ok(Server { ctx, threads, control, metrics_addr, imap_addrs, imaps_addrs, preauth_addrs, lmtp_addrs, smtp_addrs, driver })
+        Ok(Server {
+            ctx,
+            threads,
+            control,
+            auth_http_addr,
+            socketmap_addr,
+            metrics_addr,
+            imap_addrs,
+            imaps_addrs,
+            preauth_addrs,
+            lmtp_addrs,
+            smtp_addrs,
+            driver,
+        })
     }
 
     /// Stops accepting, sends BYE to every session, waits for the workers.
@@ -183,6 +220,7 @@ impl Server {
         for sig in signals.forever() {
             if sig == SIGHUP {
                 self.reload_tls();
+                self.reload_cluster();
                 continue;
             }
             tracing::info!(signal = sig, "shutting down");
@@ -201,6 +239,17 @@ impl Server {
         match r {
             Ok(c) => tracing::info!(cert = %c.cert_path.display(), fingerprint = %c.fingerprint, "TLS certificate reloaded"),
             Err(e) => tracing::error!(error = %e, "TLS certificate not reloaded; keeping the current one"),
+        }
+    }
+
+    /// Re-reads the cluster map (SIGHUP). A map that does not load leaves
+    /// the old one in place.
+    pub fn reload_cluster(&self) {
+        if let Some(c) = &self.ctx.cluster {
+            match c.reload() {
+                Ok(n) => tracing::info!(backends = n, backend = c.me(), "cluster map reloaded"),
+                Err(e) => tracing::error!(error = %e, "cluster map not reloaded; keeping the current one"),
+            }
         }
     }
 

@@ -80,7 +80,14 @@ async fn serve(ctx: Rc<WorkerCtx>, mut stream: TcpStream, guard: ConnGuard, dial
                 let copies = env
                     .recipients
                     .iter()
-                    .map(|r| Copy { user: r.user.clone(), mailbox: r.mailbox.clone(), prefix: env.prefix(r, s.trace(r, &now).as_deref()) })
+                    .map(|r| Copy {
+                        user: r.user.clone(),
+                        mailbox: r.mailbox.clone(),
+                        prefix: env.prefix(r, s.trace(r, &now).as_deref()),
+                        from: env.from.clone(),
+                        address: r.address.clone(),
+                        hop: r.hop,
+                    })
                     .collect();
                 let body = match spool.take().map(|sp| sp.finish()) {
                     _ if std::mem::take(&mut spool_failed) => None,

@@ -132,41 +132,56 @@ async fn accept_loop(ctx: Rc<WorkerCtx>, listener: TcpListener, kind: ListenerKi
             }
         };
         let _ = stream.set_nodelay(true);
-        match ctx.server.limiter.try_acquire(peer.ip()) {
-            Ok(guard) => {
-                let facts = ConnFacts { tls: false, cleartext_ok: ctx.server.config.cleartext_allowed(peer.ip()), compressed: false };
-                let conn = match &kind {
-                    ListenerKind::Imap => Connection::new(ctx.server.session_cfg.clone(), facts),
-                    ListenerKind::Imaps => {
-                        let facts = ConnFacts { tls: true, cleartext_ok: true, compressed: false };
-                        guard::spawn(
-                            "tls handshake",
-                            imap_conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.server.session_cfg.clone(), facts)),
-                        );
-                        continue;
-                    }
-                    ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.server.session_cfg.clone(), facts, user.clone()),
-                    ListenerKind::Lmtp => {
-                        smtp_conn::spawn(&ctx, stream, guard, crate::delivery::smtp::Dialect::Lmtp);
-                        continue;
-                    }
-                    ListenerKind::Smtp => {
-                        smtp_conn::spawn(&ctx, stream, guard, crate::delivery::smtp::Dialect::Smtp);
-                        continue;
-                    }
-                };
-                imap_conn::spawn(&ctx, stream, None, guard, conn, true);
-            }
-            Err(refusal) if matches!(kind, ListenerKind::Lmtp | ListenerKind::Smtp) => {
-                monoio::spawn(smtp_conn::refuse(stream, refusal.message()));
-            }
-            // Over the limits on the implicit-TLS port: a cleartext BYE would
-            // be garbage to a client expecting a ServerHello, and a handshake
-            // is what the limit saves; just close.
-            Err(_) if kind == ListenerKind::Imaps => drop(stream),
-            Err(refusal) => {
-                monoio::spawn(imap_conn::refuse(stream, refusal.message()));
-            }
+        if ctx.server.config.proxy.is_trusted(peer.ip()) {
+            // The client's address comes first, in a PROXY header.
+            let (ctx, kind) = (ctx.clone(), kind.clone());
+            guard::spawn("proxy header", async move {
+                let mut stream = stream;
+                if let Some(client) = super::proxy::client_address(&mut stream, peer.ip()).await {
+                    admit(&ctx, stream, &kind, peer.ip(), client);
+                }
+            });
+            continue;
+        }
+        admit(&ctx, stream, &kind, peer.ip(), peer.ip());
+    }
+}
+
+/// Starts serving an accepted connection: `peer` is the address it came
+/// from (a proxy's, for the cleartext rule: the proxy terminated TLS),
+/// `client` the client's (for limits, login penalties and logs).
+fn admit(ctx: &Rc<WorkerCtx>, stream: TcpStream, kind: &ListenerKind, peer: std::net::IpAddr, client: std::net::IpAddr) {
+    match ctx.server.limiter.try_acquire(client) {
+        Ok(guard) => {
+            let facts = ConnFacts { tls: false, cleartext_ok: ctx.server.config.cleartext_allowed(peer), compressed: false };
+            let conn = match &kind {
+                ListenerKind::Imap => Connection::new(ctx.server.session_cfg.clone(), facts),
+                ListenerKind::Imaps => {
+                    let facts = ConnFacts { tls: true, cleartext_ok: true, compressed: false };
+                    guard::spawn("tls handshake", imap_conn::accept_tls(ctx.clone(), stream, guard, Connection::new(ctx.server.session_cfg.clone(), facts)));
+                    return;
+                }
+                ListenerKind::Preauth(user) => Connection::preauthenticated(ctx.server.session_cfg.clone(), facts, user.clone()),
+                ListenerKind::Lmtp => {
+                    smtp_conn::spawn(ctx, stream, guard, crate::delivery::smtp::Dialect::Lmtp);
+                    return;
+                }
+                ListenerKind::Smtp => {
+                    smtp_conn::spawn(ctx, stream, guard, crate::delivery::smtp::Dialect::Smtp);
+                    return;
+                }
+            };
+            imap_conn::spawn(ctx, stream, None, guard, conn, true);
+        }
+        Err(refusal) if matches!(kind, ListenerKind::Lmtp | ListenerKind::Smtp) => {
+            monoio::spawn(smtp_conn::refuse(stream, refusal.message()));
+        }
+        // Over the limits on the implicit-TLS port: a cleartext BYE would
+        // be garbage to a client expecting a ServerHello, and a handshake
+        // is what the limit saves; just close.
+        Err(_) if *kind == ListenerKind::Imaps => drop(stream),
+        Err(refusal) => {
+            monoio::spawn(imap_conn::refuse(stream, refusal.message()));
         }
     }
 }

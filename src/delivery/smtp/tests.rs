@@ -132,7 +132,7 @@ fn smtp_trace_header_names_the_client() {
     let mut out = Vec::new();
     s.feed(b"HELO client.net\r\n");
     assert_eq!(s.step(&Dir, &mut out), Step::Read);
-    let r = Recipient { address: "alice@example.org".into(), user: "alice".into(), mailbox: None };
+    let r = Recipient { address: "alice@example.org".into(), user: "alice".into(), mailbox: None, hop: false };
     let t = s.trace(&r, "Fri, 27 Nov 2026 06:00:00 +0000").unwrap();
     assert_eq!(
         t,

@@ -1,0 +1,114 @@
+//! Passing delivered mail on to the backend that owns its recipients (a
+//! cluster, docs/scale-out.md): one LMTP transaction to that backend for
+//! all of its recipients, each answered by the owner's own reply. The owner
+//! replies 250 only after the copy is durable there, so this server
+//! acknowledges nothing that is not stored somewhere; anything else (the
+//! owner down, a timeout) is a temporary failure the MTA retries.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use super::smtp::DeliveryError;
+
+/// One recipient to pass on.
+#[derive(Debug, Clone)]
+pub struct Rcpt {
+    pub address: String,
+    pub mailbox: Option<String>,
+}
+
+/// Marks a transaction as passed on once already: the receiving backend
+/// must store it or fail, never pass it on again (two maps that disagree
+/// during a reload would otherwise bounce it back and forth).
+pub const HOP_PARAMETER: &str = "X-RINGMAIL-HOP";
+
+fn temp(to: SocketAddr, e: impl std::fmt::Display) -> DeliveryError {
+    DeliveryError::Temporary(format!("owner backend {to}: {e}"))
+}
+
+fn reply(r: &mut impl BufRead) -> std::io::Result<(u16, String)> {
+    let mut text = String::new();
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        text.push_str(line.trim_end());
+        if line.as_bytes().get(3) != Some(&b'-') {
+            let code = line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            return Ok((code, text));
+        }
+        text.push(' ');
+    }
+}
+
+fn outcome(code: u16, text: &str, to: SocketAddr) -> Result<(), DeliveryError> {
+    match code {
+        200..=299 => Ok(()),
+        550 if text.contains("5.1.1") => Err(DeliveryError::NoSuchUser),
+        552 => Err(DeliveryError::OverQuota),
+        _ => Err(temp(to, text)),
+    }
+}
+
+/// Delivers `body` (CRLF line ends, not dot-stuffed) from `from` to
+/// `rcpts` at the LMTP server `to`; one result per recipient, in order.
+pub fn forward(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout: Duration) -> Vec<Result<(), DeliveryError>> {
+    match transaction(to, from, rcpts, body, timeout) {
+        Ok(r) => r,
+        Err(e) => rcpts.iter().map(|_| Err(e.clone())).collect(),
+    }
+}
+
+fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout: Duration) -> Result<Vec<Result<(), DeliveryError>>, DeliveryError> {
+    let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| temp(to, e))?;
+    s.set_read_timeout(Some(timeout)).map_err(|e| temp(to, e))?;
+    s.set_write_timeout(Some(timeout)).map_err(|e| temp(to, e))?;
+    let mut r = BufReader::new(s.try_clone().map_err(|e| temp(to, e))?);
+    let mut w = std::io::BufWriter::new(s);
+    let io = |e: std::io::Error| temp(to, e);
+    let expect = |r: &mut BufReader<TcpStream>, want: u16| -> Result<(), DeliveryError> {
+        let (code, text) = reply(r).map_err(io)?;
+        if code / 100 == want / 100 {
+            Ok(())
+        } else {
+            Err(temp(to, text))
+        }
+    };
+    expect(&mut r, 220)?;
+    write!(w, "LHLO {}\r\n", super::system_hostname()).and_then(|_| w.flush()).map_err(io)?;
+    expect(&mut r, 250)?;
+    // Pipelined (RFC 2920; LMTP servers offer it): MAIL, every RCPT, DATA.
+    write!(w, "MAIL FROM:<{from}>\r\n").map_err(io)?;
+    for rc in rcpts {
+        let mb = rc.mailbox.as_deref().map(|m| format!(" X-MAILBOX={}", super::lda::xtext(m))).unwrap_or_default();
+        write!(w, "RCPT TO:<{}>{mb} {HOP_PARAMETER}=1\r\n", rc.address).map_err(io)?;
+    }
+    w.flush().map_err(io)?;
+    expect(&mut r, 250)?;
+    let mut accepted = Vec::with_capacity(rcpts.len());
+    let mut results: Vec<Option<Result<(), DeliveryError>>> = Vec::with_capacity(rcpts.len());
+    for _ in rcpts {
+        let (code, text) = reply(&mut r).map_err(io)?;
+        let ok = code / 100 == 2;
+        accepted.push(ok);
+        results.push(if ok { None } else { Some(outcome(code, &text, to)) });
+    }
+    if !accepted.iter().any(|&a| a) {
+        let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
+        return Ok(results.into_iter().map(|r| r.unwrap_or(Ok(()))).collect());
+    }
+    write!(w, "DATA\r\n").and_then(|_| w.flush()).map_err(io)?;
+    expect(&mut r, 354)?;
+    super::lda::write_dot_stuffed(&mut w, body).and_then(|_| w.flush()).map_err(io)?;
+    // LMTP: one reply per accepted recipient, in order (RFC 2033 4.2).
+    for (i, ok) in accepted.iter().enumerate() {
+        if *ok {
+            let (code, text) = reply(&mut r).map_err(io)?;
+            results[i] = Some(outcome(code, &text, to));
+        }
+    }
+    let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
+    Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(temp(to, "no answer")))).collect())
+}
