@@ -1,0 +1,268 @@
+"""Three ringmail backends behind nginx's mail proxy (issue 18), each host
+in its own network namespace (tests/scale-out/netns.sh builds them):
+
+- backends b1 b2 b3 (10.77.0.11-13) share the users and the cluster map;
+  b1 also answers nginx's auth_http and Postfix's socketmap;
+- nginx (10.77.0.10) terminates TLS (993, and STARTTLS on 143), asks
+  auth_http where each user lives, and opens the backend connection with a
+  PROXY header (`proxy_protocol on;`), which the backends require from it;
+- the client is outside (10.77.0.1).
+
+Checked: 1,000 users log in through nginx and each lands on the backend
+the map gives (its mail appears there and nowhere else); STARTTLS works;
+mail delivered by LMTP to any backend reaches the owner; `ringmail-load
+session` through nginx runs without errors (sessions/s through the proxy
+against direct); with one backend stopped its users get a temporary error
+and everyone else works.
+"""
+
+import concurrent.futures
+import imaplib
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+
+WORK = os.environ["WORK"]
+RINGMAIL = os.environ["RINGMAIL_BIN"]
+LOAD = os.environ["RINGMAIL_LOAD_BIN"]
+USERS = 1000
+ADDR = {"px": "10.77.0.10", "b1": "10.77.0.11", "b2": "10.77.0.12", "b3": "10.77.0.13"}
+procs = {}
+
+
+def ns(host, args, **kw):
+    return ["ip", "netns", "exec", f"rm-{host}", *args]
+
+
+def wait_port(host, port, what, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"FAIL: {what} did not open {host}:{port}")
+
+
+def start_backends():
+    users = "".join(f"user{i}:{{PLAIN}}pass\n" for i in range(USERS))
+    cmap = "".join(f'[[backend]]\nname = "{b}"\nimap = "{ADDR[b]}:143"\nlmtp = "{ADDR[b]}:24"\n' for b in ("b1", "b2", "b3"))
+    with open(f"{WORK}/cluster.toml", "w") as f:
+        f.write(cmap)
+    for b in ("b1", "b2", "b3"):
+        d = f"{WORK}/{b}"
+        os.makedirs(d, mode=0o700)
+        with open(f"{d}/users", "w") as f:
+            f.write(users)
+        extra = f'auth_http = "{ADDR[b]}:9180"\nsocketmap = "{ADDR[b]}:9181"\n' if b == "b1" else ""
+        with open(f"{d}/ringmail.toml", "w") as f:
+            f.write(f"""data_dir = "{d}"
+[imap]
+listen = ["{ADDR[b]}:143"]
+imaps = []
+# nginx logs in for its clients over cleartext: its address may; the
+# client's own (10.77.0.1) for the direct load comparison.
+cleartext_networks = ["10.77.0.10/32", "10.77.0.1/32"]
+[lmtp]
+listen = ["{ADDR[b]}:24"]
+[limits]
+max_connections_per_ip = 100000
+[proxy]
+trusted = ["10.77.0.10/32"]
+[cluster]
+file = "{WORK}/cluster.toml"
+self = "{b}"
+{extra}""")
+        log = open(f"{d}/serve.log", "w")
+        procs[b] = subprocess.Popen(ns(b, [RINGMAIL, "serve", "--config", f"{d}/ringmail.toml"]), stdout=log, stderr=log)
+    for b in ("b1", "b2", "b3"):
+        wait_port(ADDR[b], 143, f"backend {b}")
+    wait_port(ADDR["b1"], 9180, "auth_http")
+
+
+def start_nginx():
+    d = f"{WORK}/px"
+    os.makedirs(f"{d}/logs")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
+                    "-subj", "/CN=mail.test", "-keyout", f"{d}/key.pem", "-out", f"{d}/cert.pem"], check=True, capture_output=True)
+    with open(f"{d}/nginx.conf", "w") as f:
+        f.write(f"""load_module /usr/lib/nginx/modules/ngx_mail_module.so;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/logs/error.log info;
+events {{ worker_connections 8192; }}
+mail {{
+    server_name mail.test;
+    auth_http {ADDR['b1']}:9180/auth;
+    proxy_pass_error_message on;
+    imap_auth plain login;
+    ssl_certificate {d}/cert.pem;
+    ssl_certificate_key {d}/key.pem;
+    server {{
+        listen {ADDR['px']}:143;
+        protocol imap;
+        starttls on;
+        proxy_protocol on;
+    }}
+    server {{
+        listen {ADDR['px']}:993 ssl;
+        protocol imap;
+        proxy_protocol on;
+    }}
+}}
+""")
+    r = subprocess.run(ns("px", ["nginx", "-c", f"{d}/nginx.conf", "-p", d]), capture_output=True, text=True)
+    if r.returncode != 0:
+        raise SystemExit("FAIL: nginx: " + r.stderr)
+    wait_port(ADDR["px"], 993, "nginx")
+
+
+def home_of(user):
+    """The backend auth_http names for `user`, asked as nginx asks."""
+    s = socket.create_connection((ADDR["b1"], 9180), timeout=10)
+    s.sendall(f"GET /auth HTTP/1.0\r\nAuth-Method: plain\r\nAuth-User: {user}\r\nAuth-Pass: pass\r\nAuth-Protocol: imap\r\n"
+              f"Auth-Login-Attempt: 1\r\nClient-IP: 10.77.0.1\r\n\r\n".encode())
+    r = b""
+    while chunk := s.recv(4096):
+        r += chunk
+    for line in r.decode().split("\r\n"):
+        if line.startswith("Auth-Server: "):
+            ip = line.split(": ")[1]
+            return next(b for b, a in ADDR.items() if a == ip)
+    raise SystemExit(f"FAIL: auth_http for {user}: {r!r}")
+
+
+def tls():
+    c = ssl.create_default_context()
+    c.check_hostname = False
+    c.verify_mode = ssl.CERT_NONE
+    return c
+
+
+def login_and_mark(user):
+    m = imaplib.IMAP4_SSL(ADDR["px"], 993, ssl_context=tls(), timeout=30)
+    m.login(user, "pass")
+    typ, _ = m.append("INBOX", None, None, f"Subject: marker for {user}\r\n\r\n{user}\r\n".encode())
+    assert typ == "OK", typ
+    m.logout()
+
+
+def where_is(user):
+    return [b for b in ("b1", "b2", "b3") if os.path.isdir(f"{WORK}/{b}/mail/{user}")]
+
+
+def messages_via_proxy(user):
+    m = imaplib.IMAP4(ADDR["px"], 143, timeout=30)
+    m.starttls(ssl_context=tls())
+    m.login(user, "pass")
+    typ, data = m.status("INBOX", "(MESSAGES)")
+    m.logout()
+    return int(data[0].decode().split("MESSAGES ")[1].rstrip(")"))
+
+
+def lmtp_deliver(host, users):
+    s = socket.create_connection((host, 24), timeout=30)
+    f = s.makefile("rb")
+    def line():
+        return f.readline().decode()
+    assert line().startswith("220")
+    s.sendall(b"LHLO test\r\n")
+    while line().startswith("250-"):
+        pass
+    s.sendall(b"MAIL FROM:<sender@example.org>\r\n")
+    assert line().startswith("250")
+    for u in users:
+        s.sendall(f"RCPT TO:<{u}@example.com>\r\n".encode())
+        assert line().startswith("250")
+    s.sendall(b"DATA\r\n")
+    assert line().startswith("354")
+    s.sendall(b"Subject: delivered\r\n\r\nto every backend's users\r\n.\r\n")
+    answers = [line() for _ in users]
+    assert all(a.startswith("250") for a in answers), answers
+    s.sendall(b"QUIT\r\n")
+
+
+def load(target, name):
+    out = f"{WORK}/load-{name}.json"
+    r = subprocess.run([LOAD, "session", "--target", target, "--users", str(USERS), "--password", "pass",
+                        "--connections", "16", "--duration", "5s", "--quiet", "--json", out], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SystemExit(f"FAIL: ringmail-load {name}: {r.stderr}")
+    return json.load(open(out))
+
+
+def main():
+    start_backends()
+    start_nginx()
+    # b1 checks the others every 2 s; until it has seen them up, their
+    # users get a temporary error.
+    deadline = time.time() + 20
+    while True:
+        try:
+            [home_of(f"user{i}") for i in range(20)]
+            break
+        except SystemExit:
+            if time.time() > deadline:
+                raise
+            time.sleep(0.5)
+    print("ok: three backends and nginx up, each in its namespace")
+
+    users = [f"user{i}" for i in range(USERS)]
+    with concurrent.futures.ThreadPoolExecutor(16) as ex:
+        homes = dict(zip(users, ex.map(home_of, users)))
+        spread = {b: sum(1 for h in homes.values() if h == b) for b in ("b1", "b2", "b3")}
+        print(f"ok: auth_http names a home for every user: {spread}")
+        assert all(250 < n < 420 for n in spread.values()), spread
+        list(ex.map(login_and_mark, users))
+    wrong = [(u, homes[u], where_is(u)) for u in users if where_is(u) != [homes[u]]]
+    assert not wrong, wrong[:10]
+    print(f"ok: {USERS} logins through nginx (TLS on 993) each landed on the user's backend, and only there")
+
+    # LMTP to one backend reaches every owner.
+    sample = users[:30]
+    lmtp_deliver(ADDR["b2"], sample)
+    counts = [messages_via_proxy(u) for u in sample]
+    assert counts == [2] * len(sample), counts
+    print("ok: LMTP to b2 for users of all three backends: each copy on its owner (read through nginx with STARTTLS)")
+
+    via = load(f"{ADDR['px']}:143", "proxy")
+    direct = load(f"{ADDR['b1']}:143", "direct")
+    assert via["errors"] == 0 and direct["errors"] == 0, (via["error_kinds"], direct["error_kinds"])
+    print(f"ok: ringmail-load session without errors: {via['sessions_per_sec']:.0f} sessions/s through nginx, "
+          f"{direct['sessions_per_sec']:.0f} direct to one backend")
+
+    # One backend stops: its users get a temporary error, the others carry on.
+    procs["b3"].terminate()
+    procs["b3"].wait(timeout=30)
+    time.sleep(5)  # two health checks
+    down = next(u for u in users if homes[u] == "b3")
+    up = next(u for u in users if homes[u] == "b1")
+    m = imaplib.IMAP4_SSL(ADDR["px"], 993, ssl_context=tls(), timeout=30)
+    try:
+        m.login(down, "pass")
+        raise SystemExit(f"FAIL: {down} logged in with b3 down")
+    except imaplib.IMAP4.error as e:
+        refused = str(e)
+    assert "Temporary" in refused, refused
+    login_and_mark(up)
+    print(f"ok: b3 stopped: {down} gets \"{refused}\", {up} still works")
+    print("PASS")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    finally:
+        for p in procs.values():
+            if p.poll() is None:
+                p.terminate()
+        for p in procs.values():
+            try:
+                p.wait(timeout=30)
+            except Exception:
+                p.kill()
