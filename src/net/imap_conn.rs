@@ -337,6 +337,16 @@ impl Conn {
             let (auth, user, password) = (auth.clone(), user.clone(), password.clone());
             break monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable);
         };
+        // In a cluster, a user whose mail lives on another backend is not
+        // served here (a client that bypassed the proxy would otherwise
+        // start a second copy of the mailbox): NO [UNAVAILABLE].
+        let result = match result {
+            AuthResult::Ok(name) if self.reg.ctx().server.cluster.as_ref().and_then(|c| c.elsewhere(&name)).is_some() => {
+                tracing::info!(user = name, client = %self.guard.ip(), "login for a user of another backend refused");
+                AuthResult::Unavailable
+            }
+            r => r,
+        };
         metrics::with_worker(|m| match result {
             AuthResult::Ok(_) => m.logins_ok.fetch_add(1, Relaxed),
             _ => m.logins_failed.fetch_add(1, Relaxed),

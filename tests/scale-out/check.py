@@ -83,6 +83,18 @@ self = "{b}"
     for b in ("b1", "b2", "b3"):
         wait_port(ADDR[b], 143, f"backend {b}")
     wait_port(ADDR["b1"], 9180, "auth_http")
+    # A server outside the cluster with the same users, for the direct
+    # comparison (a backend refuses the users of the others).
+    d = f"{WORK}/solo"
+    os.makedirs(d, mode=0o700)
+    with open(f"{d}/users", "w") as f:
+        f.write(users)
+    with open(f"{d}/ringmail.toml", "w") as f:
+        f.write(f'data_dir = "{d}"\n[imap]\nlisten = ["{ADDR["b1"]}:1143"]\nimaps = []\ncleartext_networks = ["10.77.0.1/32"]\n'
+                f'[lmtp]\nlisten = []\n[limits]\nmax_connections_per_ip = 100000\n')
+    log = open(f"{d}/serve.log", "w")
+    procs["solo"] = subprocess.Popen(ns("b1", [RINGMAIL, "serve", "--config", f"{d}/ringmail.toml"]), stdout=log, stderr=log)
+    wait_port(ADDR["b1"], 1143, "the solo server")
 
 
 def start_nginx():
@@ -192,7 +204,7 @@ def load(target, name):
     r = subprocess.run([LOAD, "session", "--target", target, "--users", str(USERS), "--password", "pass",
                         "--connections", "16", "--duration", "5s", "--quiet", "--json", out], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
-        raise SystemExit(f"FAIL: ringmail-load {name}: {r.stderr}")
+        raise SystemExit(f"FAIL: ringmail-load {name}: {r.stdout}\n{r.stderr}")
     return json.load(open(out))
 
 
@@ -231,10 +243,18 @@ def main():
     print("ok: LMTP to b2 for users of all three backends: each copy on its owner (read through nginx with STARTTLS)")
 
     via = load(f"{ADDR['px']}:143", "proxy")
-    direct = load(f"{ADDR['b1']}:143", "direct")
+    direct = load(f"{ADDR['b1']}:1143", "direct")
     assert via["errors"] == 0 and direct["errors"] == 0, (via["error_kinds"], direct["error_kinds"])
     print(f"ok: ringmail-load session without errors: {via['sessions_per_sec']:.0f} sessions/s through nginx, "
-          f"{direct['sessions_per_sec']:.0f} direct to one backend")
+          f"{direct['sessions_per_sec']:.0f} direct to one server")
+    m = imaplib.IMAP4(ADDR["b2"], 143, timeout=30)
+    other = next(u for u in users if homes[u] == "b1")
+    try:
+        m.login(other, "pass")
+        raise SystemExit(f"FAIL: b2 served {other}, whose mail lives on b1")
+    except imaplib.IMAP4.error as e:
+        assert "UNAVAILABLE" in str(e), e
+    print(f"ok: b2 refuses {other} (b1's) with NO [UNAVAILABLE]")
 
     # One backend stops: its users get a temporary error, the others carry on.
     procs["b3"].terminate()
