@@ -26,8 +26,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("certs", &["config", "datadir", "delivery"]),
     ("migrate", &["auth", "config", "datadir", "delivery", "proto", "store"]),
     ("session", &["auth", "mime", "proto", "signal", "store"]),
-    ("net", &["auth", "certs", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
-    ("doctor", &["auth", "certs", "config", "datadir", "delivery", "net", "store"]),
+    ("net", &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
+    ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "net", "store"]),
     ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
 ];
 

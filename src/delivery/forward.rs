@@ -18,10 +18,26 @@ pub struct Rcpt {
     pub mailbox: Option<String>,
 }
 
-/// Marks a transaction as passed on once already: the receiving backend
-/// must store it or fail, never pass it on again (two maps that disagree
-/// during a reload would otherwise bounce it back and forth).
-pub const HOP_PARAMETER: &str = "X-RINGMAIL-HOP";
+use super::smtp::HOP_PARAMETER;
+
+/// xtext (RFC 3461 4) for the X-MAILBOX parameter.
+pub fn xtext(s: &str) -> String {
+    s.bytes().map(|b| if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' { (b as char).to_string() } else { format!("+{b:02X}") }).collect()
+}
+
+/// Message data for DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
+pub fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
+    for line in message.split_inclusive(|&b| b == b'\n') {
+        if line.first() == Some(&b'.') {
+            w.write_all(b".")?;
+        }
+        w.write_all(line)?;
+    }
+    if !message.is_empty() && !message.ends_with(b"\n") {
+        w.write_all(b"\r\n")?;
+    }
+    w.write_all(b".\r\n")
+}
 
 fn temp(to: SocketAddr, e: impl std::fmt::Display) -> DeliveryError {
     DeliveryError::Temporary(format!("owner backend {to}: {e}"))
@@ -82,7 +98,7 @@ fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout:
     // Pipelined (RFC 2920; LMTP servers offer it): MAIL, every RCPT, DATA.
     write!(w, "MAIL FROM:<{from}>\r\n").map_err(io)?;
     for rc in rcpts {
-        let mb = rc.mailbox.as_deref().map(|m| format!(" X-MAILBOX={}", super::lda::xtext(m))).unwrap_or_default();
+        let mb = rc.mailbox.as_deref().map(|m| format!(" X-MAILBOX={}", xtext(m))).unwrap_or_default();
         write!(w, "RCPT TO:<{}>{mb} {HOP_PARAMETER}=1\r\n", rc.address).map_err(io)?;
     }
     w.flush().map_err(io)?;
@@ -101,7 +117,7 @@ fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout:
     }
     write!(w, "DATA\r\n").and_then(|_| w.flush()).map_err(io)?;
     expect(&mut r, 354)?;
-    super::lda::write_dot_stuffed(&mut w, body).and_then(|_| w.flush()).map_err(io)?;
+    write_dot_stuffed(&mut w, body).and_then(|_| w.flush()).map_err(io)?;
     // LMTP: one reply per accepted recipient, in order (RFC 2033 4.2).
     for (i, ok) in accepted.iter().enumerate() {
         if *ok {
@@ -111,4 +127,22 @@ fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout:
     }
     let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
     Ok(results.into_iter().map(|r| r.unwrap_or_else(|| Err(temp(to, "no answer")))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_stuffing_round_trips_through_the_engine() {
+        let mut w = Vec::new();
+        write_dot_stuffed(&mut w, b".a\r\n..b\r\nc").unwrap();
+        assert_eq!(w, b"..a\r\n...b\r\nc\r\n.\r\n");
+    }
+
+    #[test]
+    fn xtext_escapes_plus_equals_and_non_ascii() {
+        assert_eq!(xtext("Lists/a+b=c d"), "Lists/a+2Bb+3Dc+20d");
+        assert_eq!(xtext("ü"), "+C3+BC");
+    }
 }

@@ -101,11 +101,6 @@ fn store_directly(config: &Config, db: Arc<UserDb>, user: &str, mailbox: Option<
     Ok(())
 }
 
-/// xtext (RFC 3461 4) for the X-MAILBOX parameter.
-pub(super) fn xtext(s: &str) -> String {
-    s.bytes().map(|b| if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' { (b as char).to_string() } else { format!("+{b:02X}") }).collect()
-}
-
 /// The address to reach a listener bound to `addr` from this host.
 fn reachable(addr: SocketAddr) -> SocketAddr {
     let mut a = addr;
@@ -159,31 +154,17 @@ fn hand_to_server(config: &Config, user: &str, mailbox: Option<&str>, from: &str
         }
     };
     expect(&mut r, '2')?;
-    let mb = mailbox.map(|m| format!(" X-MAILBOX={}", xtext(m))).unwrap_or_default();
+    let mb = mailbox.map(|m| format!(" X-MAILBOX={}", super::forward::xtext(m))).unwrap_or_default();
     write!(w, "LHLO localhost\r\n").and_then(|_| w.flush()).map_err(tf)?;
     expect(&mut r, '2')?;
     write!(w, "MAIL FROM:<{from}>\r\nRCPT TO:<{user}>{mb}\r\nDATA\r\n").and_then(|_| w.flush()).map_err(tf)?;
     expect(&mut r, '2')?;
     expect(&mut r, '2')?;
     expect(&mut r, '3')?;
-    write_dot_stuffed(&mut w, message).and_then(|_| w.flush()).map_err(tf)?;
+    super::forward::write_dot_stuffed(&mut w, message).and_then(|_| w.flush()).map_err(tf)?;
     expect(&mut r, '2')?;
     let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
     Ok(())
-}
-
-/// Message data for DATA: dot-stuffed (RFC 5321 4.5.2), ending in CRLF.CRLF.
-pub(super) fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<()> {
-    for line in message.split_inclusive(|&b| b == b'\n') {
-        if line.first() == Some(&b'.') {
-            w.write_all(b".")?;
-        }
-        w.write_all(line)?;
-    }
-    if !message.is_empty() && !message.ends_with(b"\n") {
-        w.write_all(b"\r\n")?;
-    }
-    w.write_all(b".\r\n")
 }
 
 #[cfg(test)]
@@ -196,18 +177,5 @@ mod tests {
         // Input that already has CRs is left exactly as it is.
         assert_eq!(normalize_input(b"A: b\r\n\r\nx\ny".to_vec()), b"A: b\r\n\r\nx\ny");
         assert_eq!(normalize_input(b"no newline".to_vec()), b"no newline");
-    }
-
-    #[test]
-    fn dot_stuffing_round_trips_through_the_engine() {
-        let mut w = Vec::new();
-        write_dot_stuffed(&mut w, b".a\r\n..b\r\nc").unwrap();
-        assert_eq!(w, b"..a\r\n...b\r\nc\r\n.\r\n");
-    }
-
-    #[test]
-    fn xtext_escapes_plus_equals_and_non_ascii() {
-        assert_eq!(xtext("Lists/a+b=c d"), "Lists/a+2Bb+3Dc+20d");
-        assert_eq!(xtext("ü"), "+C3+BC");
     }
 }

@@ -31,6 +31,12 @@ pub trait Directory {
     fn is_local_domain(&self, domain: &str, dialect: Dialect) -> bool;
 }
 
+/// The RCPT parameter that marks a copy passed on by another backend of a
+/// cluster: the receiving backend must store it or fail, never pass it on
+/// again (two maps that disagree during a reload would otherwise bounce it
+/// back and forth). See `forward`.
+pub const HOP_PARAMETER: &str = "X-RINGMAIL-HOP";
+
 /// One accepted recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recipient {
@@ -425,7 +431,7 @@ impl Session {
                     let (k, v) = p.split_once('=').unwrap_or((p, ""));
                     if k.eq_ignore_ascii_case("X-MAILBOX") && lmtp {
                         mailbox = Some(xtext_decode(v));
-                    } else if k.eq_ignore_ascii_case(super::forward::HOP_PARAMETER) && lmtp {
+                    } else if k.eq_ignore_ascii_case(HOP_PARAMETER) && lmtp {
                         hop = true;
                     } else {
                         return self.error(out, 555, "5.5.4 Unsupported RCPT parameter");

@@ -24,6 +24,7 @@ mod handshake;
 mod imap_conn;
 mod iovec;
 mod listen;
+mod lookups;
 mod metrics_http;
 mod pool;
 mod proxy;

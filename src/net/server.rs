@@ -5,9 +5,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
-use super::cluster::{self, Cluster};
+use super::cluster::Cluster;
 use super::context::{ServerCtx, WorkerMsg};
 use super::listen::{bind_group, ListenerKind};
+use super::lookups;
 use super::{control, fdlimit, metrics_http, spool, worker};
 use crate::auth::limiter::{ConnLimiter, FailureDelay};
 use crate::auth::{Authenticator, UserDb};
@@ -146,11 +147,11 @@ impl Server {
             spool_budget: Arc::new(spool::Budget::new(metrics.spool_memory.clone())),
         });
         let auth_http_addr = match auth_http {
-            Some(a) => Some(cluster::serve_auth_http(a, ctx.clone())?),
+            Some(a) => Some(lookups::serve_auth_http(a, ctx.clone())?),
             None => None,
         };
         let socketmap_addr = match socketmap {
-            Some(a) => Some(cluster::serve_socketmap(a, ctx.clone())?),
+            Some(a) => Some(lookups::serve_socketmap(a, ctx.clone())?),
             None => None,
         };
         if let Some(c) = &ctx.cluster {
