@@ -19,17 +19,17 @@ const MAP: &str = "[[backend]]\nname = \"b1\"\nimap = \"127.0.0.1:1\"\nlmtp = \"
 
 /// A server that is backend b1 of MAP, with b2 answering on `b2`.
 fn cluster_server(b2: &std::net::TcpListener) -> TestServer {
-    let dir = tempfile::tempdir().unwrap();
-    let map = dir.path().join("cluster.toml");
-    std::fs::write(&map, MAP.replace("127.0.0.2:143", &b2.local_addr().unwrap().to_string())).unwrap();
+    let b2 = b2.local_addr().unwrap().to_string();
     let t = TestServer::start(Driver::Auto, |c| {
+        // The map lives in the data directory (removed with it).
+        let map = c.data_dir.join("cluster.toml");
+        std::fs::write(&map, MAP.replace("127.0.0.2:143", &b2)).unwrap();
         c.cluster.file = Some(map);
         c.cluster.self_name = Some("b1".into());
         c.cluster.auth_http = Some("127.0.0.1:0".parse().unwrap());
         c.cluster.socketmap = Some("127.0.0.1:0".parse().unwrap());
         c.delivery.local_domains = vec!["example.com".into()];
     });
-    std::mem::forget(dir);
     t
 }
 
@@ -229,4 +229,23 @@ fn lmtp_passes_mail_to_the_owning_backend() {
     drop(b2);
     let r = lmtp(b1.lmtp.unwrap(), &["ann@example.com"], "Subject: later\r\n\r\nbody\r\n");
     assert!(r[1].starts_with("4"), "{r:?}");
+}
+
+/// SIGHUP re-reads the map: a new override takes effect, and a map that
+/// does not load leaves the old one in place.
+#[test]
+fn a_reload_applies_a_changed_map_and_keeps_the_old_one_when_broken() {
+    let b2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let t = cluster_server(&b2);
+    let server = t.server.as_ref().unwrap();
+    let addr = server.auth_http_addr.unwrap();
+    assert!(auth_http(addr, "ann", "pw", 1).contains("Auth-Server: 127.0.0.1\r\n"));
+    let map = t.data_dir().join("cluster.toml");
+    let text = std::fs::read_to_string(&map).unwrap();
+    std::fs::write(&map, text.replace("ann = \"b1\"", "ann = \"b2\"")).unwrap();
+    server.reload_cluster();
+    assert!(auth_http(addr, "ann", "pw", 1).contains("Auth-Server: 127.0.0.2\r\n"), "moved by the reload");
+    std::fs::write(&map, "[[backend]]\nname = \"only\"\n").unwrap();
+    server.reload_cluster();
+    assert!(auth_http(addr, "ann", "pw", 1).contains("Auth-Server: 127.0.0.2\r\n"), "a broken map changes nothing");
 }
