@@ -20,7 +20,7 @@ const MAP: &str = "[[backend]]\nname = \"b1\"\nimap = \"127.0.0.1:1\"\nlmtp = \"
 /// A server that is backend b1 of MAP, with b2 answering on `b2`.
 fn cluster_server(b2: &std::net::TcpListener) -> TestServer {
     let b2 = b2.local_addr().unwrap().to_string();
-    let t = TestServer::start(Driver::Auto, |c| {
+    TestServer::start(Driver::Auto, |c| {
         // The map lives in the data directory (removed with it).
         let map = c.data_dir.join("cluster.toml");
         std::fs::write(&map, MAP.replace("127.0.0.2:143", &b2)).unwrap();
@@ -29,8 +29,7 @@ fn cluster_server(b2: &std::net::TcpListener) -> TestServer {
         c.cluster.auth_http = Some("127.0.0.1:0".parse().unwrap());
         c.cluster.socketmap = Some("127.0.0.1:0".parse().unwrap());
         c.delivery.local_domains = vec!["example.com".into()];
-    });
-    t
+    })
 }
 
 fn auth_http(addr: SocketAddr, user: &str, pass: &str, attempt: u32) -> String {
