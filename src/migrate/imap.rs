@@ -419,7 +419,7 @@ impl Conn {
                 .iter()
                 .find(|a| ["\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash"].iter().any(|s| s.eq_ignore_ascii_case(a)))
                 .cloned();
-            let mut b = SourceBox { subscribed: Some(subscribed.contains(&name)), name: name.clone(), special_use, noselect, ..Default::default() };
+            let mut b = SourceBox { subscribed: Some(subscribed.contains(&name)), name, special_use, noselect, ..Default::default() };
             if !noselect {
                 let mut status = (None, None, None);
                 let cmd = if self.has("CONDSTORE") { "(UIDVALIDITY UIDNEXT HIGHESTMODSEQ)" } else { "(UIDVALIDITY UIDNEXT)" };
@@ -438,11 +438,9 @@ impl Conn {
                 })?;
                 (b.uidvalidity, b.uidnext, b.highest_modseq) = status;
             }
-            b.name = name;
-            out.push((raw, b));
+            out.push(b);
         }
-        // The source's own names, for EXAMINE, by the name the import uses.
-        Ok(out.into_iter().map(|(_, b)| b).collect())
+        Ok(out)
     }
 
     /// The source's name of a mailbox the import calls `name`.

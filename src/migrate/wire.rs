@@ -14,8 +14,9 @@ use super::model::{Op, Reply};
 /// The socket's file name in the data directory.
 pub const SOCKET: &str = "control.sock";
 
-/// Largest JSON part of a request or answer: a Digest of a million
-/// messages is about 150 MB; more than that is someone else talking.
+/// Largest JSON part of a request or answer: the state of a mailbox of a
+/// million messages (List) is about 25 MB; far more than that is someone
+/// else talking.
 const MAX_JSON: usize = 512 << 20;
 
 #[derive(Serialize, Deserialize)]
