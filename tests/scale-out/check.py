@@ -9,7 +9,8 @@ in its own network namespace (tests/scale-out/netns.sh builds them):
 - the client is outside (10.77.0.1).
 
 Checked: 1,000 users log in through nginx and each lands on the backend
-the map gives (its mail appears there and nowhere else); STARTTLS works;
+the map gives (its mail appears there and nowhere else); Postfix's socketmap
+client (postmap -q) gets each recipient's owner; STARTTLS works;
 mail delivered by LMTP to any backend reaches the owner; `ringmail-load
 session` through nginx runs without errors (sessions/s through the proxy
 against direct); with one backend stopped its users get a temporary error
@@ -234,6 +235,19 @@ def main():
     wrong = [(u, homes[u], where_is(u)) for u in users if where_is(u) != [homes[u]]]
     assert not wrong, wrong[:10]
     print(f"ok: {USERS} logins through nginx (TLS on 993) each landed on the user's backend, and only there")
+
+    # Postfix's own socketmap client asks b1 where mail goes.
+    pf = f"{WORK}/postfix"
+    os.makedirs(pf)
+    with open(f"{pf}/main.cf", "w") as f:
+        f.write("compatibility_level = 3.6\n")
+    def postmap(key):
+        r = subprocess.run(["postmap", "-c", pf, "-q", key, f"socketmap:inet:{ADDR['b1']}:9181:transport"], capture_output=True, text=True, timeout=30)
+        return r.returncode, r.stdout.strip()
+    for u in users[:50]:
+        assert postmap(f"{u}@example.com") == (0, f"lmtp:inet:{ADDR[homes[u]]}:24"), (u, homes[u], postmap(f"{u}@example.com"))
+    assert postmap("nobody@example.com")[0] == 1 and postmap("example.com")[0] == 1
+    print("ok: Postfix's socketmap client (postmap -q) gets each recipient's owner, and nothing for strangers")
 
     # LMTP to one backend reaches every owner.
     sample = users[:30]

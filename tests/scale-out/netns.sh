@@ -11,10 +11,12 @@ cd "$(dirname "$0")/../.."
 
 sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
 need=""
-for p in nginx libnginx-mod-mail iproute2 openssl; do
+for p in nginx libnginx-mod-mail iproute2 openssl postfix; do
     dpkg -s "$p" >/dev/null 2>&1 || need="$need $p"
 done
 if [ -n "$need" ]; then
+    # Postfix only for its socketmap client (postmap -q): no mail system set up.
+    echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
