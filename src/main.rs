@@ -218,6 +218,11 @@ enum ImportSource {
         /// The user to log in as on the source.
         #[arg(long)]
         source_user: String,
+        /// Read this user's mail, logged in as --source-user (a master or
+        /// admin user: the SASL PLAIN authorization identity, as Dovecot's
+        /// master users take it). Import every user with one admin password.
+        #[arg(long)]
+        source_authzid: Option<String>,
         /// Read the source password from standard input (required: never on the command line).
         #[arg(long, required = true)]
         password_stdin: bool,
@@ -514,7 +519,7 @@ fn import(common: &Common, source: ImportSource) -> ExitCode {
             (args, maildir::MaildirSource::open(&path, layout.map(Layout::from)).map(|s| Box::new(s) as Box<dyn Source>))
         }
         ImportSource::Mbox { file, mailbox, mboxrd, args } => (args, mbox::MboxSource::open(&file, &mailbox, mboxrd).map(|s| Box::new(s) as Box<dyn Source>)),
-        ImportSource::Imap { host, tls, starttls, insecure, source_user, password_stdin, args } => {
+        ImportSource::Imap { host, tls, starttls, insecure, source_user, source_authzid, password_stdin, args } => {
             let built = read_password(password_stdin).and_then(|(password, _)| {
                 let (h, port) = match host.rsplit_once(':') {
                     Some((h, p)) => (h.trim_matches(['[', ']']).to_string(), p.parse::<u16>().map_err(|_| format!("bad port in {host:?}"))?),
@@ -527,7 +532,7 @@ fn import(common: &Common, source: ImportSource) -> ExitCode {
                 } else {
                     imap::Security::None
                 };
-                Ok(Box::new(imap::ImapSource { host: h, port, security, insecure, user: source_user, password }) as Box<dyn Source>)
+                Ok(Box::new(imap::ImapSource { host: h, port, security, insecure, user: source_user, password, authzid: source_authzid }) as Box<dyn Source>)
             });
             (args, built)
         }

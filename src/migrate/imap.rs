@@ -34,6 +34,10 @@ pub struct ImapSource {
     pub insecure: bool,
     pub user: String,
     pub password: String,
+    /// Whose mail to read when `user` is a master (admin) user: the SASL
+    /// PLAIN authorization identity (RFC 4616), as Dovecot's master users
+    /// and most servers' admin logins take it.
+    pub authzid: Option<String>,
 }
 
 impl ImapSource {
@@ -44,7 +48,7 @@ impl ImapSource {
 
 impl Source for ImapSource {
     fn id(&self) -> String {
-        format!("imap:{}@{}:{}", self.user, self.host, self.port)
+        format!("imap:{}@{}:{}", self.authzid.as_deref().unwrap_or(&self.user), self.host, self.port)
     }
 
     fn mailboxes(&self) -> Result<Vec<SourceBox>, String> {
@@ -291,10 +295,14 @@ impl Conn {
             c.io = BufReader::with_capacity(256 << 10, tls_stream(tcp, &s.host, s.insecure)?);
         }
         c.refresh_caps()?;
-        if c.has("AUTH=PLAIN") && c.has("SASL-IR") {
-            use base64::Engine;
-            let ir = base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{}", s.user, s.password));
-            c.command(&format!("AUTHENTICATE PLAIN {ir}"), |_| {}).map_err(|e| format!("{}: login failed: {e}", s.user))?;
+        let failed = |e: String| format!("{}: login failed: {e}", s.user);
+        if let Some(authzid) = &s.authzid {
+            if !c.has("AUTH=PLAIN") {
+                return Err(format!("{}:{} offers no AUTHENTICATE PLAIN, which a master-user login needs", s.host, s.port));
+            }
+            c.authenticate_plain(&format!("{authzid}\0{}\0{}", s.user, s.password)).map_err(failed)?;
+        } else if c.has("AUTH=PLAIN") && c.has("SASL-IR") {
+            c.authenticate_plain(&format!("\0{}\0{}", s.user, s.password)).map_err(failed)?;
         } else {
             c.command(&format!("LOGIN {} {}", quote(&s.user), quote(&s.password)), |_| {}).map_err(|e| format!("{}: login failed: {e}", s.user))?;
         }
@@ -315,6 +323,33 @@ impl Conn {
         match old.into_inner() {
             Net::Plain(tcp) => Ok(tcp),
             _ => Err("STARTTLS on a connection that already has TLS".into()),
+        }
+    }
+
+    /// AUTHENTICATE PLAIN with this message: as an initial response (RFC
+    /// 4959) when the server takes one, else after its continuation.
+    fn authenticate_plain(&mut self, message: &str) -> Result<(), String> {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(message);
+        if self.has("SASL-IR") {
+            return self.command(&format!("AUTHENTICATE PLAIN {b64}"), |_| {});
+        }
+        self.tag += 1;
+        let tag = format!("i{}", self.tag);
+        let io = |e: std::io::Error| format!("connection: {e}");
+        let w = self.io.get_mut();
+        w.write_all(format!("{tag} AUTHENTICATE PLAIN\r\n").as_bytes()).and_then(|_| w.flush()).map_err(io)?;
+        let r = self.read_response()?;
+        if !r.starts_with(b"+") {
+            return Err(String::from_utf8_lossy(&r).trim_end().to_string());
+        }
+        let w = self.io.get_mut();
+        w.write_all(format!("{b64}\r\n").as_bytes()).and_then(|_| w.flush()).map_err(io)?;
+        loop {
+            let r = self.read_response()?;
+            if let Some(status) = tagged_status(&r, &tag) {
+                return if status.starts_with("OK") { Ok(()) } else { Err(status) };
+            }
         }
     }
 
@@ -367,8 +402,7 @@ impl Conn {
         w.write_all(format!("{tag} {cmd}\r\n").as_bytes()).and_then(|_| w.flush()).map_err(|e| format!("connection: {e}"))?;
         loop {
             let r = self.read_response()?;
-            if r.starts_with(tag.as_bytes()) && r.get(tag.len()) == Some(&b' ') {
-                let status = String::from_utf8_lossy(&r[tag.len() + 1..]).trim_end().to_string();
+            if let Some(status) = tagged_status(&r, &tag) {
                 return if status.starts_with("OK") { Ok(()) } else { Err(status) };
             }
             if r.starts_with(b"* BYE") && !cmd.eq_ignore_ascii_case("LOGOUT") {
@@ -510,6 +544,12 @@ impl Conn {
             }
         })
     }
+}
+
+/// The status text of the tagged response to `tag`, if `r` is that.
+fn tagged_status(r: &[u8], tag: &str) -> Option<String> {
+    let rest = r.strip_prefix(tag.as_bytes())?.strip_prefix(b" ")?;
+    Some(String::from_utf8_lossy(rest).trim_end().to_string())
 }
 
 /// A LIST/LSUB response's attributes, delimiter and (raw) name.

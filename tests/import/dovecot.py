@@ -75,6 +75,8 @@ class Dovecot:
         with open(os.path.join(self.dir, "users"), "w") as f:
             for u in ("ann", "exported"):
                 f.write(f"{u}:{{PLAIN}}{PASSWORD}\n")
+        with open(os.path.join(self.dir, "masters"), "w") as f:
+            f.write("admin:{PLAIN}admin secret\n")
         conf = open(os.path.join(ROOT, "tests/import/dovecot.conf")).read()
         conf = conf.replace("@WORK@", self.dir).replace("@MAIL_USER@", MAIL_USER).replace("@IMAP_PORT@", str(self.port))
         self.conf = os.path.join(self.dir, "dovecot.conf")
@@ -281,7 +283,7 @@ def main():
         print(f"ok: mbsync pulled {near_files} files from Dovecot")
 
         data = os.path.join(work, "ringmail")
-        for u in ("ann", "bob", "cat", "dan", "eve"):
+        for u in ("ann", "bob", "cat", "dan", "eve", "fay"):
             ringmail(data, "user", "add", u, "--password-stdin", stdin=PASSWORD + "\n")
 
         # 1. Offline, from Dovecot's Maildir (Dovecot keeps running: it is a copy).
@@ -300,6 +302,11 @@ def main():
         print(r.stderr.strip())
         assert "running server" in r.stderr, r.stderr
         compare(source, snapshot(rm.port, "bob"), "IMAP import (server running): ringmail's bob as Dovecot's ann")
+
+        # A master user reads ann's mail on Dovecot: one admin password for every user.
+        r = ringmail(data, "import", "imap", "--host", f"127.0.0.1:{dv.port}", "--source-user", "admin", "--source-authzid", "ann",
+                     "--password-stdin", "--user", "fay", "--verify", stdin="admin secret\n")
+        compare(source, snapshot(rm.port, "fay"), "IMAP import as Dovecot's master user (SASL PLAIN authzid)")
 
         # An IMAP source with TLS and with STARTTLS: ringmail itself, whose
         # certificate is self-signed (--insecure).
