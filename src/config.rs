@@ -443,11 +443,16 @@ pub struct ProxyConfig {
 
 impl ProxyConfig {
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         self.trusted.iter().any(|n| n.contains(ip))
+    }
+}
+
+/// An IPv4 client on a dual-stack socket (`::ffff:a.b.c.d`) as IPv4.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
     }
 }
 
@@ -529,10 +534,7 @@ impl Config {
 
     /// Whether a client at `ip` may send a password without TLS.
     pub fn cleartext_allowed(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
+        let ip = unmapped(ip);
         (self.imap.loopback_is_trusted && ip.is_loopback()) || self.imap.cleartext_networks.iter().any(|n| n.contains(ip))
     }
 }

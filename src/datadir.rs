@@ -60,6 +60,16 @@ pub fn hand_back(dir: &Path, paths: &[std::path::PathBuf], single: &[std::path::
     Ok(())
 }
 
+/// [`hand_back`] of what writing one user's mail touches: the user's mail
+/// directory `mail/<user_dir>` with everything under it, `mail` itself and
+/// the lock file, and `also` with everything under it.
+pub fn hand_back_mail(dir: &Path, user_dir: &str, also: &[std::path::PathBuf]) -> Result<(), String> {
+    let mail = dir.join("mail");
+    let mut deep = vec![mail.join(user_dir)];
+    deep.extend_from_slice(also);
+    hand_back(dir, &deep, &[mail, dir.join(LOCK_FILE)])
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;

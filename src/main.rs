@@ -4,7 +4,6 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -354,18 +353,12 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
 
 /// `ringmail user quota`: a table like `doveadm quota get`'s.
 fn quota_report(config: &Config, name: &str) -> Result<String, String> {
-    use ringmail::store::{Io, ReadOnlyIo, RealIo, Settings, Store};
     let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
     if db.lookup(name).is_none() {
         return Err(format!("no user {name}"));
     }
     let limits = db.quota(name, config.quota.limits());
-    // Without a server, under the lock like `deliver`; beside a running
-    // one, a read-only look at what it has written.
-    let lock = DataDirLock::acquire(&config.data_dir, std::time::Duration::ZERO)?;
-    let io: Rc<dyn Io> = if lock.is_some() { Rc::new(RealIo::inline()) } else { Rc::new(ReadOnlyIo) };
-    let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
-    let store = Store::new(io, &config.data_dir.join("mail"), settings);
+    let (store, _lock) = ringmail::migrate::target::read_view(config)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let usage = store.user_usage(name, now).map_err(|e| format!("cannot read the mail of {name}: {e}"))?;
     use ringmail::store::quota::kib;

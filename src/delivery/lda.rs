@@ -66,10 +66,7 @@ pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, m
         Some(_lock) => {
             let r = store_directly(config, Arc::new(db), &user, mailbox, from, message);
             // Run by root on the package's data directory: the files are the server's.
-            let d = &config.data_dir;
-            let mail = d.join("mail");
-            crate::datadir::hand_back(d, &[mail.join(crate::store::user_dir_name(&user))], &[mail, d.join(crate::datadir::LOCK_FILE)])
-                .map_err(LdaError::TempFail)?;
+            crate::datadir::hand_back_mail(&config.data_dir, &crate::store::user_dir_name(&user), &[]).map_err(LdaError::TempFail)?;
             r
         }
         None => hand_to_server(config, &user, mailbox, from, message),
@@ -77,7 +74,7 @@ pub fn deliver(config: &Config, user: &str, mailbox: Option<&str>, from: &str, m
 }
 
 fn store_directly(config: &Config, db: Arc<UserDb>, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
-    let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
+    let settings = Settings::configured(&config.store);
     let mut store = Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings);
     store.set_quota_source(super::quota_source(db, &config.quota));
     let prefix = format!("Return-Path: <{from}>\r\nDelivered-To: {user}\r\n");

@@ -31,6 +31,33 @@ pub trait Directory {
     fn is_local_domain(&self, domain: &str, dialect: Dialect) -> bool;
 }
 
+/// Why an address is not a user of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotOurs {
+    /// Its domain is not ours: relaying is refused.
+    Relay,
+    /// No such user.
+    Unknown,
+}
+
+/// The user mail to `addr` (RCPT TO's address, without brackets) goes to:
+/// its local part, normalised, when its domain (if it has one) is ours and
+/// the user exists.
+pub fn recipient_user(dir: &dyn Directory, addr: &str, dialect: Dialect) -> Result<String, NotOurs> {
+    let (local, domain) = match addr.rsplit_once('@') {
+        Some((l, d)) => (l, Some(d)),
+        None => (addr, None),
+    };
+    if domain.is_some_and(|d| !dir.is_local_domain(d, dialect)) {
+        return Err(NotOurs::Relay);
+    }
+    let user = crate::auth::passwd::normalize_user_name(local);
+    if local.is_empty() || !dir.user_exists(&user) {
+        return Err(NotOurs::Unknown);
+    }
+    Ok(user)
+}
+
 /// The RCPT parameter that marks a copy passed on by another backend of a
 /// cluster: the receiving backend must store it or fail, never pass it on
 /// again (two maps that disagree during a reload would otherwise bounce it
@@ -437,21 +464,17 @@ impl Session {
                         return self.error(out, 555, "5.5.4 Unsupported RCPT parameter");
                     }
                 }
-                let (local, domain) = match addr.rsplit_once('@') {
-                    Some((l, d)) => (l, Some(d)),
-                    None => (addr.as_str(), None),
-                };
-                if let Some(d) = domain {
-                    if !dir.is_local_domain(d, self.dialect) {
+                let user = match recipient_user(dir, &addr, self.dialect) {
+                    Ok(u) => u,
+                    Err(NotOurs::Relay) => {
                         reply(out, 550, "5.7.1 Relay access denied");
                         return None;
                     }
-                }
-                let user = crate::auth::passwd::normalize_user_name(local);
-                if local.is_empty() || !dir.user_exists(&user) {
-                    reply(out, 550, "5.1.1 User unknown");
-                    return None;
-                }
+                    Err(NotOurs::Unknown) => {
+                        reply(out, 550, "5.1.1 User unknown");
+                        return None;
+                    }
+                };
                 self.recipients.push(Recipient { address: addr.clone(), user, mailbox, hop });
                 reply(out, 250, "2.1.5 Ok");
                 None

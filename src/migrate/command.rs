@@ -1,8 +1,6 @@
 //! `ringmail import` and `ringmail export` as commands: checks, the run,
 //! and the summary an admin reads at the end.
 
-use std::rc::Rc;
-
 use super::engine::{self, Options, Summary};
 use super::export::{self, Exported};
 use super::maildir::Layout;
@@ -13,8 +11,6 @@ use super::target;
 use crate::auth::passwd::normalize_user_name;
 use crate::auth::UserDb;
 use crate::config::Config;
-use crate::datadir::DataDirLock;
-use crate::store::{Io, ReadOnlyIo, RealIo, Settings, Store};
 
 fn known_user(config: &Config, user: &str) -> Result<String, String> {
     let db = UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
@@ -35,12 +31,7 @@ pub fn import(config: &Config, source: &dyn Source, user: &str, opts: &Options, 
     let run = engine::run(source, &mut *target, &user, &mut state, opts, &mut progress);
     drop(target);
     // Run by root on the package's data directory: the files are the server's.
-    let d = &config.data_dir;
-    crate::datadir::hand_back(
-        d,
-        &[d.join("mail").join(crate::store::user_dir_name(&user)), d.join("import-state")],
-        &[d.join("mail"), d.join(crate::datadir::LOCK_FILE)],
-    )?;
+    crate::datadir::hand_back_mail(&config.data_dir, &crate::store::user_dir_name(&user), &[config.data_dir.join("import-state")])?;
     let s = run?;
     let secs = progress.elapsed().as_secs_f64();
     let verb = if opts.dry_run { "would import" } else { "imported" };
@@ -75,10 +66,7 @@ pub fn import(config: &Config, source: &dyn Source, user: &str, opts: &Options, 
 /// running, reads what it has written so far, without disturbing it.
 pub fn export(config: &Config, user: &str, dir: &std::path::Path, layout: Layout) -> Result<Exported, String> {
     let user = known_user(config, user)?;
-    let lock = DataDirLock::acquire(&config.data_dir, std::time::Duration::ZERO)?;
-    let io: Rc<dyn Io> = if lock.is_some() { Rc::new(RealIo::inline()) } else { Rc::new(ReadOnlyIo) };
-    let settings = Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() };
-    let store = Store::new(io, &config.data_dir.join("mail"), settings);
+    let (store, _lock) = target::read_view(config)?;
     let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let e = export::export(&store, &user, dir, layout, now)?;
     for w in &e.warnings {

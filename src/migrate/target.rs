@@ -35,6 +35,16 @@ pub fn open(config: &Config) -> Result<Box<dyn Target>, String> {
     }
 }
 
+/// A store to read from, for an admin command (`export`, `user quota`):
+/// without a server, the store itself under the data directory's lock
+/// (kept in the answer for as long as the store is used); beside a running
+/// one, a read-only look at what it has written, which tidies nothing.
+pub fn read_view(config: &Config) -> Result<(Store, Option<DataDirLock>), String> {
+    let lock = DataDirLock::acquire(&config.data_dir, Duration::ZERO)?;
+    let io: Rc<dyn crate::store::Io> = if lock.is_some() { Rc::new(RealIo::inline()) } else { Rc::new(crate::store::ReadOnlyIo) };
+    Ok((Store::new(io, &config.data_dir.join("mail"), Settings::configured(&config.store)), lock))
+}
+
 /// The store itself, with no server running.
 pub struct Local {
     store: Store,
@@ -43,16 +53,12 @@ pub struct Local {
 
 impl Local {
     pub fn new(config: &Config, lock: DataDirLock) -> Local {
-        Self::with_store(Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), settings(config)), Some(lock))
+        Self::with_store(Store::new(Rc::new(RealIo::inline()), &config.data_dir.join("mail"), Settings::configured(&config.store)), Some(lock))
     }
 
     pub fn with_store(store: Store, lock: Option<DataDirLock>) -> Local {
         Local { store, _lock: lock }
     }
-}
-
-fn settings(config: &Config) -> Settings {
-    Settings { segment_size: config.store.segment_size, sync: config.store.sync, ..Default::default() }
 }
 
 impl Target for Local {

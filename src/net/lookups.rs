@@ -113,15 +113,14 @@ pub fn serve_auth_http(addr: SocketAddr, ctx: Arc<ServerCtx>) -> Result<SocketAd
 }
 
 /// The user an address is delivered to, as LMTP's RCPT decides it; None
-/// for a domain alone, a domain not ours, or no such user.
+/// for a domain alone (Postfix also asks for those), a domain not ours, or
+/// no such user.
 fn user_of(ctx: &ServerCtx, key: &str) -> Option<String> {
-    use crate::delivery::smtp::{Dialect, Directory};
-    let (local, domain) = key.rsplit_once('@')?;
-    if local.is_empty() || !ctx.directory.is_local_domain(domain, Dialect::Lmtp) {
+    use crate::delivery::smtp::{recipient_user, Dialect};
+    if !key.contains('@') {
         return None;
     }
-    let user = normalize_user_name(local);
-    ctx.directory.user_exists(&user).then_some(user)
+    recipient_user(&*ctx.directory, key, Dialect::Lmtp).ok()
 }
 
 /// Postfix's socketmap: the LMTP transport of each recipient's backend.

@@ -30,7 +30,7 @@ pub fn run(id: usize, server: Arc<ServerCtx>, listeners: Vec<(ListenerKind, std:
     let pool = server.blocking.clone();
     crate::metrics::attach_thread(server.metrics.clone(), id);
     let run = async move {
-        let settings = crate::store::Settings { segment_size: server.config.store.segment_size, sync: server.config.store.sync, ..Default::default() };
+        let settings = crate::store::Settings::configured(&server.config.store);
         // Syncs run on helper threads so this worker never waits for the disk.
         let io = Rc::new(RealIo::with_sync_threads(SYNC_THREADS, &format!("ringmail-sync-{id}")));
         let spawn: crate::store::Spawner = Box::new(|f| {

@@ -54,6 +54,13 @@ impl Default for Settings {
     }
 }
 
+impl Settings {
+    /// What `[store]` sets; the rest at its defaults.
+    pub fn configured(c: &crate::config::StoreConfig) -> Settings {
+        Settings { segment_size: c.segment_size, sync: c.sync, ..Settings::default() }
+    }
+}
+
 /// UIDs in ascending order, each once.
 fn sorted(uids: impl Iterator<Item = u32>) -> Vec<u32> {
     let mut v: Vec<u32> = uids.collect();
