@@ -1,6 +1,8 @@
-//! Passing delivered mail on to the backend that owns its recipients (a
-//! cluster, docs/scale-out.md): one LMTP transaction to that backend for
-//! all of its recipients, each answered by the owner's own reply. The owner
+//! An LMTP client: `ringmail deliver` hands a message to the running
+//! server with it, and a backend passes delivered mail on to the backend
+//! that owns its recipients (a cluster, docs/scale-out.md): one LMTP
+//! transaction to that backend for all of its recipients, each answered by
+//! the owner's own reply. The owner
 //! replies 250 only after the copy is durable there, so this server
 //! acknowledges nothing that is not stored somewhere; anything else (the
 //! owner down, a timeout) is a temporary failure the MTA retries.
@@ -9,7 +11,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
-use super::smtp::DeliveryError;
+use super::smtp::{DeliveryError, HOP_PARAMETER};
 
 /// One recipient to pass on.
 #[derive(Debug, Clone)]
@@ -17,8 +19,6 @@ pub struct Rcpt {
     pub address: String,
     pub mailbox: Option<String>,
 }
-
-use super::smtp::HOP_PARAMETER;
 
 /// xtext (RFC 3461 4) for the X-MAILBOX parameter.
 pub fn xtext(s: &str) -> String {
@@ -40,7 +40,7 @@ pub fn write_dot_stuffed(w: &mut impl Write, message: &[u8]) -> std::io::Result<
 }
 
 fn temp(to: SocketAddr, e: impl std::fmt::Display) -> DeliveryError {
-    DeliveryError::Temporary(format!("owner backend {to}: {e}"))
+    DeliveryError::Temporary(format!("LMTP {to}: {e}"))
 }
 
 fn reply(r: &mut impl BufRead) -> std::io::Result<(u16, String)> {
@@ -63,22 +63,42 @@ fn outcome(code: u16, text: &str, to: SocketAddr) -> Result<(), DeliveryError> {
     match code {
         200..=299 => Ok(()),
         550 if text.contains("5.1.1") => Err(DeliveryError::NoSuchUser),
-        552 => Err(DeliveryError::OverQuota),
+        // 552 5.3.4 (too large) is not a full mailbox.
+        552 if text.contains("5.2.2") => Err(DeliveryError::OverQuota),
         _ => Err(temp(to, text)),
     }
 }
 
-/// Delivers `body` (CRLF line ends, not dot-stuffed) from `from` to
-/// `rcpts` at the LMTP server `to`; one result per recipient, in order.
+/// Passes `body` (CRLF line ends, not dot-stuffed) from `from` on to
+/// `rcpts` at the owner's LMTP server `to`, marked as a hop; one result per
+/// recipient, in order.
 pub fn forward(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout: Duration) -> Vec<Result<(), DeliveryError>> {
-    match transaction(to, from, rcpts, body, timeout) {
+    match TcpStream::connect_timeout(&to, Duration::from_secs(5)) {
+        Ok(s) => transaction(s, to, from, rcpts, body, timeout, true),
+        Err(e) => rcpts.iter().map(|_| Err(temp(to, &e))).collect(),
+    }
+}
+
+/// One LMTP transaction over `s` (connected to `to`): `body` from `from`
+/// to `rcpts`, each recipient answered by the server's own reply (RFC 2033
+/// 4.2), in order. `hop` marks the recipients as passed on by a backend.
+/// Also `ringmail deliver`'s way into a running server.
+pub fn transaction(s: TcpStream, to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout: Duration, hop: bool) -> Vec<Result<(), DeliveryError>> {
+    match exchange(s, to, from, rcpts, body, timeout, hop) {
         Ok(r) => r,
         Err(e) => rcpts.iter().map(|_| Err(e.clone())).collect(),
     }
 }
 
-fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout: Duration) -> Result<Vec<Result<(), DeliveryError>>, DeliveryError> {
-    let s = TcpStream::connect_timeout(&to, Duration::from_secs(5)).map_err(|e| temp(to, e))?;
+fn exchange(
+    s: TcpStream,
+    to: SocketAddr,
+    from: &str,
+    rcpts: &[Rcpt],
+    body: &[u8],
+    timeout: Duration,
+    hop: bool,
+) -> Result<Vec<Result<(), DeliveryError>>, DeliveryError> {
     s.set_read_timeout(Some(timeout)).map_err(|e| temp(to, e))?;
     s.set_write_timeout(Some(timeout)).map_err(|e| temp(to, e))?;
     let mut r = BufReader::new(s.try_clone().map_err(|e| temp(to, e))?);
@@ -99,7 +119,8 @@ fn transaction(to: SocketAddr, from: &str, rcpts: &[Rcpt], body: &[u8], timeout:
     write!(w, "MAIL FROM:<{from}>\r\n").map_err(io)?;
     for rc in rcpts {
         let mb = rc.mailbox.as_deref().map(|m| format!(" X-MAILBOX={}", xtext(m))).unwrap_or_default();
-        write!(w, "RCPT TO:<{}>{mb} {HOP_PARAMETER}=1\r\n", rc.address).map_err(io)?;
+        let hop = if hop { format!(" {HOP_PARAMETER}=1") } else { String::new() };
+        write!(w, "RCPT TO:<{}>{mb}{hop}\r\n", rc.address).map_err(io)?;
     }
     w.flush().map_err(io)?;
     expect(&mut r, 250)?;

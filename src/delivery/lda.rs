@@ -9,12 +9,12 @@
 //! still starting gets a few seconds to do so), so the only writer of a store is always the one process that
 //! has it open, and sessions in IDLE hear of the message at once.
 
-use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::forward::{transaction, Rcpt};
 use super::smtp::DeliveryError;
 use crate::auth::passwd::normalize_user_name;
 use crate::auth::UserDb;
@@ -128,40 +128,17 @@ fn connect_to_server(config: &Config) -> Result<(SocketAddr, TcpStream), LdaErro
 
 fn hand_to_server(config: &Config, user: &str, mailbox: Option<&str>, from: &str, message: &[u8]) -> Result<(), LdaError> {
     let (addr, stream) = connect_to_server(config)?;
-    let tf = |e: std::io::Error| LdaError::TempFail(format!("LMTP {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(120))).map_err(tf)?;
-    stream.set_write_timeout(Some(Duration::from_secs(120))).map_err(tf)?;
-    let mut r = BufReader::new(stream.try_clone().map_err(tf)?);
-    let mut w = std::io::BufWriter::new(stream);
-    let expect = |r: &mut BufReader<TcpStream>, want: char| -> Result<(), LdaError> {
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).map_err(tf)? == 0 {
-                return Err(LdaError::TempFail(format!("LMTP {addr}: connection closed")));
-            }
-            if line.as_bytes().get(3) == Some(&b'-') {
-                continue;
-            }
-            return match line.chars().next() {
-                Some(c) if c == want => Ok(()),
-                Some('5') if line.starts_with("550 5.1.1") => Err(LdaError::NoUser),
-                Some('5') if line.starts_with("552 5.2.2") => Err(LdaError::OverQuota),
-                _ => Err(LdaError::TempFail(format!("LMTP {addr}: {}", line.trim_end()))),
-            };
-        }
-    };
-    expect(&mut r, '2')?;
-    let mb = mailbox.map(|m| format!(" X-MAILBOX={}", super::forward::xtext(m))).unwrap_or_default();
-    write!(w, "LHLO localhost\r\n").and_then(|_| w.flush()).map_err(tf)?;
-    expect(&mut r, '2')?;
-    write!(w, "MAIL FROM:<{from}>\r\nRCPT TO:<{user}>{mb}\r\nDATA\r\n").and_then(|_| w.flush()).map_err(tf)?;
-    expect(&mut r, '2')?;
-    expect(&mut r, '2')?;
-    expect(&mut r, '3')?;
-    super::forward::write_dot_stuffed(&mut w, message).and_then(|_| w.flush()).map_err(tf)?;
-    expect(&mut r, '2')?;
-    let _ = write!(w, "QUIT\r\n").and_then(|_| w.flush());
-    Ok(())
+    let rcpt = Rcpt { address: user.to_string(), mailbox: mailbox.map(str::to_string) };
+    // Not a hop: this server decides where its users' mail goes.
+    let answer = transaction(stream, addr, from, &[rcpt], message, Duration::from_secs(120), false).pop();
+    match answer {
+        Some(Ok(())) => Ok(()),
+        Some(Err(DeliveryError::NoSuchUser)) => Err(LdaError::NoUser),
+        Some(Err(DeliveryError::OverQuota)) => Err(LdaError::OverQuota),
+        Some(Err(DeliveryError::Temporary(why))) => Err(LdaError::TempFail(why)),
+        Some(Err(DeliveryError::Full)) => Err(LdaError::TempFail("not enough disk space".into())),
+        None => Err(LdaError::TempFail(format!("LMTP {addr}: no answer"))),
+    }
 }
 
 #[cfg(test)]
