@@ -112,8 +112,10 @@ fn cluster(config: &Config) -> Vec<Check> {
         Err(e) => return vec![check("cluster map", path.display().to_string(), "loads", Status::Fail, e)],
     };
     let mut out = vec![check("cluster map", path.display().to_string(), "loads", Status::Ok, format!("{} backends", map.backends().len()))];
+    // As the server finds itself (by its IMAP addresses unless configured).
+    let me = map.find_self(config.cluster.self_name.as_deref(), &config.imap.listen).ok();
     for b in map.backends() {
-        let me = config.cluster.self_name.as_deref() == Some(b.name.as_str());
+        let me = me.as_deref() == Some(b.name.as_str());
         let (status, note) = if me {
             (Status::Ok, "this server".to_string())
         } else {

@@ -99,6 +99,22 @@ impl ClusterMap {
         self.backends.iter().find(|b| b.name == name)
     }
 
+    /// This server's name in the map: `configured`, or else the one backend
+    /// whose IMAP address is one of `own` (a wildcard listener matches any
+    /// address on its port).
+    pub fn find_self(&self, configured: Option<&str>, own: &[SocketAddr]) -> Result<String, String> {
+        if let Some(name) = configured {
+            return self.backend(name).map(|b| b.name.clone()).ok_or_else(|| format!("[cluster] self = {name:?} is not in the cluster map"));
+        }
+        let mine = |b: &&Backend| own.iter().any(|a| a.port() == b.imap.port() && (a.ip() == b.imap.ip() || a.ip().is_unspecified()));
+        let found: Vec<&Backend> = self.backends.iter().filter(mine).collect();
+        match found.as_slice() {
+            [b] => Ok(b.name.clone()),
+            [] => Err("no backend of the cluster map has an IMAP address this server listens on; set [cluster] self".into()),
+            _ => Err("several backends of the cluster map match this server's IMAP addresses; set [cluster] self".into()),
+        }
+    }
+
     /// The backend that serves `user`: an override, else the hash's choice.
     pub fn home(&self, user: &str) -> &Backend {
         let user = user.to_ascii_lowercase();
@@ -161,6 +177,16 @@ mod tests {
         // The same answer every time, on every host: no state, no randomness.
         assert_eq!(three.home("Alice").name, three.home("alice").name);
         assert_eq!(map(&[("b1", 1.0), ("b2", 1.0), ("b3", 2.0)], "").home("alice"), three.home("alice"));
+    }
+
+    #[test]
+    fn this_backend_is_found_by_its_listening_address() {
+        let map = map(&[("b1", 1.0), ("b2", 1.0)], "");
+        assert_eq!(map.find_self(None, &["10.0.0.1:143".parse().unwrap()]).unwrap(), "b2");
+        assert!(map.find_self(None, &["0.0.0.0:143".parse().unwrap()]).is_err(), "ambiguous");
+        assert_eq!(map.find_self(Some("b1"), &["0.0.0.0:143".parse().unwrap()]).unwrap(), "b1");
+        assert!(map.find_self(Some("b9"), &[]).is_err());
+        assert!(map.find_self(None, &["127.0.0.1:1143".parse().unwrap()]).is_err());
     }
 
     #[test]

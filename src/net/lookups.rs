@@ -90,10 +90,10 @@ pub fn serve_auth_http(addr: SocketAddr, ctx: Arc<ServerCtx>) -> Result<SocketAd
         };
         let client: IpAddr = req.client_ip.or(peer).unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let user = normalize_user_name(&req.user);
-        let map = cluster.map();
+        let view = cluster.view();
         let d = auth_http::decide(
             &auth_http::Request { user: user.clone(), ..req.clone() },
-            &map,
+            &view.map,
             |u, p| match auth.verify_blocking(u, p) {
                 AuthResult::Ok(_) => Verdict::Good,
                 AuthResult::Failed => Verdict::Bad,
@@ -140,8 +140,8 @@ pub fn serve_socketmap(addr: SocketAddr, ctx: Arc<ServerCtx>) -> Result<SocketAd
                     } else {
                         match user_of(&ctx, &key) {
                             Some(user) => {
-                                let m = cluster.map();
-                                let home = m.home(&user);
+                                let view = cluster.view();
+                                let home = view.map.home(&user);
                                 format!("OK lmtp:inet:{}:{}", bracket(home.lmtp.ip()), home.lmtp.port())
                             }
                             None => "NOTFOUND ".to_string(),

@@ -155,7 +155,8 @@ impl Server {
             None => None,
         };
         if let Some(c) = &ctx.cluster {
-            tracing::info!(backend = c.me(), backends = c.map().backends().len(), auth_http = ?auth_http_addr, socketmap = ?socketmap_addr, "cluster map loaded");
+            let view = c.view();
+            tracing::info!(backend = view.me, backends = view.map.backends().len(), auth_http = ?auth_http_addr, socketmap = ?socketmap_addr, "cluster map loaded");
         }
         let metrics_addr = match config_metrics {
             Some(addr) => Some(metrics_http::serve(addr, metrics).map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?),
@@ -248,7 +249,7 @@ impl Server {
     pub fn reload_cluster(&self) {
         if let Some(c) = &self.ctx.cluster {
             match c.reload() {
-                Ok(n) => tracing::info!(backends = n, backend = c.me(), "cluster map reloaded"),
+                Ok(view) => tracing::info!(backends = view.map.backends().len(), backend = view.me, "cluster map reloaded"),
                 Err(e) => tracing::error!(error = %e, "cluster map not reloaded; keeping the current one"),
             }
         }
