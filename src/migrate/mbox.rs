@@ -20,6 +20,8 @@ use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 pub struct MboxSource {
     path: PathBuf,
     map: Arc<Mmap>,
+    /// The file's messages, found once when it is opened.
+    parsed: Arc<Parsed>,
     mailbox: String,
     mboxrd: bool,
 }
@@ -34,11 +36,8 @@ impl MboxSource {
         if !map.is_empty() && !map.starts_with(b"From ") {
             return Err(format!("{} is not an mbox file (it does not start with a \"From \" line)", path.display()));
         }
-        Ok(MboxSource { path: path.to_path_buf(), map: Arc::new(map), mailbox: mailbox.to_string(), mboxrd })
-    }
-
-    fn parsed(&self) -> Parsed {
-        parse(&self.map)
+        let parsed = Arc::new(parse(&map));
+        Ok(MboxSource { path: path.to_path_buf(), map: Arc::new(map), parsed, mailbox: mailbox.to_string(), mboxrd })
     }
 }
 
@@ -217,7 +216,7 @@ impl Source for MboxSource {
     }
 
     fn mailboxes(&self) -> Result<Vec<SourceBox>, String> {
-        let p = self.parsed();
+        let p = &self.parsed;
         let with_uids = p.base.is_some() && p.entries.iter().all(|e| e.uid.is_some());
         Ok(vec![SourceBox {
             name: self.mailbox.clone(),
@@ -228,27 +227,28 @@ impl Source for MboxSource {
     }
 
     fn reader(&self) -> Result<Box<dyn Reader>, String> {
-        Ok(Box::new(MboxReader { map: self.map.clone(), mboxrd: self.mboxrd }))
+        Ok(Box::new(MboxReader { map: self.map.clone(), parsed: self.parsed.clone(), mboxrd: self.mboxrd }))
     }
 }
 
 struct MboxReader {
     map: Arc<Mmap>,
+    parsed: Arc<Parsed>,
     mboxrd: bool,
 }
 
 impl Reader for MboxReader {
     fn list(&mut self, mailbox: &SourceBox, _since: Option<Since>) -> Result<Listing, String> {
-        let p = parse(&self.map);
         let keep_uids = mailbox.uidvalidity.is_some();
-        let mut msgs: Vec<SourceMsg> = p
+        let mut msgs: Vec<SourceMsg> = self
+            .parsed
             .entries
-            .into_iter()
+            .iter()
             .enumerate()
             .map(|(i, e)| SourceMsg {
                 uid: if keep_uids { e.uid.unwrap_or(0) } else { i as u32 + 1 },
                 flags: e.flags,
-                keywords: e.keywords,
+                keywords: e.keywords.clone(),
                 internal_date: e.date,
                 size: e.end - e.start,
                 at: Locator::Range(e.start, e.end),
