@@ -13,7 +13,8 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::{days_from_civil, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS, SYSTEM_FLAGS};
+use super::model::{days_from_civil, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS};
+use crate::store::format::SYSTEM_FLAGS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Security {
@@ -197,7 +198,7 @@ fn flags_of(v: &V) -> (u8, Vec<String>) {
     let mut kw = Vec::new();
     if let V::List(items) = v {
         for f in items.iter().filter_map(V::text) {
-            if let Some((_, bit)) = SYSTEM_FLAGS.iter().find(|(n, _)| n.eq_ignore_ascii_case(&f)) {
+            if let Some((bit, _)) = SYSTEM_FLAGS.iter().find(|(_, n)| n.eq_ignore_ascii_case(&f)) {
                 flags |= bit;
             } else if !f.starts_with('\\') {
                 kw.push(f);

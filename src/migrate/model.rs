@@ -226,12 +226,3 @@ pub fn content_hash(bytes: &[u8]) -> String {
 /// A message's bytes as ringmail stores them (Maildir and mbox files
 /// written by Dovecot and most MTAs have LF line ends; IMAP serves CRLF).
 pub use crate::delivery::crlf_if_lf_only as normalize_line_ends;
-
-/// IMAP system flag names and their `format::F_*` bits.
-pub const SYSTEM_FLAGS: [(&str, u8); 5] = [
-    ("\\Seen", crate::store::format::F_SEEN),
-    ("\\Answered", crate::store::format::F_ANSWERED),
-    ("\\Flagged", crate::store::format::F_FLAGGED),
-    ("\\Deleted", crate::store::format::F_DELETED),
-    ("\\Draft", crate::store::format::F_DRAFT),
-];

@@ -6,9 +6,7 @@ use crate::proto::{Flag, Out};
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 use crate::store::{MailboxRef, Msg, StoreError};
 
-/// System flags in the order Dovecot lists them.
-pub const SYSTEM_FLAGS: [(u8, &str); 5] =
-    [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
+pub use crate::store::format::SYSTEM_FLAGS;
 
 /// `FLAGS (...)` of a message.
 pub fn flags_item(out: &mut Out, m: &Msg, keywords: &[String], recent: bool) {

@@ -22,6 +22,11 @@ pub const F_FLAGGED: u8 = 4;
 pub const F_DELETED: u8 = 8;
 pub const F_DRAFT: u8 = 16;
 
+/// The system flags' IMAP names (RFC 9051 2.3.2) by bit, in the order
+/// Dovecot lists them: for the layers that show or read them.
+pub const SYSTEM_FLAGS: [(u8, &str); 5] =
+    [(F_ANSWERED, "\\Answered"), (F_FLAGGED, "\\Flagged"), (F_DELETED, "\\Deleted"), (F_SEEN, "\\Seen"), (F_DRAFT, "\\Draft")];
+
 pub fn crc(b: &[u8]) -> u32 {
     crc32c::crc32c(b)
 }
