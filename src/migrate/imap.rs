@@ -13,7 +13,7 @@ use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::model::{days_from_civil, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS};
+use super::model::{Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg};
 use crate::store::format::SYSTEM_FLAGS;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,20 +177,13 @@ fn quote(s: &str) -> String {
 /// Largest literal taken from a source server (a message).
 const MAX_LITERAL: usize = 1 << 30;
 
-/// INTERNALDATE (`27-Nov-2026 12:00:00 +0100`) in seconds since the epoch.
+/// INTERNALDATE (`27-Nov-2026 12:00:00 +0100`) in seconds since the epoch,
+/// read by the parser APPEND's date goes through; a single-digit day
+/// without its padding space is taken too.
 pub fn parse_internal_date(s: &str) -> Option<i64> {
-    let (date, rest) = s.trim().split_once(' ')?;
-    let (time, zone) = rest.split_once(' ')?;
-    let mut d = date.split('-');
-    let day: u32 = d.next()?.trim().parse().ok()?;
-    let month_name = d.next()?;
-    let month = MONTHS.iter().position(|m| m.eq_ignore_ascii_case(month_name))? as u32 + 1;
-    let year: i32 = d.next()?.parse().ok()?;
-    let hms: Vec<i64> = time.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
-    let z: i64 = zone[1..].parse().ok()?;
-    let offset = (z / 100 * 3600 + z % 100 * 60) * if zone.starts_with('-') { -1 } else { 1 };
-    let days = days_from_civil(year, month, day);
-    Some(days * 86400 + hms.first()? * 3600 + hms.get(1)? * 60 + hms.get(2)? - offset)
+    let s = s.trim();
+    let padded = if s.len() == 25 { format!(" {s}") } else { s.to_string() };
+    crate::proto::parse::parse_date_time(padded.as_bytes()).map(|d| d.unix)
 }
 
 fn flags_of(v: &V) -> (u8, Vec<String>) {

@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use memmap2::Mmap;
 
-use super::model::{days_from_civil, path_id, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg, MONTHS};
+use super::model::{path_id, Listing, Locator, Reader, Since, Source, SourceBox, SourceMsg};
+use crate::proto::days_from_civil;
 use crate::store::format::{F_ANSWERED, F_DELETED, F_DRAFT, F_FLAGGED, F_SEEN};
 
 pub struct MboxSource {
@@ -150,8 +151,10 @@ fn from_line_date(line: &[u8]) -> Option<i64> {
     let text = String::from_utf8_lossy(line);
     let words: Vec<&str> = text.split_whitespace().collect();
     // Find the month name followed by day and time.
-    let m = words.iter().position(|w| MONTHS.contains(w) && words.len() > 2)?;
-    let month = MONTHS.iter().position(|x| *x == words[m])? as u32 + 1;
+    // asctime writes "Jan": capitalised, three letters.
+    let is_month = |w: &str| w.len() == 3 && w.starts_with(|c: char| c.is_ascii_uppercase()) && w[1..].bytes().all(|c| c.is_ascii_lowercase());
+    let m = words.iter().position(|w| is_month(w) && crate::proto::parse::month(w.as_bytes()).is_some() && words.len() > 2)?;
+    let month = u32::from(crate::proto::parse::month(words[m].as_bytes())?);
     let day: u32 = words.get(m + 1)?.parse().ok()?;
     let hms: Vec<u32> = words.get(m + 2)?.split(':').map(|x| x.parse().ok()).collect::<Option<_>>()?;
     let mut zone = 0i64;
@@ -169,7 +172,7 @@ fn from_line_date(line: &[u8]) -> Option<i64> {
             }
         }
     }
-    let t = days_from_civil(year?, month, day) * 86400
+    let t = days_from_civil(i64::from(year?), month, day) * 86400
         + i64::from(*hms.first()?) * 3600
         + i64::from(*hms.get(1)?) * 60
         + i64::from(hms.get(2).copied().unwrap_or(0));

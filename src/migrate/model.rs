@@ -204,20 +204,6 @@ pub fn path_id(kind: &str, path: &std::path::Path) -> String {
     format!("{kind}:{}", abs.display())
 }
 
-/// Month names as mbox `From ` lines and INTERNALDATE write them.
-pub const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-
-/// Days since 1970-01-01 of a date (Howard Hinnant's civil calendar algorithm).
-pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
 /// The hash --verify compares: XXH3-128 of the bytes as stored.
 pub fn content_hash(bytes: &[u8]) -> String {
     format!("{:032x}", xxhash_rust::xxh3::xxh3_128(bytes))

@@ -1566,7 +1566,8 @@ fn parse_partial(s: &str) -> R<Option<(u64, u64)>> {
 
 const MONTHS: [&[u8; 3]; 12] = [b"JAN", b"FEB", b"MAR", b"APR", b"MAY", b"JUN", b"JUL", b"AUG", b"SEP", b"OCT", b"NOV", b"DEC"];
 
-fn month(m: &[u8]) -> Option<u8> {
+/// A month's number from its three-letter name, any case.
+pub fn month(m: &[u8]) -> Option<u8> {
     let up = m.to_ascii_uppercase();
     MONTHS.iter().position(|x| x[..] == up[..]).map(|i| i as u8 + 1)
 }
