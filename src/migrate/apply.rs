@@ -133,7 +133,7 @@ pub fn execute(store: &Store, op: Op, data: Vec<Vec<u8>>, now: i64) -> Result<Ap
                 }
                 let bytes = m.message(msg).map_err(|e| format!("{mailbox:?} UID {}: {e}", msg.uid))?;
                 let l = m.location(msg);
-                let keywords = m.keywords().iter().enumerate().filter(|(i, _)| msg.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect();
+                let keywords = crate::store::keyword_names(m.keywords(), msg.keywords);
                 out.push(Digest {
                     uid: msg.uid,
                     flags: msg.flags,

@@ -172,7 +172,7 @@ pub struct TargetList {
 impl TargetList {
     /// A message's keyword names.
     pub fn keyword_names(&self, bits: u64) -> Vec<String> {
-        self.keywords.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, k)| k.clone()).collect()
+        crate::store::keyword_names(&self.keywords, bits)
     }
 }
 

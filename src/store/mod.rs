@@ -37,7 +37,7 @@ pub use mailbox::durability::{CheckpointJob, CommitBatch};
 pub use mailbox::key_column::KeyColumn;
 pub use mailbox::keys::KeyWriter;
 pub use mailbox::write::{AppendHandle, Copied};
-pub use mailbox::{Derived, Finder, Mailbox, MailboxRef, Msg, Save, Settings, StoreError, Uids};
+pub use mailbox::{keyword_names, Derived, Finder, Mailbox, MailboxRef, Msg, Save, Settings, StoreError, Uids};
 pub use manifest::{Entry, ManifestCell, NameError, DELIMITER};
 pub use quota::{Claim, Usage};
 pub use uid_list::UidList;

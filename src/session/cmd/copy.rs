@@ -88,11 +88,7 @@ impl MailboxCursor for Copy {
             let (copy, kws) = {
                 let src = sel.mbox.borrow();
                 let Some(m) = src.find(u).copied() else { continue };
-                let kws: Vec<String> = if m.keywords == 0 {
-                    Vec::new()
-                } else {
-                    src.keywords().iter().enumerate().filter(|(i, _)| m.keywords & (1 << i) != 0).map(|(_, k)| k.clone()).collect()
-                };
+                let kws: Vec<String> = if m.keywords == 0 { Vec::new() } else { crate::store::keyword_names(src.keywords(), m.keywords) };
                 let read = src.message(&m).and_then(|message| Ok((message, src.cache_unread(&m)?)));
                 match read {
                     Ok((message, cache)) => (Copied { message, cache, flags: m.flags, keywords: 0, internal_date: src.location(&m).internal_date }, kws),

@@ -54,6 +54,12 @@ impl Default for Settings {
     }
 }
 
+/// The names of the keywords whose bits are set in `bits`, of a mailbox
+/// whose keyword list is `all`.
+pub fn keyword_names(all: &[String], bits: u64) -> Vec<String> {
+    all.iter().enumerate().filter(|(i, _)| bits & (1 << i) != 0).map(|(_, k)| k.clone()).collect()
+}
+
 impl Settings {
     /// What `[store]` sets; the rest at its defaults.
     pub fn configured(c: &crate::config::StoreConfig) -> Settings {
