@@ -148,6 +148,22 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The user whose store the operation is on.
+    pub fn user(&self) -> &str {
+        match self {
+            Op::Mailboxes { user }
+            | Op::Prepare { user, .. }
+            | Op::List { user, .. }
+            | Op::Append { user, .. }
+            | Op::Flags { user, .. }
+            | Op::Expunge { user, .. }
+            | Op::Finish { user, .. }
+            | Op::Digest { user, .. } => user,
+        }
+    }
+}
+
 /// A mailbox of the store.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct TargetBox {

@@ -41,19 +41,6 @@ pub fn serve(data_dir: &Path, ctx: Arc<ServerCtx>) -> Result<PathBuf, String> {
     Ok(path)
 }
 
-fn user_of(op: &Op) -> &str {
-    match op {
-        Op::Mailboxes { user }
-        | Op::Prepare { user, .. }
-        | Op::List { user, .. }
-        | Op::Append { user, .. }
-        | Op::Flags { user, .. }
-        | Op::Expunge { user, .. }
-        | Op::Finish { user, .. }
-        | Op::Digest { user, .. } => user,
-    }
-}
-
 fn serve_connection(mut stream: UnixStream, ctx: &ServerCtx) {
     loop {
         let (op, data) = match wire::read_request(&mut stream, MAX_BATCH) {
@@ -64,7 +51,7 @@ fn serve_connection(mut stream: UnixStream, ctx: &ServerCtx) {
                 return;
             }
         };
-        let home = ctx.home(user_of(&op));
+        let home = ctx.home(op.user());
         let (tx, rx) = flume::bounded(1);
         let reply = if ctx.send(home, WorkerMsg::Migrate(Box::new(MigrateJob { op, data, reply: tx }))) {
             rx.recv().unwrap_or_else(|_| Err("the server is shutting down".into()))
