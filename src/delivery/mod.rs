@@ -49,8 +49,13 @@ pub fn store_copy(store: &Store, user: &str, mailbox: Option<&str>, parts: &[&[u
     let store_err = |e: StoreError| match e {
         StoreError::Full => DeliveryError::Full,
         StoreError::OverQuota => DeliveryError::OverQuota,
+        StoreError::Moving => DeliveryError::Temporary("the mailbox is moving to another server".into()),
         e => temp("cannot store the message", &e),
     };
+    if store.is_held(user) {
+        // `ringmail user move`: the MTA retries, and finds the new home.
+        return Err(DeliveryError::Temporary("the mailbox is moving to another server".into()));
+    }
     let u = store.user(user, now).map_err(|e| temp("cannot open the mail store", &e))?;
     let mb = match mailbox.map(|m| u.mailbox(m)) {
         Some(Ok(mb)) => mb,

@@ -29,6 +29,7 @@ fn mailbox_error(name: &str, e: MailboxError) -> String {
         MailboxError::HasChildren => format!("{name:?} has children"),
         MailboxError::InvalidName(e) => format!("invalid mailbox name {name:?}: {e:?}"),
         MailboxError::Forbidden(why) => why.to_string(),
+        MailboxError::Moving => format!("{name:?}: the user is moving to another server"),
         MailboxError::Io(e) => format!("{name:?}: {e}"),
     }
 }

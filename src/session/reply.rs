@@ -90,6 +90,9 @@ pub(crate) fn enable_condstore(m: &mut InMailbox<'_>, out: &mut Out) {
     out.untagged_status("OK", Some(&format!("HIGHESTMODSEQ {hms}")), "Highest");
 }
 
+/// What a user moving to another backend hears (`ringmail user move`).
+pub(crate) const MOVING: &str = "Your mail is moving to another server; connect again in a moment";
+
 /// Answers a store failure.
 pub(crate) fn store_error(out: &mut Out, tag: &str, e: &StoreError) -> Directive {
     match e {
@@ -99,6 +102,7 @@ pub(crate) fn store_error(out: &mut Out, tag: &str, e: &StoreError) -> Directive
         // RFC 9208 4.3.1, with Dovecot's text.
         StoreError::OverQuota => no(out, tag, Some("OVERQUOTA"), "Quota exceeded (mailbox for user is full)"),
         StoreError::Poisoned => no(out, tag, Some("UNAVAILABLE"), "Mailbox is temporarily read-only after a storage error"),
+        StoreError::Moving => no(out, tag, Some("UNAVAILABLE"), MOVING),
         StoreError::Io(err) => {
             tracing::error!(error = %err, "storage error");
             no(out, tag, Some("SERVERBUG"), "Internal storage error")
@@ -115,6 +119,7 @@ pub(crate) fn mailbox_error(out: &mut Out, tag: &str, e: MailboxError) -> Direct
         MailboxError::HasChildren => no(out, tag, Some("HASCHILDREN"), "Mailbox has children, delete them first"),
         MailboxError::InvalidName(_) => no(out, tag, Some("CANNOT"), "Invalid mailbox name"),
         MailboxError::Forbidden(why) => no(out, tag, Some("CANNOT"), why),
+        MailboxError::Moving => no(out, tag, Some("UNAVAILABLE"), MOVING),
         MailboxError::Io(err) => {
             tracing::error!(error = %err, "mailbox operation failed");
             no(out, tag, Some("SERVERBUG"), "Internal storage error")

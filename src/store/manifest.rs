@@ -226,6 +226,10 @@ pub struct ManifestCell {
     /// Directories to remove once the version that dropped them is durable
     /// (a deleted mailbox's files).
     remove_after: RefCell<Vec<(u64, PathBuf)>>,
+    /// The user is moving to another backend (`ringmail user move`): their
+    /// files must not change while they are copied, so nothing is written,
+    /// by commands, deliveries or background work, until released.
+    frozen: Cell<bool>,
 }
 
 impl ManifestCell {
@@ -239,6 +243,7 @@ impl ManifestCell {
             durable: Cell::new(1),
             new_dirs: RefCell::new(Vec::new()),
             remove_after: RefCell::new(Vec::new()),
+            frozen: Cell::new(false),
         })
     }
 
@@ -267,6 +272,14 @@ impl ManifestCell {
 
     pub fn is_dirty(&self) -> bool {
         self.durable.get() < self.version.get()
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen.get()
+    }
+
+    pub fn set_frozen(&self, frozen: bool) {
+        self.frozen.set(frozen);
     }
 
     /// The job that writes the current version, if it is not on disk yet.

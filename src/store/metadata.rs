@@ -41,6 +41,8 @@ pub enum SetError {
     TooLarge(u64),
     /// `[METADATA TOOMANY]`: the user's entries or bytes would pass their limit.
     TooMany,
+    /// The user is moving to another backend.
+    Moving,
 }
 
 /// Every annotation of one user.

@@ -66,6 +66,8 @@ pub enum MailboxError {
     InvalidName(NameError),
     /// INBOX cannot be deleted; a mailbox cannot move into itself.
     Forbidden(&'static str),
+    /// The user is moving to another backend: nothing is written here.
+    Moving,
     Io(std::io::Error),
 }
 
@@ -95,6 +97,8 @@ pub struct Store {
     quota_limits: Option<QuotaSource>,
     /// Tasks spawned by the committer when no runtime was given.
     deferred: Option<Deferred>,
+    /// Users held for a move to another backend: not opened, not written.
+    held: RefCell<std::collections::HashSet<String>>,
 }
 
 /// A user's quota limits by name.
@@ -108,7 +112,7 @@ impl Store {
     /// the caller's runtime through `spawn`.
     pub fn with_spawner(io: Rc<dyn Io>, root: &Path, settings: Settings, spawn: Spawner) -> Store {
         let committer = Committer::new(io.clone(), settings.sync == crate::config::SyncMode::Always, spawn);
-        Store { io, root: root.to_path_buf(), settings, users: Users::default(), committer, quota_limits: None, deferred: None }
+        Store { io, root: root.to_path_buf(), settings, users: Users::default(), committer, quota_limits: None, deferred: None, held: RefCell::default() }
     }
 
     /// A store without a runtime (tests, command-line tools): background
@@ -168,6 +172,9 @@ impl Store {
 
     /// Opens (creating on first use) a user's store.
     pub fn user(&self, name: &str, now: i64) -> std::io::Result<Rc<UserStore>> {
+        if self.is_held(name) {
+            return Err(std::io::Error::new(std::io::ErrorKind::ResourceBusy, "the user is moving to another server"));
+        }
         let cached = self.users.borrow().get(name).cloned();
         let u = match cached {
             Some(u) => u,
@@ -187,6 +194,59 @@ impl Store {
             u.set_quota_limits(source(name));
         }
         Ok(u)
+    }
+
+    /// Holds a user for a move to another backend: their store is not
+    /// opened again and what is open takes no writes (commands get
+    /// [`StoreError::Moving`]) and no background work. What was written
+    /// before still commits; [`Store::settled`] says when that is done.
+    pub fn hold(&self, name: &str) {
+        self.held.borrow_mut().insert(name.to_string());
+        if let Some(u) = self.users.borrow().get(name) {
+            u.manifest.set_frozen(true);
+        }
+    }
+
+    /// Ends a hold: the user is served here again.
+    pub fn release(&self, name: &str) {
+        self.held.borrow_mut().remove(name);
+        if let Some(u) = self.users.borrow().get(name) {
+            u.manifest.set_frozen(false);
+        }
+    }
+
+    pub fn is_held(&self, name: &str) -> bool {
+        self.held.borrow().contains(name)
+    }
+
+    /// Whether everything written to a held user's store is on disk, with
+    /// no commit or checkpoint under way: their files can be copied.
+    pub fn settled(&self, name: &str) -> bool {
+        let Some(u) = self.users.borrow().get(name).cloned() else { return true };
+        !u.manifest.is_dirty() && u.open.borrow().values().all(|mb| mb.borrow().is_settled())
+    }
+
+    /// Commits for everything written to `name`'s store so far.
+    pub fn durable_user(&self, name: &str) -> Vec<Ticket> {
+        let Some(u) = self.users.borrow().get(name).cloned() else { return Vec::new() };
+        let mut t = vec![u.manifest_durable()];
+        t.extend(u.open.borrow().values().map(|mb| self.durable(Target::Mailbox(mb.clone()))));
+        t
+    }
+
+    /// Drops a user's open store from memory (their files are about to be
+    /// removed or replaced: the user lives on another backend now).
+    pub fn forget(&self, name: &str) {
+        if let Some(u) = self.users.borrow_mut().remove(name) {
+            for mb in u.open.borrow().values() {
+                mb.borrow_mut().mark_deleted();
+            }
+        }
+    }
+
+    /// The directory of a user's store.
+    pub fn user_dir(&self, name: &str) -> PathBuf {
+        self.root.join(user_dir_name(name))
     }
 
     /// Every open mailbox (for the background work and shutdown).
@@ -237,6 +297,7 @@ impl Store {
                             break;
                         }
                         Ok(false) => pause().await,
+                        Err(StoreError::Moving) => break,
                         Err(e) => {
                             tracing::error!(error = %e, "compaction failed; retrying in a minute");
                             mb.borrow_mut().compaction_failed();
@@ -458,6 +519,7 @@ impl UserStore {
     /// CREATE with the mailbox's UIDVALIDITY given (`ringmail import` keeps
     /// the source's) or, with None, a fresh one.
     pub fn create_with(&self, name: &str, special_use: Option<&str>, uidvalidity: Option<u32>, now: i64) -> Result<(), MailboxError> {
+        self.check_writable()?;
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
         if m.get(&name).is_some_and(|e| !e.noselect) {
@@ -502,6 +564,7 @@ impl UserStore {
     /// directory, like a DELETE and CREATE: a session that has it selected
     /// sees it deleted. Refused (false) for a mailbox that has used UIDs.
     pub fn adopt_uidvalidity(&self, name: &str, uidvalidity: u32) -> Result<bool, MailboxError> {
+        self.check_writable()?;
         let mb = self.mailbox(name)?;
         if mb.borrow().uidvalidity() == uidvalidity {
             return Ok(true);
@@ -534,7 +597,7 @@ impl UserStore {
         if let Some(k) = self.manifest.get().urlauth_keys.get(&id) {
             return Some(*k);
         }
-        if !make {
+        if !make || self.manifest.is_frozen() {
             return None;
         }
         let key = self.io.new_key();
@@ -547,6 +610,9 @@ impl UserStore {
     /// RESETKEY (RFC 4467 6.2): forgets the URLAUTH key of the mailbox
     /// with id `id`, or of every mailbox; URLs made with it stop working.
     pub fn reset_urlauth_keys(&self, id: Option<u32>) {
+        if self.manifest.is_frozen() {
+            return;
+        }
         let mut m = self.manifest.get().clone();
         let changed = match id {
             Some(id) => m.urlauth_keys.remove(&id).is_some(),
@@ -554,6 +620,14 @@ impl UserStore {
         };
         if changed {
             self.manifest.change(m);
+        }
+    }
+
+    /// Refuses changes while the user is held for a move.
+    fn check_writable(&self) -> Result<(), MailboxError> {
+        match self.manifest.is_frozen() {
+            true => Err(MailboxError::Moving),
+            false => Ok(()),
         }
     }
 
@@ -599,6 +673,7 @@ impl UserStore {
     /// placeholder that still has children is refused with HASCHILDREN.
     /// The files go once the change is durable.
     pub fn delete(&self, name: &str) -> Result<(), MailboxError> {
+        self.check_writable()?;
         let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
         if name == "INBOX" {
             return Err(MailboxError::Forbidden("INBOX cannot be deleted"));
@@ -632,6 +707,7 @@ impl UserStore {
     /// RENAME (RFC 9051 6.3.6), children included. Renaming INBOX moves its
     /// messages to the new name and leaves an empty INBOX.
     pub fn rename(&self, from: &str, to: &str, now: i64) -> Result<(), MailboxError> {
+        self.check_writable()?;
         let from = canonical(from).map_err(|_| MailboxError::NonExistent)?;
         let to = canonical(to).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
@@ -711,6 +787,9 @@ impl UserStore {
     /// `/private/specialuse` sets its special use, which the caller has
     /// checked; empty or NIL removes it.
     pub fn set_metadata(&self, owner: u32, changes: &[(String, Option<Vec<u8>>)], limits: metadata::Limits) -> Result<(), metadata::SetError> {
+        if self.manifest.is_frozen() {
+            return Err(metadata::SetError::Moving);
+        }
         let mut m = self.manifest.get().clone();
         let (special, stored): (Vec<_>, Vec<_>) = changes.iter().cloned().partition(|(k, _)| owner != metadata::SERVER && k == SPECIAL_USE);
         Rc::make_mut(&mut m.metadata).set(owner, &stored, limits)?;
@@ -723,6 +802,7 @@ impl UserStore {
     }
 
     pub fn subscribe(&self, name: &str) -> Result<(), MailboxError> {
+        self.check_writable()?;
         let name = canonical(name).map_err(MailboxError::InvalidName)?;
         let mut m = self.manifest.get().clone();
         if m.subscribed.insert(name.clone()) {
@@ -733,6 +813,7 @@ impl UserStore {
     }
 
     pub fn unsubscribe(&self, name: &str) -> Result<(), MailboxError> {
+        self.check_writable()?;
         let name = canonical(name).map_err(|_| MailboxError::NonExistent)?;
         let mut m = self.manifest.get().clone();
         if !m.subscribed.remove(&name) {

@@ -207,3 +207,36 @@ fn quota_usage_is_exact_across_crash_and_compaction() {
     assert_eq!(u2.quota_usage().unwrap(), left, "compaction moves mail without changing usage");
     assert_eq!(u2.quota_limits(), limits);
 }
+
+/// `ringmail user move`: a held user's files do not change. Writes made
+/// before the hold still commit; after it, every write is refused (the
+/// session answers NO [UNAVAILABLE], a delivery 451), the store is not
+/// opened again, and no checkpoint or manifest write runs. Release serves
+/// the user again.
+#[test]
+fn a_held_user_takes_no_writes_until_released() {
+    let (io, s, u) = store();
+    let mb = u.mailbox("INBOX").unwrap();
+    mb.borrow_mut().append_bytes(b"Subject: before\r\n\r\nx\r\n", 0, 0, 5).unwrap();
+    s.hold("u");
+    assert!(!s.settled("u"), "the append before the hold is not durable yet");
+    for t in s.durable_user("u") {
+        wait(&s, t).unwrap();
+    }
+    assert!(s.settled("u"));
+    let writes = io.counts();
+    assert!(matches!(mb.borrow_mut().append_bytes(b"Subject: after\r\n\r\nx\r\n", 0, 0, 6), Err(StoreError::Moving)));
+    assert!(matches!(mb.borrow_mut().change_flags(&[1], format::FlagChange::add(format::F_SEEN, 0)), Err(StoreError::Moving)));
+    assert!(matches!(u.create("New", None, 7), Err(MailboxError::Moving)));
+    assert!(matches!(u.subscribe("Junk"), Err(MailboxError::Moving)));
+    assert!(u.urlauth_key(1, true).is_none());
+    assert!(!mb.borrow().needs_checkpoint() && !mb.borrow_mut().compaction_due());
+    assert!(mb.borrow_mut().checkpoint().is_ok());
+    assert!(s.user("u", 8).is_err(), "not opened while held");
+    s.run_pending();
+    assert_eq!(io.counts(), writes, "nothing written or synced while held");
+    s.release("u");
+    mb.borrow_mut().append_bytes(b"Subject: released\r\n\r\nx\r\n", 0, 0, 9).unwrap();
+    wait(&s, u.durable(&mb)).unwrap();
+    assert_eq!(s.user("u", 9).unwrap().mailbox("INBOX").unwrap().borrow().exists(), 2);
+}

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use super::create::special_use_named;
 use crate::proto::{Mailbox, MetadataDepth, Out};
-use crate::session::reply::{mailbox_error, no, ok, ok_when_durable};
+use crate::session::reply::{mailbox_error, no, ok, ok_when_durable, MOVING};
 use crate::session::state::{Authed, Directive};
 use crate::store::metadata::{reaches, SetError, SERVER, SPECIAL_USE};
 
@@ -106,5 +106,6 @@ pub fn set(a: Authed<'_>, tag: &str, mailbox: &Mailbox, values: &[(String, Optio
         Ok(()) => ok_when_durable(a.user.manifest_durable(), tag, None, "Setmetadata completed."),
         Err(SetError::TooLarge(max)) => no(out, tag, Some(&format!("METADATA MAXSIZE {max}")), "Value is too long"),
         Err(SetError::TooMany) => no(out, tag, Some("METADATA TOOMANY"), "Too many annotations"),
+        Err(SetError::Moving) => no(out, tag, Some("UNAVAILABLE"), MOVING),
     }
 }

@@ -208,7 +208,7 @@ impl Mailbox {
     pub fn needs_checkpoint(&self) -> bool {
         let work = u64::from(self.log.records) + self.log.weight / 64;
         let due = u64::from(self.settings.checkpoint_records).max(self.msgs.len() as u64 / 8);
-        (work >= due || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint()) && !self.checkpointing && !self.committing && !self.poisoned
+        (work >= due || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint()) && !self.checkpointing && !self.committing && !self.poisoned && !self.is_frozen()
     }
 
     /// Starts a checkpoint: switches new records to a new log, snapshots
@@ -217,7 +217,7 @@ impl Mailbox {
     /// commit or another checkpoint is under way (a commit's files are in
     /// flight and the index must not get ahead of them).
     pub(crate) fn begin_checkpoint(&mut self, sync: bool) -> Option<CheckpointJob> {
-        if self.checkpointing || self.committing || self.poisoned {
+        if self.checkpointing || self.committing || self.poisoned || self.is_frozen() {
             return None;
         }
         let generation = self.log.generation + 1;

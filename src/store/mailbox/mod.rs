@@ -264,6 +264,8 @@ pub enum StoreError {
     Poisoned,
     /// The user's quota (RFC 9208) has no room for it: NO [OVERQUOTA].
     OverQuota,
+    /// The user is moving to another backend: nothing is written here.
+    Moving,
 }
 
 impl From<io::Error> for StoreError {
@@ -284,6 +286,7 @@ impl std::fmt::Display for StoreError {
             StoreError::TooManyKeywords => f.write_str("too many keywords in this mailbox"),
             StoreError::Poisoned => f.write_str("an earlier sync failed; mailbox is read-only until reopened"),
             StoreError::OverQuota => f.write_str("quota exceeded"),
+            StoreError::Moving => f.write_str("the mailbox is moving to another server"),
         }
     }
 }
@@ -744,9 +747,23 @@ impl Mailbox {
     fn check_writable(&self) -> Result<(), StoreError> {
         if self.poisoned {
             Err(StoreError::Poisoned)
+        } else if self.is_frozen() {
+            Err(StoreError::Moving)
         } else {
             Ok(())
         }
+    }
+
+    /// Nothing of the mailbox is waiting to be written or being written:
+    /// its files are what a reader will find.
+    pub fn is_settled(&self) -> bool {
+        !self.is_dirty() && !self.committing && !self.checkpointing
+    }
+
+    /// Whether the owner is moving to another backend (see
+    /// [`ManifestCell::is_frozen`]): no writes, no background work.
+    pub fn is_frozen(&self) -> bool {
+        self.owner.as_ref().is_some_and(|o| o.is_frozen())
     }
 
     /// Stops taking writes after a failure the mailbox cannot recover from

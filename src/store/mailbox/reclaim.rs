@@ -102,7 +102,7 @@ impl Reclaim {
 impl Mailbox {
     /// Whether some segment may have space to give back.
     pub fn wants_reclaim(&self) -> bool {
-        self.reclaim.has_work() && !self.poisoned
+        self.reclaim.has_work() && !self.poisoned && !self.is_frozen()
     }
 
     /// Punches out dead regions of up to `max_segments` candidate segments
@@ -210,6 +210,9 @@ impl Mailbox {
     /// Whether to compact this round (see [`Mailbox::wants_compaction`]),
     /// counting down the pause after a failure.
     pub fn compaction_due(&mut self) -> bool {
+        if self.is_frozen() {
+            return false;
+        }
         if self.reclaim.pause > 0 {
             self.reclaim.pause -= 1;
             return false;
@@ -255,6 +258,9 @@ impl Mailbox {
     /// the space of replaced cache records given back, once that checkpoint
     /// is durable. Returns true when done.
     pub fn compact_step(&mut self, budget: u64) -> Result<bool, StoreError> {
+        if self.is_frozen() {
+            return Err(StoreError::Moving);
+        }
         /// Budget a message that needs nothing costs in a rewrite of caches:
         /// its cache's first byte is read, which faults in a page of a
         /// mapping not yet touched (so a slice looks at 1,024 messages).

@@ -112,6 +112,7 @@ impl Mailbox {
 
     /// Reserves space for a message of `len` bytes that will be streamed in.
     pub fn begin_append(&mut self, len: u64) -> Result<AppendHandle, StoreError> {
+        self.check_writable()?;
         let span = RecordHeader::span(len);
         let (segment, file, offset) = self.reserve(span)?;
         let reserved = Rc::new(Reservation(Extent { segment, start: offset, end: offset + span }));
