@@ -429,6 +429,10 @@ pub struct ClusterConfig {
     /// Postfix's socketmap (`transport_maps = socketmap:inet:ADDR:transport`):
     /// the LMTP transport of a recipient's backend. Off when absent.
     pub socketmap: Option<SocketAddr>,
+    /// The secret every backend shares (a file of at least 16 bytes), which
+    /// the control ports (`control =` in the map) ask for: `ringmail user
+    /// move` copies users' files through them.
+    pub secret_file: Option<PathBuf>,
 }
 
 /// The PROXY protocol (HAProxy's v1 and v2) in front of IMAP, IMAPS and LMTP.

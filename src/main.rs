@@ -62,6 +62,9 @@ enum Cmd {
         /// This backend's name in the cluster map (default: found by its IMAP address).
         #[arg(long)]
         cluster_self: Option<String>,
+        /// The cluster's shared secret (a file), for the control port that user moves use.
+        #[arg(long)]
+        cluster_secret: Option<PathBuf>,
         /// Answer nginx's mail auth_http requests here (needs --cluster).
         #[arg(long)]
         auth_http: Option<SocketAddr>,
@@ -251,6 +254,31 @@ enum UserCmd {
     /// Show a user's quota: usage and limits (RFC 9208's STORAGE in KiB,
     /// MESSAGE in messages), read from the files even while a server runs.
     Quota { name: String },
+    /// Move a user's mail to another backend of the cluster while they are
+    /// served (docs/scale-out.md): copy, hold briefly, switch.
+    Move {
+        name: String,
+        /// The backend (its name in the cluster map) to move them to.
+        #[arg(long)]
+        to: String,
+        /// The cluster map (default: [cluster] file of the configuration).
+        #[arg(long)]
+        cluster: Option<PathBuf>,
+        /// The cluster's shared secret (default: [cluster] secret_file).
+        #[arg(long)]
+        cluster_secret: Option<PathBuf>,
+        /// Seconds the old backend holds the user for the last changes at most.
+        #[arg(long, default_value_t = 120)]
+        lease: u64,
+        /// Keep the old backend's copy of the mail (it is not served again).
+        #[arg(long)]
+        keep_source: bool,
+        #[arg(long)]
+        quiet: bool,
+        /// Crash tests: abort right after a step (copied, held, sealed, committed).
+        #[arg(long, hide = true)]
+        crash_at: Option<String>,
+    },
 }
 
 fn load_config(common: &Common) -> Result<Config, String> {
@@ -340,6 +368,27 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
             println!("user {name} removed; their mail remains in {}", config.data_dir.join("mail").join(&name).display());
         }
         UserCmd::Quota { name } => print!("{}", quota_report(&config, &normalize_user_name(&name))?),
+        UserCmd::Move { name, to, cluster, cluster_secret, lease, keep_source, quiet, crash_at } => {
+            let map_path = cluster.or(config.cluster.file.clone()).ok_or("no cluster map: give --cluster or [cluster] file")?;
+            let secret_path =
+                cluster_secret.or(config.cluster.secret_file.clone()).ok_or("no cluster secret: give --cluster-secret or [cluster] secret_file")?;
+            let map = ringmail::cluster::ClusterMap::load(&map_path)?;
+            let secret = ringmail::cluster::control_auth::load_secret(&secret_path)?;
+            let name = normalize_user_name(&name);
+            let opts = ringmail::migrate::mover::Options { lease: std::time::Duration::from_secs(lease), keep_source, quiet, crash_at };
+            let s = ringmail::migrate::mover::run(&map, &secret, &name, &to, &opts)?;
+            println!(
+                "{name} moved from {} to {}: {} files, {} bytes in {} rounds, held {} ms, took {} ms",
+                s.from,
+                s.to,
+                s.files,
+                s.bytes,
+                s.rounds,
+                s.held.as_millis(),
+                s.took.as_millis()
+            );
+            return Ok(());
+        }
         UserCmd::List => {
             let db = ringmail::auth::UserDb::open(&config.users_file()).map_err(|e| e.to_string())?;
             for n in db.names() {
@@ -400,6 +449,7 @@ struct Listen {
     metrics: Option<SocketAddr>,
     cluster: Option<PathBuf>,
     cluster_self: Option<String>,
+    cluster_secret: Option<PathBuf>,
     auth_http: Option<SocketAddr>,
     socketmap: Option<SocketAddr>,
     imap: Vec<SocketAddr>,
@@ -421,6 +471,9 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     }
     if listen.cluster_self.is_some() {
         config.cluster.self_name = listen.cluster_self;
+    }
+    if listen.cluster_secret.is_some() {
+        config.cluster.secret_file = listen.cluster_secret;
     }
     if listen.auth_http.is_some() {
         config.cluster.auth_http = listen.auth_http;
@@ -571,8 +624,8 @@ fn main() -> ExitCode {
     ringmail::datadir::private_umask();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, cluster, cluster_self, auth_http, socketmap, workers, driver, log_format } => {
-            serve(common, Listen { metrics, cluster, cluster_self, auth_http, socketmap, imap, imaps, lmtp, smtp }, workers, driver, log_format)
+        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, workers, driver, log_format } => {
+            serve(common, Listen { metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, imap, imaps, lmtp, smtp }, workers, driver, log_format)
         }
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),

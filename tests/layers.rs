@@ -24,7 +24,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("store", &["config", "mime", "proto", "signal"]),
     ("delivery", &["auth", "config", "datadir", "mime", "proto", "store"]),
     ("certs", &["config", "datadir", "delivery"]),
-    ("migrate", &["auth", "config", "datadir", "delivery", "proto", "store"]),
+    ("migrate", &["auth", "cluster", "config", "datadir", "delivery", "proto", "store"]),
     ("session", &["auth", "mime", "proto", "signal", "store"]),
     ("net", &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
     ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "net", "store"]),

@@ -7,9 +7,13 @@
 //! lmtp = "10.0.0.11:24"
 //! weight = 1.0          # optional; a backend with weight 2 gets twice the users
 //!
+//! control = "10.0.0.11:4190"   # optional; `ringmail user move` copies through it
+//!
 //! [overrides]           # users moved off their hashed home
 //! alice = "b2"
 //! ```
+//!
+//! Moves made by `ringmail user move` ([`Moves`]) come before both.
 //!
 //! A user's home is chosen by weighted rendezvous (highest random weight)
 //! hashing of the user name: every backend scores the name, the highest
@@ -31,6 +35,8 @@ pub struct Backend {
     pub imap: SocketAddr,
     pub lmtp: SocketAddr,
     pub weight: f64,
+    /// Its control port (users' files move through it).
+    pub control: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -38,6 +44,8 @@ pub struct ClusterMap {
     backends: Vec<Backend>,
     /// User name (lower case) to backend index.
     overrides: HashMap<String, usize>,
+    /// Users moved by `ringmail user move`, to backend index.
+    moved: HashMap<String, usize>,
 }
 
 #[derive(Deserialize)]
@@ -48,6 +56,7 @@ struct BackendEntry {
     lmtp: SocketAddr,
     #[serde(default = "one")]
     weight: f64,
+    control: Option<SocketAddr>,
 }
 
 fn one() -> f64 {
@@ -76,14 +85,29 @@ impl ClusterMap {
             if !(b.weight.is_finite() && b.weight > 0.0) {
                 return Err(format!("cluster map: backend {:?} needs a weight above 0", b.name));
             }
-            backends.push(Backend { name: b.name, imap: b.imap, lmtp: b.lmtp, weight: b.weight });
+            backends.push(Backend { name: b.name, imap: b.imap, lmtp: b.lmtp, weight: b.weight, control: b.control });
         }
         let mut overrides = HashMap::with_capacity(f.overrides.len());
         for (user, to) in f.overrides {
             let i = backends.iter().position(|b| b.name == to).ok_or_else(|| format!("cluster map: {user} is moved to {to:?}, which is not a backend"))?;
             overrides.insert(user.to_ascii_lowercase(), i);
         }
-        Ok(ClusterMap { backends, overrides })
+        Ok(ClusterMap { backends, overrides, moved: HashMap::new() })
+    }
+
+    /// Takes the moves made by `ringmail user move` (a move to a backend the
+    /// map does not list is ignored, with a warning).
+    pub fn set_moves(&mut self, moves: &super::Moves) {
+        self.moved = moves
+            .iter()
+            .filter_map(|(user, m)| match self.backends.iter().position(|b| b.name == m.backend) {
+                Some(i) => Some((user.clone(), i)),
+                None => {
+                    tracing::warn!(user, backend = m.backend, "a user was moved to a backend the cluster map does not list; ignored");
+                    None
+                }
+            })
+            .collect();
     }
 
     pub fn load(path: &Path) -> Result<ClusterMap, String> {
@@ -118,7 +142,7 @@ impl ClusterMap {
     /// The backend that serves `user`: an override, else the hash's choice.
     pub fn home(&self, user: &str) -> &Backend {
         let user = user.to_ascii_lowercase();
-        match self.overrides.get(&user) {
+        match self.moved.get(&user).or_else(|| self.overrides.get(&user)) {
             Some(&i) => &self.backends[i],
             None => &self.backends[self.hashed(&user)],
         }
@@ -126,7 +150,8 @@ impl ClusterMap {
 
     /// Whether `user` was moved off the backend the hash gives.
     pub fn is_overridden(&self, user: &str) -> bool {
-        self.overrides.contains_key(&user.to_ascii_lowercase())
+        let user = user.to_ascii_lowercase();
+        self.overrides.contains_key(&user) || self.moved.contains_key(&user)
     }
 
     /// Weighted rendezvous: score = -weight / ln(h), h the name's hash
@@ -194,6 +219,14 @@ mod tests {
         let m = map(&[("b1", 1.0), ("b2", 1.0)], "[overrides]\nalice = \"b1\"\nbob = \"b2\"\n");
         assert_eq!((m.home("alice").name.as_str(), m.home("BOB").name.as_str()), ("b1", "b2"));
         assert!(m.is_overridden("alice") && !m.is_overridden("carol"));
+        // A move wins over the map's override; one to an unknown backend is ignored.
+        let mut moved = m.clone();
+        let mut moves = crate::cluster::Moves::default();
+        moves.merge("alice", crate::cluster::Moved { backend: "b2".into(), version: 1 });
+        moves.merge("carol", crate::cluster::Moved { backend: "b9".into(), version: 1 });
+        moved.set_moves(&moves);
+        assert_eq!(moved.home("Alice").name, "b2");
+        assert_eq!(moved.home("carol"), m.home("carol"));
         assert!(ClusterMap::parse("").is_err());
         assert!(ClusterMap::parse("[[backend]]\nname=\"a\"\nimap=\"1.2.3.4:143\"\nlmtp=\"1.2.3.4:24\"\n[overrides]\nx=\"zz\"\n").is_err());
         assert!(ClusterMap::parse("[[backend]]\nname=\"a\"\nimap=\"1.2.3.4:143\"\nlmtp=\"1.2.3.4:24\"\nweight=0\n").is_err());

@@ -15,7 +15,9 @@
 //! - [`engine`]: one import run, mailbox by mailbox, in durable batches,
 //!   resumable; [`state`] remembers what came from where;
 //! - [`progress`]: a bar on a terminal, lines elsewhere;
-//! - [`export`]: the Maildir writer.
+//! - [`export`]: the Maildir writer;
+//! - [`relocate`], [`userfiles`], [`mover`]: `ringmail user move`, which
+//!   copies a user's store to another backend of a cluster file by file.
 
 pub mod apply;
 pub mod command;
@@ -25,9 +27,12 @@ pub mod imap;
 pub mod maildir;
 pub mod mbox;
 pub mod model;
+pub mod mover;
 pub mod progress;
+pub mod relocate;
 pub mod state;
 pub mod target;
+pub mod userfiles;
 pub mod wire;
 
 pub use model::{Op, Reply};

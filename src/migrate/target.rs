@@ -103,8 +103,12 @@ impl Remote {
 impl Target for Remote {
     fn call(&mut self, op: Op, data: Vec<Vec<u8>>) -> Result<Reply, String> {
         let io = |e: std::io::Error| format!("control socket: {e}");
-        wire::write_request(&mut self.stream, &op, &data).map_err(io)?;
-        wire::read_reply(&mut self.stream).map_err(io)?
+        wire::write_request(&mut self.stream, &wire::Request::Import(op), &data).map_err(io)?;
+        match wire::read_reply(&mut self.stream, 0).map_err(io)?.0 {
+            Ok(wire::Answer::Import(r)) => Ok(r),
+            Ok(wire::Answer::Move(_)) => Err("the control socket answered something else".into()),
+            Err(e) => Err(e),
+        }
     }
 
     fn describe(&self) -> String {

@@ -80,17 +80,19 @@ pub enum WorkerMsg {
     Adopt(Box<Migrant>),
     /// A delivered message for a user who lives here.
     Deliver(Box<DeliveryJob>),
-    /// An import's operation on a user who lives here (the control socket).
-    Migrate(Box<MigrateJob>),
+    /// An operation of an import or a move on a user who lives here (the
+    /// control socket and port).
+    Control(Box<ControlJob>),
     /// Stop accepting, say BYE to everyone, exit.
     Shutdown,
 }
 
-/// One `ringmail import` operation, with an Append's message bytes.
-pub struct MigrateJob {
-    pub op: crate::migrate::Op,
+/// One `ringmail import` or `ringmail user move` operation, with an
+/// Append's message bytes.
+pub struct ControlJob {
+    pub request: crate::migrate::wire::Request,
     pub data: Vec<Vec<u8>>,
-    pub reply: flume::Sender<Result<crate::migrate::Reply, String>>,
+    pub reply: flume::Sender<Result<crate::migrate::wire::Answer, String>>,
 }
 
 /// A logged-in IMAP connection on its way to its user's worker.
@@ -125,6 +127,8 @@ pub struct WorkerCtx {
     /// Password verifications running on the blocking pool, by user name;
     /// the receiver disconnects when the verification ends (see imap_conn.rs).
     pub verifying: RefCell<std::collections::HashMap<String, flume::Receiver<()>>>,
+    /// Users held here for a move to another backend (see relocate.rs).
+    pub holds: RefCell<std::collections::HashMap<String, super::relocate::Hold>>,
 }
 
 /// A task's place in the worker's registry.
@@ -180,6 +184,7 @@ impl WorkerCtx {
             connections: Cell::new(0),
             stopping: Cell::new(false),
             verifying: RefCell::default(),
+            holds: RefCell::default(),
         }
     }
 
@@ -216,6 +221,13 @@ impl WorkerCtx {
     pub fn stop(&self) {
         self.stopping.set(true);
         for (_, e) in self.entries.borrow().iter() {
+            e.signal.fire();
+        }
+    }
+
+    /// Wakes every connection (a user held for a move: theirs say BYE).
+    pub fn wake_connections(&self) {
+        for (_, e) in self.entries.borrow().iter().filter(|(_, e)| e.connection) {
             e.signal.fire();
         }
     }

@@ -281,6 +281,13 @@ impl Conn {
                     self.conn.shutdown(&mut self.out);
                     return Next::Step(Step::Close);
                 }
+                if self.conn.user().is_some_and(|u| self.reg.ctx().store.is_held(u)) {
+                    // `ringmail user move`: the client reconnects and the
+                    // proxy sends it to the user's new backend.
+                    self.out_buffer();
+                    self.conn.moving(&mut self.out);
+                    return Next::Step(Step::Close);
+                }
                 if self.reg.take_expired() {
                     if idle {
                         // RFC 2177: IDLE is not timed out; a keepalive keeps NATs open.
@@ -339,13 +346,14 @@ impl Conn {
         };
         // In a cluster, a user whose mail lives on another backend is not
         // served here (a client that bypassed the proxy would otherwise
-        // start a second copy of the mailbox): NO [UNAVAILABLE].
-        let result = match result {
-            AuthResult::Ok(name) if self.reg.ctx().server.cluster.as_ref().and_then(|c| c.elsewhere(&name)).is_some() => {
-                tracing::info!(user = name, client = %self.guard.ip(), "login for a user of another backend refused");
+        // start a second copy of the mailbox), nor one held for a move
+        // there: NO [UNAVAILABLE].
+        let result = match (result, self.reg.ctx().server.cluster.as_ref()) {
+            (AuthResult::Ok(name), Some(c)) if c.elsewhere(&name).is_some() || c.is_moving(&name) => {
+                tracing::info!(user = name, client = %self.guard.ip(), "login for a user of another backend, or moving there, refused");
                 AuthResult::Unavailable
             }
-            r => r,
+            (r, _) => r,
         };
         metrics::with_worker(|m| match result {
             AuthResult::Ok(_) => m.logins_ok.fetch_add(1, Relaxed),

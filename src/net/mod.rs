@@ -28,6 +28,7 @@ mod lookups;
 mod metrics_http;
 mod pool;
 mod proxy;
+mod relocate;
 mod server;
 mod smtp_conn;
 pub mod spool;

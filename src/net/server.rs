@@ -25,6 +25,8 @@ pub struct Server {
     /// nginx's auth_http and Postfix's socketmap endpoints, if served.
     pub auth_http_addr: Option<SocketAddr>,
     pub socketmap_addr: Option<SocketAddr>,
+    /// The cluster control port (user moves), if served.
+    pub control_port: Option<SocketAddr>,
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
     pub imap_addrs: Vec<SocketAddr>,
     pub imaps_addrs: Vec<SocketAddr>,
@@ -125,7 +127,11 @@ impl Server {
         let cluster = match &config.cluster.file {
             Some(path) => {
                 let own: Vec<SocketAddr> = imap_addrs.iter().chain(&config.imap.listen).copied().collect();
-                Some(Cluster::load(path.clone(), config.cluster.self_name.clone(), own, metrics.clone())?)
+                let secret = match &config.cluster.secret_file {
+                    Some(f) => Some(crate::cluster::control_auth::load_secret(f)?),
+                    None => None,
+                };
+                Some(Cluster::load(path.clone(), config.data_dir.clone(), config.cluster.self_name.clone(), own, secret, metrics.clone())?)
             }
             None => None,
         };
@@ -166,6 +172,14 @@ impl Server {
         let control = control::serve(&ctx.config.data_dir, ctx.clone())
             .map_err(|e| tracing::warn!(error = %e, "no control socket: `ringmail import` needs the server stopped"))
             .ok();
+        let control_port = match ctx.cluster.as_ref().map(|c| (c.view(), c.secret().map(<[u8]>::to_vec))) {
+            Some((view, secret)) => match (view.map.backend(&view.me).and_then(|b| b.control), secret) {
+                (Some(addr), Some(secret)) => Some(control::serve_port(addr, secret, ctx.clone())?),
+                (Some(addr), None) => return Err(format!("the cluster map gives this backend a control port ({addr}), which needs [cluster] secret_file")),
+                (None, _) => None,
+            },
+            None => None,
+        };
         let mut threads = Vec::with_capacity(n);
         for (i, (listeners, inbox)) in per_worker.into_iter().zip(receivers).enumerate() {
             let ctx = ctx.clone();
@@ -184,6 +198,7 @@ impl Server {
             control,
             auth_http_addr,
             socketmap_addr,
+            control_port,
             metrics_addr,
             imap_addrs,
             imaps_addrs,

@@ -96,8 +96,8 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(ListenerKind, std::net:
             WorkerMsg::Deliver(job) => {
                 guard::spawn("delivery", deliver::run_job(ctx.clone(), job));
             }
-            WorkerMsg::Migrate(job) => {
-                guard::spawn("import", super::control::run_job(ctx.clone(), job));
+            WorkerMsg::Control(job) => {
+                guard::spawn("control", super::control::run_job(ctx.clone(), job));
             }
             WorkerMsg::Shutdown => break,
         }

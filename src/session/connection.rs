@@ -304,6 +304,12 @@ impl Connection {
         self.end();
     }
 
+    /// The user's mail is moving to another backend (RFC 5530 UNAVAILABLE).
+    pub fn moving(&mut self, out: &mut Out) {
+        out.untagged_status("BYE", Some("UNAVAILABLE"), super::reply::MOVING);
+        self.end();
+    }
+
     /// The server is stopping.
     pub fn shutdown(&mut self, out: &mut Out) {
         out.untagged_status("BYE", None, "Server shutting down");

@@ -216,7 +216,8 @@ impl Store {
     }
 
     pub fn is_held(&self, name: &str) -> bool {
-        self.held.borrow().contains(name)
+        let held = self.held.borrow();
+        !held.is_empty() && held.contains(name)
     }
 
     /// Whether everything written to a held user's store is on disk, with
@@ -323,7 +324,7 @@ impl Store {
         }
         for mb in self.open_mailboxes() {
             let mut m = mb.borrow_mut();
-            if m.is_poisoned() {
+            if m.is_poisoned() || m.is_frozen() {
                 continue;
             }
             if let Err(e) = m.checkpoint() {

@@ -100,8 +100,16 @@ pub struct ServeProcess {
 /// when it is up, which names its addresses; its standard error is drained
 /// after, so it never blocks on a full pipe.
 pub fn serve_process(dir: &Path) -> ServeProcess {
+    serve_process_with(dir, &["--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0"])
+}
+
+/// `ringmail serve` on `dir` with two workers and `args` (which must give
+/// IMAP and LMTP addresses), started as [`serve_process`] is.
+pub fn serve_process_with(dir: &Path, args: &[&str]) -> ServeProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--workers", "2", "--data-dir"])
+        .arg("serve")
+        .args(args)
+        .args(["--workers", "2", "--data-dir"])
         .arg(dir)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())

@@ -208,7 +208,11 @@ impl Mailbox {
     pub fn needs_checkpoint(&self) -> bool {
         let work = u64::from(self.log.records) + self.log.weight / 64;
         let due = u64::from(self.settings.checkpoint_records).max(self.msgs.len() as u64 / 8);
-        (work >= due || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint()) && !self.checkpointing && !self.committing && !self.poisoned && !self.is_frozen()
+        (work >= due || self.log.end >= 8 << 20 || self.reclaim.wants_checkpoint())
+            && !self.checkpointing
+            && !self.committing
+            && !self.poisoned
+            && !self.is_frozen()
     }
 
     /// Starts a checkpoint: switches new records to a new log, snapshots
