@@ -342,9 +342,9 @@ fn the_control_port_wants_the_cluster_secret() {
     let cl = Cluster::new(45);
     let map = ringmail::cluster::ClusterMap::load(&cl.path("cluster.toml")).unwrap();
     let addr = map.backend("b1").unwrap().control.unwrap();
-    let wrong = ringmail::migrate::relocate::ControlClient::connect(addr, b"not-the-secret-at-all", Duration::from_secs(2));
+    let wrong = ringmail::migrate::control_port::ControlClient::connect(addr, b"not-the-secret-at-all", Duration::from_secs(2));
     assert!(wrong.is_err());
-    let mut right = ringmail::migrate::relocate::ControlClient::connect(addr, SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
+    let mut right = ringmail::migrate::control_port::ControlClient::connect(addr, SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
     let (r, _) = right.call(ringmail::migrate::relocate::MoveOp::Where { user: "ann".into() }, &[]).unwrap();
     assert!(matches!(r, ringmail::migrate::relocate::MoveReply::Home(h) if h == map.home("ann").name));
     // Reading outside a user's store is refused.

@@ -13,7 +13,7 @@
 //! alice = "b2"
 //! ```
 //!
-//! Moves made by `ringmail user move` ([`Moves`]) come before both.
+//! Moves made by `ringmail user move` ([`super::moves::Moves`]) come before both.
 //!
 //! A user's home is chosen by weighted rendezvous (highest random weight)
 //! hashing of the user name: every backend scores the name, the highest
@@ -97,7 +97,7 @@ impl ClusterMap {
 
     /// Takes the moves made by `ringmail user move` (a move to a backend the
     /// map does not list is ignored, with a warning).
-    pub fn set_moves(&mut self, moves: &super::Moves) {
+    pub fn set_moves(&mut self, moves: &super::moves::Moves) {
         self.moved = moves
             .iter()
             .filter_map(|(user, m)| match self.backends.iter().position(|b| b.name == m.backend) {
@@ -221,9 +221,9 @@ mod tests {
         assert!(m.is_overridden("alice") && !m.is_overridden("carol"));
         // A move wins over the map's override; one to an unknown backend is ignored.
         let mut moved = m.clone();
-        let mut moves = crate::cluster::Moves::default();
-        moves.merge("alice", crate::cluster::Moved { backend: "b2".into(), version: 1 });
-        moves.merge("carol", crate::cluster::Moved { backend: "b9".into(), version: 1 });
+        let mut moves = crate::cluster::moves::Moves::default();
+        moves.merge("alice", crate::cluster::moves::Moved { backend: "b2".into(), version: 1 });
+        moves.merge("carol", crate::cluster::moves::Moved { backend: "b9".into(), version: 1 });
         moved.set_moves(&moves);
         assert_eq!(moved.home("Alice").name, "b2");
         assert_eq!(moved.home("carol"), m.home("carol"));

@@ -21,6 +21,7 @@
 
 pub mod apply;
 pub mod command;
+pub mod control_port;
 pub mod engine;
 pub mod export;
 pub mod imap;

@@ -24,7 +24,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use super::relocate::{ControlClient, FileInfo, MoveOp, MoveReply, PIECE};
+use super::control_port::ControlClient;
+use super::relocate::{FileInfo, MoveOp, MoveReply, PIECE};
 use crate::cluster::{ClusterMap, Moved, Moves};
 
 /// Rounds of copying while the user is served, and the most bytes the last

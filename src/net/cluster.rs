@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use crate::cluster::{Backend, ClusterMap, Moved, Moves};
-use crate::migrate::relocate::{ControlClient, MoveOp, MoveReply};
+use crate::migrate::control_port::ControlClient;
+use crate::migrate::relocate::{MoveOp, MoveReply};
 use crate::migrate::userfiles;
 
 /// How often every backend's IMAP port is tried, and for how long.

@@ -58,6 +58,16 @@ impl ServerCtx {
         shard(user, self.workers())
     }
 
+    /// Runs a control request (import, move) on the worker that owns
+    /// `user`, from a blocking thread, and waits for its answer.
+    pub fn on_worker(&self, user: &str, request: crate::migrate::wire::Request, data: Vec<Vec<u8>>) -> Result<crate::migrate::wire::Answer, String> {
+        let (tx, rx) = flume::bounded(1);
+        if !self.send(self.home(user), WorkerMsg::Control(Box::new(ControlJob { request, data, reply: tx }))) {
+            return Err("the server is shutting down".into());
+        }
+        rx.recv().unwrap_or_else(|_| Err("the server is shutting down".into()))
+    }
+
     /// Sends `msg` to worker `to`; false if it is gone (shutting down).
     pub fn send(&self, to: usize, msg: WorkerMsg) -> bool {
         self.inboxes[to].send(msg).is_ok()
@@ -128,7 +138,14 @@ pub struct WorkerCtx {
     /// the receiver disconnects when the verification ends (see imap_conn.rs).
     pub verifying: RefCell<std::collections::HashMap<String, flume::Receiver<()>>>,
     /// Users held here for a move to another backend (see relocate.rs).
-    pub holds: RefCell<std::collections::HashMap<String, super::relocate::Hold>>,
+    pub holds: RefCell<std::collections::HashMap<String, Hold>>,
+}
+
+/// A user held on this worker for a move to another backend (relocate.rs).
+pub struct Hold {
+    pub token: u64,
+    /// The move was committed: the hold never ends (the user lives elsewhere).
+    pub pinned: bool,
 }
 
 /// A task's place in the worker's registry.

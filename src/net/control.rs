@@ -21,7 +21,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::context::{ControlJob, ServerCtx, WorkerCtx, WorkerMsg};
+use super::context::{ControlJob, ServerCtx, WorkerCtx};
 use crate::cluster::control_auth as auth;
 use crate::migrate::wire::{self, Answer, Request};
 use crate::migrate::{apply, Op, Reply};
@@ -115,22 +115,13 @@ fn serve_connection<S: Read + Write>(mut stream: S, ctx: &ServerCtx) {
             },
             Request::Import(op) => {
                 let user = op.user().to_string();
-                (on_worker(ctx, &user, Request::Import(op), data), Vec::new())
+                (ctx.on_worker(&user, Request::Import(op), data), Vec::new())
             }
         };
         if wire::write_reply(&mut stream, &reply, &out).is_err() {
             return;
         }
     }
-}
-
-/// Runs `request` on the worker that owns `user`, and waits for its answer.
-pub fn on_worker(ctx: &ServerCtx, user: &str, request: Request, data: Vec<Vec<u8>>) -> Result<Answer, String> {
-    let (tx, rx) = flume::bounded(1);
-    if !ctx.send(ctx.home(user), WorkerMsg::Control(Box::new(ControlJob { request, data, reply: tx }))) {
-        return Err("the server is shutting down".into());
-    }
-    rx.recv().unwrap_or_else(|_| Err("the server is shutting down".into()))
 }
 
 /// A batch of messages is stored in slices of about this many bytes, the

@@ -12,20 +12,13 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use super::context::{ServerCtx, WorkerCtx};
+use super::context::{Hold, ServerCtx, WorkerCtx};
 use crate::migrate::relocate::{MoveOp, MoveReply, PIECE};
 use crate::migrate::userfiles;
 use crate::migrate::wire::{Answer, Request};
 
 /// How long a hold may wait for the user's last commits to finish.
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A user held on this worker.
-pub struct Hold {
-    token: u64,
-    /// The move was committed: the hold never ends (the user lives elsewhere).
-    pinned: bool,
-}
 
 /// Runs a move's operation: files here, the rest on the user's worker.
 pub fn serve(op: MoveOp, data: Vec<Vec<u8>>, ctx: &ServerCtx) -> Result<(MoveReply, Vec<Vec<u8>>), String> {
@@ -69,9 +62,9 @@ pub fn serve(op: MoveOp, data: Vec<Vec<u8>>, ctx: &ServerCtx) -> Result<(MoveRep
                 // The user's last moment here: only under the mover's hold,
                 // which stops ending once this is answered.
                 let token = token.ok_or("the user lives here: a move is committed here only under its hold")?;
-                answer(super::control::on_worker(ctx, user, Request::Move(op.clone()), Vec::new()))?;
+                answer(ctx.on_worker(user, Request::Move(op.clone()), Vec::new()))?;
                 if let Err(e) = cluster.take_move(user, moved.clone()) {
-                    let _ = super::control::on_worker(ctx, user, Request::Move(MoveOp::Release { user: user.clone(), token }), Vec::new());
+                    let _ = ctx.on_worker(user, Request::Move(MoveOp::Release { user: user.clone(), token }), Vec::new());
                     return Err(e);
                 }
             } else {
@@ -85,7 +78,7 @@ pub fn serve(op: MoveOp, data: Vec<Vec<u8>>, ctx: &ServerCtx) -> Result<(MoveRep
         MoveOp::Moves => done(MoveReply::Moves(cluster.moves())),
         op @ (MoveOp::Hold { .. } | MoveOp::Release { .. } | MoveOp::Discard { .. }) => {
             let user = op.user().unwrap_or_default().to_string();
-            done(answer(super::control::on_worker(ctx, &user, Request::Move(op), Vec::new()))?)
+            done(answer(ctx.on_worker(&user, Request::Move(op), Vec::new()))?)
         }
     }
 }
