@@ -347,7 +347,32 @@ fn the_control_port_wants_the_cluster_secret() {
     let mut right = ringmail::migrate::control_port::ControlClient::connect(addr, SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
     let (r, _) = right.call(ringmail::migrate::relocate::MoveOp::Where { user: "ann".into() }, &[]).unwrap();
     assert!(matches!(r, ringmail::migrate::relocate::MoveReply::Home(h) if h == map.home("ann").name));
-    // Reading outside a user's store is refused.
-    let r = right.call(ringmail::migrate::relocate::MoveOp::Read { user: "ann".into(), path: "../users".into(), offset: 0, len: 10 }, &[]);
-    assert!(r.is_err());
+    // One move of a user at a time; reads belong to it, and stay inside
+    // the user's store.
+    use ringmail::migrate::relocate::{MoveOp, MoveReply};
+    let home = map.backend(&map.home("ann").name).unwrap().control.unwrap();
+    let mut c = ringmail::migrate::control_port::ControlClient::connect(home, SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
+    let claim = |c: &mut ringmail::migrate::control_port::ControlClient| c.call(MoveOp::Claim { user: "ann".into(), lease_ms: 60_000 }, &[]);
+    let Ok((MoveReply::Claimed(id), _)) = claim(&mut c) else { panic!() };
+    let second = claim(&mut c);
+    assert!(second.as_ref().is_err_and(|e| e.contains("already under way")), "{second:?}");
+    let read = |c: &mut ringmail::migrate::control_port::ControlClient, id, path: &str| {
+        c.call(MoveOp::Read { user: "ann".into(), id, path: path.into(), offset: 0, len: 10 }, &[])
+    };
+    assert!(read(&mut c, id + 1, "mailboxes").is_err(), "another move's id");
+    assert!(read(&mut c, id, "../users").is_err(), "outside the store");
+    c.call(MoveOp::Release { user: "ann".into(), id }, &[]).unwrap();
+    assert!(claim(&mut c).is_ok(), "released: a new move may start");
+    // The other backend takes staged files only for the move it receives.
+    let other = map.backends().iter().find(|b| b.control != Some(home)).unwrap();
+    let mut o = ringmail::migrate::control_port::ControlClient::connect(other.control.unwrap(), SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
+    let stage = MoveOp::Stage { user: "ann".into(), id: 5, path: "x".into(), offset: 0, truncate: true };
+    assert!(o.call(stage.clone(), &[b"x".to_vec()]).is_err(), "not receiving");
+    o.call(MoveOp::Receive { user: "ann".into(), id: 5 }, &[]).unwrap();
+    o.call(stage, &[b"x".to_vec()]).unwrap();
+    assert!(o.call(MoveOp::Seal { user: "ann".into(), id: 6 }, &[]).is_err(), "another move");
+    // Unsealed: the move to it is not taken (it would serve an empty store).
+    let commit = MoveOp::Commit { user: "ann".into(), moved: ringmail::cluster::Moved { backend: other.name.clone(), version: 1, id: 5 } };
+    assert!(o.call(commit, &[]).is_err());
+    assert!(matches!(o.call(MoveOp::Where { user: "ann".into() }, &[]).unwrap().0, MoveReply::Home(h) if h != other.name));
 }

@@ -222,8 +222,8 @@ mod tests {
         // A move wins over the map's override; one to an unknown backend is ignored.
         let mut moved = m.clone();
         let mut moves = crate::cluster::moves::Moves::default();
-        moves.merge("alice", crate::cluster::moves::Moved { backend: "b2".into(), version: 1 });
-        moves.merge("carol", crate::cluster::moves::Moved { backend: "b9".into(), version: 1 });
+        moves.merge("alice", crate::cluster::moves::Moved { backend: "b2".into(), version: 1, id: 1 });
+        moves.merge("carol", crate::cluster::moves::Moved { backend: "b9".into(), version: 1, id: 2 });
         moved.set_moves(&moves);
         assert_eq!(moved.home("Alice").name, "b2");
         assert_eq!(moved.home("carol"), m.home("carol"));

@@ -16,6 +16,9 @@ use serde::{Deserialize, Serialize};
 pub struct Moved {
     pub backend: String,
     pub version: u64,
+    /// The move's id: the new home serves the copy sealed for it alone.
+    #[serde(default)]
+    pub id: u64,
 }
 
 impl Moved {
@@ -51,6 +54,15 @@ impl Moves {
         }
     }
 
+    /// Sets `user`'s entry, later or not (undoing a merge).
+    pub fn merge_force(&mut self, user: &str, moved: Moved) {
+        self.users.insert(user.to_ascii_lowercase(), moved);
+    }
+
+    pub fn remove(&mut self, user: &str) {
+        self.users.remove(&user.to_ascii_lowercase());
+    }
+
     /// Takes every later entry of `other`; answers the users that changed.
     pub fn merge_all(&mut self, other: &Moves) -> Vec<String> {
         other.users.iter().filter(|(u, m)| self.merge(u, (*m).clone())).map(|(u, _)| u.clone()).collect()
@@ -82,7 +94,7 @@ mod tests {
     use super::*;
 
     fn m(backend: &str, version: u64) -> Moved {
-        Moved { backend: backend.into(), version }
+        Moved { backend: backend.into(), version, id: version }
     }
 
     #[test]

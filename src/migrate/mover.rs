@@ -99,6 +99,8 @@ pub fn plan(source: &[FileInfo], known: &HashMap<String, FileInfo>, held: bool) 
 
 struct Mover<'a> {
     user: &'a str,
+    /// The move's id, given by the old home.
+    id: u64,
     src: ControlClient,
     dst: ControlClient,
     quiet: bool,
@@ -112,8 +114,8 @@ fn expect_done(r: (MoveReply, Vec<Vec<u8>>)) -> Result<(), String> {
     }
 }
 
-fn files(c: &mut ControlClient, user: &str, staged: bool, hash: bool) -> Result<Vec<FileInfo>, String> {
-    match c.call(MoveOp::Files { user: user.into(), staged, hash }, &[])?.0 {
+fn files(c: &mut ControlClient, user: &str, id: u64, staged: bool, hash: bool) -> Result<Vec<FileInfo>, String> {
+    match c.call(MoveOp::Files { user: user.into(), id, staged, hash }, &[])?.0 {
         MoveReply::Files(f) => Ok(f),
         other => Err(format!("unexpected answer {other:?}")),
     }
@@ -131,7 +133,7 @@ impl Mover<'_> {
     fn copy_file(&mut self, path: &str, from: u64) -> Result<Option<u64>, String> {
         let mut at = from;
         loop {
-            let op = MoveOp::Read { user: self.user.into(), path: path.into(), offset: at, len: PIECE };
+            let op = MoveOp::Read { user: self.user.into(), id: self.id, path: path.into(), offset: at, len: PIECE };
             let piece = match self.src.call(op, &[]) {
                 Ok((MoveReply::Data, data)) => data.into_iter().next().unwrap_or_default(),
                 Ok((other, _)) => return Err(format!("unexpected answer {other:?}")),
@@ -140,7 +142,7 @@ impl Mover<'_> {
             };
             let last = (piece.len() as u64) < PIECE;
             let n = piece.len() as u64;
-            expect_done(self.dst.call(MoveOp::Stage { user: self.user.into(), path: path.into(), offset: at, truncate: last }, &[piece])?)?;
+            expect_done(self.dst.call(MoveOp::Stage { user: self.user.into(), id: self.id, path: path.into(), offset: at, truncate: last }, &[piece])?)?;
             at += n;
             self.summary.bytes += n;
             if last {
@@ -165,7 +167,7 @@ impl Mover<'_> {
             }
         }
         if !plan.remove.is_empty() {
-            expect_done(self.dst.call(MoveOp::Unstage { user: self.user.into(), paths: plan.remove.clone() }, &[])?)?;
+            expect_done(self.dst.call(MoveOp::Unstage { user: self.user.into(), id: self.id, paths: plan.remove.clone() }, &[])?)?;
             for p in &plan.remove {
                 sent.remove(p);
             }
@@ -178,7 +180,7 @@ impl Mover<'_> {
     fn copy_live(&mut self) -> Result<(), String> {
         let mut sent = HashMap::new();
         for round in 1..=LIVE_ROUNDS {
-            let sources = files(&mut self.src, self.user, false, false)?;
+            let sources = files(&mut self.src, self.user, self.id, false, false)?;
             let p = plan(&sources, &sent, false);
             let bytes = self.apply(&p, &sources, &mut sent)?;
             self.summary.files = sources.len();
@@ -194,8 +196,8 @@ impl Mover<'_> {
     /// hashes until they are the same.
     fn copy_held(&mut self) -> Result<(), String> {
         for _ in 0..HELD_ROUNDS {
-            let sources = files(&mut self.src, self.user, false, true)?;
-            let staged: HashMap<String, FileInfo> = files(&mut self.dst, self.user, true, true)?.into_iter().map(|f| (f.path.clone(), f)).collect();
+            let sources = files(&mut self.src, self.user, self.id, false, true)?;
+            let staged: HashMap<String, FileInfo> = files(&mut self.dst, self.user, self.id, true, true)?.into_iter().map(|f| (f.path.clone(), f)).collect();
             let p = plan(&sources, &staged, true);
             if p == Plan::default() {
                 self.summary.files = sources.len();
@@ -261,51 +263,60 @@ pub fn run(map: &ClusterMap, secret: &[u8], user: &str, to: &str, opts: &Options
         MoveReply::Home(h) => return Err(format!("{from} has not heard yet that {user} lives on {h}; try again in a few seconds")),
         other => return Err(format!("unexpected answer {other:?}")),
     }
-    let mut m = Mover { user, src, dst, quiet: opts.quiet, summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() } };
-    m.say(format_args!("moving {user} from {from} to {to}"));
-    expect_done(m.dst.call(MoveOp::Discard { user: user.into() }, &[])?)?;
-    m.copy_live()?;
-    crash_point(opts, "copied");
-    let token = match m.src.call(MoveOp::Hold { user: user.into(), lease_ms: opts.lease.as_millis() as u64 }, &[])?.0 {
-        MoveReply::Held(t) => t,
+    let lease_ms = opts.lease.as_millis() as u64;
+    let id = match src.call(MoveOp::Claim { user: user.into(), lease_ms }, &[])?.0 {
+        MoveReply::Claimed(id) => id,
         other => return Err(format!("unexpected answer {other:?}")),
     };
-    let held_at = Instant::now();
-    crash_point(opts, "held");
-    let release = |m: &mut Mover, why: String| -> String {
-        let _ = m.src.call(MoveOp::Release { user: user.into(), token }, &[]);
+    let mut m = Mover { user, id, src, dst, quiet: opts.quiet, summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() } };
+    // From here on, a failure ends the move on the old home (the user
+    // stays there); the lease would end it too.
+    let give_up = |m: &mut Mover, why: String| -> String {
+        let _ = m.src.call(MoveOp::Release { user: user.into(), id }, &[]);
         format!("{why}; {user} stays on {from}")
     };
-    if let Err(e) = m.copy_held() {
-        return Err(release(&mut m, e));
+    m.say(format_args!("moving {user} from {from} to {to}"));
+    if let Err(e) = m.dst.call(MoveOp::Receive { user: user.into(), id }, &[]).and_then(expect_done) {
+        return Err(give_up(&mut m, format!("{to} cannot receive: {e}")));
     }
-    if let Err(e) = m.dst.call(MoveOp::Seal { user: user.into() }, &[]).and_then(expect_done) {
-        return Err(release(&mut m, format!("{to} cannot seal the copy: {e}")));
+    if let Err(e) = m.copy_live() {
+        return Err(give_up(&mut m, e));
+    }
+    crash_point(opts, "copied");
+    if let Err(e) = m.src.call(MoveOp::Hold { user: user.into(), id, lease_ms }, &[]).and_then(expect_done) {
+        return Err(give_up(&mut m, format!("{from} cannot hold {user}: {e}")));
+    }
+    let held_at = Instant::now();
+    crash_point(opts, "held");
+    if let Err(e) = m.copy_held() {
+        return Err(give_up(&mut m, e));
+    }
+    if let Err(e) = m.dst.call(MoveOp::Seal { user: user.into(), id }, &[]).and_then(expect_done) {
+        return Err(give_up(&mut m, format!("{to} cannot seal the copy: {e}")));
     }
     crash_point(opts, "sealed");
     // Later than every move of the user known anywhere, and than now.
     let version = now_ms().max(known.get(user).map_or(0, |k| k.version + 1));
-    let moved = Moved { backend: to.into(), version };
-    let commit = |moved: &Moved, token| MoveOp::Commit { user: user.into(), moved: moved.clone(), token };
-    if let Err(e) = m.src.call(commit(&moved, Some(token)), &[]).and_then(expect_done) {
-        return Err(release(&mut m, format!("{from} did not commit the move: {e}")));
+    let moved = Moved { backend: to.into(), version, id };
+    let commit = || MoveOp::Commit { user: user.into(), moved: moved.clone() };
+    if let Err(e) = m.src.call(commit(), &[]).and_then(expect_done) {
+        return Err(give_up(&mut m, format!("{from} did not commit the move: {e}")));
     }
     m.summary.held = held_at.elapsed();
     crash_point(opts, "committed");
     // The move is made. The others learn it now, or from each other soon.
-    if let Err(e) = m.dst.call(commit(&moved, None), &[]).and_then(expect_done) {
+    let taken = m.dst.call(commit(), &[]).and_then(expect_done);
+    if let Err(e) = &taken {
         eprintln!("warning: {to} did not take the move yet ({e}); it learns it from {from} within seconds");
     }
     for b in map.backends().iter().filter(|b| b.name != from && b.name != to) {
-        let told = control(b)
-            .and_then(|a| ControlClient::connect(a, secret, CONNECT_TIMEOUT))
-            .and_then(|mut c| c.call(commit(&moved, None), &[]))
-            .and_then(expect_done);
+        let told = control(b).and_then(|a| ControlClient::connect(a, secret, CONNECT_TIMEOUT)).and_then(|mut c| c.call(commit(), &[])).and_then(expect_done);
         if let Err(e) = told {
             eprintln!("warning: {} did not take the move yet ({e}); it learns it from the others when it answers", b.name);
         }
     }
-    if !opts.keep_source {
+    // The old copy goes only once the new home has its own in place.
+    if !opts.keep_source && taken.is_ok() {
         if let Err(e) = m.src.call(MoveOp::Discard { user: user.into() }, &[]).and_then(expect_done) {
             eprintln!("warning: the old copy on {from} was not removed: {e}");
         }

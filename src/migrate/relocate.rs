@@ -20,71 +20,48 @@ pub struct FileInfo {
     pub hash: Option<String>,
 }
 
-/// An operation of a move on one backend.
+/// An operation of a move on one backend. A move has an id, which the
+/// user's old home gives it ([`MoveOp::Claim`]): the old home serves only
+/// one move of a user at a time, and the new home takes staged files only
+/// from the move that started receiving them.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MoveOp {
     /// Where the user lives by this backend's map and moves: the backend's
     /// name ([`MoveReply::Home`]).
-    Where {
-        user: String,
-    },
+    Where { user: String },
+    /// On the user's home: starts a move, which lasts while its operations
+    /// come at most `lease_ms` apart. Answers its id ([`MoveReply::Claimed`]).
+    Claim { user: String, lease_ms: u64 },
     /// The files of the user's store, or (`staged`) of the copy of it this
     /// backend is receiving; with hashes if `hash`.
-    Files {
-        user: String,
-        staged: bool,
-        hash: bool,
-    },
+    Files { user: String, id: u64, staged: bool, hash: bool },
     /// `len` bytes of a file of the user's store from `offset` (fewer at
     /// its end); they travel after the answer.
-    Read {
-        user: String,
-        path: String,
-        offset: u64,
-        len: u64,
-    },
+    Read { user: String, id: u64, path: String, offset: u64, len: u64 },
+    /// On the new home: forgets any store or staged copy of the user and
+    /// receives theirs for move `id`.
+    Receive { user: String, id: u64 },
     /// Writes the bytes that travel with the request at `offset` of a
     /// staged file, creating it; `truncate`: the file ends after them.
-    Stage {
-        user: String,
-        path: String,
-        offset: u64,
-        truncate: bool,
-    },
+    Stage { user: String, id: u64, path: String, offset: u64, truncate: bool },
     /// Removes staged files.
-    Unstage {
-        user: String,
-        paths: Vec<String>,
-    },
-    /// Makes the staged copy durable and marks it whole: only a sealed copy
-    /// is ever served.
-    Seal {
-        user: String,
-    },
-    /// Forgets the user's store and any staged copy here. Refused on the
-    /// backend the user lives on.
-    Discard {
-        user: String,
-    },
+    Unstage { user: String, id: u64, paths: Vec<String> },
+    /// Makes the staged copy durable and marks it whole, for move `id`:
+    /// only a sealed copy is ever served.
+    Seal { user: String, id: u64 },
     /// Holds the user where they live for `lease_ms`: writes refused,
     /// deliveries deferred, sessions closed, and everything written before
-    /// on disk. Answers a token ([`MoveReply::Held`]).
-    Hold {
-        user: String,
-        lease_ms: u64,
-    },
-    Release {
-        user: String,
-        token: u64,
-    },
+    /// on disk.
+    Hold { user: String, id: u64, lease_ms: u64 },
+    /// Ends the hold and the move (it failed: the user stays).
+    Release { user: String, id: u64 },
     /// The user lives on `moved.backend` from now on. On the backend they
-    /// lived on, only under a live hold (`token`); on the new one, only
-    /// with a sealed copy.
-    Commit {
-        user: String,
-        moved: Moved,
-        token: Option<u64>,
-    },
+    /// lived on, only under the hold of move `moved.id`; on the new one,
+    /// only with the copy that move sealed.
+    Commit { user: String, moved: Moved },
+    /// Forgets the user's store here, after they moved away. Refused on
+    /// the backend the user lives on.
+    Discard { user: String },
     /// Every move this backend knows ([`MoveReply::Moves`]).
     Moves,
 }
@@ -93,15 +70,17 @@ impl MoveOp {
     pub fn user(&self) -> Option<&str> {
         match self {
             MoveOp::Where { user }
+            | MoveOp::Claim { user, .. }
             | MoveOp::Files { user, .. }
             | MoveOp::Read { user, .. }
+            | MoveOp::Receive { user, .. }
             | MoveOp::Stage { user, .. }
             | MoveOp::Unstage { user, .. }
-            | MoveOp::Seal { user }
-            | MoveOp::Discard { user }
+            | MoveOp::Seal { user, .. }
             | MoveOp::Hold { user, .. }
             | MoveOp::Release { user, .. }
-            | MoveOp::Commit { user, .. } => Some(user),
+            | MoveOp::Commit { user, .. }
+            | MoveOp::Discard { user } => Some(user),
             MoveOp::Moves => None,
         }
     }
@@ -113,7 +92,7 @@ pub enum MoveReply {
     Files(Vec<FileInfo>),
     /// A Read's bytes follow.
     Data,
-    Held(u64),
+    Claimed(u64),
     Moves(Moves),
     Done,
 }

@@ -140,9 +140,9 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-/// Syncs every staged file and directory, then marks the copy whole (the
-/// mark synced too): after this, a power loss keeps the copy.
-pub fn seal(data_dir: &Path, user: &str) -> std::io::Result<()> {
+/// Syncs every staged file and directory, then marks the copy whole for
+/// move `id` (the mark synced too): after this, a power loss keeps it.
+pub fn seal(data_dir: &Path, user: &str, id: u64) -> std::io::Result<()> {
     let staging = staging_dir(data_dir, user);
     fn walk(dir: &Path) -> std::io::Result<()> {
         for e in std::fs::read_dir(dir)? {
@@ -157,13 +157,15 @@ pub fn seal(data_dir: &Path, user: &str) -> std::io::Result<()> {
     }
     crate::datadir::create_private_dir(&staging)?;
     walk(&staging)?;
-    let mark = seal_mark(data_dir, user);
-    std::fs::File::create(&mark)?.sync_all()?;
+    let mut mark = std::fs::File::create(seal_mark(data_dir, user))?;
+    mark.write_all(id.to_string().as_bytes())?;
+    mark.sync_all()?;
     sync_dir(&data_dir.join("incoming"))
 }
 
-pub fn is_sealed(data_dir: &Path, user: &str) -> bool {
-    seal_mark(data_dir, user).exists()
+/// The move a whole staged copy of the user was sealed for.
+pub fn sealed_for(data_dir: &Path, user: &str) -> Option<u64> {
+    std::fs::read_to_string(seal_mark(data_dir, user)).ok()?.trim().parse().ok()
 }
 
 /// Removes a user's store and any staged copy here (moved out of the way
@@ -183,10 +185,11 @@ pub fn discard(data_dir: &Path, user: &str) -> std::io::Result<()> {
     sync_dir(&data_dir.join("mail"))
 }
 
-/// Puts a sealed staged copy in the place of the user's store (which is
-/// discarded if there is one), durably. False if there is no sealed copy.
-pub fn adopt(data_dir: &Path, user: &str) -> std::io::Result<bool> {
-    if !is_sealed(data_dir, user) {
+/// Puts the staged copy sealed for move `id` in the place of the user's
+/// store (which is discarded if there is one), durably. False if there is
+/// no such copy.
+pub fn adopt(data_dir: &Path, user: &str, id: u64) -> std::io::Result<bool> {
+    if sealed_for(data_dir, user) != Some(id) {
         return Ok(false);
     }
     let (staging, home) = (staging_dir(data_dir, user), store_dir(data_dir, user));
@@ -235,13 +238,14 @@ mod tests {
         unstage(&staging, &["stray".into(), "never-there".into()]).unwrap();
         let hashes = |v: Vec<FileInfo>| v.into_iter().map(|f| (f.path, f.len, f.hash)).collect::<Vec<_>>();
         assert_eq!(hashes(list(&staging, true).unwrap()), hashes(files.clone()));
-        assert!(!adopt(data, "dst@x").unwrap(), "not sealed: not adopted");
-        seal(data, "dst@x").unwrap();
+        assert!(!adopt(data, "dst@x", 7).unwrap(), "not sealed: not adopted");
+        seal(data, "dst@x", 7).unwrap();
+        assert!(!adopt(data, "dst@x", 8).unwrap(), "sealed for another move: not adopted");
         std::fs::create_dir_all(store_dir(data, "dst@x")).unwrap();
         std::fs::write(store_dir(data, "dst@x").join("old"), b"stale").unwrap();
-        assert!(adopt(data, "dst@x").unwrap());
+        assert!(adopt(data, "dst@x", 7).unwrap());
         assert_eq!(hashes(list(&store_dir(data, "dst@x"), true).unwrap()), hashes(files));
-        assert!(!staging.exists() && !is_sealed(data, "dst@x"));
+        assert!(!staging.exists() && sealed_for(data, "dst@x").is_none());
         discard(data, "dst@x").unwrap();
         assert!(!store_dir(data, "dst@x").exists());
         // Nothing outside the user's directory can be named.

@@ -44,6 +44,13 @@ impl View {
     }
 }
 
+/// A move under way of a user who lives here.
+struct Claim {
+    id: u64,
+    lease: Duration,
+    until: std::time::Instant,
+}
+
 pub struct Cluster {
     path: PathBuf,
     data_dir: PathBuf,
@@ -56,6 +63,10 @@ pub struct Cluster {
     secret: Option<Vec<u8>>,
     /// Users held here for a move (logins refused on every worker).
     holding: Mutex<HashSet<String>>,
+    /// Moves of users who live here: one at a time per user.
+    claims: Mutex<HashMap<String, Claim>>,
+    /// Users received here, by the move that receives them.
+    receiving: Mutex<HashMap<String, u64>>,
     /// Backend name to whether its IMAP port answered the last check.
     up: Mutex<HashMap<String, bool>>,
     metrics: Arc<crate::metrics::Metrics>,
@@ -101,6 +112,8 @@ impl Cluster {
             moves: Mutex::new(moves),
             secret,
             holding: Mutex::default(),
+            claims: Mutex::default(),
+            receiving: Mutex::default(),
             up: Mutex::new(HashMap::new()),
             metrics,
         });
@@ -161,17 +174,38 @@ impl Cluster {
             return Ok(());
         }
         let me = self.view().me.clone();
-        for user in &changed {
-            let moved = next.get(user).expect("just merged");
-            if moved.backend != me {
-                continue;
+        let mut taken = Vec::with_capacity(changed.len());
+        for user in changed {
+            let moved = next.get(&user).expect("just merged").clone();
+            if moved.backend == me {
+                match userfiles::adopt(&self.data_dir, &user, moved.id) {
+                    Ok(true) => tracing::info!(user, "a user moved here; their mail is in place"),
+                    // Put in place before (the move is heard again).
+                    Ok(false) if userfiles::store_dir(&self.data_dir, &user).exists() => {}
+                    Ok(false) => {
+                        // Never serve an empty store for a user whose mail
+                        // is elsewhere: the move is not taken here, and the
+                        // user is served by nobody until an operator looks.
+                        tracing::error!(
+                            user,
+                            id = moved.id,
+                            "a user moved here, but the copy of their mail sealed for that move is not here; the move is not taken"
+                        );
+                        match moves.get(&user) {
+                            Some(old) => next.merge_force(&user, old.clone()),
+                            None => next.remove(&user),
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(format!("cannot put the mail of {user} in place: {e}")),
+                }
+                self.receiving.lock().expect("receiving lock").remove(&user);
             }
-            match userfiles::adopt(&self.data_dir, user) {
-                Ok(true) => tracing::info!(user, "a user moved here; their mail is in place"),
-                Ok(false) if userfiles::store_dir(&self.data_dir, user).exists() => {}
-                Ok(false) => tracing::error!(user, "a user moved here, but no sealed copy of their mail was received"),
-                Err(e) => return Err(format!("cannot put the mail of {user} in place: {e}")),
-            }
+            taken.push(user);
+        }
+        let changed = taken;
+        if changed.is_empty() {
+            return Ok(());
         }
         save_moves(&self.data_dir, &next).map_err(|e| format!("cannot save {}: {e}", self.data_dir.join(MOVES_FILE).display()))?;
         let mut view = self.view.write().expect("cluster lock");
@@ -190,6 +224,51 @@ impl Cluster {
         let mut one = Moves::default();
         one.merge(user, moved);
         self.take_moves(&one)
+    }
+
+    /// Starts a move of `user` (who lives here) if none is under way; its id.
+    pub fn claim(&self, user: &str, lease: Duration) -> Result<u64, String> {
+        let mut claims = self.claims.lock().expect("claims lock");
+        let now = std::time::Instant::now();
+        if claims.get(user).is_some_and(|c| c.until > now) {
+            return Err(format!("a move of {user} is already under way"));
+        }
+        let id = rand::random::<u64>() >> 1;
+        claims.insert(user.to_string(), Claim { id, lease, until: now + lease });
+        Ok(id)
+    }
+
+    /// Keeps move `id` of `user` going; an error if it ended.
+    pub fn renew(&self, user: &str, id: u64) -> Result<(), String> {
+        let mut claims = self.claims.lock().expect("claims lock");
+        let now = std::time::Instant::now();
+        match claims.get_mut(user) {
+            Some(c) if c.id == id && c.until > now => {
+                c.until = now + c.lease;
+                Ok(())
+            }
+            _ => Err(format!("the move of {user} ended here (its lease ran out, or the server restarted); run it again")),
+        }
+    }
+
+    pub fn end_claim(&self, user: &str, id: u64) {
+        let mut claims = self.claims.lock().expect("claims lock");
+        if claims.get(user).is_some_and(|c| c.id == id) {
+            claims.remove(user);
+        }
+    }
+
+    /// This backend receives `user` for move `id` (ending any other's).
+    pub fn receive(&self, user: &str, id: u64) {
+        self.receiving.lock().expect("receiving lock").insert(user.to_string(), id);
+    }
+
+    /// Whether staged files of `user` may be written by move `id`.
+    pub fn is_receiving(&self, user: &str, id: u64) -> Result<(), String> {
+        match self.receiving.lock().expect("receiving lock").get(user) {
+            Some(&r) if r == id => Ok(()),
+            _ => Err(format!("this backend does not receive {user} for this move (another move took over, or the server restarted)")),
+        }
     }
 
     pub fn hold_started(&self, user: &str) {

@@ -143,7 +143,8 @@ pub struct WorkerCtx {
 
 /// A user held on this worker for a move to another backend (relocate.rs).
 pub struct Hold {
-    pub token: u64,
+    /// The move's id.
+    pub id: u64,
     /// The move was committed: the hold never ends (the user lives elsewhere).
     pub pinned: bool,
 }

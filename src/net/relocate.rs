@@ -26,57 +26,74 @@ pub fn serve(op: MoveOp, data: Vec<Vec<u8>>, ctx: &ServerCtx) -> Result<(MoveRep
     let data_dir = &ctx.config.data_dir;
     let io = |e: std::io::Error| e.to_string();
     let done = |r| Ok((r, Vec::new()));
+    let lives_here = |user: &str| cluster.elsewhere(user).is_none();
     match op {
         MoveOp::Where { user } => done(MoveReply::Home(cluster.view().map.home(&user).name.clone())),
-        MoveOp::Files { user, staged, hash } => {
-            let dir = if staged { userfiles::staging_dir(data_dir, &user) } else { userfiles::store_dir(data_dir, &user) };
-            done(MoveReply::Files(userfiles::list(&dir, hash).map_err(io)?))
+        MoveOp::Claim { user, lease_ms } => {
+            if !lives_here(&user) {
+                return Err(format!("{user} does not live on this backend"));
+            }
+            done(MoveReply::Claimed(cluster.claim(&user, Duration::from_millis(lease_ms))?))
         }
-        MoveOp::Read { user, path, offset, len } => {
+        MoveOp::Files { user, id, staged: false, hash } => {
+            cluster.renew(&user, id)?;
+            done(MoveReply::Files(userfiles::list(&userfiles::store_dir(data_dir, &user), hash).map_err(io)?))
+        }
+        MoveOp::Files { user, id, staged: true, hash } => {
+            cluster.is_receiving(&user, id)?;
+            done(MoveReply::Files(userfiles::list(&userfiles::staging_dir(data_dir, &user), hash).map_err(io)?))
+        }
+        MoveOp::Read { user, id, path, offset, len } => {
+            cluster.renew(&user, id)?;
             let bytes = userfiles::read(&userfiles::store_dir(data_dir, &user), &path, offset, len.min(PIECE)).map_err(io)?;
             Ok((MoveReply::Data, vec![bytes]))
         }
-        MoveOp::Stage { user, path, offset, truncate } => {
-            if cluster.elsewhere(&user).is_none() {
-                return Err(format!("{user} lives on this backend: nothing is staged for them here"));
-            }
+        MoveOp::Stage { user, id, path, offset, truncate } => {
+            cluster.is_receiving(&user, id)?;
             let bytes = data.first().map_or(&[][..], |d| &d[..]);
             userfiles::stage(&userfiles::staging_dir(data_dir, &user), &path, offset, bytes, truncate).map_err(io)?;
             done(MoveReply::Done)
         }
-        MoveOp::Unstage { user, paths } => {
+        MoveOp::Unstage { user, id, paths } => {
+            cluster.is_receiving(&user, id)?;
             userfiles::unstage(&userfiles::staging_dir(data_dir, &user), &paths).map_err(io)?;
             done(MoveReply::Done)
         }
-        MoveOp::Seal { user } => {
-            if cluster.elsewhere(&user).is_none() {
-                return Err(format!("{user} lives on this backend"));
-            }
-            userfiles::seal(data_dir, &user).map_err(io)?;
+        MoveOp::Seal { user, id } => {
+            cluster.is_receiving(&user, id)?;
+            userfiles::seal(data_dir, &user, id).map_err(io)?;
             done(MoveReply::Done)
         }
-        MoveOp::Commit { ref user, ref moved, token } => {
-            let view = cluster.view();
-            let here = view.elsewhere(user).is_none();
-            if here && moved.backend != view.me {
-                // The user's last moment here: only under the mover's hold,
+        MoveOp::Hold { ref user, id, .. } => {
+            cluster.renew(user, id)?;
+            done(answer(ctx.on_worker(user, Request::Move(op.clone()), Vec::new()))?)
+        }
+        MoveOp::Release { ref user, id } => {
+            let r = answer(ctx.on_worker(user, Request::Move(op.clone()), Vec::new()));
+            cluster.end_claim(user, id);
+            done(r?)
+        }
+        MoveOp::Commit { ref user, ref moved } => {
+            let me = cluster.view().me.clone();
+            if lives_here(user) && moved.backend != me {
+                // The user's last moment here: only under the move's hold,
                 // which stops ending once this is answered.
-                let token = token.ok_or("the user lives here: a move is committed here only under its hold")?;
                 answer(ctx.on_worker(user, Request::Move(op.clone()), Vec::new()))?;
+                cluster.end_claim(user, moved.id);
                 if let Err(e) = cluster.take_move(user, moved.clone()) {
-                    let _ = ctx.on_worker(user, Request::Move(MoveOp::Release { user: user.clone(), token }), Vec::new());
+                    let _ = ctx.on_worker(user, Request::Move(MoveOp::Release { user: user.clone(), id: moved.id }), Vec::new());
                     return Err(e);
                 }
             } else {
-                if moved.backend == view.me && !here && !userfiles::is_sealed(data_dir, user) {
-                    return Err(format!("no sealed copy of the mail of {user} was received here"));
+                if moved.backend == me && !lives_here(user) && userfiles::sealed_for(data_dir, user) != Some(moved.id) {
+                    return Err(format!("no copy of the mail of {user} sealed for this move is here"));
                 }
                 cluster.take_move(user, moved.clone())?;
             }
             done(MoveReply::Done)
         }
         MoveOp::Moves => done(MoveReply::Moves(cluster.moves())),
-        op @ (MoveOp::Hold { .. } | MoveOp::Release { .. } | MoveOp::Discard { .. }) => {
+        op @ (MoveOp::Receive { .. } | MoveOp::Discard { .. }) => {
             let user = op.user().unwrap_or_default().to_string();
             done(answer(ctx.on_worker(&user, Request::Move(op), Vec::new()))?)
         }
@@ -94,12 +111,12 @@ fn answer(a: Result<Answer, String>) -> Result<MoveReply, String> {
 pub async fn on_worker(ctx: &Rc<WorkerCtx>, op: MoveOp) -> Result<MoveReply, String> {
     let cluster = ctx.server.cluster.clone().ok_or("this server is not a backend of a cluster")?;
     match op {
-        MoveOp::Hold { user, lease_ms } => {
+        MoveOp::Hold { user, id, lease_ms } => {
             if cluster.elsewhere(&user).is_some() {
                 return Err(format!("{user} does not live on this backend"));
             }
             if ctx.holds.borrow().contains_key(&user) {
-                return Err(format!("a move of {user} is already under way"));
+                return Err(format!("{user} is held for a move already"));
             }
             ctx.store.hold(&user);
             cluster.hold_started(&user);
@@ -124,21 +141,20 @@ pub async fn on_worker(ctx: &Rc<WorkerCtx>, op: MoveOp) -> Result<MoveReply, Str
             }
             // Sessions of the user hear BYE [UNAVAILABLE] (imap_conn.rs).
             ctx.wake_connections();
-            let token: u64 = rand::random();
-            ctx.holds.borrow_mut().insert(user.clone(), Hold { token, pinned: false });
+            ctx.holds.borrow_mut().insert(user.clone(), Hold { id, pinned: false });
             let ctx2 = ctx.clone();
             monoio::spawn(async move {
                 monoio::time::sleep(Duration::from_millis(lease_ms)).await;
-                let expired = ctx2.holds.borrow().get(&user).is_some_and(|h| h.token == token && !h.pinned);
+                let expired = ctx2.holds.borrow().get(&user).is_some_and(|h| h.id == id && !h.pinned);
                 if expired {
                     tracing::warn!(user, "a move's hold ended without a commit; the user is served here again");
                     release(&ctx2, &user);
                 }
             });
-            Ok(MoveReply::Held(token))
+            Ok(MoveReply::Done)
         }
-        MoveOp::Release { user, token } => {
-            let live = ctx.holds.borrow().get(&user).map(|h| (h.token == token, h.pinned));
+        MoveOp::Release { user, id } => {
+            let live = ctx.holds.borrow().get(&user).map(|h| (h.id == id, h.pinned));
             match live {
                 Some((true, false)) => {
                     release(ctx, &user);
@@ -148,33 +164,44 @@ pub async fn on_worker(ctx: &Rc<WorkerCtx>, op: MoveOp) -> Result<MoveReply, Str
                 _ => Ok(MoveReply::Done),
             }
         }
-        MoveOp::Commit { user, token, .. } => {
+        MoveOp::Commit { user, moved } => {
             let mut holds = ctx.holds.borrow_mut();
             match holds.get_mut(&user) {
-                Some(h) if Some(h.token) == token => {
+                Some(h) if h.id == moved.id => {
                     h.pinned = true;
                     Ok(MoveReply::Done)
                 }
                 _ => Err(format!("the hold on {user} ended (its lease ran out, or the server restarted); run the move again")),
             }
         }
+        MoveOp::Receive { user, id } => {
+            discard(ctx, &cluster, &user).await?;
+            cluster.receive(&user, id);
+            Ok(MoveReply::Done)
+        }
         MoveOp::Discard { user } => {
-            if cluster.elsewhere(&user).is_none() {
-                return Err(format!("{user} lives on this backend: their mail is not discarded"));
-            }
-            ctx.store.forget(&user);
-            ctx.store.release(&user);
-            ctx.holds.borrow_mut().remove(&user);
-            cluster.hold_ended(&user);
-            let data_dir = ctx.server.config.data_dir.clone();
-            monoio::spawn_blocking(move || userfiles::discard(&data_dir, &user))
-                .await
-                .map_err(|_| "the discarding thread failed".to_string())?
-                .map_err(|e| format!("cannot discard: {e}"))?;
+            discard(ctx, &cluster, &user).await?;
             Ok(MoveReply::Done)
         }
         _ => Err("not an operation of the user's worker".into()),
     }
+}
+
+/// Forgets the store of a user who does not live here, and removes it and
+/// any staged copy.
+async fn discard(ctx: &Rc<WorkerCtx>, cluster: &super::cluster::Cluster, user: &str) -> Result<(), String> {
+    if cluster.elsewhere(user).is_none() {
+        return Err(format!("{user} lives on this backend: their mail is not discarded"));
+    }
+    ctx.store.forget(user);
+    ctx.store.release(user);
+    ctx.holds.borrow_mut().remove(user);
+    cluster.hold_ended(user);
+    let (data_dir, user) = (ctx.server.config.data_dir.clone(), user.to_string());
+    monoio::spawn_blocking(move || userfiles::discard(&data_dir, &user))
+        .await
+        .map_err(|_| "the discarding thread failed".to_string())?
+        .map_err(|e| format!("cannot discard: {e}"))
 }
 
 fn release(ctx: &Rc<WorkerCtx>, user: &str) {
