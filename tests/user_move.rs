@@ -366,7 +366,7 @@ fn the_control_port_wants_the_cluster_secret() {
     // The other backend takes staged files only for the move it receives.
     let other = map.backends().iter().find(|b| b.control != Some(home)).unwrap();
     let mut o = ringmail::migrate::control_port::ControlClient::connect(other.control.unwrap(), SECRET.as_bytes(), Duration::from_secs(2)).unwrap();
-    let stage = MoveOp::Stage { user: "ann".into(), id: 5, path: "x".into(), offset: 0, truncate: true };
+    let stage = MoveOp::Stage { user: "ann".into(), id: 5, path: "x".into(), offset: 0, zeros: 0 };
     assert!(o.call(stage.clone(), &[b"x".to_vec()]).is_err(), "not receiving");
     o.call(MoveOp::Receive { user: "ann".into(), id: 5 }, &[]).unwrap();
     o.call(stage, &[b"x".to_vec()]).unwrap();

@@ -25,20 +25,26 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::control_port::ControlClient;
-use super::relocate::{FileInfo, MoveOp, MoveReply, PIECE};
+use super::relocate::{FileInfo, MoveOp, MoveReply, BLOCK, PIECE, ZERO_BLOCK};
 use crate::cluster::{ClusterMap, Moved, Moves};
 
 /// Rounds of copying while the user is served, and the most bytes the last
 /// of them may leave for the hold.
 const LIVE_ROUNDS: usize = 6;
 const SMALL_ENOUGH: u64 = 16 << 20;
-/// Comparisons under the hold before giving up.
+/// Rounds under the hold before giving up (the second finds nothing to do
+/// unless files went away meanwhile).
 const HELD_ROUNDS: usize = 5;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A file modified this close to the listing it was copied after is looked
+/// at again even if its time and length did not change: file times move in
+/// clock ticks, and a write in the same tick as the one before leaves them.
+const MARGIN: i128 = 1_000_000_000;
 
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How long the old home holds the user for the last round.
+    /// How long the old home waits for the mover between operations, and
+    /// holds the user for the last changes at most.
     pub lease: Duration,
     /// Keep the old home's copy (it is never served again).
     pub keep_source: bool,
@@ -54,47 +60,65 @@ pub struct Summary {
     pub to: String,
     pub rounds: usize,
     pub files: usize,
+    /// Bytes of data copied (holes travel as lengths).
     pub bytes: u64,
     /// How long the user was held (no writes, sessions closed).
     pub held: Duration,
     pub took: Duration,
 }
 
-/// What to do so that a copy becomes the source's files.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Plan {
-    /// (path, offset to copy from: 0 for the whole file).
-    pub copy: Vec<(String, u64)>,
-    pub remove: Vec<String>,
+/// What the copy has of a source file: the source's listing when it was
+/// copied (and that listing's time, by the source's clock) and the hashes
+/// of the blocks written.
+#[derive(Debug, Clone)]
+pub struct Sent {
+    pub info: FileInfo,
+    pub listed_at: i128,
+    pub blocks: Vec<u64>,
 }
 
-/// Plans a round. `known` is what the copy has of each file: while the user
-/// is served, the source's state when it was last copied (a file with the
-/// same inode that grew gets its tail: segments and logs only grow); under
-/// the hold, the copy's own listing with hashes (equal length and hash:
-/// nothing to do; shorter: its tail, which the next comparison checks).
-pub fn plan(source: &[FileInfo], known: &HashMap<String, FileInfo>, held: bool) -> Plan {
-    let mut p = Plan::default();
-    for f in source {
-        let from = match known.get(&f.path) {
-            None => Some(0),
-            Some(k) if held => match (k.len == f.len && k.hash.is_some() && k.hash == f.hash, k.len < f.len) {
-                (true, _) => None,
-                (false, true) => Some(k.len),
-                (false, false) => Some(0),
-            },
-            Some(k) if k.ino == f.ino && k.len == f.len && k.mtime == f.mtime => None,
-            Some(k) if k.ino == f.ino && k.len <= f.len => Some(k.len),
-            Some(_) => Some(0),
-        };
-        if let Some(from) = from {
-            p.copy.push((f.path.clone(), from));
+/// The files to look at in a round (new, changed since they were copied,
+/// or modified within [`MARGIN`] of that copy's listing), and those the
+/// copy has that the source no longer does.
+pub fn to_check<'a>(source: &'a [FileInfo], sent: &HashMap<String, Sent>) -> (Vec<&'a FileInfo>, Vec<String>) {
+    let check = source
+        .iter()
+        .filter(|f| match sent.get(&f.path) {
+            None => true,
+            Some(s) => s.info.len != f.len || s.info.ino != f.ino || s.info.mtime != f.mtime || s.info.mtime >= s.listed_at - MARGIN,
+        })
+        .collect();
+    let mut gone: Vec<String> = sent.keys().filter(|k| source.binary_search_by(|f| f.path.as_str().cmp(k)).is_err()).cloned().collect();
+    gone.sort();
+    (check, gone)
+}
+
+/// A run of blocks to copy: bytes, or a hole of `len` zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Piece {
+    pub offset: u64,
+    pub len: u64,
+    pub zeros: bool,
+}
+
+/// The pieces that make a copy whose blocks hash to `had` one whose blocks
+/// hash to `blocks` (a file of `len` bytes): each changed block, runs of
+/// them joined up to [`PIECE`] bytes.
+pub fn pieces(len: u64, blocks: &[u64], had: &[u64]) -> Vec<Piece> {
+    let mut out: Vec<Piece> = Vec::new();
+    for (i, &h) in blocks.iter().enumerate() {
+        if had.get(i) == Some(&h) {
+            continue;
+        }
+        let offset = i as u64 * BLOCK;
+        let n = BLOCK.min(len - offset);
+        let zeros = h == ZERO_BLOCK;
+        match out.last_mut() {
+            Some(p) if p.zeros == zeros && p.offset + p.len == offset && (zeros || p.len + n <= PIECE) => p.len += n,
+            _ => out.push(Piece { offset, len: n, zeros }),
         }
     }
-    let mut remove: Vec<String> = known.keys().filter(|k| source.binary_search_by(|f| f.path.as_str().cmp(k)).is_err()).cloned().collect();
-    remove.sort();
-    p.remove = remove;
-    p
+    out
 }
 
 struct Mover<'a> {
@@ -104,19 +128,13 @@ struct Mover<'a> {
     src: ControlClient,
     dst: ControlClient,
     quiet: bool,
+    sent: HashMap<String, Sent>,
     summary: Summary,
 }
 
 fn expect_done(r: (MoveReply, Vec<Vec<u8>>)) -> Result<(), String> {
     match r.0 {
         MoveReply::Done => Ok(()),
-        other => Err(format!("unexpected answer {other:?}")),
-    }
-}
-
-fn files(c: &mut ControlClient, user: &str, id: u64, staged: bool, hash: bool) -> Result<Vec<FileInfo>, String> {
-    match c.call(MoveOp::Files { user: user.into(), id, staged, hash }, &[])?.0 {
-        MoveReply::Files(f) => Ok(f),
         other => Err(format!("unexpected answer {other:?}")),
     }
 }
@@ -128,63 +146,82 @@ impl Mover<'_> {
         }
     }
 
-    /// Copies `path` from `from` to its end; the bytes copied, or None if
-    /// the file went away meanwhile (a checkpoint's old log).
-    fn copy_file(&mut self, path: &str, from: u64) -> Result<Option<u64>, String> {
-        let mut at = from;
-        loop {
-            let op = MoveOp::Read { user: self.user.into(), id: self.id, path: path.into(), offset: at, len: PIECE };
-            let piece = match self.src.call(op, &[]) {
+    /// Brings the copy of `f` up to date; None if the file went away
+    /// meanwhile (a checkpoint's old log).
+    fn copy_file(&mut self, f: &FileInfo, listed_at: i128) -> Result<Option<u64>, String> {
+        let (user, id) = (self.user.to_string(), self.id);
+        let (len, blocks) = match self.src.call(MoveOp::Blocks { user: user.clone(), id, path: f.path.clone() }, &[]) {
+            Ok((MoveReply::Blocks { len, blocks }, _)) => (len, blocks),
+            Ok((other, _)) => return Err(format!("unexpected answer {other:?}")),
+            Err(e) if e.contains("No such file") => return Ok(None),
+            Err(e) => return Err(format!("{}: {e}", f.path)),
+        };
+        let had = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
+        let mut copied = 0;
+        for p in pieces(len, &blocks, had.as_ref().map_or(&[][..], |h| &h.0)) {
+            let stage = |data| MoveOp::Stage { user: user.clone(), id, path: f.path.clone(), offset: p.offset, zeros: if data { 0 } else { p.len } };
+            if p.zeros {
+                expect_done(self.dst.call(stage(false), &[])?)?;
+                continue;
+            }
+            let bytes = match self.src.call(MoveOp::Read { user: user.clone(), id, path: f.path.clone(), offset: p.offset, len: p.len }, &[]) {
                 Ok((MoveReply::Data, data)) => data.into_iter().next().unwrap_or_default(),
                 Ok((other, _)) => return Err(format!("unexpected answer {other:?}")),
                 Err(e) if e.contains("No such file") => return Ok(None),
-                Err(e) => return Err(format!("reading {path}: {e}")),
+                Err(e) => return Err(format!("reading {}: {e}", f.path)),
             };
-            let last = (piece.len() as u64) < PIECE;
-            let n = piece.len() as u64;
-            expect_done(self.dst.call(MoveOp::Stage { user: self.user.into(), id: self.id, path: path.into(), offset: at, truncate: last }, &[piece])?)?;
-            at += n;
-            self.summary.bytes += n;
-            if last {
-                return Ok(Some(at));
-            }
+            copied += bytes.len() as u64;
+            expect_done(self.dst.call(stage(true), &[bytes])?)?;
         }
+        if had.as_ref().is_none_or(|h| h.1 != len) {
+            expect_done(self.dst.call(MoveOp::Truncate { user, id, path: f.path.clone(), len }, &[])?)?;
+        }
+        self.sent.insert(f.path.clone(), Sent { info: FileInfo { len, ..f.clone() }, listed_at, blocks });
+        Ok(Some(copied))
     }
 
-    /// Carries out a plan; the bytes it copied.
-    fn apply(&mut self, plan: &Plan, sources: &[FileInfo], sent: &mut HashMap<String, FileInfo>) -> Result<u64, String> {
-        let before = self.summary.bytes;
-        for (path, from) in &plan.copy {
-            match self.copy_file(path, *from)? {
-                Some(len) => {
-                    let mut f = sources.iter().find(|f| f.path == *path).cloned().expect("planned from the listing");
-                    f.len = len;
-                    sent.insert(path.clone(), f);
+    /// One round: the files that may have changed are compared block by
+    /// block and their changed blocks copied; files gone from the source
+    /// go from the copy. Answers (files changed, bytes copied).
+    fn round(&mut self) -> Result<(usize, u64), String> {
+        let (files, now) = match self.src.call(MoveOp::Files { user: self.user.into(), id: self.id, staged: false }, &[])?.0 {
+            MoveReply::Files { files, now } => (files, now),
+            other => return Err(format!("unexpected answer {other:?}")),
+        };
+        let (check, gone) = to_check(&files, &self.sent);
+        let check: Vec<FileInfo> = check.into_iter().cloned().collect();
+        let mut changed = gone.len();
+        let mut bytes = 0;
+        for f in &check {
+            let before = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
+            match self.copy_file(f, now)? {
+                Some(n) => {
+                    bytes += n;
+                    let after = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
+                    changed += usize::from(before != after);
                 }
                 None => {
-                    sent.remove(path);
+                    changed += usize::from(self.sent.remove(&f.path).is_some());
                 }
             }
         }
-        if !plan.remove.is_empty() {
-            expect_done(self.dst.call(MoveOp::Unstage { user: self.user.into(), id: self.id, paths: plan.remove.clone() }, &[])?)?;
-            for p in &plan.remove {
-                sent.remove(p);
+        if !gone.is_empty() {
+            expect_done(self.dst.call(MoveOp::Unstage { user: self.user.into(), id: self.id, paths: gone.clone() }, &[])?)?;
+            for p in &gone {
+                self.sent.remove(p);
             }
         }
         self.summary.rounds += 1;
-        Ok(self.summary.bytes - before)
+        self.summary.files = self.sent.len();
+        self.summary.bytes += bytes;
+        Ok((changed, bytes))
     }
 
     /// Copies while the user is served, until a round copies little.
     fn copy_live(&mut self) -> Result<(), String> {
-        let mut sent = HashMap::new();
-        for round in 1..=LIVE_ROUNDS {
-            let sources = files(&mut self.src, self.user, self.id, false, false)?;
-            let p = plan(&sources, &sent, false);
-            let bytes = self.apply(&p, &sources, &mut sent)?;
-            self.summary.files = sources.len();
-            self.say(format_args!("round {round}: {} files changed, {bytes} bytes copied", p.copy.len()));
+        for n in 1..=LIVE_ROUNDS {
+            let (changed, bytes) = self.round()?;
+            self.say(format_args!("round {n}: {changed} files changed, {bytes} bytes copied"));
             if bytes < SMALL_ENOUGH {
                 break;
             }
@@ -192,22 +229,16 @@ impl Mover<'_> {
         Ok(())
     }
 
-    /// Under the hold: copies the last changes and compares both sides'
-    /// hashes until they are the same.
+    /// Under the hold: copies the last changes, until a round finds none.
     fn copy_held(&mut self) -> Result<(), String> {
         for _ in 0..HELD_ROUNDS {
-            let sources = files(&mut self.src, self.user, self.id, false, true)?;
-            let staged: HashMap<String, FileInfo> = files(&mut self.dst, self.user, self.id, true, true)?.into_iter().map(|f| (f.path.clone(), f)).collect();
-            let p = plan(&sources, &staged, true);
-            if p == Plan::default() {
-                self.summary.files = sources.len();
+            let (changed, bytes) = self.round()?;
+            self.say(format_args!("held: {changed} files changed, {bytes} bytes copied"));
+            if changed == 0 {
                 return Ok(());
             }
-            let mut sent = staged;
-            let bytes = self.apply(&p, &sources, &mut sent)?;
-            self.say(format_args!("held: {} files changed, {bytes} bytes copied", p.copy.len()));
         }
-        Err(format!("the copy still differs from the source after {HELD_ROUNDS} comparisons"))
+        Err(format!("the copy still changes after {HELD_ROUNDS} rounds under the hold"))
     }
 }
 
@@ -268,7 +299,8 @@ pub fn run(map: &ClusterMap, secret: &[u8], user: &str, to: &str, opts: &Options
         MoveReply::Claimed(id) => id,
         other => return Err(format!("unexpected answer {other:?}")),
     };
-    let mut m = Mover { user, id, src, dst, quiet: opts.quiet, summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() } };
+    let mut m =
+        Mover { user, id, src, dst, quiet: opts.quiet, sent: HashMap::new(), summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() } };
     // From here on, a failure ends the move on the old home (the user
     // stays there); the lease would end it too.
     let give_up = |m: &mut Mover, why: String| -> String {
@@ -329,38 +361,59 @@ pub fn run(map: &ClusterMap, secret: &[u8], user: &str, to: &str, opts: &Options
 mod tests {
     use super::*;
 
-    fn f(path: &str, len: u64, ino: u64, mtime: i128, hash: Option<&str>) -> FileInfo {
-        FileInfo { path: path.into(), len, mtime, ino, hash: hash.map(str::to_string) }
+    fn f(path: &str, len: u64, ino: u64, mtime: i128) -> FileInfo {
+        FileInfo { path: path.into(), len, mtime, ino }
     }
 
     #[test]
-    fn rounds_copy_what_changed_and_the_held_round_trusts_only_hashes() {
-        let first = [f("a/seg", 100, 1, 10, None), f("idx", 50, 2, 10, None), f("log", 20, 3, 10, None)];
-        let known: HashMap<String, FileInfo> = HashMap::new();
-        assert_eq!(plan(&first, &known, false).copy, [("a/seg".into(), 0), ("idx".into(), 0), ("log".into(), 0)]);
-        let known: HashMap<String, FileInfo> = first.iter().map(|x| (x.path.clone(), x.clone())).collect();
-        // The segment grew, the index was written anew (another inode), the
-        // log is as it was, a new log appeared and nothing was removed.
-        let second = [f("a/seg", 180, 1, 11, None), f("idx", 50, 9, 11, None), f("log", 20, 3, 10, None), f("log2", 5, 4, 11, None)];
-        let p = plan(&second, &known, false);
-        assert_eq!(p.copy, [("a/seg".into(), 100), ("idx".into(), 0), ("log2".into(), 0)]);
-        assert!(p.remove.is_empty());
-        // A file gone from the source goes from the copy.
-        assert_eq!(plan(&second[..2], &known, false).remove, ["log".to_string()]);
-        // Same length and time but another inode: copied again.
-        assert_eq!(plan(&[f("log", 20, 7, 10, None)], &known, false).copy, [("log".into(), 0)]);
-        // Held: only equal hashes count as the same.
-        let held = [f("a/seg", 180, 1, 11, Some("h1")), f("idx", 50, 9, 11, Some("h2"))];
-        let staged: HashMap<String, FileInfo> = [f("a/seg", 100, 5, 99, Some("old")), f("idx", 50, 6, 99, Some("hX")), f("stray", 1, 7, 99, Some("h"))]
-            .into_iter()
-            .map(|x| (x.path.clone(), x))
-            .collect();
-        let p = plan(&held, &staged, true);
-        assert_eq!(p.copy, [("a/seg".into(), 100), ("idx".into(), 0)]);
-        assert_eq!(p.remove, ["stray".to_string()]);
-        let same: HashMap<String, FileInfo> = held.iter().map(|x| (x.path.clone(), f(&x.path, x.len, 0, 0, x.hash.as_deref()))).collect();
-        assert_eq!(plan(&held, &same, true), Plan::default(), "equal: done");
-        let unhashed: HashMap<String, FileInfo> = held.iter().map(|x| (x.path.clone(), f(&x.path, x.len, x.ino, x.mtime, None))).collect();
-        assert_eq!(plan(&held, &unhashed, true).copy.len(), 2, "no hash, no trust");
+    fn a_round_looks_at_new_changed_and_recently_written_files() {
+        let s = 1_000_000_000i128;
+        let sent: HashMap<String, Sent> = [
+            (f("old", 10, 1, 100 * s), 200 * s),
+            (f("grown", 10, 2, 100 * s), 200 * s),
+            (f("rewritten", 10, 3, 100 * s), 200 * s),
+            (f("recent", 10, 4, 200 * s - s / 2), 200 * s),
+            (f("gone", 10, 5, 100 * s), 200 * s),
+        ]
+        .into_iter()
+        .map(|(info, listed_at)| (info.path.clone(), Sent { info, listed_at, blocks: vec![] }))
+        .collect();
+        let source = [
+            f("grown", 20, 2, 201 * s),
+            f("new", 5, 9, 201 * s),
+            f("old", 10, 1, 100 * s),
+            f("recent", 10, 4, 200 * s - s / 2),
+            f("rewritten", 10, 7, 100 * s),
+        ];
+        let (check, gone) = to_check(&source, &sent);
+        assert_eq!(check.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["grown", "new", "recent", "rewritten"]);
+        assert_eq!(gone, ["gone"]);
+    }
+
+    #[test]
+    fn changed_blocks_are_copied_in_runs_and_holes_travel_as_lengths() {
+        let z = ZERO_BLOCK;
+        // A new file: everything, data runs joined up to PIECE, holes joined.
+        let len = 7 * BLOCK + 10;
+        let blocks = [5, 6, z, z, z, 7, 8, 9];
+        let p = pieces(len, &blocks, &[]);
+        assert_eq!(
+            p,
+            [
+                Piece { offset: 0, len: 2 * BLOCK, zeros: false },
+                Piece { offset: 2 * BLOCK, len: 3 * BLOCK, zeros: true },
+                Piece { offset: 5 * BLOCK, len: 2 * BLOCK + 10, zeros: false },
+            ]
+        );
+        // Only what changed: a block written in place, a hole punched.
+        assert_eq!(
+            pieces(len, &[5, 66, z, z, z, z, 8, 9], &blocks),
+            [Piece { offset: BLOCK, len: BLOCK, zeros: false }, Piece { offset: 5 * BLOCK, len: BLOCK, zeros: true }]
+        );
+        assert!(pieces(len, &blocks, &blocks).is_empty());
+        // Long runs are cut at PIECE.
+        let many: Vec<u64> = (1..=10).collect();
+        assert!(pieces(10 * BLOCK, &many, &[]).iter().all(|p| p.len <= PIECE));
+        assert_eq!(pieces(10 * BLOCK, &many, &[]).iter().map(|p| p.len).sum::<u64>(), 10 * BLOCK);
     }
 }

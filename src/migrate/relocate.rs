@@ -16,9 +16,15 @@ pub struct FileInfo {
     /// Modification time, nanoseconds since the epoch.
     pub mtime: i128,
     pub ino: u64,
-    /// XXH3-128 of the bytes, hex, when asked for.
-    pub hash: Option<String>,
 }
+
+/// Files are compared and copied in blocks of this size: segments are
+/// large sparse files written in place, so a change is found and copied
+/// by its blocks, and blocks of zeros (holes) travel as a length.
+pub const BLOCK: u64 = 1 << 20;
+
+/// The hash of a block of zeros (a real block hashing to 0 is given 1).
+pub const ZERO_BLOCK: u64 = 0;
 
 /// An operation of a move on one backend. A move has an id, which the
 /// user's old home gives it ([`MoveOp::Claim`]): the old home serves only
@@ -33,8 +39,11 @@ pub enum MoveOp {
     /// come at most `lease_ms` apart. Answers its id ([`MoveReply::Claimed`]).
     Claim { user: String, lease_ms: u64 },
     /// The files of the user's store, or (`staged`) of the copy of it this
-    /// backend is receiving; with hashes if `hash`.
-    Files { user: String, id: u64, staged: bool, hash: bool },
+    /// backend is receiving ([`MoveReply::Files`]).
+    Files { user: String, id: u64, staged: bool },
+    /// A file's length and the XXH3-64 of each of its blocks
+    /// ([`MoveReply::Blocks`]).
+    Blocks { user: String, id: u64, path: String },
     /// `len` bytes of a file of the user's store from `offset` (fewer at
     /// its end); they travel after the answer.
     Read { user: String, id: u64, path: String, offset: u64, len: u64 },
@@ -42,8 +51,11 @@ pub enum MoveOp {
     /// receives theirs for move `id`.
     Receive { user: String, id: u64 },
     /// Writes the bytes that travel with the request at `offset` of a
-    /// staged file, creating it; `truncate`: the file ends after them.
-    Stage { user: String, id: u64, path: String, offset: u64, truncate: bool },
+    /// staged file, creating it; or, with `zeros`, makes that many bytes
+    /// from `offset` a hole.
+    Stage { user: String, id: u64, path: String, offset: u64, zeros: u64 },
+    /// Sets a staged file's length.
+    Truncate { user: String, id: u64, path: String, len: u64 },
     /// Removes staged files.
     Unstage { user: String, id: u64, paths: Vec<String> },
     /// Makes the staged copy durable and marks it whole, for move `id`:
@@ -72,6 +84,8 @@ impl MoveOp {
             MoveOp::Where { user }
             | MoveOp::Claim { user, .. }
             | MoveOp::Files { user, .. }
+            | MoveOp::Blocks { user, .. }
+            | MoveOp::Truncate { user, .. }
             | MoveOp::Read { user, .. }
             | MoveOp::Receive { user, .. }
             | MoveOp::Stage { user, .. }
@@ -89,7 +103,16 @@ impl MoveOp {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum MoveReply {
     Home(String),
-    Files(Vec<FileInfo>),
+    /// The files, and the backend's clock when it listed them (nanoseconds
+    /// since the epoch, as `mtime`).
+    Files {
+        files: Vec<FileInfo>,
+        now: i128,
+    },
+    Blocks {
+        len: u64,
+        blocks: Vec<u64>,
+    },
     /// A Read's bytes follow.
     Data,
     Claimed(u64),

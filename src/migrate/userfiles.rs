@@ -12,7 +12,7 @@ use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use super::relocate::FileInfo;
+use super::relocate::{FileInfo, BLOCK, ZERO_BLOCK};
 use crate::store::user_dir_name;
 
 /// Where a user's store is received: `<data dir>/incoming/<user>`.
@@ -44,16 +44,15 @@ pub fn inside(dir: &Path, path: &str) -> std::io::Result<PathBuf> {
 }
 
 /// Every file under `dir` (none if it does not exist), sorted by path.
-pub fn list(dir: &Path, hash: bool) -> std::io::Result<Vec<FileInfo>> {
-    fn walk(root: &Path, dir: &Path, hash: bool, out: &mut Vec<FileInfo>) -> std::io::Result<()> {
+pub fn list(dir: &Path) -> std::io::Result<Vec<FileInfo>> {
+    fn walk(root: &Path, dir: &Path, out: &mut Vec<FileInfo>) -> std::io::Result<()> {
         let entries = match std::fs::read_dir(dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
             Err(e) => return Err(e),
         };
         for e in entries {
-            let e = e?;
-            let p = e.path();
+            let p = e?.path();
             // A file removed between listing and looking (a checkpoint's
             // old log) is not there: the next round sees that.
             let m = match std::fs::symlink_metadata(&p) {
@@ -62,43 +61,56 @@ pub fn list(dir: &Path, hash: bool) -> std::io::Result<Vec<FileInfo>> {
                 Err(e) => return Err(e),
             };
             if m.is_dir() {
-                walk(root, &p, hash, out)?;
+                walk(root, &p, out)?;
             } else if m.is_file() {
                 let rel = p.strip_prefix(root).map_err(|_| invalid(format!("{} is outside {}", p.display(), root.display())))?;
                 let rel = rel.to_str().ok_or_else(|| invalid(format!("{} is not UTF-8", p.display())))?.to_string();
-                let hash = match hash {
-                    true => match hash_file(&p) {
-                        Ok(h) => Some(h),
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                        Err(e) => return Err(e),
-                    },
-                    false => None,
-                };
                 let mtime = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
-                out.push(FileInfo { path: rel, len: m.len(), mtime, ino: m.ino(), hash });
+                out.push(FileInfo { path: rel, len: m.len(), mtime, ino: m.ino() });
             }
         }
         Ok(())
     }
     let mut out = Vec::new();
-    walk(dir, dir, hash, &mut out)?;
+    walk(dir, dir, &mut out)?;
     out.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(out)
 }
 
-/// XXH3-128 of a file's bytes, hex.
-fn hash_file(path: &Path) -> std::io::Result<String> {
-    let mut f = std::fs::File::open(path)?;
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut buf = vec![0u8; 1 << 20];
+/// This host's clock, as file times are given.
+pub fn now() -> i128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos() as i128)
+}
+
+/// A file's length and the hash of each of its [`BLOCK`]s (XXH3-64;
+/// [`ZERO_BLOCK`] for a block of zeros, which a hole reads as).
+pub fn blocks(dir: &Path, path: &str) -> std::io::Result<(u64, Vec<u64>)> {
+    let mut f = std::fs::File::open(inside(dir, path)?)?;
+    let mut buf = vec![0u8; BLOCK as usize];
+    let mut out = Vec::new();
+    let mut len = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let mut n = 0;
+        while n < buf.len() {
+            match f.read(&mut buf[n..])? {
+                0 => break,
+                k => n += k,
+            }
+        }
         if n == 0 {
             break;
         }
-        h.update(&buf[..n]);
+        len += n as u64;
+        let b = &buf[..n];
+        out.push(match b.iter().all(|&x| x == 0) {
+            true => ZERO_BLOCK,
+            false => xxhash_rust::xxh3::xxh3_64(b).max(1),
+        });
+        if n < buf.len() {
+            break;
+        }
     }
-    Ok(format!("{:032x}", h.digest128()))
+    Ok((len, out))
 }
 
 /// Up to `len` bytes of `dir/path` from `offset`.
@@ -110,20 +122,44 @@ pub fn read(dir: &Path, path: &str, offset: u64, len: u64) -> std::io::Result<Ve
     Ok(out)
 }
 
-/// Writes `data` at `offset` of a staged file, making it and its
-/// directories; `truncate`: the file ends after `data`.
-pub fn stage(staging: &Path, path: &str, offset: u64, data: &[u8], truncate: bool) -> std::io::Result<()> {
+fn staged_file(staging: &Path, path: &str) -> std::io::Result<std::fs::File> {
     let p = inside(staging, path)?;
     if let Some(parent) = p.parent() {
         crate::datadir::create_private_dir(parent)?;
     }
-    let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&p)?;
+    std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&p)
+}
+
+/// Writes `data` at `offset` of a staged file, making it and its
+/// directories.
+pub fn stage(staging: &Path, path: &str, offset: u64, data: &[u8]) -> std::io::Result<()> {
+    let mut f = staged_file(staging, path)?;
     f.seek(SeekFrom::Start(offset))?;
-    f.write_all(data)?;
-    if truncate {
-        f.set_len(offset + data.len() as u64)?;
+    f.write_all(data)
+}
+
+/// Makes `len` bytes from `offset` of a staged file read as zeros, without
+/// writing them (a hole, as in the source's sparse segments).
+pub fn stage_zeros(staging: &Path, path: &str, offset: u64, len: u64) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let mut f = staged_file(staging, path)?;
+    if f.metadata()?.len() < offset + len {
+        f.set_len(offset + len)?;
+    }
+    // SAFETY: fallocate reads only its integer arguments; the descriptor
+    // belongs to `f`, alive for the call.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, offset as i64, len as i64) };
+    if r != 0 {
+        // No holes on this file system: real zeros.
+        f.seek(SeekFrom::Start(offset))?;
+        std::io::copy(&mut std::io::repeat(0).take(len), &mut f)?;
     }
     Ok(())
+}
+
+/// Sets a staged file's length.
+pub fn stage_len(staging: &Path, path: &str, len: u64) -> std::io::Result<()> {
+    staged_file(staging, path)?.set_len(len)
 }
 
 pub fn unstage(staging: &Path, paths: &[String]) -> std::io::Result<()> {
@@ -210,47 +246,62 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_store_is_copied_file_by_file_sealed_and_adopted() {
+    fn a_store_is_copied_block_by_block_with_its_holes_sealed_and_adopted() {
         let d = tempfile::tempdir().unwrap();
         let data = d.path();
         std::fs::create_dir_all(data.join("mail")).unwrap();
         let src = store_dir(data, "src@x");
         std::fs::create_dir_all(src.join("boxes/1")).unwrap();
         std::fs::write(src.join("mailboxes"), b"manifest").unwrap();
-        std::fs::write(src.join("boxes/1/seg.0"), vec![7u8; 3 << 20]).unwrap();
-        let files = list(&src, true).unwrap();
+        // A sparse segment: data, holes, data in its last (short) block.
+        std::fs::File::create(src.join("boxes/1/seg.0")).unwrap().set_len(3 * BLOCK + 100).unwrap();
+        stage(&src, "boxes/1/seg.0", 10, b"first").unwrap();
+        stage(&src, "boxes/1/seg.0", 3 * BLOCK + 50, b"last").unwrap();
+        let files = list(&src).unwrap();
         assert_eq!(files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(), ["boxes/1/seg.0", "mailboxes"]);
-        // Copied in pieces as "dst@x", one piece cut short by the file's end.
+        let (len, hashes) = blocks(&src, "boxes/1/seg.0").unwrap();
+        assert_eq!(len, 3 * BLOCK + 100);
+        assert_eq!(hashes.len(), 4);
+        assert!(hashes[0] != ZERO_BLOCK && hashes[1] == ZERO_BLOCK && hashes[2] == ZERO_BLOCK && hashes[3] != ZERO_BLOCK);
+        // Copied as "dst@x": data blocks as bytes, zero blocks as holes.
         let staging = staging_dir(data, "dst@x");
+        std::fs::create_dir_all(&staging).unwrap();
+        stage(&staging, "boxes/1/seg.0", BLOCK, b"stale data where the source has a hole").unwrap();
         for f in &files {
-            let mut at = 0;
-            loop {
-                let piece = read(&src, &f.path, at, 1 << 20).unwrap();
-                let last = piece.len() < 1 << 20;
-                stage(&staging, &f.path, at, &piece, last).unwrap();
-                at += piece.len() as u64;
-                if last {
-                    break;
+            let (len, hashes) = blocks(&src, &f.path).unwrap();
+            for (i, h) in hashes.iter().enumerate() {
+                let at = i as u64 * BLOCK;
+                match *h {
+                    ZERO_BLOCK => stage_zeros(&staging, &f.path, at, BLOCK.min(len - at)).unwrap(),
+                    _ => stage(&staging, &f.path, at, &read(&src, &f.path, at, BLOCK).unwrap()).unwrap(),
                 }
             }
+            stage_len(&staging, &f.path, len).unwrap();
         }
-        stage(&staging, "stray", 0, b"x", true).unwrap();
+        stage(&staging, "stray", 0, b"x").unwrap();
         unstage(&staging, &["stray".into(), "never-there".into()]).unwrap();
-        let hashes = |v: Vec<FileInfo>| v.into_iter().map(|f| (f.path, f.len, f.hash)).collect::<Vec<_>>();
-        assert_eq!(hashes(list(&staging, true).unwrap()), hashes(files.clone()));
+        let used = std::fs::metadata(staging.join("boxes/1/seg.0")).unwrap().blocks() * 512;
+        assert!(used < 3 * BLOCK, "holes stay holes: {used} bytes used");
+        let same = |a: &Path, b: &Path| {
+            for f in list(a).unwrap() {
+                assert!(std::fs::read(a.join(&f.path)).unwrap() == std::fs::read(b.join(&f.path)).unwrap(), "{}", f.path);
+            }
+            assert_eq!(list(a).unwrap().len(), list(b).unwrap().len());
+        };
+        same(&src, &staging);
         assert!(!adopt(data, "dst@x", 7).unwrap(), "not sealed: not adopted");
         seal(data, "dst@x", 7).unwrap();
         assert!(!adopt(data, "dst@x", 8).unwrap(), "sealed for another move: not adopted");
         std::fs::create_dir_all(store_dir(data, "dst@x")).unwrap();
         std::fs::write(store_dir(data, "dst@x").join("old"), b"stale").unwrap();
         assert!(adopt(data, "dst@x", 7).unwrap());
-        assert_eq!(hashes(list(&store_dir(data, "dst@x"), true).unwrap()), hashes(files));
+        same(&src, &store_dir(data, "dst@x"));
         assert!(!staging.exists() && sealed_for(data, "dst@x").is_none());
         discard(data, "dst@x").unwrap();
         assert!(!store_dir(data, "dst@x").exists());
         // Nothing outside the user's directory can be named.
         for bad in ["../x", "/etc/passwd", "a/../../b", "", "."] {
-            assert!(read(&src, bad, 0, 1).is_err() && stage(&staging, bad, 0, b"", true).is_err(), "{bad}");
+            assert!(read(&src, bad, 0, 1).is_err() && stage(&staging, bad, 0, b"").is_err(), "{bad}");
         }
     }
 }

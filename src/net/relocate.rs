@@ -35,23 +35,37 @@ pub fn serve(op: MoveOp, data: Vec<Vec<u8>>, ctx: &ServerCtx) -> Result<(MoveRep
             }
             done(MoveReply::Claimed(cluster.claim(&user, Duration::from_millis(lease_ms))?))
         }
-        MoveOp::Files { user, id, staged: false, hash } => {
-            cluster.renew(&user, id)?;
-            done(MoveReply::Files(userfiles::list(&userfiles::store_dir(data_dir, &user), hash).map_err(io)?))
+        MoveOp::Files { user, id, staged } => {
+            let dir = match staged {
+                false => cluster.renew(&user, id).map(|_| userfiles::store_dir(data_dir, &user))?,
+                true => cluster.is_receiving(&user, id).map(|_| userfiles::staging_dir(data_dir, &user))?,
+            };
+            let now = userfiles::now();
+            done(MoveReply::Files { files: userfiles::list(&dir).map_err(io)?, now })
         }
-        MoveOp::Files { user, id, staged: true, hash } => {
-            cluster.is_receiving(&user, id)?;
-            done(MoveReply::Files(userfiles::list(&userfiles::staging_dir(data_dir, &user), hash).map_err(io)?))
+        MoveOp::Blocks { user, id, path } => {
+            cluster.renew(&user, id)?;
+            let (len, blocks) = userfiles::blocks(&userfiles::store_dir(data_dir, &user), &path).map_err(io)?;
+            done(MoveReply::Blocks { len, blocks })
         }
         MoveOp::Read { user, id, path, offset, len } => {
             cluster.renew(&user, id)?;
             let bytes = userfiles::read(&userfiles::store_dir(data_dir, &user), &path, offset, len.min(PIECE)).map_err(io)?;
             Ok((MoveReply::Data, vec![bytes]))
         }
-        MoveOp::Stage { user, id, path, offset, truncate } => {
+        MoveOp::Stage { user, id, path, offset, zeros } => {
             cluster.is_receiving(&user, id)?;
-            let bytes = data.first().map_or(&[][..], |d| &d[..]);
-            userfiles::stage(&userfiles::staging_dir(data_dir, &user), &path, offset, bytes, truncate).map_err(io)?;
+            let staging = userfiles::staging_dir(data_dir, &user);
+            match zeros {
+                0 => userfiles::stage(&staging, &path, offset, data.first().map_or(&[][..], |d| &d[..])),
+                n => userfiles::stage_zeros(&staging, &path, offset, n),
+            }
+            .map_err(io)?;
+            done(MoveReply::Done)
+        }
+        MoveOp::Truncate { user, id, path, len } => {
+            cluster.is_receiving(&user, id)?;
+            userfiles::stage_len(&userfiles::staging_dir(data_dir, &user), &path, len).map_err(io)?;
             done(MoveReply::Done)
         }
         MoveOp::Unstage { user, id, paths } => {

@@ -13,12 +13,16 @@ the map gives (its mail appears there and nowhere else); Postfix's socketmap
 client (postmap -q) gets each recipient's owner; STARTTLS works;
 mail delivered by LMTP to any backend reaches the owner; `ringmail-load
 session` through nginx runs without errors (sessions/s through the proxy
-against direct); with one backend stopped its users get a temporary error
-and everyone else works.
+against direct); `ringmail user move` moves a user from b1 to b2 while
+the load runs, LMTP delivers to them through b3 and a client of theirs
+keeps reconnecting through nginx: every acknowledged message arrives once,
+the client lands on b2; with one backend stopped its users get a temporary
+error and everyone else works.
 """
 
 import concurrent.futures
 import imaplib
+import threading
 import json
 import os
 import socket
@@ -52,9 +56,12 @@ def wait_port(host, port, what, timeout=30):
 
 def start_backends():
     users = "".join(f"user{i}:{{PLAIN}}pass\n" for i in range(USERS))
-    cmap = "".join(f'[[backend]]\nname = "{b}"\nimap = "{ADDR[b]}:143"\nlmtp = "{ADDR[b]}:24"\n' for b in ("b1", "b2", "b3"))
+    cmap = "".join(f'[[backend]]\nname = "{b}"\nimap = "{ADDR[b]}:143"\nlmtp = "{ADDR[b]}:24"\ncontrol = "{ADDR[b]}:4190"\n'
+                   for b in ("b1", "b2", "b3"))
     with open(f"{WORK}/cluster.toml", "w") as f:
         f.write(cmap)
+    with open(f"{WORK}/cluster.secret", "w") as f:
+        f.write("netns-test-secret-" + os.urandom(8).hex())
     for b in ("b1", "b2", "b3"):
         d = f"{WORK}/{b}"
         os.makedirs(d, mode=0o700)
@@ -78,6 +85,7 @@ trusted = ["10.77.0.10/32"]
 [cluster]
 file = "{WORK}/cluster.toml"
 self = "{b}"
+secret_file = "{WORK}/cluster.secret"
 {extra}""")
         log = open(f"{d}/serve.log", "w")
         procs[b] = subprocess.Popen(ns(b, [RINGMAIL, "serve", "--config", f"{d}/ringmail.toml"]), stdout=log, stderr=log)
@@ -200,13 +208,107 @@ def lmtp_deliver(host, users):
     s.sendall(b"QUIT\r\n")
 
 
-def load(target, name):
+def load(target, name, users=USERS, duration="5s"):
     out = f"{WORK}/load-{name}.json"
-    r = subprocess.run([LOAD, "session", "--target", target, "--users", str(USERS), "--password", "pass",
-                        "--connections", "16", "--duration", "5s", "--quiet", "--json", out], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([LOAD, "session", "--target", target, "--users", str(users), "--password", "pass",
+                        "--connections", "16", "--duration", duration, "--quiet", "--json", out], capture_output=True, text=True, timeout=120)
     if r.returncode != 0:
         raise SystemExit(f"FAIL: ringmail-load {name}: {r.stdout}\n{r.stderr}")
     return json.load(open(out))
+
+
+def deliver_one(host, user, subject):
+    """One LMTP transaction; the reply to DATA (or to RCPT if refused)."""
+    s = socket.create_connection((host, 24), timeout=30)
+    f = s.makefile("rb")
+    line = lambda: f.readline().decode()
+    line()
+    s.sendall(b"LHLO test\r\n")
+    while line().startswith("250-"):
+        pass
+    s.sendall(b"MAIL FROM:<sender@example.org>\r\n")
+    line()
+    s.sendall(f"RCPT TO:<{user}@example.com>\r\n".encode())
+    r = line()
+    if r.startswith("250"):
+        s.sendall(b"DATA\r\n")
+        line()
+        s.sendall(f"Subject: {subject}\r\n\r\nbody\r\n.\r\n".encode())
+        r = line()
+    s.close()
+    return r
+
+
+def move_under_load(users, homes):
+    """`ringmail user move` of one of b1's users to b2 while the load runs
+    (for the other users), mail for them arrives through b3 (retried on a
+    temporary failure, as Postfix would), and a client of theirs works
+    through nginx, reconnecting when told to."""
+    idx = max(i for i, u in enumerate(users) if homes[u] == "b1")
+    user = users[idx]
+    before = messages_via_proxy(user)
+    stop = threading.Event()
+    acked, deferred, sessions, byes = [], [0], [0], [0]
+
+    def deliveries():
+        i = 0
+        while not stop.is_set():
+            subject = f"live{i}"
+            r = deliver_one(ADDR["b3"], user, subject)
+            if r.startswith("250"):
+                acked.append(subject)
+                i += 1
+            else:
+                assert r.startswith("4"), r
+                deferred[0] += 1
+                time.sleep(0.05)
+
+    def client():
+        while not stop.is_set():
+            try:
+                m = imaplib.IMAP4_SSL(ADDR["px"], 993, ssl_context=tls(), timeout=30)
+                m.login(user, "pass")
+                m.select("INBOX")
+                for _ in range(20):
+                    m.noop()
+                    time.sleep(0.01)
+                m.logout()
+                sessions[0] += 1
+            except (imaplib.IMAP4.error, imaplib.IMAP4.abort, OSError):
+                byes[0] += 1
+                time.sleep(0.1)
+
+    threads = [threading.Thread(target=deliveries), threading.Thread(target=client)]
+    for t in threads:
+        t.start()
+    loaded = {}
+    lt = threading.Thread(target=lambda: loaded.update(load(f"{ADDR['px']}:143", "during-move", users=idx, duration="8s")))
+    lt.start()
+    time.sleep(2)
+    r = subprocess.run([RINGMAIL, "user", "move", user, "--to", "b2", "--cluster", f"{WORK}/cluster.toml",
+                        "--cluster-secret", f"{WORK}/cluster.secret"], capture_output=True, text=True, timeout=120)
+    if r.returncode != 0:
+        raise SystemExit(f"FAIL: ringmail user move: {r.stdout}{r.stderr}")
+    time.sleep(2)
+    stop.set()
+    for t in threads:
+        t.join(timeout=60)
+    lt.join(timeout=120)
+    assert loaded.get("errors") == 0, loaded.get("error_kinds")
+    assert where_is(user) == ["b2"], where_is(user)
+    m = imaplib.IMAP4(ADDR["px"], 143, timeout=30)
+    m.starttls(ssl_context=tls())
+    m.login(user, "pass")
+    m.select("INBOX", readonly=True)
+    typ, data = m.fetch("1:*", "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    subjects = [p[1].decode().strip() for p in data if isinstance(p, tuple)]
+    m.logout()
+    for s in acked:
+        assert subjects.count(f"Subject: {s}") == 1, (s, subjects.count(f"Subject: {s}"))
+    assert len(subjects) == before + len(acked), (len(subjects), before, len(acked))
+    print(f"ok: {r.stdout.strip()}; meanwhile {len(acked)} deliveries through b3 acknowledged (each there once, "
+          f"{deferred[0]} deferred and retried), {sessions[0]} sessions of theirs through nginx ({byes[0]} refused or ended "
+          f"during the switch), and ringmail-load through nginx: {loaded['sessions_per_sec']:.0f} sessions/s, no errors")
 
 
 def main():
@@ -269,6 +371,8 @@ def main():
     except imaplib.IMAP4.error as e:
         assert "UNAVAILABLE" in str(e), e
     print(f"ok: b2 refuses {other} (b1's) with NO [UNAVAILABLE]")
+
+    move_under_load(users, homes)
 
     # One backend stops: its users get a temporary error, the others carry on.
     procs["b3"].terminate()
