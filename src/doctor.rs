@@ -126,6 +126,41 @@ fn cluster(config: &Config) -> Vec<Check> {
         };
         out.push(check(format!("backend {}", b.name), b.imap.to_string(), "reachable", status, note));
     }
+    out.extend(control_ports(config, &map));
+    out
+}
+
+/// Whether each backend's control port (user moves) answers and knows the
+/// cluster's secret, and how many moves this backend knows.
+fn control_ports(config: &Config, map: &crate::cluster::ClusterMap) -> Vec<Check> {
+    let ports: Vec<_> = map.backends().iter().filter_map(|b| b.control.map(|a| (b, a))).collect();
+    if ports.is_empty() {
+        return Vec::new();
+    }
+    let secret = match config.cluster.secret_file.as_deref().map(crate::cluster::control_auth::load_secret) {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return vec![check("cluster secret", "[cluster] secret_file", "readable", Status::Fail, e)],
+        None => {
+            return vec![check(
+                "cluster secret",
+                "[cluster] secret_file",
+                "set",
+                Status::Fail,
+                "the map names control ports; user moves need the shared secret",
+            )]
+        }
+    };
+    let mut out = Vec::new();
+    for (b, addr) in ports {
+        let (status, note) = match crate::migrate::control_port::ControlClient::connect(addr, &secret, std::time::Duration::from_secs(1)) {
+            Ok(_) => (Status::Ok, "answers and knows the secret".to_string()),
+            Err(e) => (Status::Warn, format!("{e}: users cannot move to or from it")),
+        };
+        out.push(check(format!("control port of {}", b.name), addr.to_string(), "reachable", status, note));
+    }
+    let file = config.data_dir.join(crate::cluster::moves::FILE);
+    let moves = std::fs::read_to_string(&file).ok().and_then(|t| crate::cluster::Moves::parse(&t).ok()).unwrap_or_default();
+    out.push(check("moved users", file.display().to_string(), "-", Status::Ok, format!("{} known here", moves.len())));
     out
 }
 

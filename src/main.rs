@@ -275,6 +275,9 @@ enum UserCmd {
         keep_source: bool,
         #[arg(long)]
         quiet: bool,
+        /// Name every file copied in each round.
+        #[arg(long)]
+        verbose: bool,
         /// Crash tests: abort right after a step (copied, held, sealed, committed).
         #[arg(long, hide = true)]
         crash_at: Option<String>,
@@ -368,14 +371,14 @@ fn user_cmd(common: &Common, action: UserCmd) -> Result<(), String> {
             println!("user {name} removed; their mail remains in {}", config.data_dir.join("mail").join(&name).display());
         }
         UserCmd::Quota { name } => print!("{}", quota_report(&config, &normalize_user_name(&name))?),
-        UserCmd::Move { name, to, cluster, cluster_secret, lease, keep_source, quiet, crash_at } => {
+        UserCmd::Move { name, to, cluster, cluster_secret, lease, keep_source, quiet, verbose, crash_at } => {
             let map_path = cluster.or(config.cluster.file.clone()).ok_or("no cluster map: give --cluster or [cluster] file")?;
             let secret_path =
                 cluster_secret.or(config.cluster.secret_file.clone()).ok_or("no cluster secret: give --cluster-secret or [cluster] secret_file")?;
             let map = ringmail::cluster::ClusterMap::load(&map_path)?;
             let secret = ringmail::cluster::control_auth::load_secret(&secret_path)?;
             let name = normalize_user_name(&name);
-            let opts = ringmail::migrate::mover::Options { lease: std::time::Duration::from_secs(lease), keep_source, quiet, crash_at };
+            let opts = ringmail::migrate::mover::Options { lease: std::time::Duration::from_secs(lease), keep_source, quiet, verbose, crash_at };
             let s = ringmail::migrate::mover::run(&map, &secret, &name, &to, &opts)?;
             println!(
                 "{name} moved from {} to {}: {} files, {} bytes in {} rounds, held {} ms, took {} ms",

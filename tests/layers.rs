@@ -27,7 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("migrate", &["auth", "cluster", "config", "datadir", "delivery", "proto", "store"]),
     ("session", &["auth", "mime", "proto", "signal", "store"]),
     ("net", &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
-    ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "net", "store"]),
+    ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "migrate", "net", "store"]),
     ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
 ];
 

@@ -49,6 +49,8 @@ pub struct Options {
     /// Keep the old home's copy (it is never served again).
     pub keep_source: bool,
     pub quiet: bool,
+    /// Name every file copied in each round.
+    pub verbose: bool,
     /// Crash tests: abort the process right after this step (`copied`,
     /// `held`, `sealed`, `committed`).
     pub crash_at: Option<String>,
@@ -128,6 +130,7 @@ struct Mover<'a> {
     src: ControlClient,
     dst: ControlClient,
     quiet: bool,
+    verbose: bool,
     sent: HashMap<String, Sent>,
     summary: Summary,
 }
@@ -196,6 +199,9 @@ impl Mover<'_> {
             let before = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
             match self.copy_file(f, now)? {
                 Some(n) => {
+                    if self.verbose {
+                        eprintln!("  {}: {n} bytes of {}", f.path, f.len);
+                    }
                     bytes += n;
                     let after = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
                     changed += usize::from(before != after);
@@ -299,8 +305,16 @@ pub fn run(map: &ClusterMap, secret: &[u8], user: &str, to: &str, opts: &Options
         MoveReply::Claimed(id) => id,
         other => return Err(format!("unexpected answer {other:?}")),
     };
-    let mut m =
-        Mover { user, id, src, dst, quiet: opts.quiet, sent: HashMap::new(), summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() } };
+    let mut m = Mover {
+        user,
+        id,
+        src,
+        dst,
+        quiet: opts.quiet,
+        verbose: opts.verbose && !opts.quiet,
+        sent: HashMap::new(),
+        summary: Summary { from: from.clone(), to: to.into(), ..Summary::default() },
+    };
     // From here on, a failure ends the move on the old home (the user
     // stays there); the lease would end it too.
     let give_up = |m: &mut Mover, why: String| -> String {

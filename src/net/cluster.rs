@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use crate::cluster::moves::FILE as MOVES_FILE;
 use crate::cluster::{Backend, ClusterMap, Moved, Moves};
 use crate::migrate::control_port::ControlClient;
 use crate::migrate::relocate::{MoveOp, MoveReply};
@@ -19,9 +20,6 @@ use crate::migrate::userfiles;
 /// How often every backend's IMAP port is tried, and for how long.
 const HEALTH_EVERY: Duration = Duration::from_secs(2);
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The moves this backend knows, in its data directory.
-const MOVES_FILE: &str = "cluster-moves.json";
 
 /// The map and this backend's name in it, read and replaced together.
 pub struct View {
