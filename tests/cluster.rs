@@ -17,6 +17,19 @@ const MAP: &str = "[[backend]]\nname = \"b1\"\nimap = \"127.0.0.1:1\"\nlmtp = \"
                    [[backend]]\nname = \"down\"\nimap = \"127.0.0.1:9\"\nlmtp = \"127.0.0.1:9\"\n\
                    [overrides]\nann = \"b1\"\nbob = \"b2\"\njoe = \"down\"\n";
 
+/// A stand-in for backend b2: it greets as IMAP servers do (the health
+/// check asks for that) and says nothing more.
+fn greeting_backend() -> std::net::TcpListener {
+    let l = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let accepting = l.try_clone().unwrap();
+    std::thread::spawn(move || {
+        for s in accepting.incoming().flatten() {
+            let _ = (&s).write_all(b"* OK stand-in\r\n");
+        }
+    });
+    l
+}
+
 /// A server that is backend b1 of MAP, with b2 answering on `b2`.
 fn cluster_server(b2: &std::net::TcpListener) -> TestServer {
     let b2 = b2.local_addr().unwrap().to_string();
@@ -48,7 +61,7 @@ fn auth_http(addr: SocketAddr, user: &str, pass: &str, attempt: u32) -> String {
 
 #[test]
 fn auth_http_checks_passwords_and_names_each_users_backend() {
-    let b2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let b2 = greeting_backend();
     let t = cluster_server(&b2);
     let addr = t.server.as_ref().unwrap().auth_http_addr.unwrap();
     let r = auth_http(addr, "ann", "pw", 1);
@@ -93,7 +106,7 @@ fn socketmap(addr: SocketAddr, keys: &[&str]) -> Vec<String> {
 
 #[test]
 fn socketmap_answers_the_lmtp_transport_of_each_recipients_backend() {
-    let b2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let b2 = greeting_backend();
     let t = cluster_server(&b2);
     let addr = t.server.as_ref().unwrap().socketmap_addr.unwrap();
     let answers = socketmap(addr, &["bob@example.com", "ann@Example.COM", "nobody@example.com", "example.com", "bob@elsewhere.org"]);
@@ -234,7 +247,7 @@ fn lmtp_passes_mail_to_the_owning_backend() {
 /// does not load leaves the old one in place.
 #[test]
 fn a_reload_applies_a_changed_map_and_keeps_the_old_one_when_broken() {
-    let b2 = std::net::TcpListener::bind("127.0.0.2:0").unwrap();
+    let b2 = greeting_backend();
     let t = cluster_server(&b2);
     let server = t.server.as_ref().unwrap();
     let addr = server.auth_http_addr.unwrap();

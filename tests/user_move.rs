@@ -219,6 +219,42 @@ fn delivering(addr: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandl
     })
 }
 
+/// APPENDs `ann`'s messages until `stop`, to whichever backend lets her
+/// log in (as a client behind nginx would reconnect); the subjects
+/// answered OK.
+fn appending(cl: [SocketAddr; 2], stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || {
+        let mut ok = Vec::new();
+        let mut i = 0;
+        while !stop.load(Ordering::Relaxed) {
+            let Some(mut c) = cl.iter().find_map(|&a| login(a, "ann")) else {
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            };
+            while !stop.load(Ordering::Relaxed) {
+                let msg = format!("Subject: appended{i}\r\n\r\nx\r\n");
+                c.send(&format!("A APPEND INBOX {{{}+}}", msg.len()));
+                c.send_raw(msg.as_bytes());
+                c.send("");
+                let mut last = c.line();
+                while last.starts_with('*') && !last.starts_with("* BYE") {
+                    last = c.line();
+                }
+                if last.starts_with("A OK") {
+                    ok.push(format!("appended{i}"));
+                    i += 1;
+                } else {
+                    // NO [UNAVAILABLE] or BYE while held: not stored; again
+                    // on a new connection.
+                    assert!(last.contains("UNAVAILABLE") || last.is_empty(), "{last}");
+                    break;
+                }
+            }
+        }
+        ok
+    })
+}
+
 #[test]
 fn a_user_moves_under_delivery_and_sessions_and_loses_nothing() {
     let mut cl = Cluster::new(41);
@@ -241,6 +277,7 @@ fn a_user_moves_under_delivery_and_sessions_and_loses_nothing() {
     assert!(idle.line().starts_with('+'));
     let stop = Arc::new(AtomicBool::new(false));
     let live = delivering(cl.lmtp(src), stop.clone());
+    let appends = appending([cl.imap(src), cl.imap(dst)], stop.clone());
     std::thread::sleep(Duration::from_millis(300));
     let out = ok(&cl.mover("ann", dst, &["--lease", "30"]));
     assert!(out.contains(&format!("from {} to {}", NAMES[src], NAMES[dst])), "{out}");
@@ -248,6 +285,8 @@ fn a_user_moves_under_delivery_and_sessions_and_loses_nothing() {
     stop.store(true, Ordering::Relaxed);
     let acked = live.join().unwrap();
     assert!(acked.len() > 2, "mail was delivered during the move: {acked:?}");
+    let appended = appends.join().unwrap();
+    assert!(appended.len() > 2, "mail was appended during the move: {appended:?}");
     // The session heard why it ends.
     let bye = idle.unsolicited(Duration::from_secs(2));
     assert!(bye.iter().any(|l| l.starts_with("* BYE [UNAVAILABLE]")), "{bye:?}");
@@ -265,15 +304,28 @@ fn a_user_moves_under_delivery_and_sessions_and_loses_nothing() {
     for i in (0..150).filter(|&i| i != 4) {
         assert_eq!(got.get(&format!("before{i}")), Some(&1), "before{i}");
     }
-    for s in &acked {
+    for s in acked.iter().chain(&appended) {
         assert_eq!(got.get(s), Some(&1), "{s} was acknowledged: it is there once");
     }
+    let stray = got.keys().filter(|s| s.starts_with("appended") && !appended.contains(s)).count();
+    assert!(stray <= 1, "at most the APPEND cut off by the BYE, unanswered, may have been stored");
     let r = c.cmd("L", "STATUS Lists/rust (MESSAGES)");
     assert!(r[0].contains("MESSAGES 10"), "{r:?}");
     // CONDSTORE: nothing changed since the old HIGHESTMODSEQ but the new mail.
     c.cmd("S", "SELECT INBOX");
     let changed = c.cmd("F", &format!("UID FETCH 1:* (FLAGS) (CHANGEDSINCE {})", before.1));
     assert_eq!(changed.len() - 1, after.2.len() - before.2.len(), "{changed:?}");
+    // QRESYNC (RFC 7162 3.2.5.1): a client that knew the mailbox before the
+    // move hears only of what came since, as from the old home.
+    c.cmd("U", "UNSELECT");
+    c.cmd("Q", "ENABLE QRESYNC");
+    let top = *before.2.keys().last().unwrap();
+    let r = c.cmd("S", &format!("SELECT INBOX (QRESYNC ({} {} 1:{top}))", before.0, before.1));
+    assert!(r.last().unwrap().starts_with("S OK"), "{r:?}");
+    let uid_of = |l: &str| l.split("UID ").nth(1).and_then(|r| r.split([' ', ')']).next()).and_then(|u| u.parse::<u32>().ok());
+    let fetched: Vec<u32> = r.iter().filter(|l| l.contains(" FETCH ")).filter_map(|l| uid_of(l)).collect();
+    assert!(fetched.iter().all(|&u| u > top), "only the new mail: {fetched:?}");
+    assert!(!r.iter().any(|l| l.starts_with("* VANISHED")), "nothing the client knew went: {r:?}");
     // The old home passes her mail on and keeps no copy.
     assert!(deliver(cl.lmtp(src), "after").starts_with("250"));
     assert_eq!(subjects(&mut c).get("after"), Some(&1));

@@ -90,6 +90,23 @@ fn save_moves(data_dir: &Path, moves: &Moves) -> std::io::Result<()> {
     std::fs::File::open(data_dir)?.sync_all()
 }
 
+/// Whether an IMAP server at `addr` greets within [`HEALTH_TIMEOUT`] with
+/// `* OK` (a port that accepts and says nothing, or `* BYE`, is not up).
+fn greets(addr: SocketAddr) -> bool {
+    use std::io::Read;
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, HEALTH_TIMEOUT) else { return false };
+    let _ = s.set_read_timeout(Some(HEALTH_TIMEOUT));
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < 5 {
+        match s.read(&mut buf[n..]) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => n += k,
+        }
+    }
+    buf[..n].starts_with(b"* OK") || buf[..n].starts_with(b"* PREAUTH")
+}
+
 impl Cluster {
     pub fn load(
         path: PathBuf,
@@ -287,7 +304,7 @@ impl Cluster {
         let view = self.view();
         let (map, me) = (&view.map, &view.me);
         for b in map.backends().iter().filter(|b| b.name != *me) {
-            let ok = TcpStream::connect_timeout(&b.imap, HEALTH_TIMEOUT).is_ok();
+            let ok = greets(b.imap);
             let was = self.up.lock().expect("health lock").insert(b.name.clone(), ok);
             if was != Some(ok) {
                 if ok {
