@@ -39,6 +39,13 @@ impl ControlClient {
 
     pub const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
 
+    /// Waits at most `d` for each answer from now on (a quick question
+    /// that must not hang its asker).
+    pub fn answer_within(self, d: std::time::Duration) -> Result<ControlClient, String> {
+        self.stream.set_read_timeout(Some(d)).map_err(|e| format!("control connection: {e}"))?;
+        Ok(self)
+    }
+
     /// Runs `op` (with `data` for a Stage); the answer and its data.
     pub fn call(&mut self, op: MoveOp, data: &[Vec<u8>]) -> Result<(MoveReply, Vec<Vec<u8>>), String> {
         let io = |e: std::io::Error| format!("control connection: {e}");

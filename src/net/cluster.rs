@@ -326,9 +326,11 @@ impl Cluster {
         let view = self.view();
         for b in view.map.backends().iter().filter(|b| b.name != view.me) {
             let Some(addr) = b.control else { continue };
-            let heard = ControlClient::connect(addr, secret, HEALTH_TIMEOUT).and_then(|mut c| match c.call(MoveOp::Moves, &[])? {
-                (MoveReply::Moves(m), _) => Ok(m),
-                _ => Err("unexpected answer".into()),
+            let heard = ControlClient::connect(addr, secret, HEALTH_TIMEOUT).and_then(|c| c.answer_within(HEALTH_TIMEOUT)).and_then(|mut c| {
+                match c.call(MoveOp::Moves, &[])? {
+                    (MoveReply::Moves(m), _) => Ok(m),
+                    _ => Err("unexpected answer".into()),
+                }
             });
             match heard {
                 Ok(m) => {
