@@ -6,6 +6,7 @@
 //! the cache when it can and otherwise hands the work to a blocking thread.
 
 pub mod limiter;
+pub mod sasl;
 pub mod passwd;
 pub mod quota_rule;
 pub mod scheme;

@@ -26,7 +26,6 @@ pub mod flags;
 mod notify;
 mod reply;
 mod results;
-mod sasl;
 mod search;
 mod selected;
 mod sort;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::caps;
 use super::config::{ConnFacts, Enabled, SessionConfig};
-use super::sasl::Mechanism;
+use crate::auth::sasl::Mechanism;
 use super::selected::Selected;
 use crate::proto::{Mailbox, Out};
 use crate::signal::Signal;

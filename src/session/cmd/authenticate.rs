@@ -4,7 +4,7 @@
 use super::login::{check, privacy_ok, refuse_cleartext};
 use crate::proto::Out;
 use crate::session::reply::{bad, no};
-use crate::session::sasl::{self, Mechanism};
+use crate::auth::sasl::{self, Mechanism};
 use crate::session::state::{Cx, Directive, Wait};
 
 pub fn run(cx: &mut Cx, tag: String, mechanism: &str, initial: Option<Vec<u8>>, out: &mut Out) -> Directive {

@@ -1,4 +1,4 @@
-//! SASL for AUTHENTICATE: the mechanisms offered (PLAIN, RFC 4616; LOGIN)
+//! SASL for IMAP AUTHENTICATE and POP3 AUTH: the mechanisms offered (PLAIN, RFC 4616; LOGIN)
 //! and the base64 of the exchange (RFC 9051 6.2.2).
 
 use base64::engine::general_purpose::STANDARD;
