@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod migrate;
 pub mod mime;
 pub mod net;
+pub mod pop3;
 pub mod proto;
 pub mod sdnotify;
 pub mod session;

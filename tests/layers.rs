@@ -26,7 +26,11 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("certs", &["config", "datadir", "delivery"]),
     ("migrate", &["auth", "cluster", "config", "datadir", "delivery", "proto", "store"]),
     ("session", &["auth", "mime", "proto", "signal", "store"]),
-    ("net", &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "proto", "sdnotify", "session", "signal", "store"]),
+    ("pop3", &["auth", "proto", "store"]),
+    (
+        "net",
+        &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "pop3", "proto", "sdnotify", "session", "signal", "store"],
+    ),
     ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "migrate", "net", "store"]),
     ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
 ];

@@ -6,9 +6,9 @@
 //! the cache when it can and otherwise hands the work to a blocking thread.
 
 pub mod limiter;
-pub mod sasl;
 pub mod passwd;
 pub mod quota_rule;
+pub mod sasl;
 pub mod scheme;
 
 use sha2::{Digest, Sha256};

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use super::caps;
 use super::config::{ConnFacts, Enabled, SessionConfig};
-use crate::auth::sasl::Mechanism;
 use super::selected::Selected;
+use crate::auth::sasl::Mechanism;
 use crate::proto::{Mailbox, Out};
 use crate::signal::Signal;
 use crate::store::{MailboxError, MailboxRef, Ticket, UserStore};

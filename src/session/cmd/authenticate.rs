@@ -2,9 +2,9 @@
 //! the initial response of SASL-IR (RFC 4959).
 
 use super::login::{check, privacy_ok, refuse_cleartext};
+use crate::auth::sasl::{self, Mechanism};
 use crate::proto::Out;
 use crate::session::reply::{bad, no};
-use crate::auth::sasl::{self, Mechanism};
 use crate::session::state::{Cx, Directive, Wait};
 
 pub fn run(cx: &mut Cx, tag: String, mechanism: &str, initial: Option<Vec<u8>>, out: &mut Out) -> Directive {
