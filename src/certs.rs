@@ -34,6 +34,8 @@ pub struct Contexts {
     pub imap: Arc<ServerConfig>,
     /// LMTP and SMTP STARTTLS (RFC 3207): no ALPN.
     pub smtp: Arc<ServerConfig>,
+    /// POP3 (implicit TLS and STLS): ALPN `pop3` when the client offers ALPN.
+    pub pop3: Arc<ServerConfig>,
     /// SHA-256 of the leaf certificate, as `AB:CD:...`.
     pub fingerprint: String,
     pub cert_path: PathBuf,
@@ -99,7 +101,7 @@ fn build(cert_path: &Path, key_path: &Path, r: &Resumption) -> Result<Contexts, 
         c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(Arc::new(c))
     };
-    Ok(Contexts { imap: config(&[b"imap"])?, smtp: config(&[])?, fingerprint, cert_path: cert_path.to_path_buf() })
+    Ok(Contexts { imap: config(&[b"imap"])?, smtp: config(&[])?, pop3: config(&[b"pop3"])?, fingerprint, cert_path: cert_path.to_path_buf() })
 }
 
 /// SHA-256 of a certificate, colon-separated hex (as `openssl x509 -fingerprint -sha256` prints it).

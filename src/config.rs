@@ -263,6 +263,32 @@ impl Default for LmtpConfig {
     }
 }
 
+/// POP3 (RFC 1939) on the same mailboxes: the INBOX of each user.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Pop3Config {
+    /// Cleartext POP3 listeners (STLS offered when TLS is configured).
+    /// Passwords are taken without TLS only where IMAP takes them
+    /// (`[imap] cleartext_networks`, loopback).
+    pub listen: Vec<SocketAddr>,
+    /// Implicit-TLS listeners (POP3S, RFC 8314).
+    pub pop3s: Vec<SocketAddr>,
+    /// Autologout of a logged-in session that sends nothing (RFC 1939 3:
+    /// at least 10 minutes).
+    #[serde(deserialize_with = "de_duration")]
+    pub idle_timeout: Duration,
+}
+
+impl Default for Pop3Config {
+    fn default() -> Self {
+        Pop3Config {
+            listen: vec!["127.0.0.1:1110".parse().expect("valid")],
+            pop3s: vec!["127.0.0.1:1995".parse().expect("valid")],
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SmtpConfig {
@@ -480,6 +506,7 @@ pub struct Config {
     pub store: StoreConfig,
     pub lmtp: LmtpConfig,
     pub smtp: SmtpConfig,
+    pub pop3: Pop3Config,
     pub delivery: DeliveryConfig,
     pub quota: QuotaConfig,
     pub metadata: MetadataConfig,
@@ -501,6 +528,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             lmtp: LmtpConfig::default(),
             smtp: SmtpConfig::default(),
+            pop3: Pop3Config::default(),
             delivery: DeliveryConfig::default(),
             quota: QuotaConfig::default(),
             metadata: MetadataConfig::default(),

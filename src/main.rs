@@ -53,6 +53,12 @@ enum Cmd {
         /// Inbound SMTP listen address (repeatable; off by default).
         #[arg(long = "smtp")]
         smtp: Vec<SocketAddr>,
+        /// POP3 listen address (repeatable; default 127.0.0.1:1110).
+        #[arg(long = "pop3")]
+        pop3: Vec<SocketAddr>,
+        /// POP3 over implicit TLS (repeatable; default 127.0.0.1:1995).
+        #[arg(long = "pop3s")]
+        pop3s: Vec<SocketAddr>,
         /// Serve Prometheus metrics over HTTP here (GET /metrics; off by default).
         #[arg(long)]
         metrics: Option<SocketAddr>,
@@ -459,6 +465,8 @@ struct Listen {
     imaps: Vec<SocketAddr>,
     lmtp: Vec<SocketAddr>,
     smtp: Vec<SocketAddr>,
+    pop3: Vec<SocketAddr>,
+    pop3s: Vec<SocketAddr>,
 }
 
 fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
@@ -493,6 +501,12 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     if !listen.smtp.is_empty() {
         config.smtp.listen = listen.smtp;
     }
+    if !listen.pop3.is_empty() {
+        config.pop3.listen = listen.pop3;
+    }
+    if !listen.pop3s.is_empty() {
+        config.pop3.pop3s = listen.pop3s;
+    }
     if let Some(w) = workers {
         config.workers = w;
     }
@@ -522,8 +536,8 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     }
     let addr = server.imap_addrs.first().copied();
     eprintln!(
-        "ringmail is running ({:?} driver). IMAP: {:?} IMAPS: {:?} LMTP: {:?} SMTP: {:?}",
-        server.driver, server.imap_addrs, server.imaps_addrs, server.lmtp_addrs, server.smtp_addrs
+        "ringmail is running ({:?} driver). IMAP: {:?} IMAPS: {:?} LMTP: {:?} SMTP: {:?} POP3: {:?} POP3S: {:?}",
+        server.driver, server.imap_addrs, server.imaps_addrs, server.lmtp_addrs, server.smtp_addrs, server.pop3_addrs, server.pop3s_addrs
     );
     if let (Some(pw), Some(addr)) = (demo_password, addr) {
         eprintln!("No users existed, so user \"demo\" was created with password {pw}");
@@ -627,9 +641,30 @@ fn main() -> ExitCode {
     ringmail::datadir::private_umask();
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Serve { common, imap, imaps, lmtp, smtp, metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, workers, driver, log_format } => {
-            serve(common, Listen { metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, imap, imaps, lmtp, smtp }, workers, driver, log_format)
-        }
+        Cmd::Serve {
+            common,
+            imap,
+            imaps,
+            lmtp,
+            smtp,
+            pop3,
+            pop3s,
+            metrics,
+            cluster,
+            cluster_self,
+            cluster_secret,
+            auth_http,
+            socketmap,
+            workers,
+            driver,
+            log_format,
+        } => serve(
+            common,
+            Listen { metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, imap, imaps, lmtp, smtp, pop3, pop3s },
+            workers,
+            driver,
+            log_format,
+        ),
         Cmd::Deliver { common, user, mailbox, from } => return deliver(&common, &user, mailbox.as_deref(), &from),
         Cmd::User { common, action } => user_cmd(&common, action),
         Cmd::Import { common, source } => return import(&common, source),

@@ -107,6 +107,7 @@ impl Histogram {
 pub struct WorkerMetrics {
     conns: [AtomicI64; 4],
     lmtp_smtp_conns: AtomicI64,
+    pop3_conns: AtomicI64,
     commands: Vec<[AtomicU64; 3]>,
     latency: Vec<Histogram>,
     pub logins_ok: AtomicU64,
@@ -142,6 +143,10 @@ impl WorkerMetrics {
 
     pub fn delivery_conn(&self, delta: i64) {
         self.lmtp_smtp_conns.fetch_add(delta, Relaxed);
+    }
+
+    pub fn pop3_conn(&self, delta: i64) {
+        self.pop3_conns.fetch_add(delta, Relaxed);
     }
 
     pub fn command(&self, name: &str, outcome: Outcome, latency_us: Option<u64>) {
@@ -214,6 +219,10 @@ impl Metrics {
         head(&mut s, "ringmail_delivery_connections", "gauge", "Open LMTP and SMTP connections by worker.");
         for (i, m) in w.iter().enumerate() {
             let _ = writeln!(s, "ringmail_delivery_connections{{worker=\"{i}\"}} {}", m.lmtp_smtp_conns.load(Relaxed));
+        }
+        head(&mut s, "ringmail_pop3_connections", "gauge", "Open POP3 connections by worker.");
+        for (i, m) in w.iter().enumerate() {
+            let _ = writeln!(s, "ringmail_pop3_connections{{worker=\"{i}\"}} {}", m.pop3_conns.load(Relaxed));
         }
 
         head(&mut s, "ringmail_imap_commands_total", "counter", "IMAP commands by name and tagged result.");

@@ -244,7 +244,20 @@ fn serve_notifies_systemd_when_ready_and_when_stopping() {
     std::fs::create_dir_all(dir.path().join("data")).unwrap();
     std::fs::write(dir.path().join("data/users"), "joe:{PLAIN}x\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ringmail"))
-        .args(["serve", "--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--data-dir"])
+        .args([
+            "serve",
+            "--imap",
+            "127.0.0.1:0",
+            "--imaps",
+            "127.0.0.1:0",
+            "--lmtp",
+            "127.0.0.1:0",
+            "--pop3",
+            "127.0.0.1:0",
+            "--pop3s",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
         .arg(dir.path().join("data"))
         .env("NOTIFY_SOCKET", &sock_path)
         .stderr(std::process::Stdio::null())

@@ -267,7 +267,7 @@ fn sighup_reloads_the_certificate_and_open_sessions_keep_theirs() {
     std::fs::write(
         &config,
         format!(
-            "[imap]\nlisten = [\"127.0.0.1:0\"]\nimaps = [\"127.0.0.1:0\"]\n[lmtp]\nlisten = []\n[tls]\ncert = {:?}\nkey = {:?}\n",
+            "[imap]\nlisten = [\"127.0.0.1:0\"]\nimaps = [\"127.0.0.1:0\"]\n[lmtp]\nlisten = []\n[pop3]\nlisten = []\npop3s = []\n[tls]\ncert = {:?}\nkey = {:?}\n",
             cert.display().to_string(),
             key.display().to_string()
         ),

@@ -56,7 +56,12 @@ impl Cluster {
         let (imap, imaps, lmtp) = (format!("{}:1143", self.ips[i]), format!("{}:1993", self.ips[i]), format!("{}:2424", self.ips[i]));
         let map = self.path("cluster.toml");
         let secret = self.path("secret");
+        let pop3 = format!("{}:0", self.ips[i]);
         let args = [
+            "--pop3",
+            &pop3,
+            "--pop3s",
+            &pop3,
             "--imap",
             &imap,
             "--imaps",

@@ -88,6 +88,8 @@ fn shard(user: &str, workers: usize) -> usize {
 pub enum WorkerMsg {
     /// A connection whose user lives here, moving in after login.
     Adopt(Box<Migrant>),
+    /// A POP3 connection whose user lives here, moving in after login.
+    AdoptPop3(Box<Pop3Migrant>),
     /// A delivered message for a user who lives here.
     Deliver(Box<DeliveryJob>),
     /// An operation of an import or a move on a user who lives here (the
@@ -111,6 +113,14 @@ pub struct Migrant {
     pub tls: Option<Box<rustls::ServerConnection>>,
     pub guard: ConnGuard,
     pub snapshot: Snapshot,
+}
+
+/// A logged-in POP3 connection on its way to its user's worker.
+pub struct Pop3Migrant {
+    pub stream: std::net::TcpStream,
+    pub tls: Option<Box<rustls::ServerConnection>>,
+    pub guard: ConnGuard,
+    pub snapshot: crate::pop3::Snapshot,
 }
 
 /// One delivered copy for a user on another worker.
@@ -137,6 +147,8 @@ pub struct WorkerCtx {
     /// Password verifications running on the blocking pool, by user name;
     /// the receiver disconnects when the verification ends (see imap_conn.rs).
     pub verifying: RefCell<std::collections::HashMap<String, flume::Receiver<()>>>,
+    /// Users with a POP3 session here (RFC 1939 4: one at a time).
+    pub pop3_locks: RefCell<std::collections::HashSet<String>>,
     /// Users held here for a move to another backend (see relocate.rs).
     pub holds: RefCell<std::collections::HashMap<String, Hold>>,
 }
@@ -203,6 +215,7 @@ impl WorkerCtx {
             stopping: Cell::new(false),
             verifying: RefCell::default(),
             holds: RefCell::default(),
+            pop3_locks: RefCell::default(),
         }
     }
 

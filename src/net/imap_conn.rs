@@ -21,9 +21,7 @@ use super::compress::Compression;
 use super::context::{detach, Migrant, Registration, WorkerCtx, WorkerMsg};
 use super::guard;
 use super::handshake;
-use super::iovec::OutVec;
 use crate::auth::limiter::ConnGuard;
-use crate::auth::AuthResult;
 use crate::metrics::{self, ConnState, Outcome};
 use crate::proto::{Out, Status};
 use crate::session::{Connection, Phase, Step};
@@ -127,38 +125,7 @@ impl Conn {
             out.clear();
             return r;
         }
-        if let Some(t) = self.tls.as_mut() {
-            let r = tls::write_parts(&mut self.stream, t, out.parts()).await;
-            out.clear();
-            return r;
-        }
-        if out.splices.is_empty() {
-            let buf = std::mem::take(&mut out.buf);
-            let (r, buf) = self.stream.write_all(buf).await;
-            out.buf = buf;
-            out.buf.clear();
-            return r.map(|_| ());
-        }
-        let mut v = OutVec::new(std::mem::take(out));
-        let mut result = Ok(());
-        while v.remaining() > 0 {
-            let (r, back) = self.stream.writev(v).await;
-            v = back;
-            match r {
-                Ok(0) => {
-                    result = Err(std::io::ErrorKind::WriteZero.into());
-                    break;
-                }
-                Ok(n) => v.advance(n),
-                Err(e) => {
-                    result = Err(e);
-                    break;
-                }
-            }
-        }
-        *out = v.into_out();
-        out.clear();
-        result
+        super::iovec::send(&mut self.stream, self.tls.as_deref_mut(), out).await
     }
 
     /// A pooled output buffer, so responses do not grow one from nothing
@@ -324,45 +291,7 @@ impl Conn {
     /// slow hash on the blocking pool so the worker keeps serving. A failure
     /// is answered only after the growing per-IP delay.
     async fn authenticate(&mut self, user: String, password: Vec<u8>) -> Step {
-        let auth = self.reg.ctx().server.auth.clone();
-        let name = crate::auth::passwd::normalize_user_name(&user);
-        let result = loop {
-            let stored = match auth.check_cached(&user, &password) {
-                (Some(true), _) => break AuthResult::Ok(name),
-                (_, None) => break AuthResult::Failed,
-                (_, Some(stored)) => stored,
-            };
-            // Many connections of one user logging in at once (a client
-            // opening every folder, a reconnect storm after a restart) wait
-            // for one hash on this worker instead of each queueing its own.
-            let waiting = self.reg.ctx().verifying.borrow().get(&name).cloned();
-            if let Some(done) = waiting {
-                let _ = done.recv_async().await;
-                continue;
-            }
-            let _in_flight = InFlight::start(self.reg.ctx(), &name);
-            let (auth, user, password) = (auth.clone(), user.clone(), password.clone());
-            break monoio::spawn_blocking(move || auth.verify_slow(&user, &password, &stored)).await.unwrap_or(AuthResult::Unavailable);
-        };
-        // In a cluster, a user whose mail lives on another backend is not
-        // served here (a client that bypassed the proxy would otherwise
-        // start a second copy of the mailbox), nor one held for a move
-        // there: NO [UNAVAILABLE].
-        let result = match (result, self.reg.ctx().server.cluster.as_ref()) {
-            (AuthResult::Ok(name), Some(c)) if c.elsewhere(&name).is_some() || c.is_moving(&name) => {
-                tracing::info!(user = name, client = %self.guard.ip(), "login for a user of another backend, or moving there, refused");
-                AuthResult::Unavailable
-            }
-            (r, _) => r,
-        };
-        metrics::with_worker(|m| match result {
-            AuthResult::Ok(_) => m.logins_ok.fetch_add(1, Relaxed),
-            _ => m.logins_failed.fetch_add(1, Relaxed),
-        });
-        if result == AuthResult::Failed {
-            let delay = self.reg.ctx().server.failures.failed(self.guard.ip(), Instant::now());
-            monoio::time::sleep(delay).await;
-        }
+        let result = super::login::check(self.reg.ctx(), self.guard.ip(), &user, &password).await;
         self.conn.auth_done(result, &mut self.out)
     }
 
@@ -541,28 +470,5 @@ async fn serve(mut c: Box<Conn>) {
                 tracing::warn!("target worker is gone; connection dropped");
             }
         }
-    }
-}
-
-/// A password verification in progress on this worker. Connections of the
-/// same user wait on its channel, which disconnects when this is dropped:
-/// when the hash is done, or when the verifying connection goes away.
-struct InFlight {
-    ctx: Rc<WorkerCtx>,
-    name: String,
-    _done: flume::Sender<()>,
-}
-
-impl InFlight {
-    fn start(ctx: &Rc<WorkerCtx>, name: &str) -> InFlight {
-        let (done, waiters) = flume::bounded(0);
-        ctx.verifying.borrow_mut().insert(name.to_string(), waiters);
-        InFlight { ctx: ctx.clone(), name: name.to_string(), _done: done }
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.ctx.verifying.borrow_mut().remove(&self.name);
     }
 }

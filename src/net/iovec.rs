@@ -7,7 +7,47 @@
 //! reads them. `OutVec` owns the `Out` (heap buffers that do not move when
 //! the struct moves) and the iovec array built over them.
 
+use monoio::io::{AsyncWriteRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
 use crate::proto::Out;
+
+/// Writes everything in `out` (encrypted by `tls` once it is on), from its
+/// buffer and its shared mappings, and leaves it empty.
+pub async fn send(stream: &mut TcpStream, tls: Option<&mut rustls::ServerConnection>, out: &mut Out) -> std::io::Result<()> {
+    if let Some(t) = tls {
+        let r = ringmail_kit::tls::write_parts(stream, t, out.parts()).await;
+        out.clear();
+        return r;
+    }
+    if out.splices.is_empty() {
+        let buf = std::mem::take(&mut out.buf);
+        let (r, buf) = stream.write_all(buf).await;
+        out.buf = buf;
+        out.clear();
+        return r.map(|_| ());
+    }
+    let mut v = OutVec::new(std::mem::take(out));
+    let mut result = Ok(());
+    while v.remaining() > 0 {
+        let (r, back) = stream.writev(v).await;
+        v = back;
+        match r {
+            Ok(0) => {
+                result = Err(std::io::ErrorKind::WriteZero.into());
+                break;
+            }
+            Ok(n) => v.advance(n),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    *out = v.into_out();
+    out.clear();
+    result
+}
 
 /// Linux accepts at most this many iovecs per writev.
 const IOV_MAX: usize = 1024;

@@ -12,6 +12,9 @@ pub enum ListenerKind {
     Preauth(String),
     Lmtp,
     Smtp,
+    Pop3,
+    /// POP3 over implicit TLS (RFC 8314).
+    Pop3s,
 }
 
 /// Binds `n` SO_REUSEPORT sockets to `addr` (the first resolves port 0).

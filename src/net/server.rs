@@ -35,6 +35,8 @@ pub struct Server {
     pub preauth_addrs: Vec<SocketAddr>,
     pub lmtp_addrs: Vec<SocketAddr>,
     pub smtp_addrs: Vec<SocketAddr>,
+    pub pop3_addrs: Vec<SocketAddr>,
+    pub pop3s_addrs: Vec<SocketAddr>,
     pub driver: Driver,
 }
 
@@ -79,7 +81,7 @@ impl Server {
 
         let mut per_worker: Vec<Vec<(ListenerKind, TcpListener)>> = (0..n).map(|_| Vec::new()).collect();
         let (mut imap_addrs, mut imaps_addrs, mut lmtp_addrs, mut smtp_addrs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let mut preauth_addrs = Vec::new();
+        let (mut preauth_addrs, mut pop3_addrs, mut pop3s_addrs) = (Vec::new(), Vec::new(), Vec::new());
         let mut groups: Vec<(ListenerKind, Vec<TcpListener>)> = Vec::new();
         let mut bind = |addr: SocketAddr, kind: ListenerKind, bound: &mut Vec<SocketAddr>| -> Result<(), String> {
             let (actual, ls) = bind_group(addr, n).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
@@ -92,6 +94,8 @@ impl Server {
             (&config.imap.imaps, ListenerKind::Imaps, &mut imaps_addrs),
             (&config.lmtp.listen, ListenerKind::Lmtp, &mut lmtp_addrs),
             (&config.smtp.listen, ListenerKind::Smtp, &mut smtp_addrs),
+            (&config.pop3.listen, ListenerKind::Pop3, &mut pop3_addrs),
+            (&config.pop3.pop3s, ListenerKind::Pop3s, &mut pop3s_addrs),
         ] {
             for addr in addrs {
                 bind(*addr, kind.clone(), bound)?;
@@ -189,7 +193,7 @@ impl Server {
                 .map_err(|e| format!("cannot start worker: {e}"))?;
             threads.push(t);
         }
-        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, "ringmail started");
+        tracing::info!(workers = n, driver = ?driver, imap = ?imap_addrs, imaps = ?imaps_addrs, lmtp = ?lmtp_addrs, smtp = ?smtp_addrs, pop3 = ?pop3_addrs, pop3s = ?pop3s_addrs, "ringmail started");
         let certificate = ctx.certs.current();
         tracing::info!(cert = %certificate.cert_path.display(), fingerprint = %certificate.fingerprint, "TLS certificate");
         Ok(Server {
@@ -205,6 +209,8 @@ impl Server {
             preauth_addrs,
             lmtp_addrs,
             smtp_addrs,
+            pop3_addrs,
+            pop3s_addrs,
             driver,
         })
     }

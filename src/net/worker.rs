@@ -11,7 +11,7 @@ use monoio::net::{TcpListener, TcpStream};
 
 use super::context::{ServerCtx, WorkerCtx, WorkerMsg};
 use super::listen::ListenerKind;
-use super::{deliver, guard, imap_conn, smtp_conn};
+use super::{deliver, guard, imap_conn, pop3_conn, smtp_conn};
 use crate::config::Driver;
 use crate::session::{ConnFacts, Connection};
 use crate::signal::Signal;
@@ -93,6 +93,13 @@ async fn worker_main(ctx: Rc<WorkerCtx>, listeners: Vec<(ListenerKind, std::net:
                     Err(e) => tracing::warn!(error = %e, "cannot adopt connection"),
                 }
             }
+            WorkerMsg::AdoptPop3(m) => {
+                let m = *m;
+                match TcpStream::from_std(m.stream) {
+                    Ok(stream) => pop3_conn::spawn(&ctx, stream, m.tls, m.guard, crate::pop3::Session::resume(m.snapshot), false),
+                    Err(e) => tracing::warn!(error = %e, "cannot adopt POP3 connection"),
+                }
+            }
             WorkerMsg::Deliver(job) => {
                 guard::spawn("delivery", deliver::run_job(ctx.clone(), job));
             }
@@ -170,6 +177,15 @@ fn admit(ctx: &Rc<WorkerCtx>, stream: TcpStream, kind: &ListenerKind, peer: std:
                     smtp_conn::spawn(ctx, stream, guard, crate::delivery::smtp::Dialect::Smtp);
                     return;
                 }
+                ListenerKind::Pop3 => {
+                    let facts = crate::pop3::Facts { tls: false, cleartext_ok: ctx.server.config.cleartext_allowed(peer), can_stls: true };
+                    pop3_conn::spawn(ctx, stream, None, guard, crate::pop3::Session::new(facts), true);
+                    return;
+                }
+                ListenerKind::Pop3s => {
+                    guard::spawn("tls handshake", pop3_conn::accept_tls(ctx.clone(), stream, guard));
+                    return;
+                }
             };
             imap_conn::spawn(ctx, stream, None, guard, conn, true);
         }
@@ -179,7 +195,10 @@ fn admit(ctx: &Rc<WorkerCtx>, stream: TcpStream, kind: &ListenerKind, peer: std:
         // Over the limits on the implicit-TLS port: a cleartext BYE would
         // be garbage to a client expecting a ServerHello, and a handshake
         // is what the limit saves; just close.
-        Err(_) if *kind == ListenerKind::Imaps => drop(stream),
+        Err(_) if matches!(kind, ListenerKind::Imaps | ListenerKind::Pop3s) => drop(stream),
+        Err(refusal) if *kind == ListenerKind::Pop3 => {
+            monoio::spawn(pop3_conn::refuse(stream, refusal.message()));
+        }
         Err(refusal) => {
             monoio::spawn(imap_conn::refuse(stream, refusal.message()));
         }

@@ -13,7 +13,7 @@ trap 'kill "$pid" 2>/dev/null || true; rm -rf "$work"' EXIT
 cp tests/clients/imapflow_devices.mjs "$work/"
 cargo build --release -q -p ringmail
 printf 'p\n' | target/release/ringmail user add u --data-dir "$work/data" --password-stdin >/dev/null
-target/release/ringmail serve --data-dir "$work/data" --imap 127.0.0.1:0 --imaps 127.0.0.1:0 --lmtp 127.0.0.1:0 2> "$work/log" &
+target/release/ringmail serve --data-dir "$work/data" --imap 127.0.0.1:0 --imaps 127.0.0.1:0 --lmtp 127.0.0.1:0 --pop3 127.0.0.1:0 --pop3s 127.0.0.1:0 2> "$work/log" &
 pid=$!
 for _ in $(seq 50); do grep -q "IMAP: \[" "$work/log" && break; sleep 0.2; done
 port=$(grep -o "IMAP: \[[0-9.]*:[0-9]*" "$work/log" | head -1 | sed 's/.*://')

@@ -42,6 +42,8 @@ impl TestServer {
         c.imap.listen = vec!["127.0.0.1:0".parse().unwrap()];
         c.imap.imaps = vec![];
         c.lmtp.listen = vec!["127.0.0.1:0".parse().unwrap()];
+        c.pop3.listen = vec![];
+        c.pop3.pop3s = vec![];
         c.limits.auth_failure_delay = Duration::from_millis(10);
         c.limits.auth_failure_delay_max = Duration::from_millis(50);
         tweak(&mut c);
@@ -100,7 +102,7 @@ pub struct ServeProcess {
 /// when it is up, which names its addresses; its standard error is drained
 /// after, so it never blocks on a full pipe.
 pub fn serve_process(dir: &Path) -> ServeProcess {
-    serve_process_with(dir, &["--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0"])
+    serve_process_with(dir, &["--imap", "127.0.0.1:0", "--imaps", "127.0.0.1:0", "--lmtp", "127.0.0.1:0", "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0"])
 }
 
 /// `ringmail serve` on `dir` with two workers and `args` (which must give

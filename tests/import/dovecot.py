@@ -102,7 +102,8 @@ class Ringmail:
         self.port, self.imaps = free_port(), free_port()
         self.log = open(os.path.join(data, "serve.log"), "w")
         self.proc = subprocess.Popen(
-            [RINGMAIL, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{self.port}", "--imaps", f"127.0.0.1:{self.imaps}", "--lmtp", "127.0.0.1:0"],
+            [RINGMAIL, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{self.port}", "--imaps", f"127.0.0.1:{self.imaps}", "--lmtp", "127.0.0.1:0",
+             "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0"],
             stdout=self.log,
             stderr=self.log,
         )

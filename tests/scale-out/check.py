@@ -78,6 +78,9 @@ imaps = []
 cleartext_networks = ["10.77.0.10/32", "10.77.0.1/32"]
 [lmtp]
 listen = ["{ADDR[b]}:24"]
+[pop3]
+listen = []
+pop3s = []
 [limits]
 max_connections_per_ip = 100000
 [proxy]
@@ -100,7 +103,7 @@ secret_file = "{WORK}/cluster.secret"
         f.write(users)
     with open(f"{d}/ringmail.toml", "w") as f:
         f.write(f'data_dir = "{d}"\n[imap]\nlisten = ["{ADDR["b1"]}:1143"]\nimaps = []\ncleartext_networks = ["10.77.0.1/32"]\n'
-                f'[lmtp]\nlisten = []\n[limits]\nmax_connections_per_ip = 100000\n')
+                f'[lmtp]\nlisten = []\n[pop3]\nlisten = []\npop3s = []\n[limits]\nmax_connections_per_ip = 100000\n')
     log = open(f"{d}/serve.log", "w")
     procs["solo"] = subprocess.Popen(ns("b1", [RINGMAIL, "serve", "--config", f"{d}/ringmail.toml"]), stdout=log, stderr=log)
     wait_port(ADDR["b1"], 1143, "the solo server")

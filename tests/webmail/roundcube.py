@@ -84,7 +84,8 @@ def start_ringmail(work):
     data = os.path.join(work, "ringmail")
     binary = os.environ.get("RINGMAIL_BIN", os.path.join(ROOT, "target/release/ringmail"))
     subprocess.run([binary, "user", "add", "--data-dir", data, "--password-stdin", USER], input=PASSWORD.encode(), check=True, capture_output=True)
-    p = subprocess.Popen([binary, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{RM_IMAP}", "--imaps", "127.0.0.1:31444", "--lmtp", "127.0.0.1:31445"],
+    p = subprocess.Popen([binary, "serve", "--data-dir", data, "--imap", f"127.0.0.1:{RM_IMAP}", "--imaps", "127.0.0.1:31444", "--lmtp", "127.0.0.1:31445",
+                          "--pop3", "127.0.0.1:0", "--pop3s", "127.0.0.1:0"],
                          stdout=subprocess.DEVNULL, stderr=open(os.path.join(work, "ringmail.log"), "w"))
     wait_port(RM_IMAP)
     return p
