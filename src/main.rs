@@ -35,6 +35,8 @@ struct Common {
     data_dir: Option<PathBuf>,
 }
 
+// Parsed once per run: the size of its largest variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the server.
