@@ -99,9 +99,24 @@ pub fn run(config: &Config, proc_root: &Path) -> Vec<Check> {
     });
     out.push(certificate(config));
     out.push(quota(config));
+    out.extend(pop3(config));
     out.extend(cluster(config));
     out.extend(kernel(proc_root));
     out
+}
+
+/// POP3's autologout, when POP3 is served: RFC 1939 3 asks for 10 minutes
+/// at least.
+fn pop3(config: &Config) -> Option<Check> {
+    let p = &config.pop3;
+    if p.listen.is_empty() && p.pop3s.is_empty() {
+        return None;
+    }
+    let value = format!("{} s", p.idle_timeout.as_secs());
+    Some(match p.idle_timeout >= std::time::Duration::from_secs(600) {
+        true => check("pop3 autologout", value, ">= 600 s (RFC 1939)", Status::Ok, "[pop3] idle_timeout"),
+        false => check("pop3 autologout", value, ">= 600 s (RFC 1939)", Status::Warn, "clients that pause between commands get cut off; raise [pop3] idle_timeout"),
+    })
 }
 
 /// The cluster map, when there is one, and whether each backend answers.
@@ -367,6 +382,8 @@ fn ports(config: &Config) -> Vec<Check> {
     want.extend(config.imap.preauth.iter().map(|p| ("imap preauth", p.listen)));
     want.extend(config.lmtp.listen.iter().map(|a| ("lmtp", *a)));
     want.extend(config.smtp.listen.iter().map(|a| ("smtp", *a)));
+    want.extend(config.pop3.listen.iter().map(|a| ("pop3", *a)));
+    want.extend(config.pop3.pop3s.iter().map(|a| ("pop3s", *a)));
     want.extend(config.metrics.listen.iter().map(|a| ("metrics", *a)));
     let running = crate::datadir::published_lmtp(&config.data_dir).is_some();
     want.into_iter()
