@@ -16,7 +16,8 @@
 # (the same over implicit TLS: a full handshake per connection, certificates
 # self-signed on both sides), zip-SCENARIO and zip-tls-SCENARIO (the same
 # with COMPRESS=DEFLATE after LOGIN, e.g. zip-idle), and also append and lmtp
-# (delivery), and `yardstick`: ringmail-load's login rate against Dovecot
+# (delivery), pop3 and tls-pop3 (connect, USER/PASS, STAT, UIDL, three
+# RETRs, QUIT; over implicit TLS), and `yardstick`: ringmail-load's login rate against Dovecot
 # next to a plain Python imaplib loop's (imaplib_baseline.py), which shows
 # the tool measures the server, not itself.
 set -euo pipefail
@@ -42,11 +43,12 @@ while [ $# -gt 0 ]; do
 done
 
 dv_imap=20143 dv_lmtp=20024 dv_imaps=20993 rm_imap=21143 rm_lmtp=21024 rm_imaps=21993
+dv_pop3=20110 dv_pop3s=20995 rm_pop3=21110 rm_pop3s=21995
 
-if ! command -v dovecot >/dev/null 2>&1; then
+if ! dpkg -s dovecot-imapd dovecot-lmtpd dovecot-pop3d >/dev/null 2>&1; then
     echo "== installing Dovecot from Debian's packages"
     sudo=""; [ "$(id -u)" -ne 0 ] && sudo=sudo
-    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dovecot-imapd dovecot-lmtpd >/dev/null
+    $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dovecot-imapd dovecot-lmtpd dovecot-pop3d >/dev/null
 fi
 id rmbench >/dev/null 2>&1 || useradd --system --no-create-home --shell /usr/sbin/nologin rmbench
 
@@ -72,6 +74,7 @@ chown -R rmbench:rmbench "$work/dovecot/mail"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 -subj "/CN=$(hostname)" \
     -keyout "$work/dovecot/key.pem" -out "$work/dovecot/cert.pem" 2>/dev/null
 sed -e "s|@WORK@|$work/dovecot|g" -e "s|@MAIL_USER@|rmbench|g" -e "s|@IMAP_PORT@|$dv_imap|g" -e "s|@LMTP_PORT@|$dv_lmtp|g" -e "s|@IMAPS_PORT@|$dv_imaps|g" \
+    -e "s|@POP3_PORT@|$dv_pop3|g" -e "s|@POP3S_PORT@|$dv_pop3s|g" \
     loadtest/dovecot/dovecot.conf > "$work/dovecot/dovecot.conf"
 cp "loadtest/dovecot/$mode.conf" "$work/dovecot/mode.conf"
 
@@ -86,7 +89,7 @@ start_ringmail() {
     if [ -n "${rm_pid:-}" ]; then kill "$rm_pid"; wait "$rm_pid" 2>/dev/null || true; fi
     echo "== starting ringmail on :$rm_imap"
     "$root/target/release/ringmail" serve --data-dir "$work/ringmail" --imap 127.0.0.1:$rm_imap --imaps 127.0.0.1:$rm_imaps \
-        --lmtp 127.0.0.1:$rm_lmtp 2>> "$work/ringmail.log" &
+        --lmtp 127.0.0.1:$rm_lmtp --pop3 127.0.0.1:$rm_pop3 --pop3s 127.0.0.1:$rm_pop3s 2>> "$work/ringmail.log" &
     rm_pid=$!
     wait_port $rm_imap
 }
@@ -109,6 +112,8 @@ run() { # server scenario extra-args...
     [ $server = ringmail ] && port=$rm_imap
     [ "$scenario" = lmtp ] && { port=$dv_lmtp; [ $server = ringmail ] && port=$rm_lmtp; }
     local name=$scenario
+    [ "$scenario" = pop3 ] && { port=$dv_pop3; [ $server = ringmail ] && port=$rm_pop3; }
+    [ "$scenario" = tls-pop3 ] && { scenario=pop3; set -- --tls "$@"; port=$dv_pop3s; [ $server = ringmail ] && port=$rm_pop3s; }
     echo "== $name against $server" >&2
     case $scenario in zip-*)
         scenario=${scenario#zip-}; set -- --compress "$@" ;;
@@ -150,7 +155,7 @@ for s in $scenarios; do
     if [ "$s" = yardstick ]; then yardstick; continue; fi
     for server in dovecot ringmail; do
         case $s in
-            login|session|tls-login|tls-session|zip-session|zip-tls-session) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
+            login|session|tls-login|tls-session|zip-session|zip-tls-session|pop3|tls-pop3) run $server $s --connections 64 --duration "$duration" --warmup "$warmup" ;;
             mix|zip-mix|zip-tls-mix) run $server $s --connections 100 --duration "$duration" --warmup "$warmup" ;;
             idle|tls-idle|zip-idle|zip-tls-idle) run $server $s --connections "$idle_conns" --duration 5s ;;
             *) run $server "$s" --duration "$duration" --warmup "$warmup" ;;
@@ -172,7 +177,7 @@ for s in scen:
     if not dv or not rm:
         rows.append((s, "missing result", "-", "-", "-")); continue
     p99 = lambda r, k: r["latency_ms"].get(k, {}).get("p99", "-")
-    if s.removeprefix("zip-").removeprefix("tls-") in ("login", "session"):
+    if s.removeprefix("zip-").removeprefix("tls-") in ("login", "session", "pop3"):
         rows.append((s, "sessions/s", dv["sessions_per_sec"] or 0.0, rm["sessions_per_sec"] or 0.0, None))
         rows.append((s, "session p99 ms", p99(dv, "session"), p99(rm, "session"), None))
     elif s.endswith("idle"):

@@ -486,6 +486,62 @@ pub fn quote(s: &str) -> String {
     q
 }
 
+/// A POP3 client on a [`Conn`] (RFC 1939).
+pub struct Pop3 {
+    pub conn: Conn,
+}
+
+impl Pop3 {
+    /// Reads the greeting.
+    pub async fn start(mut conn: Conn) -> Result<Pop3, Error> {
+        conn.reader.plain();
+        let mut p = Pop3 { conn };
+        p.status().await?;
+        Ok(p)
+    }
+
+    /// One status line: +OK, or the -ERR as an error.
+    async fn status(&mut self) -> Result<(), Error> {
+        self.conn.next_line().await?;
+        let line = self.conn.line();
+        if line.starts_with(b"+OK") {
+            Ok(())
+        } else if line.starts_with(b"-ERR") {
+            Err(Error::No(text_of(&line[4..])))
+        } else {
+            Err(Error::Protocol(text_of(line)))
+        }
+    }
+
+    /// A command with a one-line answer.
+    pub async fn command(&mut self, cmd: &str) -> Result<(), Error> {
+        self.conn.send(format!("{cmd}\r\n").into_bytes()).await?;
+        self.status().await
+    }
+
+    /// A command with a multi-line answer; the lines and their bytes
+    /// (dot-stuffing and CRLF included).
+    pub async fn multi(&mut self, cmd: &str) -> Result<(u64, u64), Error> {
+        self.conn.send(format!("{cmd}\r\n").into_bytes()).await?;
+        self.status().await?;
+        let (mut lines, mut bytes) = (0, 0);
+        loop {
+            self.conn.next_line().await?;
+            if self.conn.line() == b"." {
+                return Ok((lines, bytes));
+            }
+            lines += 1;
+            bytes += self.conn.reader.wire_len();
+        }
+    }
+
+    /// STLS (RFC 2595), then the handshake.
+    pub async fn stls(&mut self, config: &std::sync::Arc<rustls::ClientConfig>, server: std::net::IpAddr) -> Result<(), Error> {
+        self.command("STLS").await?;
+        self.conn.start_tls(config, server).await
+    }
+}
+
 /// An LMTP/SMTP client on a [`Conn`].
 pub struct Smtp {
     pub conn: Conn,

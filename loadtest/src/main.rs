@@ -13,12 +13,12 @@ use ringmail_load::scenario::{Options, Scenario, Weights};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server) and LMTP")]
+#[command(name = "ringmail-load", version, about = "Load generator for IMAP servers (ringmail, Dovecot, any IMAP4rev1/rev2 server), POP3 and LMTP")]
 struct Cli {
-    /// login | session | mix | idle | append | lmtp | populate | slow-reader
+    /// login | session | mix | idle | append | lmtp | populate | slow-reader | pop3
     /// (and `commands`: single commands timed on one connection; see --help there)
     scenario: Scenario,
-    /// Server address (the LMTP address for `lmtp`).
+    /// Server address (the LMTP address for `lmtp`, the POP3 one for `pop3`).
     #[arg(long)]
     target: String,
     /// User name pattern; %d is replaced by the user number.
@@ -34,7 +34,7 @@ struct Cli {
     /// Closed loop: concurrent connections. With --rate: most in flight.
     #[arg(long)]
     connections: Option<usize>,
-    /// Open loop: sessions (login, session) or commands (mix, append, lmtp) per second.
+    /// Open loop: sessions (login, session, pop3) or commands (mix, append, lmtp) per second.
     #[arg(long)]
     rate: Option<f64>,
     /// Measured time (idle: how long connections are held after all are in IDLE).
@@ -151,7 +151,7 @@ fn parse_sources(specs: &[String]) -> Result<Vec<IpAddr>, String> {
 fn default_connections(s: Scenario, rate: Option<f64>) -> usize {
     match (s, rate) {
         (_, Some(_)) => 256,
-        (Scenario::Login | Scenario::Session, None) => 32,
+        (Scenario::Login | Scenario::Session | Scenario::Pop3, None) => 32,
         (Scenario::Mix, None) => 100,
         (Scenario::Idle, None) => 1000,
         _ => 8,
@@ -338,7 +338,7 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         recipients: cli.recipients.max(1),
         read_rate: cli.read_rate.max(1),
         tls: tls_mode,
-        tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume)),
+        tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume, if cli.scenario == Scenario::Pop3 { b"pop3" } else { b"imap" })),
         compress: cli.compress,
         notify: cli.notify,
     };

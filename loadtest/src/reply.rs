@@ -31,6 +31,8 @@ pub struct LineReader {
     tail: Vec<u8>,
     /// Bytes of the current logical line, literals included.
     len: u64,
+    /// Plain lines (POP3, SMTP): no literals.
+    plain: bool,
 }
 
 /// Enough for `{` + 19 digits + `+}` + CRLF.
@@ -88,7 +90,7 @@ impl LineReader {
                     while matches!(self.tail.last(), Some(b'\n' | b'\r')) {
                         self.tail.pop();
                     }
-                    let literal = literal_at_end(&self.tail);
+                    let literal = if self.plain { None } else { literal_at_end(&self.tail) };
                     self.tail.clear();
                     match literal {
                         Some(n) if n > LITERAL_MAX => return Err(ProtoError::LiteralTooLarge(n)),
@@ -108,6 +110,11 @@ impl LineReader {
     /// Size of the completed line on the wire, literals included.
     pub fn wire_len(&self) -> u64 {
         self.len
+    }
+
+    /// Reads plain lines from now on (a `{5}` at a line's end is text).
+    pub fn plain(&mut self) {
+        self.plain = true;
     }
 
     /// Forgets the completed line; call before feeding the next one.

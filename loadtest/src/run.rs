@@ -256,6 +256,7 @@ async fn thread_main(ctx: std::rc::Rc<Ctx>, mine: Vec<u32>, tx: mpsc::Sender<Msg
             Scenario::Idle => monoio::spawn(scenario::idle(c, i)),
             Scenario::Append => monoio::spawn(scenario::append(c, i)),
             Scenario::Lmtp => monoio::spawn(scenario::lmtp(c)),
+            Scenario::Pop3 => monoio::spawn(scenario::pop3_sessions(c)),
             Scenario::Populate => monoio::spawn(scenario::populate(c)),
             Scenario::SlowReader => monoio::spawn(scenario::slow_reader(c, i)),
         });

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::conn::{connect, Conn, Done, Error, Imap, Smtp};
+use crate::conn::{connect, Conn, Done, Error, Imap, Pop3, Smtp};
 use crate::stats::Recorder;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,7 @@ pub enum Scenario {
     Lmtp,
     Populate,
     SlowReader,
+    Pop3,
 }
 
 impl std::str::FromStr for Scenario {
@@ -36,6 +37,7 @@ impl std::str::FromStr for Scenario {
             "lmtp" => Scenario::Lmtp,
             "populate" => Scenario::Populate,
             "slow-reader" => Scenario::SlowReader,
+            "pop3" => Scenario::Pop3,
             _ => return Err(format!("unknown scenario {s:?}")),
         })
     }
@@ -52,12 +54,13 @@ impl Scenario {
             Scenario::Lmtp => "lmtp",
             Scenario::Populate => "populate",
             Scenario::SlowReader => "slow-reader",
+            Scenario::Pop3 => "pop3",
         }
     }
 
     /// Whether each unit of work is a whole session (connect to LOGOUT).
     pub fn is_sessions(self) -> bool {
-        matches!(self, Scenario::Login | Scenario::Session)
+        matches!(self, Scenario::Login | Scenario::Session | Scenario::Pop3)
     }
 }
 
@@ -202,6 +205,9 @@ pub struct Global {
     /// populate: messages appended.
     pub appended: AtomicU32,
     pub bytes: AtomicUsize,
+    /// pop3: users with a session open now (POP3 servers lock a maildrop
+    /// to one session, RFC 1939 4, as a real client never runs two).
+    pub pop3_busy: std::sync::Mutex<std::collections::HashSet<u32>>,
 }
 
 /// Open loop: when each unit of work should start, from a fixed schedule.
@@ -400,6 +406,69 @@ async fn one_session(ctx: &Ctx, user: &str, full: bool) -> Result<(), Error> {
         }
     }
     logout(ctx, &mut imap).await
+}
+
+/// `pop3`: what a POP3 client checking for mail does: connect (TLS or
+/// STLS as asked), USER/PASS, STAT, UIDL, RETR of up to three messages,
+/// QUIT (which deletes nothing: no DELE).
+pub async fn pop3_sessions(ctx: Rc<Ctx>) {
+    while let Some(start) = ctx.next_start().await {
+        // A user no other connection of this run has open (any user, once
+        // there are more connections than users).
+        let n = {
+            let mut busy = ctx.global.pop3_busy.lock().expect("busy lock");
+            let users = ctx.opts.users.max(1);
+            let mut n = ctx.rand() as u32 % users;
+            for _ in 0..users {
+                if !busy.contains(&n) {
+                    break;
+                }
+                n = (n + 1) % users;
+            }
+            busy.insert(n);
+            n
+        };
+        let r = one_pop3_session(&ctx, &ctx.opts.user(n)).await;
+        ctx.global.pop3_busy.lock().expect("busy lock").remove(&n);
+        if r.is_ok() {
+            ctx.session(start.elapsed());
+        }
+    }
+}
+
+async fn one_pop3_session(ctx: &Ctx, user: &str) -> Result<(), Error> {
+    use crate::tls::Mode;
+    let ip = ctx.opts.target.ip();
+    let t = Instant::now();
+    let mut p = timed!(ctx, "connect", t, async {
+        let mut conn = ctx.open().await?;
+        if let (Mode::Implicit, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+            let h = Instant::now();
+            timed!(ctx, "TLS handshake", h, conn.start_tls(cfg, ip))?;
+        }
+        let mut p = Pop3::start(conn).await?;
+        if let (Mode::StartTls, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+            let h = Instant::now();
+            timed!(ctx, "STLS", h, p.stls(cfg, ip))?;
+        }
+        Ok(p)
+    })?;
+    let t = Instant::now();
+    timed!(ctx, "USER/PASS", t, async {
+        p.command(&format!("USER {user}")).await?;
+        p.command(&format!("PASS {}", ctx.opts.password)).await
+    })?;
+    let t = Instant::now();
+    timed!(ctx, "STAT", t, p.command("STAT"))?;
+    let t = Instant::now();
+    let (messages, _) = timed!(ctx, "UIDL", t, p.multi("UIDL"))?;
+    for _ in 0..messages.min(3) {
+        let n = 1 + ctx.rand() % messages;
+        let t = Instant::now();
+        timed!(ctx, "RETR", t, p.multi(&format!("RETR {n}")))?;
+    }
+    let t = Instant::now();
+    timed!(ctx, "QUIT", t, p.command("QUIT"))
 }
 
 /// `mix`: one long-lived session doing weighted operations; reconnects

@@ -54,10 +54,10 @@ impl ServerCertVerifier for AcceptAny {
     }
 }
 
-/// The client configuration: no verification, ALPN `imap`, and session
-/// resumption only if `resume` (by default every handshake is a full one,
-/// the server's worst case).
-pub fn client_config(resume: bool) -> Arc<ClientConfig> {
+/// The client configuration: no verification, ALPN `alpn` (`imap`, or
+/// `pop3` for POP3), and session resumption only if `resume` (by default
+/// every handshake is a full one, the server's worst case).
+pub fn client_config(resume: bool, alpn: &[u8]) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut c = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -65,7 +65,7 @@ pub fn client_config(resume: bool) -> Arc<ClientConfig> {
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
         .with_no_client_auth();
-    c.alpn_protocols = vec![b"imap".to_vec()];
+    c.alpn_protocols = vec![alpn.to_vec()];
     if !resume {
         c.resumption = rustls::client::Resumption::disabled();
     }

@@ -102,6 +102,11 @@ async fn serve(ctx: Rc<WorkerCtx>, stream: TcpStream, tls: Option<Box<rustls::Se
     let mut buf: Vec<u8> = Vec::new();
     let mut step = s.step(&mut c.out);
     loop {
+        if matches!(step, Step::Close) {
+            // Free before the last answer goes out: a client that reconnects
+            // at once after QUIT's +OK finds its maildrop unlocked.
+            c.lock = None;
+        }
         if c.flush().await.is_err() {
             break;
         }
