@@ -263,6 +263,19 @@ impl Default for LmtpConfig {
     }
 }
 
+/// Dovecot's authentication protocol for Postfix's submission service
+/// (`smtpd_sasl_type = dovecot`): users send mail through Postfix with the
+/// password they read mail with.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SaslConfig {
+    /// Where to answer: `HOST:PORT` (Postfix: `smtpd_sasl_path =
+    /// inet:HOST:PORT`) or a UNIX socket path (in Postfix's chroot, e.g.
+    /// `/var/spool/postfix/private/auth`: `smtpd_sasl_path = private/auth`).
+    /// Off when empty. Keep TCP on loopback or the mail hosts' network.
+    pub listen: Vec<String>,
+}
+
 /// POP3 (RFC 1939) on the same mailboxes: the INBOX of each user.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -507,6 +520,7 @@ pub struct Config {
     pub lmtp: LmtpConfig,
     pub smtp: SmtpConfig,
     pub pop3: Pop3Config,
+    pub sasl: SaslConfig,
     pub delivery: DeliveryConfig,
     pub quota: QuotaConfig,
     pub metadata: MetadataConfig,
@@ -529,6 +543,7 @@ impl Default for Config {
             lmtp: LmtpConfig::default(),
             smtp: SmtpConfig::default(),
             pop3: Pop3Config::default(),
+            sasl: SaslConfig::default(),
             delivery: DeliveryConfig::default(),
             quota: QuotaConfig::default(),
             metadata: MetadataConfig::default(),

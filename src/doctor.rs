@@ -115,7 +115,9 @@ fn pop3(config: &Config) -> Option<Check> {
     let value = format!("{} s", p.idle_timeout.as_secs());
     Some(match p.idle_timeout >= std::time::Duration::from_secs(600) {
         true => check("pop3 autologout", value, ">= 600 s (RFC 1939)", Status::Ok, "[pop3] idle_timeout"),
-        false => check("pop3 autologout", value, ">= 600 s (RFC 1939)", Status::Warn, "clients that pause between commands get cut off; raise [pop3] idle_timeout"),
+        false => {
+            check("pop3 autologout", value, ">= 600 s (RFC 1939)", Status::Warn, "clients that pause between commands get cut off; raise [pop3] idle_timeout")
+        }
     })
 }
 

@@ -61,6 +61,9 @@ enum Cmd {
         /// POP3 over implicit TLS (repeatable; default 127.0.0.1:1995).
         #[arg(long = "pop3s")]
         pop3s: Vec<SocketAddr>,
+        /// Answer Postfix's SASL checks (Dovecot's auth protocol) here: HOST:PORT or a socket path.
+        #[arg(long = "auth-socket")]
+        auth_socket: Vec<String>,
         /// Serve Prometheus metrics over HTTP here (GET /metrics; off by default).
         #[arg(long)]
         metrics: Option<SocketAddr>,
@@ -469,6 +472,7 @@ struct Listen {
     smtp: Vec<SocketAddr>,
     pop3: Vec<SocketAddr>,
     pop3s: Vec<SocketAddr>,
+    auth_socket: Vec<String>,
 }
 
 fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
@@ -508,6 +512,9 @@ fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<
     }
     if !listen.pop3s.is_empty() {
         config.pop3.pop3s = listen.pop3s;
+    }
+    if !listen.auth_socket.is_empty() {
+        config.sasl.listen = listen.auth_socket;
     }
     if let Some(w) = workers {
         config.workers = w;
@@ -651,6 +658,7 @@ fn main() -> ExitCode {
             smtp,
             pop3,
             pop3s,
+            auth_socket,
             metrics,
             cluster,
             cluster_self,
@@ -662,7 +670,7 @@ fn main() -> ExitCode {
             log_format,
         } => serve(
             common,
-            Listen { metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, imap, imaps, lmtp, smtp, pop3, pop3s },
+            Listen { metrics, cluster, cluster_self, cluster_secret, auth_http, socketmap, imap, imaps, lmtp, smtp, pop3, pop3s, auth_socket },
             workers,
             driver,
             log_format,

@@ -338,7 +338,8 @@ fn real_main(cli: Cli) -> Result<ExitCode, String> {
         recipients: cli.recipients.max(1),
         read_rate: cli.read_rate.max(1),
         tls: tls_mode,
-        tls_config: (tls_mode != ringmail_load::tls::Mode::Plain).then(|| ringmail_load::tls::client_config(cli.tls_resume, if cli.scenario == Scenario::Pop3 { b"pop3" } else { b"imap" })),
+        tls_config: (tls_mode != ringmail_load::tls::Mode::Plain)
+            .then(|| ringmail_load::tls::client_config(cli.tls_resume, if cli.scenario == Scenario::Pop3 { b"pop3" } else { b"imap" })),
         compress: cli.compress,
         notify: cli.notify,
     };

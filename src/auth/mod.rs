@@ -5,6 +5,7 @@
 //! never runs on a worker's event loop: [`Authenticator::verify`] answers from
 //! the cache when it can and otherwise hands the work to a blocking thread.
 
+pub mod dovecot_protocol;
 pub mod limiter;
 pub mod passwd;
 pub mod quota_rule;

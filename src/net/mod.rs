@@ -13,6 +13,7 @@
 //! `smtp_conn` (one task per connection or delivery); `worker` (the
 //! runtime of one core); `server` (start, signals, stop).
 
+mod auth_socket;
 mod cluster;
 mod compress;
 mod context;

@@ -25,6 +25,8 @@ pub struct Server {
     /// nginx's auth_http and Postfix's socketmap endpoints, if served.
     pub auth_http_addr: Option<SocketAddr>,
     pub socketmap_addr: Option<SocketAddr>,
+    /// Where the auth socket for Postfix listens (addresses or paths).
+    pub sasl_addrs: Vec<String>,
     /// The cluster control port (user moves), if served.
     pub control_port: Option<SocketAddr>,
     /// The IMAP addresses actually bound (port 0 resolved), in config order.
@@ -176,6 +178,10 @@ impl Server {
         let control = control::serve(&ctx.config.data_dir, ctx.clone())
             .map_err(|e| tracing::warn!(error = %e, "no control socket: `ringmail import` needs the server stopped"))
             .ok();
+        let mut sasl_addrs = Vec::new();
+        for at in &ctx.config.sasl.listen {
+            sasl_addrs.push(super::auth_socket::serve(at, ctx.clone())?);
+        }
         let control_port = match ctx.cluster.as_ref().map(|c| (c.view(), c.secret().map(<[u8]>::to_vec))) {
             Some((view, secret)) => match (view.map.backend(&view.me).and_then(|b| b.control), secret) {
                 (Some(addr), Some(secret)) => Some(control::serve_port(addr, secret, ctx.clone())?),
@@ -203,6 +209,7 @@ impl Server {
             auth_http_addr,
             socketmap_addr,
             control_port,
+            sasl_addrs,
             metrics_addr,
             imap_addrs,
             imaps_addrs,
