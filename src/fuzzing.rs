@@ -188,3 +188,68 @@ pub fn message(data: &[u8]) {
         .join()
         .expect("no panic, no stack overflow");
 }
+
+/// A POP3 session on an in-memory store with a few messages, driven by
+/// arbitrary client bytes (any password works for "fuzz", others fail):
+/// no input may panic it, and no step may write more than its output
+/// budget beyond one message slice.
+pub fn pop3(data: &[u8]) {
+    use crate::pop3::{Facts, Maildrop, Session, Step, BUDGET};
+    let store = Store::new(Rc::new(MemIo::new()), std::path::Path::new("/p"), Settings { segment_size: 1 << 20, ..Settings::default() });
+    let Ok(user) = store.user("fuzz", NOW) else { return };
+    if let Ok(inbox) = user.mailbox("INBOX") {
+        let mut mb = inbox.borrow_mut();
+        for i in 0..3 {
+            let _ = mb.append_bytes(&ringmail_kit::corpus::message(9, i), 0, 0, NOW);
+        }
+        let _ = mb.commit();
+    }
+    let mut s = Session::new(Facts { tls: false, cleartext_ok: true, can_stls: true });
+    let mut out = Out::new();
+    s.greeting(&mut out);
+    for chunk in data.chunks(32) {
+        s.feed(chunk);
+        let mut step = s.step(&mut out);
+        loop {
+            assert!(out.len() <= BUDGET + 8192, "a step wrote {} bytes", out.len());
+            out.clear();
+            step = match step {
+                Step::Read => break,
+                Step::Close => return,
+                Step::Flush => s.step(&mut out),
+                Step::StartTls => {
+                    s.tls_started();
+                    s.step(&mut out)
+                }
+                Step::Authenticate { user, .. } => {
+                    let r = if user == "fuzz" { crate::auth::AuthResult::Ok("fuzz".into()) } else { crate::auth::AuthResult::Failed };
+                    s.auth_done(r, &mut out)
+                }
+                Step::Open(_) => {
+                    let m = store.user("fuzz", NOW).map_err(|e| e.to_string()).and_then(Maildrop::open);
+                    s.opened(m.map_err(|_| crate::pop3::OpenError::Unavailable), &mut out)
+                }
+                Step::AwaitDurable(_) => s.quit_done(Ok(()), &mut out),
+            };
+        }
+    }
+}
+
+/// Dovecot's auth protocol on any lines (after a valid VERSION): no panic,
+/// and every answer is one line.
+pub fn dovecot_auth(data: &[u8]) {
+    use crate::auth::dovecot_protocol::{Action, Connection};
+    let mut c = Connection::default();
+    let ok = |_: Option<std::net::IpAddr>| true;
+    let _ = c.line(b"VERSION\t1\t2", &ok);
+    for line in data.split(|&b| b == b'\n') {
+        match c.line(line, &ok) {
+            Action::Reply(r) => assert!(r.is_empty() || (r.ends_with('\n') && r.matches('\n').count() == 1), "{r:?}"),
+            Action::Check(chk) => {
+                let r = c.checked(&chk, &crate::auth::AuthResult::Failed);
+                assert!(r.ends_with('\n') && r.matches('\n').count() == 1, "{r:?}");
+            }
+            Action::Close(_) => return,
+        }
+    }
+}

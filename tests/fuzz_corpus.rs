@@ -47,3 +47,13 @@ fn session() {
 fn message() {
     replay("message", ringmail::fuzzing::message);
 }
+
+#[test]
+fn pop3() {
+    replay("pop3", ringmail::fuzzing::pop3);
+}
+
+#[test]
+fn dovecot_auth() {
+    replay("dovecot_auth", ringmail::fuzzing::dovecot_auth);
+}

@@ -32,7 +32,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &["auth", "certs", "cluster", "config", "datadir", "delivery", "metrics", "migrate", "mime", "pop3", "proto", "sdnotify", "session", "signal", "store"],
     ),
     ("doctor", &["auth", "certs", "cluster", "config", "datadir", "delivery", "migrate", "net", "store"]),
-    ("fuzzing", &["delivery", "mime", "proto", "session", "signal", "store"]),
+    ("fuzzing", &["auth", "delivery", "mime", "pop3", "proto", "session", "signal", "store"]),
 ];
 
 /// Module path ("net::imap_conn", "" for the crate root) -> its file's text.

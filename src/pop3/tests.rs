@@ -7,6 +7,7 @@ use super::*;
 use crate::auth::AuthResult;
 use crate::proto::Out;
 use crate::store::{MemIo, Settings, Store};
+use proptest::strategy::Strategy;
 
 struct Harness {
     store: Store,
@@ -220,4 +221,26 @@ fn long_answers_come_in_slices_and_bad_input_is_bounded() {
     assert_eq!(h.send("\r\n"), "-ERR Line too long.\r\n");
     let r = h.send(&"BAD\r\n".repeat(30));
     assert!(r.ends_with("-ERR Too many bad commands.\r\n"), "{r}");
+}
+
+proptest::proptest! {
+    /// Any sequence of commands, well-formed or not, in any state: no
+    /// panic, and every step's output within its budget (the fuzz target's
+    /// checks, on inputs made of POP3's own words).
+    #[test]
+    fn any_command_sequence_is_served(cmds in proptest::collection::vec(
+        proptest::prop_oneof![
+            proptest::strategy::Just("USER fuzz".to_string()), proptest::strategy::Just("PASS x".to_string()),
+            proptest::strategy::Just("AUTH PLAIN AGZ1enoAeA==".to_string()), proptest::strategy::Just("AUTH LOGIN".to_string()),
+            proptest::strategy::Just("STAT".to_string()), proptest::strategy::Just("LIST".to_string()), proptest::strategy::Just("UIDL".to_string()),
+            proptest::strategy::Just("RSET".to_string()), proptest::strategy::Just("QUIT".to_string()), proptest::strategy::Just("STLS".to_string()),
+            proptest::strategy::Just("CAPA".to_string()), proptest::strategy::Just("*".to_string()),
+            (0u32..6).prop_map(|n| format!("RETR {n}")), (0u32..6).prop_map(|n| format!("DELE {n}")),
+            (0u32..6, 0u64..4).prop_map(|(n, l)| format!("TOP {n} {l}")), "[ -~]{0,20}",
+        ],
+        0..40,
+    )) {
+        let input: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
+        crate::fuzzing::pop3(input.as_bytes());
+    }
 }
