@@ -477,45 +477,30 @@ struct Listen {
 
 fn serve(common: Common, listen: Listen, workers: Option<usize>, driver: Option<Driver>, log_format: Option<String>) -> Result<(), String> {
     let mut config = load_config(&common)?;
-    if !listen.imap.is_empty() {
-        config.imap.listen = listen.imap;
+    // What the command line gives replaces the configuration's.
+    fn list<T>(to: &mut Vec<T>, given: Vec<T>) {
+        if !given.is_empty() {
+            *to = given;
+        }
     }
-    if listen.metrics.is_some() {
-        config.metrics.listen = listen.metrics;
+    fn one<T>(to: &mut Option<T>, given: Option<T>) {
+        if given.is_some() {
+            *to = given;
+        }
     }
-    if listen.cluster.is_some() {
-        config.cluster.file = listen.cluster;
-    }
-    if listen.cluster_self.is_some() {
-        config.cluster.self_name = listen.cluster_self;
-    }
-    if listen.cluster_secret.is_some() {
-        config.cluster.secret_file = listen.cluster_secret;
-    }
-    if listen.auth_http.is_some() {
-        config.cluster.auth_http = listen.auth_http;
-    }
-    if listen.socketmap.is_some() {
-        config.cluster.socketmap = listen.socketmap;
-    }
-    if !listen.imaps.is_empty() {
-        config.imap.imaps = listen.imaps;
-    }
-    if !listen.lmtp.is_empty() {
-        config.lmtp.listen = listen.lmtp;
-    }
-    if !listen.smtp.is_empty() {
-        config.smtp.listen = listen.smtp;
-    }
-    if !listen.pop3.is_empty() {
-        config.pop3.listen = listen.pop3;
-    }
-    if !listen.pop3s.is_empty() {
-        config.pop3.pop3s = listen.pop3s;
-    }
-    if !listen.auth_socket.is_empty() {
-        config.sasl.listen = listen.auth_socket;
-    }
+    list(&mut config.imap.listen, listen.imap);
+    list(&mut config.imap.imaps, listen.imaps);
+    list(&mut config.lmtp.listen, listen.lmtp);
+    list(&mut config.smtp.listen, listen.smtp);
+    list(&mut config.pop3.listen, listen.pop3);
+    list(&mut config.pop3.pop3s, listen.pop3s);
+    list(&mut config.sasl.listen, listen.auth_socket);
+    one(&mut config.metrics.listen, listen.metrics);
+    one(&mut config.cluster.file, listen.cluster);
+    one(&mut config.cluster.self_name, listen.cluster_self);
+    one(&mut config.cluster.secret_file, listen.cluster_secret);
+    one(&mut config.cluster.auth_http, listen.auth_http);
+    one(&mut config.cluster.socketmap, listen.socketmap);
     if let Some(w) = workers {
         config.workers = w;
     }
