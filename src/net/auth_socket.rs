@@ -16,6 +16,10 @@ use super::context::ServerCtx;
 use crate::auth::dovecot_protocol::{self, Action, Connection, MAX_LINE};
 use crate::auth::AuthResult;
 
+/// Connections served at once (a Postfix smtpd process keeps one; Postfix
+/// runs 100 by default); more are closed at once.
+const MAX_CONNECTIONS: u32 = 512;
+
 /// Where the service listens: `HOST:PORT`, or the path of a UNIX socket.
 pub fn serve(at: &str, ctx: Arc<ServerCtx>) -> Result<String, String> {
     let cookie: String = (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
@@ -58,6 +62,7 @@ impl Stream for std::os::unix::net::UnixStream {
 type Accepted = std::io::Result<(Box<dyn Stream>, Option<IpAddr>)>;
 
 fn spawn_accepting(accept: impl Fn() -> Accepted + Send + 'static, ctx: Arc<ServerCtx>, cookie: String, conns: Arc<AtomicU32>) -> Result<(), String> {
+    let open = Arc::new(AtomicU32::new(0));
     std::thread::Builder::new()
         .name("ringmail-auth-socket".into())
         .spawn(move || loop {
@@ -65,8 +70,20 @@ fn spawn_accepting(accept: impl Fn() -> Accepted + Send + 'static, ctx: Arc<Serv
                 std::thread::sleep(std::time::Duration::from_millis(100));
                 continue;
             };
-            let (ctx, cookie, n) = (ctx.clone(), cookie.clone(), conns.fetch_add(1, Ordering::Relaxed));
-            let _ = std::thread::Builder::new().name("ringmail-auth".into()).spawn(move || serve_connection(stream, peer, &ctx, &cookie, n));
+            if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+                open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!(peer = ?peer, "auth socket: too many connections; one closed");
+                continue;
+            }
+            let (ctx, cookie, n, mine) = (ctx.clone(), cookie.clone(), conns.fetch_add(1, Ordering::Relaxed), open.clone());
+            let spawned = std::thread::Builder::new().name("ringmail-auth".into()).spawn(move || {
+                serve_connection(stream, peer, &ctx, &cookie, n);
+                mine.fetch_sub(1, Ordering::AcqRel);
+            });
+            if spawned.is_err() {
+                open.fetch_sub(1, Ordering::AcqRel);
+                tracing::warn!("auth socket: cannot start a thread");
+            }
         })
         .map(|_| ())
         .map_err(|e| format!("cannot start the auth socket: {e}"))
