@@ -100,7 +100,11 @@ def start_dovecot(work):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2",
                     "-subj", "/CN=localhost", "-keyout", os.path.join(d, "key.pem"), "-out", os.path.join(d, "cert.pem")], check=True, capture_output=True)
     conf = open(os.path.join(ROOT, "loadtest/dovecot/dovecot.conf")).read()
-    for k, v in {"@WORK@": d, "@MAIL_USER@": "rmbench", "@IMAP_PORT@": str(DV_IMAP), "@LMTP_PORT@": str(DV_LMTP), "@IMAPS_PORT@": str(DV_IMAPS)}.items():
+    # The benchmark's configuration, without its POP3 (not used here, and
+    # dovecot-pop3d need not be installed): the listeners stay, unused.
+    conf = conf.replace("protocols = imap lmtp pop3", "protocols = imap lmtp")
+    ports = {"@IMAP_PORT@": DV_IMAP, "@LMTP_PORT@": DV_LMTP, "@IMAPS_PORT@": DV_IMAPS, "@POP3_PORT@": DV_IMAP + 7, "@POP3S_PORT@": DV_IMAP + 8}
+    for k, v in {"@WORK@": d, "@MAIL_USER@": "rmbench", **{k: str(v) for k, v in ports.items()}}.items():
         conf = conf.replace(k, v)
     with open(os.path.join(d, "dovecot.conf"), "w") as f:
         f.write(conf)
