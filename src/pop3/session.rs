@@ -59,8 +59,9 @@ impl Maildrop {
         Ok(Maildrop { user, mailbox, uidvalidity, msgs, deleted })
     }
 
-    fn live(&self) -> impl Iterator<Item = (usize, &(u32, u64))> {
-        self.msgs.iter().enumerate().filter(|(i, _)| !self.deleted[*i])
+    /// How many messages are not marked deleted, and their size.
+    fn totals(&self) -> (u64, u64) {
+        self.msgs.iter().zip(&self.deleted).filter(|(_, d)| !**d).fold((0, 0), |(n, size), (m, _)| (n + 1, size + m.1))
     }
 
     /// Dovecot's default UIDL (`%08Xu%08Xv`): the same message keeps it
@@ -207,8 +208,7 @@ impl Session {
             if matches!(self.state, State::Logout) {
                 return Step::Close;
             }
-            if matches!(self.state, State::Opening(_)) {
-                let State::Opening(u) = &self.state else { unreachable!() };
+            if let State::Opening(u) = &self.state {
                 return Step::Open(u.clone());
             }
             if out.len() >= BUDGET {
@@ -501,7 +501,7 @@ fn transaction(m: &mut Maildrop, cmd: Command, out: &mut Out, pending: &mut Opti
     };
     match cmd {
         Command::Stat => {
-            let (n, size) = m.live().fold((0u64, 0u64), |(n, s), (_, x)| (n + 1, s + x.1));
+            let (n, size) = m.totals();
             out.str(&format!("+OK {n} {size}\r\n"));
         }
         Command::List(None) | Command::Uidl(None) => {
@@ -509,20 +509,19 @@ fn transaction(m: &mut Maildrop, cmd: Command, out: &mut Out, pending: &mut Opti
             match uidl {
                 true => out.raw(b"+OK\r\n"),
                 false => {
-                    let (n, size) = m.live().fold((0u64, 0u64), |(n, s), (_, x)| (n + 1, s + x.1));
+                    let (n, size) = m.totals();
                     out.str(&format!("+OK {n} messages ({size} octets):\r\n"))
                 }
             };
             *pending = Some(Pending::Lines { uidl, next: 0 });
         }
-        Command::List(Some(n)) => match number(n) {
-            Ok(i) => drop(out.str(&format!("+OK {n} {}\r\n", m.msgs[i].1))),
-            Err(e) => drop(out.str(e)),
-        },
-        Command::Uidl(Some(n)) => match number(n) {
-            Ok(i) => drop(out.str(&format!("+OK {n} {}\r\n", m.uidl(i)))),
-            Err(e) => drop(out.str(e)),
-        },
+        Command::List(Some(n)) | Command::Uidl(Some(n)) => {
+            match number(n) {
+                Ok(i) if matches!(cmd, Command::List(_)) => out.str(&format!("+OK {n} {}\r\n", m.msgs[i].1)),
+                Ok(i) => out.str(&format!("+OK {n} {}\r\n", m.uidl(i))),
+                Err(e) => out.str(e),
+            };
+        }
         Command::Retr(n) | Command::Top(n, _) => {
             let i = match number(n) {
                 Ok(i) => i,
@@ -568,7 +567,9 @@ fn transaction(m: &mut Maildrop, cmd: Command, out: &mut Out, pending: &mut Opti
                 m.deleted[i] = true;
                 out.raw(b"+OK Marked to be deleted.\r\n");
             }
-            Err(e) => drop(out.str(e)),
+            Err(e) => {
+                out.str(e);
+            }
         },
         Command::Rset => {
             m.deleted.iter_mut().for_each(|d| *d = false);
