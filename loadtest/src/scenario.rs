@@ -338,22 +338,34 @@ macro_rules! timed {
     }};
 }
 
+/// A new connection, with the TLS handshake first if implicit TLS was
+/// asked (timed on its own).
+async fn open_maybe_tls(ctx: &Ctx) -> Result<Conn, Error> {
+    let mut conn = ctx.open().await?;
+    if let (crate::tls::Mode::Implicit, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+        let h = Instant::now();
+        timed!(ctx, "TLS handshake", h, conn.start_tls(cfg, ctx.opts.target.ip()))?;
+    }
+    Ok(conn)
+}
+
+/// The client configuration if STARTTLS (POP3's STLS) was asked.
+fn starttls_config(ctx: &Ctx) -> Option<&Arc<rustls::ClientConfig>> {
+    match ctx.opts.tls {
+        crate::tls::Mode::StartTls => ctx.opts.tls_config.as_ref(),
+        _ => None,
+    }
+}
+
 /// Connects and reads the greeting (with TLS first, or STARTTLS after,
 /// as asked); the handshake is also timed on its own.
 async fn connect_imap(ctx: &Ctx) -> Result<Imap, Error> {
-    use crate::tls::Mode;
     let t = Instant::now();
-    let ip = ctx.opts.target.ip();
     timed!(ctx, "connect", t, async {
-        let mut conn = ctx.open().await?;
-        if let (Mode::Implicit, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+        let mut imap = Imap::start(open_maybe_tls(ctx).await?).await?;
+        if let Some(cfg) = starttls_config(ctx) {
             let h = Instant::now();
-            timed!(ctx, "TLS handshake", h, conn.start_tls(cfg, ip))?;
-        }
-        let mut imap = Imap::start(conn).await?;
-        if let (Mode::StartTls, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
-            let h = Instant::now();
-            timed!(ctx, "STARTTLS", h, imap.starttls(cfg, ip))?;
+            timed!(ctx, "STARTTLS", h, imap.starttls(cfg, ctx.opts.target.ip()))?;
         }
         Ok(imap)
     })
@@ -437,19 +449,12 @@ pub async fn pop3_sessions(ctx: Rc<Ctx>) {
 }
 
 async fn one_pop3_session(ctx: &Ctx, user: &str) -> Result<(), Error> {
-    use crate::tls::Mode;
-    let ip = ctx.opts.target.ip();
     let t = Instant::now();
     let mut p = timed!(ctx, "connect", t, async {
-        let mut conn = ctx.open().await?;
-        if let (Mode::Implicit, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
+        let mut p = Pop3::start(open_maybe_tls(ctx).await?).await?;
+        if let Some(cfg) = starttls_config(ctx) {
             let h = Instant::now();
-            timed!(ctx, "TLS handshake", h, conn.start_tls(cfg, ip))?;
-        }
-        let mut p = Pop3::start(conn).await?;
-        if let (Mode::StartTls, Some(cfg)) = (ctx.opts.tls, &ctx.opts.tls_config) {
-            let h = Instant::now();
-            timed!(ctx, "STLS", h, p.stls(cfg, ip))?;
+            timed!(ctx, "STLS", h, p.stls(cfg, ctx.opts.target.ip()))?;
         }
         Ok(p)
     })?;
