@@ -149,9 +149,10 @@ impl Mover<'_> {
         }
     }
 
-    /// Brings the copy of `f` up to date; None if the file went away
-    /// meanwhile (a checkpoint's old log).
-    fn copy_file(&mut self, f: &FileInfo, listed_at: i128) -> Result<Option<u64>, String> {
+    /// Brings the copy of `f` up to date: the bytes copied and whether the
+    /// copy changed; None if the file went away meanwhile (a checkpoint's
+    /// old log).
+    fn copy_file(&mut self, f: &FileInfo, listed_at: i128) -> Result<Option<(u64, bool)>, String> {
         let (user, id) = (self.user.to_string(), self.id);
         let (len, blocks) = match self.src.call(MoveOp::Blocks { user: user.clone(), id, path: f.path.clone() }, &[]) {
             Ok((MoveReply::Blocks { len, blocks }, _)) => (len, blocks),
@@ -159,9 +160,11 @@ impl Mover<'_> {
             Err(e) if e.contains("No such file") => return Ok(None),
             Err(e) => return Err(format!("{}: {e}", f.path)),
         };
-        let had = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
+        let had = self.sent.get(&f.path);
+        let (plan, had_len) = (pieces(len, &blocks, had.map_or(&[][..], |s| &s.blocks)), had.map(|s| s.info.len));
+        let changed = !plan.is_empty() || had_len != Some(len);
         let mut copied = 0;
-        for p in pieces(len, &blocks, had.as_ref().map_or(&[][..], |h| &h.0)) {
+        for p in plan {
             let stage = |data| MoveOp::Stage { user: user.clone(), id, path: f.path.clone(), offset: p.offset, zeros: if data { 0 } else { p.len } };
             if p.zeros {
                 expect_done(self.dst.call(stage(false), &[])?)?;
@@ -176,11 +179,11 @@ impl Mover<'_> {
             copied += bytes.len() as u64;
             expect_done(self.dst.call(stage(true), &[bytes])?)?;
         }
-        if had.as_ref().is_none_or(|h| h.1 != len) {
+        if had_len != Some(len) {
             expect_done(self.dst.call(MoveOp::Truncate { user, id, path: f.path.clone(), len }, &[])?)?;
         }
         self.sent.insert(f.path.clone(), Sent { info: FileInfo { len, ..f.clone() }, listed_at, blocks });
-        Ok(Some(copied))
+        Ok(Some((copied, changed)))
     }
 
     /// One round: the files that may have changed are compared block by
@@ -196,15 +199,13 @@ impl Mover<'_> {
         let mut changed = gone.len();
         let mut bytes = 0;
         for f in &check {
-            let before = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
             match self.copy_file(f, now)? {
-                Some(n) => {
+                Some((n, changed_here)) => {
                     if self.verbose {
                         eprintln!("  {}: {n} bytes of {}", f.path, f.len);
                     }
                     bytes += n;
-                    let after = self.sent.get(&f.path).map(|s| (s.blocks.clone(), s.info.len));
-                    changed += usize::from(before != after);
+                    changed += usize::from(changed_here);
                 }
                 None => {
                     changed += usize::from(self.sent.remove(&f.path).is_some());
