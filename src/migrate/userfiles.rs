@@ -204,6 +204,17 @@ pub fn sealed_for(data_dir: &Path, user: &str) -> Option<u64> {
     std::fs::read_to_string(seal_mark(data_dir, user)).ok()?.trim().parse().ok()
 }
 
+/// Removes `dir` if it exists: first renamed into `incoming/` (at once, so
+/// its name is free), then removed.
+fn remove_aside(data_dir: &Path, dir: &Path, why: &str, user: &str) -> std::io::Result<()> {
+    if !dir.exists() {
+        return Ok(());
+    }
+    let aside = data_dir.join("incoming").join(format!(".{why}-{}-{:016x}", user_dir_name(user), rand::random::<u64>()));
+    std::fs::rename(dir, &aside)?;
+    std::fs::remove_dir_all(&aside)
+}
+
 /// Removes a user's store and any staged copy here (moved out of the way
 /// at once, removed after).
 pub fn discard(data_dir: &Path, user: &str) -> std::io::Result<()> {
@@ -211,11 +222,7 @@ pub fn discard(data_dir: &Path, user: &str) -> std::io::Result<()> {
     crate::datadir::create_private_dir(&incoming)?;
     let _ = std::fs::remove_file(seal_mark(data_dir, user));
     for dir in [store_dir(data_dir, user), staging_dir(data_dir, user)] {
-        if dir.exists() {
-            let gone = incoming.join(format!(".discarded-{}-{:016x}", user_dir_name(user), rand::random::<u64>()));
-            std::fs::rename(&dir, &gone)?;
-            std::fs::remove_dir_all(&gone)?;
-        }
+        remove_aside(data_dir, &dir, "discarded", user)?;
     }
     sync_dir(&incoming)?;
     sync_dir(&data_dir.join("mail"))
@@ -229,11 +236,7 @@ pub fn adopt(data_dir: &Path, user: &str, id: u64) -> std::io::Result<bool> {
         return Ok(false);
     }
     let (staging, home) = (staging_dir(data_dir, user), store_dir(data_dir, user));
-    if home.exists() {
-        let old = data_dir.join("incoming").join(format!(".replaced-{}-{:016x}", user_dir_name(user), rand::random::<u64>()));
-        std::fs::rename(&home, &old)?;
-        std::fs::remove_dir_all(&old)?;
-    }
+    remove_aside(data_dir, &home, "replaced", user)?;
     std::fs::rename(&staging, &home)?;
     sync_dir(&data_dir.join("mail"))?;
     std::fs::remove_file(seal_mark(data_dir, user))?;
