@@ -44,26 +44,19 @@ impl Moves {
         self.users.get(&user.to_ascii_lowercase())
     }
 
+    /// Whether `moved` is later than what is known of `user`.
+    pub fn is_news(&self, user: &str, moved: &Moved) -> bool {
+        self.get(user).is_none_or(|known| moved.supersedes(known))
+    }
+
     /// Takes `moved` for `user` if it is later than what is known; true if
     /// it was.
     pub fn merge(&mut self, user: &str, moved: Moved) -> bool {
-        let user = user.to_ascii_lowercase();
-        match self.users.get(&user) {
-            Some(known) if !moved.supersedes(known) => false,
-            _ => {
-                self.users.insert(user, moved);
-                true
-            }
+        if !self.is_news(user, &moved) {
+            return false;
         }
-    }
-
-    /// Sets `user`'s entry, later or not (undoing a merge).
-    pub fn merge_force(&mut self, user: &str, moved: Moved) {
         self.users.insert(user.to_ascii_lowercase(), moved);
-    }
-
-    pub fn remove(&mut self, user: &str) {
-        self.users.remove(&user.to_ascii_lowercase());
+        true
     }
 
     /// Takes every later entry of `other`; answers the users that changed.

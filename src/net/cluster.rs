@@ -183,20 +183,15 @@ impl Cluster {
     /// (`ringmail user move` seals it before it commits the move anywhere).
     pub fn take_moves(&self, heard: &Moves) -> Result<(), String> {
         let mut moves = self.moves.lock().expect("moves lock");
-        let mut next = moves.clone();
-        let changed = next.merge_all(heard);
-        if changed.is_empty() {
-            return Ok(());
-        }
         let me = self.view().me.clone();
-        let mut taken = Vec::with_capacity(changed.len());
-        for user in changed {
-            let moved = next.get(&user).expect("just merged").clone();
+        let mut next = moves.clone();
+        let mut changed = Vec::new();
+        for (user, moved) in heard.iter().filter(|(u, m)| moves.is_news(u, m)) {
             if moved.backend == me {
-                match userfiles::adopt(&self.data_dir, &user, moved.id) {
+                match userfiles::adopt(&self.data_dir, user, moved.id) {
                     Ok(true) => tracing::info!(user, "a user moved here; their mail is in place"),
                     // Put in place before (the move is heard again).
-                    Ok(false) if userfiles::store_dir(&self.data_dir, &user).exists() => {}
+                    Ok(false) if userfiles::store_dir(&self.data_dir, user).exists() => {}
                     Ok(false) => {
                         // Never serve an empty store for a user whose mail
                         // is elsewhere: the move is not taken here, and the
@@ -206,19 +201,15 @@ impl Cluster {
                             id = moved.id,
                             "a user moved here, but the copy of their mail sealed for that move is not here; the move is not taken"
                         );
-                        match moves.get(&user) {
-                            Some(old) => next.merge_force(&user, old.clone()),
-                            None => next.remove(&user),
-                        }
                         continue;
                     }
                     Err(e) => return Err(format!("cannot put the mail of {user} in place: {e}")),
                 }
-                self.receiving.lock().expect("receiving lock").remove(&user);
+                self.receiving.lock().expect("receiving lock").remove(user.as_str());
             }
-            taken.push(user);
+            next.merge(user, moved.clone());
+            changed.push(user.clone());
         }
-        let changed = taken;
         if changed.is_empty() {
             return Ok(());
         }
